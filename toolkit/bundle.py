@@ -1,0 +1,223 @@
+"""The bundle: a directory of artifacts indexed by manifest.json, with golden samples.
+
+Every write is atomic (temp file in the same directory, then rename), so a crash or a failed
+export never leaves a half-written manifest or artifact behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit import environment
+from toolkit.errors import UsageError
+from toolkit.spec import OutputSpec, TensorSpec
+
+MANIFEST = "manifest.json"
+GOLDEN = "golden.npz"
+SCHEMA_VERSION = 1
+
+# File name per format; reduced precisions insert their tag: model.fp16.onnx
+ARTIFACT_SUFFIX = {"onnx": "onnx", "torchscript": "ts", "pt2": "pt2", "trt": "engine"}
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(destination: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
+    """Yield a temp path beside `destination`; rename it into place only on success."""
+    destination = Path(destination)
+    handle, tmp = tempfile.mkstemp(
+        prefix=f".{destination.name}.", suffix=suffix or ".tmp", dir=destination.parent
+    )
+    os.close(handle)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, destination)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    with atomic_path(path, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def artifact_filename(fmt: str, precision: str = "fp32") -> str:
+    suffix = ARTIFACT_SUFFIX.get(fmt, fmt)
+    return f"model.{suffix}" if precision == "fp32" else f"model.{precision}.{suffix}"
+
+
+@dataclass
+class GoldenSample:
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+
+    @property
+    def batch(self) -> int | None:
+        first = next(iter(self.inputs.values()), None)
+        return int(first.shape[0]) if first is not None and first.ndim else None
+
+
+def save_golden(path: Path, samples: Sequence[GoldenSample]) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    for i, sample in enumerate(samples):
+        for name, value in sample.inputs.items():
+            arrays[f"{i}/in/{name}"] = value
+        for name, value in sample.outputs.items():
+            arrays[f"{i}/out/{name}"] = value
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+def load_golden(path: Path) -> list[GoldenSample]:
+    if not path.is_file():
+        raise UsageError(f"{path}: golden samples missing; re-export the bundle")
+    samples: dict[int, GoldenSample] = {}
+    with np.load(path, allow_pickle=False) as data:
+        for key in data.files:
+            index, kind, name = key.split("/", 2)
+            sample = samples.setdefault(int(index), GoldenSample({}, {}))
+            (sample.inputs if kind == "in" else sample.outputs)[name] = data[key]
+    return [samples[i] for i in sorted(samples)]
+
+
+class Bundle:
+    """A bundle directory and its manifest (held in memory; `save()` writes it atomically)."""
+
+    def __init__(self, root: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
+        self.root = Path(root)
+        self.manifest = manifest
+
+    # -- opening ---------------------------------------------------------------------------
+    @staticmethod
+    def is_bundle(path: str | os.PathLike[str]) -> bool:
+        return (Path(path) / MANIFEST).is_file()
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str]) -> Bundle:
+        root = Path(root)
+        path = root / MANIFEST
+        if not path.is_file():
+            raise UsageError(f"{root}: not a bundle (no {MANIFEST}); export one first")
+        try:
+            manifest = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UsageError(f"{path}: manifest is not valid JSON ({err})") from None
+        for key in ("inputs", "outputs", "artifacts"):
+            if key not in manifest:
+                raise UsageError(f"{path}: manifest lacks '{key}'; re-export the bundle")
+        return cls(root, manifest)
+
+    @classmethod
+    def create(
+        cls,
+        root: str | os.PathLike[str],
+        *,
+        inputs: Sequence[TensorSpec],
+        outputs: Sequence[OutputSpec],
+        source: Mapping[str, Any],
+        call: Mapping[str, Any] | None = None,
+    ) -> Bundle:
+        """A new in-memory bundle; nothing is written until `save()`."""
+        from toolkit import __version__
+
+        manifest: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
+            "toolkit_version": __version__,
+            "created_at": now(),
+            "inputs": [s.to_dict() for s in inputs],
+            "outputs": [s.to_dict() for s in outputs],
+            "source": dict(source),
+            "call": dict(call or {}),
+            "golden": None,
+            "artifacts": [],
+            "environment": environment.describe(),
+        }
+        return cls(root, manifest)
+
+    # -- specs -----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.root.resolve().name
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return [TensorSpec.from_dict(d) for d in self.manifest["inputs"]]
+
+    @property
+    def outputs(self) -> list[OutputSpec]:
+        return [OutputSpec.from_dict(d) for d in self.manifest["outputs"]]
+
+    # -- artifacts -------------------------------------------------------------------------
+    @property
+    def artifacts(self) -> list[dict[str, Any]]:
+        return self.manifest["artifacts"]
+
+    def artifact(self, fmt: str, precision: str = "fp32") -> dict[str, Any] | None:
+        for record in self.artifacts:
+            if record["format"] == fmt and record.get("precision", "fp32") == precision:
+                return record
+        return None
+
+    def path_of(self, record: Mapping[str, Any]) -> Path:
+        return self.root / record["path"]
+
+    def record_artifact(self, record: dict[str, Any]) -> None:
+        """Add or replace the record for (format, precision)."""
+        key = (record["format"], record.get("precision", "fp32"))
+        self.manifest["artifacts"] = [
+            r for r in self.artifacts if (r["format"], r.get("precision", "fp32")) != key
+        ] + [record]
+
+    def update_artifact(self, fmt: str, precision: str, **fields: Any) -> None:
+        record = self.artifact(fmt, precision)
+        if record is None:
+            raise UsageError(f"{self.root}: no {fmt} ({precision}) artifact in the bundle")
+        record.update(fields)
+
+    # -- golden ----------------------------------------------------------------------------
+    @property
+    def golden_path(self) -> Path:
+        return self.root / GOLDEN
+
+    def golden(self) -> list[GoldenSample]:
+        return load_golden(self.golden_path)
+
+    def save_golden(self, samples: Sequence[GoldenSample]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        save_golden(self.golden_path, samples)
+        self.manifest["golden"] = {
+            "path": GOLDEN,
+            "samples": len(samples),
+            "batches": [s.batch for s in samples],
+            "sha256": sha256_file(self.golden_path),
+        }
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.manifest["updated_at"] = now()
+        write_json_atomic(self.root / MANIFEST, self.manifest)

@@ -1,0 +1,1 @@
+"""The `toolkit` command line: a thin Typer shell over the Python API."""

@@ -1,0 +1,70 @@
+"""The Typer app, and the one place that turns exceptions into a message and an exit code.
+
+Start-up imports only typer and rich: `toolkit --help` never loads torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from toolkit.cli import bench, demo, export, inspect, verify
+from toolkit.cli.console import err_console
+from toolkit.errors import ToolkitError
+
+app = typer.Typer(
+    name="toolkit",
+    help="Export trained PyTorch / Lightning models to ONNX, TorchScript, AOTInductor and "
+    "TensorRT; prove each artifact matches the model; benchmark its latency.\n\n"
+    "Exit codes: 0 ok · 1 a check failed · 2 bad input · 3 backend not available here.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def exit_codes(command: Callable[..., int | None]) -> Callable[..., None]:
+    """Run a command; map its result and the toolkit's errors to exit codes (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            code = command(*args, **kwargs) or 0
+        except ToolkitError as error:
+            if os.environ.get("TOOLKIT_DEBUG"):
+                raise
+            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            code = error.exit_code
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as error:  # a bug here or in a library: one line, no traceback
+            if os.environ.get("TOOLKIT_DEBUG"):
+                raise
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            err_console.print(
+                f"[bold red]internal error:[/] {type(error).__name__}: {first[:300]} "
+                "(set TOOLKIT_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+            code = 1
+        if code:
+            raise typer.Exit(code)
+
+    return wrapper
+
+
+app.command("export")(exit_codes(export.export_command))
+app.command("inspect")(exit_codes(inspect.inspect_command))
+app.command("verify")(exit_codes(verify.verify_command))
+app.command("bench")(exit_codes(bench.bench_command))
+app.command("demo")(exit_codes(demo.demo_command))
+
+
+def main() -> None:
+    app(prog_name="toolkit")
+
+
+if __name__ == "__main__":
+    main()

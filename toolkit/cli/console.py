@@ -1,0 +1,36 @@
+"""Shared rich consoles and small formatting helpers for the commands."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def split_list(values: Sequence[str] | None) -> list[str]:
+    """Comma lists and repeated options, flattened: ['onnx,ts', 'pt2'] -> [onnx, ts, pt2]."""
+    out: list[str] = []
+    for value in values or []:
+        out += [part.strip() for part in value.split(",") if part.strip()]
+    return out
+
+
+def print_json(data: Any) -> None:
+    # plain print: rich would wrap long lines and break the JSON
+    print(json.dumps(data, indent=2, default=str))
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return "—"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

@@ -1,0 +1,4 @@
+"""placeholder"""
+def demo_command() -> int:
+    """placeholder"""
+    return 0

@@ -1,0 +1,156 @@
+"""`toolkit export SOURCE --to onnx,torchscript,pt2,trt`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from toolkit.cli.console import console, err_console, print_json, split_list
+
+STATUS_STYLE = {"ok": "green", "exists": "dim", "parity-failed": "red", "failed": "red",
+                "unavailable": "yellow", "skipped": "dim"}
+
+
+def export_command(
+    source: Annotated[str, typer.Argument(
+        help="A Lightning .ckpt, a factory pkg.module:fn, an .onnx file, or a bundle dir.")],
+    to: Annotated[list[str], typer.Option(
+        "--to", "-t", help="Formats: onnx, torchscript|ts, pt2|aoti, compile, trt|tensorrt. "
+        "Comma list or repeated.")] = ["onnx"],  # noqa: B006 - typer reads the default
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Bundle directory (default: out/<source name>).")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help="LightningModule class pkg.module:Class (when the checkpoint doesn't record it)."
+    )] = None,
+    weights: Annotated[Optional[Path], typer.Option(
+        help="A state_dict file for a factory source.")] = None,
+    input: Annotated[Optional[list[str]], typer.Option(
+        "--input", "-i", help="NAME:SHAPE[:DTYPE], e.g. x:1-16x3x224x224. Repeatable.")] = None,
+    static: Annotated[bool, typer.Option(
+        help="Keep the example's batch fixed instead of dynamic 1-64.")] = False,
+    precision: Annotated[list[str], typer.Option(
+        "--precision", "-p", help="fp32, fp16, bf16, int8 (onnx and trt).")] = ["fp32"],  # noqa: B006
+    device: Annotated[str, typer.Option(help="cpu or cuda (pt2 compiles for it).")] = "cpu",
+    verify: Annotated[bool, typer.Option(
+        "--verify/--no-verify", help="Check each artifact against the golden samples.")] = True,
+    force: Annotated[bool, typer.Option(help="Replace existing artifacts.")] = False,
+    trust_checkpoint: Annotated[bool, typer.Option(
+        help="Allow arbitrary unpickling of the checkpoint (only for files you trust).")] = False,
+    opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default: exporter's).")] = None,
+    torchscript_mode: Annotated[str, typer.Option(
+        "--ts-mode", help="TorchScript: auto, trace or script.")] = "auto",
+    calib_data: Annotated[Optional[str], typer.Option(
+        help="INT8 calibration data: .npz, a directory of .npz, or pkg.module:DataModule.")] = None,
+    calib_batches: Annotated[int, typer.Option(help="Calibration batches to use.")] = 32,
+    calib_method: Annotated[str, typer.Option(
+        help="INT8 calibration: minmax, entropy or percentile.")] = "minmax",
+    eval_data: Annotated[Optional[str], typer.Option(
+        help="Labelled data (.npz with 'labels', or DataModule) for the accuracy gate.")] = None,
+    max_accuracy_drop: Annotated[float, typer.Option(
+        help="Accuracy points a reduced precision may lose.")] = 1.0,
+    workspace: Annotated[Optional[str], typer.Option(
+        help="TensorRT workspace pool limit, e.g. 4G.")] = None,
+    opt_level: Annotated[Optional[int], typer.Option(
+        help="TensorRT builder optimization level 0-5.")] = None,
+    timing_cache: Annotated[Optional[Path], typer.Option(
+        help="TensorRT timing cache file, reused across builds.")] = None,
+    version_compatible: Annotated[bool, typer.Option(
+        help="TensorRT: build a version-compatible engine.")] = False,
+    hardware_compat: Annotated[Optional[str], typer.Option(
+        help="TensorRT hardware compatibility: none, ampere+, same-compute-capability.")] = None,
+    dla_core: Annotated[Optional[int], typer.Option(
+        help="TensorRT: run on this DLA core, GPU fallback on.")] = None,
+    profile: Annotated[Optional[list[str]], typer.Option(
+        help="Extra TensorRT optimization profile, --input syntax. Repeatable.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
+) -> int:
+    """Export SOURCE into a bundle of artifacts, each checked against the PyTorch outputs."""
+    from toolkit.api import export
+
+    trt_options = None
+    if "trt" in [t.lower() for t in split_list(to)] or any(
+        v is not None for v in (workspace, opt_level, timing_cache, hardware_compat, dla_core)
+    ):
+        trt_options = _trt_options(workspace, opt_level, timing_cache, version_compatible,
+                                   hardware_compat, dla_core, profile)
+    precision_options = {
+        "calib_data": calib_data, "calib_batches": calib_batches,
+        "calib_method": calib_method, "eval_data": eval_data,
+        "max_accuracy_drop": max_accuracy_drop,
+    }
+    on_step = None if json_output else _print_step
+    if not json_output:
+        console.print(f"[bold]toolkit export[/] {source} → {', '.join(split_list(to))}")
+    result = export(
+        source, split_list(to), out, model=model, weights=str(weights) if weights else None,
+        inputs=split_list(input),
+        static=static, trust_checkpoint=trust_checkpoint, force=force,
+        precisions=split_list(precision), device=device, verify=verify, opset=opset,
+        torchscript_mode=torchscript_mode, trt_options=trt_options,
+        precision_options=precision_options, on_step=on_step,
+    )
+    if json_output:
+        print_json(result.to_dict())
+    else:
+        _summary(result)
+    return result.exit_code
+
+
+def _trt_options(workspace, opt_level, timing_cache, version_compatible, hardware_compat,
+                 dla_core, profile):
+    from toolkit.exporters.trt_plan import build_options
+
+    return build_options(
+        workspace=workspace, optimization_level=opt_level,
+        timing_cache=str(timing_cache) if timing_cache else None,
+        version_compatible=version_compatible, hardware_compatibility=hardware_compat,
+        dla_core=dla_core, profiles=profile or [],
+    )
+
+
+def _print_step(step) -> None:
+    style = STATUS_STYLE.get(step.status, "white")
+    mark = {"ok": "✓", "exists": "•", "unavailable": "!", "skipped": "-"}.get(step.status, "✗")
+    parity = ""
+    if step.parity:
+        worst = max((o.get("max_abs", 0) or 0 for o in step.parity["outputs"].values()),
+                    default=0)
+        parity = f"  max abs err {worst:.2e}"
+    console.print(
+        f"  [{style}]{mark}[/] {step.target:<12} {step.precision:<5} "
+        f"{step.seconds:6.1f}s  [{style}]{step.status}[/]{parity}", highlight=False)
+    if step.detail and step.status != "ok":
+        (err_console if step.error else console).print(f"      {step.detail}", highlight=False,
+                                                       soft_wrap=True)
+    elif step.detail:
+        console.print(f"      [dim]{step.detail}[/]", highlight=False, soft_wrap=True)
+
+
+def _summary(result) -> None:
+    from rich.table import Table
+
+    from toolkit.cli.console import human_size
+
+    bundle = result.bundle
+    table = Table(title=f"bundle {bundle.root}", title_justify="left")
+    for column in ("format", "precision", "file", "size", "parity", "max abs err"):
+        table.add_column(column)
+    for record in bundle.artifacts:
+        parity = record.get("parity") or {}
+        worst = max((o.get("max_abs", 0) or 0 for o in parity.get("outputs", {}).values()),
+                    default=None)
+        verdict = ("[green]pass[/]" if parity.get("passed") else "[red]FAIL[/]") \
+            if parity else "[dim]not checked[/]"
+        table.add_row(record["format"], record.get("precision", "fp32"), record["path"],
+                      human_size(record.get("size_bytes")), verdict,
+                      f"{worst:.2e}" if worst is not None else "—")
+    if bundle.artifacts:
+        console.print(table)
+    root = bundle.root
+    console.print("[bold]next:[/]")
+    for command, why in ((f"toolkit verify {root}", "the full parity gate (--data: real data)"),
+                         (f"toolkit bench {root}", "latency of every artifact"),
+                         (f"toolkit export {root} --to trt", "on the target GPU, bundle copied")):
+        console.print(f"  {command:<44} [dim]# {why}[/]", soft_wrap=True)

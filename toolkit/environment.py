@@ -1,0 +1,73 @@
+"""What machine and library versions produced a result: recorded in manifests and benchmarks."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sys
+from functools import lru_cache
+from typing import Any
+
+LIBRARIES = ("torch", "torchvision", "pytorch-lightning", "onnx", "onnxruntime",
+             "onnxruntime-gpu", "onnxscript", "tensorrt", "torch-tensorrt", "numpy")
+
+
+def library_version(dist: str) -> str | None:
+    """Installed version of a distribution, read from metadata (imports nothing)."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The CPU features that decide which kernels run (VNNI for INT8, AVX-512)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "f16c")
+                    return [f for f in wanted if f in flags]
+    except OSError:
+        pass
+    return []
+
+
+def gpu_info() -> dict[str, Any] | None:
+    """Name and compute capability of CUDA device 0, when torch is loaded and sees one."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "name": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "cuda": torch.version.cuda,
+    }
+
+
+def describe() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cores": os.cpu_count(),
+        "gpu": gpu_info(),
+        "libraries": {name: v for name in LIBRARIES if (v := library_version(name))},
+    }

@@ -1,0 +1,76 @@
+"""What every torch-based exporter needs: example arguments and dynamic-shape declarations."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from toolkit.model import LoadedModel
+from toolkit.spec import batch_range
+
+
+def export_batch(model: LoadedModel) -> int | None:
+    """Batch for tracing: at least 2 when dynamic, so exporters don't specialise it to 1."""
+    rng = batch_range(model.inputs)
+    if rng is None:
+        return None
+    lo, opt, hi = rng
+    return min(hi, max(opt, 2, lo))
+
+
+def example_args(model: LoadedModel, device: str = "cpu") -> tuple:
+    return model.to_tensors(model.example_feed(batch=export_batch(model)), device=device)
+
+
+def dynamic_shapes(model: LoadedModel) -> tuple[Any, ...] | None:
+    """torch.export dynamic_shapes for FlatModule(*args): one shared Dim for dim 0."""
+    from torch.export import Dim
+
+    if not any(s.dynamic_dims for s in model.inputs):
+        return None
+    rng = batch_range(model.inputs)
+    batch = Dim("batch", min=rng[0], max=rng[2]) if rng else None
+    per_input = []
+    for spec in model.inputs:
+        dims: dict[int, Any] = {}
+        for axis in spec.dynamic_dims:
+            if axis == 0 and batch is not None:
+                dims[axis] = batch
+            else:
+                dims[axis] = Dim(f"{_ident(spec.name)}_{axis}", min=spec.min[axis],
+                                 max=spec.max[axis])
+        per_input.append(dims or None)
+    return (tuple(per_input),)  # FlatModule takes *args: one entry holding them all
+
+
+def _ident(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() else "_" for c in name)
+    return cleaned if cleaned[:1].isalpha() else f"d_{cleaned}"
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[io.StringIO]:
+    """Silence the exporters' progress prints and warnings; the CLI reports its own steps."""
+    buffer = io.StringIO()
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo",
+                                              "torch._inductor", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer):
+            warnings.simplefilter("ignore")
+            yield buffer
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def first_line(err: BaseException, limit: int = 300) -> str:
+    text = str(err).strip()
+    line = next((ln for ln in text.splitlines() if ln.strip()), type(err).__name__)
+    return f"{type(err).__name__}: {line.strip()[:limit]}"

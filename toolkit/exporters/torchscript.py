@@ -1,0 +1,89 @@
+"""TorchScript export (legacy upstream): trace, or script when tracing would be wrong; frozen."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import ExportFailed
+from toolkit.exporters.common import example_args, first_line, quiet
+from toolkit.model import LoadedModel
+
+
+@contextlib.contextmanager
+def _scripting(module: Any) -> Iterator[None]:
+    """Tell LightningModules they are being scripted, so that properties such as `trainer`
+    don't raise while the tracer walks their attributes (as Lightning's to_torchscript does)."""
+    flagged = [m for m in module.modules() if hasattr(m, "_jit_is_scripting")]
+    for m in flagged:
+        m._jit_is_scripting = True
+    try:
+        yield
+    finally:
+        for m in flagged:
+            m._jit_is_scripting = False
+
+
+def _trace(model: LoadedModel) -> tuple[Any, list[str]]:
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model.flat, example_args(model), check_trace=False, strict=False)
+    tracer = [str(w.message).splitlines()[0] for w in caught
+              if issubclass(w.category, torch.jit.TracerWarning)]
+    return traced, tracer
+
+
+def export_torchscript(model: LoadedModel, dest: Path, *, mode: str = "auto") -> dict[str, Any]:
+    """mode: 'trace', 'script', or 'auto' (trace; script when the tracer warns the trace
+    depends on values, e.g. data-dependent control flow)."""
+    import torch
+
+    with _scripting(model.module):
+        return _export(model, dest, mode)
+
+
+def _export(model: LoadedModel, dest: Path, mode: str) -> dict[str, Any]:
+    import torch
+
+    notes: list[str] = []
+    module = None
+    method = mode
+    if mode in ("trace", "auto"):
+        try:
+            with quiet():
+                module, tracer_warnings = _trace(model)
+        except Exception as err:
+            if mode == "trace":
+                raise ExportFailed(f"torch.jit.trace failed: {first_line(err)}") from err
+            tracer_warnings = [f"trace failed: {first_line(err)}"]
+        method = "trace"
+        if tracer_warnings and mode == "auto":
+            try:
+                with quiet():
+                    module = torch.jit.script(model.module)
+                method = "script"
+                notes.append("scripted because tracing would be wrong: " + tracer_warnings[0])
+            except Exception as err:
+                notes.append(f"tracer warned ({tracer_warnings[0]}) and scripting failed "
+                             f"({first_line(err)}); kept the trace — check parity")
+        if module is None:
+            raise ExportFailed("torch.jit.trace failed: " + "; ".join(tracer_warnings))
+    elif mode == "script":
+        try:
+            with quiet():
+                module = torch.jit.script(model.module)
+        except Exception as err:
+            raise ExportFailed(f"torch.jit.script failed: {first_line(err)}") from err
+    try:
+        frozen = torch.jit.freeze(module.eval())
+    except Exception as err:  # freezing is an optimisation: keep the unfrozen module
+        frozen = module
+        notes.append(f"not frozen ({first_line(err)})")
+    torch.jit.save(frozen, str(dest))
+    return {"exporter": f"torch.jit.{method}", "legacy": True, "notes": notes,
+            "call_style": "flat" if method == "trace" else model.call_style}

@@ -1,0 +1,30 @@
+"""AOTInductor packages (.pt2): compiled ahead of time, loaded without the model's code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import BackendUnavailable
+from toolkit.runtime.torch_common import TorchRunner
+
+
+class AOTIRunner(TorchRunner):
+    format = "pt2"
+
+    def __init__(self, path: str | Path, *, compiled_for: str = "cpu", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path = Path(path)
+        self.compiled_for = compiled_for
+
+    def _load(self) -> Callable[..., Any]:
+        import torch
+
+        if self.compiled_for.split(":")[0] != self.device.split(":")[0]:
+            raise BackendUnavailable(
+                f"{self.path} was compiled for {self.compiled_for}, not {self.device}; "
+                f"re-export with --to pt2 --device {self.device}"
+            )
+        package = torch._inductor.aoti_load_package(str(self.path))
+        return lambda *tensors: package(*tensors)

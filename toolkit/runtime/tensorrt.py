@@ -1,0 +1,270 @@
+"""Run a TensorRT engine: name-based IO bound to torch CUDA tensors, `execute_async_v3` on a
+torch CUDA stream, optional CUDA graph replay for timing.
+
+Written against the TensorRT 10.x/11.x Python API docs (see docs/tensorrt.md). Before the
+engine is deserialized, `trt_plan.preflight` checks the manifest record against this machine,
+so a wrong TensorRT version or GPU gives one clear line and the rebuild command instead of
+TensorRT's opaque deserialization error.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.errors import BackendUnavailable, UsageError
+from toolkit.exporters import trt_plan
+from toolkit.exporters.tensorrt import gpu_facts, import_tensorrt, make_logger, require_cuda
+from toolkit.runtime.base import Feed, Runner
+from toolkit.spec import OutputSpec, TensorSpec
+
+
+@dataclass
+class _Bound:
+    """Device tensors whose addresses the context holds; kept alive while they may run."""
+
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    graph: Any = None
+
+
+class TensorRTRunner(Runner):
+    """Runs a serialized TensorRT engine (`model.engine`) on a CUDA device."""
+
+    format = "trt"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        inputs: Sequence[TensorSpec],
+        outputs: Sequence[OutputSpec],
+        device: str = "cuda",
+        precision: str = "fp32",
+        record: dict[str, Any] | None = None,
+        cuda_graph: bool = False,
+        threads: int | None = None,
+        name: str | None = None,
+        bundle_root: str | None = None,
+    ) -> None:
+        super().__init__(
+            inputs=inputs, outputs=outputs, device=device, precision=precision,
+            threads=threads, name=name,
+        )
+        self.path = Path(path)
+        self.record = dict(record) if record else None
+        self.cuda_graph = cuda_graph
+        self.bundle_root = bundle_root  # named in rebuild commands; default: the engine's dir
+        self.warnings: list[str] = []  # from preflight, e.g. same sm but another GPU model
+        self._reset()
+
+    def _reset(self) -> None:
+        self._torch: Any = None
+        self._trt: Any = None
+        self._runtime: Any = None
+        self._engine: Any = None
+        self._context: Any = None
+        self._stream: Any = None
+        self._logger: Any = None
+        self._dtypes: dict[str, Any] = {}
+        self._engine_outputs: list[str] = []
+        self._profiles: list[trt_plan.Profile] = []
+        self._profile = 0
+        self._prepared: list[_Bound] = []
+
+    @property
+    def bundle_dir(self) -> str:
+        return self.bundle_root or str(self.path.parent)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _activate_impl(self) -> None:
+        if not self.device.startswith("cuda"):
+            raise UsageError(f"{self.name}: TensorRT engines run on a CUDA device, "
+                             f"not '{self.device}'")
+        if not self.path.is_file():
+            raise UsageError(f"{self.path}: engine not found; build it with "
+                             f"{trt_plan.rebuild_command(self.bundle_dir)}")
+        trt, torch = self._preflight()
+        trt_plan.api_plan(trt.__version__)  # refuses TensorRT < 10
+        self._torch, self._trt = torch, trt
+        device = torch.device(self.device)
+        if device.index is not None:
+            torch.cuda.set_device(device)
+        self._stream = torch.cuda.Stream(device=device)
+        self._logger = make_logger(trt)
+        self._runtime = trt.Runtime(self._logger)
+        if ((self.record or {}).get("compatibility") or {}).get("version_compatible"):
+            # A version-compatible plan carries its own lean runtime, which runs host code.
+            self._runtime.engine_host_code_allowed = True
+        dla_core = (self.record or {}).get("dla_core")
+        if dla_core is not None:
+            self._runtime.DLA_core = int(dla_core)  # the core the engine's DLA layers run on
+        self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self._engine is None:
+            detail = trt_plan.last_errors(self._logger.messages) or "no reason given"
+            raise BackendUnavailable(
+                f"{self.path}: TensorRT {trt.__version__} could not load the engine ({detail}); "
+                f"rebuild it here: {trt_plan.rebuild_command(self.bundle_dir)}"
+            )
+        self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise BackendUnavailable(f"{self.path}: TensorRT could not create an execution "
+                                     "context (out of GPU memory?)")
+        self._read_io()
+
+    def _preflight(self) -> tuple[Any, Any]:
+        """Check the record against this machine first; then insist on TensorRT and CUDA."""
+        try:
+            import tensorrt as trt
+        except ImportError:
+            trt = None
+        torch = require_cuda_module()
+        gpu = gpu_facts(torch) if torch.cuda.is_available() else None
+        if self.record:
+            dla_cores = None
+            if trt is not None and self.record.get("dla_core") is not None:
+                dla_cores = int(trt.Runtime(make_logger(trt)).num_DLA_cores)
+            here = trt_plan.machine(
+                getattr(trt, "__version__", None), gpu, platform.machine(), dla_cores
+            )
+            decision = trt_plan.preflight(self.record, here, bundle=self.bundle_dir)
+            decision.raise_if_blocked()
+            self.warnings = list(decision.warnings)
+        if trt is None:
+            trt = import_tensorrt("run a TensorRT engine")
+        if gpu is None:
+            torch = require_cuda("run a TensorRT engine")
+        return trt, torch
+
+    def _read_io(self) -> None:
+        trt, engine = self._trt, self._engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        ins = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outs = [n for n in names if n not in ins]
+        problems = trt_plan.io_problems(
+            ins, outs, [s.name for s in self.inputs], [o.name for o in self.outputs]
+        )
+        if problems:
+            raise UsageError(f"{self.path}: " + "; ".join(problems) + "; rebuild the engine")
+        self._engine_outputs = outs
+        self._dtypes = {
+            n: getattr(self._torch, trt_plan.buffer_dtype(n, engine.get_tensor_dtype(n).name))
+            for n in names
+        }
+        count = int(engine.num_optimization_profiles)
+        # A static engine has one implicit profile; only several need choosing between.
+        self._profiles = [
+            {n: tuple(tuple(int(d) for d in s) for s in engine.get_tensor_profile_shape(n, p))
+             for n in ins}
+            for p in range(count)
+        ] if count > 1 else []
+        self._profile = 0
+
+    def _deactivate_impl(self) -> None:
+        if self._stream is not None:
+            self._stream.synchronize()
+        # Graphs and buffers before the context, the context before the engine.
+        self._prepared.clear()
+        self._context = None
+        self._engine = None
+        self._runtime = None
+        self._reset()
+
+    # -- running ---------------------------------------------------------------------------
+    def _infer_impl(self, feed: Feed) -> dict[str, np.ndarray]:
+        bound = self._bind(feed)
+        self._execute()
+        self._stream.synchronize()
+        return {o.name: self._to_numpy(bound.outputs[o.name]) for o in self.outputs}
+
+    def _prepare_impl(self, feed: Feed) -> Callable[[], Any]:
+        """Inputs copied to the device and bound once; the call only enqueues the engine (or
+        replays a CUDA graph of it). The latest prepare() owns the context's bindings."""
+        bound = self._bind(feed)
+        self._prepared.append(bound)
+        if not self.cuda_graph:
+            return self._execute
+        bound.graph = self._capture()
+        torch, stream, graph = self._torch, self._stream, bound.graph
+
+        def replay() -> None:
+            with torch.cuda.stream(stream):
+                graph.replay()
+
+        return replay
+
+    def synchronize(self) -> None:
+        if self._stream is not None:
+            self._stream.synchronize()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _bind(self, feed: Mapping[str, np.ndarray]) -> _Bound:
+        torch, context, stream = self._torch, self._context, self._stream
+        shapes = {name: tuple(np.shape(array)) for name, array in feed.items()}
+        if self._profiles:
+            profile = trt_plan.select_profile(self._profiles, shapes)
+            if profile != self._profile:
+                context.set_optimization_profile_async(profile, stream.cuda_stream)
+                self._profile = profile
+        bound = _Bound({}, {})
+        with torch.cuda.stream(stream):
+            for spec in self.inputs:
+                array = feed[spec.name]
+                host = torch.from_numpy(array if array.flags.writeable else array.copy())
+                tensor = host.to(self.device, dtype=self._dtypes[spec.name]).contiguous()
+                if not context.set_input_shape(spec.name, shapes[spec.name]):
+                    raise UsageError(f"{self.name}: the engine rejects shape "
+                                     f"{list(shapes[spec.name])} for input '{spec.name}'")
+                context.set_tensor_address(spec.name, tensor.data_ptr())
+                bound.inputs[spec.name] = tensor
+            for name in self._engine_outputs:
+                shape = tuple(context.get_tensor_shape(name))
+                if trt_plan.unresolved_dims(shape):
+                    raise UsageError(f"{self.name}: output '{name}' has a data-dependent shape "
+                                     f"{list(shape)}, which toolkit's TensorRT runner can't bind")
+                tensor = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
+                context.set_tensor_address(name, tensor.data_ptr())
+                bound.outputs[name] = tensor
+        return bound
+
+    def _execute(self) -> None:
+        if not self._context.execute_async_v3(self._stream.cuda_stream):
+            detail = trt_plan.last_errors(self._logger.messages) or "no reason given"
+            raise BackendUnavailable(f"{self.name}: TensorRT failed to run the engine: {detail}")
+
+    def _capture(self) -> Any:
+        """Record one enqueue into a CUDA graph (after a plain run, which TensorRT needs to
+        finish shape-dependent setup outside the capture)."""
+        torch = self._torch
+        self._execute()
+        self._stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, stream=self._stream, capture_error_mode="thread_local"):
+                self._context.execute_async_v3(self._stream.cuda_stream)
+        except RuntimeError as err:
+            raise BackendUnavailable(
+                f"{self.name}: this engine can't be captured in a CUDA graph "
+                f"({str(err).splitlines()[0]}); run without cuda_graph"
+            ) from None
+        return graph
+
+    def _to_numpy(self, tensor: Any) -> np.ndarray:
+        if tensor.dtype == self._torch.bfloat16:
+            tensor = tensor.float()  # numpy has no bfloat16
+        return tensor.cpu().numpy()
+
+
+def require_cuda_module() -> Any:
+    """`import torch` (BackendUnavailable when missing) without insisting on a GPU yet."""
+    try:
+        import torch
+    except ImportError:
+        raise BackendUnavailable("PyTorch is not installed, needed to run a TensorRT engine"
+                                 ) from None
+    return torch

@@ -1,0 +1,85 @@
+"""Shared plumbing for runners that execute torch code (eager, compiled, TorchScript, AOTI)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from toolkit.errors import BackendUnavailable
+from toolkit.runtime.base import Feed, Runner
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendUnavailable(
+            f"--device {device}: no CUDA GPU is visible here; run on a GPU machine or use cpu"
+        )
+
+
+class TorchRunner(Runner):
+    """A runner whose `_call(*tensors)` returns the flat outputs (or a structure to flatten)."""
+
+    call_style = "flat"  # 'flat': FlatModule outputs; 'positional'/'keyword': user structure
+
+    def _activate_impl(self) -> None:
+        import torch
+
+        check_device(self.device)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        self._fn = self._load()
+
+    def _load(self) -> Callable[..., Any]:
+        raise NotImplementedError
+
+    def _deactivate_impl(self) -> None:
+        self._fn = None
+
+    def _tensors(self, feed: Feed) -> tuple:
+        import torch
+
+        from toolkit.model import TORCH_DTYPES
+
+        return tuple(
+            torch.from_numpy(feed[s.name]).to(self.device, dtype=TORCH_DTYPES[s.dtype])
+            for s in self.inputs
+        )
+
+    def _run(self, tensors: Sequence[Any]) -> Any:
+        if self.call_style == "keyword":
+            return self._fn(**dict(zip([s.name for s in self.inputs], tensors)))
+        return self._fn(*tensors)
+
+    def _infer_impl(self, feed: Feed) -> dict[str, np.ndarray]:
+        import torch
+
+        from toolkit.model import flatten_outputs, to_numpy
+
+        with torch.inference_mode():
+            out = self._run(self._tensors(feed))
+        if self.call_style == "flat":
+            values = list(out) if isinstance(out, (tuple, list)) else [out]
+        else:
+            values = [t for _, t in flatten_outputs(out)]
+        return {spec.name: to_numpy(v) for spec, v in zip(self.outputs, values)}
+
+    def _prepare_impl(self, feed: Feed) -> Callable[[], Any]:
+        import torch
+
+        tensors = self._tensors(feed)
+
+        def call() -> Any:
+            with torch.inference_mode():
+                return self._run(tensors)
+
+        return call
+
+    def synchronize(self) -> None:
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()

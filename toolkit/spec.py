@@ -1,0 +1,257 @@
+"""Tensor specifications: names, dtypes and min/opt/max shapes, and the `--input` syntax.
+
+Pure Python and numpy: every layer (exporters, runtimes, TensorRT profiles, data checks)
+reads shapes from here, so this module imports no backend.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from toolkit.errors import UsageError
+
+# Aliases accepted on the command line -> the canonical (numpy-style) dtype name.
+DTYPE_ALIASES: dict[str, str] = {
+    "float32": "float32", "fp32": "float32", "f32": "float32", "float": "float32",
+    "float16": "float16", "fp16": "float16", "f16": "float16", "half": "float16",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float64": "float64", "fp64": "float64", "double": "float64",
+    "int64": "int64", "i64": "int64", "long": "int64",
+    "int32": "int32", "i32": "int32", "int": "int32",
+    "int16": "int16", "int8": "int8", "uint8": "uint8", "bool": "bool",
+}
+
+DEFAULT_MAX_BATCH = 64
+
+
+def canonical_dtype(name: str) -> str:
+    """Map a user-written dtype ('fp16', 'long', 'torch.float32') to its canonical name."""
+    key = name.strip().lower().removeprefix("torch.")
+    if key not in DTYPE_ALIASES:
+        known = ", ".join(sorted(set(DTYPE_ALIASES.values())))
+        raise UsageError(f"unknown dtype '{name}'; use one of: {known}")
+    return DTYPE_ALIASES[key]
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """The numpy dtype that carries arrays of this spec (bfloat16 travels as float32)."""
+    return np.dtype("float32" if name == "bfloat16" else name)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor: dtype and, per dimension, the min/opt/max extent.
+
+    A dimension is dynamic when min != max. `opt` is the shape engines are tuned for and the
+    shape golden samples use.
+    """
+
+    name: str
+    dtype: str = "float32"
+    min: tuple[int, ...] = ()
+    opt: tuple[int, ...] = ()
+    max: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not (len(self.min) == len(self.opt) == len(self.max)):
+            raise UsageError(f"input '{self.name}': min/opt/max shapes have different ranks")
+        for lo, mid, hi in zip(self.min, self.opt, self.max):
+            if not (1 <= lo <= mid <= hi):
+                raise UsageError(
+                    f"input '{self.name}': each dimension needs 1 <= min <= opt <= max, "
+                    f"got {lo}-{mid}-{hi}"
+                )
+
+    @classmethod
+    def static(cls, name: str, shape: Sequence[int], dtype: str = "float32") -> TensorSpec:
+        shape = tuple(int(d) for d in shape)
+        return cls(name, canonical_dtype(dtype), shape, shape, shape)
+
+    @property
+    def rank(self) -> int:
+        return len(self.opt)
+
+    @property
+    def dynamic_dims(self) -> list[int]:
+        return [i for i, (lo, hi) in enumerate(zip(self.min, self.max)) if lo != hi]
+
+    @property
+    def shape(self) -> list[int | None]:
+        """Opt shape with dynamic dimensions as None (how the manifest shows them)."""
+        dyn = set(self.dynamic_dims)
+        return [None if i in dyn else d for i, d in enumerate(self.opt)]
+
+    @property
+    def has_dynamic_batch(self) -> bool:
+        return self.rank > 0 and 0 in self.dynamic_dims
+
+    def shape_at(self, batch: int | None = None) -> tuple[int, ...]:
+        """The opt shape, with dimension 0 set to `batch` when given."""
+        shape = list(self.opt)
+        if batch is not None and self.rank > 0:
+            if not self.min[0] <= batch <= self.max[0]:
+                raise UsageError(
+                    f"batch {batch} is outside input '{self.name}' range "
+                    f"{self.min[0]}-{self.max[0]}"
+                )
+            shape[0] = batch
+        return tuple(shape)
+
+    def accepts(self, shape: Sequence[int]) -> bool:
+        return len(shape) == self.rank and all(
+            lo <= d <= hi for d, lo, hi in zip(shape, self.min, self.max)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "dtype": self.dtype, "shape": self.shape,
+            "min": list(self.min), "opt": list(self.opt), "max": list(self.max),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TensorSpec:
+        return cls(
+            str(data["name"]), canonical_dtype(str(data["dtype"])),
+            tuple(data["min"]), tuple(data["opt"]), tuple(data["max"]),
+        )
+
+    def describe(self) -> str:
+        dims = []
+        for lo, mid, hi in zip(self.min, self.opt, self.max):
+            dims.append(str(lo) if lo == hi else f"{lo}-{mid}-{hi}")
+        return f"{self.name}:{'x'.join(dims) or 'scalar'}:{self.dtype}"
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OutputSpec:
+        return cls(str(data["name"]), str(data["dtype"]))
+
+
+_DIM = re.compile(r"^(\d+)(?:-(\d+))?(?:-(\d+))?$")
+
+
+def parse_input(text: str) -> TensorSpec:
+    """Parse `NAME:SHAPE[:DTYPE]`, e.g. `x:1-8x3x224x224` or `ids:1-4-16x128:int64`.
+
+    A dimension `A-B` is dynamic from A to B with opt = A; `A-B-C` is min-opt-max.
+    """
+    parts = text.strip().split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise UsageError(
+            f"--input '{text}' is malformed; expected NAME:SHAPE[:DTYPE], e.g. x:1-8x3x224x224"
+        )
+    name, shape_text = parts[0].strip(), parts[1].strip().lower()
+    dtype = canonical_dtype(parts[2]) if len(parts) == 3 else "float32"
+    lo_dims, opt_dims, hi_dims = [], [], []
+    if shape_text not in ("", "scalar"):
+        for dim in shape_text.split("x"):
+            match = _DIM.match(dim.strip())
+            if not match:
+                raise UsageError(
+                    f"--input '{text}': dimension '{dim}' is not N, MIN-MAX or MIN-OPT-MAX"
+                )
+            a, b, c = (int(g) if g is not None else None for g in match.groups())
+            if b is None:
+                lo, mid, hi = a, a, a
+            elif c is None:
+                lo, mid, hi = a, a, b
+            else:
+                lo, mid, hi = a, b, c
+            lo_dims.append(lo)
+            opt_dims.append(mid)
+            hi_dims.append(hi)
+    try:
+        return TensorSpec(name, dtype, tuple(lo_dims), tuple(opt_dims), tuple(hi_dims))
+    except UsageError as err:
+        raise UsageError(f"--input '{text}': {err}") from None
+
+
+def with_dynamic_batch(
+    spec: TensorSpec, max_batch: int = DEFAULT_MAX_BATCH, min_batch: int = 1
+) -> TensorSpec:
+    """Make dimension 0 dynamic (min_batch..max_batch), keeping the example's batch as opt."""
+    if spec.rank == 0 or spec.has_dynamic_batch:
+        return spec
+    opt = spec.opt[0]
+    hi = max(max_batch, opt)
+    return TensorSpec(
+        spec.name, spec.dtype, (min(min_batch, opt), *spec.min[1:]), spec.opt,
+        (hi, *spec.max[1:]),
+    )
+
+
+def batch_range(specs: Iterable[TensorSpec]) -> tuple[int, int, int] | None:
+    """The (min, opt, max) batch all inputs share, or None when the batch isn't dynamic."""
+    ranges = {(s.min[0], s.opt[0], s.max[0]) for s in specs if s.has_dynamic_batch}
+    if not ranges:
+        return None
+    lo = max(r[0] for r in ranges)
+    hi = min(r[2] for r in ranges)
+    opt = min(max(r[1] for r in ranges), hi)
+    return (lo, max(lo, opt), hi) if lo <= hi else None
+
+
+def random_inputs(
+    specs: Sequence[TensorSpec],
+    batch: int | None = None,
+    seed: int = 0,
+    int_high: Mapping[str, int] | None = None,
+) -> dict[str, np.ndarray]:
+    """Seeded random arrays matching the specs at opt shape (batch overridden when given).
+
+    Integer inputs are drawn from [0, int_high[name]) — pass the example's range so that
+    embedding lookups stay in their vocabulary.
+    """
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for spec in specs:
+        shape = spec.shape_at(batch if spec.has_dynamic_batch else None)
+        dtype = numpy_dtype(spec.dtype)
+        if dtype == np.bool_:
+            out[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
+        elif np.issubdtype(dtype, np.integer):
+            high = max(1, (int_high or {}).get(spec.name, 2))
+            out[spec.name] = rng.integers(0, high, size=shape).astype(dtype)
+        else:
+            out[spec.name] = rng.standard_normal(size=shape).astype(dtype)
+    return out
+
+
+def validate_feed(
+    specs: Sequence[TensorSpec], feed: Mapping[str, np.ndarray], where: str
+) -> None:
+    """Raise one UsageError naming every input whose array is missing or doesn't fit."""
+    problems: list[str] = []
+    names = {s.name for s in specs}
+    for spec in specs:
+        if spec.name not in feed:
+            problems.append(f"input '{spec.name}' is missing")
+            continue
+        arr = np.asarray(feed[spec.name])
+        if not spec.accepts(arr.shape):
+            problems.append(
+                f"input '{spec.name}' has shape {list(arr.shape)}, expected {spec.describe()}"
+            )
+        expected = numpy_dtype(spec.dtype)
+        if arr.dtype != expected and not (
+            np.issubdtype(arr.dtype, np.floating) and np.issubdtype(expected, np.floating)
+        ):
+            problems.append(f"input '{spec.name}' has dtype {arr.dtype}, expected {spec.dtype}")
+    extra = sorted(set(feed) - names - {"labels"})
+    if extra and len(problems) == 0 and len(extra) == len(feed):
+        problems.append(f"no array is named after an input ({', '.join(sorted(names))})")
+    if problems:
+        raise UsageError(f"{where}: " + "; ".join(problems))

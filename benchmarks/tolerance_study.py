@@ -185,7 +185,7 @@ def quantize_int8(path: Path, feeds: list[dict[str, np.ndarray]], out: Path) -> 
     return out.read_bytes()
 
 
-def rows_for(model_name: str, variant: str, refs, acts) -> list[str]:
+def rows_for(model_name: str, variant: str, refs, acts, scales: dict) -> list[str]:
     rows = []
     verdicts = {
         name: parity.check(zip(refs, acts, strict=True), precision=name, artifact=variant)
@@ -197,6 +197,8 @@ def rows_for(model_name: str, variant: str, refs, acts) -> list[str]:
         scaled = [r.metrics.max_abs / r.metrics.peak if r.metrics.peak else float("inf")
                   for r in report.results if r.output == s.output and r.metrics]
         m_scaled = max(scaled, default=float("nan"))
+        worst = scales.setdefault(variant, {})
+        worst[model_name] = max(worst.get(model_name, 0.0), m_scaled)
         task = s.task.get("top1")
         cells = [
             model_name, variant, s.output, f"{s.max_abs:.2e}", f"{s.p99_abs:.2e}",
@@ -208,6 +210,25 @@ def rows_for(model_name: str, variant: str, refs, acts) -> list[str]:
                   for p in PRESET_NAMES]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
+
+
+def margins(scales: dict[str, dict[str, float]]) -> list[str]:
+    """How far each preset's satol sits from the healthy and the broken exports."""
+    lines = ["## Margins (max|a-b| / max|reference|, worst output of each model)", ""]
+    defects = [v for k, v in scales.items() if k.startswith("conv x1.03")]
+    smallest_defect = min((min(d.values()) for d in defects), default=float("nan"))
+    for precision, variant in (("fp32", "healthy fp32"), ("fp16", "healthy fp16"),
+                               ("int8", "int8 QDQ (random calib)")):
+        if variant not in scales:
+            continue
+        healthy = max(scales[variant].values())
+        satol = parity.PRESETS[precision].satol
+        lines.append(
+            f"- {precision}: worst healthy {healthy:.2e}, preset satol {satol:g} "
+            f"({satol / healthy:.1f}x above healthy); smallest 3 % conv defect "
+            f"{smallest_defect:.2e} ({smallest_defect / satol:.1f}x above satol)"
+        )
+    return lines
 
 
 def cpu_model() -> str:
@@ -239,6 +260,7 @@ def main() -> None:
         "|" + "---|" * (11 + len(PRESET_NAMES)),
     ]
     rows: list[str] = []
+    scales: dict[str, dict[str, float]] = {}  # variant -> model -> worst max-abs/peak
     chosen = models()
     for name, (net, shape) in chosen.items():
         if args.models and name not in args.models:
@@ -266,7 +288,7 @@ def main() -> None:
             variants.update(planted(fp32))
             for variant, blob in variants.items():
                 acts = run_onnx(blob, feeds)
-                rows += rows_for(name, variant, refs, acts)
+                rows += rows_for(name, variant, refs, acts, scales)
                 print(rows[-2], rows[-1], sep="\n", flush=True)
 
     presets = "\n".join(f"- `{k}`: {v.describe()}" for k, v in parity.PRESETS.items())
@@ -279,8 +301,8 @@ def main() -> None:
         f"python {platform.python_version()}",
         f"- reference: eager PyTorch fp32 on CPU; {args.samples} samples of batch 2, "
         "inputs ~ N(0, 1); random weights (torch.manual_seed(0))",
-        "- 'max abs / peak' is max|a-b| / max|reference| (worst sample); 'atol needed' is the smallest atol "
-        "that passes every element at the fp32 preset's rtol and satol",
+        "- 'max abs / peak' is max|a-b| / max|reference| (worst sample); 'atol needed' is "
+        "the smallest atol that passes every element at the fp32 preset's rtol and satol",
         "- the last columns are each preset's verdict for that output",
         "",
         "Presets:",
@@ -289,6 +311,8 @@ def main() -> None:
         "",
         *header,
         *rows,
+        "",
+        *margins(scales),
         "",
     ])
     host = socket.gethostname()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -242,7 +243,9 @@ def test_report_collects_every_failure_and_serialises():
     assert line.startswith("FAIL model.onnx [fp32]") and "a (fail, samples 1,3)" in line
     data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert data["passed"] is False and data["samples"] == 4 and len(data["failures"]) == 3
-    assert data["tolerance"]["precision"] == "fp32"
+    assert data["tolerance"]["precision"] == "fp32" and "results" not in data
+    detailed = json.loads(json.dumps(report.to_dict(details=True), allow_nan=False))
+    assert len(detailed["results"]) == 8 and detailed["results"][5]["metrics"]["nan_actual"] == 4
     with pytest.raises(CheckFailed, match="model.onnx"):
         report.raise_if_failed()
 
@@ -426,7 +429,9 @@ def test_healthy_resnet18_passes_fp32(resnet18):
 def test_fp16_resnet18_passes_fp16_but_not_fp32(resnet18):
     float16 = pytest.importorskip("onnxconverter_common.float16")
     proto, feeds, refs = resnet18
-    half = float16.convert_float_to_float16(proto, keep_io_types=True)
+    with warnings.catch_warnings():  # it warns for every weight it rounds to fp16's range
+        warnings.simplefilter("ignore", UserWarning)
+        half = float16.convert_float_to_float16(proto, keep_io_types=True)
     report = _verify(half, feeds, refs, precision="fp16", artifact="model.fp16.onnx")
     assert report.passed, report.summary_line()
     assert not _verify(half, feeds, refs, precision="fp32").passed

@@ -445,3 +445,132 @@ def _export_onnx_source(path: Path, out_dir: Path, targets: list[str],
         bundle.manifest["golden"]["reference"] = "onnxruntime (source was an ONNX file)"
         bundle.save()
     return _export_from_onnx_bundle(bundle, targets, opts)
+
+
+# -- verify -----------------------------------------------------------------------------------
+@dataclass
+class VerifyOutcome:
+    bundle: Bundle
+    reports: list[Any]
+    divergences: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.reports) and all(r.passed for r in self.reports)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bundle": str(self.bundle.root), "passed": self.passed,
+            "reports": [r.to_dict() for r in self.reports],
+            "divergences": {k: (v.to_dict() if v is not None else None)
+                            for k, v in self.divergences.items()},
+            "notes": self.notes, "environment": environment.describe(),
+        }
+
+
+def verify_bundle(
+    bundle_dir: str | Path,
+    *,
+    formats: Sequence[str] = (),
+    against: str | None = None,
+    model: str | None = None,
+    reference: str | None = None,
+    data: str | None = None,
+    data_batches: int = 8,
+    atol: float | None = None,
+    rtol: float | None = None,
+    min_cosine: float | None = None,
+    tol: Sequence[str] = (),
+    localize: bool = False,
+    device: str = "cpu",
+    record: bool = True,
+    trust_checkpoint: bool = False,
+) -> VerifyOutcome:
+    """The parity gate over a bundle's artifacts; mirrors `toolkit verify`."""
+    from toolkit.exporters.registry import canonical
+    from toolkit.parity import tolerance_for, tolerances_from_options
+    from toolkit.runtime import model_runner, source_model
+    from toolkit.sources import load_model
+    from toolkit.verify import Reference, record_parity, runner_for, verify_record
+    from toolkit.verify import localize as localize_artifact
+
+    bundle = Bundle.open(bundle_dir)
+    wanted = [canonical(f) for f in formats]
+    records = [r for r in bundle.artifacts if r.get("path") and
+               (not wanted or r["format"] in wanted)]
+    records += [{"format": f, "precision": "fp32", "path": None} for f in wanted
+                if f in ("eager", "compile")]
+    missing = [f for f in wanted if f not in ("eager", "compile")
+               and not any(r["format"] == f for r in records)]
+    if missing:
+        raise UsageError(f"{bundle.root} has no {', '.join(missing)} artifact; have: "
+                         + ", ".join(sorted({r['format'] for r in bundle.artifacts})))
+    if not records:
+        raise UsageError(f"{bundle.root} has no artifacts to verify")
+    outcome = VerifyOutcome(bundle, [])
+
+    live_model = None
+    if against:
+        live_model = load_model(against, model_ref=model, inputs=bundle.inputs,
+                                trust_checkpoint=trust_checkpoint)
+    elif data or localize or any(r["format"] in ("eager", "compile") for r in records):
+        try:
+            live_model = source_model(bundle)
+        except UsageError as err:
+            outcome.notes.append(f"no live PyTorch reference: {err}")
+    feeds = []
+    if data:
+        from toolkit.data import load_feeds
+
+        feeds = load_feeds(data, bundle.inputs, max_batches=data_batches)
+
+    ref = Reference()
+    ref_record = None
+    if reference:
+        fmt = canonical(reference)
+        ref_record = bundle.artifact(fmt, "fp32")
+        if ref_record is None:
+            raise UsageError(f"--reference {reference}: {bundle.root} has no fp32 {fmt}")
+        ref = Reference(f"{fmt}/fp32", runner_for(bundle, ref_record, device=device),
+                        live_for_golden=True)
+        records = [r for r in records if r is not ref_record]
+    elif live_model is not None and (against or feeds):
+        ref = Reference("eager", model_runner(live_model, "eager", device=device),
+                        live_for_golden=bool(against))
+    if ref.runner is not None:
+        ref.runner.activate()
+    try:
+        for rec in records:
+            precision = rec.get("precision", "fp32")
+            overrides = {k: v for k, v in (("atol", atol), ("rtol", rtol),
+                                           ("min_cosine", min_cosine)) if v is not None}
+            tols = tolerances_from_options(precision, tol,
+                                           base=tolerance_for(precision, **overrides))
+            report = verify_record(bundle, rec, device=device, model=live_model,
+                                   tolerances=tols, reference=ref, data=feeds)
+            outcome.reports.append(report)
+            if record:
+                record_parity(bundle, rec, report)
+            if localize and not report.passed and rec["format"] == "onnx":
+                sample = report.failures[0].sample if report.failures else 0
+                feed = _sample_feed(bundle, feeds, sample)
+                fp32_onnx = bundle.artifact("onnx", "fp32")
+                outcome.divergences[report.artifact] = localize_artifact(
+                    bundle, rec, feed, model=live_model,
+                    reference_record=ref_record or (fp32_onnx if rec is not fp32_onnx
+                                                    else None),
+                    tolerances=tols)
+    finally:
+        if ref.runner is not None:
+            ref.runner.deactivate()
+    if record:
+        bundle.save()
+    return outcome
+
+
+def _sample_feed(bundle: Bundle, feeds: Sequence[dict], index: int) -> dict:
+    golden = bundle.golden()
+    if index < len(golden):
+        return golden[index].inputs
+    return feeds[index - len(golden)]

@@ -24,17 +24,23 @@ Feed = dict[str, np.ndarray]
 
 @dataclass
 class Reference:
-    """Where expected outputs come from: 'golden', a live Runner (eager or an artifact)."""
+    """Where expected outputs come from.
+
+    Golden samples use the stored eager outputs unless `live_for_golden`; real-data samples
+    need a live runner (eager PyTorch from --against or the bundle's source, or another
+    artifact with --reference).
+    """
 
     name: str = "golden"
     runner: Runner | None = None
+    live_for_golden: bool = False
 
     def expected(self, feed: Feed, golden: Feed | None) -> Feed:
-        if self.runner is None:
-            if golden is None:
-                raise UsageError("real-data samples need a live reference: pass --against "
-                                 "SOURCE or --reference FORMAT")
+        if golden is not None and not (self.live_for_golden and self.runner is not None):
             return golden
+        if self.runner is None:
+            raise UsageError("real-data samples need a live reference: pass --against "
+                             "SOURCE or --reference FORMAT")
         return self.runner.infer(feed)
 
 
@@ -87,3 +93,35 @@ def record_parity(bundle: Bundle, record: dict[str, Any], report: ParityReport) 
     if record.get("path") is None:
         return  # in-process targets (compile) have no artifact entry to update
     bundle.update_artifact(record["format"], record.get("precision", "fp32"), parity=summary)
+
+
+def strip_wrapper_prefix(name: str | None) -> str | None:
+    """Module paths seen through FlatModule start with 'model.'; users know them without it."""
+    if name is None:
+        return None
+    return "" if name == "model" else name.removeprefix("model.")
+
+
+def localize(bundle: Bundle, record: dict[str, Any], feed: Feed, *, model: Any = None,
+             reference_record: dict[str, Any] | None = None, tolerances: Any = None) -> Any:
+    """First diverging node of a failing ONNX artifact, against eager PyTorch (preferred) or
+    another ONNX of the same graph (e.g. fp32 for an fp16 artifact)."""
+    from toolkit.localize import localize_onnx
+
+    if record["format"] != "onnx":
+        raise UsageError(f"--localize works on ONNX artifacts, not {record['format']}")
+    if model is not None:
+        reference: Any = model.flat
+    elif reference_record is not None and reference_record["format"] == "onnx":
+        reference = str(bundle.path_of(reference_record))
+    else:
+        raise UsageError("--localize needs a reference: the source model (--against SOURCE, "
+                         "or the bundle's checkpoint on this machine) or --reference onnx")
+    tolerance = tolerances.default if tolerances is not None else record.get("precision",
+                                                                             "fp32")
+    divergence = localize_onnx(str(bundle.path_of(record)), feed, reference,
+                               tolerance=tolerance)
+    if divergence is not None:
+        divergence.module_path = strip_wrapper_prefix(divergence.module_path)
+        divergence.parameters = [strip_wrapper_prefix(p) or p for p in divergence.parameters]
+    return divergence

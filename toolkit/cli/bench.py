@@ -1,4 +1,184 @@
-"""placeholder"""
-def bench_command() -> int:
-    """placeholder"""
+"""`toolkit bench BUNDLE`: latency of every artifact, a results JSON and a regression gate."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from toolkit.cli.console import console, err_console, split_list
+
+DEFAULT_THRESHOLD = 5.0  # percent, for the comparison's status column without a gate
+
+
+def bench_command(
+    target: Annotated[str, typer.Argument(
+        help="A bundle directory, or one artifact file (an .onnx runs on its own).")],
+    format: Annotated[list[str] | None, typer.Option(
+        "--format", "-f", help="Formats to time: onnx, torchscript|ts, pt2, trt, compile, "
+        "eager. Comma list or repeated. Default: every artifact, plus eager.")] = None,
+    precision: Annotated[list[str] | None, typer.Option(
+        "--precision", "-p", help="Only artifacts of these precisions (fp32, fp16, int8...).")
+    ] = None,
+    batch: Annotated[list[str] | None, typer.Option(
+        "--batch", "-b", help="Batch sizes, e.g. 1,2,4,8. Default: powers of two up to 8 "
+        "within the bundle's batch range, plus its opt batch.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda (cuda:N).")] = "cpu",
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads for every backend (default: all cores).")] = None,
+    budget: Annotated[float | None, typer.Option(
+        help="Seconds of timed iterations per configuration (stops early once stable).")
+    ] = None,
+    warmup: Annotated[float | None, typer.Option(
+        help="Most seconds of warm-up per configuration.")] = None,
+    min_iters: Annotated[int | None, typer.Option(
+        help="Timed iterations at least (unless the budget runs out first).")] = None,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="Write the results (every statistic, raw times, environment) here.")
+    ] = None,
+    markdown: Annotated[Path | None, typer.Option(
+        "--markdown", help="Write a Markdown report here.")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Write a PNG: latency distributions and throughput against batch.")
+    ] = None,
+    baseline: Annotated[Path | None, typer.Option(
+        help="A results JSON from an earlier 'toolkit bench --json' to compare against.")
+    ] = None,
+    fail_if_slower: Annotated[str | None, typer.Option(
+        help="With --baseline: exit 1 when any p50 is slower by more than this, e.g. 5%.")
+    ] = None,
+    eager: Annotated[bool, typer.Option(
+        "--eager/--no-eager", help="Time eager PyTorch as the reference (needs the source).")
+    ] = True,
+) -> int:
+    """Time each artifact's latency (p50/p90/p99, throughput, cold start) per batch size."""
+    from toolkit import bench as tb
+    from toolkit.benchrun import canonical_format, environment, plan_bench, run_plan
+    from toolkit.errors import UsageError
+
+    # Every option is checked before the first (possibly minutes-long) measurement.
+    threshold = tb.parse_threshold(fail_if_slower) if fail_if_slower is not None else None
+    if threshold is not None and baseline is None:
+        raise UsageError("--fail-if-slower needs --baseline OLD.json to compare against")
+    baseline_rows = tb.load_results(baseline) if baseline is not None else None
+    for option, path in (("--json", json_path), ("--markdown", markdown), ("--plot", plot)):
+        if path is not None and not path.parent.is_dir():
+            raise UsageError(f"{option} {path}: directory {path.parent} does not exist")
+    formats = [canonical_format(f) for f in split_list(format)] or None
+    plan = plan_bench(target, formats=formats, precisions=split_list(precision) or None,
+                      batches=_batches(batch), device=device, threads=threads,
+                      include_eager=eager)
+    knobs = _knobs(budget, warmup, min_iters)
+
+    console.print(
+        f"[bold]toolkit bench[/] {target}: {', '.join(e.name for e in plan.entries)} · "
+        f"batch {','.join(map(str, plan.batches))} · {plan.device} · {plan.threads} threads",
+        soft_wrap=True)
+    results = run_plan(plan, **knobs, on_result=_progress,
+                       on_note=lambda line: err_console.print(f"[yellow]note:[/] {line}",
+                                                              soft_wrap=True))
+    if not results:
+        raise UsageError(f"{target}: nothing could be benchmarked here (see the notes above)")
+
+    from toolkit import report
+
+    # piped output gets rich's 80 columns, too narrow for the table: widen it there
+    console.print(report.bench_table(results, title=f"latency · {plan.target}"),
+                  width=None if console.is_terminal else 160)
+    _print_warnings(results)
+    env = environment(plan)
+    rows = [m.to_row(include_times=True) for m in results]
+    comparisons = None
+    if baseline_rows is not None:
+        comparisons = tb.compare(rows, baseline_rows, threshold if threshold is not None
+                                 else DEFAULT_THRESHOLD)
+        console.print(report.comparison_table(comparisons),
+                      width=None if console.is_terminal else 160)
+    if json_path is not None:
+        doc = tb.results_document(rows, env, target=str(plan.target), command=_command_line(),
+                                  settings={**knobs, "seed": 0}, notes=plan.notes)
+        tb.save_results(json_path, doc)
+        console.print(f"wrote {json_path}")
+    if markdown is not None:
+        _write_markdown(markdown, results, env, plan, comparisons)
+        console.print(f"wrote {markdown}")
+    if plot is not None:
+        report.plot(results, plot, title=f"toolkit bench {plan.target.name}")
+        console.print(f"wrote {plot}")
+    if comparisons is not None and threshold is not None:
+        tb.check_regressions(comparisons)  # CheckFailed -> exit 1
+        console.print(f"[green]no regression over {threshold:g}%[/]")
     return 0
+
+
+def _batches(values: list[str] | None) -> list[int] | None:
+    from toolkit.errors import UsageError
+
+    out = []
+    for part in split_list(values):
+        if not part.isdigit() or int(part) < 1:
+            raise UsageError(f"--batch '{part}': expected positive integers, e.g. --batch 1,8")
+        out.append(int(part))
+    return out or None
+
+
+def _knobs(budget: float | None, warmup: float | None, min_iters: int | None) -> dict[str, Any]:
+    from toolkit.bench import DEFAULTS
+    from toolkit.errors import UsageError
+
+    knobs = {
+        "budget_s": DEFAULTS["budget_s"] if budget is None else budget,
+        "warmup_s": DEFAULTS["warmup_s"] if warmup is None else warmup,
+        "min_iters": DEFAULTS["min_iters"] if min_iters is None else min_iters,
+    }
+    for option, value in (("--budget", knobs["budget_s"]), ("--warmup", knobs["warmup_s"])):
+        if value < 0:
+            raise UsageError(f"{option} must be >= 0 seconds, got {value}")
+    if knobs["min_iters"] < 1:
+        raise UsageError(f"--min-iters must be >= 1, got {knobs['min_iters']}")
+    return knobs
+
+
+def _progress(m: Any) -> None:
+    from toolkit.report import fmt_cold, fmt_ms
+
+    labels = m.labels
+    console.print(
+        f"  {labels['format'] + '/' + labels['precision']:<18} batch {m.batch:<3} "
+        f"p50 {fmt_ms(m.p50 * 1e3):>7} ms  p99 {fmt_ms(m.p99 * 1e3):>7} ms  "
+        f"n={m.iterations:<5} cold {fmt_cold(m.cold_start_s * 1e3 if m.cold_start_s else None)}"
+        + ("  [yellow]noisy[/]" if m.noisy else ""),
+        highlight=False, soft_wrap=True)
+
+
+def _print_warnings(results: list[Any]) -> None:
+    """Each reason for distrust once, with the rows it applies to."""
+    rows_by_reason: dict[str, list[str]] = {}
+    for m in results:
+        for line in m.warnings:
+            name = f"{m.labels['format']}/{m.labels['precision']} b{m.batch}"
+            rows_by_reason.setdefault(line, []).append(name)
+    for line, names in rows_by_reason.items():
+        err_console.print(f"[yellow]warning:[/] {', '.join(names)}: {line}", soft_wrap=True,
+                          highlight=False)
+
+
+def _write_markdown(path: Path, results: list[Any], env: dict[str, Any], plan: Any,
+                    comparisons: Any) -> None:
+    from toolkit import report
+    from toolkit.bundle import atomic_path
+
+    text = report.bench_markdown(results, env, title=f"toolkit bench {plan.target.name}")
+    if plan.notes:
+        text += "\n## Notes\n\n" + "\n".join(f"- {n}" for n in plan.notes) + "\n"
+    if comparisons is not None:
+        text += "\n" + report.comparison_markdown(comparisons)
+    with atomic_path(path, suffix=".md") as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["toolkit", *sys.argv[1:]])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,14 +19,14 @@ def export_command(
     to: Annotated[list[str], typer.Option(
         "--to", "-t", help="Formats: onnx, torchscript|ts, pt2|aoti, compile, trt|tensorrt. "
         "Comma list or repeated.")] = ["onnx"],  # noqa: B006 - typer reads the default
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Bundle directory (default: out/<source name>).")] = None,
-    model: Annotated[Optional[str], typer.Option(
+    model: Annotated[str | None, typer.Option(
         help="LightningModule class pkg.module:Class (when the checkpoint doesn't record it)."
     )] = None,
-    weights: Annotated[Optional[Path], typer.Option(
+    weights: Annotated[Path | None, typer.Option(
         help="A state_dict file for a factory source.")] = None,
-    input: Annotated[Optional[list[str]], typer.Option(
+    input: Annotated[list[str] | None, typer.Option(
         "--input", "-i", help="NAME:SHAPE[:DTYPE], e.g. x:1-16x3x224x224. Repeatable.")] = None,
     static: Annotated[bool, typer.Option(
         help="Keep the example's batch fixed instead of dynamic 1-64.")] = False,
@@ -38,31 +38,31 @@ def export_command(
     force: Annotated[bool, typer.Option(help="Replace existing artifacts.")] = False,
     trust_checkpoint: Annotated[bool, typer.Option(
         help="Allow arbitrary unpickling of the checkpoint (only for files you trust).")] = False,
-    opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default: exporter's).")] = None,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: exporter's).")] = None,
     torchscript_mode: Annotated[str, typer.Option(
         "--ts-mode", help="TorchScript: auto, trace or script.")] = "auto",
-    calib_data: Annotated[Optional[str], typer.Option(
+    calib_data: Annotated[str | None, typer.Option(
         help="INT8 calibration data: .npz, a directory of .npz, or pkg.module:DataModule.")] = None,
     calib_batches: Annotated[int, typer.Option(help="Calibration batches to use.")] = 32,
     calib_method: Annotated[str, typer.Option(
         help="INT8 calibration: minmax, entropy or percentile.")] = "minmax",
-    eval_data: Annotated[Optional[str], typer.Option(
+    eval_data: Annotated[str | None, typer.Option(
         help="Labelled data (.npz with 'labels', or DataModule) for the accuracy gate.")] = None,
     max_accuracy_drop: Annotated[float, typer.Option(
         help="Accuracy points a reduced precision may lose.")] = 1.0,
-    workspace: Annotated[Optional[str], typer.Option(
+    workspace: Annotated[str | None, typer.Option(
         help="TensorRT workspace pool limit, e.g. 4G.")] = None,
-    opt_level: Annotated[Optional[int], typer.Option(
+    opt_level: Annotated[int | None, typer.Option(
         help="TensorRT builder optimization level 0-5.")] = None,
-    timing_cache: Annotated[Optional[Path], typer.Option(
+    timing_cache: Annotated[Path | None, typer.Option(
         help="TensorRT timing cache file, reused across builds.")] = None,
     version_compatible: Annotated[bool, typer.Option(
         help="TensorRT: build a version-compatible engine.")] = False,
-    hardware_compat: Annotated[Optional[str], typer.Option(
+    hardware_compat: Annotated[str | None, typer.Option(
         help="TensorRT hardware compatibility: none, ampere+, same-compute-capability.")] = None,
-    dla_core: Annotated[Optional[int], typer.Option(
+    dla_core: Annotated[int | None, typer.Option(
         help="TensorRT: run on this DLA core, GPU fallback on.")] = None,
-    profile: Annotated[Optional[list[str]], typer.Option(
+    profile: Annotated[list[str] | None, typer.Option(
         help="Extra TensorRT optimization profile, --input syntax. Repeatable.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
 ) -> int:

@@ -1,4 +1,65 @@
-"""placeholder"""
-def verify_command() -> int:
-    """placeholder"""
-    return 0
+"""`toolkit verify BUNDLE`: exit 0 only when every checked artifact matches its reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from toolkit.cli.console import console, split_list
+
+
+def verify_command(
+    bundle_dir: Annotated[Path, typer.Argument(metavar="BUNDLE", help="A bundle directory.")],
+    format: Annotated[list[str] | None, typer.Option(
+        "--format", "-f", help="Artifacts to check (default: all). Comma list.")] = None,
+    against: Annotated[str | None, typer.Option(
+        help="Compare with live eager PyTorch from this SOURCE (.ckpt or factory).")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="LightningModule class for --against, when the checkpoint doesn't say.")] = None,
+    reference: Annotated[str | None, typer.Option(
+        help="Compare with another artifact of the bundle, e.g. onnx.")] = None,
+    data: Annotated[str | None, typer.Option(
+        help="Real samples: .npz, a directory of .npz, or pkg.module:DataModule.")] = None,
+    data_batches: Annotated[int, typer.Option(help="Batches of --data to use.")] = 8,
+    atol: Annotated[float | None, typer.Option(help="Absolute tolerance.")] = None,
+    rtol: Annotated[float | None, typer.Option(help="Relative tolerance.")] = None,
+    min_cosine: Annotated[float | None, typer.Option(help="Minimum cosine similarity.")] = None,
+    tol: Annotated[list[str] | None, typer.Option(
+        help="Per output: NAME:atol=..,rtol=.. Repeatable.")] = None,
+    localize: Annotated[bool, typer.Option(
+        help="For a failing ONNX, name the first diverging node and its module.")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write JSON here.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write a Markdown report.")] = None,
+    record: Annotated[bool, typer.Option(
+        "--record/--no-record", help="Store results in the manifest.")] = True,
+    trust_checkpoint: Annotated[bool, typer.Option(
+        help="Allow arbitrary unpickling of the --against checkpoint.")] = False,
+) -> int:
+    """Prove every artifact computes what the model computes (exit 1 when one doesn't)."""
+    from toolkit.api import verify_bundle
+
+    outcome = verify_bundle(
+        bundle_dir, formats=split_list(format), against=against, model=model,
+        reference=reference, data=data, data_batches=data_batches, atol=atol, rtol=rtol,
+        min_cosine=min_cosine, tol=tol or [], localize=localize, device=device,
+        record=record, trust_checkpoint=trust_checkpoint,
+    )
+    _report(outcome, json_file, markdown)
+    return 0 if outcome.passed else 1
+
+
+def _report(outcome: Any, json_file: Path | None, markdown: Path | None) -> None:
+    from toolkit.bundle import atomic_path, write_json_atomic
+    from toolkit.parity_report import print_reports, to_markdown
+
+    print_reports(outcome.reports, console=console, divergences=outcome.divergences)
+    if json_file:
+        write_json_atomic(json_file, outcome.to_dict())
+        console.print(f"wrote {json_file}")
+    if markdown:
+        with atomic_path(markdown, suffix=".md") as tmp:
+            tmp.write_text(to_markdown(outcome.reports, outcome.divergences) + "\n")
+        console.print(f"wrote {markdown}")

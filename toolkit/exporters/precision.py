@@ -54,6 +54,13 @@ _NEVER_LOW: frozenset[str] = frozenset({
     "Multinomial", "Bernoulli", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
     "If", "Loop", "Scan", "Range",
 })
+# Data-movement ops take the precision of the activation they move, so a Reshape between two
+# fp32 ops neither narrows a large value to fp16 nor costs a pair of Casts.
+_FOLLOW_OPS: frozenset[str] = frozenset({
+    "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Transpose", "Identity", "Expand", "Slice",
+    "Gather", "GatherElements", "GatherND", "Concat", "Split", "Tile", "DepthToSpace",
+    "SpaceToDepth",
+})
 # Inputs whose type is fixed to float by the ONNX spec, whatever the data type.
 _FIXED_FP32_INPUTS: frozenset[tuple[str, int]] = frozenset({
     ("Resize", 1), ("Resize", 2), ("Upsample", 1),
@@ -210,6 +217,20 @@ class _FloatPass:
             return False
         return node.op_type not in self.keep_ops and node.name not in self.keep_nodes
 
+    def decide(self) -> list[bool]:
+        """Each node's precision, in graph order; data-movement ops follow their inputs."""
+        inits = {i.name for i in self.graph.initializer}
+        fp32_tensors = {vi.name for vi in self.graph.input if self.types.get(vi.name) == self.FLOAT}
+        flags = []
+        for node in self.graph.node:
+            low = self.is_low(node)
+            if low and node.op_type in _FOLLOW_OPS:
+                low = not any(i in fp32_tensors for i in node.input if i and i not in inits)
+            if not low:
+                fp32_tensors.update(o for o in node.output if self.types.get(o) == self.FLOAT)
+            flags.append(low)
+        return flags
+
     def wanted(self, node: Any, low: bool, index: int) -> int:
         if low and (node.op_type, index) not in _FIXED_FP32_INPUTS:
             return self.elem
@@ -260,7 +281,7 @@ class _FloatPass:
         for vi in graph.input:
             if self.types.get(vi.name) == self.FLOAT:
                 self.current[vi.name] = self.FLOAT
-        low_flags = [self.is_low(n) for n in graph.node]
+        low_flags = self.decide()
         converted, total = self.convert_initializers(low_flags)
         new_nodes: list[Any] = []
         for node, low in zip(graph.node, low_flags):
@@ -273,7 +294,7 @@ class _FloatPass:
                     node.input[k] = self.cast(name, want, new_nodes)
             if low:
                 self.retype_attributes(node)
-            elif self.touches_float(node):
+            elif self.touches_float(node) and node.op_type not in _FOLLOW_OPS:
                 self.kept[node.op_type] += 1
             for out in node.output:
                 if self.types.get(out) == self.FLOAT or (low and self.makes_float(node)):
@@ -313,6 +334,25 @@ class _FloatPass:
             self.cast_nodes += 1
 
 
+BF16_MIN_OPSET = 22  # Conv, Gemm and most float ops accept bfloat16 from opset 22
+
+
+def _opset_for_bf16(model: Any) -> Any:
+    """bf16 Conv/Gemm are only legal ONNX from opset 22: upgrade the default domain if older."""
+    from onnx import version_converter
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset >= BF16_MIN_OPSET:
+        return model
+    try:
+        return version_converter.convert_version(model, BF16_MIN_OPSET)
+    except Exception as err:
+        raise ExportFailed(
+            f"bf16 needs ONNX opset {BF16_MIN_OPSET} (model has {opset}) and the upgrade failed: "
+            f"{err}; re-export with --opset {BF16_MIN_OPSET}"
+        ) from None
+
+
 def convert_float16(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -335,13 +375,15 @@ def convert_float16(
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
         raise UsageError(f"{src}: already quantised (Q/DQ); convert the fp32 model instead")
     try:
+        if key == "bf16":
+            model = _opset_for_bf16(model)
         model = onnx.shape_inference.infer_shapes(model)
         rewrite = _FloatPass(model, elem, set(keep_fp32_ops), set(keep_fp32_nodes))
         counts = rewrite.run()
         # Types changed: drop stale value_info and let shape inference fill it again.
         del model.graph.value_info[:]
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(model, full_check=True)  # type-checks every node
     except UsageError:
         raise
     except Exception as err:

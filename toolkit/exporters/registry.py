@@ -15,7 +15,11 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "compile": ("compile", "torch.compile", "inductor"),
     "trt": ("trt", "tensorrt", "engine"),
 }
-ALIASES: dict[str, str] = {alias: name for name, names in TARGETS.items() for alias in names}
+# Runnable but not exportable: the model itself, the reference for verify and bench.
+RUN_ONLY: dict[str, tuple[str, ...]] = {"eager": ("eager", "pytorch", "torch")}
+ALIASES: dict[str, str] = {
+    alias: name for name, names in {**TARGETS, **RUN_ONLY}.items() for alias in names
+}
 
 DESCRIPTIONS = {
     "onnx": "ONNX via torch.onnx.export(dynamo=True); runs in ONNX Runtime, feeds TensorRT",
@@ -33,7 +37,7 @@ def canonical(name: str) -> str:
     close = difflib.get_close_matches(key, list(ALIASES), n=1, cutoff=0.5)
     hint = f"; did you mean '{ALIASES[close[0]]}'?" if close else ""
     raise UsageError(
-        f"unknown format '{name}'{hint} Known: {', '.join(TARGETS)} "
+        f"unknown format '{name}'{hint} Known: {', '.join([*TARGETS, *RUN_ONLY])} "
         "(aliases: ts, jit, aoti, tensorrt, engine)"
     )
 
@@ -45,6 +49,9 @@ def parse_targets(values: Iterable[str]) -> list[str]:
         for part in value.split(","):
             if part.strip():
                 name = canonical(part)
+                if name in RUN_ONLY:
+                    raise UsageError(f"--to {part}: '{name}' runs the model as it is; it is "
+                                     "not an export format (verify and bench accept it)")
                 if name not in names:
                     names.append(name)
     if not names:

@@ -1,0 +1,38 @@
+"""Shared, session-scoped fixtures: slow steps (checkpoints, the AOTInductor compile) run once."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `tests.models:...` must import like a user's package
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+
+@pytest.fixture(scope="session")
+def two_io_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from tests.models import TwoInTwoOut, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "two_io.ckpt"
+    save_checkpoint(TwoInTwoOut(hidden=16, scale=2.5), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def two_io_bundle(two_io_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkpoint exported to onnx, torchscript and pt2 once (pt2 compiles ~20-60 s)."""
+    from toolkit.api import export
+
+    out = tmp_path_factory.mktemp("bundles") / "two_io"
+    result = export(str(two_io_checkpoint), ["onnx", "torchscript", "pt2"], out,
+                    model="tests.models:TwoInTwoOut")
+    assert result.exit_code == 0, result.to_dict()
+    return out

@@ -1,0 +1,72 @@
+"""Tiny real models for the tests, importable as `tests.models:Name` (like a user's package)."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+
+class TwoInTwoOut(pl.LightningModule):
+    """Two inputs, dict output; hyperparameters change the computation (scale)."""
+
+    def __init__(self, hidden: int = 8, scale: float = 1.0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.encoder = nn.Linear(6, hidden)
+        self.side = nn.Linear(3, hidden)
+        self.head = nn.Linear(hidden, 4)
+        self.example_input_array = (torch.randn(2, 6), torch.randn(2, 3))
+
+    def forward(self, image: torch.Tensor, meta: torch.Tensor) -> dict[str, torch.Tensor]:
+        hidden = torch.relu(self.encoder(image) + self.side(meta)) * self.hparams.scale
+        return {"logits": self.head(hidden), "embedding": hidden}
+
+
+class TupleOut(pl.LightningModule):
+    """One input, nested tuple output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.example_input_array = torch.randn(2, 3, 8, 8)
+
+    def forward(self, x: torch.Tensor):
+        y = self.conv(x)
+        return y.mean(dim=(2, 3)), (y.amax(dim=(2, 3)), torch.sigmoid(y))
+
+
+Pair = namedtuple("Pair", ["scores", "boxes"])
+
+
+class KeywordIn(pl.LightningModule):
+    """Dict example input (called with keywords) and a namedtuple output; int64 token ids."""
+
+    def __init__(self, vocab: int = 11) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 8)
+        self.proj = nn.Linear(8, 4)
+        self.example_input_array = {
+            "input_ids": torch.randint(0, vocab, (2, 5)),
+            "weights": torch.rand(2, 5),
+        }
+
+    def forward(self, input_ids: torch.Tensor, weights: torch.Tensor) -> Pair:
+        h = self.embed(input_ids) * weights.unsqueeze(-1)
+        return Pair(self.proj(h.mean(1)), h)
+
+
+def plain_mlp() -> nn.Module:
+    """A factory without example_input_array (inputs come from --input)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 2))
+
+
+def save_checkpoint(module: pl.LightningModule, path) -> None:
+    """A real Lightning checkpoint, written by a Trainer."""
+    trainer = pl.Trainer(max_epochs=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(str(path))

@@ -1,0 +1,76 @@
+"""Task accuracy of a model through any backend, and the gate that bounds a precision's drop.
+
+Backend-free: the caller passes `predict` (a Runner's `infer`, an ORT session wrapper...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from toolkit.errors import UsageError
+
+LABELS = "labels"
+
+Predict = Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+
+def _pick_output(outputs: Mapping[str, np.ndarray], output_name: str | None) -> np.ndarray:
+    if output_name is not None:
+        if output_name not in outputs:
+            raise UsageError(
+                f"output '{output_name}' not produced; outputs are {', '.join(outputs)}"
+            )
+        return np.asarray(outputs[output_name])
+    return np.asarray(next(iter(outputs.values())))
+
+
+def classification_accuracy(
+    predict: Predict,
+    feeds_with_labels: Iterable[Mapping[str, np.ndarray]],
+    output_name: str | None = None,
+) -> dict[str, Any]:
+    """Top-1 accuracy of `predict` over labelled feeds (logits argmax over the last axis).
+
+    Labels may be class indices or one-hot rows. Returns {"accuracy", "correct", "n"}.
+    """
+    correct = total = 0
+    for i, feed in enumerate(feeds_with_labels):
+        if LABELS not in feed:
+            raise UsageError(
+                f"--eval-data batch {i} has no labels; store them as 'labels' in the npz or "
+                "return (inputs..., label) from the dataloader"
+            )
+        inputs = {k: v for k, v in feed.items() if k != LABELS}
+        logits = _pick_output(predict(inputs), output_name)
+        labels = np.asarray(feed[LABELS])
+        if labels.ndim == logits.ndim and labels.shape == logits.shape:
+            labels = labels.argmax(axis=-1)  # one-hot
+        labels = labels.reshape(-1).astype(np.int64)
+        pred = logits.reshape(len(labels), -1).argmax(axis=-1) if logits.size else logits
+        if len(pred) != len(labels):
+            raise UsageError(
+                f"--eval-data batch {i}: {len(labels)} labels for {len(pred)} predictions"
+            )
+        correct += int((pred == labels).sum())
+        total += len(labels)
+    if total == 0:
+        raise UsageError("--eval-data: no labelled samples to measure accuracy on")
+    return {"accuracy": correct / total, "correct": correct, "n": total}
+
+
+def accuracy_gate(
+    fp32_acc: float, reduced_acc: float, max_drop_points: float = 1.0, label: str = "reduced"
+) -> tuple[bool, str]:
+    """Pass when accuracy drops by at most `max_drop_points` percentage points."""
+    if max_drop_points < 0:
+        raise UsageError(f"--max-accuracy-drop must be >= 0, got {max_drop_points}")
+    drop = (fp32_acc - reduced_acc) * 100.0
+    verdict = "within" if drop <= max_drop_points + 1e-9 else "exceeds"
+    message = (
+        f"{label} accuracy {reduced_acc:.2%} vs fp32 {fp32_acc:.2%}: drop {drop:+.2f} points "
+        f"{verdict} the {max_drop_points:g}-point limit"
+    )
+    return verdict == "within", message

@@ -214,9 +214,15 @@ def rows_for(model_name: str, variant: str, refs, acts, scales: dict) -> list[st
 
 def margins(scales: dict[str, dict[str, float]]) -> list[str]:
     """How far each preset's satol sits from the healthy and the broken exports."""
-    lines = ["## Margins (max|a-b| / max|reference|, worst output of each model)", ""]
+    lines = ["## Margins", "",
+             "max|a-b| / max|reference| of each model's worst output (worst sample):", ""]
+
+    def per_model(variant: str) -> str:
+        return ", ".join(f"{m} {v:.2e}" for m, v in scales.get(variant, {}).items())
+
     defects = [v for k, v in scales.items() if k.startswith("conv x1.03")]
     smallest_defect = min((min(d.values()) for d in defects), default=float("nan"))
+    lines.append(f"- one conv x1.03: {'; '.join(per_model(k) for k in scales if 'x1.03' in k)}")
     for precision, variant in (("fp32", "healthy fp32"), ("fp16", "healthy fp16"),
                                ("int8", "int8 QDQ (random calib)")):
         if variant not in scales:
@@ -224,9 +230,9 @@ def margins(scales: dict[str, dict[str, float]]) -> list[str]:
         healthy = max(scales[variant].values())
         satol = parity.PRESETS[precision].satol
         lines.append(
-            f"- {precision}: worst healthy {healthy:.2e}, preset satol {satol:g} "
-            f"({satol / healthy:.1f}x above healthy); smallest 3 % conv defect "
-            f"{smallest_defect:.2e} ({smallest_defect / satol:.1f}x above satol)"
+            f"- {variant}: {per_model(variant)}; preset satol {satol:g} is "
+            f"{satol / healthy:.2g}x the worst and {smallest_defect / satol:.2g}x below the "
+            "smallest 3 % defect"
         )
     return lines
 

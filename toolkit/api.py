@@ -52,7 +52,7 @@ class ExportResult:
     @property
     def exit_code(self) -> int:
         codes = [s.error.exit_code for s in self.steps if s.error is not None]
-        if any(s.status == "parity-failed" for s in self.steps):
+        if any(s.status in ("parity-failed", "accuracy-failed") for s in self.steps):
             codes.append(CheckFailed.exit_code)
         # Bad input outranks a failed check, which outranks a backend missing here.
         for code in (2, 1, 3):
@@ -312,6 +312,11 @@ def _run_step(step: Step, action: Callable[[], dict[str, Any]], bundle: Bundle,
                 step.detail = report.summary_line()
         else:
             step.status = "ok"
+        accuracy = record.get("accuracy")
+        if accuracy and not accuracy["passed"]:
+            step.status, step.detail = "accuracy-failed", accuracy["message"]
+        elif accuracy:
+            step.detail = "; ".join(filter(None, [step.detail, accuracy["message"]]))
         bundle.save()
     except _Exists as err:
         step.status, step.detail = "exists", str(err)

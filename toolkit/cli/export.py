@@ -10,6 +10,7 @@ import typer
 from toolkit.cli.console import console, err_console, print_json, split_list
 
 STATUS_STYLE = {"ok": "green", "exists": "dim", "parity-failed": "red", "failed": "red",
+                "accuracy-failed": "red",
                 "unavailable": "yellow", "skipped": "dim"}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,10 @@ def exit_codes(command: Callable[..., int | None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> None:
+        if not os.environ.get("TOOLKIT_DEBUG"):
+            # Library deprecation chatter (torch.jit, onnxscript) drowns the report; the
+            # toolkit states legacy formats itself.
+            warnings.filterwarnings("ignore")
         try:
             code = command(*args, **kwargs) or 0
         except ToolkitError as error:

@@ -85,9 +85,8 @@ def bench_command(
 
     from toolkit import report
 
-    # piped output gets rich's 80 columns, too narrow for the table: widen it there
-    console.print(report.bench_table(results, title=f"latency · {plan.target}"),
-                  width=None if console.is_terminal else 160)
+    out = _table_console()
+    out.print(report.bench_table(results, title=f"latency · {plan.target}"))
     _print_warnings(results)
     env = environment(plan)
     rows = [m.to_row(include_times=True) for m in results]
@@ -95,8 +94,7 @@ def bench_command(
     if baseline_rows is not None:
         comparisons = tb.compare(rows, baseline_rows, threshold if threshold is not None
                                  else DEFAULT_THRESHOLD)
-        console.print(report.comparison_table(comparisons),
-                      width=None if console.is_terminal else 160)
+        out.print(report.comparison_table(comparisons))
     if json_path is not None:
         doc = tb.results_document(rows, env, target=str(plan.target), command=_command_line(),
                                   settings={**knobs, "seed": 0}, notes=plan.notes)
@@ -112,6 +110,16 @@ def bench_command(
         tb.check_regressions(comparisons)  # CheckFailed -> exit 1
         console.print(f"[green]no regression over {threshold:g}%[/]")
     return 0
+
+
+def _table_console() -> Any:
+    """The console for tables: piped output (CI logs, files) gets 160 columns, not rich's 80,
+    which would cut the artifact names and numbers."""
+    if console.is_terminal:
+        return console
+    from rich.console import Console
+
+    return Console(file=console.file, width=160, highlight=False)
 
 
 def _batches(values: list[str] | None) -> list[int] | None:

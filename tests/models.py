@@ -70,3 +70,25 @@ def save_checkpoint(module: pl.LightningModule, path) -> None:
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.strategy.connect(module)
     trainer.save_checkpoint(str(path))
+
+
+class SmallCNN(pl.LightningModule):
+    """The demo's CNN shape, smaller: conv -> relu -> pool -> conv -> relu -> pool -> fc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(8 * 4 * 4, 16), nn.ReLU(),
+                                        nn.Linear(16, 5))
+        self.example_input_array = torch.randn(2, 3, 16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def small_cnn() -> SmallCNN:
+    torch.manual_seed(0)
+    return SmallCNN()

@@ -497,7 +497,7 @@ def verify_bundle(
     from toolkit.parity import tolerance_for, tolerances_from_options
     from toolkit.runtime import model_runner, source_model
     from toolkit.sources import load_model
-    from toolkit.verify import Reference, record_parity, runner_for, verify_record
+    from toolkit.verify import Reference, preset_for, record_parity, runner_for, verify_record
     from toolkit.verify import localize as localize_artifact
 
     bundle = Bundle.open(bundle_dir)
@@ -547,7 +547,7 @@ def verify_bundle(
         ref.runner.activate()
     try:
         for rec in records:
-            precision = rec.get("precision", "fp32")
+            precision = preset_for(rec)
             overrides = {k: v for k, v in (("atol", atol), ("rtol", rtol),
                                            ("min_cosine", min_cosine)) if v is not None}
             tols = tolerances_from_options(precision, tol,

@@ -44,6 +44,12 @@ class Reference:
         return self.runner.infer(feed)
 
 
+def preset_for(record: dict[str, Any]) -> str:
+    """The tolerance preset: an fp32 TensorRT engine may use TF32 (on by default on Ampere+)."""
+    precision = record.get("precision", "fp32")
+    return "tf32" if record["format"] == "trt" and precision == "fp32" else precision
+
+
 def runner_for(bundle: Bundle, record: dict[str, Any], *, device: str = "cpu",
                model: Any = None, threads: int | None = None) -> Runner:
     if record["format"] in ("eager", "compile"):
@@ -75,7 +81,7 @@ def verify_record(
     """Run one artifact on every sample and compare it with the reference."""
     reference = reference or Reference()
     precision = record.get("precision", "fp32")
-    tols = tolerances or tolerances_from_options(precision)
+    tols = tolerances or tolerances_from_options(preset_for(record))
     label = f"{record['format']}/{precision}"
     runner = runner_for(bundle, record, device=device, model=model)
     with runner:

@@ -46,6 +46,7 @@ class OnnxRuntimeRunner(Runner):
             self.session = ort.InferenceSession(
                 str(self.path), sess_options=options,
                 providers=[p for p in wanted if p in available],
+                **self._session_extras(),
             )
         except Exception as err:  # onnxruntime raises its own exception types
             raise UsageError(f"onnxruntime can't load {self.path}: {str(err)[:300]}") from err
@@ -53,6 +54,15 @@ class OnnxRuntimeRunner(Runner):
         missing = [o.name for o in self.outputs if o.name not in names]
         if missing:
             raise UsageError(f"{self.path} lacks outputs {missing}; it has {names}")
+
+    def _session_extras(self) -> dict[str, Any]:
+        if self.precision != "int8":
+            return {}
+        # Common-subexpression elimination merges the dedicated Q nodes of a TensorRT-style
+        # Q/DQ graph, which stops ORT from fusing most convolutions into QLinearConv.
+        from toolkit.exporters.precision import ORT_QDQ_DISABLED_OPTIMIZERS
+
+        return {"disabled_optimizers": list(ORT_QDQ_DISABLED_OPTIMIZERS)}
 
     def _deactivate_impl(self) -> None:
         self.session = None

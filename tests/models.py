@@ -92,3 +92,24 @@ class SmallCNN(pl.LightningModule):
 def small_cnn() -> SmallCNN:
     torch.manual_seed(0)
     return SmallCNN()
+
+
+
+try:  # the unified `lightning` package, beside `pytorch_lightning`
+    import lightning.pytorch as L
+except ImportError:  # pragma: no cover - the dev extra installs it
+    L = None
+
+if L is not None:
+
+    class UnifiedNet(L.LightningModule):
+        """A `lightning.pytorch` module: the same loading path as `pytorch_lightning`."""
+
+        def __init__(self, width: int = 4) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.net = nn.Linear(3, width)
+            self.example_input_array = torch.randn(2, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)

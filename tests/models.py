@@ -113,3 +113,28 @@ if L is not None:
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.net(x)
+
+
+class TinyTagger(pl.LightningModule):
+    """A transformer encoder with a padding mask, dict outputs and a dynamic sequence length:
+    tracing bakes the mask's fast path in, so TorchScript must script it."""
+
+    def __init__(self, vocab: int = 30, width: int = 16) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.embed = nn.Embedding(vocab, width)
+        layer = nn.TransformerEncoderLayer(width, 2, 32, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=True)
+        self.heads = nn.ModuleDict({"tags": nn.Linear(width, 5), "cls": nn.Linear(width, 2)})
+        # an unpadded example, as users often write one: the trace takes the no-padding path
+        self.example_input_array = {"input_ids": torch.randint(0, vocab, (2, 7)),
+                                    "attention_mask": torch.ones(2, 7, dtype=torch.bool)}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        hidden = self.encoder(self.embed(input_ids), src_key_padding_mask=~attention_mask)
+        return {"tags": self.heads["tags"](hidden), "cls": self.heads["cls"](hidden[:, 0])}
+
+
+def tiny_tagger() -> TinyTagger:
+    torch.manual_seed(0)
+    return TinyTagger()

@@ -132,3 +132,17 @@ def test_compile_target_is_verified_in_process(tmp_path):
     assert result.exit_code == 0
     assert result.steps[0].parity["passed"]
     assert not any(Path(tmp_path / "c").glob("model.*"))
+
+
+def test_transformer_with_dynamic_sequence(tmp_path):
+    """ONNX keeps batch and sequence dynamic; TorchScript scripts what tracing would get wrong."""
+    result = export("tests.models:tiny_tagger", ["onnx", "torchscript"], tmp_path / "tagger",
+                    inputs=["input_ids:1-2-8x1-7-32:int64", "attention_mask:1-2-8x1-7-32:bool"])
+    assert result.exit_code == 0, result.to_dict()
+    bundle = Bundle.open(tmp_path / "tagger")
+    assert bundle.artifact("torchscript")["exporter"] == "torch.jit.script"
+    assert [o.name for o in bundle.outputs] == ["tags", "cls"]
+    with runtime.load(bundle, format="onnx") as runner:
+        ids = np.random.default_rng(0).integers(0, 30, (3, 19))
+        mask = np.ones((3, 19), dtype=bool)
+        assert runner.infer({"input_ids": ids, "attention_mask": mask})["tags"].shape == (3, 19, 5)

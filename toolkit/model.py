@@ -168,6 +168,8 @@ class LoadedModel:
             first = next(iter(self.example.values()))
             if batch is None or (first.ndim and first.shape[0] == batch):
                 return dict(self.example)
+            if first.ndim and first.shape[0] > batch:
+                return {k: v[:batch] for k, v in self.example.items()}
             if first.ndim and first.shape[0] < batch:
                 # Repeat the real example along the batch axis: real values, wanted batch.
                 reps = -(-batch // first.shape[0])

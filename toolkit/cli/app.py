@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from toolkit.cli import bench, demo, export, inspect, verify
 from toolkit.cli.console import err_console
@@ -42,7 +43,8 @@ def exit_codes(command: Callable[..., int | None]) -> Callable[..., None]:
         except ToolkitError as error:
             if os.environ.get("TOOLKIT_DEBUG"):
                 raise
-            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False,
+                              soft_wrap=True)
             code = error.exit_code
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
@@ -51,7 +53,7 @@ def exit_codes(command: Callable[..., int | None]) -> Callable[..., None]:
                 raise
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             err_console.print(
-                f"[bold red]internal error:[/] {type(error).__name__}: {first[:300]} "
+                f"[bold red]internal error:[/] {type(error).__name__}: {escape(first[:300])} "
                 "(set TOOLKIT_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
             code = 1
         if code:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -81,7 +81,7 @@ def export_command(
         "calib_method": calib_method, "eval_data": eval_data,
         "max_accuracy_drop": max_accuracy_drop,
     }
-    on_step = None if json_output else _print_step
+    on_step = None if json_output else print_step
     if not json_output:
         console.print(f"[bold]toolkit export[/] {source} → {', '.join(split_list(to))}")
     result = export(
@@ -95,7 +95,7 @@ def export_command(
     if json_output:
         print_json(result.to_dict())
     else:
-        _summary(result)
+        print_summary(result)
     return result.exit_code
 
 
@@ -111,7 +111,9 @@ def _trt_options(workspace, opt_level, timing_cache, version_compatible, hardwar
     )
 
 
-def _print_step(step) -> None:
+def print_step(step: Any) -> None:
+    from rich.markup import escape
+
     style = STATUS_STYLE.get(step.status, "white")
     mark = {"ok": "✓", "exists": "•", "unavailable": "!", "skipped": "-"}.get(step.status, "✗")
     parity = ""
@@ -123,13 +125,13 @@ def _print_step(step) -> None:
         f"  [{style}]{mark}[/] {step.target:<12} {step.precision:<5} "
         f"{step.seconds:6.1f}s  [{style}]{step.status}[/]{parity}", highlight=False)
     if step.detail and step.status != "ok":
-        (err_console if step.error else console).print(f"      {step.detail}", highlight=False,
-                                                       soft_wrap=True)
+        (err_console if step.error else console).print(f"      {escape(step.detail)}",
+                                                       highlight=False, soft_wrap=True)
     elif step.detail:
-        console.print(f"      [dim]{step.detail}[/]", highlight=False, soft_wrap=True)
+        console.print(f"      [dim]{escape(step.detail)}[/]", highlight=False, soft_wrap=True)
 
 
-def _summary(result) -> None:
+def print_summary(result: Any) -> None:
     from rich.table import Table
 
     from toolkit.cli.console import human_size

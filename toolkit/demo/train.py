@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 CHECKPOINT_NAME = "digits.ckpt"
-DEFAULT_EPOCHS = 4
+DEFAULT_EPOCHS = 3
 
 
 def _quiet_lightning() -> None:
@@ -47,7 +47,7 @@ def train(
     *,
     limit: int | None = None,
     batch_size: int = 64,
-    lr: float = 1e-3,
+    lr: float = 3e-3,
 ) -> tuple[Path, float]:
     """Train, test and save `out_dir/digits.ckpt`; returns (checkpoint path, test accuracy).
 

@@ -57,7 +57,8 @@ def quiet() -> Iterator[io.StringIO]:
     """Silence the exporters' progress prints and warnings; the CLI reports its own steps."""
     buffer = io.StringIO()
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo",
-                                              "torch._inductor", "onnxscript")]
+                                              "torch._inductor", "onnxscript",
+                                              "torch.utils.cpp_extension")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -74,3 +75,31 @@ def first_line(err: BaseException, limit: int = 300) -> str:
     text = str(err).strip()
     line = next((ln for ln in text.splitlines() if ln.strip()), type(err).__name__)
     return f"{type(err).__name__}: {line.strip()[:limit]}"
+
+
+def probe_args(model: LoadedModel, example: tuple) -> tuple | None:
+    """Inputs whose dynamic dimensions differ from the tracing example (None if all static):
+    a trace that baked a shape in fails on them."""
+    import torch
+
+    from toolkit.model import TORCH_DTYPES
+
+    if not any(s.dynamic_dims for s in model.inputs):
+        return None
+    generator = torch.Generator().manual_seed(7)
+    highs = model.int_high()
+    probes = []
+    for spec, tensor in zip(model.inputs, example):
+        shape = list(tensor.shape)
+        for axis in spec.dynamic_dims:
+            lo, hi = spec.min[axis], spec.max[axis]
+            shape[axis] = shape[axis] + 1 if shape[axis] < hi else lo
+        dtype = TORCH_DTYPES[spec.dtype]
+        if dtype.is_floating_point:
+            probes.append(torch.randn(shape, generator=generator).to(dtype))
+        elif dtype == torch.bool:
+            probes.append(torch.rand(shape, generator=generator) < 0.5)
+        else:
+            high = max(1, highs.get(spec.name, 2))
+            probes.append(torch.randint(0, high, shape, generator=generator).to(dtype))
+    return tuple(probes)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ExportFailed
-from toolkit.exporters.common import example_args, first_line, quiet
+from toolkit.exporters.common import example_args, first_line, probe_args, quiet
 from toolkit.model import LoadedModel
 
 
@@ -28,20 +28,39 @@ def _scripting(module: Any) -> Iterator[None]:
 
 
 def _trace(model: LoadedModel) -> tuple[Any, list[str]]:
+    """The trace, and the reasons it may be wrong: the tracer's own warnings, or outputs that
+    differ from eager on inputs of another shape (a shape baked into the graph)."""
     import torch
 
+    example = example_args(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", torch.jit.TracerWarning)
-        traced = torch.jit.trace(model.flat, example_args(model), check_trace=False, strict=False)
-    tracer = [str(w.message).splitlines()[0] for w in caught
-              if issubclass(w.category, torch.jit.TracerWarning)]
-    return traced, tracer
+        traced = torch.jit.trace(model.flat, example, check_trace=False, strict=False)
+    problems = [str(w.message).splitlines()[0] for w in caught
+                if issubclass(w.category, torch.jit.TracerWarning)]
+    probe = probe_args(model, example)
+    if probe is not None and not _same_outputs(model.flat, traced, probe):
+        shapes = ", ".join(str(list(t.shape)) for t in probe)
+        problems.insert(0, f"the trace gives other results than eager at shapes {shapes}")
+    return traced, problems
+
+
+def _same_outputs(eager: Any, traced: Any, args: tuple) -> bool:
+    import torch
+
+    with torch.inference_mode():
+        try:
+            want, got = eager(*args), traced(*args)
+        except Exception:  # a trace that can't even run at another shape
+            return False
+    return len(want) == len(got) and all(
+        w.shape == g.shape and torch.allclose(w.float(), g.float(), rtol=1e-3, atol=1e-4)
+        for w, g in zip(want, got))
 
 
 def export_torchscript(model: LoadedModel, dest: Path, *, mode: str = "auto") -> dict[str, Any]:
     """mode: 'trace', 'script', or 'auto' (trace; script when the tracer warns the trace
     depends on values, e.g. data-dependent control flow)."""
-    import torch
 
     with _scripting(model.module):
         return _export(model, dest, mode)

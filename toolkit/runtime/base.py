@@ -82,6 +82,7 @@ class Runner(abc.ABC):
 
     def synchronize(self) -> None:
         """Block until queued device work is done (a no-op on CPU)."""
+        return None
 
     # -- hooks -----------------------------------------------------------------------------
     @abc.abstractmethod

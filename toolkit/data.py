@@ -7,7 +7,6 @@ instead of deep inside a calibrator.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -148,24 +147,12 @@ def _from_npz_dir(
         yield from _from_npz(file, inputs, batch_size, where)
 
 
-def _import_object(target: str, where: str) -> Any:
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise UsageError(f"{where} {target}: cannot import '{module_name}' ({err})") from None
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise UsageError(f"{where} {target}: '{module_name}' has no attribute '{attr}'")
-        obj = getattr(obj, part)
-    return obj
-
-
 def _from_datamodule(
     target: str, inputs: Sequence[TensorSpec], split: str, where: str
 ) -> Iterator[Feed]:
-    factory = _import_object(target, where)
+    from toolkit.sources import import_object
+
+    factory = import_object(target, where)
     try:
         dm = factory()
     except TypeError as err:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.errors import CheckFailed, UsageError
+from toolkit.spec import canonical_precision as _canonical_precision
 
 # -- tolerances -------------------------------------------------------------------------------
 
@@ -101,14 +102,6 @@ PRESETS: dict[str, Tolerance] = {
     "int8": Tolerance(atol=0.0, rtol=5e-2, satol=1.5e-1, min_cosine=0.98, max_fraction=1e-2),
 }
 
-_PRECISION_ALIASES = {
-    "fp32": "fp32", "float32": "fp32", "float": "fp32", "f32": "fp32",
-    "tf32": "tf32",
-    "fp16": "fp16", "float16": "fp16", "half": "fp16", "f16": "fp16",
-    "bf16": "bf16", "bfloat16": "bf16",
-    "int8": "int8", "i8": "int8", "qdq": "int8",
-}
-
 # `--tol` keys -> Tolerance fields
 _TOL_KEYS = {
     "atol": "atol", "rtol": "rtol", "satol": "satol",
@@ -123,13 +116,7 @@ def _did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 
 def canonical_precision(precision: str) -> str:
-    key = precision.strip().lower()
-    if key not in _PRECISION_ALIASES:
-        raise UsageError(
-            f"unknown precision '{precision}' for parity; use one of "
-            f"{', '.join(PRESETS)}{_did_you_mean(key, _PRECISION_ALIASES)}"
-        )
-    return _PRECISION_ALIASES[key]
+    return _canonical_precision(precision, where="parity")
 
 
 @dataclass(frozen=True)

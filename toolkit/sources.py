@@ -341,9 +341,3 @@ def load_onnx_source(path: Path, inputs: Sequence[TensorSpec] | None = None) -> 
     ]
     info = {"kind": "onnx", "path": str(path.resolve()), "sha256": sha256_file(path)}
     return OnnxSource(path, specs, outputs, info)
-
-
-def describe_example(values: Mapping[str, np.ndarray] | None) -> str:
-    if not values:
-        return "random"
-    return ", ".join(f"{k}{list(v.shape)}" for k, v in values.items())

@@ -28,6 +28,28 @@ DTYPE_ALIASES: dict[str, str] = {
 
 DEFAULT_MAX_BATCH = 64
 
+# Precision names an artifact can carry (tf32: an fp32 TensorRT engine with TF32 math).
+PRECISION_ALIASES: dict[str, str] = {
+    "fp32": "fp32", "float32": "fp32", "float": "fp32", "f32": "fp32",
+    "tf32": "tf32",
+    "fp16": "fp16", "float16": "fp16", "half": "fp16", "f16": "fp16",
+    "bf16": "bf16", "bfloat16": "bf16",
+    "int8": "int8", "i8": "int8", "qdq": "int8",
+}
+
+
+def canonical_precision(name: str, where: str = "--precision") -> str:
+    """'half' -> 'fp16'; an unknown name is a UsageError with a suggestion."""
+    import difflib
+
+    key = name.strip().lower()
+    if key not in PRECISION_ALIASES:
+        close = difflib.get_close_matches(key, list(PRECISION_ALIASES), n=1)
+        hint = f" (did you mean '{PRECISION_ALIASES[close[0]]}'?)" if close else ""
+        raise UsageError(f"{where}: unknown precision '{name}'; use fp32, fp16, bf16 or "
+                         f"int8{hint}")
+    return PRECISION_ALIASES[key]
+
 
 def canonical_dtype(name: str) -> str:
     """Map a user-written dtype ('fp16', 'long', 'torch.float32') to its canonical name."""

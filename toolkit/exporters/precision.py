@@ -22,13 +22,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.errors import ExportFailed, UsageError
-
-PRECISION_ALIASES: dict[str, str] = {
-    "fp32": "fp32", "float32": "fp32", "float": "fp32",
-    "fp16": "fp16", "float16": "fp16", "half": "fp16",
-    "bf16": "bf16", "bfloat16": "bf16",
-    "int8": "int8", "i8": "int8",
-}
+from toolkit.spec import canonical_precision
 
 # What each target runs. ONNX Runtime's CPU provider has no bf16 kernels for Conv/MatMul/Gemm
 # (and, unlike fp16, inserts no Casts around them), so bf16 ONNX is for TensorRT only.
@@ -78,15 +72,6 @@ TWO_GIB = 2 * 1024**3
 
 
 # -- precision names ---------------------------------------------------------------------------
-def canonical_precision(name: str) -> str:
-    key = name.strip().lower()
-    if key not in PRECISION_ALIASES:
-        raise UsageError(
-            f"--precision: unknown precision '{name}'; use fp32, fp16, bf16 or int8"
-        )
-    return PRECISION_ALIASES[key]
-
-
 def check_precisions(target: str, precisions: str | Iterable[str]) -> list[str]:
     """Canonical, de-duplicated precisions, or UsageError naming what `target` supports."""
     if isinstance(precisions, str):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers import requires
 from toolkit.bench import KEY_FIELDS, load_results
 from toolkit.benchrun import batch_sweep, bench_bundle
 from toolkit.bundle import Bundle
@@ -60,7 +61,7 @@ def test_cli_writes_json_markdown_plot_and_manifest(bundle: Path, tmp_path: Path
     configs = sorted((r["format"], r["batch"]) for r in rows)
     assert configs == [(f, b) for f in ("eager", "onnx", "torchscript") for b in (1, 4)]
     for row in rows:
-        assert ROW_FIELDS <= set(row), ROW_FIELDS - set(row)
+        assert set(row) >= ROW_FIELDS, ROW_FIELDS - set(row)
         assert row["threads"] == 1 and row["device"] == "cpu"
         assert row["iterations"] >= 1 and len(row["times_ms"]) == row["iterations"]
         assert 0 < row["min_ms"] <= row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
@@ -157,3 +158,15 @@ def test_batch_sweep_defaults_and_range() -> None:
     with pytest.raises(UsageError, match="range 1-64"):
         batch_sweep(dynamic, [65])
     assert set(KEY_FIELDS) <= ROW_FIELDS
+
+
+@pytest.mark.gpu
+@requires(cuda=True)
+def test_cuda_rows_carry_gpu_time_apart_from_host_latency(bundle: Path) -> None:
+    results = bench_bundle(bundle, formats=["eager", "torchscript"], batches=[4],
+                           device="cuda", budget_s=0.05, warmup_s=0.02, min_iters=5)
+    assert {m.labels["format"] for m in results} == {"eager", "torchscript"}
+    for m in results:
+        row = m.to_row()
+        assert row["device"] == "cuda" and row["gpu_p50_ms"] is not None
+        assert 0 < row["gpu_p50_ms"] <= row["p99_ms"] * 1.5  # device time within host span

@@ -30,7 +30,7 @@ import numpy as np
 from toolkit.bench import DEFAULTS, Measurement, measure, time_once
 from toolkit.bundle import Bundle, now
 from toolkit.errors import BackendUnavailable, UsageError
-from toolkit.spec import TensorSpec, batch_range, random_inputs
+from toolkit.spec import TensorSpec, batch_range, numpy_dtype, random_inputs
 
 log = logging.getLogger("toolkit.bench")
 
@@ -256,7 +256,7 @@ def quiet_libraries() -> Iterator[None]:
 
 def _int_high(plan: BenchPlan) -> dict[str, int]:
     """Integer inputs are drawn below the golden samples' maximum (embedding vocabularies)."""
-    ints = [s.name for s in plan.specs if np.issubdtype(np.dtype(_np_dtype(s)), np.integer)]
+    ints = [s.name for s in plan.specs if np.issubdtype(numpy_dtype(s.dtype), np.integer)]
     if not ints or plan.bundle is None or not plan.bundle.golden_path.is_file():
         return {}
     highs: dict[str, int] = {}
@@ -265,12 +265,6 @@ def _int_high(plan: BenchPlan) -> dict[str, int]:
             if name in sample.inputs and sample.inputs[name].size:
                 highs[name] = max(highs.get(name, 1), int(sample.inputs[name].max()) + 1)
     return highs
-
-
-def _np_dtype(spec: TensorSpec) -> np.dtype:
-    from toolkit.spec import numpy_dtype
-
-    return numpy_dtype(spec.dtype)
 
 
 def _runner(plan: BenchPlan, entry: Entry) -> Any:

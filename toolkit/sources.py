@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from toolkit.bundle import Bundle, sha256_file
 from toolkit.errors import UsageError
 from toolkit.spec import DEFAULT_MAX_BATCH, OutputSpec, TensorSpec, with_dynamic_batch

@@ -8,14 +8,22 @@ another artifact), and records the verdict in the manifest.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from toolkit import environment
 from toolkit.bundle import Bundle
 from toolkit.errors import UsageError
-from toolkit.parity import ParityReport, Tolerances, check, tolerances_from_options
+from toolkit.parity import (
+    ParityReport,
+    Tolerances,
+    check,
+    tolerance_for,
+    tolerances_from_options,
+)
 from toolkit.runtime import load_artifact, model_runner, source_model
 from toolkit.runtime.base import Runner
 
@@ -108,7 +116,7 @@ def strip_wrapper_prefix(name: str | None) -> str | None:
     return "" if name == "model" else name.removeprefix("model.")
 
 
-def localize(bundle: Bundle, record: dict[str, Any], feed: Feed, *, model: Any = None,
+def localize_failure(bundle: Bundle, record: dict[str, Any], feed: Feed, *, model: Any = None,
              reference_record: dict[str, Any] | None = None, tolerances: Any = None) -> Any:
     """First diverging node of a failing ONNX artifact, against eager PyTorch (preferred) or
     another ONNX of the same graph (e.g. fp32 for an fp16 artifact)."""
@@ -131,3 +139,128 @@ def localize(bundle: Bundle, record: dict[str, Any], feed: Feed, *, model: Any =
         divergence.module_path = strip_wrapper_prefix(divergence.module_path)
         divergence.parameters = [strip_wrapper_prefix(p) or p for p in divergence.parameters]
     return divergence
+
+
+# -- verify -----------------------------------------------------------------------------------
+@dataclass
+class VerifyOutcome:
+    bundle: Bundle
+    reports: list[Any]
+    divergences: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.reports) and all(r.passed for r in self.reports)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bundle": str(self.bundle.root), "passed": self.passed,
+            "reports": [r.to_dict() for r in self.reports],
+            "divergences": {k: (v.to_dict() if v is not None else None)
+                            for k, v in self.divergences.items()},
+            "notes": self.notes, "environment": environment.describe(),
+        }
+
+
+def verify_bundle(
+    bundle_dir: str | Path,
+    *,
+    formats: Sequence[str] = (),
+    against: str | None = None,
+    model: str | None = None,
+    reference: str | None = None,
+    data: str | None = None,
+    data_batches: int = 8,
+    atol: float | None = None,
+    rtol: float | None = None,
+    min_cosine: float | None = None,
+    tol: Sequence[str] = (),
+    localize: bool = False,
+    device: str = "cpu",
+    record: bool = True,
+    trust_checkpoint: bool = False,
+) -> VerifyOutcome:
+    """The parity gate over a bundle's artifacts; mirrors `toolkit verify`."""
+    from toolkit.exporters.registry import canonical
+    from toolkit.sources import load_model
+
+    bundle = Bundle.open(bundle_dir)
+    wanted = [canonical(f) for f in formats]
+    records = [r for r in bundle.artifacts if r.get("path") and
+               (not wanted or r["format"] in wanted)]
+    records += [{"format": f, "precision": "fp32", "path": None} for f in wanted
+                if f in ("eager", "compile")]
+    missing = [f for f in wanted if f not in ("eager", "compile")
+               and not any(r["format"] == f for r in records)]
+    if missing:
+        raise UsageError(f"{bundle.root} has no {', '.join(missing)} artifact; have: "
+                         + ", ".join(sorted({r['format'] for r in bundle.artifacts})))
+    if not records:
+        raise UsageError(f"{bundle.root} has no artifacts to verify")
+    outcome = VerifyOutcome(bundle, [])
+
+    live_model = None
+    if against:
+        live_model = load_model(against, model_ref=model, inputs=bundle.inputs,
+                                trust_checkpoint=trust_checkpoint)
+    elif data or localize or any(r["format"] in ("eager", "compile") for r in records):
+        try:
+            live_model = source_model(bundle)
+        except UsageError as err:
+            outcome.notes.append(f"no live PyTorch reference: {err}")
+    feeds = []
+    if data:
+        from toolkit.data import load_feeds
+
+        feeds = load_feeds(data, bundle.inputs, max_batches=data_batches)
+
+    ref = Reference()
+    ref_record = None
+    if reference:
+        fmt = canonical(reference)
+        ref_record = bundle.artifact(fmt, "fp32")
+        if ref_record is None:
+            raise UsageError(f"--reference {reference}: {bundle.root} has no fp32 {fmt}")
+        ref = Reference(f"{fmt}/fp32", runner_for(bundle, ref_record, device=device),
+                        live_for_golden=True)
+        records = [r for r in records if r is not ref_record]
+    elif live_model is not None and (against or feeds):
+        ref = Reference("eager", model_runner(live_model, "eager", device=device),
+                        live_for_golden=bool(against))
+    if ref.runner is not None:
+        ref.runner.activate()
+    try:
+        for rec in records:
+            precision = preset_for(rec)
+            overrides = {k: v for k, v in (("atol", atol), ("rtol", rtol),
+                                           ("min_cosine", min_cosine)) if v is not None}
+            tols = tolerances_from_options(precision, tol,
+                                           base=tolerance_for(precision, **overrides))
+            report = verify_record(bundle, rec, device=device, model=live_model,
+                                   tolerances=tols, reference=ref, data=feeds)
+            outcome.reports.append(report)
+            if record:
+                record_parity(bundle, rec, report)
+            if localize and not report.passed and rec["format"] == "onnx":
+                sample = report.failures[0].sample if report.failures else 0
+                feed = _sample_feed(bundle, feeds, sample)
+                fp32_onnx = bundle.artifact("onnx", "fp32")
+                outcome.divergences[report.artifact] = localize_failure(
+                    bundle, rec, feed, model=live_model,
+                    reference_record=ref_record or (fp32_onnx if rec is not fp32_onnx
+                                                    else None),
+                    tolerances=tols)
+    finally:
+        if ref.runner is not None:
+            ref.runner.deactivate()
+    if record:
+        bundle.save()
+    return outcome
+
+
+def _sample_feed(bundle: Bundle, feeds: Sequence[dict], index: int) -> dict:
+    golden = bundle.golden()
+    if index < len(golden):
+        return golden[index].inputs
+    return feeds[index - len(golden)]

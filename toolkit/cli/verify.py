@@ -39,7 +39,7 @@ def verify_command(
         help="Allow arbitrary unpickling of the --against checkpoint.")] = False,
 ) -> int:
     """Prove every artifact computes what the model computes (exit 1 when one doesn't)."""
-    from toolkit.api import verify_bundle
+    from toolkit.verify import verify_bundle
 
     outcome = verify_bundle(
         bundle_dir, formats=split_list(format), against=against, model=model,

@@ -42,5 +42,5 @@ def timer_for(runner: Any) -> CudaEventTimer | None:
     if getattr(runner, "format", "") == "onnx":
         return None
     # TensorRTRunner keeps its own torch stream; torch-based runners use the current stream
-    stream = getattr(runner, "stream", None) or getattr(runner, "_stream", None)
+    stream = getattr(runner, "stream", None)
     return CudaEventTimer(stream)

@@ -82,6 +82,11 @@ class TensorRTRunner(Runner):
         return self.bundle_root or str(self.path.parent)
 
     # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def stream(self) -> Any:
+        """The CUDA stream the engine runs on (None until activated); CUDA-event timers use it."""
+        return getattr(self, "_stream", None)
+
     def _activate_impl(self) -> None:
         if not self.device.startswith("cuda"):
             raise UsageError(f"{self.name}: TensorRT engines run on a CUDA device, "

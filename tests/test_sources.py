@@ -105,3 +105,28 @@ def test_source_kinds(tmp_path):
     assert source_kind("model.onnx") == "onnx"
     with pytest.raises(UsageError, match="not found"):
         source_kind(str(tmp_path / "missing.bin"))
+
+
+def test_argparse_and_path_hyperparameters_load_without_trust(tmp_path, two_io_checkpoint):
+    """Pickled but data-only hyperparameters (argparse.Namespace, paths) are common in real
+    checkpoints; they load with the weights-only unpickler, no --trust-checkpoint needed."""
+    import argparse
+    from pathlib import PosixPath
+
+    ckpt = torch.load(two_io_checkpoint, weights_only=True)
+    ckpt["hyper_parameters"]["args"] = argparse.Namespace(lr=0.1, data=PosixPath("/data"))
+    path = tmp_path / "namespace.ckpt"
+    torch.save(ckpt, path)
+    model = load_model(str(path), model_ref="tests.models:TwoInTwoOut")
+    assert model.module.hparams.scale == 2.5
+
+
+def test_refusal_names_the_globals_it_would_need(tmp_path, two_io_checkpoint):
+    ckpt = torch.load(two_io_checkpoint, weights_only=True)
+    ckpt["hyper_parameters"]["loss"] = torch.nn.MSELoss()
+    path = tmp_path / "module-in-hparams.ckpt"
+    torch.save(ckpt, path)
+    with pytest.raises(UsageError, match="MSELoss.*--trust-checkpoint"):
+        load_model(str(path), model_ref="tests.models:TwoInTwoOut")
+    model = load_model(str(path), model_ref="tests.models:TwoInTwoOut", trust_checkpoint=True)
+    assert model.module.hparams.scale == 2.5

@@ -90,6 +90,16 @@ def import_object(ref: str, option: str = "--model") -> Any:
 
 
 # -- checkpoints ----------------------------------------------------------------------------
+def _data_only_globals() -> list[Any]:
+    """Types that hyperparameters commonly hold and that rebuild without running code
+    (argparse hyperparameters, paths): allowed on top of torch's weights-only set."""
+    import argparse
+    import pathlib
+
+    return [argparse.Namespace, pathlib.PosixPath, pathlib.PurePosixPath,
+            pathlib.WindowsPath, pathlib.PureWindowsPath]
+
+
 def read_checkpoint(path: Path, trust: bool = False) -> dict[str, Any]:
     """Load a checkpoint dict without executing code from it (unless trusted)."""
     import torch
@@ -99,14 +109,23 @@ def read_checkpoint(path: Path, trust: bool = False) -> dict[str, Any]:
     if not zipfile.is_zipfile(path) and path.stat().st_size < 64:
         raise UsageError(f"checkpoint {path} is empty or truncated")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=not trust)
-    except pickle.UnpicklingError as err:
-        # The weights-only unpickler names the global it refused; nothing was executed.
-        detail = str(err).splitlines()
-        refused = next((ln.strip() for ln in detail if "GLOBAL" in ln or "global" in ln), "")
+        if trust:
+            data = torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            with torch.serialization.safe_globals(_data_only_globals()):
+                data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # Listing the globals reads the pickle's opcodes only; nothing in it is executed.
+        try:
+            needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception:  # a damaged pickle: the generic message below still holds
+            needed = []
+        allowed = {f"{t.__module__}.{t.__qualname__}" for t in _data_only_globals()}
+        needed = [n for n in needed if n not in allowed]
+        shown = ", ".join(needed[:4]) + (" …" if len(needed) > 4 else "")
         raise UsageError(
             f"checkpoint {path} needs arbitrary unpickling to load"
-            + (f" ({refused[:160]})" if refused else "")
+            + (f" (it stores {shown})" if shown else "")
             + "; nothing in it was run. If you trust where it came from, pass --trust-checkpoint"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
@@ -153,7 +172,10 @@ def load_lightning_checkpoint(
             kwargs: dict[str, Any] = {"map_location": "cpu", "strict": True}
             if "weights_only" in inspect.signature(loader).parameters:
                 kwargs["weights_only"] = not trust
-            module = loader(str(path), **kwargs)
+            import torch
+
+            with torch.serialization.safe_globals(_data_only_globals()):
+                module = loader(str(path), **kwargs)
         else:  # a plain nn.Module class: hyperparameters as keyword arguments
             module = cls(**dict(ckpt.get("hyper_parameters") or {}))
             module.load_state_dict(ckpt["state_dict"])

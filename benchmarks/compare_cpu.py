@@ -217,12 +217,18 @@ def toolkit_configs(name: str, threads: int, work: Path, skip: set[str], batches
     return configs, info, runners
 
 
+SETTLE_S = 0.3
+
+
 def time_rounds(configs: list[Config], rounds: int, knobs: dict[str, Any]) -> None:
     """Each round times every configuration once, in a rotated order, with 1/rounds of the
     budget: drift on a shared machine then spreads over all paths instead of hitting one."""
     for r in range(rounds):
         order = configs[r % len(configs):] + configs[:r % len(configs)]
         for c in order:
+            # Let the previous path's worker threads stop spinning (OpenMP's blocktime, ORT's
+            # spin-wait): on 2 cores they would otherwise steal this path's CPU.
+            time.sleep(SETTLE_S)
             m = measure(c.call, batch=c.batch, sync=c.sync,
                         budget_s=knobs["budget_s"] / rounds,
                         warmup_s=knobs["warmup_s"] if r == 0 else min(0.2, knobs["warmup_s"]),
@@ -275,6 +281,11 @@ def harness_overhead(call: Callable[[], Any], rounds: int = 9, block_s: float = 
     best = min(harness_times) / min(bare_times)
     per_iter = harness_cost_per_iteration()
     call_s = min(bare_times)
+    # The verdict uses the harness's own cost per iteration (timed around a no-op, so the
+    # call's noise can't hide or inflate it) relative to the call. The wall-time ratios of
+    # whole blocks are kept as a cross-check: on a shared 2-core machine they swing by
+    # +-15 % either way, far more than the few hundred nanoseconds being measured.
+    cost_pct = per_iter / call_s * 100
     return {
         "iterations_per_block": n,
         "rounds": rounds,
@@ -284,9 +295,10 @@ def harness_overhead(call: Callable[[], Any], rounds: int = 9, block_s: float = 
         "wall_ratios": wall_ratios,
         "reported_mean_ratio_median": statistics.median(reported_ratios),
         "harness_ns_per_iteration": per_iter * 1e9,
-        "harness_cost_pct_of_call": per_iter / call_s * 100,
-        "overhead_pct": (best - 1) * 100,
-        "met": best - 1 <= OVERHEAD_TARGET,
+        "harness_cost_pct_of_call": cost_pct,
+        "wall_overhead_pct_best_blocks": (best - 1) * 100,
+        "overhead_pct": cost_pct,
+        "met": cost_pct <= OVERHEAD_TARGET * 100,
     }
 
 
@@ -371,13 +383,15 @@ def markdown(doc: dict[str, Any]) -> str:
     o = doc["harness_overhead"]
     if o:
         lines += ["", f"Harness overhead ({o['call']}, {o['bare_us_per_call']:.0f} µs per "
-                  f"call): the fastest of {o['rounds']} alternating blocks of "
-                  f"{o['iterations_per_block']} calls took {o['wall_ratio_best']:.4f}× as long "
-                  f"under `measure(call)` as in a bare loop ({o['overhead_pct']:+.2f}%, "
-                  f"{'met' if o['met'] else '**missed**'} ≤ {OVERHEAD_TARGET:.0%}; median "
-                  f"ratio {o['wall_ratio_median']:.4f}, noise on a shared machine). Timing a "
-                  f"no-op both ways, `measure` adds {o['harness_ns_per_iteration']:.0f} ns per "
-                  f"iteration: {o['harness_cost_pct_of_call']:.3f}% of this call."]
+                  f"call): timing a no-op both ways, `measure` adds "
+                  f"{o['harness_ns_per_iteration']:.0f} ns per iteration, "
+                  f"{o['harness_cost_pct_of_call']:.3f}% of this call "
+                  f"({'met' if o['met'] else '**missed**'} ≤ {OVERHEAD_TARGET:.0%}). Cross-check "
+                  f"on the call itself: over {o['rounds']} alternating blocks of "
+                  f"{o['iterations_per_block']} calls, `measure(call)` took "
+                  f"{o['wall_ratio_median']:.4f}× a bare loop (median; fastest blocks "
+                  f"{o['wall_ratio_best']:.4f}×): noise on a shared machine swings this by "
+                  "more than the harness costs."]
     if doc["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
     lines += ["", "## Environment", "", environment_markdown(doc["environment"]), ""]
@@ -443,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
                 overhead = harness_overhead(call)
                 overhead["call"] = "demo CNN eager, batch 1, 1 thread"
                 torch.set_num_threads(threads)
-                print(f"  harness overhead {overhead['overhead_pct']:+.2f}%", flush=True)
+                print(f"  harness overhead {overhead['overhead_pct']:.3f}% of the call "
+                      f"(wall-time blocks: {overhead['wall_ratio_median']:.3f}x)", flush=True)
             for runner in runners:
                 runner.deactivate()
             del configs, tk, runners

@@ -117,6 +117,10 @@ def export(
     from toolkit.spec import parse_input
 
     targets = parse_targets([to] if isinstance(to, str) else to)
+    if "trt" in targets and "onnx" not in targets:
+        # The engine is built from the ONNX, which goes into the bundle (and is verified) first:
+        # it is what the target device builds from when TensorRT isn't here.
+        targets.insert(targets.index("trt"), "onnx")
     opts = ExportOptions(force, tuple(precisions), device, verify, opset, torchscript_mode,
                          trt_options, dict(precision_options or {}), on_step)
     specs = [s if isinstance(s, TensorSpec) else parse_input(s) for s in inputs or []]
@@ -372,8 +376,15 @@ def _build_trt(bundle: Bundle, step: Step, opts: ExportOptions) -> dict[str, Any
     if onnx_record is None:
         raise UsageError(f"{bundle.root} has no {step.precision} ONNX to build from")
     dest = _destination(bundle, "trt", step.precision, opts.force)
-    engine_record = build_engine(bundle.path_of(onnx_record), dest, bundle.inputs,
-                                 opts.trt_options or BuildOptions())
+    try:
+        engine_record = build_engine(bundle.path_of(onnx_record), dest, bundle.inputs,
+                                     opts.trt_options or BuildOptions())
+    except BackendUnavailable as missing:
+        raise BackendUnavailable(
+            f"{missing} — the ONNX is in the bundle: copy {bundle.root} to the target and run "
+            f"`toolkit export {bundle.root} --to trt"
+            + (f" --precision {step.precision}`" if step.precision != "fp32" else "`")
+        ) from missing
     engine_record.pop("path", None)
     return _record(bundle, "trt", step.precision, dest,
                    {**engine_record, "from_onnx": onnx_record["path"]})

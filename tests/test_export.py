@@ -78,7 +78,18 @@ def test_manifest_records_io_artifacts_and_environment(two_io_bundle):
     assert manifest["environment"]["cpu"]
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2", "eager"])
+# Every runnable format gets a round trip (Optimum's test_all_models_tested idea): adding a
+# format to the runtime without a way to run it here fails this list's construction below.
+CPU_FORMATS = [f for f in runtime.RUNNABLE if f != "trt"]  # trt: tests/test_tensorrt.py (gpu)
+
+
+def test_every_export_target_is_runnable():
+    from toolkit.exporters.registry import TARGETS
+
+    assert set(TARGETS) <= set(runtime.RUNNABLE)
+
+
+@pytest.mark.parametrize("fmt", CPU_FORMATS)
 def test_runtime_load_runs_every_format_at_two_batches(two_io_bundle, fmt):
     with runtime.load(two_io_bundle, format=fmt) as runner:
         for sample in Bundle.open(two_io_bundle).golden():

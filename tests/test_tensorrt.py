@@ -1,7 +1,7 @@
 """TensorRT layer: the pure planning logic runs everywhere; real engines need TensorRT and a GPU.
 
 Engine-building tests are marked `gpu` and skipped, with the reason, through
-`trt_gpu_skip_reason()` when TensorRT or a CUDA GPU is missing.
+`tests.helpers.requires` when TensorRT or a CUDA GPU is missing.
 """
 
 from __future__ import annotations
@@ -15,25 +15,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from tests.helpers import requires
 from toolkit.errors import BackendUnavailable, ExportFailed, UsageError
 from toolkit.exporters import trt_plan
 from toolkit.exporters.trt_plan import BuildOptions
 from toolkit.spec import OutputSpec, TensorSpec, parse_input
 
-
-def trt_gpu_skip_reason() -> str | None:
-    """Why real-engine tests can't run here (None when they can)."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return "TensorRT not installed"
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no CUDA GPU"
-    return None
-
-
-SKIP_REASON = trt_gpu_skip_reason()
-needs_trt_gpu = pytest.mark.skipif(SKIP_REASON is not None, reason=f"{SKIP_REASON}")
+needs_trt_gpu = requires(tensorrt=True, cuda=True)
 needs_no_trt = pytest.mark.skipif(
     importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here"
 )

@@ -82,6 +82,7 @@ class ExportOptions:
     opset: int | None = None
     torchscript_mode: str = "auto"
     trt_options: Any = None
+    trt_via: str = "onnx"  # or torch-compile / torchscript (Torch-TensorRT)
     # calibration / evaluation settings for reduced precision (see precision_steps)
     precision_options: dict[str, Any] = field(default_factory=dict)
     on_step: StepCallback | None = None
@@ -109,20 +110,23 @@ def export(
     opset: int | None = None,
     torchscript_mode: str = "auto",
     trt_options: Any = None,
+    trt_via: str = "onnx",
     precision_options: dict[str, Any] | None = None,
     on_step: StepCallback | None = None,
 ) -> ExportResult:
     """Export SOURCE into a bundle; each artifact is checked against the golden samples."""
+    from toolkit.exporters.torch_tensorrt import check_route
     from toolkit.sources import source_kind
     from toolkit.spec import parse_input
 
     targets = parse_targets([to] if isinstance(to, str) else to)
-    if "trt" in targets and "onnx" not in targets:
+    trt_via = check_route(trt_via)
+    if "trt" in targets and "onnx" not in targets and trt_via == "onnx":
         # The engine is built from the ONNX, which goes into the bundle (and is verified) first:
         # it is what the target device builds from when TensorRT isn't here.
         targets.insert(targets.index("trt"), "onnx")
     opts = ExportOptions(force, tuple(precisions), device, verify, opset, torchscript_mode,
-                         trt_options, dict(precision_options or {}), on_step)
+                         trt_options, trt_via, dict(precision_options or {}), on_step)
     specs = [s if isinstance(s, TensorSpec) else parse_input(s) for s in inputs or []]
     kind = source_kind(source)
     out_dir = Path(out) if out else (Path(source) if kind == "bundle" else default_out(source))
@@ -241,6 +245,8 @@ def _make_artifact(bundle: Bundle, loaded: Any, step: Step,
     target = step.target
     if target == "compile":
         return _compile_record(opts.device)
+    if target == "trt" and opts.trt_via != "onnx":
+        return _trt_from_model(bundle, loaded, step, opts)
     if target == "trt":
         if bundle.artifact("onnx", "fp32") is None:
             _make_artifact(bundle, loaded, Step("onnx"), opts)
@@ -390,9 +396,25 @@ def _build_trt(bundle: Bundle, step: Step, opts: ExportOptions) -> dict[str, Any
                    {**engine_record, "from_onnx": onnx_record["path"]})
 
 
+def _trt_from_model(bundle: Bundle, loaded: Any, step: Step,
+                    opts: ExportOptions) -> dict[str, Any]:
+    """Torch-TensorRT route: the engine comes from the PyTorch model, not the ONNX."""
+    from toolkit.exporters.torch_tensorrt import build_engine_from_model
+    from toolkit.exporters.trt_plan import BuildOptions
+
+    if step.precision != "fp32":
+        raise UsageError(f"--via {opts.trt_via} builds fp32 engines; reduced precision comes "
+                         "from the ONNX (--via onnx --precision ...)")
+    dest = _destination(bundle, "trt", step.precision, opts.force)
+    record = build_engine_from_model(loaded, dest, opts.trt_options or BuildOptions(),
+                                     opts.trt_via)
+    return _record(bundle, "trt", step.precision, dest, record)
+
+
 def _export_from_onnx_bundle(bundle: Bundle, targets: list[str],
                              opts: ExportOptions) -> ExportResult:
-    needs_model = [t for t in targets if t in ("torchscript", "pt2", "compile")]
+    needs_model = [t for t in targets if t in ("torchscript", "pt2", "compile")
+                   or (t == "trt" and opts.trt_via != "onnx")]
     if needs_model:
         raise UsageError(
             f"--to {','.join(needs_model)} needs the PyTorch model; export from the checkpoint "

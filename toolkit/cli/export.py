@@ -63,6 +63,9 @@ def export_command(
         help="TensorRT hardware compatibility: none, ampere+, same-compute-capability.")] = None,
     dla_core: Annotated[int | None, typer.Option(
         help="TensorRT: run on this DLA core, GPU fallback on.")] = None,
+    via: Annotated[str, typer.Option(
+        help="TensorRT route: onnx (parser), torch-compile or torchscript (Torch-TensorRT)."
+    )] = "onnx",
     profile: Annotated[list[str] | None, typer.Option(
         help="Extra TensorRT optimization profile, --input syntax. Repeatable.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
@@ -89,7 +92,7 @@ def export_command(
         inputs=split_list(input),
         static=static, trust_checkpoint=trust_checkpoint, force=force,
         precisions=split_list(precision), device=device, verify=verify, opset=opset,
-        torchscript_mode=torchscript_mode, trt_options=trt_options,
+        torchscript_mode=torchscript_mode, trt_options=trt_options, trt_via=via,
         precision_options=precision_options, on_step=on_step,
     )
     if json_output:

@@ -86,8 +86,16 @@ def load_artifact(
         from toolkit.runtime.tensorrt import TensorRTRunner
 
         common["device"] = device if device.startswith("cuda") else "cuda"
-        return TensorRTRunner(path, record=record, bundle_root=str(bundle.root), **common,
-                              **options)
+        names = record.get("tensor_names") or {}
+        if all(k == v for k, v in names.items()):
+            return TensorRTRunner(path, record=record, bundle_root=str(bundle.root), **common,
+                                  **options)
+        from toolkit.runtime.renamed import RenamedRunner, renamed_specs
+
+        inner = TensorRTRunner(path, record=record, bundle_root=str(bundle.root),
+                               **{**common, "inputs": renamed_specs(bundle.inputs, names),
+                                  "outputs": renamed_specs(bundle.outputs, names)}, **options)
+        return RenamedRunner(inner, names, inputs=bundle.inputs, outputs=bundle.outputs)
     raise UsageError(f"format '{fmt}' has no runner")
 
 

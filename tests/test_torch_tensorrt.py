@@ -1,0 +1,54 @@
+"""The Torch-TensorRT routes (`--via`) on a machine without it, and the renaming runner that
+runs their engines under the bundle's tensor names."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper
+from typer.testing import CliRunner
+
+from toolkit.cli.app import app
+from toolkit.runtime.onnxruntime import OnnxRuntimeRunner
+from toolkit.runtime.renamed import RenamedRunner, renamed_specs
+from toolkit.spec import OutputSpec, TensorSpec
+
+runner = CliRunner()
+
+
+def test_via_torch_compile_without_torch_tensorrt_exits_3(tmp_path):
+    out = tmp_path / "b"
+    result = runner.invoke(app, ["export", "tests.models:plain_mlp", "--input", "x:1-4x5",
+                                 "--to", "trt", "--via", "torch-compile", "--out", str(out)])
+    assert result.exit_code == 3, result.output
+    assert "torch-tensorrt" in result.output and "Traceback" not in result.output
+    assert not out.exists() or not list(out.glob("*engine*"))
+
+
+def test_unknown_route_is_bad_input(tmp_path):
+    result = runner.invoke(app, ["export", "tests.models:plain_mlp", "--input", "x:2x5",
+                                 "--to", "trt", "--via", "tensorflow", "--out",
+                                 str(tmp_path / "b")])
+    assert result.exit_code == 2, result.output
+    assert "--via" in result.output
+
+
+def test_renamed_runner_translates_names_with_a_real_session(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["args_0"], ["output_0"])], "g",
+        [helper.make_tensor_value_info("args_0", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("output_0", TensorProto.FLOAT, ["n", 3])])
+    path = tmp_path / "m.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                     .SerializeToString())
+    names = {"image": "args_0", "scores": "output_0"}
+    inputs = [TensorSpec("image", "float32", (1, 3), (2, 3), (4, 3))]
+    outputs = [OutputSpec("scores")]
+    inner = OnnxRuntimeRunner(path, inputs=renamed_specs(inputs, names),
+                              outputs=renamed_specs(outputs, names))
+    x = np.array([[-1.0, 0.5, 2.0]], dtype=np.float32)
+    with RenamedRunner(inner, names, inputs=inputs, outputs=outputs) as renamed:
+        got = renamed.infer({"image": x})
+        assert list(got) == ["scores"]
+        np.testing.assert_array_equal(got["scores"], np.maximum(x, 0))
+        renamed.prepare({"image": x})()
+    assert not inner.is_active

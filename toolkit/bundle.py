@@ -104,6 +104,13 @@ def load_golden(path: Path) -> list[GoldenSample]:
     return [samples[i] for i in sorted(samples)]
 
 
+def observed_shape(shapes: Sequence[tuple[int, ...]]) -> list[int | None] | None:
+    """An output's shape as seen across samples: dims that vary (batch, sequence) are None."""
+    if not shapes or len({len(shape) for shape in shapes}) != 1:
+        return None
+    return [dims[0] if len(set(dims)) == 1 else None for dims in zip(*shapes)]
+
+
 class Bundle:
     """A bundle directory and its manifest (held in memory; `save()` writes it atomically)."""
 
@@ -209,6 +216,9 @@ class Bundle:
     def save_golden(self, samples: Sequence[GoldenSample]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         save_golden(self.golden_path, samples)
+        for output in self.manifest["outputs"]:
+            output["shape"] = observed_shape([s.outputs[output["name"]].shape for s in samples
+                                              if output["name"] in s.outputs])
         self.manifest["golden"] = {
             "path": GOLDEN,
             "samples": len(samples),

@@ -6,6 +6,7 @@ Start-up imports only typer and rich: `toolkit --help` never loads torch.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -38,6 +39,8 @@ def exit_codes(command: Callable[..., int | None]) -> Callable[..., None]:
             # Library deprecation chatter (torch.jit, onnxscript) drowns the report; the
             # toolkit states legacy formats itself.
             warnings.filterwarnings("ignore")
+            # torch warns at import on CPU-only machines that it found no CUDA runtime
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         try:
             code = command(*args, **kwargs) or 0
         except ToolkitError as error:

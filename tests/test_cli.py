@@ -144,3 +144,15 @@ def test_commands_on_a_missing_bundle(tmp_path, args):
     result = run(*args, tmp_path / "missing")
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
+
+
+def test_bad_precision_data_is_caught_before_anything_is_written(tmp_path):
+    out = tmp_path / "p"
+    no_calib = run("export", "tests.models:plain_mlp", "--input", "x:1-4x5",
+                   "--precision", "fp32,int8", "--out", out)
+    assert_clean_error(no_calib, 2, "--calib-data")
+    missing = run("export", "tests.models:plain_mlp", "--input", "x:1-4x5",
+                  "--precision", "fp32,int8", "--calib-data", tmp_path / "nope.npz",
+                  "--out", out)
+    assert_clean_error(missing, 2, "nope.npz")
+    assert not out.exists()

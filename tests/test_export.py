@@ -158,3 +158,25 @@ def test_transformer_with_dynamic_sequence(tmp_path):
         ids = np.random.default_rng(0).integers(0, 30, (3, 19))
         mask = np.ones((3, 19), dtype=bool)
         assert runner.infer({"input_ids": ids, "attention_mask": mask})["tags"].shape == (3, 19, 5)
+
+
+def test_golden_samples_cover_every_dynamic_dimension(tmp_path):
+    result = export("tests.models:tiny_tagger", ["onnx"], tmp_path / "t",
+                    inputs=["input_ids:1-2-8x1-7-32:int64", "attention_mask:1-2-8x1-7-32:bool"])
+    assert result.exit_code == 0, result.to_dict()
+    lengths = {s.inputs["input_ids"].shape[1] for s in Bundle.open(tmp_path / "t").golden()}
+    assert {1, 7, 32} <= lengths
+
+
+def test_bundle_files_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        export("tests.models:plain_mlp", ["onnx"], tmp_path / "m", inputs=["x:2x5"])
+    finally:
+        os.umask(old)
+    for name in ("manifest.json", "golden.npz", "model.onnx"):
+        mode = stat.S_IMODE((tmp_path / "m" / name).stat().st_mode)
+        assert mode == 0o644, (name, oct(mode))

@@ -107,3 +107,16 @@ def test_mismatched_data_is_bad_input(cnn_bundle, tmp_path):
     result = runner.invoke(app, ["verify", str(cnn_bundle), "--data", str(data)])
     assert result.exit_code == 2, result.output
     assert "x" in result.output and "Traceback" not in result.output
+
+
+def test_an_artifact_that_cannot_run_a_sample_fails_instead_of_crashing(cnn_bundle, tmp_path):
+    copy = tmp_path / "fixed-batch"
+    shutil.copytree(cnn_bundle, copy)
+    model = onnx.load(str(copy / "model.onnx"))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2  # bakes batch 2 in
+    onnx.save(model, str(copy / "model.onnx"))
+    result = runner.invoke(app, ["verify", str(copy), "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 1, result.output
+    assert "internal error" not in result.output
+    errors = json.loads((tmp_path / "r.json").read_text())["reports"][0]["errors"]
+    assert errors and "did not run" in errors[0]

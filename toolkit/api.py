@@ -179,6 +179,10 @@ def _export_model(source: str, out_dir: Path, targets: list[str], specs: list[Te
     if trust:
         loaded.source["trusted"] = True
     _check_precisions(targets, opts.precisions)
+    if any(p != "fp32" for p in opts.precisions):
+        from toolkit.precision_steps import check_precision_data
+
+        check_precision_data(loaded.inputs, opts.precisions, opts.precision_options)
     bundle = _open_or_create(out_dir, loaded, opts.force)
     steps: list[Step] = []
     if bundle.manifest.get("golden") is None:
@@ -210,6 +214,16 @@ def golden_samples(loaded: Any) -> list[GoldenSample]:
                 seen.add(batch)
                 feed = loaded.example_feed(batch=batch, seed=i)
                 samples.append(GoldenSample(feed, loaded.run(feed)))
+    if any(axis > 0 for s in loaded.inputs for axis in s.dynamic_dims):
+        # Other dynamic dimensions (sequence length, image size) at their min and their max:
+        # an artifact that baked the example's size in fails here, not on the device.
+        from toolkit.spec import random_inputs
+
+        for i, at in enumerate(("min", "max"), start=len(samples)):
+            batch = rng[0] if (rng and at == "min") else (min(rng[2], 2) if rng else None)
+            feed = random_inputs(loaded.inputs, batch=batch, seed=i,
+                                 int_high=loaded.int_high(), at=at)
+            samples.append(GoldenSample(feed, loaded.run(feed)))
     return samples
 
 
@@ -368,7 +382,8 @@ def _reduced_precision(bundle: Bundle, step: Step, opts: ExportOptions) -> dict[
 
     base = bundle.artifact("onnx", "fp32")
     if base is None:
-        raise UsageError(f"{bundle.root} has no fp32 ONNX to convert; add --to onnx")
+        raise UsageError(f"--precision {step.precision} converts the fp32 ONNX; include fp32: "
+                         f"--precision fp32,{step.precision}")
     dest = _destination(bundle, "onnx", step.precision, opts.force)
     extra = make_reduced_onnx(bundle, base, dest, step.precision, opts.precision_options)
     return _record(bundle, "onnx", step.precision, dest, extra)

@@ -54,6 +54,10 @@ def atomic_path(destination: str | os.PathLike[str], suffix: str = "") -> Iterat
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes 0600 files; a bundle is copied to devices and read by other users
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, destination)
     finally:
         if tmp_path.exists():

@@ -714,6 +714,8 @@ class ParityReport:
     )
     reference: str = "golden"
     samples: int = 0
+    # samples the artifact could not run at all (e.g. a shape its graph baked in)
+    errors: list[str] = field(default_factory=list)
 
     def add_sample(self, expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray],
                    sample_index: int | None = None) -> list[OutputResult]:
@@ -760,7 +762,8 @@ class ParityReport:
 
     @property
     def passed(self) -> bool:
-        return bool(self.results) and not self.failures and not self.task_failures()
+        return (bool(self.results) and not self.errors and not self.failures
+                and not self.task_failures())
 
     def summary_line(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
@@ -773,6 +776,8 @@ class ParityReport:
                 f"{self.samples} sample(s): max abs {worst_abs:.3g}")
         if cos:
             text += f", min cosine {min(cos):.6f}"
+        if self.errors:
+            text += f"; failed to run {len(self.errors)} sample(s): {self.errors[0]}"
         bad = [s for s in sums if not s.passed]
         if bad:
             text += "; failing: " + ", ".join(
@@ -793,6 +798,7 @@ class ParityReport:
             "samples": self.samples, "tolerance": self.tolerances.to_dict(),
             "outputs": {s.output: s.to_dict() for s in self.summaries()},
             "task_failures": self.task_failures(),
+            "errors": list(self.errors),
             "failures": [
                 {"output": r.output, "sample": r.sample, "status": r.status,
                  "reasons": r.reasons} for r in self.failures

@@ -110,6 +110,9 @@ def read_checkpoint(path: Path, trust: bool = False) -> dict[str, Any]:
         raise UsageError(f"checkpoint {path} is empty or truncated")
     try:
         if trust:
+            # pickled classes usually live in the user's project, like --model
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
             data = torch.load(path, map_location="cpu", weights_only=False)
         else:
             with torch.serialization.safe_globals(_data_only_globals()):

@@ -231,8 +231,10 @@ def random_inputs(
     batch: int | None = None,
     seed: int = 0,
     int_high: Mapping[str, int] | None = None,
+    at: str = "opt",
 ) -> dict[str, np.ndarray]:
-    """Seeded random arrays matching the specs at opt shape (batch overridden when given).
+    """Seeded random arrays matching the specs at their `at` ('min', 'opt' or 'max') shape,
+    with dimension 0 set to `batch` when given and dynamic.
 
     Integer inputs are drawn from [0, int_high[name]) — pass the example's range so that
     embedding lookups stay in their vocabulary.
@@ -240,10 +242,16 @@ def random_inputs(
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     for spec in specs:
-        shape = spec.shape_at(batch if spec.has_dynamic_batch else None)
+        shape = list(getattr(spec, at))
+        if batch is not None and spec.has_dynamic_batch:
+            shape[0] = spec.shape_at(batch)[0]
+        elif spec.rank:
+            shape[0] = spec.opt[0]
         dtype = numpy_dtype(spec.dtype)
         if dtype == np.bool_:
-            out[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
+            # Boolean inputs are mostly attention / padding masks: a row padded out entirely
+            # is invalid input for most attention code, so nothing is masked.
+            out[spec.name] = np.ones(shape, dtype=bool)
         elif np.issubdtype(dtype, np.integer):
             high = max(1, (int_high or {}).get(spec.name, 2))
             out[spec.name] = rng.integers(0, high, size=shape).astype(dtype)

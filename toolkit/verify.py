@@ -16,7 +16,8 @@ import numpy as np
 
 from toolkit import environment
 from toolkit.bundle import Bundle
-from toolkit.errors import UsageError
+from toolkit.errors import ToolkitError, UsageError
+from toolkit.exporters.common import first_line
 from toolkit.parity import (
     ParityReport,
     Tolerances,
@@ -92,13 +93,22 @@ def verify_record(
     tols = tolerances or tolerances_from_options(preset_for(record))
     label = f"{record['format']}/{precision}"
     runner = runner_for(bundle, record, device=device, model=model)
+    report = check((), precision=precision, tolerance=tols, artifact=label,
+                   reference=reference.name)
     with runner:
-        def pairs() -> Iterator[tuple[Feed, Feed]]:
-            for feed, golden in sample_pairs(bundle, data):
-                yield reference.expected(feed, golden), runner.infer(feed)
-
-        return check(pairs(), precision=precision, tolerance=tols, artifact=label,
-                     reference=reference.name)
+        for index, (feed, golden) in enumerate(sample_pairs(bundle, data)):
+            expected = reference.expected(feed, golden)
+            try:
+                actual = runner.infer(feed)
+            except ToolkitError:
+                raise
+            except Exception as err:  # the backend refused this sample: a failed check
+                shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items())
+                report.errors.append(f"sample {index} ({shapes}) did not run: "
+                                     f"{first_line(err, 200)}")
+                continue
+            report.add_sample(expected, actual, sample_index=index)
+    return report
 
 
 def record_parity(bundle: Bundle, record: dict[str, Any], report: ParityReport) -> None:

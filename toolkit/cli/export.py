@@ -152,8 +152,9 @@ def print_summary(result: Any) -> None:
         table.add_row(record["format"], record.get("precision", "fp32"), record["path"],
                       human_size(record.get("size_bytes")), verdict,
                       f"{worst:.2e}" if worst is not None else "—")
-    if bundle.artifacts:
-        console.print(table)
+    if not bundle.artifacts:
+        return
+    console.print(table)
     root = bundle.root
     console.print("[bold]next:[/]")
     for command, why in ((f"toolkit verify {root}", "the full parity gate (--data: real data)"),

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import re
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -53,6 +56,30 @@ def _ident(name: str) -> str:
 
 
 @contextlib.contextmanager
+def _silenced_fds() -> Iterator[None]:
+    """Exporters print graphs from C++ straight to file descriptors 1 and 2, past Python's
+    sys.stdout; point those at /dev/null for the duration (TOOLKIT_DEBUG=1 keeps them)."""
+    if os.environ.get("TOOLKIT_DEBUG"):
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+@contextlib.contextmanager
 def quiet() -> Iterator[io.StringIO]:
     """Silence the exporters' progress prints and warnings; the CLI reports its own steps."""
     buffer = io.StringIO()
@@ -62,19 +89,31 @@ def quiet() -> Iterator[io.StringIO]:
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+    import torch
+
+    # nn.MultiheadAttention / TransformerEncoder take a fused "fast path" under no-grad that
+    # neither ONNX exporter nor torch.export can convert; the exact path can.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer), _silenced_fds():
             warnings.simplefilter("ignore")
             yield buffer
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def first_line(err: BaseException, limit: int = 300) -> str:
-    text = str(err).strip()
+    """The error's first meaningful line, without terminal colours or 'Next steps' boilerplate."""
+    text = _ANSI.sub("", str(err)).strip()
     line = next((ln for ln in text.splitlines() if ln.strip()), type(err).__name__)
-    return f"{type(err).__name__}: {line.strip()[:limit]}"
+    line = line.split("Next steps:")[0].strip()
+    return f"{type(err).__name__}: {line[:limit]}"
 
 
 def probe_args(model: LoadedModel, example: tuple) -> tuple | None:

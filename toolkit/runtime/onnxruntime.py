@@ -41,7 +41,7 @@ class OnnxRuntimeRunner(Runner):
         if self.threads:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # errors reach the caller as exceptions; no log spam
         try:
             self.session = ort.InferenceSession(
                 str(self.path), sess_options=options,

@@ -156,3 +156,10 @@ def test_bad_precision_data_is_caught_before_anything_is_written(tmp_path):
                   "--out", out)
     assert_clean_error(missing, 2, "nope.npz")
     assert not out.exists()
+
+
+def test_inputs_the_model_rejects_are_bad_input(tmp_path):
+    result = run("export", "tests.models:small_cnn", "--input", "x:2x4x16x16", "--out",
+                 tmp_path / "o")
+    assert_clean_error(result, 2, "--input", "x[2, 4, 16, 16]")
+    assert not (tmp_path / "o").exists()

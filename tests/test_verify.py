@@ -120,3 +120,14 @@ def test_an_artifact_that_cannot_run_a_sample_fails_instead_of_crashing(cnn_bund
     assert "internal error" not in result.output
     errors = json.loads((tmp_path / "r.json").read_text())["reports"][0]["errors"]
     assert errors and "did not run" in errors[0]
+
+
+def test_tampered_artifact_is_noted_and_unknown_tol_output_refused(cnn_bundle, tmp_path):
+    damaged = damaged_copy(cnn_bundle, tmp_path, "features.3.weight", lambda w: w * 1.05)
+    result = runner.invoke(app, ["verify", damaged, "--no-record"])
+    assert "changed since it was exported" in result.output
+    bad_tol = runner.invoke(app, ["verify", str(cnn_bundle), "--tol", "nosuch:atol=1"])
+    assert bad_tol.exit_code == 2 and "nosuch" in bad_tol.output
+    unwritable = runner.invoke(app, ["verify", str(cnn_bundle), "--json",
+                                     str(tmp_path / "no" / "dir" / "r.json")])
+    assert unwritable.exit_code == 2 and "--json" in unwritable.output

@@ -142,9 +142,18 @@ class LoadedModel:
 
     def _call(self, feed: Mapping[str, np.ndarray]) -> Any:
         tensors = self.to_tensors(feed)
-        if self.call_style == "keyword":
-            return self.module(**dict(zip([s.name for s in self.inputs], tensors)))
-        return self.module(*tensors)
+        try:
+            if self.call_style == "keyword":
+                return self.module(**dict(zip([s.name for s in self.inputs], tensors)))
+            return self.module(*tensors)
+        except Exception as err:  # the user's forward on the inputs they described
+            given = ", ".join(f"{s.name}{list(t.shape)}:{s.dtype}"
+                              for s, t in zip(self.inputs, tensors))
+            line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise UsageError(
+                f"the model's forward failed on {given} ({type(err).__name__}: {line[:200]}); "
+                "check the --input shapes and dtypes"
+            ) from err
 
     @property
     def outputs(self) -> list[OutputSpec]:

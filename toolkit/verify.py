@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from toolkit import environment
-from toolkit.bundle import Bundle
+from toolkit.bundle import Bundle, sha256_file
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.exporters.common import first_line
 from toolkit.parity import (
@@ -209,6 +209,18 @@ def verify_bundle(
     if not records:
         raise UsageError(f"{bundle.root} has no artifacts to verify")
     outcome = VerifyOutcome(bundle, [])
+    known = {o.name for o in bundle.outputs}
+    for option in tol:
+        name = option.split(":", 1)[0].strip() if ":" in option else None
+        if name is not None and name not in known:
+            raise UsageError(f"--tol {option}: '{name}' is not an output of {bundle.root} "
+                             f"({', '.join(sorted(known))})")
+    for rec in records:
+        changed = (rec.get("path") and rec.get("sha256")
+                   and sha256_file(bundle.path_of(rec)) != rec["sha256"])
+        if changed:
+            outcome.notes.append(f"{rec['path']} changed since it was exported "
+                                 "(sha256 differs from the manifest)")
 
     live_model = None
     if against:

@@ -34,3 +34,17 @@ def human_size(size: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GiB"
+
+
+def check_writable_file(path: Any, option: str) -> None:
+    """Fail before the work, not after it, when a report can't be written."""
+    import os
+    from pathlib import Path
+
+    from toolkit.errors import UsageError
+
+    if path is None:
+        return
+    parent = Path(path).parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"{option} {path}: directory {parent} doesn't exist or isn't writable")

@@ -39,8 +39,11 @@ def verify_command(
         help="Allow arbitrary unpickling of the --against checkpoint.")] = False,
 ) -> int:
     """Prove every artifact computes what the model computes (exit 1 when one doesn't)."""
+    from toolkit.cli.console import check_writable_file
     from toolkit.verify import verify_bundle
 
+    check_writable_file(json_file, "--json")
+    check_writable_file(markdown, "--markdown")
     outcome = verify_bundle(
         bundle_dir, formats=split_list(format), against=against, model=model,
         reference=reference, data=data, data_batches=data_batches, atol=atol, rtol=rtol,
@@ -52,9 +55,14 @@ def verify_command(
 
 
 def _report(outcome: Any, json_file: Path | None, markdown: Path | None) -> None:
+    from rich.markup import escape
+
     from toolkit.bundle import atomic_path, write_json_atomic
+    from toolkit.cli.console import err_console
     from toolkit.parity_report import print_reports, to_markdown
 
+    for note in outcome.notes:
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     print_reports(outcome.reports, console=console, divergences=outcome.divergences)
     if json_file:
         write_json_atomic(json_file, outcome.to_dict())

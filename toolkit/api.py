@@ -182,7 +182,11 @@ def _export_model(source: str, out_dir: Path, targets: list[str], specs: list[Te
     if any(p != "fp32" for p in opts.precisions):
         from toolkit.precision_steps import check_precision_data
 
-        check_precision_data(loaded.inputs, opts.precisions, opts.precision_options)
+        real = check_precision_data(loaded.inputs, opts.precisions, opts.precision_options)
+        if loaded.example is None and real is not None:
+            # Golden samples from real data: reduced precisions are calibrated for it, and
+            # random noise would fail a healthy INT8 model.
+            loaded.example = real
     bundle = _open_or_create(out_dir, loaded, opts.force)
     steps: list[Step] = []
     if bundle.manifest.get("golden") is None:

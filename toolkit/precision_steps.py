@@ -43,23 +43,27 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
     return extra
 
 
-def check_precision_data(inputs: Any, precisions: Any, options: Mapping[str, Any]) -> None:
+def check_precision_data(inputs: Any, precisions: Any,
+                         options: Mapping[str, Any]) -> dict[str, Any] | None:
     """Validate calibration / evaluation data before anything is exported, so a bad option
-    costs one line, not a half-made bundle."""
+    costs one line, not a half-made bundle. Returns one real input batch (or None)."""
     from toolkit.data import load_feeds
 
+    real = None
     if "int8" in precisions:
         if not options.get("calib_data"):
             raise UsageError("--precision int8 needs calibration samples: --calib-data "
                              "FILE.npz|DIR|pkg.module:DataModule")
-        load_feeds(options["calib_data"], inputs, max_batches=1, split="val",
-                   where="--calib-data")
+        real = load_feeds(options["calib_data"], inputs, max_batches=1, split="val",
+                          where="--calib-data")[0]
     if options.get("eval_data"):
         feeds = load_feeds(options["eval_data"], inputs, max_batches=1, split="test",
                            where="--eval-data")
         if "labels" not in feeds[0]:
             raise UsageError(f"--eval-data {options['eval_data']}: needs 'labels' beside the "
                              "inputs")
+        real = real or feeds[0]
+    return _inputs_only(real) if real is not None else None
 
 
 def _inputs_only(feed: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,8 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
             from toolkit.data import load_feeds
 
             feeds = load_feeds(calib, bundle.inputs, max_batches=options.get("calib_batches"),
-                               split="val", where="--calib-data")
+                               batch_size=_calibration_batch(bundle), split="val",
+                               where="--calib-data")
             summary = quantize_int8(source, tmp, [_inputs_only(f) for f in feeds],
                                     method=options.get("calib_method", "minmax"))
         else:
@@ -64,6 +65,15 @@ def check_precision_data(inputs: Any, precisions: Any,
                              "inputs")
         real = real or feeds[0]
     return _inputs_only(real) if real is not None else None
+
+
+def _calibration_batch(bundle: Bundle) -> int | None:
+    """Calibrate on batches of up to 32 when the batch is dynamic (--calib-batches counts
+    batches: at the opt batch of 1, 32 of them would be only 32 samples)."""
+    from toolkit.spec import batch_range
+
+    rng = batch_range(bundle.inputs)
+    return min(rng[2], 32) if rng else None
 
 
 def _inputs_only(feed: Mapping[str, Any]) -> dict[str, Any]:

@@ -622,6 +622,7 @@ def quantize_int8(
     if samples < min_samples:
         summary["warnings"].append(
             f"{where}: only {samples} calibration samples (fewer than {min_samples}); "
-            "activation ranges may not represent real data"
+            "activation ranges may not represent real data; give more samples or raise "
+            "--calib-batches"
         )
     return summary

@@ -265,10 +265,7 @@ def _make_artifact(bundle: Bundle, loaded: Any, step: Step,
         return _compile_record(opts.device)
     if target == "trt" and opts.trt_via != "onnx":
         return _trt_from_model(bundle, loaded, step, opts)
-    if target == "trt":
-        if bundle.artifact("onnx", "fp32") is None:
-            _make_artifact(bundle, loaded, Step("onnx"), opts)
-            bundle.save()
+    if target == "trt":  # export() put the onnx step before it
         return _trt_from_bundle(bundle, step, opts)
     if step.precision != "fp32":
         return _reduced_precision(bundle, step, opts)

@@ -144,15 +144,10 @@ def _entries(bundle: Bundle, formats: Sequence[str] | None, precisions: Sequence
 
 def _eager_note(bundle: Bundle) -> str | None:
     """Why eager PyTorch can't be rebuilt here, or None when it (probably) can."""
-    source = bundle.manifest.get("source", {})
-    kind = source.get("kind")
-    if kind not in ("lightning-checkpoint", "factory"):
-        return (f"eager PyTorch skipped: the bundle's source ({kind or 'unknown'}) has no "
-                "PyTorch model to rebuild, so there is no 'vs eager' column")
-    if kind == "lightning-checkpoint" and not Path(source.get("path", "")).is_file():
-        return (f"eager PyTorch skipped: source checkpoint {source.get('path')} is not on this "
-                "machine (copy it here to get the 'vs eager' column)")
-    return None
+    from toolkit.runtime import source_unavailable
+
+    reason = source_unavailable(bundle)
+    return f"eager PyTorch skipped, so there is no 'vs eager' column: {reason}" if reason else None
 
 
 def plan_bench(

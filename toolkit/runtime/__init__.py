@@ -131,23 +131,29 @@ def model_runner(model: Any, fmt: str, **kwargs: Any) -> Runner:
     return EagerRunner(model, **kwargs)
 
 
+def source_unavailable(bundle: Bundle) -> str | None:
+    """Why the bundle's eager model can't be rebuilt on this machine (None when it can)."""
+    source = bundle.manifest.get("source", {})
+    kind = source.get("kind")
+    if kind not in ("lightning-checkpoint", "factory"):
+        return (f"{bundle.root}: its source ({kind or 'unknown'}) can't be run as PyTorch; "
+                "eager/compile need the checkpoint or factory")
+    if kind == "lightning-checkpoint" and not Path(source.get("path", "")).is_file():
+        return (f"{bundle.root}: source checkpoint {source.get('path')} is not on this "
+                "machine; eager/compile need it (use --against CKPT)")
+    return None
+
+
 def source_model(bundle: Bundle) -> Any:
     """Rebuild the eager model a bundle came from (needs its checkpoint or factory here)."""
     from toolkit.sources import load_model
 
-    source = bundle.manifest.get("source", {})
-    kind = source.get("kind")
-    if kind not in ("lightning-checkpoint", "factory"):
-        raise UsageError(
-            f"{bundle.root}: its source ({kind or 'unknown'}) can't be run as PyTorch; "
-            "eager/compile need the checkpoint or factory"
-        )
+    reason = source_unavailable(bundle)
+    if reason:
+        raise UsageError(reason)
+    source = bundle.manifest["source"]
+    kind = source["kind"]
     location = source["path"]
-    if kind == "lightning-checkpoint" and not Path(location).is_file():
-        raise UsageError(
-            f"{bundle.root}: source checkpoint {location} is not on this machine; "
-            "eager/compile need it (use --against CKPT)"
-        )
     model = load_model(
         location,
         model_ref=source.get("class") if kind == "lightning-checkpoint" else None,

@@ -6,7 +6,7 @@ downloads), at batch 1 and 8, fp32, on this CPU, in one process and with one thr
   default paths   eager PyTorch · LightningModule.to_onnx() + a default InferenceSession
                   (session.run on numpy) · torch.compile() defaults (compiled per batch) ·
                   torch.jit.trace
-  toolkit         `toolkit export --to onnx,torchscript,pt2`, timed by `toolkit.benchrun`
+  toolkit         `toolkit export --to onnx,torchscript,pt2`, timed by `toolkit.bench.driver`
                   (ONNX Runtime with IO binding, frozen TorchScript, AOTInductor .pt2)
 
 Every path is timed by the same `toolkit.bench.measure`. The harness overhead is measured too:
@@ -35,7 +35,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toolkit.bench import Measurement, measure, results_document, save_results  # noqa: E402
+from toolkit.bench.measurement import Measurement  # noqa: E402
+from toolkit.bench.results import results_document, save_results  # noqa: E402
+from toolkit.bench.timer import measure  # noqa: E402
 
 HERE = Path(__file__).resolve()
 MODELS: dict[str, tuple[str, tuple[int, int, int]]] = {
@@ -66,7 +68,7 @@ def demo_cnn() -> Any:
 def build(ref: str) -> Any:
     import torch
 
-    from toolkit.sources import import_object
+    from toolkit.source.imports import import_object
 
     torch.manual_seed(0)
     return import_object(ref)().eval()
@@ -180,9 +182,9 @@ def toolkit_configs(name: str, threads: int, work: Path, skip: set[str], batches
     """`toolkit export` the model, then each artifact's Runner as `toolkit bench` drives it:
     load + first inference as the cold start, `prepare` (IO binding for ORT) for timing."""
     from toolkit import runtime
-    from toolkit.api import export
-    from toolkit.bench import time_once
-    from toolkit.benchrun import quiet_libraries
+    from toolkit.bench.driver import quiet_libraries
+    from toolkit.bench.timer import time_once
+    from toolkit.export.pipeline import export
     from toolkit.spec import random_inputs
 
     ref, chw = MODELS[name]
@@ -353,7 +355,7 @@ def evaluate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # -- report ----------------------------------------------------------------------------------
 def markdown(doc: dict[str, Any]) -> str:
-    from toolkit.report import environment_markdown, fmt_cold, fmt_ms
+    from toolkit.bench.render import environment_markdown, fmt_cold, fmt_ms
 
     rows = doc["results"]
     lines = ["# CPU latency: default paths vs toolkit artifacts", "",
@@ -423,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from toolkit.benchrun import machine_notes
+    from toolkit.bench.driver import machine_notes
     from toolkit.environment import describe
 
     threads = args.threads

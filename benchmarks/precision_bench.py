@@ -21,12 +21,10 @@ from typing import Any
 import numpy as np
 
 from toolkit.environment import describe
-from toolkit.exporters.precision import (
-    ORT_QDQ_DISABLED_OPTIMIZERS,
-    convert_float16,
-    op_counts,
-    quantize_int8,
-)
+from toolkit.export.precision.fp16 import convert_float16
+from toolkit.export.precision.int8 import quantize_int8
+from toolkit.export.precision.onnx_graph import op_counts
+from toolkit.runtime.onnxruntime import ORT_QDQ_DISABLED_OPTIMIZERS
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -29,7 +29,7 @@ def two_io_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def two_io_bundle(two_io_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The checkpoint exported to onnx, torchscript and pt2 once (pt2 compiles ~20-60 s)."""
-    from toolkit.api import export
+    from toolkit.export.pipeline import export
 
     out = tmp_path_factory.mktemp("bundles") / "two_io"
     result = export(str(two_io_checkpoint), ["onnx", "torchscript", "pt2"], out,

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
-    from toolkit.api import export as export
+    from toolkit.export.pipeline import export as export
 
 
 def __getattr__(name: str) -> Any:
     # `toolkit.export(...)` mirrors the CLI without importing torch at `import toolkit`.
     if name == "export":
-        from toolkit.api import export
+        from toolkit.export.pipeline import export
 
         return export
     raise AttributeError(name)

@@ -27,8 +27,6 @@ MANIFEST = "manifest.json"
 GOLDEN = "golden.npz"
 SCHEMA_VERSION = 1
 
-# File name per format; reduced precisions insert their tag: model.fp16.onnx
-ARTIFACT_SUFFIX = {"onnx": "onnx", "torchscript": "ts", "pt2": "pt2", "trt": "engine"}
 
 
 def now() -> str:
@@ -70,8 +68,10 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
 
 
 def artifact_filename(fmt: str, precision: str = "fp32") -> str:
-    suffix = ARTIFACT_SUFFIX.get(fmt, fmt)
-    return f"model.{suffix}" if precision == "fp32" else f"model.{precision}.{suffix}"
+    """model.onnx, model.fp16.onnx ...: the format table's file name for (format, precision)."""
+    from toolkit import formats
+
+    return formats.get(fmt).filename(precision)
 
 
 @dataclass

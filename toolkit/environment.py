@@ -71,3 +71,25 @@ def describe() -> dict[str, Any]:
         "gpu": gpu_info(),
         "libraries": {name: v for name in LIBRARIES if (v := library_version(name))},
     }
+
+
+# The pip extra that brings each optional module (pyproject.toml's optional-dependencies).
+EXTRAS = {"torch": "export", "torchvision": "export", "lightning": "export",
+          "pytorch_lightning": "export", "onnxscript": "export", "onnxruntime": "onnxruntime",
+          "tensorrt": "trt", "cuda": "trt", "matplotlib": "plot"}
+
+
+def require_module(module: str, purpose: str) -> Any:
+    """Import an optional dependency, or BackendUnavailable (exit 3) naming the extra."""
+    import importlib
+
+    from toolkit.errors import BackendUnavailable
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        root = module.split(".")[0]
+        extra = EXTRAS.get(root)
+        how = f"pip install 'toolkit[{extra}]'" if extra else f"pip install {root}"
+        raise BackendUnavailable(f"{purpose} needs {root}, which isn't installed here "
+                                 f"({err.name or root} missing); {how}") from None

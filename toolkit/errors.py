@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class ToolkitError(Exception):
     """A failure the user can act on; its message is one line, printed without a traceback."""
@@ -31,3 +33,22 @@ class ExportFailed(ToolkitError):
     """An exporter could not convert the model; the message names the op or module."""
 
     exit_code = 2
+
+
+def did_you_mean(word: str, choices: object) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or '' (for one-line error messages)."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1)  # type: ignore[call-overload]
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """The error's first meaningful line, without terminal colours or 'Next steps' boilerplate."""
+    text = _ANSI.sub("", str(err)).strip()
+    line = next((ln for ln in text.splitlines() if ln.strip()), type(err).__name__)
+    line = line.split("Next steps:")[0].strip()
+    return f"{type(err).__name__}: {line[:limit]}"

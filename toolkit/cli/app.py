@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from toolkit.cli import bench, demo, export, inspect, verify
 from toolkit.cli.console import err_console
+from toolkit.cli.console import reset_consoles as finally_reset
 from toolkit.errors import ToolkitError
 
 app = typer.Typer(
@@ -50,6 +51,7 @@ def exit_codes(command: Callable[..., int | None]) -> Callable[..., None]:
                               soft_wrap=True)
             code = error.exit_code
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            finally_reset()
             raise
         except Exception as error:  # a bug here or in a library: one line, no traceback
             if os.environ.get("TOOLKIT_DEBUG"):
@@ -59,6 +61,7 @@ def exit_codes(command: Callable[..., int | None]) -> Callable[..., None]:
                 f"[bold red]internal error:[/] {type(error).__name__}: {escape(first[:300])} "
                 "(set TOOLKIT_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
             code = 1
+        finally_reset()
         if code:
             raise typer.Exit(code)
 

@@ -9,7 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
-from toolkit.cli.console import console, err_console, split_list
+from toolkit.cli import options as opt
+from toolkit.cli.console import (
+    check_writable_file,
+    console,
+    err_console,
+    json_to_stdout,
+    split_list,
+    write_json,
+)
 
 DEFAULT_THRESHOLD = 5.0  # percent, for the comparison's status column without a gate
 
@@ -17,16 +25,12 @@ DEFAULT_THRESHOLD = 5.0  # percent, for the comparison's status column without a
 def bench_command(
     target: Annotated[str, typer.Argument(
         help="A bundle directory, or one artifact file (an .onnx runs on its own).")],
-    format: Annotated[list[str] | None, typer.Option(
-        "--format", "-f", help="Formats to time: onnx, torchscript|ts, pt2, trt, compile, "
-        "eager. Comma list or repeated. Default: every artifact, plus eager.")] = None,
-    precision: Annotated[list[str] | None, typer.Option(
-        "--precision", "-p", help="Only artifacts of these precisions (fp32, fp16, int8...).")
-    ] = None,
+    format: opt.Formats = None,
+    precision: opt.Precisions = None,
     batch: Annotated[list[str] | None, typer.Option(
         "--batch", "-b", help="Batch sizes, e.g. 1,2,4,8. Default: powers of two up to 8 "
         "within the bundle's batch range, plus its opt batch.")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda (cuda:N).")] = "cpu",
+    device: opt.Device = "cpu",
     threads: Annotated[int | None, typer.Option(
         help="CPU threads for every backend (default: all cores).")] = None,
     budget: Annotated[float | None, typer.Option(
@@ -36,11 +40,8 @@ def bench_command(
         help="Most seconds of warm-up per configuration.")] = None,
     min_iters: Annotated[int | None, typer.Option(
         help="Timed iterations at least (unless the budget runs out first).")] = None,
-    json_path: Annotated[Path | None, typer.Option(
-        "--json", help="Write the results (every statistic, raw times, environment) here.")
-    ] = None,
-    markdown: Annotated[Path | None, typer.Option(
-        "--markdown", help="Write a Markdown report here.")] = None,
+    json_path: opt.JsonPath = None,
+    markdown: opt.MarkdownPath = None,
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Write a PNG: latency distributions and throughput against batch.")
     ] = None,
@@ -56,7 +57,7 @@ def bench_command(
 ) -> int:
     """Time each artifact's latency (p50/p90/p99, throughput, cold start) per batch size."""
     from toolkit import bench as tb
-    from toolkit.benchrun import canonical_format, environment, plan_bench, run_plan
+    from toolkit.bench.driver import canonical_format, environment, plan_bench, run_plan
     from toolkit.errors import UsageError
 
     # Every option is checked before the first (possibly minutes-long) measurement.
@@ -65,8 +66,8 @@ def bench_command(
         raise UsageError("--fail-if-slower needs --baseline OLD.json to compare against")
     baseline_rows = tb.load_results(baseline) if baseline is not None else None
     for option, path in (("--json", json_path), ("--markdown", markdown), ("--plot", plot)):
-        if path is not None and not path.parent.is_dir():
-            raise UsageError(f"{option} {path}: directory {path.parent} does not exist")
+        check_writable_file(path, option)
+    json_to_stdout(json_path)
     formats = [canonical_format(f) for f in split_list(format)] or None
     plan = plan_bench(target, formats=formats, precisions=split_list(precision) or None,
                       batches=_batches(batch), device=device, threads=threads,
@@ -83,7 +84,7 @@ def bench_command(
     if not results:
         raise UsageError(f"{target}: nothing could be benchmarked here (see the notes above)")
 
-    from toolkit import report
+    from toolkit.bench import render as report
 
     out = _table_console()
     out.print(report.bench_table(results, title=f"latency · {plan.target}"))
@@ -98,8 +99,11 @@ def bench_command(
     if json_path is not None:
         doc = tb.results_document(rows, env, target=str(plan.target), command=_command_line(),
                                   settings={**knobs, "seed": 0}, notes=plan.notes)
-        tb.save_results(json_path, doc)
-        console.print(f"wrote {json_path}")
+        if str(json_path) == "-":
+            write_json(json_path, doc)
+        else:
+            tb.save_results(json_path, doc)
+            err_console.print(f"wrote {json_path}")
     if markdown is not None:
         _write_markdown(markdown, results, env, plan, comparisons)
         console.print(f"wrote {markdown}")
@@ -134,7 +138,7 @@ def _batches(values: list[str] | None) -> list[int] | None:
 
 
 def _knobs(budget: float | None, warmup: float | None, min_iters: int | None) -> dict[str, Any]:
-    from toolkit.bench import DEFAULTS
+    from toolkit.bench.measurement import DEFAULTS
     from toolkit.errors import UsageError
 
     knobs = {
@@ -151,7 +155,7 @@ def _knobs(budget: float | None, warmup: float | None, min_iters: int | None) ->
 
 
 def _progress(m: Any) -> None:
-    from toolkit.report import fmt_cold, fmt_ms
+    from toolkit.bench.render import fmt_cold, fmt_ms
 
     labels = m.labels
     console.print(
@@ -176,7 +180,7 @@ def _print_warnings(results: list[Any]) -> None:
 
 def _write_markdown(path: Path, results: list[Any], env: dict[str, Any], plan: Any,
                     comparisons: Any) -> None:
-    from toolkit import report
+    from toolkit.bench import render as report
     from toolkit.bundle import atomic_path
 
     text = report.bench_markdown(results, env, title=f"toolkit bench {plan.target.name}")

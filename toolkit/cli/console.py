@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -39,12 +40,40 @@ def human_size(size: int | None) -> str:
 def check_writable_file(path: Any, option: str) -> None:
     """Fail before the work, not after it, when a report can't be written."""
     import os
-    from pathlib import Path
 
     from toolkit.errors import UsageError
 
-    if path is None:
+    if path is None or str(path) == "-":
         return
     parent = Path(path).parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise UsageError(f"{option} {path}: directory {parent} doesn't exist or isn't writable")
+
+
+STDOUT = Path("-")
+
+
+def json_to_stdout(path: Path | None) -> bool:
+    """`--json -`: JSON owns standard output, so the human report moves to standard error."""
+    if path is not None and str(path) == str(STDOUT):
+        console.stderr = True  # rich reads sys.stderr at write time
+        return True
+    return False
+
+
+def reset_consoles() -> None:
+    """Undo `json_to_stdout` (several commands may run in one process: tests, notebooks)."""
+    console.stderr = False
+
+
+def write_json(path: Path | None, data: Any) -> None:
+    """--json PATH: '-' prints to standard output; a path is written atomically."""
+    if path is None:
+        return
+    if str(path) == str(STDOUT):
+        print_json(data)
+        return
+    from toolkit.bundle import write_json_atomic
+
+    write_json_atomic(path, data)
+    err_console.print(f"wrote {path}", highlight=False)

@@ -139,14 +139,14 @@ def _step_printer(print_step: Callable[[Any], None]) -> Callable[[Any], None]:
 def _precision_available() -> bool:
     # fp16/int8 come from modules another part of the project provides; without them the
     # demo exports fp32 only rather than failing.
-    modules = ("toolkit.exporters.precision", "toolkit.precision_steps")
+    modules = ("toolkit.export.precision.steps")
     return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
 def _export(ckpt: Path, bundle_dir: Path, targets: list[str], precisions: list[str],
             eval_path: Path, calib_path: Path, force: bool) -> int:
-    from toolkit.api import export
     from toolkit.cli.export import print_step, print_summary
+    from toolkit.export.pipeline import export
 
     result = export(
         str(ckpt), to=targets, out=bundle_dir, model=MODEL_REF, force=force,

@@ -7,7 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from toolkit.cli.console import console, err_console, print_json, split_list
+from toolkit.cli import options as opt
+from toolkit.cli.console import (
+    check_writable_file,
+    console,
+    err_console,
+    json_to_stdout,
+    split_list,
+    write_json,
+)
 
 STATUS_STYLE = {"ok": "green", "exists": "dim", "parity-failed": "red", "failed": "red",
                 "accuracy-failed": "red",
@@ -17,28 +25,22 @@ STATUS_STYLE = {"ok": "green", "exists": "dim", "parity-failed": "red", "failed"
 def export_command(
     source: Annotated[str, typer.Argument(
         help="A Lightning .ckpt, a factory pkg.module:fn, an .onnx file, or a bundle dir.")],
-    to: Annotated[list[str], typer.Option(
-        "--to", "-t", help="Formats: onnx, torchscript|ts, pt2|aoti, compile, trt|tensorrt. "
-        "Comma list or repeated.")] = ["onnx"],  # noqa: B006 - typer reads the default
+    to: opt.ExportFormats = ["onnx"],  # noqa: B006 - typer reads the default
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Bundle directory (default: out/<source name>).")] = None,
-    model: Annotated[str | None, typer.Option(
-        help="LightningModule class pkg.module:Class (when the checkpoint doesn't record it)."
-    )] = None,
+    model: opt.ModelClass = None,
     weights: Annotated[Path | None, typer.Option(
         help="A state_dict file for a factory source.")] = None,
     input: Annotated[list[str] | None, typer.Option(
         "--input", "-i", help="NAME:SHAPE[:DTYPE], e.g. x:1-16x3x224x224. Repeatable.")] = None,
     static: Annotated[bool, typer.Option(
         help="Keep the example's batch fixed instead of dynamic 1-64.")] = False,
-    precision: Annotated[list[str], typer.Option(
-        "--precision", "-p", help="fp32, fp16, bf16, int8 (onnx and trt).")] = ["fp32"],  # noqa: B006
-    device: Annotated[str, typer.Option(help="cpu or cuda (pt2 compiles for it).")] = "cpu",
+    precision: opt.ExportPrecisions = ["fp32"],  # noqa: B006 - typer reads the default
+    device: opt.Device = "cpu",
     verify: Annotated[bool, typer.Option(
         "--verify/--no-verify", help="Check each artifact against the golden samples.")] = True,
-    force: Annotated[bool, typer.Option(help="Replace existing artifacts.")] = False,
-    trust_checkpoint: Annotated[bool, typer.Option(
-        help="Allow arbitrary unpickling of the checkpoint (only for files you trust).")] = False,
+    force: opt.Force = False,
+    trust_checkpoint: opt.TrustCheckpoint = False,
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default: exporter's).")] = None,
     torchscript_mode: Annotated[str, typer.Option(
         "--ts-mode", help="TorchScript: auto, trace or script.")] = "auto",
@@ -68,43 +70,38 @@ def export_command(
     )] = "onnx",
     profile: Annotated[list[str] | None, typer.Option(
         help="Extra TensorRT optimization profile, --input syntax. Repeatable.")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
+    json_path: opt.JsonPath = None,
 ) -> int:
     """Export SOURCE into a bundle of artifacts, each checked against the PyTorch outputs."""
-    from toolkit.api import export
+    from toolkit.export.pipeline import export
 
-    trt_options = None
-    if "trt" in [t.lower() for t in split_list(to)] or any(
-        v is not None for v in (workspace, opt_level, timing_cache, hardware_compat, dla_core)
-    ):
-        trt_options = _trt_options(workspace, opt_level, timing_cache, version_compatible,
-                                   hardware_compat, dla_core, profile)
+    # pure option parsing (no TensorRT import): checked up front even when no engine is built
+    trt_options = _trt_options(workspace, opt_level, timing_cache, version_compatible,
+                               hardware_compat, dla_core, profile)
     precision_options = {
         "calib_data": calib_data, "calib_batches": calib_batches,
         "calib_method": calib_method, "eval_data": eval_data,
         "max_accuracy_drop": max_accuracy_drop,
     }
-    on_step = None if json_output else print_step
-    if not json_output:
-        console.print(f"[bold]toolkit export[/] {source} → {', '.join(split_list(to))}")
+    check_writable_file(json_path, "--json")
+    json_to_stdout(json_path)
+    console.print(f"[bold]toolkit export[/] {source} → {', '.join(split_list(to))}")
     result = export(
         source, split_list(to), out, model=model, weights=str(weights) if weights else None,
         inputs=split_list(input),
         static=static, trust_checkpoint=trust_checkpoint, force=force,
         precisions=split_list(precision), device=device, verify=verify, opset=opset,
         torchscript_mode=torchscript_mode, trt_options=trt_options, trt_via=via,
-        precision_options=precision_options, on_step=on_step,
+        precision_options=precision_options, on_step=print_step,
     )
-    if json_output:
-        print_json(result.to_dict())
-    else:
-        print_summary(result)
+    print_summary(result)
+    write_json(json_path, result.to_dict())
     return result.exit_code
 
 
 def _trt_options(workspace, opt_level, timing_cache, version_compatible, hardware_compat,
                  dla_core, profile):
-    from toolkit.exporters.trt_plan import build_options
+    from toolkit.tensorrt.options import build_options
 
     return build_options(
         workspace=workspace, optimization_level=opt_level,

@@ -7,27 +7,28 @@ from typing import Annotated, Any
 
 import typer
 
-from toolkit.cli.console import console, human_size, print_json
+from toolkit.cli import options as opt
+from toolkit.cli.console import check_writable_file, console, human_size, json_to_stdout, write_json
 
 
 def inspect_command(
     target: Annotated[Path, typer.Argument(help="A bundle directory or an artifact file.")],
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
+    json_path: opt.JsonPath = None,
 ) -> int:
-    """Show what a bundle or artifact holds."""
+    """Show what a bundle or artifact holds, with each artifact's parity and latest p50."""
     from toolkit.bundle import Bundle
     from toolkit.errors import UsageError
 
+    check_writable_file(json_path, "--json")
+    json_to_stdout(json_path)
     if target.is_dir():
         info = _bundle_info(Bundle.open(target))
     elif target.is_file():
         info = _file_info(target)
     else:
         raise UsageError(f"{target} not found")
-    if json_output:
-        print_json(info)
-    else:
-        _render(info)
+    _render(info)
+    write_json(json_path, info)
     return 0
 
 
@@ -38,16 +39,33 @@ def _bundle_info(bundle: Any) -> dict[str, Any]:
                                           "exporter", "opset", "nodes", "device", "sha256")}
         parity = record.get("parity")
         row["parity"] = None if parity is None else ("pass" if parity.get("passed") else "FAIL")
-        if record.get("bench"):
-            row["bench_p50_ms"] = record["bench"].get("p50_ms")
+        row["bench"] = latest_p50(record.get("bench"))
         artifacts.append(row)
     manifest = bundle.manifest
+    reference = {name: latest_p50(record)
+                 for name, record in (manifest.get("bench") or {}).items()}
     return {
         "bundle": str(bundle.root), "inputs": manifest["inputs"],
         "outputs": manifest["outputs"], "source": manifest.get("source"),
         "golden": manifest.get("golden"), "artifacts": artifacts,
-        "environment": manifest.get("environment"),
+        "environment": manifest.get("environment"), "reference_bench": reference,
     }
+
+
+def latest_p50(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The latest bench of one artifact: p50 ms per batch, with where and when it ran."""
+    if not record or not record.get("rows"):
+        return None
+    return {"p50_ms": {str(row["batch"]): row.get("p50_ms") for row in record["rows"]},
+            "device": record.get("device"), "threads": record.get("threads"),
+            "date": record.get("date")}
+
+
+def _p50_text(bench: dict[str, Any] | None) -> str:
+    if not bench:
+        return "—"
+    cells = [f"{ms:.2f} (b{batch})" for batch, ms in bench["p50_ms"].items() if ms is not None]
+    return " ".join(cells) + f" · {bench.get('device')}"
 
 
 def _file_info(path: Path) -> dict[str, Any]:
@@ -58,7 +76,10 @@ def _file_info(path: Path) -> dict[str, Any]:
         info["artifacts"] = [a for a in info["artifacts"] if a["path"] == path.name]
         if info["artifacts"]:
             return info
-    if path.suffix == ".onnx":
+    from toolkit import formats
+
+    fmt = formats.by_suffix(path.suffix)
+    if fmt is not None and fmt.self_describing:
         return _onnx_info(path)
     return {"file": str(path), "size_bytes": path.stat().st_size,
             "note": "inputs and outputs are recorded in the bundle's manifest.json"}
@@ -68,7 +89,7 @@ def _onnx_info(path: Path) -> dict[str, Any]:
     import onnx
 
     from toolkit.errors import UsageError
-    from toolkit.sources import _ONNX_DTYPES
+    from toolkit.source.onnx_file import _ONNX_DTYPES
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -116,12 +137,14 @@ def _render(info: dict[str, Any]) -> None:
         console.print(table)
     if info.get("artifacts"):
         table = Table("format", "precision", "file", "size", "exporter", "opset", "nodes",
-                      "parity", title="artifacts", title_justify="left")
+                      "parity", "p50 ms (batch)", title="artifacts", title_justify="left")
         for a in info["artifacts"]:
             table.add_row(a["format"], a.get("precision") or "fp32", str(a.get("path")),
                           human_size(a.get("size_bytes")), str(a.get("exporter") or ""),
                           str(a.get("opset") or ""), str(a.get("nodes") or ""),
-                          str(a.get("parity") or "not checked"))
+                          str(a.get("parity") or "not checked"), _p50_text(a.get("bench")))
+        for name, bench in (info.get("reference_bench") or {}).items():
+            table.add_row(name, "fp32", "(in-process)", "", "", "", "", "", _p50_text(bench))
         console.print(table)
     for key in ("opset", "nodes", "producer"):
         if key in info:

@@ -7,17 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from toolkit.cli.console import console, split_list
+from toolkit.cli import options as opt
+from toolkit.cli.console import console, json_to_stdout, split_list, write_json
 
 
 def verify_command(
     bundle_dir: Annotated[Path, typer.Argument(metavar="BUNDLE", help="A bundle directory.")],
-    format: Annotated[list[str] | None, typer.Option(
-        "--format", "-f", help="Artifacts to check (default: all). Comma list.")] = None,
+    format: opt.Formats = None,
+    precision: opt.Precisions = None,
     against: Annotated[str | None, typer.Option(
         help="Compare with live eager PyTorch from this SOURCE (.ckpt or factory).")] = None,
-    model: Annotated[str | None, typer.Option(
-        help="LightningModule class for --against, when the checkpoint doesn't say.")] = None,
+    model: opt.ModelClass = None,
     reference: Annotated[str | None, typer.Option(
         help="Compare with another artifact of the bundle, e.g. onnx.")] = None,
     data: Annotated[str | None, typer.Option(
@@ -30,25 +30,25 @@ def verify_command(
         help="Per output: NAME:atol=..,rtol=.. Repeatable.")] = None,
     localize: Annotated[bool, typer.Option(
         help="For a failing ONNX, name the first diverging node and its module.")] = False,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    json_file: Annotated[Path | None, typer.Option("--json", help="Write JSON here.")] = None,
-    markdown: Annotated[Path | None, typer.Option(help="Write a Markdown report.")] = None,
+    device: opt.Device = "cpu",
+    json_file: opt.JsonPath = None,
+    markdown: opt.MarkdownPath = None,
     record: Annotated[bool, typer.Option(
         "--record/--no-record", help="Store results in the manifest.")] = True,
-    trust_checkpoint: Annotated[bool, typer.Option(
-        help="Allow arbitrary unpickling of the --against checkpoint.")] = False,
+    trust_checkpoint: opt.TrustCheckpoint = False,
 ) -> int:
     """Prove every artifact computes what the model computes (exit 1 when one doesn't)."""
     from toolkit.cli.console import check_writable_file
-    from toolkit.verify import verify_bundle
+    from toolkit.parity.verify import verify_bundle
 
     check_writable_file(json_file, "--json")
     check_writable_file(markdown, "--markdown")
+    json_to_stdout(json_file)
     outcome = verify_bundle(
         bundle_dir, formats=split_list(format), against=against, model=model,
         reference=reference, data=data, data_batches=data_batches, atol=atol, rtol=rtol,
         min_cosine=min_cosine, tol=tol or [], localize=localize, device=device,
-        record=record, trust_checkpoint=trust_checkpoint,
+        record=record, trust_checkpoint=trust_checkpoint, precisions=split_list(precision),
     )
     _report(outcome, json_file, markdown)
     return 0 if outcome.passed else 1
@@ -57,16 +57,14 @@ def verify_command(
 def _report(outcome: Any, json_file: Path | None, markdown: Path | None) -> None:
     from rich.markup import escape
 
-    from toolkit.bundle import atomic_path, write_json_atomic
+    from toolkit.bundle import atomic_path
     from toolkit.cli.console import err_console
-    from toolkit.parity_report import print_reports, to_markdown
+    from toolkit.parity.render import print_reports, to_markdown
 
     for note in outcome.notes:
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     print_reports(outcome.reports, console=console, divergences=outcome.divergences)
-    if json_file:
-        write_json_atomic(json_file, outcome.to_dict())
-        console.print(f"wrote {json_file}")
+    write_json(json_file, outcome.to_dict())
     if markdown:
         with atomic_path(markdown, suffix=".md") as tmp:
             tmp.write_text(to_markdown(outcome.reports, outcome.divergences) + "\n")

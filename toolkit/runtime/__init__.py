@@ -2,6 +2,8 @@
 
     with toolkit.runtime.load("out/resnet18", format="onnx") as runner:
         outputs = runner.infer({"x": batch})
+
+Which class runs which format comes from the format table (`toolkit.formats`).
 """
 
 from __future__ import annotations
@@ -9,17 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from toolkit import formats
 from toolkit.bundle import Bundle
 from toolkit.errors import UsageError
 from toolkit.runtime.base import Runner
 
-__all__ = ["Runner", "load", "load_artifact", "RUNNABLE", "SUFFIX_FORMATS"]
-
-# Formats a bundle can be run as; eager/compile rebuild the model from the bundle's source.
-RUNNABLE = ("eager", "compile", "onnx", "torchscript", "pt2", "trt")
-SUFFIX_FORMATS = {".onnx": "onnx", ".ts": "torchscript", ".pt2": "pt2", ".engine": "trt",
-                  ".plan": "trt"}
-DEFAULT_ORDER = ("onnx", "pt2", "torchscript", "trt")
+__all__ = ["Runner", "load", "load_artifact", "model_runner", "runner_for"]
 
 
 def load(
@@ -32,9 +29,7 @@ def load(
     **options: Any,
 ) -> Runner:
     """A Runner (not yet activated) for a bundle's artifact, or for a single artifact file."""
-    from toolkit.exporters.registry import canonical
-
-    fmt = canonical(format) if format else None
+    fmt = formats.get(format) if format else None
     if isinstance(path_or_bundle, Bundle):
         bundle = path_or_bundle
     else:
@@ -43,18 +38,22 @@ def load(
             return _load_file(path, fmt, device, precision, threads, **options)
         bundle = Bundle.open(path)
     if fmt is None:
-        fmt = next((f for f in DEFAULT_ORDER if bundle.artifact(f, precision)), None)
+        ranked = sorted((f for f in formats.all_formats() if f.runs_from == "artifact"),
+                        key=lambda f: f.load_priority)
+        fmt = next((f for f in ranked if bundle.artifact(f.name, precision)), None)
         if fmt is None:
             raise UsageError(f"{bundle.root}: no {precision} artifact to run")
-    if fmt in ("eager", "compile"):
-        return model_runner(source_model(bundle), fmt, device=device, threads=threads,
+    if fmt.runs_from == "model":
+        from toolkit.source.rebuild import source_model
+
+        return model_runner(source_model(bundle), fmt.name, device=device, threads=threads,
                             **options)
-    record = bundle.artifact(fmt, precision)
+    record = bundle.artifact(fmt.name, precision)
     if record is None:
         have = ", ".join(f"{r['format']}/{r.get('precision', 'fp32')}" for r in bundle.artifacts)
         raise UsageError(
-            f"{bundle.root} has no {fmt} ({precision}) artifact (it has: {have or 'none'}); "
-            f"run: toolkit export {bundle.root} --to {fmt}"
+            f"{bundle.root} has no {fmt.name} ({precision}) artifact (it has: "
+            f"{have or 'none'}); run: toolkit export {bundle.root} --to {fmt.name}"
         )
     return load_artifact(bundle, record, device=device, threads=threads, **options)
 
@@ -64,101 +63,62 @@ def load_artifact(
     threads: int | None = None, **options: Any,
 ) -> Runner:
     """The Runner for one manifest record."""
-    fmt, precision = record["format"], record.get("precision", "fp32")
+    fmt = formats.get(record["format"])
     path = bundle.path_of(record)
     if not path.is_file():
         raise UsageError(f"{path} is listed in the manifest but missing; re-export it")
-    common = dict(inputs=bundle.inputs, outputs=bundle.outputs, device=device,
-                  precision=precision, threads=threads)
-    if fmt == "onnx":
-        from toolkit.runtime.onnxruntime import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(path, **common, **options)
-    if fmt == "torchscript":
-        from toolkit.runtime.torchscript import TorchScriptRunner
-
-        return TorchScriptRunner(path, call_style=record.get("call_style", "flat"), **common)
-    if fmt == "pt2":
-        from toolkit.runtime.aoti import AOTIRunner
-
-        return AOTIRunner(path, compiled_for=record.get("device", "cpu"), **common)
-    if fmt == "trt":
-        from toolkit.runtime.tensorrt import TensorRTRunner
-
-        common["device"] = device if device.startswith("cuda") else "cuda"
-        names = record.get("tensor_names") or {}
-        if all(k == v for k, v in names.items()):
-            return TensorRTRunner(path, record=record, bundle_root=str(bundle.root), **common,
-                                  **options)
-        from toolkit.runtime.renamed import RenamedRunner, renamed_specs
-
-        inner = TensorRTRunner(path, record=record, bundle_root=str(bundle.root),
-                               **{**common, "inputs": renamed_specs(bundle.inputs, names),
-                                  "outputs": renamed_specs(bundle.outputs, names)}, **options)
-        return RenamedRunner(inner, names, inputs=bundle.inputs, outputs=bundle.outputs)
-    raise UsageError(f"format '{fmt}' has no runner")
+    record = {**record, "precision": record.get("precision", "fp32")}
+    return fmt.runner_fn()(bundle, record, device=device, threads=threads, **options)
 
 
-def _load_file(path: Path, fmt: str | None, device: str, precision: str,
+def model_runner(model: Any, fmt: str, **options: Any) -> Runner:
+    """The runner of a format that runs the PyTorch model in-process (eager, compile)."""
+    declared = formats.get(fmt)
+    if declared.runs_from != "model":
+        raise UsageError(f"{declared.name} runs from an artifact file, not a model")
+    return declared.runner_fn()(model, **options)
+
+
+def runner_for(bundle: Bundle, record: dict[str, Any], *, device: str = "cpu",
+               model: Any = None, threads: int | None = None) -> Runner:
+    """The runner for a record, whether it names an artifact or an in-process format."""
+    if formats.get(record["format"]).runs_from == "model":
+        from toolkit.source.rebuild import source_model
+
+        return model_runner(model if model is not None else source_model(bundle),
+                            record["format"], device=device, threads=threads)
+    return load_artifact(bundle, record, device=device, threads=threads)
+
+
+def _load_file(path: Path, fmt: formats.Format | None, device: str, precision: str,
                threads: int | None, **options: Any) -> Runner:
-    fmt = fmt or SUFFIX_FORMATS.get(path.suffix)
+    fmt = fmt or formats.by_suffix(path.suffix)
     if Bundle.is_bundle(path.parent):
         bundle = Bundle.open(path.parent)
         for record in bundle.artifacts:
-            if bundle.path_of(record).resolve() == path.resolve():
+            if record.get("path") and bundle.path_of(record).resolve() == path.resolve():
                 return load_artifact(bundle, record, device=device, threads=threads, **options)
-    if fmt == "onnx":
-        from toolkit.runtime.onnxruntime import OnnxRuntimeRunner
-        from toolkit.sources import load_onnx_source
-
-        src = load_onnx_source(path)
-        return OnnxRuntimeRunner(path, inputs=src.inputs, outputs=src.outputs, device=device,
-                                 precision=precision, threads=threads, **options)
+    if fmt is not None and fmt.self_describing:
+        return fmt.runner_fn()(_LoneFile(path), {"format": fmt.name, "precision": precision,
+                                                 "path": path.name},
+                               device=device, threads=threads, **options)
     raise UsageError(
-        f"{path}: a lone {fmt or path.suffix} file doesn't say its inputs; load it from its "
-        "bundle directory (or give an .onnx file)"
+        f"{path}: a lone {fmt.name if fmt else path.suffix} file doesn't say its inputs; load "
+        "it from its bundle directory (or give an .onnx file)"
     )
 
 
-def model_runner(model: Any, fmt: str, **kwargs: Any) -> Runner:
-    """Eager or torch.compile runner over an in-memory LoadedModel."""
-    if fmt == "compile":
-        from toolkit.runtime.compiled import CompiledRunner
+class _LoneFile:
+    """A self-describing artifact file outside a bundle, seen through the bundle interface a
+    runner opener reads (inputs, outputs, path_of)."""
 
-        return CompiledRunner(model, **kwargs)
-    from toolkit.runtime.eager import EagerRunner
+    def __init__(self, path: Path) -> None:
+        from toolkit.source.onnx_file import load_onnx_source
 
-    return EagerRunner(model, **kwargs)
+        self.path = path
+        self.root = path.parent
+        src = load_onnx_source(path)
+        self.inputs, self.outputs = src.inputs, src.outputs
 
-
-def source_unavailable(bundle: Bundle) -> str | None:
-    """Why the bundle's eager model can't be rebuilt on this machine (None when it can)."""
-    source = bundle.manifest.get("source", {})
-    kind = source.get("kind")
-    if kind not in ("lightning-checkpoint", "factory"):
-        return (f"{bundle.root}: its source ({kind or 'unknown'}) can't be run as PyTorch; "
-                "eager/compile need the checkpoint or factory")
-    if kind == "lightning-checkpoint" and not Path(source.get("path", "")).is_file():
-        return (f"{bundle.root}: source checkpoint {source.get('path')} is not on this "
-                "machine; eager/compile need it (use --against CKPT)")
-    return None
-
-
-def source_model(bundle: Bundle) -> Any:
-    """Rebuild the eager model a bundle came from (needs its checkpoint or factory here)."""
-    from toolkit.sources import load_model
-
-    reason = source_unavailable(bundle)
-    if reason:
-        raise UsageError(reason)
-    source = bundle.manifest["source"]
-    kind = source["kind"]
-    location = source["path"]
-    model = load_model(
-        location,
-        model_ref=source.get("class") if kind == "lightning-checkpoint" else None,
-        weights=source.get("weights"),
-        inputs=bundle.inputs,
-        trust_checkpoint=bool(source.get("trusted", False)),
-    )
-    return model
+    def path_of(self, record: dict[str, Any]) -> Path:
+        return self.path

@@ -28,3 +28,9 @@ class AOTIRunner(TorchRunner):
             )
         package = torch._inductor.aoti_load_package(str(self.path))
         return lambda *tensors: package(*tensors)
+
+
+def open_artifact(bundle: Any, record: dict[str, Any], **options: Any) -> AOTIRunner:
+    return AOTIRunner(bundle.path_of(record), compiled_for=record.get("device", "cpu"),
+                      inputs=bundle.inputs, outputs=bundle.outputs,
+                      precision=record["precision"], **options)

@@ -21,3 +21,7 @@ class CompiledRunner(EagerRunner):
         module = super()._load()
         dynamic = any(s.dynamic_dims for s in self.inputs)
         return torch.compile(module, mode=self.mode, dynamic=dynamic or None)
+
+
+def open_model(model: Any, **options: Any) -> CompiledRunner:
+    return CompiledRunner(model, **options)

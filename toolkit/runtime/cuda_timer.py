@@ -39,7 +39,7 @@ def timer_for(runner: Any) -> CudaEventTimer | None:
     wouldn't bracket its work (ONNX Runtime's CUDA provider runs on a stream of its own)."""
     if not str(getattr(runner, "device", "")).startswith("cuda"):
         return None
-    if getattr(runner, "format", "") == "onnx":
+    if not getattr(runner, "cuda_events_bracket_work", True):
         return None
     # TensorRTRunner keeps its own torch stream; torch-based runners use the current stream
     stream = getattr(runner, "stream", None)

@@ -21,3 +21,7 @@ class EagerRunner(TorchRunner):
     def _deactivate_impl(self) -> None:
         self.model.module.to("cpu")
         super()._deactivate_impl()
+
+
+def open_model(model: Any, **options: Any) -> EagerRunner:
+    return EagerRunner(model, **options)

@@ -8,8 +8,14 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.environment import require_module
 from toolkit.errors import BackendUnavailable, UsageError
 from toolkit.runtime.base import Feed, Runner
+
+ORT_QDQ_DISABLED_OPTIMIZERS: tuple[str, ...] = ("CommonSubexpressionElimination",)
+"""Pass as `InferenceSession(..., disabled_optimizers=...)` for INT8 Q/DQ graphs on x86 CPUs
+without VNNI: ORT's CSE merges the dedicated Q nodes again, which stops its int8->uint8
+rewrite and leaves those Convs in fp32 (see docs/precision.md)."""
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -20,6 +26,8 @@ PROVIDERS = {
 
 class OnnxRuntimeRunner(Runner):
     format = "onnx"
+    #: ORT's CUDA provider runs on a stream of its own: events on ours would not bracket it
+    cuda_events_bracket_work = False
 
     def __init__(self, path: str | Path, *, provider: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -27,8 +35,7 @@ class OnnxRuntimeRunner(Runner):
         self.provider = provider or ("cuda" if self.device.startswith("cuda") else "cpu")
 
     def _activate_impl(self) -> None:
-        import onnxruntime as ort
-
+        ort = require_module("onnxruntime", f"running {self.path.name}")
         wanted = PROVIDERS[self.provider]
         available = ort.get_available_providers()
         if wanted[0] not in available:
@@ -60,8 +67,6 @@ class OnnxRuntimeRunner(Runner):
             return {}
         # Common-subexpression elimination merges the dedicated Q nodes of a TensorRT-style
         # Q/DQ graph, which stops ORT from fusing most convolutions into QLinearConv.
-        from toolkit.exporters.precision import ORT_QDQ_DISABLED_OPTIMIZERS
-
         return {"disabled_optimizers": list(ORT_QDQ_DISABLED_OPTIMIZERS)}
 
     def _deactivate_impl(self) -> None:
@@ -88,3 +93,8 @@ class OnnxRuntimeRunner(Runner):
             session.run_with_iobinding(binding)
 
         return call
+
+
+def open_artifact(bundle: Any, record: dict[str, Any], **options: Any) -> OnnxRuntimeRunner:
+    return OnnxRuntimeRunner(bundle.path_of(record), inputs=bundle.inputs,
+                             outputs=bundle.outputs, precision=record["precision"], **options)

@@ -2,7 +2,7 @@
 torch CUDA stream, optional CUDA graph replay for timing.
 
 Written against the TensorRT 10.x/11.x Python API docs (see docs/tensorrt.md). Before the
-engine is deserialized, `trt_plan.preflight` checks the manifest record against this machine,
+engine is deserialized, `trt_compat.preflight` checks the manifest record against this machine,
 so a wrong TensorRT version or GPU gives one clear line and the rebuild command instead of
 TensorRT's opaque deserialization error.
 """
@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 
 from toolkit.errors import BackendUnavailable, UsageError
-from toolkit.exporters import trt_plan
-from toolkit.exporters.tensorrt import gpu_facts, import_tensorrt, make_logger, require_cuda
 from toolkit.runtime.base import Feed, Runner
 from toolkit.spec import OutputSpec, TensorSpec
+from toolkit.tensorrt import bindings as trt_bindings
+from toolkit.tensorrt import compat as trt_compat
+from toolkit.tensorrt import profiles as trt_profiles
+from toolkit.tensorrt.build import gpu_facts, import_tensorrt, make_logger, require_cuda
 
 
 @dataclass
@@ -73,7 +75,7 @@ class TensorRTRunner(Runner):
         self._logger: Any = None
         self._dtypes: dict[str, Any] = {}
         self._engine_outputs: list[str] = []
-        self._profiles: list[trt_plan.Profile] = []
+        self._profiles: list[trt_profiles.Profile] = []
         self._profile = 0
         self._prepared: list[_Bound] = []
 
@@ -93,9 +95,9 @@ class TensorRTRunner(Runner):
                              f"not '{self.device}'")
         if not self.path.is_file():
             raise UsageError(f"{self.path}: engine not found; build it with "
-                             f"{trt_plan.rebuild_command(self.bundle_dir)}")
+                             f"{trt_compat.rebuild_command(self.bundle_dir)}")
         trt, torch = self._preflight()
-        trt_plan.api_plan(trt.__version__)  # refuses TensorRT < 10
+        trt_compat.api_plan(trt.__version__)  # refuses TensorRT < 10
         self._torch, self._trt = torch, trt
         device = torch.device(self.device)
         if device.index is not None:
@@ -111,10 +113,10 @@ class TensorRTRunner(Runner):
             self._runtime.DLA_core = int(dla_core)  # the core the engine's DLA layers run on
         self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self._engine is None:
-            detail = trt_plan.last_errors(self._logger.messages) or "no reason given"
+            detail = trt_compat.last_errors(self._logger.messages) or "no reason given"
             raise BackendUnavailable(
                 f"{self.path}: TensorRT {trt.__version__} could not load the engine ({detail}); "
-                f"rebuild it here: {trt_plan.rebuild_command(self.bundle_dir)}"
+                f"rebuild it here: {trt_compat.rebuild_command(self.bundle_dir)}"
             )
         self._context = self._engine.create_execution_context()
         if self._context is None:
@@ -134,10 +136,10 @@ class TensorRTRunner(Runner):
             dla_cores = None
             if trt is not None and self.record.get("dla_core") is not None:
                 dla_cores = int(trt.Runtime(make_logger(trt)).num_DLA_cores)
-            here = trt_plan.machine(
+            here = trt_compat.machine(
                 getattr(trt, "__version__", None), gpu, platform.machine(), dla_cores
             )
-            decision = trt_plan.preflight(self.record, here, bundle=self.bundle_dir)
+            decision = trt_compat.preflight(self.record, here, bundle=self.bundle_dir)
             decision.raise_if_blocked()
             self.warnings = list(decision.warnings)
         if trt is None:
@@ -151,14 +153,14 @@ class TensorRTRunner(Runner):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         ins = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outs = [n for n in names if n not in ins]
-        problems = trt_plan.io_problems(
+        problems = trt_bindings.io_problems(
             ins, outs, [s.name for s in self.inputs], [o.name for o in self.outputs]
         )
         if problems:
             raise UsageError(f"{self.path}: " + "; ".join(problems) + "; rebuild the engine")
         self._engine_outputs = outs
         self._dtypes = {
-            n: getattr(self._torch, trt_plan.buffer_dtype(n, engine.get_tensor_dtype(n).name))
+            n: getattr(self._torch, trt_bindings.buffer_dtype(n, engine.get_tensor_dtype(n).name))
             for n in names
         }
         count = int(engine.num_optimization_profiles)
@@ -212,7 +214,7 @@ class TensorRTRunner(Runner):
         torch, context, stream = self._torch, self._context, self._stream
         shapes = {name: tuple(np.shape(array)) for name, array in feed.items()}
         if self._profiles:
-            profile = trt_plan.select_profile(self._profiles, shapes)
+            profile = trt_profiles.select_profile(self._profiles, shapes)
             if profile != self._profile:
                 context.set_optimization_profile_async(profile, stream.cuda_stream)
                 self._profile = profile
@@ -229,7 +231,7 @@ class TensorRTRunner(Runner):
                 bound.inputs[spec.name] = tensor
             for name in self._engine_outputs:
                 shape = tuple(context.get_tensor_shape(name))
-                if trt_plan.unresolved_dims(shape):
+                if trt_bindings.unresolved_dims(shape):
                     raise UsageError(f"{self.name}: output '{name}' has a data-dependent shape "
                                      f"{list(shape)}, which toolkit's TensorRT runner can't bind")
                 tensor = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
@@ -239,7 +241,7 @@ class TensorRTRunner(Runner):
 
     def _execute(self) -> None:
         if not self._context.execute_async_v3(self._stream.cuda_stream):
-            detail = trt_plan.last_errors(self._logger.messages) or "no reason given"
+            detail = trt_compat.last_errors(self._logger.messages) or "no reason given"
             raise BackendUnavailable(f"{self.name}: TensorRT failed to run the engine: {detail}")
 
     def _capture(self) -> Any:
@@ -273,3 +275,19 @@ def require_cuda_module() -> Any:
         raise BackendUnavailable("PyTorch is not installed, needed to run a TensorRT engine"
                                  ) from None
     return torch
+
+
+def open_artifact(bundle: Any, record: dict[str, Any], *, device: str = "cuda",
+                  **options: Any) -> Runner:
+    """The engine's runner; names Torch-TensorRT changed are mapped back to the bundle's."""
+    common = dict(record=record, bundle_root=str(bundle.root), precision=record["precision"],
+                  device=device if device.startswith("cuda") else "cuda", **options)
+    path = bundle.path_of(record)
+    names = record.get("tensor_names") or {}
+    if all(k == v for k, v in names.items()):
+        return TensorRTRunner(path, inputs=bundle.inputs, outputs=bundle.outputs, **common)
+    from toolkit.runtime.renamed import RenamedRunner, renamed_specs
+
+    inner = TensorRTRunner(path, inputs=renamed_specs(bundle.inputs, names),
+                           outputs=renamed_specs(bundle.outputs, names), **common)
+    return RenamedRunner(inner, names, inputs=bundle.inputs, outputs=bundle.outputs)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.environment import require_module
 from toolkit.errors import BackendUnavailable
 from toolkit.runtime.base import Feed, Runner
 
@@ -26,8 +27,7 @@ class TorchRunner(Runner):
     call_style = "flat"  # 'flat': FlatModule outputs; 'positional'/'keyword': user structure
 
     def _activate_impl(self) -> None:
-        import torch
-
+        torch = require_module("torch", f"running {self.name}")
         check_device(self.device)
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -42,7 +42,7 @@ class TorchRunner(Runner):
     def _tensors(self, feed: Feed) -> tuple:
         import torch
 
-        from toolkit.model import TORCH_DTYPES
+        from toolkit.source.wrapper import TORCH_DTYPES
 
         return tuple(
             torch.from_numpy(feed[s.name]).to(self.device, dtype=TORCH_DTYPES[s.dtype])
@@ -57,7 +57,7 @@ class TorchRunner(Runner):
     def _infer_impl(self, feed: Feed) -> dict[str, np.ndarray]:
         import torch
 
-        from toolkit.model import flatten_outputs, to_numpy
+        from toolkit.source.wrapper import flatten_outputs, to_numpy
 
         with torch.inference_mode():
             out = self._run(self._tensors(feed))

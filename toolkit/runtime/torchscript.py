@@ -21,3 +21,9 @@ class TorchScriptRunner(TorchRunner):
         import torch
 
         return torch.jit.load(str(self.path), map_location=self.device).eval()
+
+
+def open_artifact(bundle: Any, record: dict[str, Any], **options: Any) -> TorchScriptRunner:
+    return TorchScriptRunner(bundle.path_of(record), call_style=record.get("call_style", "flat"),
+                             inputs=bundle.inputs, outputs=bundle.outputs,
+                             precision=record["precision"], **options)

@@ -1,0 +1,133 @@
+"""`toolkit verify` as a user runs it: healthy bundles pass, planted defects fail with exit 1,
+and --localize names the module of the damaged layer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+from toolkit.bundle import Bundle
+from toolkit.cli.app import app
+from toolkit.export.pipeline import export
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def cnn_bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("verify") / "cnn"
+    result = export("tests.models:small_cnn", ["onnx"], out)
+    assert result.exit_code == 0, result.to_dict()
+    return out
+
+
+def damaged_copy(bundle_dir, tmp_path, name_part: str, change) -> str:
+    """A copy of the bundle whose ONNX initializer containing `name_part` is changed."""
+    copy = tmp_path / "damaged"
+    shutil.copytree(bundle_dir, copy)
+    model = onnx.load(str(copy / "model.onnx"))
+    hits = [t for t in model.graph.initializer if name_part in t.name]
+    assert hits, [t.name for t in model.graph.initializer]
+    for tensor in hits[:1]:
+        tensor.CopyFrom(numpy_helper.from_array(change(numpy_helper.to_array(tensor).copy()),
+                                                tensor.name))
+    onnx.save(model, str(copy / "model.onnx"))
+    return str(copy)
+
+
+def test_healthy_bundle_passes_and_records(cnn_bundle, tmp_path):
+    report = tmp_path / "parity.json"
+    md = tmp_path / "parity.md"
+    result = runner.invoke(app, ["verify", str(cnn_bundle), "--json", str(report),
+                                 "--markdown", str(md)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["passed"] and data["reports"][0]["samples"] == 3
+    assert "| onnx/fp32 |" in md.read_text()
+    record = Bundle.open(cnn_bundle).artifact("onnx")
+    assert record["parity"]["passed"] and record["parity"]["tolerance"]
+
+
+@pytest.mark.parametrize("factor", [1.03, 1.05])
+def test_scaled_middle_layer_fails_and_is_localized(cnn_bundle, tmp_path, factor):
+    damaged = damaged_copy(cnn_bundle, tmp_path, "features.3.weight", lambda w: w * factor)
+    result = runner.invoke(app, ["verify", damaged, "--localize"])
+    assert result.exit_code == 1, result.output
+    assert "features.3" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_nan_in_a_bias_fails(cnn_bundle, tmp_path):
+    def poison(bias):
+        bias[0] = np.nan
+        return bias
+
+    damaged = damaged_copy(cnn_bundle, tmp_path, "classifier.1.bias", poison)
+    result = runner.invoke(app, ["verify", damaged, "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 1, result.output
+    summary = json.loads((tmp_path / "r.json").read_text())["reports"][0]["outputs"]["output"]
+    assert summary["nan_actual"] > 0
+
+
+def test_real_data_uses_the_live_model(cnn_bundle, tmp_path):
+    data = tmp_path / "real.npz"
+    np.savez(data, x=np.random.default_rng(5).random((6, 3, 16, 16), dtype=np.float32))
+    result = runner.invoke(app, ["verify", str(cnn_bundle), "--data", str(data),
+                                 "--json", str(tmp_path / "r.json"), "--no-record"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())["reports"][0]
+    assert report["samples"] > 3  # golden + real batches
+
+
+def test_against_eager_and_eager_format(cnn_bundle):
+    result = runner.invoke(app, ["verify", str(cnn_bundle), "--against",
+                                 "tests.models:small_cnn", "--format", "onnx,eager",
+                                 "--no-record"])
+    assert result.exit_code == 0, result.output
+
+
+def test_per_output_tolerance_override_is_applied(cnn_bundle, tmp_path):
+    damaged = damaged_copy(cnn_bundle, tmp_path, "features.3.weight", lambda w: w * 1.03)
+    strict = runner.invoke(app, ["verify", damaged, "--no-record"])
+    loose = runner.invoke(app, ["verify", damaged, "--no-record",
+                                "--tol", "output:satol=0.5,cos=0.9"])
+    assert strict.exit_code == 1, strict.output
+    assert loose.exit_code == 0, loose.output
+
+
+def test_mismatched_data_is_bad_input(cnn_bundle, tmp_path):
+    data = tmp_path / "bad.npz"
+    np.savez(data, x=np.zeros((2, 3, 8, 8), np.float32))
+    result = runner.invoke(app, ["verify", str(cnn_bundle), "--data", str(data)])
+    assert result.exit_code == 2, result.output
+    assert "x" in result.output and "Traceback" not in result.output
+
+
+def test_an_artifact_that_cannot_run_a_sample_fails_instead_of_crashing(cnn_bundle, tmp_path):
+    copy = tmp_path / "fixed-batch"
+    shutil.copytree(cnn_bundle, copy)
+    model = onnx.load(str(copy / "model.onnx"))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2  # bakes batch 2 in
+    onnx.save(model, str(copy / "model.onnx"))
+    result = runner.invoke(app, ["verify", str(copy), "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 1, result.output
+    assert "internal error" not in result.output
+    errors = json.loads((tmp_path / "r.json").read_text())["reports"][0]["errors"]
+    assert errors and "did not run" in errors[0]
+
+
+def test_tampered_artifact_is_noted_and_unknown_tol_output_refused(cnn_bundle, tmp_path):
+    damaged = damaged_copy(cnn_bundle, tmp_path, "features.3.weight", lambda w: w * 1.05)
+    result = runner.invoke(app, ["verify", damaged, "--no-record"])
+    assert "changed since it was exported" in result.output
+    bad_tol = runner.invoke(app, ["verify", str(cnn_bundle), "--tol", "nosuch:atol=1"])
+    assert bad_tol.exit_code == 2 and "nosuch" in bad_tol.output
+    unwritable = runner.invoke(app, ["verify", str(cnn_bundle), "--json",
+                                     str(tmp_path / "no" / "dir" / "r.json")])
+    assert unwritable.exit_code == 2 and "--json" in unwritable.output

@@ -1,0 +1,40 @@
+"""Options shared by several commands, declared once so each means the same everywhere.
+
+Help texts that list formats come from the format table, so a new format appears in every
+command's --help without touching the CLI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from toolkit import formats
+
+_ALL = formats.help_text()
+_EXPORTABLE = formats.help_text(formats.exportable())
+_PRECISIONS = ", ".join(dict.fromkeys(p for f in formats.all_formats() for p in f.precisions))
+
+Formats = Annotated[list[str] | None, typer.Option(
+    "--format", "-f", help=f"Formats to use: {_ALL}. Comma list or repeated. "
+    "Default: every artifact of the bundle.")]
+ExportFormats = Annotated[list[str], typer.Option(
+    "--to", "-t", help=f"Formats to export: {_EXPORTABLE}. Comma list or repeated.")]
+Precisions = Annotated[list[str] | None, typer.Option(
+    "--precision", "-p", help=f"Precisions: {_PRECISIONS} (comma list). Default: all there are.")]
+ExportPrecisions = Annotated[list[str], typer.Option(
+    "--precision", "-p", help=f"Precisions to export: {_PRECISIONS} (reduced ones apply to "
+    f"{', '.join(f.name for f in formats.all_formats() if len(f.precisions) > 1)}).")]
+Device = Annotated[str, typer.Option(help="cpu or cuda (cuda:N).")]
+TrustCheckpoint = Annotated[bool, typer.Option(
+    help="Allow arbitrary unpickling of the checkpoint on this command (only for files you "
+    "trust).")]
+Force = Annotated[bool, typer.Option(help="Replace what exists.")]
+JsonPath = Annotated[Path | None, typer.Option(
+    "--json", help="Write the results as JSON to this path ('-' for standard output, with the "
+    "human report on standard error).")]
+MarkdownPath = Annotated[Path | None, typer.Option(help="Write a Markdown report here.")]
+ModelClass = Annotated[str | None, typer.Option(
+    help="LightningModule class pkg.module:Class (when the checkpoint doesn't record it).")]

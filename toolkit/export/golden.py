@@ -1,0 +1,38 @@
+"""Golden samples: the inputs every artifact is checked on, with the eager outputs for them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from toolkit.bundle import GoldenSample
+from toolkit.spec import batch_range, random_inputs
+
+GOLDEN_EXTRA_BATCHES = (1, 3)  # besides the example's own batch, when the batch is dynamic
+
+
+def golden_samples(loaded: Any) -> list[GoldenSample]:
+    """The example, then batches 1 and 3 when the batch is dynamic.
+
+    Extra batches are cut from (or tiled out of) the module's own example when it has one,
+    since reduced precisions are calibrated for real data and random noise would fail them;
+    they are seeded random inputs otherwise.
+    """
+    first = loaded.example_feed(batch=None)
+    samples = [GoldenSample(first, loaded.run(first))]
+    rng = batch_range(loaded.inputs)
+    if rng is not None:
+        seen = {samples[0].batch}
+        for i, batch in enumerate(GOLDEN_EXTRA_BATCHES, start=1):
+            if rng[0] <= batch <= rng[2] and batch not in seen:
+                seen.add(batch)
+                feed = loaded.example_feed(batch=batch, seed=i)
+                samples.append(GoldenSample(feed, loaded.run(feed)))
+    if any(axis > 0 for s in loaded.inputs for axis in s.dynamic_dims):
+        # Other dynamic dimensions (sequence length, image size) at their min and their max:
+        # an artifact that baked the example's size in fails here, not on the device.
+        for i, at in enumerate(("min", "max"), start=len(samples)):
+            batch = rng[0] if (rng and at == "min") else (min(rng[2], 2) if rng else None)
+            feed = random_inputs(loaded.inputs, batch=batch, seed=i,
+                                 int_high=loaded.int_high(), at=at)
+            samples.append(GoldenSample(feed, loaded.run(feed)))
+    return samples

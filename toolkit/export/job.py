@@ -1,0 +1,141 @@
+"""The contracts of one export run: its options, each step's status, and the job an exporter
+receives. No torch here: the CLI and the Lightning callback build these before any export."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from toolkit.errors import ToolkitError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from toolkit.bundle import Bundle
+    from toolkit.formats import Format
+
+
+class StepStatus(str, Enum):
+    """What happened to one format × precision of a run (a str, so JSON shows the word)."""
+
+    PENDING = "pending"
+    OK = "ok"
+    FAILED = "failed"
+    PARITY_FAILED = "parity-failed"
+    ACCURACY_FAILED = "accuracy-failed"
+    UNAVAILABLE = "unavailable"
+    SKIPPED = "skipped"
+    EXISTS = "exists"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def check_failed(self) -> bool:
+        return self in (StepStatus.PARITY_FAILED, StepStatus.ACCURACY_FAILED)
+
+
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class PrecisionOptions:
+    """Calibration and accuracy-gate settings for reduced precision (one place for defaults)."""
+
+    calib_data: str | None = None
+    calib_batches: int = 32
+    calib_method: str = "minmax"
+    eval_data: str | None = None
+    max_accuracy_drop: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.calib_method not in CALIB_METHODS:
+            raise UsageError(f"--calib-method {self.calib_method}: use one of "
+                             f"{', '.join(CALIB_METHODS)}")
+        if self.calib_batches < 1:
+            raise UsageError(f"--calib-batches must be >= 1, got {self.calib_batches}")
+        if self.max_accuracy_drop < 0:
+            raise UsageError(f"--max-accuracy-drop must be >= 0, got {self.max_accuracy_drop}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> PrecisionOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values or {}) - known)
+        if unknown:
+            raise UsageError(f"unknown precision options: {', '.join(unknown)}")
+        return cls(**{k: v for k, v in (values or {}).items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions:
+    """How to export, shared by every step of one run. Built by keyword only."""
+
+    force: bool = False
+    precisions: tuple[str, ...] = ("fp32",)
+    device: str = "cpu"
+    verify: bool = True
+    opset: int | None = None
+    torchscript_mode: str = "auto"
+    trt_options: Any = None  # toolkit.tensorrt.options.BuildOptions
+    trt_via: str = "onnx"  # or torch-compile / torchscript (Torch-TensorRT)
+    precision: PrecisionOptions = field(default_factory=PrecisionOptions)
+
+
+@dataclass
+class Step:
+    """One format × precision of an export run."""
+
+    target: str
+    precision: str = "fp32"
+    status: StepStatus = StepStatus.PENDING
+    seconds: float = 0.0
+    path: str | None = None
+    detail: str = ""
+    parity: dict[str, Any] | None = None
+    error: ToolkitError | None = field(default=None, repr=False)
+    started: float = field(default_factory=time.perf_counter, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "precision": self.precision,
+                "status": self.status.value, "seconds": round(self.seconds, 2),
+                "path": self.path, "detail": self.detail, "parity": self.parity}
+
+
+StepCallback = Callable[[Step], None]
+
+
+@dataclass
+class ExportJob:
+    """What an exporter gets: write `dest` (a temp path, renamed into place on success) and
+    return the record's fields. `ensure(format, precision)` makes a dependency first."""
+
+    format: Format
+    precision: str
+    bundle: Bundle
+    options: ExportOptions
+    dest: Path | None = None
+    model: Any = None  # toolkit.source.wrapper.LoadedModel, when the source is a model
+    ensure: Callable[[str, str], dict[str, Any]] | None = None
+
+    def need_model(self) -> Any:
+        if self.model is None:
+            raise UsageError(
+                f"{self.format.name} ({self.precision}) needs the PyTorch model; export from "
+                f"the checkpoint or factory with --out {self.bundle.root}")
+        return self.model
+
+
+def steps_exit_code(steps: Sequence[Step]) -> int:
+    """Bad input outranks a failed check, which outranks a backend missing here."""
+    codes = [s.error.exit_code for s in steps if s.error is not None]
+    if any(s.status.check_failed for s in steps):
+        codes.append(1)
+    for code in (2, 1, 3):
+        if code in codes:
+            return code
+    return 0

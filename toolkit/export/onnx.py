@@ -1,0 +1,111 @@
+"""ONNX export: torch.onnx.export(dynamo=True), falling back to the TorchScript-based exporter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import ExportFailed, UsageError, first_line
+from toolkit.export.common import dynamic_shapes, example_args, quiet
+from toolkit.export.job import ExportJob
+from toolkit.source.wrapper import LoadedModel
+
+TWO_GIB = 2 * 1024**3
+
+
+def _parameter_bytes(model: LoadedModel) -> int:
+    return sum(p.numel() * p.element_size() for p in model.module.parameters())
+
+
+def _export_dynamo(model: LoadedModel, dest: Path, opset: int | None) -> None:
+    import torch
+
+    with quiet():
+        program = torch.onnx.export(
+            model.flat, example_args(model), None,
+            input_names=[s.name for s in model.inputs],
+            output_names=[o.name for o in model.outputs],
+            dynamic_shapes=dynamic_shapes(model), opset_version=opset,
+            dynamo=True, optimize=True, verbose=False, report=False,
+        )
+        # Weights stay inside the file unless the 2 GB protobuf limit forces external data.
+        program.save(str(dest), external_data=_parameter_bytes(model) >= TWO_GIB)
+
+
+def _export_legacy(model: LoadedModel, dest: Path, opset: int | None) -> None:
+    import torch
+
+    axes: dict[str, dict[int, str]] = {}
+    for spec in model.inputs:
+        axes[spec.name] = {a: ("batch" if a == 0 else f"{spec.name}_{a}")
+                           for a in spec.dynamic_dims}
+    if any(s.has_dynamic_batch for s in model.inputs):
+        for out in model.outputs:
+            axes[out.name] = {0: "batch"}
+    with quiet():
+        torch.onnx.export(
+            model.flat, example_args(model), str(dest),
+            input_names=[s.name for s in model.inputs],
+            output_names=[o.name for o in model.outputs],
+            dynamic_axes=axes or None, opset_version=opset or 17, dynamo=False,
+        )
+
+
+def export_onnx(model: LoadedModel, dest: Path, *, opset: int | None = None) -> dict[str, Any]:
+    """Write `dest`; returns record fields (exporter used, opset, nodes, fallback reason)."""
+    import onnx
+
+    notes: list[str] = []
+    try:
+        _export_dynamo(model, dest, opset)
+        exporter = "torch.onnx dynamo"
+    except Exception as dynamo_error:  # any exporter failure: try the legacy route
+        notes.append(f"dynamo exporter failed ({first_line(dynamo_error)}); "
+                     "fell back to the TorchScript-based exporter")
+        try:
+            _export_legacy(model, dest, opset)
+            exporter = "torch.onnx torchscript (fallback)"
+        except Exception as legacy_error:
+            raise ExportFailed(
+                f"ONNX export failed with both exporters. dynamo: {first_line(dynamo_error)} | "
+                f"torchscript: {first_line(legacy_error)}"
+            ) from legacy_error
+    try:
+        onnx.checker.check_model(str(dest), full_check=False)
+    except onnx.checker.ValidationError as err:
+        raise ExportFailed(f"the exported ONNX fails onnx.checker: {first_line(err)}") from err
+    proto = onnx.load(str(dest), load_external_data=False)
+    opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    _check_dynamic_dims(model, proto)
+    return {"exporter": exporter, "opset": opset_used, "nodes": len(proto.graph.node),
+            "notes": notes}
+
+
+def _check_dynamic_dims(model: LoadedModel, proto: Any) -> None:
+    """A dimension declared dynamic must not come out fixed: that would fail at run time."""
+    by_name = {v.name: v for v in proto.graph.input}
+    for spec in model.inputs:
+        value = by_name.get(spec.name)
+        if value is None:
+            raise ExportFailed(f"the exported ONNX lost input '{spec.name}'")
+        dims = value.type.tensor_type.shape.dim
+        for axis in spec.dynamic_dims:
+            if axis < len(dims) and dims[axis].HasField("dim_value"):
+                raise ExportFailed(
+                    f"input '{spec.name}' dimension {axis} was declared dynamic but the model "
+                    f"fixes it to {dims[axis].dim_value}; pass --static or a fixed --input shape"
+                )
+
+
+def export_artifact(job: ExportJob) -> dict[str, Any]:
+    """fp32 from the model; reduced precisions rewritten from the bundle's fp32 ONNX."""
+    assert job.dest is not None
+    if job.precision == "fp32":
+        return export_onnx(job.need_model(), job.dest, opset=job.options.opset)
+    from toolkit.export.precision.steps import make_reduced_onnx
+
+    base = job.bundle.artifact(job.format.name, "fp32")
+    if base is None:
+        raise UsageError(f"--precision {job.precision} converts the fp32 ONNX; include fp32: "
+                         f"--precision fp32,{job.precision}")
+    return make_reduced_onnx(job.bundle, base, job.dest, job.precision, job.options.precision)

@@ -1,0 +1,400 @@
+"""`toolkit.export(...)`: SOURCE -> bundle of verified artifacts. The CLI is a thin shell on it.
+
+The run is a loop over (format, precision) steps. What each format needs and how it is made
+comes from the format table (`toolkit.formats`): this module names no format.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from toolkit import environment, formats
+from toolkit.bundle import Bundle, GoldenSample, atomic_path, now, sha256_file
+from toolkit.errors import BackendUnavailable, ToolkitError, UsageError
+from toolkit.export.golden import GOLDEN_EXTRA_BATCHES, golden_samples
+from toolkit.export.job import (
+    ExportJob,
+    ExportOptions,
+    PrecisionOptions,
+    Step,
+    StepCallback,
+    StepStatus,
+    steps_exit_code,
+)
+from toolkit.formats import Format
+from toolkit.spec import TensorSpec, batch_range
+
+__all__ = ["export", "ExportOptions", "ExportResult", "Step", "StepStatus", "golden_samples"]
+
+
+@dataclass
+class ExportResult:
+    bundle: Bundle
+    steps: list[Step]
+
+    @property
+    def exit_code(self) -> int:
+        return steps_exit_code(self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bundle": str(self.bundle.root), "exit_code": self.exit_code,
+                "steps": [s.to_dict() for s in self.steps]}
+
+
+def default_out(source: str) -> Path:
+    name = Path(source).stem if ":" not in source else source.rpartition(":")[2]
+    return Path("out") / (name or "model")
+
+
+def make_options(options: ExportOptions | None = None, **overrides: Any) -> ExportOptions:
+    """ExportOptions from keywords; `precision_options` may be a mapping."""
+    known = {f.name for f in fields(ExportOptions)}
+    if "precision_options" in overrides:
+        overrides["precision"] = PrecisionOptions.from_mapping(
+            overrides.pop("precision_options"))
+    if isinstance(overrides.get("precisions"), (list, str)):
+        value = overrides["precisions"]
+        overrides["precisions"] = tuple([value] if isinstance(value, str) else value)
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"unknown export options: {', '.join(unknown)}")
+    if options is None:
+        return ExportOptions(**overrides)
+    from dataclasses import replace
+
+    return replace(options, **overrides)
+
+
+def export(
+    source: str,
+    to: Sequence[str] | str = ("onnx",),
+    out: str | Path | None = None,
+    *,
+    model: str | None = None,
+    weights: str | None = None,
+    inputs: Sequence[str | TensorSpec] | None = None,
+    static: bool = False,
+    trust_checkpoint: bool = False,
+    options: ExportOptions | None = None,
+    on_step: StepCallback | None = None,
+    **option_fields: Any,
+) -> ExportResult:
+    """Export SOURCE into a bundle; each artifact is checked against the golden samples.
+
+    Options are an `ExportOptions`, or its fields as keywords (force=True, precisions=[...],
+    precision_options={...}).
+    """
+    from toolkit.source.load import source_kind
+    from toolkit.spec import parse_input
+    from toolkit.tensorrt.options import check_route
+
+    opts = make_options(options, **option_fields)
+    opts = make_options(opts, trt_via=check_route(opts.trt_via))
+    targets = _with_dependencies(formats.parse_targets([to] if isinstance(to, str) else to),
+                                 opts)
+    specs = [s if isinstance(s, TensorSpec) else parse_input(s) for s in inputs or []]
+    kind = source_kind(source)
+    out_dir = Path(out) if out else (Path(source) if kind == "bundle" else default_out(source))
+    _check_writable(out_dir)
+    created = not out_dir.exists()
+    run = _Run(targets, opts, on_step)
+    try:
+        if kind == "bundle":
+            bundle = Bundle.open(source)
+            if out_dir.resolve() != bundle.root.resolve():
+                raise UsageError("--out can't be used with a bundle source; it is exported "
+                                 "in place")
+            run.check_precisions(single_target_strict=True)
+            run.from_bundle(bundle)
+        elif kind == "onnx":
+            run.check_precisions(single_target_strict=True)
+            run.from_bundle(_bundle_from_onnx(Path(source), out_dir, specs, opts))
+        else:
+            run.from_model(source, out_dir, specs, model, weights, static, trust_checkpoint)
+    except BaseException:
+        if created and out_dir.exists():
+            shutil.rmtree(out_dir, ignore_errors=True)  # nothing partial left behind
+        raise
+    result = ExportResult(run.bundle, run.steps)
+    if created and not result.bundle.artifacts and out_dir.exists():
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return result
+
+
+def _with_dependencies(targets: list[str], opts: ExportOptions) -> list[str]:
+    """A format built from another (TensorRT from ONNX) gets that one exported, and verified,
+    first: it is what the target device builds from when the backend isn't here."""
+    ordered: list[str] = []
+    for name in targets:
+        for dependency in formats.get(name).dependencies(opts):
+            if dependency not in ordered:
+                ordered.append(dependency)
+        if name not in ordered:
+            ordered.append(name)
+    return ordered
+
+
+def _check_writable(out_dir: Path) -> None:
+    probe = out_dir
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"--out {out_dir}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK):
+        raise UsageError(f"--out {out_dir}: {probe} is not writable; choose another --out")
+    if out_dir.exists() and not Bundle.is_bundle(out_dir) and any(out_dir.iterdir()):
+        raise UsageError(f"--out {out_dir} exists and is not a bundle; choose an empty or new "
+                         "directory")
+
+
+class _Exists(UsageError):
+    """An artifact already in the bundle: skipped, not an error, unless --force replaces it."""
+
+
+class _Run:
+    """One export run: its steps, the bundle, and the model when the source has one."""
+
+    def __init__(self, targets: list[str], opts: ExportOptions,
+                 on_step: StepCallback | None) -> None:
+        self.targets = [formats.get(t) for t in targets]
+        self.opts = opts
+        self.on_step = on_step
+        self.steps: list[Step] = []
+        self.model: Any = None
+        self.bundle: Bundle = None  # type: ignore[assignment]
+
+    # -- precision planning --------------------------------------------------------------
+    def precisions_for(self, fmt: Format) -> list[str]:
+        """Every requested precision the format carries (fp32-only formats: fp32)."""
+        wanted = [p for p in self.opts.precisions if p in fmt.precisions]
+        return wanted or ["fp32"]
+
+    def check_precisions(self, single_target_strict: bool = False) -> None:
+        """Reduced precision names checked against the formats that carry them. A lone
+        fp32-only target asked for fp16 is an error; in a list it just exports fp32."""
+        from toolkit.spec import canonical_precision
+
+        wanted = [canonical_precision(p) for p in self.opts.precisions]
+        self.opts = make_options(self.opts, precisions=tuple(dict.fromkeys(wanted)))
+        if wanted == ["fp32"]:
+            return
+        carriers = [f for f in self.targets if len(f.precisions) > 1]
+        for fmt in carriers:
+            formats.check_precisions(fmt.name, wanted)
+        if not carriers and (len(self.targets) == 1 or single_target_strict):
+            formats.check_precisions(self.targets[0].name, wanted)
+
+    # -- sources -------------------------------------------------------------------------
+    def from_model(self, source: str, out_dir: Path, specs: list[TensorSpec],
+                   model_ref: str | None, weights: str | None, static: bool,
+                   trust: bool) -> None:
+        from toolkit.source.load import load_model
+
+        loaded = load_model(source, model_ref=model_ref, weights=weights,
+                            inputs=specs or None, static=static, trust_checkpoint=trust)
+        if trust:
+            loaded.source["trusted"] = True
+        self.check_precisions()
+        if any(p != "fp32" for p in self.opts.precisions):
+            from toolkit.export.precision.steps import check_precision_data
+
+            real = check_precision_data(loaded.inputs, self.opts.precisions,
+                                        self.opts.precision)
+            if loaded.example is None and real is not None:
+                # Golden samples from real data: reduced precisions are calibrated for it,
+                # and random noise would fail a healthy INT8 model.
+                loaded.example = real
+        self.model = loaded
+        self.bundle = _open_or_create(out_dir, loaded, self.opts.force)
+        if self.bundle.manifest.get("golden") is None:
+            self.bundle.save_golden(golden_samples(loaded))
+        self._run_all()
+
+    def from_bundle(self, bundle: Bundle) -> None:
+        """Formats derivable from the bundle alone (reduced-precision ONNX, engines)."""
+        self.bundle = bundle
+        need_model = [f.name for f in self.targets if f.uses_model(self.opts)
+                      and not (f.precisions != ("fp32",) and bundle.artifact(f.name, "fp32"))]
+        if need_model:
+            raise UsageError(
+                f"--to {','.join(need_model)} needs the PyTorch model; export from the "
+                f"checkpoint with --out {bundle.root}")
+        self._run_all()
+
+    # -- steps ---------------------------------------------------------------------------
+    def _run_all(self) -> None:
+        for fmt in self.targets:
+            for precision in self.precisions_for(fmt):
+                step = Step(fmt.name, precision)
+                self.steps.append(step)
+                if self.model is None and fmt.uses_model(self.opts) and precision == "fp32":
+                    self._existing_only(step)
+                    continue
+                self._run_step(step, fmt)
+        self.bundle.save()
+
+    def _existing_only(self, step: Step) -> None:
+        """A bundle source can't re-export what comes from the model: it is there or not."""
+        if self.bundle.artifact(step.target, step.precision) is None:
+            step.status = StepStatus.FAILED
+            step.detail = f"the bundle has no {step.precision} {step.target}"
+            step.error = UsageError(step.detail)
+        else:
+            step.status, step.detail = StepStatus.EXISTS, "already in the bundle"
+        self._done(step)
+
+    def ensure(self, name: str, precision: str) -> dict[str, Any]:
+        """The bundle's (format, precision) artifact, made now when it is missing."""
+        record = self.bundle.artifact(name, precision)
+        if record is None:
+            record = self._make(formats.get(name), precision)
+            self.bundle.save()
+        return record
+
+    def _make(self, fmt: Format, precision: str) -> dict[str, Any]:
+        job = ExportJob(fmt, precision, self.bundle, self.opts, model=self.model,
+                        ensure=self.ensure)
+        exporter = fmt.export_fn()
+        if not fmt.saved:
+            return {"format": fmt.name, "precision": precision, "path": None,
+                    "created_at": now(), **exporter(job)}
+        dest = self._destination(fmt, precision)
+        with atomic_path(dest, suffix=dest.suffix) as tmp:
+            job.dest = tmp
+            extra = exporter(job)
+        return self._record(fmt, precision, dest, extra)
+
+    def _destination(self, fmt: Format, precision: str) -> Path:
+        self.bundle.root.mkdir(parents=True, exist_ok=True)
+        dest = self.bundle.root / fmt.filename(precision)
+        if (self.bundle.artifact(fmt.name, precision) is not None and dest.exists()
+                and not self.opts.force):
+            raise _Exists(f"{dest.name} exists; pass --force to replace it")
+        return dest
+
+    def _record(self, fmt: Format, precision: str, dest: Path,
+                extra: dict[str, Any]) -> dict[str, Any]:
+        record = {
+            "format": fmt.name, "precision": precision, "path": dest.name,
+            "sha256": sha256_file(dest), "size_bytes": dest.stat().st_size,
+            "created_at": now(),
+            "tools": {k: v for k, v in environment.describe()["libraries"].items()
+                      if k in ("torch", "onnx", "onnxruntime", "onnxscript", "tensorrt")},
+            **extra,
+        }
+        self.bundle.record_artifact(record)
+        return record
+
+    def _run_step(self, step: Step, fmt: Format) -> None:
+        try:
+            record = self._make(fmt, step.precision)
+            step.path = record.get("path")
+            step.detail = "; ".join(record.get("notes") or [])
+            step.status = StepStatus.OK
+            if self.opts.verify:
+                self._verify(step, record)
+            accuracy = record.get("accuracy")
+            if accuracy and not accuracy["passed"]:
+                step.status, step.detail = StepStatus.ACCURACY_FAILED, accuracy["message"]
+            elif accuracy:
+                step.detail = "; ".join(filter(None, [step.detail, accuracy["message"]]))
+            self.bundle.save()
+        except _Exists as err:
+            step.status, step.detail = StepStatus.EXISTS, str(err)
+        except BackendUnavailable as err:
+            step.status, step.detail, step.error = StepStatus.UNAVAILABLE, str(err), err
+        except ToolkitError as err:
+            step.status, step.detail, step.error = StepStatus.FAILED, str(err), err
+        self._done(step)
+
+    def _verify(self, step: Step, record: dict[str, Any]) -> None:
+        from toolkit.parity.verify import verify_record
+
+        report = verify_record(self.bundle, record, device=self.opts.device, model=self.model)
+        step.parity = report.to_dict()
+        if record.get("path") is not None:
+            self.bundle.update_artifact(record["format"], record["precision"],
+                                        parity=step.parity)
+        if not report.passed:
+            step.status = StepStatus.PARITY_FAILED
+            step.detail = "; ".join(filter(None, [report.summary_line(), step.detail]))
+
+    def _done(self, step: Step) -> None:
+        import time
+
+        step.seconds = time.perf_counter() - step.started
+        if self.on_step:
+            self.on_step(step)
+
+
+def _open_or_create(out_dir: Path, loaded: Any, force: bool) -> Bundle:
+    outputs = loaded.outputs
+    if Bundle.is_bundle(out_dir):
+        bundle = Bundle.open(out_dir)
+        same_io = (bundle.manifest["inputs"] == [s.to_dict() for s in loaded.inputs]
+                   and [o.name for o in bundle.outputs] == [o.name for o in outputs])
+        same_source = bundle.manifest["source"].get("sha256") == loaded.source.get("sha256")
+        if same_io and same_source:
+            return bundle
+        if not force:
+            what = "inputs/outputs" if not same_io else "source"
+            raise UsageError(
+                f"{out_dir} holds a bundle from a different {what}; choose another --out, or "
+                "pass --force to start it over"
+            )
+        _clear_bundle(bundle)
+    return Bundle.create(out_dir, inputs=loaded.inputs, outputs=outputs,
+                         source=loaded.source, call={"style": loaded.call_style})
+
+
+def _clear_bundle(bundle: Bundle) -> None:
+    for record in bundle.artifacts:
+        if record.get("path"):
+            bundle.path_of(record).unlink(missing_ok=True)
+    bundle.golden_path.unlink(missing_ok=True)
+
+
+def _bundle_from_onnx(path: Path, out_dir: Path, specs: list[TensorSpec],
+                      opts: ExportOptions) -> Bundle:
+    """An .onnx file starts a bundle: copied in, golden outputs from ONNX Runtime."""
+    from toolkit.runtime.onnxruntime import OnnxRuntimeRunner
+    from toolkit.source.onnx_file import load_onnx_source
+    from toolkit.spec import random_inputs
+
+    src = load_onnx_source(path, specs)
+    if Bundle.is_bundle(out_dir) and not opts.force:
+        bundle = Bundle.open(out_dir)
+        if bundle.manifest["source"].get("sha256") != src.source["sha256"]:
+            raise UsageError(f"{out_dir} holds a bundle from a different source; choose "
+                             "another --out, or pass --force")
+        return bundle
+    onnx_format = formats.by_suffix(path.suffix) or formats.get("onnx")
+    bundle = Bundle.create(out_dir, inputs=src.inputs, outputs=src.outputs,
+                           source=src.source, call={"style": "positional"})
+    dest = bundle.root / onnx_format.filename()
+    bundle.root.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest, suffix=dest.suffix) as tmp:
+        shutil.copyfile(path, tmp)
+    run = _Run([onnx_format.name], opts, None)
+    run.bundle = bundle
+    run._record(onnx_format, "fp32", dest, {"exporter": "copied from source"})
+    samples = []
+    with OnnxRuntimeRunner(dest, inputs=src.inputs, outputs=src.outputs) as runner:
+        rng = batch_range(src.inputs)
+        for i, batch in enumerate((None, *GOLDEN_EXTRA_BATCHES)):
+            if batch is not None and (rng is None or not rng[0] <= batch <= rng[2]):
+                continue
+            feed = random_inputs(src.inputs, batch=batch, seed=i)
+            samples.append(GoldenSample(feed, runner.infer(feed)))
+    bundle.save_golden(samples)
+    bundle.manifest["golden"]["reference"] = "onnxruntime (source was an ONNX file)"
+    bundle.save()
+    return bundle
+
+
+ExportCallable = Callable[..., ExportResult]

@@ -1,0 +1,109 @@
+"""Reduced-precision artifacts of a bundle: fp16/bf16 casts or INT8 Q/DQ written into the ONNX,
+then an accuracy gate on labelled data (fp32 ONNX against the reduced one)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from toolkit.bundle import Bundle, atomic_path
+from toolkit.errors import UsageError
+from toolkit.export.job import PrecisionOptions
+
+
+def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precision: str,
+                      options: PrecisionOptions) -> dict[str, Any]:
+    """Write `dest` from the bundle's fp32 ONNX; returns the record's extra fields."""
+    from toolkit.export.precision.fp16 import convert_float16
+    from toolkit.export.precision.int8 import quantize_int8
+
+    source = bundle.path_of(base)
+    with atomic_path(dest, suffix=".onnx") as tmp:
+        if precision in ("fp16", "bf16"):
+            summary = convert_float16(source, tmp,
+                                      dtype="float16" if precision == "fp16" else "bfloat16")
+        elif precision == "int8":
+            calib = options.calib_data
+            if not calib:
+                raise UsageError("--precision int8 needs calibration samples: --calib-data "
+                                 "FILE.npz|DIR|pkg.module:DataModule")
+            from toolkit.source.data import load_feeds
+
+            feeds = load_feeds(calib, bundle.inputs, max_batches=options.calib_batches,
+                               batch_size=_calibration_batch(bundle), split="val",
+                               where="--calib-data")
+            summary = quantize_int8(source, tmp, [_inputs_only(f) for f in feeds],
+                                    method=options.calib_method)
+        else:
+            raise UsageError(f"--precision {precision}: supported are fp32, fp16, bf16, int8")
+    extra: dict[str, Any] = {"exporter": f"toolkit {precision} transform of {base['path']}",
+                             "transform": summary}
+    if summary.get("warnings"):
+        extra["notes"] = list(summary["warnings"])
+    if options.eval_data:
+        extra["accuracy"] = accuracy_check(bundle, source, dest, options)
+    return extra
+
+
+def check_precision_data(inputs: Any, precisions: Any,
+                         options: PrecisionOptions) -> dict[str, Any] | None:
+    """Validate calibration / evaluation data before anything is exported, so a bad option
+    costs one line, not a half-made bundle. Returns one real input batch (or None)."""
+    from toolkit.source.data import load_feeds
+
+    real = None
+    if "int8" in precisions:
+        if not options.calib_data:
+            raise UsageError("--precision int8 needs calibration samples: --calib-data "
+                             "FILE.npz|DIR|pkg.module:DataModule")
+        real = load_feeds(options.calib_data, inputs, max_batches=1, split="val",
+                          where="--calib-data")[0]
+    if options.eval_data:
+        feeds = load_feeds(options.eval_data, inputs, max_batches=1, split="test",
+                           where="--eval-data")
+        if "labels" not in feeds[0]:
+            raise UsageError(f"--eval-data {options.eval_data}: needs 'labels' beside the "
+                             "inputs")
+        real = real or feeds[0]
+    return _inputs_only(real) if real is not None else None
+
+
+def _calibration_batch(bundle: Bundle) -> int | None:
+    """Calibrate on batches of up to 32 when the batch is dynamic (--calib-batches counts
+    batches: at the opt batch of 1, 32 of them would be only 32 samples)."""
+    from toolkit.spec import batch_range
+
+    rng = batch_range(bundle.inputs)
+    return min(rng[2], 32) if rng else None
+
+
+def _inputs_only(feed: Mapping[str, Any]) -> dict[str, Any]:
+    from toolkit.source.data import split_labels
+
+    return split_labels(feed)[0]
+
+
+def accuracy_check(bundle: Bundle, fp32_path: Path, reduced_path: Path,
+                   options: PrecisionOptions) -> dict[str, Any]:
+    """Top-1 accuracy of the fp32 and reduced ONNX on labelled data, and the gate's verdict."""
+    from toolkit.parity.accuracy import accuracy_gate, classification_accuracy
+    from toolkit.runtime.onnxruntime import OnnxRuntimeRunner
+    from toolkit.source.data import load_feeds
+
+    feeds = load_feeds(options.eval_data, bundle.inputs, max_batches=None, split="test",
+                       where="--eval-data")
+    if not all("labels" in f for f in feeds):
+        raise UsageError(f"--eval-data {options.eval_data}: needs 'labels' beside the inputs")
+    scores = {}
+    for label, path in (("fp32", fp32_path), ("reduced", reduced_path)):
+        runner = OnnxRuntimeRunner(path, inputs=bundle.inputs, outputs=bundle.outputs)
+        with runner:
+            scores[label] = classification_accuracy(
+                lambda feed, r=runner: r.infer(_inputs_only(feed)), feeds)
+    max_drop = options.max_accuracy_drop
+    passed, message = accuracy_gate(scores["fp32"]["accuracy"], scores["reduced"]["accuracy"],
+                                    max_drop)
+    return {"fp32": scores["fp32"], "reduced": scores["reduced"],
+            "max_drop_points": max_drop, "passed": passed, "message": message,
+            "data": str(options.eval_data)}

@@ -1,0 +1,130 @@
+"""TensorRT engines through Torch-TensorRT instead of the ONNX parser (`--via`).
+
+`--via torch-compile`: torch.export -> `torch_tensorrt.dynamo.
+convert_exported_program_to_serialized_trt_engine` -> raw engine bytes, the same kind of file
+the ONNX route writes, so `TensorRTRunner`, verify and bench run it unchanged.
+`--via torchscript`: a trace -> `torch_tensorrt.ts.convert_method_to_trt_engine`, only while
+the installed Torch-TensorRT still has its TorchScript frontend.
+
+Written against Torch-TensorRT's documented API; like the rest of the TensorRT layer it has
+not run here (no GPU, no TensorRT). Torch-TensorRT names engine tensors after the exported
+graph, not after the bundle, so the build reads the engine's IO names back and records how
+they map onto the bundle's (`tensor_names`); the runtime renames through that map.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from toolkit.bundle import atomic_path, now
+from toolkit.errors import BackendUnavailable, ExportFailed, UsageError, first_line
+from toolkit.export.common import dynamic_shapes, example_args
+from toolkit.source.wrapper import TORCH_DTYPES, LoadedModel
+from toolkit.tensorrt import compat as trt_compat
+from toolkit.tensorrt import options as trt_build
+from toolkit.tensorrt import profiles as trt_profiles
+from toolkit.tensorrt.build import gpu_facts, import_tensorrt, make_logger, require_cuda
+
+
+def import_torch_tensorrt() -> Any:
+    try:
+        import torch_tensorrt
+    except ImportError as err:
+        raise BackendUnavailable(
+            "Torch-TensorRT is not installed, needed for --via torch-compile/torchscript: "
+            "pip install torch-tensorrt (the build matching your torch) on the target GPU "
+            f"machine, or use the default --via onnx [{type(err).__name__}]"
+        ) from None
+    return torch_tensorrt
+
+
+def build_engine_from_model(model: LoadedModel, dest: Path, options: trt_build.BuildOptions,
+                            via: str) -> dict[str, Any]:
+    """Build `dest` from the PyTorch model through Torch-TensorRT; returns the engine record."""
+    torch_tensorrt = import_torch_tensorrt()
+    trt = import_tensorrt()
+    torch = require_cuda()
+    inputs = [torch_tensorrt.Input(min_shape=s.min, opt_shape=s.opt, max_shape=s.max,
+                                   dtype=TORCH_DTYPES[s.dtype]) for s in model.inputs]
+    module = model.flat.to("cuda").eval()
+    started = time.perf_counter()
+    try:
+        if via == "torch-compile":
+            engine = _via_export(torch, torch_tensorrt, model, module, inputs, options)
+        else:
+            engine = _via_torchscript(torch, torch_tensorrt, model, module, inputs)
+    except (BackendUnavailable, UsageError):
+        raise
+    except Exception as err:  # Torch-TensorRT's own conversion errors
+        raise ExportFailed(f"Torch-TensorRT ({via}) failed: {first_line(err)}") from err
+    finally:
+        model.module.to("cpu")
+    seconds = time.perf_counter() - started
+    names = _tensor_names(trt, bytes(engine), model)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest, suffix=".engine") as tmp:
+        tmp.write_bytes(bytes(engine))
+    record = trt_compat.engine_record(
+        trt_version=trt.__version__, gpu=gpu_facts(torch), platform=platform.machine(),
+        options=options, profiles=trt_profiles.resolve_profiles(model.inputs, options),
+        build_seconds=seconds, size_bytes=dest.stat().st_size, network_layers=None,
+        engine_layers=None, timing_cache=None, built_at=now(),
+    )
+    record.update(via=via, tensor_names=names,
+                  torch_tensorrt=getattr(torch_tensorrt, "__version__", None))
+    return record
+
+
+def _via_export(torch: Any, torch_tensorrt: Any, model: LoadedModel, module: Any,
+                inputs: list[Any], options: trt_build.BuildOptions) -> Any:
+    program = torch.export.export(module, example_args(model, device="cuda"),
+                                  dynamic_shapes=dynamic_shapes(model))
+    settings: dict[str, Any] = {
+        "arg_inputs": inputs,
+        "use_explicit_typing": True,  # precision as written in the model: strongly typed
+        "optimization_level": options.optimization_level,
+        "version_compatible": options.version_compatible,
+        "hardware_compatible": options.hardware_compatibility == "ampere+",
+    }
+    if options.workspace:
+        settings["workspace_size"] = options.workspace
+    if options.timing_cache:
+        settings["timing_cache_path"] = options.timing_cache
+    convert = torch_tensorrt.dynamo.convert_exported_program_to_serialized_trt_engine
+    return convert(program, **settings)
+
+
+def _via_torchscript(torch: Any, torch_tensorrt: Any, model: LoadedModel, module: Any,
+                     inputs: list[Any]) -> Any:
+    frontend = getattr(torch_tensorrt, "ts", None)
+    convert = getattr(frontend, "convert_method_to_trt_engine", None)
+    if convert is None:
+        raise BackendUnavailable(
+            f"Torch-TensorRT {getattr(torch_tensorrt, '__version__', '')} has no TorchScript "
+            "frontend any more; use --via torch-compile or the default --via onnx"
+        )
+    traced = torch.jit.trace(module, example_args(model, device="cuda"))
+    return convert(traced, "forward", inputs=inputs)
+
+
+def _tensor_names(trt: Any, engine: bytes, model: LoadedModel) -> dict[str, str]:
+    """Bundle tensor name -> engine tensor name, matched by position within inputs and
+    within outputs (Torch-TensorRT keeps the graph's order)."""
+    runtime = trt.Runtime(make_logger(trt))
+    cuda_engine = runtime.deserialize_cuda_engine(engine)
+    if cuda_engine is None:
+        raise ExportFailed("the Torch-TensorRT engine does not load back")
+    names = [cuda_engine.get_tensor_name(i) for i in range(cuda_engine.num_io_tensors)]
+    ins = [n for n in names if cuda_engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    outs = [n for n in names if n not in ins]
+    wanted_in = [s.name for s in model.inputs]
+    wanted_out = [o.name for o in model.outputs]
+    if len(ins) != len(wanted_in) or len(outs) != len(wanted_out):
+        raise ExportFailed(
+            f"the Torch-TensorRT engine has inputs {ins} and outputs {outs}; the bundle has "
+            f"{wanted_in} and {wanted_out}"
+        )
+    return dict(zip(wanted_in + wanted_out, ins + outs))

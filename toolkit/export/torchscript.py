@@ -1,0 +1,114 @@
+"""TorchScript export (legacy upstream): trace, or script when tracing would be wrong; frozen."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import ExportFailed, first_line
+from toolkit.export.common import example_args, probe_args, quiet
+from toolkit.export.job import ExportJob
+from toolkit.source.wrapper import LoadedModel
+
+
+@contextlib.contextmanager
+def _scripting(module: Any) -> Iterator[None]:
+    """Tell LightningModules they are being scripted, so that properties such as `trainer`
+    don't raise while the tracer walks their attributes (as Lightning's to_torchscript does)."""
+    flagged = [m for m in module.modules() if hasattr(m, "_jit_is_scripting")]
+    for m in flagged:
+        m._jit_is_scripting = True
+    try:
+        yield
+    finally:
+        for m in flagged:
+            m._jit_is_scripting = False
+
+
+def _trace(model: LoadedModel) -> tuple[Any, list[str]]:
+    """The trace, and the reasons it may be wrong: the tracer's own warnings, or outputs that
+    differ from eager on inputs of another shape (a shape baked into the graph)."""
+    import torch
+
+    example = example_args(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model.flat, example, check_trace=False, strict=False)
+    problems = [str(w.message).splitlines()[0] for w in caught
+                if issubclass(w.category, torch.jit.TracerWarning)]
+    probe = probe_args(model, example)
+    if probe is not None and not _same_outputs(model.flat, traced, probe):
+        shapes = ", ".join(str(list(t.shape)) for t in probe)
+        problems.insert(0, f"the trace gives other results than eager at shapes {shapes}")
+    return traced, problems
+
+
+def _same_outputs(eager: Any, traced: Any, args: tuple) -> bool:
+    import torch
+
+    with torch.inference_mode():
+        try:
+            want, got = eager(*args), traced(*args)
+        except Exception:  # a trace that can't even run at another shape
+            return False
+    return len(want) == len(got) and all(
+        w.shape == g.shape and torch.allclose(w.float(), g.float(), rtol=1e-3, atol=1e-4)
+        for w, g in zip(want, got))
+
+
+def export_torchscript(model: LoadedModel, dest: Path, *, mode: str = "auto") -> dict[str, Any]:
+    """mode: 'trace', 'script', or 'auto' (trace; script when the tracer warns the trace
+    depends on values, e.g. data-dependent control flow)."""
+
+    with _scripting(model.module):
+        return _export(model, dest, mode)
+
+
+def _export(model: LoadedModel, dest: Path, mode: str) -> dict[str, Any]:
+    import torch
+
+    notes: list[str] = []
+    module = None
+    method = mode
+    if mode in ("trace", "auto"):
+        try:
+            with quiet():
+                module, tracer_warnings = _trace(model)
+        except Exception as err:
+            if mode == "trace":
+                raise ExportFailed(f"torch.jit.trace failed: {first_line(err)}") from err
+            tracer_warnings = [f"trace failed: {first_line(err)}"]
+        method = "trace"
+        if tracer_warnings and mode == "auto":
+            try:
+                with quiet():
+                    module = torch.jit.script(model.module)
+                method = "script"
+                notes.append("scripted because tracing would be wrong: " + tracer_warnings[0])
+            except Exception as err:
+                notes.append(f"tracer warned ({tracer_warnings[0]}) and scripting failed "
+                             f"({first_line(err)}); kept the trace — check parity")
+        if module is None:
+            raise ExportFailed("torch.jit.trace failed: " + "; ".join(tracer_warnings))
+    elif mode == "script":
+        try:
+            with quiet():
+                module = torch.jit.script(model.module)
+        except Exception as err:
+            raise ExportFailed(f"torch.jit.script failed: {first_line(err)}") from err
+    try:
+        frozen = torch.jit.freeze(module.eval())
+    except Exception as err:  # freezing is an optimisation: keep the unfrozen module
+        frozen = module
+        notes.append(f"not frozen ({first_line(err)})")
+    torch.jit.save(frozen, str(dest))
+    return {"exporter": f"torch.jit.{method}", "legacy": True, "notes": notes,
+            "call_style": "flat" if method == "trace" else model.call_style}
+
+
+def export_artifact(job: ExportJob) -> dict[str, Any]:
+    assert job.dest is not None
+    return export_torchscript(job.need_model(), job.dest, mode=job.options.torchscript_mode)

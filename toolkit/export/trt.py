@@ -1,0 +1,53 @@
+"""The TensorRT format's exporter: an engine from the bundle's ONNX of the same precision
+(TensorRT's parser, strongly typed), or from the PyTorch model through Torch-TensorRT."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from toolkit.errors import BackendUnavailable, UsageError
+from toolkit.export.job import ExportJob
+
+
+def export_artifact(job: ExportJob) -> dict[str, Any]:
+    if job.format.uses_model(job.options):
+        return _from_model(job)
+    return _from_onnx(job)
+
+
+def _build_options(job: ExportJob) -> Any:
+    from toolkit.tensorrt.options import BuildOptions
+
+    return job.options.trt_options or BuildOptions()
+
+
+def _from_onnx(job: ExportJob) -> dict[str, Any]:
+    from toolkit.tensorrt.build import build_engine
+
+    (source_format,) = job.format.builds_from
+    assert job.ensure is not None and job.dest is not None
+    onnx_record = job.ensure(source_format, job.precision)
+    bundle = job.bundle
+    try:
+        record = build_engine(bundle.path_of(onnx_record), job.dest, bundle.inputs,
+                              _build_options(job))
+    except BackendUnavailable as missing:
+        flag = f" --precision {job.precision}" if job.precision != "fp32" else ""
+        raise BackendUnavailable(
+            f"{missing} — the ONNX is in the bundle: copy {bundle.root} to the target and run "
+            f"`toolkit export {bundle.root} --to {job.format.name}{flag}`"
+        ) from missing
+    record.pop("path", None)
+    return {**record, "from_onnx": onnx_record["path"]}
+
+
+def _from_model(job: ExportJob) -> dict[str, Any]:
+    """Torch-TensorRT route: the engine comes from the PyTorch model, not the ONNX."""
+    from toolkit.export.torch_tensorrt import build_engine_from_model
+
+    if job.precision != "fp32":
+        raise UsageError(f"--via {job.options.trt_via} builds fp32 engines; reduced precision "
+                         "comes from the ONNX (--via onnx --precision ...)")
+    assert job.dest is not None
+    return build_engine_from_model(job.need_model(), job.dest, _build_options(job),
+                                   job.options.trt_via)

@@ -1,0 +1,202 @@
+"""The format table: every format declared once, each in its own module beside this one.
+
+A `Format` says what a format is (names, file suffix, precisions, whether it needs the PyTorch
+model) and where its code lives (exporter, runner) as `module:function` references, resolved
+only when called, so reading the table imports neither torch nor any runtime. Every stage
+(export, runtime, parity, bench, cli) asks this table; none names a format to decide.
+
+Adding a format: write its exporter (`toolkit/export/`) and runner (`toolkit/runtime/`), declare
+it in a module here, and add that module's name to `_MODULES`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from toolkit.errors import UsageError
+
+# The declaration modules, in the order formats are listed, tried and exported.
+_MODULES = ("onnx", "torchscript", "pt2", "compile", "trt", "eager")
+
+
+@dataclass(frozen=True)
+class Format:
+    """One format's declaration. Hooks are 'module:function' strings, resolved lazily."""
+
+    name: str
+    description: str
+    aliases: tuple[str, ...] = ()
+    #: file suffixes, the first is the one written ('' = not saved to a file)
+    suffixes: tuple[str, ...] = ()
+    precisions: tuple[str, ...] = ("fp32",)
+    #: export (and run) need the PyTorch model, not only the bundle
+    needs_model: bool = True
+    #: 'artifact': runs from a file in the bundle; 'model': runs the PyTorch model in-process
+    runs_from: str = "artifact"
+    #: exporter(job) -> record fields; None: runs only (the reference), never exported
+    exporter: str | None = None
+    #: runner(bundle, record, **options) for artifacts; runner(model, **options) for 'model'
+    runner: str | None = None
+    #: the pip extra a machine needs to run this format
+    extra: str = "export"
+    #: a lone file of this format says its own inputs and outputs (no bundle needed)
+    self_describing: bool = False
+    #: its graph can be searched node by node for the first divergence (--localize)
+    localizable: bool = False
+    legacy: bool = False
+    #: preference when a bundle is run without naming a format (lower first)
+    load_priority: int = 100
+    #: formats this one is built from, and therefore exported before it
+    builds_from: tuple[str, ...] = ()
+    #: precision -> tolerance preset name (default: the precision itself)
+    presets: dict[str, str] = field(default_factory=dict)
+    #: options -> True when this run builds from the model instead of `builds_from`
+    model_route: Callable[[Any], bool] | None = None
+
+    @property
+    def saved(self) -> bool:
+        return bool(self.suffixes and self.suffixes[0])
+
+    @property
+    def exportable(self) -> bool:
+        return self.exporter is not None
+
+    @property
+    def suffix(self) -> str:
+        return self.suffixes[0] if self.suffixes else ""
+
+    def filename(self, precision: str = "fp32") -> str:
+        """model.onnx, model.fp16.onnx, model.engine ..."""
+        suffix = self.suffix.lstrip(".")
+        return f"model.{suffix}" if precision == "fp32" else f"model.{precision}.{suffix}"
+
+    def preset(self, precision: str) -> str:
+        return self.presets.get(precision, precision)
+
+    def uses_model(self, options: Any = None) -> bool:
+        """Whether exporting with these options needs the PyTorch model."""
+        if self.model_route is not None and options is not None:
+            return self.model_route(options)
+        return self.needs_model
+
+    def dependencies(self, options: Any = None) -> tuple[str, ...]:
+        return () if self.model_route and self.uses_model(options) else self.builds_from
+
+    def export_fn(self) -> Callable[..., dict[str, Any]]:
+        if self.exporter is None:
+            raise UsageError(f"'{self.name}' runs the model as it is; it is not an export "
+                             "format (verify and bench accept it)")
+        return resolve(self.exporter)
+
+    def runner_fn(self) -> Callable[..., Any]:
+        if self.runner is None:  # pragma: no cover - every declared format has one
+            raise UsageError(f"format '{self.name}' has no runner")
+        return resolve(self.runner)
+
+
+def resolve(reference: str) -> Callable[..., Any]:
+    """'toolkit.export.onnx:export' -> the function (its module imported now)."""
+    module, _, attr = reference.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _load_table() -> dict[str, Format]:
+    table: dict[str, Format] = {}
+    for module in _MODULES:
+        declared: Format = importlib.import_module(f"{__name__}.{module}").FORMAT
+        table[declared.name] = declared
+    return table
+
+
+TABLE: dict[str, Format] = _load_table()
+#: the format every artifact is compared with and timed against
+REFERENCE = "eager"
+ALIASES: dict[str, str] = {alias: f.name for f in TABLE.values() for alias in (f.name,
+                                                                                *f.aliases)}
+
+
+def all_formats() -> list[Format]:
+    return list(TABLE.values())
+
+
+def exportable() -> list[Format]:
+    return [f for f in TABLE.values() if f.exportable]
+
+
+def get(name: str) -> Format:
+    """The format named `name` or one of its aliases; UsageError with did-you-mean."""
+    return TABLE[canonical(name)]
+
+
+def canonical(name: str) -> str:
+    key = name.strip().lower()
+    if key in ALIASES:
+        return ALIASES[key]
+    close = difflib.get_close_matches(key, list(ALIASES), n=1, cutoff=0.5)
+    hint = f"; did you mean '{ALIASES[close[0]]}'?" if close else ""
+    raise UsageError(f"unknown format '{name}'{hint} Known: {help_text()}")
+
+
+def help_text(formats: Iterable[Format] | None = None) -> str:
+    """'onnx, torchscript|ts|jit, ...': for --to/--format help and error messages."""
+    return ", ".join("|".join((f.name, *f.aliases[:2])) for f in formats or TABLE.values())
+
+
+def by_suffix(suffix: str) -> Format | None:
+    for fmt in TABLE.values():
+        if suffix and suffix in fmt.suffixes:
+            return fmt
+    return None
+
+
+def by_filename(filename: str) -> tuple[Format, str] | None:
+    """'model.fp16.onnx' -> (onnx, 'fp16'); None for a name no format writes."""
+    for fmt in TABLE.values():
+        for precision in fmt.precisions:
+            if fmt.saved and fmt.filename(precision) == filename:
+                return fmt, precision
+    return None
+
+
+def parse_targets(values: Iterable[str]) -> list[str]:
+    """'onnx,ts' and repeated options -> canonical export formats, order kept, no duplicates."""
+    names: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            fmt = get(part)
+            if not fmt.exportable:
+                raise UsageError(f"--to {part}: '{fmt.name}' runs the model as it is; it is "
+                                 "not an export format (verify and bench accept it)")
+            if fmt.name not in names:
+                names.append(fmt.name)
+    if not names:
+        raise UsageError("--to needs at least one format, e.g. --to onnx,torchscript,pt2")
+    return names
+
+
+def check_precisions(name: str, precisions: str | Iterable[str]) -> list[str]:
+    """Canonical, de-duplicated precisions this format carries, or a UsageError."""
+    from toolkit.spec import canonical_precision
+
+    if isinstance(precisions, str):
+        precisions = [p for p in precisions.split(",") if p.strip()]
+    fmt = get(name)
+    out: list[str] = []
+    for precision in precisions:
+        canon = canonical_precision(precision)
+        if canon not in fmt.precisions:
+            reduced = [f.name for f in TABLE.values() if len(f.precisions) > 1]
+            hint = ("" if len(fmt.precisions) > 1 else
+                    f" ({fmt.name} exports fp32; reduced precision applies to "
+                    f"{', '.join(reduced)})")
+            raise UsageError(f"--precision {precision}: not supported for {fmt.name}; "
+                             f"supported: {', '.join(fmt.precisions)}{hint}")
+        if canon not in out:
+            out.append(canon)
+    return out or ["fp32"]

@@ -1,0 +1,11 @@
+"""The PyTorch model as it is: the reference every artifact is compared with."""
+
+from toolkit.formats import Format
+
+FORMAT = Format(
+    name="eager",
+    aliases=("pytorch", "torch"),
+    description="the PyTorch model itself (the reference; not an export format)",
+    runs_from="model",
+    runner="toolkit.runtime.eager:open_model",
+)

@@ -1,0 +1,17 @@
+"""ONNX: the portable artifact; ONNX Runtime runs it, TensorRT builds from it."""
+
+from toolkit.formats import Format
+
+FORMAT = Format(
+    name="onnx",
+    description="ONNX via torch.onnx.export(dynamo=True); runs in ONNX Runtime, feeds TensorRT",
+    suffixes=(".onnx",),
+    precisions=("fp32", "fp16", "int8"),
+    needs_model=True,  # fp32 comes from the model; fp16/int8 are derived from the fp32 ONNX
+    exporter="toolkit.export.onnx:export_artifact",
+    runner="toolkit.runtime.onnxruntime:open_artifact",
+    extra="onnxruntime",
+    self_describing=True,
+    localizable=True,
+    load_priority=0,
+)

@@ -1,0 +1,14 @@
+"""TorchScript: legacy upstream (torch.jit is deprecated), still what many servers load."""
+
+from toolkit.formats import Format
+
+FORMAT = Format(
+    name="torchscript",
+    aliases=("ts", "jit"),
+    description="TorchScript trace (script when tracing is wrong), frozen — legacy upstream",
+    suffixes=(".ts",),
+    exporter="toolkit.export.torchscript:export_artifact",
+    runner="toolkit.runtime.torchscript:open_artifact",
+    legacy=True,
+    load_priority=2,
+)

@@ -1,0 +1,28 @@
+"""TensorRT engine: built on the target GPU from the bundle's ONNX (or via Torch-TensorRT)."""
+
+from typing import Any
+
+from toolkit.formats import Format
+
+
+def _from_model(options: Any) -> bool:
+    """--via torch-compile / torchscript build from the PyTorch model, not the ONNX."""
+    return getattr(options, "trt_via", "onnx") != "onnx"
+
+
+FORMAT = Format(
+    name="trt",
+    aliases=("tensorrt", "engine"),
+    description="TensorRT engine from the ONNX, strongly typed; built on the target GPU",
+    suffixes=(".engine", ".plan"),
+    precisions=("fp32", "fp16", "bf16", "int8"),
+    needs_model=False,
+    exporter="toolkit.export.trt:export_artifact",
+    runner="toolkit.runtime.tensorrt:open_artifact",
+    extra="trt",
+    load_priority=3,
+    builds_from=("onnx",),
+    # An fp32 engine may use TF32 (on by default on Ampere and newer)
+    presets={"fp32": "tf32"},
+    model_route=_from_model,
+)

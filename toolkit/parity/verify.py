@@ -1,0 +1,294 @@
+"""Run artifacts on samples and compare them with a reference: the parity gate's orchestration.
+
+The comparison itself lives in `parity` (no backend); this module picks the runner, the
+samples (golden, plus real data) and the reference (golden outputs, live eager PyTorch, or
+another artifact), and records the verdict in the manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit import environment
+from toolkit import formats as format_table
+from toolkit.bundle import Bundle, sha256_file
+from toolkit.errors import BackendUnavailable, ToolkitError, UsageError, first_line
+from toolkit.parity.report import ParityReport, check
+from toolkit.parity.tolerances import Tolerances, tolerance_for, tolerances_from_options
+from toolkit.runtime import model_runner, runner_for
+from toolkit.runtime.base import Runner
+from toolkit.source.rebuild import source_model
+
+Feed = dict[str, np.ndarray]
+
+
+@dataclass
+class Reference:
+    """Where expected outputs come from.
+
+    Golden samples use the stored eager outputs unless `live_for_golden`; real-data samples
+    need a live runner (eager PyTorch from --against or the bundle's source, or another
+    artifact with --reference).
+    """
+
+    name: str = "golden"
+    runner: Runner | None = None
+    live_for_golden: bool = False
+
+    def expected(self, feed: Feed, golden: Feed | None) -> Feed:
+        if golden is not None and not (self.live_for_golden and self.runner is not None):
+            return golden
+        if self.runner is None:
+            raise UsageError("real-data samples need a live reference: pass --against "
+                             "SOURCE or --reference FORMAT")
+        return self.runner.infer(feed)
+
+
+def preset_for(record: dict[str, Any]) -> str:
+    """The tolerance preset the format table gives this format at this precision."""
+    return format_table.get(record["format"]).preset(record.get("precision", "fp32"))
+
+
+def sample_pairs(bundle: Bundle, data: Sequence[Feed] = (),
+                 golden: bool = True) -> Iterator[tuple[Feed, Feed | None]]:
+    """(inputs, golden outputs or None) for the golden samples, then the real-data ones."""
+    if golden:
+        for sample in bundle.golden():
+            yield sample.inputs, sample.outputs
+    for feed in data:
+        yield {s.name: feed[s.name] for s in bundle.inputs}, None
+
+
+def verify_record(
+    bundle: Bundle,
+    record: dict[str, Any],
+    *,
+    device: str = "cpu",
+    model: Any = None,
+    tolerances: Tolerances | None = None,
+    reference: Reference | None = None,
+    data: Sequence[Feed] = (),
+) -> ParityReport:
+    """Run one artifact on every sample and compare it with the reference."""
+    reference = reference or Reference()
+    precision = record.get("precision", "fp32")
+    tols = tolerances or tolerances_from_options(preset_for(record))
+    label = f"{record['format']}/{precision}"
+    runner = runner_for(bundle, record, device=device, model=model)
+    report = check((), precision=precision, tolerance=tols, artifact=label,
+                   reference=reference.name)
+    with runner:
+        for index, (feed, golden) in enumerate(sample_pairs(bundle, data)):
+            expected = reference.expected(feed, golden)
+            try:
+                actual = runner.infer(feed)
+            except ToolkitError:
+                raise
+            except Exception as err:  # the backend refused this sample: a failed check
+                shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items())
+                report.errors.append(f"sample {index} ({shapes}) did not run: "
+                                     f"{first_line(err, 200)}")
+                continue
+            report.add_sample(expected, actual, sample_index=index)
+    return report
+
+
+def record_parity(bundle: Bundle, record: dict[str, Any], report: ParityReport) -> None:
+    """Store the verdict (without per-sample detail) in the manifest record."""
+    summary = report.to_dict(details=False)
+    if record.get("path") is None:
+        return  # in-process targets (compile) have no artifact entry to update
+    bundle.update_artifact(record["format"], record.get("precision", "fp32"), parity=summary)
+
+
+def strip_wrapper_prefix(name: str | None) -> str | None:
+    """Module paths seen through FlatModule start with 'model.'; users know them without it."""
+    if name is None:
+        return None
+    return "" if name == "model" else name.removeprefix("model.")
+
+
+def localize_failure(bundle: Bundle, record: dict[str, Any], feed: Feed, *, model: Any = None,
+             reference_record: dict[str, Any] | None = None, tolerances: Any = None) -> Any:
+    """First diverging node of a failing ONNX artifact, against eager PyTorch (preferred) or
+    another ONNX of the same graph (e.g. fp32 for an fp16 artifact)."""
+    from toolkit.parity.localize import localize_onnx
+
+    if not format_table.get(record["format"]).localizable:
+        raise UsageError(f"--localize works on ONNX graphs, not {record['format']}")
+    if model is not None:
+        reference: Any = model.flat
+    elif (reference_record is not None
+          and format_table.get(reference_record["format"]).localizable):
+        reference = str(bundle.path_of(reference_record))
+    else:
+        raise UsageError("--localize needs a reference: the source model (--against SOURCE, "
+                         "or the bundle's checkpoint on this machine) or --reference onnx")
+    tolerance = tolerances.default if tolerances is not None else record.get("precision",
+                                                                             "fp32")
+    divergence = localize_onnx(str(bundle.path_of(record)), feed, reference,
+                               tolerance=tolerance)
+    if divergence is not None:
+        divergence.module_path = strip_wrapper_prefix(divergence.module_path)
+        divergence.parameters = [strip_wrapper_prefix(p) or p for p in divergence.parameters]
+    return divergence
+
+
+# -- verify -----------------------------------------------------------------------------------
+@dataclass
+class VerifyOutcome:
+    bundle: Bundle
+    reports: list[Any]
+    divergences: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.reports) and all(r.passed for r in self.reports)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bundle": str(self.bundle.root), "passed": self.passed,
+            "reports": [r.to_dict() for r in self.reports],
+            "divergences": {k: (v.to_dict() if v is not None else None)
+                            for k, v in self.divergences.items()},
+            "notes": self.notes, "environment": environment.describe(),
+        }
+
+
+def verify_bundle(
+    bundle_dir: str | Path,
+    *,
+    formats: Sequence[str] = (),
+    against: str | None = None,
+    model: str | None = None,
+    reference: str | None = None,
+    data: str | None = None,
+    data_batches: int = 8,
+    atol: float | None = None,
+    rtol: float | None = None,
+    min_cosine: float | None = None,
+    tol: Sequence[str] = (),
+    localize: bool = False,
+    device: str = "cpu",
+    record: bool = True,
+    trust_checkpoint: bool = False,
+    precisions: Sequence[str] = (),
+) -> VerifyOutcome:
+    """The parity gate over a bundle's artifacts; mirrors `toolkit verify`."""
+    from toolkit.spec import canonical_precision
+
+    bundle = Bundle.open(bundle_dir)
+    wanted = [format_table.canonical(f) for f in formats]
+    wanted_precisions = [canonical_precision(p) for p in precisions]
+    in_process = [f for f in wanted if format_table.get(f).runs_from == "model"]
+    records = [r for r in bundle.artifacts if r.get("path")
+               and (not wanted or r["format"] in wanted)
+               and (not wanted_precisions or r.get("precision", "fp32") in wanted_precisions)]
+    records += [{"format": f, "precision": "fp32", "path": None} for f in in_process]
+    missing = [f for f in wanted if f not in in_process
+               and not any(r["format"] == f for r in records)]
+    if missing:
+        have = ", ".join(f"{r['format']}/{r.get('precision', 'fp32')}" for r in bundle.artifacts)
+        only = f" in {'/'.join(wanted_precisions)}" if wanted_precisions else ""
+        raise UsageError(f"{bundle.root} has no {', '.join(missing)} artifact{only}; have: "
+                         f"{have or 'none'}")
+    if not records:
+        raise UsageError(f"{bundle.root} has no artifacts to verify")
+    outcome = VerifyOutcome(bundle, [])
+    known = {o.name for o in bundle.outputs}
+    for option in tol:
+        name = option.split(":", 1)[0].strip() if ":" in option else None
+        if name is not None and name not in known:
+            raise UsageError(f"--tol {option}: '{name}' is not an output of {bundle.root} "
+                             f"({', '.join(sorted(known))})")
+    for rec in records:
+        changed = (rec.get("path") and rec.get("sha256")
+                   and sha256_file(bundle.path_of(rec)) != rec["sha256"])
+        if changed:
+            outcome.notes.append(f"{rec['path']} changed since it was exported "
+                                 "(sha256 differs from the manifest)")
+
+    live_model = None
+    if against:
+        from toolkit.source.load import load_model
+
+        live_model = load_model(against, model_ref=model, inputs=bundle.inputs,
+                                trust_checkpoint=trust_checkpoint)
+    elif data or localize or in_process:
+        try:
+            live_model = source_model(bundle)
+        except UsageError as err:
+            outcome.notes.append(f"no live PyTorch reference: {err}")
+    feeds = []
+    if data:
+        from toolkit.source.data import load_feeds
+
+        feeds = load_feeds(data, bundle.inputs, max_batches=data_batches)
+
+    ref = Reference()
+    ref_record = None
+    if reference:
+        fmt = format_table.canonical(reference)
+        ref_record = bundle.artifact(fmt, "fp32")
+        if ref_record is None:
+            raise UsageError(f"--reference {reference}: {bundle.root} has no fp32 {fmt}")
+        ref = Reference(f"{fmt}/fp32", runner_for(bundle, ref_record, device=device),
+                        live_for_golden=True)
+        records = [r for r in records if r is not ref_record]
+    elif live_model is not None and (against or feeds):
+        ref = Reference(format_table.REFERENCE,
+                        model_runner(live_model, format_table.REFERENCE, device=device),
+                        live_for_golden=bool(against))
+    if ref.runner is not None:
+        ref.runner.activate()
+    try:
+        for rec in records:
+            precision = preset_for(rec)
+            overrides = {k: v for k, v in (("atol", atol), ("rtol", rtol),
+                                           ("min_cosine", min_cosine)) if v is not None}
+            tols = tolerances_from_options(precision, tol,
+                                           base=tolerance_for(precision, **overrides))
+            try:
+                report = verify_record(bundle, rec, device=device, model=live_model,
+                                       tolerances=tols, reference=ref, data=feeds)
+            except BackendUnavailable as err:
+                if rec["format"] in wanted:
+                    raise  # asked for by name: exit 3 with the reason
+                outcome.notes.append(f"{rec['format']}/{rec.get('precision', 'fp32')} not "
+                                     f"checked here: {err}")
+                continue
+            outcome.reports.append(report)
+            if record:
+                record_parity(bundle, rec, report)
+            if (localize and not report.passed
+                    and format_table.get(rec["format"]).localizable):
+                sample = report.failures[0].sample if report.failures else 0
+                feed = _sample_feed(bundle, feeds, sample)
+                fp32_graph = bundle.artifact(rec["format"], "fp32")
+                outcome.divergences[report.artifact] = localize_failure(
+                    bundle, rec, feed, model=live_model,
+                    reference_record=ref_record or (fp32_graph if rec is not fp32_graph
+                                                    else None),
+                    tolerances=tols)
+    finally:
+        if ref.runner is not None:
+            ref.runner.deactivate()
+    if not outcome.reports:
+        raise BackendUnavailable(f"{bundle.root}: no artifact can run on this machine; "
+                                 + "; ".join(outcome.notes))
+    if record:
+        bundle.save()
+    return outcome
+
+
+def _sample_feed(bundle: Bundle, feeds: Sequence[dict], index: int) -> dict:
+    golden = bundle.golden()
+    if index < len(golden):
+        return golden[index].inputs
+    return feeds[index - len(golden)]

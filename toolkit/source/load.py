@@ -1,0 +1,138 @@
+"""SOURCE -> something to export: a Lightning checkpoint, a factory, an ONNX file or a bundle.
+
+Checkpoints are read with `torch.load(weights_only=True)`: a checkpoint that needs arbitrary
+unpickling is refused before anything in it runs, unless the user passes --trust-checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from toolkit.bundle import sha256_file
+from toolkit.errors import UsageError
+from toolkit.source.checkpoint import load_lightning_checkpoint, load_state_dict_file
+from toolkit.source.imports import import_object
+from toolkit.spec import DEFAULT_MAX_BATCH, TensorSpec, with_dynamic_batch
+
+
+def source_kind(source: str) -> str:
+    """'bundle', 'onnx', 'checkpoint' or 'factory', judged from the string alone."""
+    path = Path(source)
+    if path.is_dir():
+        return "bundle"
+    if path.suffix == ".onnx":
+        return "onnx"
+    if path.suffix in (".ckpt", ".pt", ".pth"):
+        return "checkpoint"
+    if ":" in source and not path.exists():
+        return "factory"
+    if path.exists():
+        return "checkpoint"
+    raise UsageError(
+        f"source '{source}' not found: give a .ckpt file, an .onnx file, a bundle directory "
+        "or a factory such as torchvision.models:resnet18"
+    )
+
+
+# -- inputs ---------------------------------------------------------------------------------
+def _example_to_specs(module: Any, example: Any) -> tuple[list[TensorSpec], str, dict]:
+    """Specs, call style and numpy values from a LightningModule's example_input_array."""
+    import torch
+
+    from toolkit.source.wrapper import forward_parameter_names, spec_from_tensor, to_numpy
+
+    if isinstance(example, Mapping):
+        named = {str(k): v for k, v in example.items()}
+        style = "keyword"
+    elif isinstance(example, (tuple, list)):
+        names = forward_parameter_names(module, len(example))
+        named = dict(zip(names, example))
+        style = "positional"
+    elif isinstance(example, torch.Tensor):
+        named = {forward_parameter_names(module, 1)[0]: example}
+        style = "positional"
+    else:
+        raise UsageError(
+            f"example_input_array is a {type(example).__name__}; use a tensor, tuple or dict"
+        )
+    specs = [spec_from_tensor(name, value) for name, value in named.items()]
+    return specs, style, {k: to_numpy(v) for k, v in named.items()}
+
+
+def build_loaded_model(
+    module: Any,
+    *,
+    inputs: Sequence[TensorSpec] | None,
+    static: bool,
+    source: dict[str, Any],
+    max_batch: int = DEFAULT_MAX_BATCH,
+):
+    """Combine a module with its input spec: --input wins, else example_input_array."""
+    from toolkit.source.wrapper import LoadedModel
+
+    example = getattr(module, "example_input_array", None)
+    specs, style, values = ([], "positional", None)
+    if example is not None:
+        specs, style, values = _example_to_specs(module, example)
+        if not static:
+            specs = [with_dynamic_batch(s, max_batch) for s in specs]
+    if inputs:
+        given = list(inputs)
+        if style == "keyword" and {s.name for s in given} != {s.name for s in specs}:
+            raise UsageError(
+                f"--input names {[s.name for s in given]} must match the keys of the "
+                f"model's example_input_array {[s.name for s in specs]}"
+            )
+        example_shapes = {s.name: s.opt for s in specs}
+        if values and any(example_shapes.get(s.name) != s.opt for s in given):
+            values = None  # the example no longer fits the shapes the user asked for
+        specs = given
+    if not specs:
+        raise UsageError(
+            "the model has no example_input_array; describe its inputs with "
+            "--input NAME:SHAPE[:DTYPE], e.g. --input x:1-16x3x224x224"
+        )
+    return LoadedModel(module=module, inputs=specs, call_style=style,
+                       example=values, source=source)
+
+
+def load_model(
+    source: str,
+    *,
+    model_ref: str | None = None,
+    weights: str | None = None,
+    inputs: Sequence[TensorSpec] | None = None,
+    static: bool = False,
+    trust_checkpoint: bool = False,
+):
+    """Load a checkpoint or factory into a LoadedModel (eval mode, specs resolved)."""
+    kind = source_kind(source)
+    if kind == "checkpoint":
+        path = Path(source)
+        module, ref = load_lightning_checkpoint(path, model_ref, trust=trust_checkpoint)
+        info = {"kind": "lightning-checkpoint", "path": str(path.resolve()),
+                "sha256": sha256_file(path), "class": ref}
+    elif kind == "factory":
+        factory = import_object(source, "source")
+        if not callable(factory):
+            raise UsageError(f"source '{source}' is not callable")
+        try:
+            module = factory()
+        except Exception as err:  # user code
+            raise UsageError(f"factory {source}() failed: {type(err).__name__}: {err}") from err
+        info = {"kind": "factory", "path": source, "class": type(module).__qualname__}
+        if weights:
+            load_state_dict_file(module, Path(weights))
+            info["weights"] = str(Path(weights).resolve())
+            info["sha256"] = sha256_file(weights)
+    else:
+        raise UsageError(f"'{source}' is a {kind}, not a model to load")
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        raise UsageError(f"'{source}' produced a {type(module).__name__}, not a torch nn.Module")
+    if hasattr(module, "_trainer"):
+        module._trainer = None  # export the network, not the training object
+    return build_loaded_model(module, inputs=inputs, static=static, source=info)

@@ -1,0 +1,74 @@
+"""An existing .onnx file as a source: its inputs and outputs read from the graph (no torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit.bundle import sha256_file
+from toolkit.errors import UsageError
+from toolkit.spec import DEFAULT_MAX_BATCH, OutputSpec, TensorSpec
+
+
+@dataclass
+class OnnxSource:
+    """An existing ONNX file: the start of later steps (precision variants, TensorRT)."""
+
+    path: Path
+    inputs: list[TensorSpec]
+    outputs: list[OutputSpec]
+    source: dict[str, Any]
+
+
+_ONNX_DTYPES = {1: "float32", 10: "float16", 16: "bfloat16", 11: "float64", 7: "int64",
+                6: "int32", 3: "int8", 2: "uint8", 9: "bool", 5: "int16"}
+
+
+def load_onnx_source(path: Path, inputs: Sequence[TensorSpec] | None = None) -> OnnxSource:
+    """Read an ONNX file's IO; symbolic dims need ranges (dim 0 defaults to 1-1-64)."""
+    import onnx
+
+    if not path.is_file():
+        raise UsageError(f"ONNX file {path} not found")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf raises its own DecodeError
+        raise UsageError(f"{path} is not a readable ONNX model ({err})") from None
+    initializers = {i.name for i in model.graph.initializer}
+    given = {s.name: s for s in inputs or []}
+    specs: list[TensorSpec] = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        dtype = _ONNX_DTYPES.get(tensor_type.elem_type, "float32")
+        if value.name in given:
+            specs.append(given.pop(value.name))
+            continue
+        lo, opt, hi = [], [], []
+        for axis, dim in enumerate(tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                lo.append(dim.dim_value)
+                opt.append(dim.dim_value)
+                hi.append(dim.dim_value)
+            elif axis == 0:
+                lo.append(1)
+                opt.append(1)
+                hi.append(DEFAULT_MAX_BATCH)
+            else:
+                raise UsageError(
+                    f"{path}: input '{value.name}' dimension {axis} is symbolic "
+                    f"('{dim.dim_param}'); give its range with --input {value.name}:SHAPE, "
+                    "e.g. 1-8x1-128-512"
+                )
+        specs.append(TensorSpec(value.name, dtype, tuple(lo), tuple(opt), tuple(hi)))
+    if given:
+        raise UsageError(f"--input names {sorted(given)} are not inputs of {path}")
+    outputs = [
+        OutputSpec(o.name, _ONNX_DTYPES.get(o.type.tensor_type.elem_type, "float32"))
+        for o in model.graph.output
+    ]
+    info = {"kind": "onnx", "path": str(path.resolve()), "sha256": sha256_file(path)}
+    return OnnxSource(path, specs, outputs, info)

@@ -1,0 +1,60 @@
+"""Rebuild the eager PyTorch model a bundle came from, when its source is on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from toolkit.bundle import Bundle
+from toolkit.errors import UsageError
+
+MODEL_SOURCES = ("lightning-checkpoint", "factory")
+
+
+def source_unavailable(bundle: Bundle) -> str | None:
+    """Why the bundle's eager model can't be rebuilt on this machine (None when it can)."""
+    source = bundle.manifest.get("source", {})
+    kind = source.get("kind")
+    if kind not in MODEL_SOURCES:
+        return (f"{bundle.root}: its source ({kind or 'unknown'}) can't be run as PyTorch; "
+                "eager/compile need the checkpoint or factory")
+    if kind == "lightning-checkpoint" and not Path(source.get("path", "")).is_file():
+        return (f"{bundle.root}: source checkpoint {source.get('path')} is not on this "
+                "machine; eager/compile need it (use --against CKPT)")
+    if not _torch_importable():
+        return (f"{bundle.root}: eager/compile need PyTorch, which can't be imported here "
+                "(pip install 'toolkit[export]')")
+    return None
+
+
+def _torch_importable() -> bool:
+    import importlib.util
+    import sys
+
+    if "torch" in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a broken or blocked install
+        return False
+
+
+def source_model(bundle: Bundle) -> Any:
+    """The eager model a bundle came from (needs its checkpoint or factory here)."""
+    reason = source_unavailable(bundle)
+    if reason:
+        raise UsageError(reason)
+    from toolkit.environment import require_module
+
+    require_module("torch", "rebuilding the eager model")
+    from toolkit.source.load import load_model
+
+    source = bundle.manifest["source"]
+    kind = source["kind"]
+    return load_model(
+        source["path"],
+        model_ref=source.get("class") if kind == "lightning-checkpoint" else None,
+        weights=source.get("weights"),
+        inputs=bundle.inputs,
+        trust_checkpoint=bool(source.get("trusted", False)),
+    )

@@ -1,0 +1,261 @@
+"""ONNX -> TensorRT engine, built on the machine that will run it.
+
+A thin layer over TensorRT's Python API: every decision (flags per version, profiles,
+compatibility, the manifest record) is made by the pure functions in `trt_plan`. Written
+against the TensorRT 10.x and 11.x Python API documentation; see docs/tensorrt.md for the calls
+used and which of them have run.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from toolkit.bundle import atomic_path, now
+from toolkit.errors import BackendUnavailable, ExportFailed, UsageError
+from toolkit.spec import TensorSpec
+from toolkit.tensorrt import compat as trt_compat
+from toolkit.tensorrt import options as trt_build
+from toolkit.tensorrt import profiles as trt_profiles
+from toolkit.tensorrt.options import BuildOptions
+
+
+def import_tensorrt(action: str = "build a TensorRT engine") -> Any:
+    """`import tensorrt`, or BackendUnavailable (exit 3) saying how to get it."""
+    try:
+        import tensorrt
+    except ImportError as err:
+        raise BackendUnavailable(
+            f"TensorRT is not installed, needed to {action}: {trt_build.INSTALL_HINT} "
+            f"(engines are built and run on the GPU that uses them) [{err.__class__.__name__}]"
+        ) from None
+    return tensorrt
+
+
+def require_cuda(action: str = "build a TensorRT engine") -> Any:
+    """`import torch` with a visible CUDA GPU, or BackendUnavailable (exit 3)."""
+    try:
+        import torch
+    except ImportError:
+        raise BackendUnavailable(f"PyTorch is not installed, needed to {action}") from None
+    if not torch.cuda.is_available():
+        raise BackendUnavailable(
+            f"no CUDA GPU is visible, needed to {action}: run on the target GPU machine"
+        )
+    return torch
+
+
+def gpu_facts(torch: Any) -> dict[str, Any]:
+    """Name, compute capability and kind of the current CUDA device (recorded per engine)."""
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return {
+        "name": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "integrated": bool(getattr(props, "is_integrated", False)),
+        "memory_gib": round(props.total_memory / 2**30, 1),
+    }
+
+
+def make_logger(trt: Any, verbose: bool = False) -> Any:
+    """A trt.ILogger that keeps (severity, message) pairs so failures can quote them."""
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.messages: list[tuple[str, str]] = []
+            self.threshold = trt.ILogger.Severity.INFO if verbose else trt.ILogger.Severity.WARNING
+
+        def log(self, severity: Any, msg: str) -> None:
+            # Severity values rise as messages get less severe (INTERNAL_ERROR = 0).
+            if int(severity) <= int(self.threshold):
+                self.messages.append((severity.name, msg))
+
+    return _Logger()
+
+
+def build_engine(
+    onnx_path: Path,
+    engine_path: Path,
+    inputs: list[TensorSpec],
+    options: BuildOptions,
+) -> dict[str, Any]:
+    """Parse `onnx_path` into a strongly typed network, build and write `engine_path`.
+
+    Returns the engine record (see `trt_compat.engine_record`). Raises UsageError for bad
+    options or paths, BackendUnavailable (exit 3) without TensorRT or a CUDA GPU, ExportFailed
+    when TensorRT can't parse or build the model. The engine file appears only when complete.
+    """
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    if not onnx_path.is_file():
+        raise UsageError(f"{onnx_path}: ONNX model not found; export --to onnx first")
+    profiles = trt_profiles.resolve_profiles(inputs, options)
+    trt = import_tensorrt()
+    torch = require_cuda()
+    plan = trt_compat.api_plan(trt.__version__)
+    trt_compat.check_options_supported(options, plan)
+
+    logger = make_logger(trt)
+    if hasattr(trt, "init_libnvinfer_plugins"):
+        trt.init_libnvinfer_plugins(logger, "")  # ONNX ops that map to TensorRT plugins
+    builder = trt.Builder(logger)
+    network = _create_network(trt, builder, plan)
+    _parse_onnx(trt, network, logger, onnx_path)
+    network_dims = _check_inputs(network, inputs, onnx_path)
+
+    config = builder.create_builder_config()
+    _configure(trt, builder, config, options)
+    if trt_profiles.needs_profiles(profiles, network_dims):
+        _add_profiles(builder, config, profiles)
+    cache_status = _load_timing_cache(config, options.timing_cache)
+
+    started = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - started
+    if serialized is None:
+        detail = trt_compat.last_errors(logger.messages) or "see the TensorRT log above"
+        raise ExportFailed(f"TensorRT could not build an engine from {onnx_path}: {detail}")
+    engine_layers = _engine_layers(trt, logger, serialized, options, onnx_path)
+
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(engine_path, suffix=".engine") as tmp:
+        tmp.write_bytes(serialized)  # IHostMemory exposes the buffer protocol
+    size = engine_path.stat().st_size
+    _save_timing_cache(config, options.timing_cache)
+
+    return trt_compat.engine_record(
+        trt_version=trt.__version__,
+        gpu=gpu_facts(torch),
+        platform=platform.machine(),
+        options=options,
+        profiles=profiles,
+        build_seconds=seconds,
+        size_bytes=size,
+        network_layers=int(network.num_layers),
+        engine_layers=engine_layers,
+        timing_cache=cache_status,
+        built_at=now(),
+    )
+
+
+# -- steps (each a few TensorRT calls) -----------------------------------------------------
+def _create_network(trt: Any, builder: Any, plan: trt_compat.ApiPlan) -> Any:
+    flags = 0
+    for name in plan.network_flags:
+        flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+    return builder.create_network(flags)
+
+
+def _parse_onnx(trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:
+    parser = trt.OnnxParser(network, logger)
+    # parse_from_file resolves external weight files next to the model.
+    if parser.parse_from_file(str(onnx_path)):
+        return
+    errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
+    raise ExportFailed(trt_compat.format_parser_errors(str(onnx_path), errors))
+
+
+def _parser_error(error: Any) -> dict[str, Any]:
+    def call(name: str, default: Any) -> Any:
+        method = getattr(error, name, None)  # node_name/node_operator: TensorRT 10+
+        return method() if callable(method) else default
+
+    return {
+        "desc": call("desc", str(error)),
+        "node": call("node", -1),
+        "node_name": call("node_name", ""),
+        "node_operator": call("node_operator", ""),
+    }
+
+
+def _check_inputs(
+    network: Any, inputs: Sequence[TensorSpec], onnx_path: Path
+) -> dict[str, list[int]]:
+    """The network's input dims (-1 = dynamic), checked against the bundle's specs."""
+    dims = {}
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        dims[tensor.name] = [int(d) for d in tensor.shape]
+    problems = trt_profiles.check_network_inputs(dims, inputs)
+    if problems:
+        raise ExportFailed(f"{onnx_path}: " + "; ".join(problems) + "; re-export the ONNX")
+    return dims
+
+
+def _configure(trt: Any, builder: Any, config: Any, options: BuildOptions) -> None:
+    if options.workspace:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace)
+    config.builder_optimization_level = options.optimization_level
+    if options.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    level = trt_build.HARDWARE_ENUM[options.hardware_compatibility]
+    if level != "NONE":
+        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, level)
+    if options.dla_core is not None:
+        cores = int(builder.num_DLA_cores)
+        if options.dla_core >= cores:
+            raise UsageError(
+                f"--dla-core {options.dla_core}: this machine has {cores} DLA core(s)"
+            )
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = options.dla_core
+        if options.gpu_fallback:
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+
+
+def _add_profiles(builder: Any, config: Any, profiles: Sequence[trt_profiles.Profile]) -> None:
+    for index, profile in enumerate(profiles):
+        trt_profile = builder.create_optimization_profile()
+        for name, (lo, mid, hi) in profile.items():
+            trt_profile.set_shape(name, lo, mid, hi)
+        if config.add_optimization_profile(trt_profile) < 0:
+            raise UsageError(
+                f"TensorRT rejected optimization profile {index}: "
+                f"{trt_compat.describe_profile(profile)}"
+            )
+
+
+def _load_timing_cache(config: Any, path: str | None) -> str | None:
+    """Start from the saved timing cache when there is one; say what happened."""
+    if not path:
+        return None
+    cache_file = Path(path)
+    blob = cache_file.read_bytes() if cache_file.is_file() else b""
+    cache = config.create_timing_cache(blob)
+    if blob and config.set_timing_cache(cache, ignore_mismatch=False):
+        return "loaded"
+    if blob:
+        # Written by another GPU or TensorRT version: start empty, overwrite it afterwards.
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+        return "mismatched, replaced"
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return "created"
+
+
+def _save_timing_cache(config: Any, path: str | None) -> None:
+    if not path:
+        return
+    cache = config.get_timing_cache()
+    if cache is None:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".cache") as tmp:
+        tmp.write_bytes(cache.serialize())
+
+
+def _engine_layers(
+    trt: Any, logger: Any, serialized: Any, options: BuildOptions, onnx_path: Path
+) -> int | None:
+    """Read the plan back before writing it: proves it loads, and counts layers after fusion
+    (None when this TensorRT's ICudaEngine has no num_layers)."""
+    runtime = trt.Runtime(logger)
+    if options.version_compatible:
+        runtime.engine_host_code_allowed = True  # we just built this plan: it is trusted
+    engine = runtime.deserialize_cuda_engine(serialized)
+    if engine is None:
+        detail = trt_compat.last_errors(logger.messages) or "no reason given"
+        raise ExportFailed(f"the engine built from {onnx_path} does not load back: {detail}")
+    layers = getattr(engine, "num_layers", None)
+    return int(layers) if layers is not None else None

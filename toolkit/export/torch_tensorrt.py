@@ -26,7 +26,31 @@ from toolkit.source.wrapper import TORCH_DTYPES, LoadedModel
 from toolkit.tensorrt import compat as trt_compat
 from toolkit.tensorrt import options as trt_build
 from toolkit.tensorrt import profiles as trt_profiles
-from toolkit.tensorrt.build import gpu_facts, import_tensorrt, make_logger, require_cuda
+from toolkit.tensorrt.build import import_tensorrt, make_logger
+
+
+def require_cuda(action: str = "build a TensorRT engine") -> Any:
+    """`import torch` with a visible CUDA GPU, or BackendUnavailable (exit 3)."""
+    try:
+        import torch
+    except ImportError:
+        raise BackendUnavailable(f"PyTorch is not installed, needed to {action}") from None
+    if not torch.cuda.is_available():
+        raise BackendUnavailable(
+            f"no CUDA GPU is visible, needed to {action}: run on the target GPU machine"
+        )
+    return torch
+
+
+def gpu_facts(torch: Any) -> dict[str, Any]:
+    """Name, compute capability and kind of the current CUDA device (recorded per engine)."""
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return {
+        "name": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "integrated": bool(getattr(props, "is_integrated", False)),
+        "memory_gib": round(props.total_memory / 2**30, 1),
+    }
 
 
 def import_torch_tensorrt() -> Any:

@@ -1,5 +1,6 @@
-"""Run a TensorRT engine: name-based IO bound to torch CUDA tensors, `execute_async_v3` on a
-torch CUDA stream, optional CUDA graph replay for timing.
+"""Run a TensorRT engine: name-based IO bound to device buffers, `execute_async_v3` on a CUDA
+stream, optional CUDA graph replay for timing. Buffers and the stream come from PyTorch when it
+has CUDA, else from cuda-python (`toolkit.tensorrt.cuda`), so a device needs no torch.
 
 Written against the TensorRT 10.x/11.x Python API docs (see docs/tensorrt.md). Before the
 engine is deserialized, `trt_compat.preflight` checks the manifest record against this machine,
@@ -23,15 +24,16 @@ from toolkit.spec import OutputSpec, TensorSpec
 from toolkit.tensorrt import bindings as trt_bindings
 from toolkit.tensorrt import compat as trt_compat
 from toolkit.tensorrt import profiles as trt_profiles
-from toolkit.tensorrt.build import gpu_facts, import_tensorrt, make_logger, require_cuda
+from toolkit.tensorrt.build import import_tensorrt, make_logger
+from toolkit.tensorrt.cuda import CudaDevice, DeviceBuffer, TorchCuda, device_facts, open_device
 
 
 @dataclass
 class _Bound:
-    """Device tensors whose addresses the context holds; kept alive while they may run."""
+    """Device buffers whose addresses the context holds; kept alive while they may run."""
 
-    inputs: dict[str, Any]
-    outputs: dict[str, Any]
+    inputs: dict[str, DeviceBuffer]
+    outputs: dict[str, DeviceBuffer]
     graph: Any = None
 
 
@@ -66,14 +68,13 @@ class TensorRTRunner(Runner):
         self._reset()
 
     def _reset(self) -> None:
-        self._torch: Any = None
+        self._cuda: CudaDevice | None = None
         self._trt: Any = None
         self._runtime: Any = None
         self._engine: Any = None
         self._context: Any = None
-        self._stream: Any = None
         self._logger: Any = None
-        self._dtypes: dict[str, Any] = {}
+        self._dtypes: dict[str, str] = {}
         self._engine_outputs: list[str] = []
         self._profiles: list[trt_profiles.Profile] = []
         self._profile = 0
@@ -86,8 +87,14 @@ class TensorRTRunner(Runner):
     # -- lifecycle -------------------------------------------------------------------------
     @property
     def stream(self) -> Any:
-        """The CUDA stream the engine runs on (None until activated); CUDA-event timers use it."""
-        return getattr(self, "_stream", None)
+        """The torch CUDA stream the engine runs on, for CUDA-event timers (None until
+        activated, and None on the cuda-python backend, where the host clock times it)."""
+        cuda = getattr(self, "_cuda", None)
+        return cuda.stream if isinstance(cuda, TorchCuda) else None
+
+    @property
+    def cuda_events_bracket_work(self) -> bool:
+        return isinstance(getattr(self, "_cuda", None), TorchCuda)
 
     def _activate_impl(self) -> None:
         if not self.device.startswith("cuda"):
@@ -96,13 +103,10 @@ class TensorRTRunner(Runner):
         if not self.path.is_file():
             raise UsageError(f"{self.path}: engine not found; build it with "
                              f"{trt_compat.rebuild_command(self.bundle_dir)}")
-        trt, torch = self._preflight()
+        trt = self._preflight()
         trt_compat.api_plan(trt.__version__)  # refuses TensorRT < 10
-        self._torch, self._trt = torch, trt
-        device = torch.device(self.device)
-        if device.index is not None:
-            torch.cuda.set_device(device)
-        self._stream = torch.cuda.Stream(device=device)
+        self._trt = trt
+        self._cuda = open_device(self.device, "run a TensorRT engine")
         self._logger = make_logger(trt)
         self._runtime = trt.Runtime(self._logger)
         if ((self.record or {}).get("compatibility") or {}).get("version_compatible"):
@@ -124,14 +128,13 @@ class TensorRTRunner(Runner):
                                      "context (out of GPU memory?)")
         self._read_io()
 
-    def _preflight(self) -> tuple[Any, Any]:
+    def _preflight(self) -> Any:
         """Check the record against this machine first; then insist on TensorRT and CUDA."""
         try:
             import tensorrt as trt
         except ImportError:
             trt = None
-        torch = require_cuda_module()
-        gpu = gpu_facts(torch) if torch.cuda.is_available() else None
+        gpu = device_facts("run a TensorRT engine")
         if self.record:
             dla_cores = None
             if trt is not None and self.record.get("dla_core") is not None:
@@ -145,8 +148,8 @@ class TensorRTRunner(Runner):
         if trt is None:
             trt = import_tensorrt("run a TensorRT engine")
         if gpu is None:
-            torch = require_cuda("run a TensorRT engine")
-        return trt, torch
+            open_device(self.device, "run a TensorRT engine").release()  # raises the reason
+        return trt
 
     def _read_io(self) -> None:
         trt, engine = self._trt, self._engine
@@ -160,8 +163,7 @@ class TensorRTRunner(Runner):
             raise UsageError(f"{self.path}: " + "; ".join(problems) + "; rebuild the engine")
         self._engine_outputs = outs
         self._dtypes = {
-            n: getattr(self._torch, trt_bindings.buffer_dtype(n, engine.get_tensor_dtype(n).name))
-            for n in names
+            n: trt_bindings.buffer_dtype(n, engine.get_tensor_dtype(n).name) for n in names
         }
         count = int(engine.num_optimization_profiles)
         # A static engine has one implicit profile; only several need choosing between.
@@ -173,21 +175,23 @@ class TensorRTRunner(Runner):
         self._profile = 0
 
     def _deactivate_impl(self) -> None:
-        if self._stream is not None:
-            self._stream.synchronize()
+        if self._cuda is not None:
+            self._cuda.synchronize()
         # Graphs and buffers before the context, the context before the engine.
         self._prepared.clear()
         self._context = None
         self._engine = None
         self._runtime = None
+        if self._cuda is not None:
+            self._cuda.release()
         self._reset()
 
     # -- running ---------------------------------------------------------------------------
     def _infer_impl(self, feed: Feed) -> dict[str, np.ndarray]:
         bound = self._bind(feed)
         self._execute()
-        self._stream.synchronize()
-        return {o.name: self._to_numpy(bound.outputs[o.name]) for o in self.outputs}
+        self._cuda.synchronize()
+        return {o.name: self._cuda.download(bound.outputs[o.name]) for o in self.outputs}
 
     def _prepare_impl(self, feed: Feed) -> Callable[[], Any]:
         """Inputs copied to the device and bound once; the call only enqueues the engine (or
@@ -197,84 +201,57 @@ class TensorRTRunner(Runner):
         if not self.cuda_graph:
             return self._execute
         bound.graph = self._capture()
-        torch, stream, graph = self._torch, self._stream, bound.graph
-
-        def replay() -> None:
-            with torch.cuda.stream(stream):
-                graph.replay()
-
-        return replay
+        return bound.graph
 
     def synchronize(self) -> None:
-        if self._stream is not None:
-            self._stream.synchronize()
+        if self._cuda is not None:
+            self._cuda.synchronize()
 
     # -- helpers ---------------------------------------------------------------------------
     def _bind(self, feed: Mapping[str, np.ndarray]) -> _Bound:
-        torch, context, stream = self._torch, self._context, self._stream
+        context, cuda = self._context, self._cuda
         shapes = {name: tuple(np.shape(array)) for name, array in feed.items()}
         if self._profiles:
             profile = trt_profiles.select_profile(self._profiles, shapes)
             if profile != self._profile:
-                context.set_optimization_profile_async(profile, stream.cuda_stream)
+                context.set_optimization_profile_async(profile, cuda.stream_handle)
                 self._profile = profile
         bound = _Bound({}, {})
-        with torch.cuda.stream(stream):
-            for spec in self.inputs:
-                array = feed[spec.name]
-                host = torch.from_numpy(array if array.flags.writeable else array.copy())
-                tensor = host.to(self.device, dtype=self._dtypes[spec.name]).contiguous()
-                if not context.set_input_shape(spec.name, shapes[spec.name]):
-                    raise UsageError(f"{self.name}: the engine rejects shape "
-                                     f"{list(shapes[spec.name])} for input '{spec.name}'")
-                context.set_tensor_address(spec.name, tensor.data_ptr())
-                bound.inputs[spec.name] = tensor
-            for name in self._engine_outputs:
-                shape = tuple(context.get_tensor_shape(name))
-                if trt_bindings.unresolved_dims(shape):
-                    raise UsageError(f"{self.name}: output '{name}' has a data-dependent shape "
-                                     f"{list(shape)}, which toolkit's TensorRT runner can't bind")
-                tensor = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
-                context.set_tensor_address(name, tensor.data_ptr())
-                bound.outputs[name] = tensor
+        for spec in self.inputs:
+            buffer = cuda.upload(feed[spec.name], self._dtypes[spec.name])
+            if not context.set_input_shape(spec.name, shapes[spec.name]):
+                raise UsageError(f"{self.name}: the engine rejects shape "
+                                 f"{list(shapes[spec.name])} for input '{spec.name}'")
+            context.set_tensor_address(spec.name, buffer.ptr)
+            bound.inputs[spec.name] = buffer
+        for name in self._engine_outputs:
+            shape = tuple(context.get_tensor_shape(name))
+            if trt_bindings.unresolved_dims(shape):
+                raise UsageError(f"{self.name}: output '{name}' has a data-dependent shape "
+                                 f"{list(shape)}, which toolkit's TensorRT runner can't bind")
+            buffer = cuda.empty(shape, self._dtypes[name])
+            context.set_tensor_address(name, buffer.ptr)
+            bound.outputs[name] = buffer
         return bound
 
     def _execute(self) -> None:
-        if not self._context.execute_async_v3(self._stream.cuda_stream):
+        if not self._context.execute_async_v3(self._cuda.stream_handle):
             detail = trt_compat.last_errors(self._logger.messages) or "no reason given"
             raise BackendUnavailable(f"{self.name}: TensorRT failed to run the engine: {detail}")
 
     def _capture(self) -> Any:
         """Record one enqueue into a CUDA graph (after a plain run, which TensorRT needs to
         finish shape-dependent setup outside the capture)."""
-        torch = self._torch
         self._execute()
-        self._stream.synchronize()
-        graph = torch.cuda.CUDAGraph()
+        self._cuda.synchronize()
+        handle = self._cuda.stream_handle
         try:
-            with torch.cuda.graph(graph, stream=self._stream, capture_error_mode="thread_local"):
-                self._context.execute_async_v3(self._stream.cuda_stream)
-        except RuntimeError as err:
+            return self._cuda.capture(lambda: self._context.execute_async_v3(handle))
+        except (RuntimeError, BackendUnavailable) as err:
             raise BackendUnavailable(
                 f"{self.name}: this engine can't be captured in a CUDA graph "
                 f"({str(err).splitlines()[0]}); run without cuda_graph"
             ) from None
-        return graph
-
-    def _to_numpy(self, tensor: Any) -> np.ndarray:
-        if tensor.dtype == self._torch.bfloat16:
-            tensor = tensor.float()  # numpy has no bfloat16
-        return tensor.cpu().numpy()
-
-
-def require_cuda_module() -> Any:
-    """`import torch` (BackendUnavailable when missing) without insisting on a GPU yet."""
-    try:
-        import torch
-    except ImportError:
-        raise BackendUnavailable("PyTorch is not installed, needed to run a TensorRT engine"
-                                 ) from None
-    return torch
 
 
 def open_artifact(bundle: Any, record: dict[str, Any], *, device: str = "cuda",

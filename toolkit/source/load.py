@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.bundle import sha256_file
-from toolkit.errors import UsageError
+from toolkit.errors import UsageError, first_line
 from toolkit.source.checkpoint import load_lightning_checkpoint, load_state_dict_file
 from toolkit.source.imports import import_object
 from toolkit.spec import DEFAULT_MAX_BATCH, TensorSpec, with_dynamic_batch
@@ -106,9 +106,17 @@ def load_model(
     inputs: Sequence[TensorSpec] | None = None,
     static: bool = False,
     trust_checkpoint: bool = False,
+    model_args: dict[str, Any] | None = None,
 ):
-    """Load a checkpoint or factory into a LoadedModel (eval mode, specs resolved)."""
+    """Load a checkpoint or factory into a LoadedModel (eval mode, specs resolved).
+
+    `model_args` are a factory's keyword arguments (`--model-arg`), already parsed literals.
+    """
     kind = source_kind(source)
+    if model_args and kind != "factory":
+        raise UsageError("--model-arg passes keyword arguments to a factory "
+                         "(pkg.module:function); a checkpoint rebuilds its module from its "
+                         "saved hyperparameters")
     if kind == "checkpoint":
         path = Path(source)
         module, ref = load_lightning_checkpoint(path, model_ref, trust=trust_checkpoint)
@@ -118,11 +126,15 @@ def load_model(
         factory = import_object(source, "source")
         if not callable(factory):
             raise UsageError(f"source '{source}' is not callable")
+        shown = ", ".join(f"{k}={v!r}" for k, v in (model_args or {}).items())
         try:
-            module = factory()
+            module = factory(**(model_args or {}))
         except Exception as err:  # user code
-            raise UsageError(f"factory {source}() failed: {type(err).__name__}: {err}") from err
+            line = first_line(err, 200)
+            raise UsageError(f"factory {source}({shown}) failed: {line}") from err
         info = {"kind": "factory", "path": source, "class": type(module).__qualname__}
+        if model_args:
+            info["model_args"] = {k: repr(v) for k, v in model_args.items()}
         if weights:
             load_state_dict_file(module, Path(weights))
             info["weights"] = str(Path(weights).resolve())

@@ -48,6 +48,7 @@ def source_model(bundle: Bundle) -> Any:
 
     require_module("torch", "rebuilding the eager model")
     from toolkit.source.load import load_model
+    from toolkit.source.model_args import parse_model_args
 
     source = bundle.manifest["source"]
     kind = source["kind"]
@@ -57,4 +58,6 @@ def source_model(bundle: Bundle) -> Any:
         weights=source.get("weights"),
         inputs=bundle.inputs,
         trust_checkpoint=bool(source.get("trusted", False)),
+        model_args=parse_model_args(f"{k}={v}" for k, v in
+                                    (source.get("model_args") or {}).items()),
     )

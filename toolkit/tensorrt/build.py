@@ -20,6 +20,7 @@ from toolkit.spec import TensorSpec
 from toolkit.tensorrt import compat as trt_compat
 from toolkit.tensorrt import options as trt_build
 from toolkit.tensorrt import profiles as trt_profiles
+from toolkit.tensorrt.cuda import open_device
 from toolkit.tensorrt.options import BuildOptions
 
 
@@ -33,30 +34,6 @@ def import_tensorrt(action: str = "build a TensorRT engine") -> Any:
             f"(engines are built and run on the GPU that uses them) [{err.__class__.__name__}]"
         ) from None
     return tensorrt
-
-
-def require_cuda(action: str = "build a TensorRT engine") -> Any:
-    """`import torch` with a visible CUDA GPU, or BackendUnavailable (exit 3)."""
-    try:
-        import torch
-    except ImportError:
-        raise BackendUnavailable(f"PyTorch is not installed, needed to {action}") from None
-    if not torch.cuda.is_available():
-        raise BackendUnavailable(
-            f"no CUDA GPU is visible, needed to {action}: run on the target GPU machine"
-        )
-    return torch
-
-
-def gpu_facts(torch: Any) -> dict[str, Any]:
-    """Name, compute capability and kind of the current CUDA device (recorded per engine)."""
-    props = torch.cuda.get_device_properties(torch.cuda.current_device())
-    return {
-        "name": props.name,
-        "compute_capability": f"{props.major}.{props.minor}",
-        "integrated": bool(getattr(props, "is_integrated", False)),
-        "memory_gib": round(props.total_memory / 2**30, 1),
-    }
 
 
 def make_logger(trt: Any, verbose: bool = False) -> Any:
@@ -93,7 +70,9 @@ def build_engine(
         raise UsageError(f"{onnx_path}: ONNX model not found; export --to onnx first")
     profiles = trt_profiles.resolve_profiles(inputs, options)
     trt = import_tensorrt()
-    torch = require_cuda()
+    cuda = open_device("cuda", "build a TensorRT engine")
+    gpu = cuda.facts()
+    cuda.release()
     plan = trt_compat.api_plan(trt.__version__)
     trt_compat.check_options_supported(options, plan)
 
@@ -127,7 +106,7 @@ def build_engine(
 
     return trt_compat.engine_record(
         trt_version=trt.__version__,
-        gpu=gpu_facts(torch),
+        gpu=gpu,
         platform=platform.machine(),
         options=options,
         profiles=profiles,

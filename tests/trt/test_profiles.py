@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tensorrt.common import DYNAMIC, STATIC
+from tests.trt.common import DYNAMIC, STATIC
 from toolkit.errors import UsageError
 from toolkit.spec import parse_input
 from toolkit.tensorrt import compat as trt_compat

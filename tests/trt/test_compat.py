@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.tensorrt.common import DYNAMIC, STATIC
+from tests.trt.common import DYNAMIC, STATIC
 from toolkit.errors import BackendUnavailable, UsageError
 from toolkit.tensorrt import bindings as trt_bindings
 from toolkit.tensorrt import compat as trt_compat

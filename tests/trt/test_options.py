@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.tensorrt.common import DYNAMIC
+from tests.trt.common import DYNAMIC
 from toolkit.errors import UsageError
 from toolkit.tensorrt import compat as trt_compat
 from toolkit.tensorrt import options as trt_build

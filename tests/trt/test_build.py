@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tests.tensorrt.common import DYNAMIC, STATIC, needs_no_trt, needs_trt_gpu, tiny_onnx
-from tests.tensorrt.test_compat import make_record
+from tests.trt.common import DYNAMIC, STATIC, needs_no_trt, needs_trt_gpu, tiny_onnx
+from tests.trt.test_compat import make_record
 from toolkit.errors import BackendUnavailable, ExportFailed, UsageError
 from toolkit.spec import OutputSpec
 from toolkit.tensorrt import compat as trt_compat

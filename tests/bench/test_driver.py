@@ -82,6 +82,15 @@ def test_cli_writes_json_markdown_plot_and_manifest(bundle: Path, tmp_path: Path
         assert all("times_ms" not in r for r in bench["rows"])
     assert [r["batch"] for r in manifest["bench"]["eager"]["rows"]] == [1, 4]
 
+    # inspect shows the latest p50 of each artifact, per batch, as bench recorded it
+    shown = CliRunner().invoke(app, ["inspect", str(bundle), "--json", "-"])
+    assert shown.exit_code == 0, shown.output
+    info = json.loads(shown.stdout)
+    for artifact, record in zip(info["artifacts"], manifest["artifacts"]):
+        want = {str(r["batch"]): r["p50_ms"] for r in record["bench"]["rows"]}
+        assert artifact["bench"]["p50_ms"] == want and artifact["bench"]["device"] == "cpu"
+    assert set(info["reference_bench"]["eager"]["p50_ms"]) == {"1", "4"}
+
 
 def test_baseline_twice_as_fast_fails_the_gate(bundle: Path, tmp_path: Path) -> None:
     first = tmp_path / "first.json"

@@ -131,3 +131,15 @@ def test_tampered_artifact_is_noted_and_unknown_tol_output_refused(cnn_bundle, t
     unwritable = runner.invoke(app, ["verify", str(cnn_bundle), "--json",
                                      str(tmp_path / "no" / "dir" / "r.json")])
     assert unwritable.exit_code == 2 and "--json" in unwritable.output
+
+
+def test_precision_filter_picks_artifacts_and_names_what_is_missing(cnn_bundle, tmp_path):
+    only_fp32 = runner.invoke(app, ["verify", str(cnn_bundle), "--precision", "fp32",
+                                    "--no-record", "--json", "-"])
+    assert only_fp32.exit_code == 0, only_fp32.output
+    assert [r["precision"] for r in json.loads(only_fp32.stdout)["reports"]] == ["fp32"]
+    missing = runner.invoke(app, ["verify", str(cnn_bundle), "--format", "onnx",
+                                  "--precision", "int8", "--no-record"])
+    assert missing.exit_code == 2 and "no onnx artifact in int8" in missing.output
+    unknown = runner.invoke(app, ["verify", str(cnn_bundle), "--precision", "fp64"])
+    assert unknown.exit_code == 2 and "unknown precision" in unknown.output

@@ -373,7 +373,8 @@ def _bundle_from_onnx(path: Path, out_dir: Path, specs: list[TensorSpec],
             raise UsageError(f"{out_dir} holds a bundle from a different source; choose "
                              "another --out, or pass --force")
         return bundle
-    onnx_format = formats.by_suffix(path.suffix) or formats.get("onnx")
+    onnx_format = formats.by_suffix(path.suffix)  # source_kind() saw a self-describing file
+    assert onnx_format is not None
     bundle = Bundle.create(out_dir, inputs=src.inputs, outputs=src.outputs,
                            source=src.source, call={"style": "positional"})
     dest = bundle.root / onnx_format.filename()

@@ -16,6 +16,7 @@ from toolkit.cli.console import (
     err_console,
     json_to_stdout,
     split_list,
+    table_console,
     write_json,
 )
 
@@ -86,7 +87,7 @@ def bench_command(
 
     from toolkit.bench import render as report
 
-    out = _table_console()
+    out = table_console()
     out.print(report.bench_table(results, title=f"latency · {plan.target}"))
     _print_warnings(results)
     env = environment(plan)
@@ -114,16 +115,6 @@ def bench_command(
         tb.check_regressions(comparisons)  # CheckFailed -> exit 1
         console.print(f"[green]no regression over {threshold:g}%[/]")
     return 0
-
-
-def _table_console() -> Any:
-    """The console for tables: piped output (CI logs, files) gets 160 columns, not rich's 80,
-    which would cut the artifact names and numbers."""
-    if console.is_terminal:
-        return console
-    from rich.console import Console
-
-    return Console(file=console.file, width=160, highlight=False)
 
 
 def _batches(values: list[str] | None) -> list[int] | None:

@@ -77,3 +77,11 @@ def write_json(path: Path | None, data: Any) -> None:
 
     write_json_atomic(path, data)
     err_console.print(f"wrote {path}", highlight=False)
+
+
+def table_console() -> Console:
+    """The console for tables: piped output (CI logs, files) gets 160 columns, not rich's 80,
+    which would cut artifact names and numbers."""
+    if console.is_terminal:
+        return console
+    return Console(file=console.file, width=160, highlight=False)

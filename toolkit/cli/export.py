@@ -14,6 +14,7 @@ from toolkit.cli.console import (
     err_console,
     json_to_stdout,
     split_list,
+    table_console,
     write_json,
 )
 
@@ -70,6 +71,15 @@ def export_command(
     )] = "onnx",
     profile: Annotated[list[str] | None, typer.Option(
         help="Extra TensorRT optimization profile, --input syntax. Repeatable.")] = None,
+    model_arg: opt.ModelArgs = None,
+    task: Annotated[str, typer.Option(
+        help="auto (a detector following torchvision's convention is found by itself), "
+        "detection, or none.")] = "auto",
+    max_detections: Annotated[int, typer.Option(
+        help="Detection: K, the rows of boxes/scores/labels per image.")] = 100,
+    nms: Annotated[str | None, typer.Option(
+        help="Detection, raw-head models (boxes [B,N,4], scores [B,N,C]): append class-aware "
+        "NMS, e.g. iou=0.45,score=0.25[,max=100].")] = None,
     json_path: opt.JsonPath = None,
 ) -> int:
     """Export SOURCE into a bundle of artifacts, each checked against the PyTorch outputs."""
@@ -93,6 +103,7 @@ def export_command(
         precisions=split_list(precision), device=device, verify=verify, opset=opset,
         torchscript_mode=torchscript_mode, trt_options=trt_options, trt_via=via,
         precision_options=precision_options, on_step=print_step,
+        model_args=model_arg or [], task=task, max_detections=max_detections, nms=nms,
     )
     print_summary(result)
     write_json(json_path, result.to_dict())
@@ -116,11 +127,7 @@ def print_step(step: Any) -> None:
 
     style = STATUS_STYLE.get(step.status, "white")
     mark = {"ok": "✓", "exists": "•", "unavailable": "!", "skipped": "-"}.get(step.status, "✗")
-    parity = ""
-    if step.parity:
-        worst = max((o.get("max_abs", 0) or 0 for o in step.parity["outputs"].values()),
-                    default=0)
-        parity = f"  max abs err {worst:.2e}"
+    parity = f"  {parity_figure(step.parity)}" if step.parity else ""
     console.print(
         f"  [{style}]{mark}[/] {step.target:<12} {step.precision:<5} "
         f"{step.seconds:6.1f}s  [{style}]{step.status}[/]{parity}", highlight=False)
@@ -138,23 +145,34 @@ def print_summary(result: Any) -> None:
 
     bundle = result.bundle
     table = Table(title=f"bundle {bundle.root}", title_justify="left")
-    for column in ("format", "precision", "file", "size", "parity", "max abs err"):
+    for column in ("format", "precision", "file", "size", "parity", "worst error"):
         table.add_column(column)
     for record in bundle.artifacts:
         parity = record.get("parity") or {}
-        worst = max((o.get("max_abs", 0) or 0 for o in parity.get("outputs", {}).values()),
-                    default=None)
         verdict = ("[green]pass[/]" if parity.get("passed") else "[red]FAIL[/]") \
             if parity else "[dim]not checked[/]"
         table.add_row(record["format"], record.get("precision", "fp32"), record["path"],
                       human_size(record.get("size_bytes")), verdict,
-                      f"{worst:.2e}" if worst is not None else "—")
+                      parity_figure(parity) if parity else "—")
     if not bundle.artifacts:
         return
-    console.print(table)
+    table_console().print(table)
     root = bundle.root
     console.print("[bold]next:[/]")
     for command, why in ((f"toolkit verify {root}", "the full parity gate (--data: real data)"),
                          (f"toolkit bench {root}", "latency of every artifact"),
                          (f"toolkit export {root} --to trt", "on the target GPU, bundle copied")):
         console.print(f"  {command:<44} [dim]# {why}[/]", soft_wrap=True)
+
+
+def parity_figure(parity: dict[str, Any]) -> str:
+    """The one number that says how close an artifact is: the worst element error, or for a
+    detector the matched detections and the worst IoU."""
+    detection = parity.get("detection")
+    if detection:
+        iou = detection.get("worst_iou")
+        return (f"matched {detection['matched']}/{detection['reference']}, worst IoU "
+                + (f"{iou:.4f}" if iou is not None else "—"))
+    worst = max((o.get("max_abs", 0) or 0 for o in parity.get("outputs", {}).values()),
+                default=None)
+    return f"max abs err {worst:.2e}" if worst is not None else "—"

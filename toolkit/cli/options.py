@@ -38,3 +38,6 @@ JsonPath = Annotated[Path | None, typer.Option(
 MarkdownPath = Annotated[Path | None, typer.Option(help="Write a Markdown report here.")]
 ModelClass = Annotated[str | None, typer.Option(
     help="LightningModule class pkg.module:Class (when the checkpoint doesn't record it).")]
+ModelArgs = Annotated[list[str] | None, typer.Option(
+    "--model-arg", help="A factory keyword argument NAME=VALUE, a Python literal (None, 5, "
+    "0.25, 'text', (1, 2)); nothing is evaluated. Repeatable.")]

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from toolkit.cli import options as opt
-from toolkit.cli.console import console, json_to_stdout, split_list, write_json
+from toolkit.cli.console import console, json_to_stdout, split_list, table_console, write_json
 
 
 def verify_command(
@@ -63,7 +63,8 @@ def _report(outcome: Any, json_file: Path | None, markdown: Path | None) -> None
 
     for note in outcome.notes:
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
-    print_reports(outcome.reports, console=console, divergences=outcome.divergences)
+    print_reports(outcome.reports, console=table_console(),
+                  divergences=outcome.divergences)
     write_json(json_file, outcome.to_dict())
     if markdown:
         with atomic_path(markdown, suffix=".md") as tmp:

@@ -36,3 +36,27 @@ def golden_samples(loaded: Any) -> list[GoldenSample]:
                                  int_high=loaded.int_high(), at=at)
             samples.append(GoldenSample(feed, loaded.run(feed)))
     return samples
+
+
+def detecting_example(loaded: Any, real: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The example golden samples start from, for a detector: one on which the model detects
+    something, since a sample without a detection proves nothing about boxes and scores.
+
+    The model's own example when it yields detections, else the real batch (--eval-data or
+    --calib-data); neither: a UsageError that says what to pass.
+    """
+    from toolkit.errors import UsageError
+
+    candidates = [("the model's example", loaded.example_feed(batch=None))]
+    if real is not None:
+        candidates.append(("the --eval-data / --calib-data images", dict(real)))
+    for _, feed in candidates:
+        if int(loaded.run(feed)["num_detections"].sum()) > 0:
+            return feed
+    tried = " and ".join(name for name, _ in candidates)
+    threshold = (loaded.detection or {}).get("score_threshold")
+    raise UsageError(
+        f"the detector finds nothing in {tried} (score threshold {threshold}), so parity "
+        "could not be proven on them; pass real images with --eval-data FILE.npz (x, boxes, "
+        "labels) or --calib-data, or lower the score threshold (--nms score=... or the "
+        "model's own, e.g. --model-arg box_score_thresh=0.05)")

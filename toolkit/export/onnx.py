@@ -42,9 +42,15 @@ def _export_legacy(model: LoadedModel, dest: Path, opset: int | None) -> None:
     if any(s.has_dynamic_batch for s in model.inputs):
         for out in model.outputs:
             axes[out.name] = {0: "batch"}
+    module = model.flat
+    # A module may name the module this exporter should trace instead (a torchvision detector:
+    # a scripted loop over images keeps the batch dynamic where tracing would unroll it).
+    hook = getattr(model.module, "toolkit_legacy_onnx_module", None)
+    if hook is not None:
+        module = hook(*example_args(model)) or module
     with quiet():
         torch.onnx.export(
-            model.flat, example_args(model), str(dest),
+            module, example_args(model), str(dest),
             input_names=[s.name for s in model.inputs],
             output_names=[o.name for o in model.outputs],
             dynamic_axes=axes or None, opset_version=opset or 17, dynamo=False,

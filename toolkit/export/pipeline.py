@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,10 @@ def export(
     inputs: Sequence[str | TensorSpec] | None = None,
     static: bool = False,
     trust_checkpoint: bool = False,
+    model_args: Mapping[str, Any] | Sequence[str] | None = None,
+    task: str = "auto",
+    max_detections: int = 100,
+    nms: str | None = None,
     options: ExportOptions | None = None,
     on_step: StepCallback | None = None,
     **option_fields: Any,
@@ -87,9 +91,14 @@ def export(
     """Export SOURCE into a bundle; each artifact is checked against the golden samples.
 
     Options are an `ExportOptions`, or its fields as keywords (force=True, precisions=[...],
-    precision_options={...}).
+    precision_options={...}). `model_args` are a factory's keyword arguments (a dict, or
+    'NAME=VALUE' literals); `task`, `max_detections` and `nms` make a detector export the
+    detection contract (see toolkit/source/detection.py).
     """
+    from toolkit.detection.nms_option import parse_nms_option
+    from toolkit.source.detection import DetectionOptions
     from toolkit.source.load import source_kind
+    from toolkit.source.model_args import parse_model_args
     from toolkit.spec import parse_input
     from toolkit.tensorrt.options import check_route
 
@@ -98,6 +107,10 @@ def export(
     targets = _with_dependencies(formats.parse_targets([to] if isinstance(to, str) else to),
                                  opts)
     specs = [s if isinstance(s, TensorSpec) else parse_input(s) for s in inputs or []]
+    factory_args = (dict(model_args) if isinstance(model_args, Mapping)
+                    else parse_model_args(model_args))
+    detection = DetectionOptions(task, max_detections,
+                                 parse_nms_option(nms, max_detections) if nms else None)
     kind = source_kind(source)
     out_dir = Path(out) if out else (Path(source) if kind == "bundle" else default_out(source))
     _check_writable(out_dir)
@@ -115,7 +128,8 @@ def export(
             run.check_precisions(single_target_strict=True)
             run.from_bundle(_bundle_from_onnx(Path(source), out_dir, specs, opts))
         else:
-            run.from_model(source, out_dir, specs, model, weights, static, trust_checkpoint)
+            run.from_model(source, out_dir, specs, model, weights, static, trust_checkpoint,
+                           factory_args, detection)
     except BaseException:
         if created and out_dir.exists():
             shutil.rmtree(out_dir, ignore_errors=True)  # nothing partial left behind
@@ -192,23 +206,32 @@ class _Run:
     # -- sources -------------------------------------------------------------------------
     def from_model(self, source: str, out_dir: Path, specs: list[TensorSpec],
                    model_ref: str | None, weights: str | None, static: bool,
-                   trust: bool) -> None:
+                   trust: bool, model_args: dict[str, Any], detection: Any) -> None:
+        from toolkit.source.detection import as_detector
         from toolkit.source.load import load_model
 
         loaded = load_model(source, model_ref=model_ref, weights=weights,
-                            inputs=specs or None, static=static, trust_checkpoint=trust)
+                            inputs=specs or None, static=static, trust_checkpoint=trust,
+                            model_args=model_args)
         if trust:
             loaded.source["trusted"] = True
+        loaded = as_detector(loaded, detection)
         self.check_precisions()
-        if any(p != "fp32" for p in self.opts.precisions):
+        real = None
+        if any(p != "fp32" for p in self.opts.precisions) or (
+                loaded.detection and self.opts.precision.eval_data):
             from toolkit.export.precision.steps import check_precision_data
 
             real = check_precision_data(loaded.inputs, self.opts.precisions,
-                                        self.opts.precision)
+                                        self.opts.precision, bool(loaded.detection))
             if loaded.example is None and real is not None:
                 # Golden samples from real data: reduced precisions are calibrated for it,
                 # and random noise would fail a healthy INT8 model.
                 loaded.example = real
+        if loaded.detection:
+            from toolkit.export.golden import detecting_example
+
+            loaded.example = detecting_example(loaded, real)
         self.model = loaded
         self.bundle = _open_or_create(out_dir, loaded, self.opts.force)
         if self.bundle.manifest.get("golden") is None:
@@ -348,8 +371,12 @@ def _open_or_create(out_dir: Path, loaded: Any, force: bool) -> Bundle:
                 "pass --force to start it over"
             )
         _clear_bundle(bundle)
-    return Bundle.create(out_dir, inputs=loaded.inputs, outputs=outputs,
-                         source=loaded.source, call={"style": loaded.call_style})
+    bundle = Bundle.create(out_dir, inputs=loaded.inputs, outputs=outputs,
+                           source=loaded.source, call={"style": loaded.call_style})
+    if loaded.detection:
+        bundle.manifest["task"] = "detection"
+        bundle.manifest["detection"] = dict(loaded.detection)
+    return bundle
 
 
 def _clear_bundle(bundle: Bundle) -> None:

@@ -65,12 +65,6 @@ def accuracy_gate(
     fp32_acc: float, reduced_acc: float, max_drop_points: float = 1.0, label: str = "reduced"
 ) -> tuple[bool, str]:
     """Pass when accuracy drops by at most `max_drop_points` percentage points."""
-    if max_drop_points < 0:
-        raise UsageError(f"--max-accuracy-drop must be >= 0, got {max_drop_points}")
-    drop = (fp32_acc - reduced_acc) * 100.0
-    verdict = "within" if drop <= max_drop_points + 1e-9 else "exceeds"
-    message = (
-        f"{label} accuracy {reduced_acc:.2%} vs fp32 {fp32_acc:.2%}: drop {drop:+.2f} points "
-        f"{verdict} the {max_drop_points:g}-point limit"
-    )
-    return verdict == "within", message
+    from toolkit.parity.task_eval import score_gate
+
+    return score_gate("accuracy", fp32_acc, reduced_acc, max_drop_points, label)

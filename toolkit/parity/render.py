@@ -86,8 +86,41 @@ def _detail_lines(report: ParityReport) -> list[str]:
 def failure_details(reports: Sequence[ParityReport]) -> list[str]:
     lines: list[str] = []
     for report in reports:
+        lines += _detection_lines(report)
         lines += _detail_lines(report)
     return lines
+
+
+def _detection_lines(report: ParityReport) -> list[str]:
+    """A detection report's failures, with the first offending images."""
+    if not hasattr(report, "detection_failures") or report.passed:
+        return []
+    lines = [f"{report.artifact} · detections: " + "; ".join(report.detection_failures())]
+    combined = report.combined
+    for image in (combined.offending_images[:3] if combined is not None else []):
+        lines += [f"  - image {image.index}: {problem}" for problem in image.problems[:3]]
+    lines += [f"  - {error}" for error in report.errors[:3]]
+    return lines
+
+
+def detection_rows(reports: Sequence[ParityReport]) -> list[list[str]]:
+    """artifact, precision, samples, matched, worst IoU, max score diff, missing, extra, status"""
+    rows = []
+    for report in reports:
+        combined = getattr(report, "combined", None)
+        if combined is None:
+            continue
+        rows.append([report.artifact, report.precision, str(report.samples),
+                     f"{combined.matched}/{combined.reference} "
+                     f"({combined.matched_fraction:.1%})",
+                     f"{combined.worst_iou:.4f}" if combined.worst_iou is not None else "—",
+                     _num(combined.max_score_diff), f"{combined.missing}",
+                     f"{combined.extra}", "pass" if report.passed else "FAIL"])
+    return rows
+
+
+DETECTION_COLUMNS = ("artifact", "precision", "samples", "matched", "worst IoU",
+                     "max score diff", "missing", "extra", "status")
 
 
 def parity_table(reports: Sequence[ParityReport], title: str | None = "Parity") -> Any:
@@ -120,7 +153,18 @@ def print_reports(
     from rich.markup import escape
 
     console = console or Console()
-    console.print(parity_table(reports))
+    if any(report.results for report in reports):
+        console.print(parity_table(reports))
+    rows = detection_rows(reports)
+    if rows:
+        from rich.table import Table
+
+        table = Table(*DETECTION_COLUMNS, title="Detection parity (IoU-matched)",
+                      title_justify="left")
+        for row in rows:
+            style = "green" if row[-1] == "pass" else "bold red"
+            table.add_row(*row[:-1], f"[{style}]{row[-1]}[/]")
+        console.print(table)
     for line in failure_details(reports):
         style = "red" if not line.startswith(" ") else None
         console.print(escape(line), style=style, highlight=False)
@@ -148,6 +192,11 @@ def to_markdown(
             f"{_num(s.p99_abs)} | {_num(s.max_rel)} | {_cos(s.min_cosine)} | "
             f"{_num(s.required_atol)} | {status if s.passed else f'**{status}**'} |"
         )
+    rows = detection_rows(reports)
+    if rows:
+        lines += ["", "| " + " | ".join(DETECTION_COLUMNS) + " |",
+                  "|" + "---|" * len(DETECTION_COLUMNS)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines.append("")
     for report in reports:
         lines.append(f"- {report.summary_line()} — tolerance {report.tolerances.describe()}, "

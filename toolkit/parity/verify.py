@@ -76,12 +76,9 @@ def verify_record(
 ) -> ParityReport:
     """Run one artifact on every sample and compare it with the reference."""
     reference = reference or Reference()
-    precision = record.get("precision", "fp32")
     tols = tolerances or tolerances_from_options(preset_for(record))
-    label = f"{record['format']}/{precision}"
     runner = runner_for(bundle, record, device=device, model=model)
-    report = check((), precision=precision, tolerance=tols, artifact=label,
-                   reference=reference.name)
+    report = new_report(bundle, record, tols, reference.name)
     with runner:
         for index, (feed, golden) in enumerate(sample_pairs(bundle, data)):
             expected = reference.expected(feed, golden)
@@ -96,6 +93,22 @@ def verify_record(
                 continue
             report.add_sample(expected, actual, sample_index=index)
     return report
+
+
+def new_report(bundle: Bundle, record: dict[str, Any], tolerances: Tolerances,
+               reference: str) -> ParityReport:
+    """An empty report of the kind the bundle's task needs: detections are matched by IoU."""
+    precision = record.get("precision", "fp32")
+    label = f"{record['format']}/{precision}"
+    detection = bundle.manifest.get("detection")
+    if detection:
+        from toolkit.parity.detection import detection_report
+
+        return detection_report(artifact=label, precision=precision, tolerances=tolerances,
+                                reference=reference, preset=preset_for(record),
+                                score_threshold=float(detection.get("score_threshold") or 0.0))
+    return check((), precision=precision, tolerance=tolerances, artifact=label,
+                 reference=reference)
 
 
 def record_parity(bundle: Bundle, record: dict[str, Any], report: ParityReport) -> None:

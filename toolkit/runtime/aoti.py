@@ -26,6 +26,9 @@ class AOTIRunner(TorchRunner):
                 f"{self.path} was compiled for {self.compiled_for}, not {self.device}; "
                 f"re-export with --to pt2 --device {self.device}"
             )
+        from toolkit.runtime.torchscript import load_custom_ops
+
+        load_custom_ops()
         package = torch._inductor.aoti_load_package(str(self.path))
         return lambda *tensors: package(*tensors)
 

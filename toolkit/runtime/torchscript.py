@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from toolkit.errors import UsageError, first_line
 from toolkit.runtime.torch_common import TorchRunner
 
 
@@ -20,7 +21,22 @@ class TorchScriptRunner(TorchRunner):
     def _load(self) -> Callable[..., Any]:
         import torch
 
-        return torch.jit.load(str(self.path), map_location=self.device).eval()
+        load_custom_ops()
+        try:
+            return torch.jit.load(str(self.path), map_location=self.device).eval()
+        except RuntimeError as err:
+            raise UsageError(f"torch.jit.load can't load {self.path}: {first_line(err)}"
+                             ) from err
+
+
+def load_custom_ops() -> None:
+    """Register the ops a saved program may call beyond torch's own: torchvision's (nms,
+    roi_align) are what detectors use. Absent torchvision, such a file fails to load, and says
+    which op is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        import torchvision  # noqa: F401
 
 
 def open_artifact(bundle: Any, record: dict[str, Any], **options: Any) -> TorchScriptRunner:

@@ -108,6 +108,9 @@ class LoadedModel:
     example: dict[str, np.ndarray] | None = None
     source: dict[str, Any] = field(default_factory=dict)
     _outputs: list[OutputSpec] | None = None
+    #: set for detectors wrapped to the output contract (source/detection.py): the manifest's
+    #: `detection` record (convention, max_detections, score_threshold, nms)
+    detection: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.module.eval()
@@ -134,6 +137,11 @@ class LoadedModel:
             .to(device=device, dtype=TORCH_DTYPES[s.dtype])
             for s in self.inputs
         )
+
+    def raw_output(self, feed: Mapping[str, np.ndarray]) -> Any:
+        """The module's own output structure (not flattened), under inference mode."""
+        with torch.inference_mode():
+            return self._call(feed)
 
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Eager forward on numpy inputs; outputs keyed by their flattened names."""

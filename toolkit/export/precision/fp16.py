@@ -34,6 +34,7 @@ _NEVER_LOW: frozenset[str] = frozenset({
     "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "EyeLike",
     "Multinomial", "Bernoulli", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
     "If", "Loop", "Scan", "Range",
+    "NonMaxSuppression",  # its boxes and scores are float32 by the ONNX spec
 })
 # Data-movement ops take the precision of the activation they move, so a Reshape between two
 # fp32 ops neither narrows a large value to fp16 nor costs a pair of Casts.
@@ -47,34 +48,6 @@ _FIXED_FP32_INPUTS: frozenset[tuple[str, int]] = frozenset({
     ("Resize", 1), ("Resize", 2), ("Upsample", 1),
 })
 
-
-# Ops whose fp16 result can overflow (sums, exp, powers) or lose the precision a normalisation
-# needs; they stay fp32 and take Casts around them.
-DEFAULT_SENSITIVE: frozenset[str] = frozenset({
-    "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum",
-    "ReduceLogSumExp", "ReduceProd", "CumSum",
-    "LayerNormalization", "GroupNormalization", "InstanceNormalization",
-    "Softmax", "LogSoftmax", "Exp", "Log", "Pow", "Sqrt", "Reciprocal", "Erf",
-})
-
-# Ops that never change type: they create floats from attributes/ints, carry quantisation
-# parameters or hold subgraphs we don't rewrite.
-_NEVER_LOW: frozenset[str] = frozenset({
-    "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "EyeLike",
-    "Multinomial", "Bernoulli", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
-    "If", "Loop", "Scan", "Range",
-})
-# Data-movement ops take the precision of the activation they move, so a Reshape between two
-# fp32 ops neither narrows a large value to fp16 nor costs a pair of Casts.
-_FOLLOW_OPS: frozenset[str] = frozenset({
-    "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Transpose", "Identity", "Expand", "Slice",
-    "Gather", "GatherElements", "GatherND", "Concat", "Split", "Tile", "DepthToSpace",
-    "SpaceToDepth",
-})
-# Inputs whose type is fixed to float by the ONNX spec, whatever the data type.
-_FIXED_FP32_INPUTS: frozenset[tuple[str, int]] = frozenset({
-    ("Resize", 1), ("Resize", 2), ("Upsample", 1),
-})
 
 # -- fp16 / bf16 -------------------------------------------------------------------------------
 def _to_low(array: np.ndarray, elem: int) -> Any:
@@ -197,6 +170,11 @@ class _FloatPass:
         return converted, total
 
     def retype_attributes(self, node: Any) -> None:
+        if node.op_type == "ConstantOfShape" and not any(a.name == "value"
+                                                         for a in node.attribute):
+            # Without `value` the op makes float32 zeros (the spec's default): say it in fp16.
+            zero = self.onnx.helper.make_tensor("value", self.FLOAT, [1], [0.0])
+            node.attribute.append(self.onnx.helper.make_attribute("value", zero))
         for attr in node.attribute:
             if node.op_type == "Cast" and attr.name == "to" and attr.i == self.FLOAT:
                 attr.i = self.elem

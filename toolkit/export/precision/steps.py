@@ -11,6 +11,8 @@ from toolkit.bundle import Bundle, atomic_path
 from toolkit.errors import UsageError
 from toolkit.export.job import PrecisionOptions
 
+NETWORK_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
 
 def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precision: str,
                       options: PrecisionOptions) -> dict[str, Any]:
@@ -33,8 +35,11 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
             feeds = load_feeds(calib, bundle.inputs, max_batches=options.calib_batches,
                                batch_size=_calibration_batch(bundle), split="val",
                                where="--calib-data")
+            # A detector's post-processing (box decoding, NMS, padding) stays fp32: only the
+            # network's heavy ops are quantized, as boxes in int8 would move by whole pixels.
+            op_types = NETWORK_OPS if bundle.manifest.get("detection") else None
             summary = quantize_int8(source, tmp, [_inputs_only(f) for f in feeds],
-                                    method=options.calib_method)
+                                    method=options.calib_method, op_types=op_types)
         else:
             raise UsageError(f"--precision {precision}: supported are fp32, fp16, bf16, int8")
     extra: dict[str, Any] = {"exporter": f"toolkit {precision} transform of {base['path']}",
@@ -46,8 +51,8 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
     return extra
 
 
-def check_precision_data(inputs: Any, precisions: Any,
-                         options: PrecisionOptions) -> dict[str, Any] | None:
+def check_precision_data(inputs: Any, precisions: Any, options: PrecisionOptions,
+                         detection: bool = False) -> dict[str, Any] | None:
     """Validate calibration / evaluation data before anything is exported, so a bad option
     costs one line, not a half-made bundle. Returns one real input batch (or None)."""
     from toolkit.source.data import load_feeds
@@ -59,7 +64,12 @@ def check_precision_data(inputs: Any, precisions: Any,
                              "FILE.npz|DIR|pkg.module:DataModule")
         real = load_feeds(options.calib_data, inputs, max_batches=1, split="val",
                           where="--calib-data")[0]
-    if options.eval_data:
+    if options.eval_data and detection:
+        from toolkit.detection.eval_data import load_detection_eval_data
+
+        data = load_detection_eval_data(options.eval_data, [s.name for s in inputs])
+        real = real or {name: value[:4] for name, value in data.inputs.items()}
+    elif options.eval_data:
         feeds = load_feeds(options.eval_data, inputs, max_batches=1, split="test",
                            where="--eval-data")
         if "labels" not in feeds[0]:
@@ -86,24 +96,20 @@ def _inputs_only(feed: Mapping[str, Any]) -> dict[str, Any]:
 
 def accuracy_check(bundle: Bundle, fp32_path: Path, reduced_path: Path,
                    options: PrecisionOptions) -> dict[str, Any]:
-    """Top-1 accuracy of the fp32 and reduced ONNX on labelled data, and the gate's verdict."""
-    from toolkit.parity.accuracy import accuracy_gate, classification_accuracy
+    """The task's score (accuracy, or mAP for a detector) of the fp32 and the reduced ONNX on
+    labelled data, and the gate's verdict on the drop."""
+    from toolkit.parity.task_eval import score_gate, task_evaluation
     from toolkit.runtime.onnxruntime import OnnxRuntimeRunner
-    from toolkit.source.data import load_feeds
 
-    feeds = load_feeds(options.eval_data, bundle.inputs, max_batches=None, split="test",
-                       where="--eval-data")
-    if not all("labels" in f for f in feeds):
-        raise UsageError(f"--eval-data {options.eval_data}: needs 'labels' beside the inputs")
+    evaluation = task_evaluation(str(options.eval_data), bundle.inputs,
+                                 bundle.manifest.get("detection"))
     scores = {}
     for label, path in (("fp32", fp32_path), ("reduced", reduced_path)):
-        runner = OnnxRuntimeRunner(path, inputs=bundle.inputs, outputs=bundle.outputs)
-        with runner:
-            scores[label] = classification_accuracy(
-                lambda feed, r=runner: r.infer(_inputs_only(feed)), feeds)
+        with OnnxRuntimeRunner(path, inputs=bundle.inputs, outputs=bundle.outputs) as runner:
+            scores[label] = evaluation(runner.infer)
     max_drop = options.max_accuracy_drop
-    passed, message = accuracy_gate(scores["fp32"]["accuracy"], scores["reduced"]["accuracy"],
-                                    max_drop)
-    return {"fp32": scores["fp32"], "reduced": scores["reduced"],
+    passed, message = score_gate(evaluation.metric, scores["fp32"]["score"],
+                                 scores["reduced"]["score"], max_drop)
+    return {"metric": evaluation.metric, "fp32": scores["fp32"], "reduced": scores["reduced"],
             "max_drop_points": max_drop, "passed": passed, "message": message,
             "data": str(options.eval_data)}

@@ -1,0 +1,159 @@
+"""Detectors as the toolkit exports them: the fixed-rank output contract, whatever the model.
+
+`as_detector` looks at the model's eager output once and wraps it:
+- torchvision's convention (`list[dict(boxes, scores, labels)]`, found automatically):
+  `TorchvisionDetectionAdapter` feeds the list from a batched tensor and pads to K;
+- raw heads (`boxes` [B,N,4], `scores` [B,N,C]) with `--nms`: class-aware NMS appended
+  (ONNX `NonMaxSuppression`), the same module being the eager reference;
+- a model that already returns the contract (`--task detection`) is taken as it is.
+The result is a LoadedModel whose outputs are named num_detections, boxes, scores, labels, and
+a `detection` record for the manifest (convention, K, score threshold, NMS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from torch import Tensor, nn
+
+from toolkit.detection.nms_option import NmsOptions
+from toolkit.errors import UsageError
+from toolkit.source.wrapper import LoadedModel, flatten_outputs
+
+TASKS = ("auto", "detection", "none")
+CONTRACT = ("num_detections", "boxes", "scores", "labels")
+
+
+class Detections(NamedTuple):
+    """The contract's four outputs; a NamedTuple so flattening names them."""
+
+    num_detections: Tensor
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+
+
+@dataclass(frozen=True)
+class DetectionOptions:
+    """What the user said about detection: --task, --max-detections, --nms."""
+
+    task: str = "auto"
+    max_detections: int = 100
+    nms: NmsOptions | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise UsageError(f"--task {self.task}: use one of {', '.join(TASKS)}")
+        if self.max_detections < 1:
+            raise UsageError(f"--max-detections must be >= 1, got {self.max_detections}")
+        if self.nms is not None and self.task == "none":
+            raise UsageError("--nms appends detection post-processing; it can't go with "
+                             "--task none")
+
+    @property
+    def k(self) -> int:
+        return self.nms.max_detections if self.nms is not None else self.max_detections
+
+
+class _Contract(nn.Module):
+    """Names the four contract tensors of a post-processing module."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, images: Tensor) -> Detections:
+        n, boxes, scores, labels = self.inner(images)
+        return Detections(n, boxes, scores, labels)
+
+    def toolkit_legacy_onnx_module(self, example: Tensor) -> nn.Module | None:
+        """The module the TorchScript-based ONNX exporter should trace, when it isn't this one
+        (torchvision detectors: a scripted loop over the batch keeps the batch dynamic)."""
+        hook = getattr(self.inner, "export_module", None)
+        return hook(example) if hook is not None else None
+
+
+class _FlatOutputs(nn.Module):
+    """A model's outputs flattened to a tuple, so NMS can pick boxes and scores by index."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        return tuple(t for _, t in flatten_outputs(self.model(images)))
+
+
+def score_threshold_of(model: nn.Module) -> float:
+    """The score threshold a torchvision detector applies (0.0 when it doesn't say)."""
+    for owner in (getattr(model, "roi_heads", None), model):
+        for name in ("score_thresh", "box_score_thresh"):
+            value = getattr(owner, name, None)
+            if isinstance(value, (int, float)):
+                return float(value)
+    return 0.0
+
+
+def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
+    """`loaded` wrapped to the detection contract, or unchanged when it isn't a detector."""
+    from toolkit.detection.postprocess import (
+        RawHeadNMS,
+        TorchvisionDetectionAdapter,
+        looks_like_torchvision_detections,
+    )
+
+    if options.task == "none":
+        return loaded
+    if len(loaded.inputs) != 1:
+        if options.task == "detection" or options.nms is not None:
+            raise UsageError(f"detection export takes one image input; the model has "
+                             f"{[s.name for s in loaded.inputs]}")
+        return loaded
+    raw = loaded.raw_output(loaded.example_feed(batch=None))
+    info: dict[str, Any] = {"max_detections": options.k}
+    if looks_like_torchvision_detections(raw):
+        if options.nms is not None:
+            raise UsageError("--nms appends NMS to raw-head outputs (boxes [B,N,4], scores "
+                             "[B,N,C]); this model runs its own post-processing (torchvision's "
+                             "list of dicts), so leave --nms out")
+        module: nn.Module = _Contract(TorchvisionDetectionAdapter(loaded.module, options.k))
+        info.update(convention="torchvision", score_threshold=score_threshold_of(loaded.module))
+    elif options.nms is not None:
+        from toolkit.detection.postprocess import find_raw_head_outputs
+
+        pairs = flatten_outputs(raw)
+        boxes_i, scores_i = find_raw_head_outputs([(n, tuple(t.shape)) for n, t in pairs])
+        nms = options.nms
+        names = (pairs[boxes_i][0], pairs[scores_i][0])
+        if isinstance(raw, Mapping) and all(n in raw for n in names):
+            # a dict output is indexed by key, which TorchScript can script
+            head, keys = loaded.module, names
+        else:
+            head, keys = _FlatOutputs(loaded.module), (boxes_i, scores_i)
+        module = _Contract(RawHeadNMS(head, nms.iou_threshold, nms.score_threshold,
+                                      nms.max_detections, boxes=keys[0], scores=keys[1]))
+        info.update(convention="raw-head", score_threshold=nms.score_threshold,
+                    nms={"iou": nms.iou_threshold, "score": nms.score_threshold,
+                         "boxes": pairs[boxes_i][0], "scores": pairs[scores_i][0]})
+    else:
+        names = [n for n, _ in flatten_outputs(raw)]
+        if options.task == "detection" and names != list(CONTRACT):
+            raise UsageError(
+                f"--task detection: the model returns {names or 'nothing'}; a detector "
+                "either follows torchvision's convention (list of dicts with boxes, scores, "
+                "labels), returns raw boxes [B,N,4] and scores [B,N,C] (add --nms "
+                "iou=0.45,score=0.25), or returns num_detections, boxes, scores, labels")
+        if names != list(CONTRACT):
+            return loaded
+        return _with_detection(loaded, loaded.module, {**info, "convention": "contract"})
+    return _with_detection(loaded, module, info)
+
+
+def _with_detection(loaded: LoadedModel, module: nn.Module, info: dict[str, Any]
+                    ) -> LoadedModel:
+    wrapped = LoadedModel(module=module, inputs=loaded.inputs, call_style="positional",
+                          example=loaded.example, source=loaded.source)
+    wrapped.detection = info
+    return wrapped

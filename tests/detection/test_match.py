@@ -178,7 +178,7 @@ def test_every_box_scaled_by_5_percent_fails():
     assert not result.passed
     assert result.worst_iou < 0.99
     assert "matched fraction 0.000 < 0.95" in result.summary()
-    assert "off place with tied scores" in result.summary()
+    assert "moved with unchanged scores" in result.summary()
 
 
 def test_a_moved_box_with_a_changed_score_fails():

@@ -18,6 +18,7 @@ def verify_command(
     against: Annotated[str | None, typer.Option(
         help="Compare with live eager PyTorch from this SOURCE (.ckpt or factory).")] = None,
     model: opt.ModelClass = None,
+    model_arg: opt.ModelArgs = None,
     reference: Annotated[str | None, typer.Option(
         help="Compare with another artifact of the bundle, e.g. onnx.")] = None,
     data: Annotated[str | None, typer.Option(
@@ -49,6 +50,7 @@ def verify_command(
         reference=reference, data=data, data_batches=data_batches, atol=atol, rtol=rtol,
         min_cosine=min_cosine, tol=tol or [], localize=localize, device=device,
         record=record, trust_checkpoint=trust_checkpoint, precisions=split_list(precision),
+        model_args=model_arg or [],
     )
     _report(outcome, json_file, markdown)
     return 0 if outcome.passed else 1

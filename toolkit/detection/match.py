@@ -362,7 +362,8 @@ class DetectionParity:
         if self._fraction_failed:
             out.append(f"matched fraction {self.matched_fraction:.3f} < "
                        f"{tol.min_matched_fraction}"
-                       + (f" ({self.swapped} box(es) off place with tied scores, worst IoU "
+                       + (f" ({self.swapped} box(es) moved with unchanged scores — more than "
+                          f"NMS swapping tied neighbours explains; worst IoU "
                           f"{_fmt(self.worst_iou)})" if self.swapped else ""))
         return out
 

@@ -22,7 +22,7 @@ def export_pt2(model: LoadedModel, dest: Path, *, device: str = "cpu") -> dict[s
                 module, example_args(model, device=device), dynamic_shapes=dynamic_shapes(model)
             )
     except Exception as err:
-        raise ExportFailed(f"torch.export failed: {first_line(err)}") from err
+        raise ExportFailed(f"torch.export failed: {first_line(err)}{_known_limit(err)}") from err
     started = time.perf_counter()
     try:
         with quiet():
@@ -33,6 +33,18 @@ def export_pt2(model: LoadedModel, dest: Path, *, device: str = "cpu") -> dict[s
         model.module.to("cpu")
     return {"exporter": "torch.export + AOTInductor", "device": device,
             "compile_s": round(time.perf_counter() - started, 2)}
+
+
+def _known_limit(err: BaseException) -> str:
+    """The upstream limitation behind a failure users hit often, to put in the one line."""
+    text = f"{type(err).__name__} {err}"
+    if "DataDependent" in text or "data-dependent" in text.lower():
+        hint = " — torch.export can't branch on values computed inside the model"
+        if "batched_nms" in text or "boxes.numel()" in text or "torchvision/ops" in text:
+            hint = (" — torchvision's batched_nms branches on the number of boxes, which "
+                    "torch.export can't guard (pytorch/vision#9306, pytorch/pytorch#118884)")
+        return f"{hint}; the onnx and torchscript formats go through"
+    return ""
 
 
 def export_artifact(job: ExportJob) -> dict[str, Any]:

@@ -119,11 +119,15 @@ def record_parity(bundle: Bundle, record: dict[str, Any], report: ParityReport) 
     bundle.update_artifact(record["format"], record.get("precision", "fp32"), parity=summary)
 
 
-def strip_wrapper_prefix(name: str | None) -> str | None:
-    """Module paths seen through FlatModule start with 'model.'; users know them without it."""
+def strip_wrapper_prefix(name: str | None, inner: str = "") -> str | None:
+    """Module paths seen through FlatModule start with 'model.' (and, for a detector, the
+    post-processing wrapper's path, `inner`); users know their layers without them."""
     if name is None:
         return None
-    return "" if name == "model" else name.removeprefix("model.")
+    for prefix in ("model", inner):
+        if prefix:
+            name = "" if name == prefix else name.removeprefix(prefix + ".")
+    return name
 
 
 def localize_failure(bundle: Bundle, record: dict[str, Any], feed: Feed, *, model: Any = None,
@@ -147,8 +151,10 @@ def localize_failure(bundle: Bundle, record: dict[str, Any], feed: Feed, *, mode
     divergence = localize_onnx(str(bundle.path_of(record)), feed, reference,
                                tolerance=tolerance)
     if divergence is not None:
-        divergence.module_path = strip_wrapper_prefix(divergence.module_path)
-        divergence.parameters = [strip_wrapper_prefix(p) or p for p in divergence.parameters]
+        inner = (bundle.manifest.get("detection") or {}).get("module_prefix", "")
+        divergence.module_path = strip_wrapper_prefix(divergence.module_path, inner)
+        divergence.parameters = [strip_wrapper_prefix(p, inner) or p
+                                 for p in divergence.parameters]
     return divergence
 
 
@@ -192,6 +198,7 @@ def verify_bundle(
     record: bool = True,
     trust_checkpoint: bool = False,
     precisions: Sequence[str] = (),
+    model_args: Sequence[str] = (),
 ) -> VerifyOutcome:
     """The parity gate over a bundle's artifacts; mirrors `toolkit verify`."""
     from toolkit.spec import canonical_precision
@@ -230,9 +237,12 @@ def verify_bundle(
     live_model = None
     if against:
         from toolkit.source.load import load_model
+        from toolkit.source.model_args import parse_model_args
+        from toolkit.source.rebuild import as_bundle_model
 
-        live_model = load_model(against, model_ref=model, inputs=bundle.inputs,
-                                trust_checkpoint=trust_checkpoint)
+        live_model = as_bundle_model(bundle, load_model(
+            against, model_ref=model, inputs=bundle.inputs, trust_checkpoint=trust_checkpoint,
+            model_args=parse_model_args(model_args)))
     elif data or localize or in_process:
         try:
             live_model = source_model(bundle)

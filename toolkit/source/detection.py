@@ -153,7 +153,22 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
 
 def _with_detection(loaded: LoadedModel, module: nn.Module, info: dict[str, Any]
                     ) -> LoadedModel:
+    # where the user's module sits inside the wrapper: localize names layers without it
+    info["module_prefix"] = next((name for name, sub in module.named_modules()
+                                  if sub is loaded.module), "")
     wrapped = LoadedModel(module=module, inputs=loaded.inputs, call_style="positional",
                           example=loaded.example, source=loaded.source)
     wrapped.detection = info
     return wrapped
+
+
+def options_from_record(info: Mapping[str, Any] | None) -> DetectionOptions:
+    """The options that made a bundle's detector, from its manifest's `detection` record, so
+    the eager reference rebuilt later (verify --against, bench eager) is wrapped the same."""
+    if not info:
+        return DetectionOptions(task="none")
+    nms = info.get("nms")
+    k = int(info.get("max_detections", 100))
+    return DetectionOptions(
+        task="detection", max_detections=k,
+        nms=NmsOptions(float(nms["iou"]), float(nms["score"]), k) if nms else None)

@@ -52,7 +52,7 @@ def source_model(bundle: Bundle) -> Any:
 
     source = bundle.manifest["source"]
     kind = source["kind"]
-    return load_model(
+    loaded = load_model(
         source["path"],
         model_ref=source.get("class") if kind == "lightning-checkpoint" else None,
         weights=source.get("weights"),
@@ -61,3 +61,14 @@ def source_model(bundle: Bundle) -> Any:
         model_args=parse_model_args(f"{k}={v}" for k, v in
                                     (source.get("model_args") or {}).items()),
     )
+    return as_bundle_model(bundle, loaded)
+
+
+def as_bundle_model(bundle: Bundle, loaded: Any) -> Any:
+    """A freshly loaded model wrapped as the bundle's artifacts are (a detector's contract)."""
+    detection = bundle.manifest.get("detection")
+    if not detection:
+        return loaded
+    from toolkit.source.detection import as_detector, options_from_record
+
+    return as_detector(loaded, options_from_record(detection))

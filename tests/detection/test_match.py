@@ -426,3 +426,24 @@ def test_property_wobble_inside_the_fp32_tolerance_passes(n, seed, shift, wobble
            list(np.asarray(ref[1]) + rng.uniform(-wobble, wobble, n)), ref[2])
     result = match_detections(batch([ref], k=24), batch([act], k=24))
     assert result.passed, result.summary()
+
+
+def _with_neighbour(overlap_shift: float) -> tuple[Image, Image]:
+    """Reference: one box kept. Actual: the same box plus a same-label neighbour shifted by
+    `overlap_shift` px (IoU with the first decided by the shift), as when NMS let it through."""
+    first = ([[10.0, 10.0, 50.0, 50.0]], [0.9], [1])
+    neighbour = [10.0 + overlap_shift, 10.0, 50.0 + overlap_shift, 50.0]
+    return first, ([first[0][0], neighbour], [0.9, 0.6], [1, 1])
+
+
+def test_an_nms_decision_at_the_iou_threshold_is_borderline_not_extra():
+    ref, act = _with_neighbour(13.2)  # IoU 0.51 with the kept box
+    iou = pairwise_iou(np.array(ref[0]), np.array([act[0][1]]))[0, 0]
+    assert abs(iou - 0.5) < 0.02
+    near = match_detections(batch([ref]), batch([act]), tolerance="fp16", nms_iou=0.5)
+    assert near.passed and near.tolerated_extra == 1
+    unknown = match_detections(batch([ref]), batch([act]), tolerance="fp16")
+    assert not unknown.passed and unknown.extra == 1  # without the NMS threshold: extra
+    far_ref, far_act = _with_neighbour(25.0)  # IoU ~0.23: NMS would never have flipped
+    far = match_detections(batch([far_ref]), batch([far_act]), tolerance="fp16", nms_iou=0.5)
+    assert not far.passed and far.extra == 1

@@ -7,7 +7,6 @@ package (toolkit/demo/digits.npz), so nothing is downloaded.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from toolkit.errors import BackendUnavailable, UsageError
 MODEL_REF = "toolkit.demo.model:DigitsCNN"
 QUICK_EPOCHS = 1
 CALIB_SAMPLES = 256  # from the training split; int8 wants >= 100 samples
-OUR_ENTRIES = ("digits.ckpt", "data", "bundle")
+OUR_ENTRIES = ("digits.ckpt", "shapes_detector.ckpt", "data", "bundle")
 
 
 def demo_command(
@@ -35,10 +34,23 @@ def demo_command(
     force: Annotated[bool, typer.Option(
         help="Retrain and replace the checkpoint and every artifact.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for weights and data order.")] = 0,
+    task: Annotated[str, typer.Option(
+        help="classification (digits CNN) or detection (a shapes detector with NMS).")]
+    = "classification",
 ) -> int:
-    """Train a small CNN on the bundled handwritten digits, export it to every format this
-    machine supports, verify each artifact and print the summary."""
+    """Train a small model with Lightning on embedded data (digits, or generated shapes for
+    --task detection), export it to every format this machine supports, verify each artifact
+    and print the summary."""
     from toolkit.demo.train import CHECKPOINT_NAME, DEFAULT_EPOCHS
+
+    if task not in ("classification", "detection"):
+        raise UsageError(f"--task {task}: use classification or detection")
+    if task == "detection":
+        from toolkit.cli.demo_detection import detection_demo
+
+        out = out if out != Path("out/demo") else Path("out/demo-detection")
+        _check_out(out)
+        return detection_demo(out, epochs=epochs, quick=quick, force=force, seed=seed)
 
     started = time.perf_counter()
     _check_out(out)
@@ -57,7 +69,7 @@ def demo_command(
     eval_path, calib_path = _write_data(out / "data")
 
     targets = ["onnx", "torchscript"] + ([] if quick else ["pt2"]) + ["trt"]
-    precisions = ["fp32", "fp16", "int8"] if _precision_available() else ["fp32"]
+    precisions = ["fp32", "fp16", "int8"]
     _header(3, f"export → {', '.join(targets)}   precisions {', '.join(precisions)}")
     code = _export(ckpt, out / "bundle", targets, precisions, eval_path, calib_path, force)
 
@@ -134,13 +146,6 @@ def _step_printer(print_step: Callable[[Any], None]) -> Callable[[Any], None]:
         print_step(step)
 
     return on_step
-
-
-def _precision_available() -> bool:
-    # fp16/int8 come from modules another part of the project provides; without them the
-    # demo exports fp32 only rather than failing.
-    modules = ("toolkit.export.precision.steps")
-    return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
 def _export(ckpt: Path, bundle_dir: Path, targets: list[str], precisions: list[str],

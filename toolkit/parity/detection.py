@@ -31,6 +31,7 @@ from toolkit.parity.report import ParityReport
 class DetectionParityReport(ParityReport):
     detection: DetectionTolerance = field(default_factory=lambda: detection_tolerance("fp32"))
     score_threshold: float = 0.0
+    nms_iou: float | None = None
     per_sample: list[tuple[int, DetectionParity]] = field(default_factory=list)
 
     def add_sample(self, expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray],
@@ -44,7 +45,8 @@ class DetectionParityReport(ParityReport):
             return []
         parity = match_detections({n: expected[n] for n in OUTPUT_NAMES},
                                   {n: actual[n] for n in OUTPUT_NAMES},
-                                  tolerance=self.detection, score_threshold=self.score_threshold)
+                                  tolerance=self.detection, score_threshold=self.score_threshold,
+                                  nms_iou=self.nms_iou)
         self.per_sample.append((index, parity))
         others = [n for n in expected if n not in OUTPUT_NAMES]
         found = super().add_sample({n: expected[n] for n in others},
@@ -103,10 +105,10 @@ class DetectionParityReport(ParityReport):
 
 
 def detection_report(*, artifact: str, precision: str, tolerances: Any, reference: str,
-                     preset: str, score_threshold: float = 0.0,
+                     preset: str, score_threshold: float = 0.0, nms_iou: float | None = None,
                      overrides: Mapping[str, float] | None = None) -> DetectionParityReport:
     """An empty report for one artifact of a detection bundle."""
     return DetectionParityReport(
         artifact=artifact, precision=precision, tolerances=tolerances, reference=reference,
         detection=detection_tolerance(preset, **dict(overrides or {})),
-        score_threshold=score_threshold)
+        score_threshold=score_threshold, nms_iou=nms_iou)

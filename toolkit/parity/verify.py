@@ -106,7 +106,9 @@ def new_report(bundle: Bundle, record: dict[str, Any], tolerances: Tolerances,
 
         return detection_report(artifact=label, precision=precision, tolerances=tolerances,
                                 reference=reference, preset=preset_for(record),
-                                score_threshold=float(detection.get("score_threshold") or 0.0))
+                                score_threshold=float(detection.get("score_threshold") or 0.0),
+                                nms_iou=detection.get("nms_iou")
+                                or (detection.get("nms") or {}).get("iou"))
     return check((), precision=precision, tolerance=tolerances, artifact=label,
                  reference=reference)
 

@@ -86,6 +86,16 @@ class _FlatOutputs(nn.Module):
         return tuple(t for _, t in flatten_outputs(self.model(images)))
 
 
+def nms_iou_of(model: nn.Module) -> float | None:
+    """The NMS IoU threshold a torchvision detector applies (None when it doesn't say)."""
+    for owner in (getattr(model, "roi_heads", None), model):
+        for name in ("nms_thresh", "box_nms_thresh"):
+            value = getattr(owner, name, None)
+            if isinstance(value, (int, float)):
+                return float(value)
+    return None
+
+
 def score_threshold_of(model: nn.Module) -> float:
     """The score threshold a torchvision detector applies (0.0 when it doesn't say)."""
     for owner in (getattr(model, "roi_heads", None), model):
@@ -119,7 +129,8 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
                              "[B,N,C]); this model runs its own post-processing (torchvision's "
                              "list of dicts), so leave --nms out")
         module: nn.Module = _Contract(TorchvisionDetectionAdapter(loaded.module, options.k))
-        info.update(convention="torchvision", score_threshold=score_threshold_of(loaded.module))
+        info.update(convention="torchvision", score_threshold=score_threshold_of(loaded.module),
+                    nms_iou=nms_iou_of(loaded.module))
     elif options.nms is not None:
         from toolkit.detection.postprocess import find_raw_head_outputs
 
@@ -135,6 +146,7 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
         module = _Contract(RawHeadNMS(head, nms.iou_threshold, nms.score_threshold,
                                       nms.max_detections, boxes=keys[0], scores=keys[1]))
         info.update(convention="raw-head", score_threshold=nms.score_threshold,
+                    nms_iou=nms.iou_threshold,
                     nms={"iou": nms.iou_threshold, "score": nms.score_threshold,
                          "boxes": pairs[boxes_i][0], "scores": pairs[scores_i][0]})
     else:

@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/toolkit demo
+	$(BIN)/toolkit demo --task detection
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -2,9 +2,11 @@
 edge device: `python tests/no_torch.py verify BUNDLE ...`."""
 
 import importlib.abc
+import os
 import sys
 
-BLOCKED = {"torch", "torchvision", "lightning", "pytorch_lightning", "onnxscript"}
+BLOCKED = {"torch", "torchvision", "lightning", "pytorch_lightning", "onnxscript",
+           *filter(None, os.environ.get("TOOLKIT_TEST_BLOCK", "").split(","))}
 
 
 class _Blocker(importlib.abc.MetaPathFinder):

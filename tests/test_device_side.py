@@ -4,6 +4,7 @@ a process where importing torch or Lightning fails, with the same results as wit
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,10 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--budget", "0.2", "--warmup", "0.1", "--min-iters", "5", "--batch", "1,3"]
 
 
-def toolkit(*args: object, torch: bool) -> subprocess.CompletedProcess:
+def toolkit(*args: object, torch: bool, block: str = "") -> subprocess.CompletedProcess:
     entry = [str(ROOT / "tests" / "no_torch.py")] if not torch else ["-m", "toolkit.cli.app"]
+    env = {**os.environ, "TOOLKIT_TEST_BLOCK": block}
     return subprocess.run([sys.executable, *entry, *map(str, args)], capture_output=True,
-                          text=True, timeout=300, cwd=ROOT)
+                          text=True, timeout=300, cwd=ROOT, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +89,10 @@ def test_help_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT)
     assert result.stdout.split() == ["False", "False"], result.stderr
+
+
+def test_without_onnxruntime_verify_exits_3_and_names_the_extra(device_bundle):
+    result = toolkit("verify", device_bundle, "--format", "onnx", "--no-record", torch=False,
+                     block="onnxruntime")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "toolkit[onnxruntime]" in result.stderr and "Traceback" not in result.stderr

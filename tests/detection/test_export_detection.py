@@ -178,3 +178,16 @@ def test_torchvision_detector_through_model_args(tmp_path):
             got = r.infer({"x": np.random.default_rng(0).random(
                 (batch, 3, 160, 160), dtype=np.float32)})
             assert got["boxes"].shape == (batch, 100, 4)
+
+
+@pytest.mark.slow
+def test_detection_demo_runs_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = run("demo", "--task", "detection", "--quick", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "mAP@[.5:.95]" in result.output and "eager PyTorch" in result.output
+    manifest = Bundle.open(out / "bundle").manifest
+    assert {(r["format"], r["precision"]) for r in manifest["artifacts"]} >= {
+        ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("torchscript", "fp32")}
+    assert all(r["parity"]["passed"] for r in manifest["artifacts"])
+    assert all(r["bench"]["rows"] for r in manifest["artifacts"] if r["format"] == "onnx")

@@ -29,6 +29,7 @@ def test_literals_parse(text, expected):
     ("class=5", "not a Python argument name"),
     ("x=", "no value"),
     ("backbone=resnet50", "quote text: backbone='resnet50'"),
+    ("a\nb=1", "is not a Python argument name"),
     ("x=__import__('os').system('true')", "not a Python literal"),
     ("x=open('/etc/passwd')", "not a Python literal"),
 ])
@@ -54,7 +55,8 @@ def test_any_string_parses_or_is_one_usage_error(text):
 
 
 _LITERALS = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+    | st.floats(allow_nan=False, allow_infinity=False),
     lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner), max_leaves=6)
 
 

@@ -95,8 +95,7 @@ def export(
     'NAME=VALUE' literals); `task`, `max_detections` and `nms` make a detector export the
     detection contract (see toolkit/source/detection.py).
     """
-    from toolkit.detection.nms_option import parse_nms_option
-    from toolkit.source.detection import DetectionOptions
+    from toolkit.detection.options import DetectionOptions, parse_nms_option
     from toolkit.source.load import source_kind
     from toolkit.source.model_args import parse_model_args
     from toolkit.spec import parse_input

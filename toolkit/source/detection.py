@@ -13,16 +13,14 @@ a `detection` record for the manifest (convention, K, score threshold, NMS).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
-from toolkit.detection.nms_option import NmsOptions
+from toolkit.detection.options import DetectionOptions
 from toolkit.errors import UsageError
 from toolkit.source.wrapper import LoadedModel, flatten_outputs
 
-TASKS = ("auto", "detection", "none")
 CONTRACT = ("num_detections", "boxes", "scores", "labels")
 
 
@@ -33,28 +31,6 @@ class Detections(NamedTuple):
     boxes: Tensor
     scores: Tensor
     labels: Tensor
-
-
-@dataclass(frozen=True)
-class DetectionOptions:
-    """What the user said about detection: --task, --max-detections, --nms."""
-
-    task: str = "auto"
-    max_detections: int = 100
-    nms: NmsOptions | None = None
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise UsageError(f"--task {self.task}: use one of {', '.join(TASKS)}")
-        if self.max_detections < 1:
-            raise UsageError(f"--max-detections must be >= 1, got {self.max_detections}")
-        if self.nms is not None and self.task == "none":
-            raise UsageError("--nms appends detection post-processing; it can't go with "
-                             "--task none")
-
-    @property
-    def k(self) -> int:
-        return self.nms.max_detections if self.nms is not None else self.max_detections
 
 
 class _Contract(nn.Module):
@@ -173,14 +149,3 @@ def _with_detection(loaded: LoadedModel, module: nn.Module, info: dict[str, Any]
     wrapped.detection = info
     return wrapped
 
-
-def options_from_record(info: Mapping[str, Any] | None) -> DetectionOptions:
-    """The options that made a bundle's detector, from its manifest's `detection` record, so
-    the eager reference rebuilt later (verify --against, bench eager) is wrapped the same."""
-    if not info:
-        return DetectionOptions(task="none")
-    nms = info.get("nms")
-    k = int(info.get("max_detections", 100))
-    return DetectionOptions(
-        task="detection", max_detections=k,
-        nms=NmsOptions(float(nms["iou"]), float(nms["score"]), k) if nms else None)

@@ -23,7 +23,7 @@ def parse_model_arg(text: str) -> tuple[str, Any]:
     if not sep:
         raise UsageError(f"--model-arg {text!r}: expected NAME=VALUE, e.g. {EXAMPLE}")
     if not name.isidentifier() or keyword.iskeyword(name):
-        raise UsageError(f"--model-arg {text!r}: '{name}' is not a Python argument name")
+        raise UsageError(f"--model-arg {text!r}: {name!r} is not a Python argument name")
     value = value.strip()
     if not value:
         raise UsageError(f"--model-arg {text!r}: no value after '='; write None for none")
@@ -31,7 +31,7 @@ def parse_model_arg(text: str) -> tuple[str, Any]:
         parsed = ast.literal_eval(value)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         hint = f" (quote text: {name}='{value}')" if value.isidentifier() else ""
-        raise UsageError(f"--model-arg {text!r}: '{value}' is not a Python literal{hint}; "
+        raise UsageError(f"--model-arg {text!r}: {value!r} is not a Python literal{hint}; "
                          "numbers, 'strings', None, True/False and tuples/lists of them "
                          "work") from None
     return name, parsed

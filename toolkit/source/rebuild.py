@@ -69,6 +69,7 @@ def as_bundle_model(bundle: Bundle, loaded: Any) -> Any:
     detection = bundle.manifest.get("detection")
     if not detection:
         return loaded
-    from toolkit.source.detection import as_detector, options_from_record
+    from toolkit.detection.options import options_from_record
+    from toolkit.source.detection import as_detector
 
     return as_detector(loaded, options_from_record(detection))

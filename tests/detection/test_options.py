@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.detection.nms_option import NmsOptions, parse_nms_option
+from toolkit.detection.options import NmsOptions, parse_nms_option
 from toolkit.errors import UsageError
 
 
@@ -54,6 +54,6 @@ def test_module_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, toolkit.detection.nms_option; "
+    code = ("import sys, toolkit.detection.options; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

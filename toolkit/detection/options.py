@@ -1,4 +1,5 @@
-"""`--nms iou=0.45,score=0.25[,max=100]`: the NMS a raw-head detector gets appended.
+"""Detection options: `--task`, `--max-detections` and `--nms iou=0.45,score=0.25[,max=100]`,
+the NMS a raw-head detector gets appended.
 
 Pure Python (no torch) so the CLI can validate the option before anything heavy is imported.
 """
@@ -6,7 +7,9 @@ Pure Python (no torch) so the CLI can validate the option before anything heavy 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from toolkit.errors import UsageError
 
@@ -90,3 +93,40 @@ def parse_nms_option(
         score_threshold=_float("score", values["score"]) if "score" in values else DEFAULT_SCORE,
         max_detections=_int("max", values["max"]) if "max" in values else default_max_detections,
     )
+
+
+TASKS = ("auto", "detection", "none")
+
+
+@dataclass(frozen=True)
+class DetectionOptions:
+    """What the user said about detection: --task, --max-detections, --nms."""
+
+    task: str = "auto"
+    max_detections: int = 100
+    nms: NmsOptions | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise UsageError(f"--task {self.task}: use one of {', '.join(TASKS)}")
+        if self.max_detections < 1:
+            raise UsageError(f"--max-detections must be >= 1, got {self.max_detections}")
+        if self.nms is not None and self.task == "none":
+            raise UsageError("--nms appends detection post-processing; it can't go with "
+                             "--task none")
+
+    @property
+    def k(self) -> int:
+        return self.nms.max_detections if self.nms is not None else self.max_detections
+
+
+def options_from_record(info: Mapping[str, Any] | None) -> DetectionOptions:
+    """The options that made a bundle's detector, from its manifest's `detection` record, so
+    the eager reference rebuilt later (verify --against, bench eager) is wrapped the same."""
+    if not info:
+        return DetectionOptions(task="none")
+    nms = info.get("nms")
+    k = int(info.get("max_detections", 100))
+    return DetectionOptions(
+        task="detection", max_detections=k,
+        nms=NmsOptions(float(nms["iou"]), float(nms["score"]), k) if nms else None)

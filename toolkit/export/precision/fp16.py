@@ -43,6 +43,8 @@ _FOLLOW_OPS: frozenset[str] = frozenset({
     "Gather", "GatherElements", "GatherND", "Concat", "Split", "Tile", "DepthToSpace",
     "SpaceToDepth",
 })
+# Ops whose outputs select data (indices, kept boxes): everything computed from them stays fp32.
+_SELECTION_OPS: frozenset[str] = frozenset({"NonZero", "NonMaxSuppression", "TopK"})
 # Inputs whose type is fixed to float by the ONNX spec, whatever the data type.
 _FIXED_FP32_INPUTS: frozenset[tuple[str, int]] = frozenset({
     ("Resize", 1), ("Resize", 2), ("Upsample", 1),
@@ -123,8 +125,14 @@ class _FloatPass:
         inits = {i.name for i in self.graph.initializer}
         fp32_tensors = {vi.name for vi in self.graph.input if self.types.get(vi.name) == self.FLOAT}
         flags = []
+        selected: set[str] = set()  # tensors computed from data-dependent selections
         for node in self.graph.node:
             low = self.is_low(node)
+            if node.op_type in _SELECTION_OPS or any(i in selected for i in node.input):
+                # Post-processing (candidate gathering, coordinate offsets, NMS, padding)
+                # decides which boxes survive: fp16 there changes the answer, not its digits.
+                selected.update(node.output)
+                low = False
             if low and node.op_type in _FOLLOW_OPS:
                 low = not any(i in fp32_tensors for i in node.input if i and i not in inits)
             if not low:

@@ -139,11 +139,14 @@ def print_step(step: Any) -> None:
 
 
 def print_summary(result: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from toolkit.cli.console import human_size
 
     bundle = result.bundle
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     table = Table(title=f"bundle {bundle.root}", title_justify="left")
     for column in ("format", "precision", "file", "size", "parity", "worst error"):
         table.add_column(column)
@@ -171,7 +174,8 @@ def parity_figure(parity: dict[str, Any]) -> str:
     detection = parity.get("detection")
     if detection:
         iou = detection.get("worst_iou")
-        return (f"matched {detection['matched']}/{detection['reference']}, worst IoU "
+        judged = detection["reference"] - detection.get("tolerated_missing", 0)
+        return (f"matched {detection['matched']}/{judged}, worst IoU "
                 + (f"{iou:.4f}" if iou is not None else "—"))
     worst = max((o.get("max_abs", 0) or 0 for o in parity.get("outputs", {}).values()),
                 default=None)

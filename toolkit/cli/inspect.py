@@ -40,6 +40,12 @@ def _bundle_info(bundle: Any) -> dict[str, Any]:
         parity = record.get("parity")
         row["parity"] = None if parity is None else ("pass" if parity.get("passed") else "FAIL")
         row["bench"] = latest_p50(record.get("bench"))
+        accuracy = record.get("accuracy") or {}
+        if accuracy:
+            row["accuracy"] = {"metric": accuracy.get("metric", "accuracy"),
+                               "fp32": accuracy["fp32"].get("score"),
+                               "score": accuracy["reduced"].get("score"),
+                               "passed": accuracy.get("passed")}
         artifacts.append(row)
     manifest = bundle.manifest
     reference = {name: latest_p50(record)
@@ -49,6 +55,7 @@ def _bundle_info(bundle: Any) -> dict[str, Any]:
         "outputs": manifest["outputs"], "source": manifest.get("source"),
         "golden": manifest.get("golden"), "artifacts": artifacts,
         "environment": manifest.get("environment"), "reference_bench": reference,
+        "task": manifest.get("task"), "detection": manifest.get("detection"),
     }
 
 
@@ -152,6 +159,18 @@ def _render(info: dict[str, Any]) -> None:
     if info.get("ops"):
         top = ", ".join(f"{op}×{n}" for op, n in list(info["ops"].items())[:12])
         console.print(f"ops: {top}")
+    if info.get("detection"):
+        det = info["detection"]
+        nms = f", NMS IoU {det['nms_iou']}" if det.get("nms_iou") is not None else ""
+        console.print(f"task: detection ({det.get('convention')}), K={det.get('max_detections')}"
+                      f", score threshold {det.get('score_threshold')}{nms}; outputs "
+                      "num_detections, boxes (xyxy px), scores, labels")
+    for a in info.get("artifacts") or []:
+        acc = a.get("accuracy")
+        if acc and acc.get("score") is not None:
+            console.print(f"{a['format']}/{a['precision']}: {acc['metric']} "
+                          f"{acc['score']:.2%} (fp32 {acc['fp32']:.2%}) "
+                          f"{'within' if acc['passed'] else 'OUTSIDE'} the gate")
     if info.get("source"):
         src = info["source"]
         console.print(f"source: {src.get('kind')} {src.get('path')} ({src.get('class', '')})")

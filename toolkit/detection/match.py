@@ -258,6 +258,7 @@ class ImageParity:
     extra: int = 0
     tolerated_missing: int = 0  # borderline: within score_margin of a cut
     tolerated_extra: int = 0
+    confident: int = 0  # reference detections clear of every cut of the reference itself
     worst_iou: float | None = None  # over all IoU-matched pairs
     max_score_diff: float | None = None
     max_box_shift: float | None = None  # pixels
@@ -278,7 +279,8 @@ class ImageParity:
 
 
 _COUNTS = ("reference", "actual", "matched", "swapped", "moved", "score_changed",
-           "label_changed", "missing", "extra", "tolerated_missing", "tolerated_extra")
+           "label_changed", "missing", "extra", "tolerated_missing", "tolerated_extra",
+           "confident")
 
 
 @dataclass(frozen=True)
@@ -306,6 +308,7 @@ class DetectionParity:
     extra: int
     tolerated_missing: int
     tolerated_extra: int
+    confident: int = 0
 
     @classmethod
     def from_images(cls, tolerance: DetectionTolerance, iou_threshold: float,
@@ -315,9 +318,10 @@ class DetectionParity:
 
     @property
     def vacuous(self) -> bool:
-        """Nothing was judged: no reference detection, or every one is borderline (tied at a
-        cut, like a random-weight detector whose scores are all equal)."""
-        return self.reference - self.tolerated_missing <= 0
+        """Nothing can be judged: no reference detection, or every one is borderline (tied at
+        a cut, like a random-weight detector whose scores are all equal). A property of the
+        reference alone, so every artifact compared with it gets the same answer."""
+        return self.confident <= 0
 
     @property
     def matched_fraction(self) -> float:
@@ -388,8 +392,9 @@ class DetectionParity:
 
     def summary(self) -> str:
         """One line: the verdict, the key numbers, and the first offending image if any."""
-        head = (f"{self.matched}/{self.reference} matched "
-                f"(fraction {self.matched_fraction:.3f}), worst IoU {_fmt(self.worst_iou)}, "
+        head = (f"{self.matched}/{self.reference - self.tolerated_missing} matched "
+                f"(fraction {self.matched_fraction:.3f}; {self.tolerated_missing} more "
+                f"borderline), worst IoU {_fmt(self.worst_iou)}, "
                 f"max score diff {_fmt(self.max_score_diff)}, missing {self.missing} "
                 f"(+{self.tolerated_missing} borderline), extra {self.extra} "
                 f"(+{self.tolerated_extra} borderline), swaps {self.swapped}")
@@ -568,8 +573,10 @@ def _match_image(index: int, ref: _Set, act: _Set, tol: DetectionTolerance,
                             nms_iou)
     if not padding_ok:
         problems.append("rows past num_detections are not zero")
+    confident = sum(not _borderline(float(s), ref, tol, score_threshold) for s in ref.scores)
     return ImageParity(
         index=index, reference=ref.scores.size, actual=act.scores.size, **counts, **lone,
+        confident=confident,
         worst_iou=_extreme([float(iou[r, a]) for r, a in pairs], min),
         max_score_diff=_extreme([float(abs(ref.scores[r] - act.scores[a])) for r, a in pairs],
                                 max),

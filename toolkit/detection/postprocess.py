@@ -235,8 +235,10 @@ def _select_reference(
     # torchvision's fake `nms` claims at least 2 kept boxes, so a torch.export'ed (pt2) graph
     # asserts that at run time and fails on 0 or 1 detections. Two sentinels in a group of
     # their own always survive; they are dropped again right after.
-    sentinels = torch.tensor([[0.0, 0.0, 1.0, 1.0], [2.0, 0.0, 3.0, 1.0]],
-                             dtype=cand_boxes.dtype, device=cand_boxes.device)
+    # built from arange, not torch.tensor: a traced constant would make the tracer warn
+    left = torch.arange(2, dtype=cand_boxes.dtype, device=cand_boxes.device)[:, None] * 2
+    zero = torch.zeros_like(left)
+    sentinels = torch.cat([left, zero, left + 1, zero + 1], dim=1)  # [[0,0,1,1], [2,0,3,1]]
     sentinels = sentinels + span * (scores.shape[0] * num_classes)
     keep = _tv_nms(torch.cat([cand_boxes + offsets, sentinels]),
                    torch.cat([cand_scores, cand_scores.new_zeros(2)]), iou_threshold)

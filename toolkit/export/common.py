@@ -130,3 +130,18 @@ def probe_args(model: LoadedModel, example: tuple) -> tuple | None:
             high = max(1, highs.get(spec.name, 2))
             probes.append(torch.randint(0, high, shape, generator=generator).to(dtype))
     return tuple(probes)
+
+
+@contextlib.contextmanager
+def lightning_export_mode(module: Any) -> Iterator[None]:
+    """Tell LightningModules they are being exported, so that properties such as `trainer`
+    don't raise while a tracer, the scripter or an exporter walks their attributes (as
+    Lightning's own to_torchscript and to_onnx do). Every exporter runs inside it."""
+    flagged = [m for m in module.modules() if hasattr(m, "_jit_is_scripting")]
+    for m in flagged:
+        m._jit_is_scripting = True
+    try:
+        yield
+    finally:
+        for m in flagged:
+            m._jit_is_scripting = False

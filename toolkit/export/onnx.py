@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ExportFailed, UsageError, first_line
-from toolkit.export.common import dynamic_shapes, example_args, quiet
+from toolkit.export.common import dynamic_shapes, example_args, lightning_export_mode, quiet
 from toolkit.export.job import ExportJob
 from toolkit.source.wrapper import LoadedModel
 
@@ -59,6 +59,11 @@ def _export_legacy(model: LoadedModel, dest: Path, opset: int | None) -> None:
 
 def export_onnx(model: LoadedModel, dest: Path, *, opset: int | None = None) -> dict[str, Any]:
     """Write `dest`; returns record fields (exporter used, opset, nodes, fallback reason)."""
+    with lightning_export_mode(model.module):
+        return _export_onnx(model, dest, opset)
+
+
+def _export_onnx(model: LoadedModel, dest: Path, opset: int | None) -> dict[str, Any]:
     import onnx
 
     notes: list[str] = []

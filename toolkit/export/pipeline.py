@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ __all__ = ["export", "ExportOptions", "ExportResult", "Step", "StepStatus", "gol
 class ExportResult:
     bundle: Bundle
     steps: list[Step]
+    notes: list[str] = field(default_factory=list)  # what the run decided on the user's behalf
 
     @property
     def exit_code(self) -> int:
@@ -43,7 +44,7 @@ class ExportResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"bundle": str(self.bundle.root), "exit_code": self.exit_code,
-                "steps": [s.to_dict() for s in self.steps]}
+                "steps": [s.to_dict() for s in self.steps], "notes": self.notes}
 
 
 def default_out(source: str) -> Path:
@@ -133,7 +134,7 @@ def export(
         if created and out_dir.exists():
             shutil.rmtree(out_dir, ignore_errors=True)  # nothing partial left behind
         raise
-    result = ExportResult(run.bundle, run.steps)
+    result = ExportResult(run.bundle, run.steps, run.notes)
     if created and not result.bundle.artifacts and out_dir.exists():
         shutil.rmtree(out_dir, ignore_errors=True)
     return result
@@ -178,6 +179,7 @@ class _Run:
         self.opts = opts
         self.on_step = on_step
         self.steps: list[Step] = []
+        self.notes: list[str] = []
         self.model: Any = None
         self.bundle: Bundle = None  # type: ignore[assignment]
 
@@ -215,6 +217,8 @@ class _Run:
         if trust:
             loaded.source["trusted"] = True
         loaded = as_detector(loaded, detection)
+        if loaded.detection and loaded.detection.get("note"):
+            self.notes.append(loaded.detection["note"])
         self.check_precisions()
         real = None
         if any(p != "fp32" for p in self.opts.precisions) or (

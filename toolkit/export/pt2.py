@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ExportFailed, first_line
-from toolkit.export.common import dynamic_shapes, example_args, quiet
+from toolkit.export.common import dynamic_shapes, example_args, lightning_export_mode, quiet
 from toolkit.export.job import ExportJob
 from toolkit.source.wrapper import LoadedModel
 
@@ -17,7 +17,7 @@ def export_pt2(model: LoadedModel, dest: Path, *, device: str = "cpu") -> dict[s
 
     module = model.flat.to(device)
     try:
-        with quiet():
+        with quiet(), lightning_export_mode(model.module):
             program = torch.export.export(
                 module, example_args(model, device=device), dynamic_shapes=dynamic_shapes(model)
             )

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
+import re
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ExportFailed, first_line
-from toolkit.export.common import example_args, probe_args, quiet
+from toolkit.export.common import example_args, lightning_export_mode, probe_args, quiet
 from toolkit.export.job import ExportJob
 from toolkit.source.wrapper import LoadedModel
-
-
-@contextlib.contextmanager
-def _scripting(module: Any) -> Iterator[None]:
-    """Tell LightningModules they are being scripted, so that properties such as `trainer`
-    don't raise while the tracer walks their attributes (as Lightning's to_torchscript does)."""
-    flagged = [m for m in module.modules() if hasattr(m, "_jit_is_scripting")]
-    for m in flagged:
-        m._jit_is_scripting = True
-    try:
-        yield
-    finally:
-        for m in flagged:
-            m._jit_is_scripting = False
 
 
 def _trace(model: LoadedModel) -> tuple[Any, list[str]]:
@@ -63,7 +48,7 @@ def export_torchscript(model: LoadedModel, dest: Path, *, mode: str = "auto") ->
     """mode: 'trace', 'script', or 'auto' (trace; script when the tracer warns the trace
     depends on values, e.g. data-dependent control flow)."""
 
-    with _scripting(model.module):
+    with lightning_export_mode(model.module):
         return _export(model, dest, mode)
 
 
@@ -90,7 +75,8 @@ def _export(model: LoadedModel, dest: Path, mode: str) -> dict[str, Any]:
                 notes.append("scripted because tracing would be wrong: " + tracer_warnings[0])
             except Exception as err:
                 notes.append(f"tracer warned ({tracer_warnings[0]}) and scripting failed "
-                             f"({first_line(err)}); kept the trace — check parity")
+                             f"({first_line(err)}{_where(err)}); kept the trace — parity "
+                             "checks it on every golden sample")
         if module is None:
             raise ExportFailed("torch.jit.trace failed: " + "; ".join(tracer_warnings))
     elif mode == "script":
@@ -107,6 +93,12 @@ def _export(model: LoadedModel, dest: Path, mode: str) -> dict[str, Any]:
     torch.jit.save(frozen, str(dest))
     return {"exporter": f"torch.jit.{method}", "legacy": True, "notes": notes,
             "call_style": "flat" if method == "trace" else model.call_style}
+
+
+def _where(err: BaseException) -> str:
+    """' at file.py:34': where in the user's code TorchScript refused, when it says."""
+    found = re.findall(r'File "([^"]+)", line (\d+)', str(err))
+    return f" at {Path(found[0][0]).name}:{found[0][1]}" if found else ""
 
 
 def export_artifact(job: ExportJob) -> dict[str, Any]:

@@ -111,8 +111,10 @@ def detection_rows(reports: Sequence[ParityReport]) -> list[list[str]]:
         if combined is None:
             continue
         rows.append([report.artifact, report.precision, str(report.samples),
-                     f"{combined.matched}/{combined.reference} "
-                     f"({combined.matched_fraction:.1%})",
+                     f"{combined.matched}/{combined.reference - combined.tolerated_missing}"
+                     f" ({combined.matched_fraction:.1%})"
+                     + (f" +{combined.tolerated_missing} borderline"
+                        if combined.tolerated_missing else ""),
                      f"{combined.worst_iou:.4f}" if combined.worst_iou is not None else "—",
                      _num(combined.max_score_diff), f"{combined.missing}",
                      f"{combined.extra}", "pass" if report.passed else "FAIL"])

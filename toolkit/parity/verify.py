@@ -153,10 +153,15 @@ def localize_failure(bundle: Bundle, record: dict[str, Any], feed: Feed, *, mode
     divergence = localize_onnx(str(bundle.path_of(record)), feed, reference,
                                tolerance=tolerance)
     if divergence is not None:
-        inner = (bundle.manifest.get("detection") or {}).get("module_prefix", "")
-        divergence.module_path = strip_wrapper_prefix(divergence.module_path, inner)
-        divergence.parameters = [strip_wrapper_prefix(p, inner) or p
-                                 for p in divergence.parameters]
+        detection = bundle.manifest.get("detection") or {}
+        inner, outer = detection.get("module_prefix", ""), detection.get("user_prefix", "")
+
+        def user_path(name: str | None) -> str | None:
+            name = strip_wrapper_prefix(name, inner)
+            return f"{outer}.{name}".strip(".") if outer and name is not None else name
+
+        divergence.module_path = user_path(divergence.module_path)
+        divergence.parameters = [user_path(p) or p for p in divergence.parameters]
     return divergence
 
 

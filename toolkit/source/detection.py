@@ -104,9 +104,14 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
             raise UsageError("--nms appends NMS to raw-head outputs (boxes [B,N,4], scores "
                              "[B,N,C]); this model runs its own post-processing (torchvision's "
                              "list of dicts), so leave --nms out")
-        module: nn.Module = _Contract(TorchvisionDetectionAdapter(loaded.module, options.k))
-        info.update(convention="torchvision", score_threshold=score_threshold_of(loaded.module),
-                    nms_iou=nms_iou_of(loaded.module))
+        detector, note = _torchvision_core(loaded, options.k)
+        module: nn.Module = _Contract(TorchvisionDetectionAdapter(detector, options.k))
+        info.update(convention="torchvision", score_threshold=score_threshold_of(detector),
+                    nms_iou=nms_iou_of(detector))
+        if note:
+            info["note"] = note
+            info["core"] = next((name, sub) for name, sub in loaded.module.named_modules()
+                                if sub is detector)
     elif options.nms is not None:
         from toolkit.detection.postprocess import find_raw_head_outputs
 
@@ -139,11 +144,47 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
     return _with_detection(loaded, module, info)
 
 
+def _torchvision_core(loaded: LoadedModel, k: int) -> tuple[nn.Module, str]:
+    """The module to adapt: the user's, or the torchvision detector inside it when the user's
+    module (a LightningModule, typically) only passes images through to it.
+
+    torchvision's detectors script with a `(losses, detections)` signature; a wrapper whose
+    forward takes a batched tensor can't be scripted around them, and tracing bakes the batch
+    in. The inner detector is taken only when it gives exactly the wrapper's detections on the
+    example, so nothing the wrapper does is lost."""
+    import torch
+
+    from toolkit.detection.postprocess import TorchvisionDetectionAdapter
+
+    module = loaded.module
+    if hasattr(module, "eager_outputs"):
+        return module, ""
+    inner = [(name, sub) for name, sub in module.named_modules()
+             if sub is not module and hasattr(sub, "eager_outputs")]
+    if len(inner) != 1:
+        return module, ""
+    name, core = inner[0]
+    images = loaded.to_tensors(loaded.example_feed(batch=None))[0]
+    with torch.inference_mode():
+        want = TorchvisionDetectionAdapter(module, k)(images)
+        got = TorchvisionDetectionAdapter(core, k)(images)
+    if all(w.shape == g.shape and torch.equal(w, g) for w, g in zip(want, got)):
+        return core.eval(), (f"exported the torchvision detector '{name}' inside "
+                             f"{type(module).__name__}: its forward passes images through "
+                             "unchanged (same detections on the example)")
+    return module, ""
+
+
 def _with_detection(loaded: LoadedModel, module: nn.Module, info: dict[str, Any]
                     ) -> LoadedModel:
     # where the user's module sits inside the wrapper: localize names layers without it
     info["module_prefix"] = next((name for name, sub in module.named_modules()
                                   if sub is loaded.module), "")
+    core = info.pop("core", None)
+    if core is not None:  # the torchvision detector inside the user's module was exported
+        info["module_prefix"] = next((name for name, sub in module.named_modules()
+                                      if sub is core[1]), "")
+        info["user_prefix"] = core[0]
     wrapped = LoadedModel(module=module, inputs=loaded.inputs, call_style="positional",
                           example=loaded.example, source=loaded.source)
     wrapped.detection = info

@@ -6,7 +6,8 @@ by image, in Python. The toolkit's artifacts carry the post-processing inside th
 return the fixed-rank contract. Every path is timed by the same `toolkit.bench.measure`, in
 interleaved rounds, at batch 1 and 4, fp32, with one thread count.
 
-Models (random weights unless trained here; nothing is downloaded):
+Models (nothing is downloaded; torchvision's random init ties every score, so its detectors
+get LSUV-style rescaled weights, seeded, which make scores distinct):
   shapes      the demo raw-head detector, trained 4 epochs here, 3x64x64, NMS appended
   frcnn       fasterrcnn_mobilenet_v3_large_320_fpn, 3x320x320
   ssdlite     ssdlite320_mobilenet_v3_large, 3x320x320
@@ -53,13 +54,38 @@ def build(name: str, work: Path) -> tuple[Any, str, list[str], list[str]]:
         return (model, str(work / CHECKPOINT_NAME),
                 ["--model", "toolkit.demo.detector:ShapesDetector",
                  "--nms", "iou=0.5,score=0.1,max=20"], ["onnx", "torchscript", "pt2"])
+    model = livened(name)
+    return (model, f"{Path(__file__).resolve()}:livened", ["--model-arg", f"name={name!r}"],
+            ["onnx", "torchscript"])
+
+
+def livened(name: str) -> Any:
+    """A torchvision detector (random init, seeded) whose conv/linear layers are rescaled to
+    unit output on seeded images (LSUV): its scores are distinct instead of all tied."""
+    import torch
+    from torch import nn
     from torchvision.models import detection
 
     factory, kwargs = TORCHVISION[name]
-    kwargs = {"weights": None, "weights_backbone": None, "num_classes": 4, **kwargs}
-    model = getattr(detection, factory)(**kwargs).eval()
-    args = [arg for k, v in kwargs.items() for arg in ("--model-arg", f"{k}={v!r}")]
-    return model, f"torchvision.models.detection:{factory}", args, ["onnx", "torchscript"]
+    torch.manual_seed(0)
+    model = getattr(detection, factory)(weights=None, weights_backbone=None, num_classes=4,
+                                        **kwargs).eval()
+    images = torch.rand((2, 3, SIZE[name], SIZE[name]), generator=torch.Generator().manual_seed(0))
+
+    def rescale(mod: nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor:
+        std = out.std().clamp(min=1e-6)
+        mod.weight.data /= std
+        if mod.bias is not None:
+            mod.bias.data /= std
+        return out / std
+
+    hooks = [m.register_forward_hook(rescale) for n, m in model.named_modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear)) and not n.endswith("cls_logits")]
+    with torch.no_grad():
+        model(list(images))
+    for hook in hooks:
+        hook.remove()
+    return model.eval()
 
 
 def eager_call(name: str, model: Any, x: Any) -> Any:
@@ -94,14 +120,22 @@ def configs_for(name: str, batches: list[int], threads: int, work: Path
     from toolkit.cli.app import app  # the CLI, as a user runs it
 
     torch.set_num_threads(threads)
+    work.mkdir(parents=True, exist_ok=True)
     model, source, args, formats = build(name, work)
     out = work / f"bundle_{name}"
     size = SIZE[name]
     t0 = time.perf_counter()
+    # Real-looking images for the golden samples (a detector finds nothing in N(0,1) noise)
+    np.savez(work / "images.npz", x=np.random.default_rng(1).random(
+        (4, 3, size, size), dtype=np.float32))
+    if name != "shapes":
+        args = [*args, "--calib-data", str(work / "images.npz")]
     result = CliRunner().invoke(app, ["export", source, *args, "--to", ",".join(formats),
                                       "--input", f"x:1-{max(batches)}x3x{size}x{size}",
                                       "--out", str(out)])
     info = {"export_s": round(time.perf_counter() - t0, 1), "export_exit": result.exit_code}
+    if result.exit_code != 0:
+        print(result.output[-2000:], flush=True)
     rng = np.random.default_rng(0)
     configs, runners = [], []
     from toolkit.bundle import Bundle

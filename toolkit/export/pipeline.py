@@ -216,13 +216,17 @@ class _Run:
                             model_args=model_args)
         if trust:
             loaded.source["trusted"] = True
-        loaded = as_detector(loaded, detection)
+        self.from_loaded(as_detector(loaded, detection), out_dir)
+
+    def from_loaded(self, loaded: Any, out_dir: Path) -> None:
+        """A model already in memory (loaded from a source, or handed over by a training run)."""
         if loaded.detection and loaded.detection.get("note"):
             self.notes.append(loaded.detection["note"])
         self.check_precisions()
         real = None
+        data = self.opts.precision
         if any(p != "fp32" for p in self.opts.precisions) or (
-                loaded.detection and self.opts.precision.eval_data):
+                loaded.detection and (data.eval_data or data.calib_data)):
             from toolkit.export.precision.steps import check_precision_data
 
             real = check_precision_data(loaded.inputs, self.opts.precisions,
@@ -426,6 +430,33 @@ def _bundle_from_onnx(path: Path, out_dir: Path, specs: list[TensorSpec],
     bundle.manifest["golden"]["reference"] = "onnxruntime (source was an ONNX file)"
     bundle.save()
     return bundle
+
+
+def export_loaded(
+    loaded: Any,
+    to: Sequence[str] | str,
+    out: str | Path,
+    *,
+    options: ExportOptions | None = None,
+    on_step: StepCallback | None = None,
+    **option_fields: Any,
+) -> ExportResult:
+    """Export a model already in memory (a `toolkit.source.wrapper.LoadedModel`), as the
+    Lightning callback does at the end of training; otherwise like `export`."""
+    opts = make_options(options, **option_fields)
+    targets = _with_dependencies(formats.parse_targets([to] if isinstance(to, str) else to),
+                                 opts)
+    out_dir = Path(out)
+    _check_writable(out_dir)
+    created = not out_dir.exists()
+    run = _Run(targets, opts, on_step)
+    try:
+        run.from_loaded(loaded, out_dir)
+    except BaseException:
+        if created and out_dir.exists():
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    return ExportResult(run.bundle, run.steps, run.notes)
 
 
 ExportCallable = Callable[..., ExportResult]

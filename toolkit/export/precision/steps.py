@@ -58,7 +58,7 @@ def check_precision_data(inputs: Any, precisions: Any, options: PrecisionOptions
     from toolkit.source.data import load_feeds
 
     real = None
-    if "int8" in precisions:
+    if "int8" in precisions or (detection and options.calib_data):
         if not options.calib_data:
             raise UsageError("--precision int8 needs calibration samples: --calib-data "
                              "FILE.npz|DIR|pkg.module:DataModule")

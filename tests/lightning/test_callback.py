@@ -1,0 +1,142 @@
+"""ExportCallback: the verified bundle comes out of the training run, under DDP too."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.lightning.tiny import TinyRegressor, pl
+from toolkit.bundle import Bundle
+from toolkit.errors import CheckFailed, UsageError
+from toolkit.lightning import ExportCallback
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def trainer(tmp_path: Path, callback: ExportCallback, **kwargs) -> pl.Trainer:
+    return pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, default_root_dir=tmp_path,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      logger=pl.loggers.CSVLogger(tmp_path / "logs"), callbacks=[callback],
+                      **kwargs)
+
+
+def logged(tmp_path: Path) -> dict[str, str]:
+    (metrics,) = (tmp_path / "logs").rglob("metrics.csv")
+    values: dict[str, str] = {}
+    for row in csv.DictReader(metrics.open()):
+        values.update({k: v for k, v in row.items() if v})
+    return values
+
+
+def test_fit_end_exports_a_verified_bundle_and_logs_parity(tmp_path):
+    model = TinyRegressor()
+    callback = ExportCallback(tmp_path / "bundle", to=("onnx", "torchscript"), bench=True,
+                              bench_batches=[1, 2])
+    trainer(tmp_path, callback).fit(model)
+    bundle = Bundle.open(tmp_path / "bundle")
+    assert {r["format"] for r in bundle.artifacts} == {"onnx", "torchscript"}
+    assert all(r["parity"]["passed"] for r in bundle.artifacts)
+    assert all(r["bench"]["rows"] for r in bundle.artifacts)
+    training = bundle.manifest["training"]
+    assert (training["epoch"], training["world_size"]) == (2, 1) and training["global_step"] > 0
+    metrics = logged(tmp_path)
+    assert metrics["export/onnx_fp32/parity_passed"] == "1.0"
+    assert float(metrics["export/onnx_fp32/p50_ms_b1"]) > 0
+    # the training run's own module is untouched: mode, device, gradients
+    assert model.training and next(model.parameters()).requires_grad
+    assert next(model.parameters()).device.type == "cpu" and model.trainer is not None
+    # the golden outputs are the final weights' outputs
+    sample = bundle.golden()[0]
+    with torch.no_grad():
+        want = model.eval()(torch.from_numpy(sample.inputs["x"])).numpy()
+    np.testing.assert_allclose(sample.outputs["output"], want, rtol=1e-6, atol=1e-6)
+
+
+def test_failure_raises_by_default_and_warns_when_asked(tmp_path):
+    noisy = TinyRegressor(noisy=True)
+    with pytest.raises(CheckFailed, match="parity-failed"):
+        trainer(tmp_path / "a", ExportCallback(tmp_path / "a" / "bundle")).fit(noisy)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer(tmp_path / "b", ExportCallback(tmp_path / "b" / "bundle", on_failure="warn")
+                ).fit(TinyRegressor(noisy=True))
+    assert any("parity-failed" in str(w.message) for w in caught)
+    assert logged(tmp_path / "b")["export/onnx_fp32/parity_passed"] == "0.0"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"to": "onx"}, "did you mean 'onnx'"),
+    ({"precision": "fp64"}, "unknown precision"),
+    ({"precision": ("fp32", "int8")}, "needs calibration samples"),
+    ({"on_failure": "ignore"}, "use raise or warn"),
+    ({"nms": "iou=3"}, "iou must be in [0, 1]"),
+])
+def test_bad_arguments_fail_at_construction(tmp_path, kwargs, message):
+    with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        ExportCallback(tmp_path / "b", **kwargs)
+
+
+def test_an_unwritable_or_foreign_out_fails_at_construction(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="not a writable directory"):
+        ExportCallback(tmp_path / "file" / "bundle")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="is not a bundle"):
+        ExportCallback(tmp_path / "busy")
+
+
+def test_best_checkpoint_exports_follow_the_best_weights(tmp_path):
+    checkpoint = pl.callbacks.ModelCheckpoint(monitor="val_loss", dirpath=tmp_path / "ckpt")
+    callback = ExportCallback(tmp_path / "bundle", on_best=True)
+    t = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, default_root_dir=tmp_path,
+                   enable_progress_bar=False, enable_model_summary=False, logger=False,
+                   callbacks=[checkpoint, callback])
+    t.fit(TinyRegressor())
+    training = Bundle.open(tmp_path / "bundle").manifest["training"]
+    assert training["checkpoint"] == checkpoint.best_model_path  # the last export: fit end
+    assert Bundle.open(tmp_path / "bundle").artifact("onnx")["parity"]["passed"]
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_writes_one_verified_bundle(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "tests/lightning/ddp_run.py"),
+                             str(tmp_path)], capture_output=True, text=True, timeout=240,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    bundles = [p.parent for p in tmp_path.rglob("manifest.json")]
+    assert bundles == [tmp_path / "bundle"]  # exactly one, by rank zero
+    bundle = Bundle.open(tmp_path / "bundle")
+    assert bundle.manifest["training"]["world_size"] == 2
+    assert all(r["parity"]["passed"] for r in bundle.artifacts)
+    assert not [p for p in (tmp_path / "bundle").iterdir() if p.name.startswith(".")]
+    final = TinyRegressor.load_from_checkpoint(tmp_path / "final.ckpt", map_location="cpu")
+    sample = bundle.golden()[0]
+    with torch.no_grad():
+        want = final.eval()(torch.from_numpy(sample.inputs["x"])).numpy()
+    np.testing.assert_allclose(sample.outputs["output"], want, rtol=1e-6, atol=1e-6)
+    assert logged(tmp_path)["export/torchscript_fp32/parity_passed"] == "1.0"
+
+
+def test_lightning_cli_configures_the_callback(tmp_path):
+    script = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+              "from lightning.pytorch.cli import LightningCLI\n"
+              "from tests.lightning.tiny import TinyRegressor\n"
+              "LightningCLI(TinyRegressor)\n")
+    out = tmp_path / "cli-bundle"
+    result = subprocess.run(
+        [sys.executable, "-c", script, "fit", "--trainer.max_epochs=1",
+         "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
+         f"--trainer.default_root_dir={tmp_path}",
+         "--trainer.callbacks+=toolkit.lightning.ExportCallback",
+         f"--trainer.callbacks.out={out}", "--trainer.callbacks.to=[onnx,torchscript]"],
+        capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {r["format"] for r in Bundle.open(out).artifacts} == {"onnx", "torchscript"}

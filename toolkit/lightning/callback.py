@@ -1,0 +1,257 @@
+"""`ExportCallback`: export, verify and time the model at the end of training, under DDP too.
+
+Rank zero exports; every rank reads what needs a collective (the log dir, the best checkpoint)
+before that branch and meets the others at one barrier afterwards, so nothing deadlocks. The
+exported module is a copy of the LightningModule on CPU (or `device`) in eval mode, detached
+from the trainer; the training run's own module is never touched.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import CheckFailed, ToolkitError, UsageError
+
+FAILURE_POLICIES = ("raise", "warn")
+
+
+def _callback_bases() -> tuple[type, ...]:
+    """Lightning ships as `lightning.pytorch` and as `pytorch_lightning`, each with its own
+    Callback class; a Trainer of either must accept this callback, so it derives from both."""
+    import importlib
+
+    bases = []
+    for module in ("lightning.pytorch", "pytorch_lightning"):
+        try:
+            bases.append(importlib.import_module(module).Callback)
+        except ImportError:
+            continue
+    if not bases:
+        from toolkit.environment import require_module
+
+        require_module("lightning", "ExportCallback")
+    return tuple(bases)
+
+
+class ExportCallback(*_callback_bases()):  # type: ignore[misc]
+    """Export the trained model to a verified bundle at the end of `fit` (and, with
+    `on_best=True`, each time a ModelCheckpoint saves a new best).
+
+    Options are those of `toolkit export` (the same ExportOptions object): `to`, `precision`,
+    `device`, `verify`, `opset`, calibration and evaluation data, detection (`task`, `nms`,
+    `max_detections`), `inputs` (`--input` strings; default: the module's example_input_array).
+    `bench=True` times every artifact; parity and latency go to the trainer's logger.
+    """
+
+    def __init__(
+        self,
+        out: str | os.PathLike[str],
+        to: Sequence[str] | str = ("onnx",),
+        precision: Sequence[str] | str = ("fp32",),
+        *,
+        bench: bool = False,
+        on_best: bool = False,
+        on_failure: str = "raise",
+        device: str = "cpu",
+        verify: bool = True,
+        inputs: Sequence[str] | None = None,
+        opset: int | None = None,
+        calib_data: str | None = None,
+        eval_data: str | None = None,
+        max_accuracy_drop: float = 1.0,
+        task: str = "auto",
+        nms: str | None = None,
+        max_detections: int = 100,
+        force: bool = False,
+        bench_batches: Sequence[int] | None = None,
+    ) -> None:
+        from toolkit import formats
+        from toolkit.detection.options import DetectionOptions, parse_nms_option
+        from toolkit.export.pipeline import make_options
+        from toolkit.spec import canonical_precision, parse_input
+
+        # Everything is checked here, before training starts: a typo costs a second, not a run.
+        self.targets = formats.parse_targets([to] if isinstance(to, str) else to)
+        precisions = [precision] if isinstance(precision, str) else list(precision)
+        precisions = [canonical_precision(p) for part in precisions for p in part.split(",")
+                      if p.strip()]
+        if on_failure not in FAILURE_POLICIES:
+            raise UsageError(f"ExportCallback(on_failure={on_failure!r}): use "
+                             f"{' or '.join(FAILURE_POLICIES)}")
+        self.out = Path(out)
+        _check_out(self.out, force)
+        self.options = make_options(
+            precisions=tuple(precisions), device=device, verify=verify, opset=opset, force=True,
+            precision_options={"calib_data": calib_data, "eval_data": eval_data,
+                               "max_accuracy_drop": max_accuracy_drop})
+        for target in self.targets:
+            fmt = formats.get(target)
+            if len(fmt.precisions) > 1:
+                formats.check_precisions(target, precisions)
+        if "int8" in precisions and not calib_data:
+            raise UsageError("ExportCallback(precision=int8) needs calibration samples: "
+                             "calib_data='FILE.npz|DIR|pkg.module:DataModule'")
+        if any(p not in ("fp32",) for p in precisions) and not any(
+                len(formats.get(t).precisions) > 1 for t in self.targets):
+            formats.check_precisions(self.targets[0], precisions)
+        self.inputs = [parse_input(s) for s in inputs or []]
+        self.detection = DetectionOptions(
+            task, max_detections, parse_nms_option(nms, max_detections) if nms else None)
+        self.bench = bench
+        self.bench_batches = list(bench_batches) if bench_batches else None
+        self.on_best = on_best
+        self.on_failure = on_failure
+        self.result: Any = None  # the last ExportResult (rank zero)
+        self._best_seen: str | None = None
+
+    # -- hooks -----------------------------------------------------------------------------
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        # With on_best the bundle follows the best weights to the end (Lightning runs
+        # ModelCheckpoint after this callback, so the last new best is only seen here).
+        self._run(trainer, pl_module, at_end=True)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.on_best and not trainer.sanity_checking:
+            self._run(trainer, pl_module, at_end=False)
+
+    # -- the export ------------------------------------------------------------------------
+    def _run(self, trainer: Any, pl_module: Any, *, at_end: bool) -> None:
+        # Collectives first, on every rank: `log_dir` broadcasts, so reading it only under
+        # `is_global_zero` (as the export's record needs it) would deadlock.
+        log_dir = trainer.log_dir
+        best = _best_checkpoint(trainer) if self.on_best else None
+        if self.on_best and best and best == self._best_seen:
+            return  # this best is exported already
+        if self.on_best and not best and not at_end:
+            return  # no checkpoint yet: wait for one, or for the end of fit (final weights)
+        use_best = best
+        self._best_seen = best or self._best_seen
+        outcome: dict[str, Any] = {"ok": True, "message": ""}
+        if trainer.is_global_zero:
+            outcome = self._export_on_rank_zero(trainer, pl_module, use_best, log_dir)
+        trainer.strategy.barrier("toolkit_export")
+        outcome = trainer.strategy.broadcast(outcome, src=0)
+        if not outcome["ok"]:
+            if self.on_failure == "raise":
+                raise CheckFailed(f"ExportCallback: {outcome['message']}")
+            warnings.warn(f"ExportCallback: {outcome['message']}", stacklevel=2)
+
+    def _export_on_rank_zero(self, trainer: Any, pl_module: Any, best: str | None,
+                             log_dir: str | None) -> dict[str, Any]:
+        from toolkit.export.pipeline import export_loaded
+
+        try:
+            loaded = self._clean_copy(trainer, pl_module, best)
+            result = export_loaded(loaded, self.targets, self.out, options=self.options)
+            self.result = result
+            bundle = result.bundle
+            bundle.manifest["training"] = _training_record(trainer, best, log_dir)
+            bundle.save()
+            metrics = _parity_metrics(result)
+            if self.bench:
+                metrics.update(self._bench(bundle.root))
+            _log(trainer, metrics)
+            failed = [f"{s.target}/{s.precision}: {s.status}" + (f" ({s.detail})" if s.detail
+                                                                 else "")
+                      for s in result.steps if s.status.value not in ("ok", "exists")
+                      and s.status.value != "unavailable"]
+            if failed:
+                return {"ok": False, "message": "; ".join(failed)[:2000]}
+            return {"ok": True, "message": ""}
+        except ToolkitError as err:
+            return {"ok": False, "message": str(err)}
+
+    def _clean_copy(self, trainer: Any, pl_module: Any, best: str | None) -> Any:
+        """A copy of the module on CPU, eval mode, no trainer, final (or best) weights."""
+        import torch
+
+        from toolkit.source.detection import as_detector
+        from toolkit.source.load import build_loaded_model
+
+        # The trainer (and what hangs off it) is not copied: the copy must not reach it.
+        module = copy.deepcopy(pl_module, memo={id(trainer): None})
+        module = module.to("cpu").eval()
+        if best:
+            state = torch.load(best, map_location="cpu", weights_only=True)
+            module.load_state_dict(state["state_dict"])
+        for param in module.parameters():
+            param.requires_grad_(False)
+        source = {"kind": "training-run", "class": f"{type(pl_module).__module__}:"
+                  f"{type(pl_module).__qualname__}", "path": best,
+                  "sha256": _sha256(best) if best else None}
+        loaded = build_loaded_model(module, inputs=self.inputs or None, static=False,
+                                    source=source)
+        return as_detector(loaded, self.detection)
+
+    def _bench(self, root: Path) -> dict[str, float]:
+        from toolkit.bench.driver import bench_bundle
+
+        rows = bench_bundle(root, batches=self.bench_batches, include_eager=False,
+                            budget_s=1.0, warmup_s=0.3, min_iters=20, save=True,
+                            on_note=lambda line: None)
+        return {f"export/{m.labels['format']}_{m.labels['precision']}/p50_ms_b{m.batch}":
+                m.p50 * 1e3 for m in rows}
+
+
+def _check_out(out: Path, force: bool) -> None:
+    from toolkit.bundle import Bundle
+
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise UsageError(f"ExportCallback(out={str(out)!r}): {probe} is not a writable "
+                         "directory")
+    if out.exists() and any(out.iterdir()):
+        if not Bundle.is_bundle(out):
+            raise UsageError(f"ExportCallback(out={str(out)!r}) exists and is not a bundle; "
+                             "choose an empty or new directory")
+        if not force:
+            raise UsageError(f"ExportCallback(out={str(out)!r}) holds a bundle already; pass "
+                             "force=True to replace it, or another out")
+
+
+def _best_checkpoint(trainer: Any) -> str | None:
+    checkpoint = getattr(trainer, "checkpoint_callback", None)  # either package's class
+    best = getattr(checkpoint, "best_model_path", None)
+    return str(best) if best else None
+
+
+def _training_record(trainer: Any, best: str | None, log_dir: str | None) -> dict[str, Any]:
+    return {"checkpoint": best, "epoch": int(trainer.current_epoch),
+            "global_step": int(trainer.global_step), "world_size": int(trainer.world_size),
+            "strategy": type(trainer.strategy).__name__, "log_dir": log_dir}
+
+
+def _parity_metrics(result: Any) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for step in result.steps:
+        if not step.parity:
+            continue
+        key = f"export/{step.target}_{step.precision}"
+        metrics[f"{key}/parity_passed"] = float(bool(step.parity.get("passed")))
+        outputs = step.parity.get("outputs") or {}
+        worst = [o.get("max_abs") for o in outputs.values() if o.get("max_abs") is not None]
+        if worst:
+            metrics[f"{key}/max_abs_err"] = float(max(worst))
+        detection = step.parity.get("detection")
+        if detection and detection.get("worst_iou") is not None:
+            metrics[f"{key}/worst_iou"] = float(detection["worst_iou"])
+    return metrics
+
+
+def _log(trainer: Any, metrics: dict[str, float]) -> None:
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=int(trainer.global_step))
+        logger.save()
+
+
+def _sha256(path: str) -> str:
+    from toolkit.bundle import sha256_file
+
+    return sha256_file(path)

@@ -123,6 +123,12 @@ def test_ddp_on_two_cpu_processes_writes_one_verified_bundle(tmp_path):
         want = final.eval()(torch.from_numpy(sample.inputs["x"])).numpy()
     np.testing.assert_allclose(sample.outputs["output"], want, rtol=1e-6, atol=1e-6)
     assert logged(tmp_path)["export/torchscript_fp32/parity_passed"] == "1.0"
+    # the checkpoint a DDP run saves exports like any other
+    from toolkit.export.pipeline import export
+
+    again = export(str(tmp_path / "final.ckpt"), ["onnx"], tmp_path / "from-ckpt",
+                   model="tests.lightning.tiny:TinyRegressor")
+    assert again.exit_code == 0, again.to_dict()
 
 
 def test_lightning_cli_configures_the_callback(tmp_path):
@@ -140,3 +146,36 @@ def test_lightning_cli_configures_the_callback(tmp_path):
         capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert {r["format"] for r in Bundle.open(out).artifacts} == {"onnx", "torchscript"}
+
+
+@pytest.mark.parametrize(("files", "kind"), [
+    (["latest", "zero_to_fp32.py"], "DeepSpeed"),
+    ([".metadata", "__0_0.distcp"], "FSDP"),
+])
+def test_sharded_checkpoint_directories_say_how_to_consolidate(tmp_path, files, kind):
+    from typer.testing import CliRunner
+
+    from toolkit.cli.app import app
+
+    shards = tmp_path / "epoch=3.ckpt"
+    shards.mkdir()
+    for name in files:
+        (shards / name).write_text("x")
+    result = CliRunner().invoke(app, ["export", str(shards), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and kind in result.output and "consolidate" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_demo_on_two_ddp_processes(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "toolkit.cli.app", "demo", "--devices", "2",
+                             "--quick", "--out", str(out)], capture_output=True, text=True,
+                            timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "world size 2" in result.stdout
+    bundle = Bundle.open(out / "bundle")
+    assert bundle.manifest["training"]["world_size"] == 2
+    assert {(r["format"], r["precision"]) for r in bundle.artifacts} == {
+        ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("torchscript", "fp32")}
+    assert all(r["parity"]["passed"] for r in bundle.artifacts)

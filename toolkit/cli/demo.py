@@ -37,6 +37,9 @@ def demo_command(
     task: Annotated[str, typer.Option(
         help="classification (digits CNN) or detection (a shapes detector with NMS).")]
     = "classification",
+    devices: Annotated[int, typer.Option(
+        min=1, help="Train with strategy='ddp' on this many CPU processes; the bundle comes "
+        "from ExportCallback (classification).")] = 1,
 ) -> int:
     """Train a small model with Lightning on embedded data (digits, or generated shapes for
     --task detection), export it to every format this machine supports, verify each artifact
@@ -52,6 +55,16 @@ def demo_command(
         _check_out(out)
         return detection_demo(out, epochs=epochs, quick=quick, force=force, seed=seed)
 
+    if devices > 1:
+        from toolkit.cli.demo_ddp import ddp_demo, is_worker_rank
+
+        if task != "classification":
+            raise UsageError("--devices runs the classification demo under DDP; the detection "
+                             "demo trains on one process")
+        if not is_worker_rank():
+            _check_out(out)
+        return ddp_demo(out, devices=devices, epochs=epochs or (
+            QUICK_EPOCHS if quick else DEFAULT_EPOCHS), quick=quick, seed=seed)
     started = time.perf_counter()
     _check_out(out)
     n_epochs = epochs or (QUICK_EPOCHS if quick else DEFAULT_EPOCHS)

@@ -17,10 +17,33 @@ from toolkit.source.imports import import_object
 from toolkit.spec import DEFAULT_MAX_BATCH, TensorSpec, with_dynamic_batch
 
 
+def _refuse_sharded_checkpoint(path: Path) -> None:
+    """A directory that is an FSDP or DeepSpeed sharded checkpoint, not a bundle: say how to
+    consolidate it into one file (loading shards needs the training topology)."""
+    if (path / "manifest.json").is_file():
+        return
+    names = {p.name for p in path.iterdir()}
+    deepspeed = "latest" in names or any(n.startswith(("zero_pp_rank", "mp_rank")) or
+                                         (path / n).is_dir() and n.startswith("checkpoint")
+                                         for n in names)
+    fsdp = ".metadata" in names or any(n.endswith(".distcp") for n in names)
+    if deepspeed:
+        raise UsageError(
+            f"{path} is a DeepSpeed sharded checkpoint directory; consolidate it first: "
+            "python -c \"from lightning.pytorch.utilities.deepspeed import "
+            f"convert_zero_checkpoint_to_fp32_state_dict as c; c('{path}', 'model.ckpt')\"")
+    if fsdp:
+        raise UsageError(
+            f"{path} is a sharded (FSDP / torch.distributed.checkpoint) checkpoint directory; "
+            f"consolidate it first: python -m lightning.fabric.utilities.consolidate_checkpoint "
+            f"{path}  (writes {path}.consolidated)")
+
+
 def source_kind(source: str) -> str:
     """'bundle', 'onnx', 'checkpoint' or 'factory', judged from the string alone."""
     path = Path(source)
     if path.is_dir():
+        _refuse_sharded_checkpoint(path)
         return "bundle"
     if path.suffix == ".onnx":
         return "onnx"

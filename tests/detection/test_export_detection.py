@@ -191,3 +191,13 @@ def test_detection_demo_runs_end_to_end(tmp_path):
         ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("torchscript", "fp32")}
     assert all(r["parity"]["passed"] for r in manifest["artifacts"])
     assert all(r["bench"]["rows"] for r in manifest["artifacts"] if r["format"] == "onnx")
+
+
+def test_map_from_a_datamodule_equals_map_from_the_npz(bundle, data):
+    from toolkit.parity.task_eval import detection_evaluation
+
+    inputs = Bundle.open(bundle).inputs
+    from_npz = detection_evaluation(str(data["eval"]), inputs, 20)
+    from_dm = detection_evaluation("tests.detection.shapes_dm:ShapesEval", inputs, 20)
+    with runtime.load(bundle, "onnx") as r:
+        assert from_dm(r.infer)["map"] == pytest.approx(from_npz(r.infer)["map"], abs=1e-9)

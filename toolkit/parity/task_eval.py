@@ -46,9 +46,10 @@ def classification_evaluation(path: str, inputs: Sequence[TensorSpec]) -> TaskEv
 def detection_evaluation(path: str, inputs: Sequence[TensorSpec],
                          max_detections: int = 100) -> TaskEvaluation:
     from toolkit.detection.coco_map import detection_map
-    from toolkit.detection.eval_data import load_detection_eval_data, predictions_from_outputs
+    from toolkit.detection.eval_data import predictions_from_outputs
+    from toolkit.source.data import load_detection_data
 
-    data = load_detection_eval_data(path, [s.name for s in inputs])
+    data = load_detection_data(path, inputs)
 
     def run(predict: Predict) -> dict[str, Any]:
         predictions = []

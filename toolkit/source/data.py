@@ -202,3 +202,58 @@ def _batch_to_feed(batch: Any, inputs: Sequence[TensorSpec], where: str, target:
     if len(arrays) > len(names):
         feed[LABELS] = arrays[len(names)]
     return feed
+
+
+def load_detection_data(ref: str, inputs: Sequence[TensorSpec], where: str = "--eval-data"
+                        ) -> Any:
+    """Detection evaluation data: an .npz (x, boxes [n,M,4], labels [n,M] padded with -1), or
+    a LightningDataModule whose test (else val) batches are (images, boxes, labels) or dicts
+    with those keys, boxes and labels padded with -1 to one M per batch."""
+    from toolkit.detection.eval_data import (
+        DetectionEvalData,
+        ground_truth_from_arrays,
+        load_detection_eval_data,
+    )
+
+    if Path(ref).suffix == ".npz" or Path(ref).exists() or ":" not in ref:
+        return load_detection_eval_data(ref, [s.name for s in inputs])
+    images, boxes, labels = [], [], []
+    for batch in _detection_batches(ref, where):
+        x, b, lab = batch
+        images.append(_to_numpy(x))
+        boxes.append(_to_numpy(b))
+        labels.append(_to_numpy(lab))
+    if not images:
+        raise UsageError(f"{where} {ref}: the DataModule yielded no batches")
+    width = max(b.shape[1] for b in boxes)
+    pad = [(np.pad(b, ((0, 0), (0, width - b.shape[1]), (0, 0))),
+            np.pad(lab, ((0, 0), (0, width - lab.shape[1])), constant_values=-1))
+           for b, lab in zip(boxes, labels)]
+    ground_truth = ground_truth_from_arrays(np.concatenate([b for b, _ in pad]),
+                                            np.concatenate([lab for _, lab in pad]),
+                                            where=f"{where} {ref}")
+    return DetectionEvalData(path=ref, inputs={inputs[0].name: np.concatenate(images)},
+                             ground_truth=ground_truth)
+
+
+def _detection_batches(ref: str, where: str) -> Iterator[tuple[Any, Any, Any]]:
+    from toolkit.source.imports import import_object
+
+    dm = import_object(ref, where)()
+    if hasattr(dm, "setup"):
+        dm.setup("test")
+    method = next((m for m in ("test_dataloader", "val_dataloader")
+                   if callable(getattr(dm, m, None))), None)
+    if method is None:
+        raise UsageError(f"{where} {ref}: the DataModule has no test_dataloader or "
+                         "val_dataloader")
+    for batch in getattr(dm, method)():
+        if isinstance(batch, dict) and {"boxes", "labels"} <= set(batch):
+            image_key = next(k for k in batch if k not in ("boxes", "labels"))
+            yield batch[image_key], batch["boxes"], batch["labels"]
+        elif isinstance(batch, (list, tuple)) and len(batch) == 3:
+            yield batch[0], batch[1], batch[2]
+        else:
+            raise UsageError(f"{where} {ref}: detection batches must be (images, boxes, "
+                             "labels) or a dict with 'boxes' and 'labels' (boxes [B,M,4] "
+                             "xyxy, labels [B,M] padded with -1)")

@@ -65,9 +65,9 @@ def check_precision_data(inputs: Any, precisions: Any, options: PrecisionOptions
         real = load_feeds(options.calib_data, inputs, max_batches=1, split="val",
                           where="--calib-data")[0]
     if options.eval_data and detection:
-        from toolkit.detection.eval_data import load_detection_eval_data
+        from toolkit.source.data import load_detection_data
 
-        data = load_detection_eval_data(options.eval_data, [s.name for s in inputs])
+        data = load_detection_data(options.eval_data, inputs)
         real = real or {name: value[:4] for name, value in data.inputs.items()}
     elif options.eval_data:
         feeds = load_feeds(options.eval_data, inputs, max_batches=1, split="test",

@@ -138,3 +138,20 @@ class TinyTagger(pl.LightningModule):
 def tiny_tagger() -> TinyTagger:
     torch.manual_seed(0)
     return TinyTagger()
+
+
+class ChainedOutputs(nn.Module):
+    """A graph output that also feeds another node (probs = softmax(logits))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(5, 4)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.linear(x)
+        return {"logits": logits, "probs": torch.softmax(logits, -1)}
+
+
+def chained_outputs() -> nn.Module:
+    torch.manual_seed(0)
+    return ChainedOutputs()

@@ -96,3 +96,9 @@ def test_without_onnxruntime_verify_exits_3_and_names_the_extra(device_bundle):
                      block="onnxruntime")
     assert result.returncode == 3, result.stdout + result.stderr
     assert "toolkit[onnxruntime]" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bench_with_nothing_runnable_exits_3_and_names_each_extra(device_bundle):
+    result = toolkit("bench", device_bundle, *FAST, torch=False, block="onnxruntime")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "toolkit[onnxruntime]" in result.stderr and "toolkit[export]" in result.stderr

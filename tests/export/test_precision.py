@@ -276,3 +276,12 @@ def test_requantising_is_refused(int8_cnn: tuple[Path, dict], workdir: Path) -> 
 def test_accuracy_gate_fails_on_a_large_drop() -> None:
     passed, message = accuracy_gate(0.95, 0.90, max_drop_points=1.0)
     assert not passed and "drop +5.00 points exceeds" in message
+
+
+def test_fp16_of_an_output_that_feeds_another_node_loads_and_passes(tmp_path):
+    from toolkit.export.pipeline import export
+
+    result = export("tests.models:chained_outputs", ["onnx"], tmp_path / "b",
+                    inputs=["x:1-4x5"], precisions=["fp32", "fp16"])
+    assert result.exit_code == 0, result.to_dict()
+    assert all(s.status == "ok" for s in result.steps)

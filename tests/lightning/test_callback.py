@@ -45,7 +45,8 @@ def test_fit_end_exports_a_verified_bundle_and_logs_parity(tmp_path):
     assert all(r["parity"]["passed"] for r in bundle.artifacts)
     assert all(r["bench"]["rows"] for r in bundle.artifacts)
     training = bundle.manifest["training"]
-    assert (training["epoch"], training["world_size"]) == (2, 1) and training["global_step"] > 0
+    assert (training["epochs_completed"], training["world_size"]) == (2, 1)
+    assert training["global_step"] > 0 and training["weights"] == "end of training"
     metrics = logged(tmp_path)
     assert metrics["export/onnx_fp32/parity_passed"] == "1.0"
     assert float(metrics["export/onnx_fp32/p50_ms_b1"]) > 0
@@ -77,6 +78,10 @@ def test_failure_raises_by_default_and_warns_when_asked(tmp_path):
     ({"precision": ("fp32", "int8")}, "needs calibration samples"),
     ({"on_failure": "ignore"}, "use raise or warn"),
     ({"nms": "iou=3"}, "iou must be in [0, 1]"),
+    ({"precision": ()}, "at least one"),
+    ({"device": "tpu"}, "use cpu or cuda"),
+    ({"calib_data": "/nonexistent.npz", "precision": ("fp32", "int8")}, "no such file"),
+    ({"bench_batches": [0]}, "batches are >= 1"),
 ])
 def test_bad_arguments_fail_at_construction(tmp_path, kwargs, message):
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -87,6 +92,8 @@ def test_an_unwritable_or_foreign_out_fails_at_construction(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UsageError, match="not a writable directory"):
         ExportCallback(tmp_path / "file" / "bundle")
+    with pytest.raises(UsageError, match="not a writable directory"):
+        ExportCallback("/proc/toolkit-bundle")  # root may "access" it; nothing can be made
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(UsageError, match="is not a bundle"):
@@ -179,3 +186,20 @@ def test_demo_on_two_ddp_processes(tmp_path):
     assert {(r["format"], r["precision"]) for r in bundle.artifacts} == {
         ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("torchscript", "fp32")}
     assert all(r["parity"]["passed"] for r in bundle.artifacts)
+
+
+def test_any_exception_on_rank_zero_follows_the_failure_policy(tmp_path):
+    import threading
+
+    class HoldsALock(TinyRegressor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lock = threading.Lock()  # deepcopy can't copy it
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer(tmp_path, ExportCallback(tmp_path / "bundle", on_failure="warn")
+                ).fit(HoldsALock())
+    assert any("could not copy HoldsALock" in str(w.message) for w in caught)
+    with pytest.raises(CheckFailed, match="could not copy"):
+        trainer(tmp_path / "r", ExportCallback(tmp_path / "r" / "bundle")).fit(HoldsALock())

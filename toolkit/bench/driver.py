@@ -391,6 +391,7 @@ def run_plan(
              for b in plan.batches}
     results: list[Measurement] = []
     done: dict[str, list[Measurement]] = {}
+    unavailable: list[str] = []
     with _thread_count_restored():
         for entry in plan.entries:
             try:
@@ -399,6 +400,7 @@ def run_plan(
                 if entry.explicit:
                     raise
                 note(f"{entry.name} skipped: {err}")
+                unavailable.append(f"{entry.name}: {err}")
                 continue
             except UsageError as err:
                 if not from_model(entry.format) or entry.explicit:
@@ -407,6 +409,9 @@ def run_plan(
                 continue
             results += measured
             done[entry.name] = measured
+    if not results and unavailable:  # nothing can run on this machine: a backend is missing
+        raise BackendUnavailable(f"{plan.target}: nothing can run here — "
+                                 + "; ".join(unavailable))
     if save and plan.bundle is not None and done:
         save_to_manifest(plan.bundle.root, plan.entries, done, plan.device, plan.threads)
     return results

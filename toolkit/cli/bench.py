@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from toolkit.cli import options as opt
 from toolkit.cli.console import (
@@ -80,7 +81,7 @@ def bench_command(
         f"batch {','.join(map(str, plan.batches))} · {plan.device} · {plan.threads} threads",
         soft_wrap=True)
     results = run_plan(plan, **knobs, on_result=_progress,
-                       on_note=lambda line: err_console.print(f"[yellow]note:[/] {line}",
+                       on_note=lambda line: err_console.print(f"[yellow]note:[/] {escape(line)}",
                                                               soft_wrap=True))
     if not results:
         raise UsageError(f"{target}: nothing could be benchmarked here (see the notes above)")
@@ -165,7 +166,8 @@ def _print_warnings(results: list[Any]) -> None:
             name = f"{m.labels['format']}/{m.labels['precision']} b{m.batch}"
             rows_by_reason.setdefault(line, []).append(name)
     for line, names in rows_by_reason.items():
-        err_console.print(f"[yellow]warning:[/] {', '.join(names)}: {line}", soft_wrap=True,
+        err_console.print(f"[yellow]warning:[/] {', '.join(names)}: {escape(line)}",
+                          soft_wrap=True,
                           highlight=False)
 
 

@@ -69,7 +69,7 @@ def ddp_demo(out: Path, *, devices: int, epochs: int, quick: bool, seed: int) ->
     code = 0 if code == BackendUnavailable.exit_code else code
     training = result.bundle.manifest.get("training", {})
     console.print(f"[bold]test accuracy[/] {accuracy:.2%} (PyTorch, world size "
-                  f"{training.get('world_size')}, epoch {training.get('epoch')})")
+                  f"{training.get('world_size')}, epochs {training.get('epochs_completed')})")
     colour = "green" if code == 0 else "red"
     console.print(f"[bold]bundle[/] {out / 'bundle'}   [{colour}]exit {code}[/]   "
                   f"{time.perf_counter() - started:.0f} s in all")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.markup import escape
 
 from toolkit.cli.console import console, table_console
 from toolkit.errors import BackendUnavailable, UsageError
@@ -134,5 +135,5 @@ def _bench(bundle_dir: Path) -> None:
     plan = plan_bench(bundle_dir, formats=["onnx", "torchscript", "eager"],
                       precisions=["fp32", "fp16", "int8"], batches=[1, 4])
     results = run_plan(plan, budget_s=0.5, warmup_s=0.2, min_iters=20, save=True,
-                       on_note=lambda line: console.print(f"  [dim]{line}[/]"))
+                       on_note=lambda line: console.print(f"  [dim]{escape(line)}[/]"))
     table_console().print(bench_table(results, title=f"latency · {bundle_dir}"))

@@ -321,8 +321,9 @@ class _Run:
         return record
 
     def _run_step(self, step: Step, fmt: Format) -> None:
+        made: dict[str, Any] | None = None
         try:
-            record = self._make(fmt, step.precision)
+            record = made = self._make(fmt, step.precision)
             step.path = record.get("path")
             step.detail = "; ".join(record.get("notes") or [])
             step.status = StepStatus.OK
@@ -336,11 +337,22 @@ class _Run:
             self.bundle.save()
         except _Exists as err:
             step.status, step.detail = StepStatus.EXISTS, str(err)
+            self._done(step)
+            return
         except BackendUnavailable as err:
             step.status, step.detail, step.error = StepStatus.UNAVAILABLE, str(err), err
         except ToolkitError as err:
             step.status, step.detail, step.error = StepStatus.FAILED, str(err), err
+        if made is not None and step.status in (StepStatus.FAILED, StepStatus.UNAVAILABLE):
+            self._drop(made)  # written but unusable (it won't even load): not left listed
         self._done(step)
+
+    def _drop(self, record: dict[str, Any]) -> None:
+        if record.get("path"):
+            self.bundle.path_of(record).unlink(missing_ok=True)
+        if record in self.bundle.manifest["artifacts"]:
+            self.bundle.manifest["artifacts"].remove(record)
+        self.bundle.save()
 
     def _verify(self, step: Step, record: dict[str, Any]) -> None:
         from toolkit.parity.verify import verify_record

@@ -80,6 +80,17 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
         precisions = [precision] if isinstance(precision, str) else list(precision)
         precisions = [canonical_precision(p) for part in precisions for p in part.split(",")
                       if p.strip()]
+        if not precisions:
+            raise UsageError("ExportCallback(precision=()): give at least one, e.g. 'fp32'")
+        if device != "cpu" and not device.startswith("cuda"):
+            raise UsageError(f"ExportCallback(device={device!r}): use cpu or cuda (cuda:N)")
+        for name, value in (("calib_data", calib_data), ("eval_data", eval_data)):
+            if value and ":" not in value and not Path(value).exists():
+                raise UsageError(f"ExportCallback({name}={value!r}): no such file or "
+                                 "directory (or give pkg.module:DataModule)")
+        if bench_batches is not None and any(int(b) < 1 for b in bench_batches):
+            raise UsageError(f"ExportCallback(bench_batches={list(bench_batches)}): batches "
+                             "are >= 1")
         if on_failure not in FAILURE_POLICIES:
             raise UsageError(f"ExportCallback(on_failure={on_failure!r}): use "
                              f"{' or '.join(FAILURE_POLICIES)}")
@@ -154,7 +165,7 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
             bundle.save()
             metrics = _parity_metrics(result)
             if self.bench:
-                metrics.update(self._bench(bundle.root))
+                metrics.update(self._bench(bundle.root, int(trainer.world_size)))
             _log(trainer, metrics)
             failed = [f"{s.target}/{s.precision}: {s.status}" + (f" ({s.detail})" if s.detail
                                                                  else "")
@@ -165,6 +176,9 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
             return {"ok": True, "message": ""}
         except ToolkitError as err:
             return {"ok": False, "message": str(err)}
+        except Exception as err:  # any failure must still reach the barrier and the broadcast
+            return {"ok": False, "message": f"export failed on rank zero: "
+                                            f"{type(err).__name__}: {err}"[:2000]}
 
     def _clean_copy(self, trainer: Any, pl_module: Any, best: str | None) -> Any:
         """A copy of the module on CPU, eval mode, no trainer, final (or best) weights."""
@@ -174,7 +188,12 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
         from toolkit.source.load import build_loaded_model
 
         # The trainer (and what hangs off it) is not copied: the copy must not reach it.
-        module = copy.deepcopy(pl_module, memo={id(trainer): None})
+        try:
+            module = copy.deepcopy(pl_module, memo={id(trainer): None})
+        except Exception as err:  # locks, open files, CUDA handles held by the module
+            raise UsageError(f"could not copy {type(pl_module).__name__} for export "
+                             f"({type(err).__name__}: {err}); keep such state out of the "
+                             "module's attributes (or create it in setup)") from err
         module = module.to("cpu").eval()
         if best:
             state = torch.load(best, map_location="cpu", weights_only=True)
@@ -188,12 +207,16 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
                                     source=source)
         return as_detector(loaded, self.detection)
 
-    def _bench(self, root: Path) -> dict[str, float]:
+    def _bench(self, root: Path, world_size: int) -> dict[str, float]:
         from toolkit.bench.driver import bench_bundle
 
+        # The other ranks wait at the barrier meanwhile, on this machine's cores too: time with
+        # this rank's share of them, and say so, rather than against spinning neighbours.
+        threads = max(1, (os.cpu_count() or 1) // max(world_size, 1))
         rows = bench_bundle(root, batches=self.bench_batches, include_eager=False,
-                            budget_s=1.0, warmup_s=0.3, min_iters=20, save=True,
-                            on_note=lambda line: None)
+                            threads=threads, budget_s=1.0, warmup_s=0.3, min_iters=20,
+                            save=True, on_note=lambda line: warnings.warn(
+                                f"ExportCallback bench: {line}", stacklevel=2))
         return {f"export/{m.labels['format']}_{m.labels['precision']}/p50_ms_b{m.batch}":
                 m.p50 * 1e3 for m in rows}
 
@@ -204,7 +227,7 @@ def _check_out(out: Path, force: bool) -> None:
     probe = out
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
+    if not probe.is_dir() or not _can_create_in(probe):
         raise UsageError(f"ExportCallback(out={str(out)!r}): {probe} is not a writable "
                          "directory")
     if out.exists() and any(out.iterdir()):
@@ -216,6 +239,17 @@ def _check_out(out: Path, force: bool) -> None:
                              "force=True to replace it, or another out")
 
 
+def _can_create_in(directory: Path) -> bool:
+    """Try it: os.access says yes to root everywhere, /proc included."""
+    import tempfile
+
+    try:
+        Path(tempfile.mkdtemp(prefix=".toolkit-probe-", dir=directory)).rmdir()
+    except OSError:
+        return False
+    return True
+
+
 def _best_checkpoint(trainer: Any) -> str | None:
     checkpoint = getattr(trainer, "checkpoint_callback", None)  # either package's class
     best = getattr(checkpoint, "best_model_path", None)
@@ -223,7 +257,9 @@ def _best_checkpoint(trainer: Any) -> str | None:
 
 
 def _training_record(trainer: Any, best: str | None, log_dir: str | None) -> dict[str, Any]:
-    return {"checkpoint": best, "epoch": int(trainer.current_epoch),
+    return {"weights": "best checkpoint" if best else "end of training",
+            "checkpoint": best or _best_checkpoint(trainer),
+            "epochs_completed": int(trainer.current_epoch),
             "global_step": int(trainer.global_step), "world_size": int(trainer.world_size),
             "strategy": type(trainer.strategy).__name__, "log_dir": log_dir}
 

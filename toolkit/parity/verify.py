@@ -79,6 +79,11 @@ def verify_record(
     tols = tolerances or tolerances_from_options(preset_for(record))
     runner = runner_for(bundle, record, device=device, model=model)
     report = new_report(bundle, record, tols, reference.name)
+    try:
+        runner.activate()
+    except UsageError as err:  # the artifact can't even be loaded: it fails, others go on
+        report.errors.append(f"could not be loaded: {err}")
+        return report
     with runner:
         for index, (feed, golden) in enumerate(sample_pairs(bundle, data)):
             expected = reference.expected(feed, golden)

@@ -74,8 +74,8 @@ def _class_from_checkpoint(ckpt: Mapping[str, Any], path: Path) -> str:
     class_path = hparams.get("_class_path") if isinstance(hparams, Mapping) else None
     if not class_path:
         raise UsageError(
-            f"checkpoint {path} does not record its LightningModule class; "
-            "pass --model pkg.module:ClassName"
+            f"checkpoint {path} does not record its LightningModule class (LightningCLI "
+            "records it only in subclass mode); pass --model pkg.module:ClassName"
         )
     module, _, name = str(class_path).rpartition(".")
     return f"{module}:{name}"

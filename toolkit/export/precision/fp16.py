@@ -242,8 +242,13 @@ class _FloatPass:
                 for k, name in enumerate(other.input):
                     if name == vi.name:
                         other.input[k] = inner
+            # a Cast for an in-graph consumer of this output may hold `__cast_fp32` already
+            taken = {n.name for n in nodes}
+            name = f"{vi.name}__output_fp32"
+            while name in taken:
+                name += "_"
             nodes.append(self.onnx.helper.make_node(
-                "Cast", [inner], [vi.name], name=f"{vi.name}__cast_fp32", to=self.FLOAT
+                "Cast", [inner], [vi.name], name=name, to=self.FLOAT
             ))
             self.cast_nodes += 1
 

@@ -63,29 +63,16 @@ def livened(name: str) -> Any:
     """A torchvision detector (random init, seeded) whose conv/linear layers are rescaled to
     unit output on seeded images (LSUV): its scores are distinct instead of all tied."""
     import torch
-    from torch import nn
     from torchvision.models import detection
+
+    from toolkit.demo.liven import liven
 
     factory, kwargs = TORCHVISION[name]
     torch.manual_seed(0)
     model = getattr(detection, factory)(weights=None, weights_backbone=None, num_classes=4,
                                         **kwargs).eval()
     images = torch.rand((2, 3, SIZE[name], SIZE[name]), generator=torch.Generator().manual_seed(0))
-
-    def rescale(mod: nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor:
-        std = out.std().clamp(min=1e-6)
-        mod.weight.data /= std
-        if mod.bias is not None:
-            mod.bias.data /= std
-        return out / std
-
-    hooks = [m.register_forward_hook(rescale) for n, m in model.named_modules()
-             if isinstance(m, (nn.Conv2d, nn.Linear)) and not n.endswith("cls_logits")]
-    with torch.no_grad():
-        model(list(images))
-    for hook in hooks:
-        hook.remove()
-    return model.eval()
+    return liven(model, images)
 
 
 def eager_call(name: str, model: Any, x: Any) -> Any:

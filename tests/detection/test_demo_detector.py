@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from toolkit.demo.detection_data import NUM_CLASSES, make_detection_data
+from toolkit.detection.match import pairwise_iou as _iou
 from toolkit.detection.postprocess import (
     OUTPUT_NAMES,
     RawHeadNMS,
@@ -23,16 +24,6 @@ from toolkit.detection.postprocess import (
 
 K = 50
 
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def _average_precision(out: Any, gt_boxes: np.ndarray, gt_labels: np.ndarray,

@@ -18,6 +18,8 @@ import pytest
 import torch
 from torch import nn
 
+from toolkit.demo.liven import liven
+from toolkit.detection.match import pairwise_iou as _iou
 from toolkit.detection.postprocess import (
     OUTPUT_NAMES,
     ClassAwareNMS,
@@ -41,16 +43,6 @@ def _session(model_bytes: bytes) -> ort.InferenceSession:
     options.log_severity_level = 3  # Loop subgraphs make ORT chatty about renamed initialisers
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def _matched_fraction(want: Any, got: Any, iou_min: float = 0.9, score_tol: float = 1e-3) -> float:
@@ -91,26 +83,6 @@ def _assert_contract(out: Any, batch: int, k: int) -> None:
             assert torch.all(scores[i, : n - 1] >= scores[i, 1:n]), "not sorted by score"
 
 
-def _liven(model: nn.Module, images: torch.Tensor) -> nn.Module:
-    """Rescale each conv/linear layer so its output has unit std on `images` (LSUV-style).
-
-    torchvision's random init makes activations vanish: every score ties (SSDlite gives 1/3
-    everywhere), which proves nothing about parity. Classification logits keep their prior.
-    """
-    def rescale(mod: nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor:
-        std = out.std().clamp(min=1e-6)
-        mod.weight.data /= std
-        if mod.bias is not None:
-            mod.bias.data /= std
-        return out / std
-
-    hooks = [m.register_forward_hook(rescale) for name, m in model.named_modules()
-             if isinstance(m, (nn.Conv2d, nn.Linear)) and not name.endswith("cls_logits")]
-    with torch.no_grad():
-        model(list(images))
-    for hook in hooks:
-        hook.remove()
-    return model.eval()
 
 
 def _build(name: str) -> nn.Module:
@@ -139,7 +111,7 @@ def detector(request: pytest.FixtureRequest, images: torch.Tensor) -> dict[str, 
     """A torchvision detector, its adapter and the eager reference on batch 3."""
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    model = _liven(_build(request.param).eval(), images[:1])
+    model = liven(_build(request.param).eval(), images[:1])
     adapter = TorchvisionDetectionAdapter(model, max_detections=K).eval()
     with torch.no_grad():
         raw = model(list(images[:1]))  # the model's own output for the first image

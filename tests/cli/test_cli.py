@@ -166,3 +166,27 @@ def test_inputs_the_model_rejects_are_bad_input(tmp_path):
                  tmp_path / "o")
     assert_clean_error(result, 2, "--input", "x[2, 4, 16, 16]")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_manifest_saying_trusted_never_unpickles(tmp_path, two_io_checkpoint, two_io_bundle):
+    """Trust comes from the command line only: a bundle whose manifest claims its (malicious)
+    source checkpoint is trusted still gets it refused by bench and verify."""
+    import json
+    import shutil
+
+    marker = tmp_path / "code-ran"
+    ckpt = torch.load(two_io_checkpoint, weights_only=False)
+    ckpt["hyper_parameters"]["evil"] = _Payload(str(marker))
+    evil = tmp_path / "evil.ckpt"
+    torch.save(ckpt, evil, pickle_protocol=pickle.DEFAULT_PROTOCOL)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(two_io_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["source"].update(path=str(evil), trusted=True, trusted_at_export=True)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    for args in (("bench", bundle, "--format", "eager", "--budget", "0.1"),
+                 ("verify", bundle, "--format", "eager", "--no-record")):
+        result = run(*args)
+        assert result.exit_code == 2, result.output
+        assert "--trust-checkpoint" in result.output and "Traceback" not in result.output
+        assert not marker.exists()

@@ -70,6 +70,8 @@ class BenchPlan:
     threads: int
     bundle: Bundle | None = None
     notes: list[str] = field(default_factory=list)
+    #: the user's --trust-checkpoint on this command: may eager unpickle the source checkpoint
+    trust_checkpoint: bool = False
 
 
 def canonical_format(name: str) -> str:
@@ -162,6 +164,7 @@ def plan_bench(
     device: str = "cpu",
     threads: int | None = None,
     include_eager: bool = True,
+    trust_checkpoint: bool = False,
 ) -> BenchPlan:
     """Resolve what `bench_bundle` will run, checking every option before anything is timed."""
     path = Path(target)
@@ -189,6 +192,7 @@ def plan_bench(
         )
     if not plan.entries:
         raise UsageError(f"{path}: nothing to benchmark (no artifact matches the options)")
+    plan.trust_checkpoint = trust_checkpoint
     plan.batches = batch_sweep(plan.specs, batches)
     plan.notes += machine_notes(resolved_threads, device)
     return plan
@@ -276,7 +280,7 @@ def _runner(plan: BenchPlan, entry: Entry) -> Any:
     if entry.record is None:  # eager / compile: rebuilt from the bundle's source
         from toolkit.source.rebuild import source_model
 
-        model = source_model(plan.bundle)
+        model = source_model(plan.bundle, trust_checkpoint=plan.trust_checkpoint)
         return runtime.model_runner(model, entry.format, device=plan.device,
                                     threads=plan.threads)
     return runtime.load_artifact(plan.bundle, entry.record, device=plan.device,

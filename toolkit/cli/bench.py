@@ -53,6 +53,7 @@ def bench_command(
     fail_if_slower: Annotated[str | None, typer.Option(
         help="With --baseline: exit 1 when any p50 is slower by more than this, e.g. 5%.")
     ] = None,
+    trust_checkpoint: opt.TrustCheckpoint = False,
     eager: Annotated[bool, typer.Option(
         "--eager/--no-eager", help="Time eager PyTorch as the reference (needs the source).")
     ] = True,
@@ -73,7 +74,7 @@ def bench_command(
     formats = [canonical_format(f) for f in split_list(format)] or None
     plan = plan_bench(target, formats=formats, precisions=split_list(precision) or None,
                       batches=_batches(batch), device=device, threads=threads,
-                      include_eager=eager)
+                      include_eager=eager, trust_checkpoint=trust_checkpoint)
     knobs = _knobs(budget, warmup, min_iters)
 
     console.print(

@@ -215,7 +215,8 @@ class _Run:
                             inputs=specs or None, static=static, trust_checkpoint=trust,
                             model_args=model_args)
         if trust:
-            loaded.source["trusted"] = True
+            # recorded for the reader; never honoured when the bundle is used later
+            loaded.source["trusted_at_export"] = True
         self.from_loaded(as_detector(loaded, detection), out_dir)
 
     def from_loaded(self, loaded: Any, out_dir: Path) -> None:

@@ -257,7 +257,7 @@ def verify_bundle(
             model_args=parse_model_args(model_args)))
     elif data or localize or in_process:
         try:
-            live_model = source_model(bundle)
+            live_model = source_model(bundle, trust_checkpoint=trust_checkpoint)
         except UsageError as err:
             outcome.notes.append(f"no live PyTorch reference: {err}")
     feeds = []

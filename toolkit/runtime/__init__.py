@@ -26,9 +26,11 @@ def load(
     *,
     precision: str = "fp32",
     threads: int | None = None,
+    trust_checkpoint: bool = False,
     **options: Any,
 ) -> Runner:
-    """A Runner (not yet activated) for a bundle's artifact, or for a single artifact file."""
+    """A Runner (not yet activated) for a bundle's artifact, or for a single artifact file.
+    `trust_checkpoint` lets eager/compile unpickle the bundle's source checkpoint."""
     fmt = formats.get(format) if format else None
     if isinstance(path_or_bundle, Bundle):
         bundle = path_or_bundle
@@ -46,7 +48,8 @@ def load(
     if fmt.runs_from == "model":
         from toolkit.source.rebuild import source_model
 
-        return model_runner(source_model(bundle), fmt.name, device=device, threads=threads,
+        return model_runner(source_model(bundle, trust_checkpoint=trust_checkpoint),
+                            fmt.name, device=device, threads=threads,
                             **options)
     record = bundle.artifact(fmt.name, precision)
     if record is None:
@@ -80,12 +83,15 @@ def model_runner(model: Any, fmt: str, **options: Any) -> Runner:
 
 
 def runner_for(bundle: Bundle, record: dict[str, Any], *, device: str = "cpu",
-               model: Any = None, threads: int | None = None) -> Runner:
+               model: Any = None, threads: int | None = None,
+               trust_checkpoint: bool = False) -> Runner:
     """The runner for a record, whether it names an artifact or an in-process format."""
     if formats.get(record["format"]).runs_from == "model":
         from toolkit.source.rebuild import source_model
 
-        return model_runner(model if model is not None else source_model(bundle),
+        model = model if model is not None else source_model(
+            bundle, trust_checkpoint=trust_checkpoint)
+        return model_runner(model,
                             record["format"], device=device, threads=threads)
     return load_artifact(bundle, record, device=device, threads=threads)
 

@@ -39,8 +39,11 @@ def _torch_importable() -> bool:
         return False
 
 
-def source_model(bundle: Bundle) -> Any:
-    """The eager model a bundle came from (needs its checkpoint or factory here)."""
+def source_model(bundle: Bundle, *, trust_checkpoint: bool = False) -> Any:
+    """The eager model a bundle came from (needs its checkpoint or factory here).
+
+    Trust comes only from the caller's own command line (`--trust-checkpoint`), never from
+    the manifest: a bundle is input nobody here wrote, and may point at any checkpoint."""
     reason = source_unavailable(bundle)
     if reason:
         raise UsageError(reason)
@@ -57,7 +60,7 @@ def source_model(bundle: Bundle) -> Any:
         model_ref=source.get("class") if kind == "lightning-checkpoint" else None,
         weights=source.get("weights"),
         inputs=bundle.inputs,
-        trust_checkpoint=bool(source.get("trusted", False)),
+        trust_checkpoint=trust_checkpoint,
         model_args=parse_model_args(f"{k}={v}" for k, v in
                                     (source.get("model_args") or {}).items()),
     )

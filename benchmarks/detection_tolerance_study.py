@@ -90,8 +90,11 @@ def main() -> int:
         plant(fp32, path, suffix, change)
         variants.append(("broken", name, path))
 
+    import os
+
+    flags = " ".join(f for f in describe().get("cpu_flags", []) if "vnni" in f or f == "avx2")
     lines = [f"# Detection parity presets — healthy and broken exports ({describe()['cpu']}, "
-             f"{describe().get('cpu_count', '')} cores)", "",
+             f"{os.cpu_count()} cores, {flags or 'no VNNI'})", "",
              f"Demo shapes detector (6 epochs), NMS iou=0.5 score=0.1 K=20, {IMAGES} test "
              f"images, reference: eager PyTorch. `matched` is of the non-borderline reference "
              "detections; IoU and score diff are over matched pairs.", "",

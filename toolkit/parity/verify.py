@@ -231,7 +231,10 @@ def verify_bundle(
         raise UsageError(f"{bundle.root} has no {', '.join(missing)} artifact{only}; have: "
                          f"{have or 'none'}")
     if not records:
-        raise UsageError(f"{bundle.root} has no artifacts to verify")
+        have = ", ".join(f"{r['format']}/{r.get('precision', 'fp32')}" for r in bundle.artifacts)
+        only = f" in {'/'.join(wanted_precisions)}" if wanted_precisions else ""
+        raise UsageError(f"{bundle.root} has no artifacts to verify{only} (it has: "
+                         f"{have or 'none'})")
     outcome = VerifyOutcome(bundle, [])
     known = {o.name for o in bundle.outputs}
     for option in tol:

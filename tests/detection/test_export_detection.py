@@ -201,3 +201,13 @@ def test_map_from_a_datamodule_equals_map_from_the_npz(bundle, data):
     from_dm = detection_evaluation("tests.detection.shapes_dm:ShapesEval", inputs, 20)
     with runtime.load(bundle, "onnx") as r:
         assert from_dm(r.infer)["map"] == pytest.approx(from_npz(r.infer)["map"], abs=1e-9)
+
+
+def test_a_raw_head_exported_without_nms_gets_a_hint(trained, tmp_path):
+    result = run("export", trained["dir"] / "shapes_detector.ckpt",
+                 "--model", "toolkit.demo.detector:ShapesDetector", "--to", "onnx",
+                 "--out", tmp_path / "plain", "--json", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    notes = json.loads((tmp_path / "r.json").read_text())["notes"]
+    assert any("add --nms" in note for note in notes)
+    assert "detection" not in Bundle.open(tmp_path / "plain").manifest  # exported as it is

@@ -217,7 +217,13 @@ class _Run:
         if trust:
             # recorded for the reader; never honoured when the bundle is used later
             loaded.source["trusted_at_export"] = True
-        self.from_loaded(as_detector(loaded, detection), out_dir)
+        loaded = as_detector(loaded, detection)
+        names = {o.name.rsplit(".", 1)[-1] for o in loaded.outputs}
+        if not loaded.detection and detection.task == "auto" and {"boxes", "scores"} <= names:
+            self.notes.append("the model returns boxes and scores: to export it as a detector "
+                              "(NMS in the graph, the detection contract, IoU-matched parity) "
+                              "add --nms iou=0.45,score=0.25")
+        self.from_loaded(loaded, out_dir)
 
     def from_loaded(self, loaded: Any, out_dir: Path) -> None:
         """A model already in memory (loaded from a source, or handed over by a training run)."""

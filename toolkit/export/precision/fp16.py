@@ -126,8 +126,10 @@ class _FloatPass:
         fp32_tensors = {vi.name for vi in self.graph.input if self.types.get(vi.name) == self.FLOAT}
         flags = []
         selected: set[str] = set()  # tensors computed from data-dependent selections
+        # tensors a subgraph (Loop/If/Scan body, kept fp32) reads from the outer graph
+        implicit = set().union(*(_subgraph_reads(n) for n in self.graph.node))
         for node in self.graph.node:
-            low = self.is_low(node)
+            low = self.is_low(node) and not any(o in implicit for o in node.output)
             if node.op_type in _SELECTION_OPS or any(i in selected for i in node.input):
                 # Post-processing (candidate gathering, coordinate offsets, NMS, padding)
                 # decides which boxes survive: fp16 there changes the answer, not its digits.
@@ -164,6 +166,10 @@ class _FloatPass:
             for k, name in enumerate(node.input):
                 if name:
                     wants.setdefault(name, set()).add(self.wanted(node, low, k))
+            # Subgraphs (Loop, If, Scan bodies) stay fp32 and may read outer initializers
+            # directly, without listing them as inputs: those must stay fp32 too.
+            for name in _subgraph_reads(node):
+                wants.setdefault(name, set()).add(self.FLOAT)
         converted = total = 0
         for i, init in enumerate(self.graph.initializer):
             if init.data_type != self.FLOAT:
@@ -251,6 +257,18 @@ class _FloatPass:
                 "Cast", [inner], [vi.name], name=name, to=self.FLOAT
             ))
             self.cast_nodes += 1
+
+
+def _subgraph_reads(node: Any) -> set[str]:
+    """Every tensor name read by the nodes of a node's subgraphs, at any depth."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == 5 else list(attr.graphs) if attr.type == 10 else []
+        for graph in graphs:
+            for inner in graph.node:
+                names.update(i for i in inner.input if i)
+                names |= _subgraph_reads(inner)
+    return names
 
 
 BF16_MIN_OPSET = 22  # Conv, Gemm and most float ops accept bfloat16 from opset 22

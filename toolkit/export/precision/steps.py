@@ -46,6 +46,12 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
                              "transform": summary}
     if summary.get("warnings"):
         extra["notes"] = list(summary["warnings"])
+    if precision in ("fp16", "bf16") and summary.get("weights_converted_fraction") == 0.0:
+        # e.g. a model the exporter put inside an ONNX Loop (torchvision detectors with a
+        # dynamic batch): subgraphs stay fp32, so this file is the fp32 model
+        extra.setdefault("notes", []).append(
+            f"no weight was converted to {precision} (the computation sits in subgraphs, which "
+            "stay fp32): this artifact computes in fp32")
     if options.eval_data:
         extra["accuracy"] = accuracy_check(bundle, source, dest, options)
     return extra

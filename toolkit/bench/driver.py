@@ -74,11 +74,6 @@ class BenchPlan:
     trust_checkpoint: bool = False
 
 
-def canonical_format(name: str) -> str:
-    """'ts' -> 'torchscript', 'pytorch' -> 'eager' (any name the format table knows)."""
-    return format_table.canonical(name)
-
-
 def from_model(name: str) -> bool:
     """Formats rebuilt from the bundle's source (eager, compile), not read from a file."""
     return format_table.get(name).runs_from == "model"
@@ -119,7 +114,7 @@ def batch_sweep(specs: Sequence[TensorSpec], batches: Sequence[int] | None = Non
 
 def _entries(bundle: Bundle, formats: Sequence[str] | None, precisions: Sequence[str] | None,
              include_eager: bool) -> list[Entry]:
-    wanted = [canonical_format(f) for f in formats] if formats else None
+    wanted = [format_table.canonical(f) for f in formats] if formats else None
     entries: list[Entry] = []
     reference = format_table.REFERENCE
     eager_explicit = bool(wanted and reference in wanted)
@@ -219,7 +214,7 @@ def _plan_file(path: Path, formats: Sequence[str] | None, precisions: Sequence[s
     precision = (precisions or ["fp32"])[0]
     entry = Entry(fmt.name, precision, None, True)
     plan = BenchPlan(path, list(src.inputs), [entry], [], device, threads)
-    if formats and any(canonical_format(f) != fmt.name for f in formats):
+    if formats and any(format_table.canonical(f) != fmt.name for f in formats):
         raise UsageError(f"{path}: a {path.suffix} file runs as format {fmt.name} only")
     plan.notes.append("eager PyTorch skipped: a lone .onnx file has no PyTorch model")
     return plan

@@ -60,7 +60,8 @@ def bench_command(
 ) -> int:
     """Time each artifact's latency (p50/p90/p99, throughput, cold start) per batch size."""
     from toolkit import bench as tb
-    from toolkit.bench.driver import canonical_format, environment, plan_bench, run_plan
+    from toolkit import formats as format_table
+    from toolkit.bench.driver import environment, plan_bench, run_plan
     from toolkit.errors import UsageError
 
     # Every option is checked before the first (possibly minutes-long) measurement.
@@ -71,7 +72,7 @@ def bench_command(
     for option, path in (("--json", json_path), ("--markdown", markdown), ("--plot", plot)):
         check_writable_file(path, option)
     json_to_stdout(json_path)
-    formats = [canonical_format(f) for f in split_list(format)] or None
+    formats = [format_table.canonical(f) for f in split_list(format)] or None
     plan = plan_bench(target, formats=formats, precisions=split_list(precision) or None,
                       batches=_batches(batch), device=device, threads=threads,
                       include_eager=eager, trust_checkpoint=trust_checkpoint)

@@ -20,10 +20,12 @@ import torch
 import torchvision  # noqa: F401  (registers torch.ops.torchvision.nms)
 from torch import Tensor, nn
 
+from toolkit.detection.match import OUTPUT_NAMES
+from toolkit.detection.options import DEFAULT_MAX_DETECTIONS
 from toolkit.errors import UsageError
 
-DEFAULT_MAX_DETECTIONS = 100
-OUTPUT_NAMES = ("num_detections", "boxes", "scores", "labels")
+__all__ = ["DEFAULT_MAX_DETECTIONS", "OUTPUT_NAMES"]  # re-exported for callers of this module
+
 DETECTION_KEYS = ("boxes", "scores", "labels")
 
 

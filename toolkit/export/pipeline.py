@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -477,5 +477,3 @@ def export_loaded(
         raise
     return ExportResult(run.bundle, run.steps, run.notes)
 
-
-ExportCallable = Callable[..., ExportResult]

@@ -184,6 +184,7 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
         """A copy of the module on CPU, eval mode, no trainer, final (or best) weights."""
         import torch
 
+        from toolkit.bundle import sha256_file
         from toolkit.source.detection import as_detector
         from toolkit.source.load import build_loaded_model
 
@@ -202,7 +203,7 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
             param.requires_grad_(False)
         source = {"kind": "training-run", "class": f"{type(pl_module).__module__}:"
                   f"{type(pl_module).__qualname__}", "path": best,
-                  "sha256": _sha256(best) if best else None}
+                  "sha256": sha256_file(best) if best else None}
         loaded = build_loaded_model(module, inputs=self.inputs or None, static=False,
                                     source=source)
         return as_detector(loaded, self.detection)
@@ -286,8 +287,3 @@ def _log(trainer: Any, metrics: dict[str, float]) -> None:
         logger.log_metrics(metrics, step=int(trainer.global_step))
         logger.save()
 
-
-def _sha256(path: str) -> str:
-    from toolkit.bundle import sha256_file
-
-    return sha256_file(path)

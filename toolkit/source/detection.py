@@ -17,11 +17,10 @@ from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
+from toolkit.detection.match import OUTPUT_NAMES
 from toolkit.detection.options import DetectionOptions
 from toolkit.errors import UsageError
 from toolkit.source.wrapper import LoadedModel, flatten_outputs
-
-CONTRACT = ("num_detections", "boxes", "scores", "labels")
 
 
 class Detections(NamedTuple):
@@ -104,14 +103,16 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
             raise UsageError("--nms appends NMS to raw-head outputs (boxes [B,N,4], scores "
                              "[B,N,C]); this model runs its own post-processing (torchvision's "
                              "list of dicts), so leave --nms out")
-        detector, note = _torchvision_core(loaded, options.k)
+        detector, inner_name = _torchvision_core(loaded, options.k)
         module: nn.Module = _Contract(TorchvisionDetectionAdapter(detector, options.k))
         info.update(convention="torchvision", score_threshold=score_threshold_of(detector),
                     nms_iou=nms_iou_of(detector))
-        if note:
-            info["note"] = note
-            info["core"] = next((name, sub) for name, sub in loaded.module.named_modules()
-                                if sub is detector)
+        if inner_name is not None:
+            info["note"] = (f"exported the torchvision detector '{inner_name}' inside "
+                            f"{type(loaded.module).__name__}: its forward passes images "
+                            "through unchanged (same detections on the example)")
+        return _with_detection(loaded, module, info, core=detector,
+                               user_prefix=inner_name or "")
     elif options.nms is not None:
         from toolkit.detection.postprocess import find_raw_head_outputs
 
@@ -132,59 +133,57 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
                          "boxes": pairs[boxes_i][0], "scores": pairs[scores_i][0]})
     else:
         names = [n for n, _ in flatten_outputs(raw)]
-        if options.task == "detection" and names != list(CONTRACT):
+        if options.task == "detection" and names != list(OUTPUT_NAMES):
             raise UsageError(
                 f"--task detection: the model returns {names or 'nothing'}; a detector "
                 "either follows torchvision's convention (list of dicts with boxes, scores, "
                 "labels), returns raw boxes [B,N,4] and scores [B,N,C] (add --nms "
                 "iou=0.45,score=0.25), or returns num_detections, boxes, scores, labels")
-        if names != list(CONTRACT):
+        if names != list(OUTPUT_NAMES):
             return loaded
         return _with_detection(loaded, loaded.module, {**info, "convention": "contract"})
     return _with_detection(loaded, module, info)
 
 
-def _torchvision_core(loaded: LoadedModel, k: int) -> tuple[nn.Module, str]:
+def _torchvision_core(loaded: LoadedModel, k: int) -> tuple[nn.Module, str | None]:
     """The module to adapt: the user's, or the torchvision detector inside it when the user's
     module (a LightningModule, typically) only passes images through to it.
 
     torchvision's detectors script with a `(losses, detections)` signature; a wrapper whose
     forward takes a batched tensor can't be scripted around them, and tracing bakes the batch
     in. The inner detector is taken only when it gives exactly the wrapper's detections on the
-    example, so nothing the wrapper does is lost."""
+    example, so nothing the wrapper does is lost. Returns (module, its name inside the user's
+    module, or None for the user's module itself)."""
     import torch
 
     from toolkit.detection.postprocess import TorchvisionDetectionAdapter
 
     module = loaded.module
     if hasattr(module, "eager_outputs"):
-        return module, ""
+        return module, None
     inner = [(name, sub) for name, sub in module.named_modules()
              if sub is not module and hasattr(sub, "eager_outputs")]
     if len(inner) != 1:
-        return module, ""
+        return module, None
     name, core = inner[0]
     images = loaded.to_tensors(loaded.example_feed(batch=None))[0]
     with torch.inference_mode():
         want = TorchvisionDetectionAdapter(module, k)(images)
         got = TorchvisionDetectionAdapter(core, k)(images)
     if all(w.shape == g.shape and torch.equal(w, g) for w, g in zip(want, got)):
-        return core.eval(), (f"exported the torchvision detector '{name}' inside "
-                             f"{type(module).__name__}: its forward passes images through "
-                             "unchanged (same detections on the example)")
-    return module, ""
+        return core.eval(), name
+    return module, None
 
 
-def _with_detection(loaded: LoadedModel, module: nn.Module, info: dict[str, Any]
-                    ) -> LoadedModel:
-    # where the user's module sits inside the wrapper: localize names layers without it
+def _with_detection(loaded: LoadedModel, module: nn.Module, info: dict[str, Any], *,
+                    core: nn.Module | None = None, user_prefix: str = "") -> LoadedModel:
+    """`core` is the module the wrapper holds (the user's, or the torchvision detector inside
+    it, at `user_prefix`): localize names layers by the user's paths, without the wrapper's."""
+    core = loaded.module if core is None else core
     info["module_prefix"] = next((name for name, sub in module.named_modules()
-                                  if sub is loaded.module), "")
-    core = info.pop("core", None)
-    if core is not None:  # the torchvision detector inside the user's module was exported
-        info["module_prefix"] = next((name for name, sub in module.named_modules()
-                                      if sub is core[1]), "")
-        info["user_prefix"] = core[0]
+                                  if sub is core), "")
+    if user_prefix:
+        info["user_prefix"] = user_prefix
     wrapped = LoadedModel(module=module, inputs=loaded.inputs, call_style="positional",
                           example=loaded.example, source=loaded.source)
     wrapped.detection = info

@@ -112,6 +112,9 @@ class _FloatPass:
         self.casts: dict[tuple[str, int], str] = {}
         self.cast_nodes = 0
         self.kept: Counter[str] = Counter()
+        # Tensors subgraphs (Loop/If/Scan bodies, kept fp32) read from the outer graph without
+        # listing them as inputs: their producers and initializers must stay fp32 too.
+        self.implicit: set[str] = set().union(*(_subgraph_reads(n) for n in self.graph.node))
 
     def is_low(self, node: Any) -> bool:
         if node.domain not in ("", "ai.onnx") or node.op_type in _NEVER_LOW:
@@ -126,10 +129,8 @@ class _FloatPass:
         fp32_tensors = {vi.name for vi in self.graph.input if self.types.get(vi.name) == self.FLOAT}
         flags = []
         selected: set[str] = set()  # tensors computed from data-dependent selections
-        # tensors a subgraph (Loop/If/Scan body, kept fp32) reads from the outer graph
-        implicit = set().union(*(_subgraph_reads(n) for n in self.graph.node))
         for node in self.graph.node:
-            low = self.is_low(node) and not any(o in implicit for o in node.output)
+            low = self.is_low(node) and not any(o in self.implicit for o in node.output)
             if node.op_type in _SELECTION_OPS or any(i in selected for i in node.input):
                 # Post-processing (candidate gathering, coordinate offsets, NMS, padding)
                 # decides which boxes survive: fp16 there changes the answer, not its digits.
@@ -166,10 +167,8 @@ class _FloatPass:
             for k, name in enumerate(node.input):
                 if name:
                     wants.setdefault(name, set()).add(self.wanted(node, low, k))
-            # Subgraphs (Loop, If, Scan bodies) stay fp32 and may read outer initializers
-            # directly, without listing them as inputs: those must stay fp32 too.
-            for name in _subgraph_reads(node):
-                wants.setdefault(name, set()).add(self.FLOAT)
+        for name in self.implicit:
+            wants.setdefault(name, set()).add(self.FLOAT)
         converted = total = 0
         for i, init in enumerate(self.graph.initializer):
             if init.data_type != self.FLOAT:

@@ -4,7 +4,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -31,3 +36,31 @@ def skip_reason(*, cuda: bool = False, tensorrt: bool = False, ort_cuda: bool = 
 def requires(**needs: object) -> pytest.MarkDecorator:
     reason = skip_reason(**needs)  # type: ignore[arg-type]
     return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+def damaged_onnx_copy(bundle_dir: Path, dest: Path, name_part: str,
+                      change: Callable[[np.ndarray], np.ndarray], *,
+                      rehash: bool = True) -> Path:
+    """A copy of a bundle whose model.onnx has the first initializer containing `name_part`
+    changed. `rehash` updates the manifest's sha256, as a faulty exporter would have written
+    it; without it the file looks tampered with after export."""
+    import onnx
+    from onnx import numpy_helper
+
+    from toolkit.bundle import sha256_file
+
+    shutil.copytree(bundle_dir, dest)
+    model = onnx.load(str(dest / "model.onnx"))
+    hits = [t for t in model.graph.initializer if name_part in t.name]
+    assert hits, [t.name for t in model.graph.initializer]
+    tensor = hits[0]
+    tensor.CopyFrom(numpy_helper.from_array(change(numpy_helper.to_array(tensor).copy()),
+                                            tensor.name))
+    onnx.save(model, str(dest / "model.onnx"))
+    if rehash:
+        manifest = json.loads((dest / "manifest.json").read_text())
+        for record in manifest["artifacts"]:
+            if record.get("path") == "model.onnx":
+                record["sha256"] = sha256_file(dest / "model.onnx")
+        (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest

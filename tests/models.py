@@ -94,6 +94,29 @@ def small_cnn() -> SmallCNN:
     return SmallCNN()
 
 
+class InterruptingCNN(SmallCNN):
+    """SmallCNN that sends its own process `signal` on its `at`-th forward call: an
+    interrupt at a reproducible point of an export (golden samples, tracing, verify)."""
+
+    def __init__(self, at: int, signal_name: str) -> None:
+        super().__init__()
+        self.at, self.signal_name, self.calls = at, signal_name, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import os
+        import signal
+
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), getattr(signal, self.signal_name))
+        return super().forward(x)
+
+
+def interrupting_cnn(at: int = 0, signal_name: str = "SIGINT") -> InterruptingCNN:
+    torch.manual_seed(0)
+    return InterruptingCNN(at, signal_name)
+
+
 
 try:  # the unified `lightning` package, beside `pytorch_lightning`
     import lightning.pytorch as L

@@ -12,21 +12,27 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from toolkit import environment
+from toolkit import environment, transaction
+from toolkit import manifest as schema
 from toolkit.errors import UsageError
 from toolkit.spec import OutputSpec, TensorSpec
 
 MANIFEST = "manifest.json"
-GOLDEN = "golden.npz"
-SCHEMA_VERSION = 1
+GOLDEN = schema.GOLDEN_NAME
+SCHEMA_VERSION = schema.SCHEMA_VERSION
+MAX_MANIFEST_BYTES = 64 << 20  # a manifest is kilobytes; anything this big is not one
 
+
+class ArtifactModified(UsageError):
+    """A file's sha256 differs from the one the manifest recorded when it was written."""
 
 
 def now() -> str:
@@ -45,6 +51,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 def atomic_path(destination: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temp path beside `destination`; rename it into place only on success."""
     destination = Path(destination)
+    journal = transaction.journal_for(destination.parent)
+    if journal is not None:
+        journal.before_change(destination)  # undone if the command fails or is interrupted
     handle, tmp = tempfile.mkstemp(
         prefix=f".{destination.name}.", suffix=suffix or ".tmp", dir=destination.parent
     )
@@ -100,11 +109,20 @@ def load_golden(path: Path) -> list[GoldenSample]:
     if not path.is_file():
         raise UsageError(f"{path}: golden samples missing; re-export the bundle")
     samples: dict[int, GoldenSample] = {}
-    with np.load(path, allow_pickle=False) as data:
-        for key in data.files:
-            index, kind, name = key.split("/", 2)
-            sample = samples.setdefault(int(index), GoldenSample({}, {}))
-            (sample.inputs if kind == "in" else sample.outputs)[name] = data[key]
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for key in data.files:
+                index, kind, name = key.split("/", 2)
+                if kind not in ("in", "out") or not index.isdigit():
+                    raise ValueError(f"unexpected entry '{key}'")
+                sample = samples.setdefault(int(index), GoldenSample({}, {}))
+                (sample.inputs if kind == "in" else sample.outputs)[name] = data[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise UsageError(f"{path}: not a golden-samples file ({err}); re-export the "
+                         "bundle") from None
+    if not samples or any(not s.inputs or not s.outputs for s in samples.values()):
+        raise UsageError(f"{path}: golden samples without inputs or outputs; re-export the "
+                         "bundle")
     return [samples[i] for i in sorted(samples)]
 
 
@@ -121,6 +139,8 @@ class Bundle:
     def __init__(self, root: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
         self.root = Path(root)
         self.manifest = manifest
+        self.allow_modified = False  # set by a command given --allow-modified
+        self._hashes: dict[tuple[str, int, int], str] = {}
 
     # -- opening ---------------------------------------------------------------------------
     @staticmethod
@@ -133,14 +153,15 @@ class Bundle:
         path = root / MANIFEST
         if not path.is_file():
             raise UsageError(f"{root}: not a bundle (no {MANIFEST}); export one first")
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise UsageError(f"{path}: {path.stat().st_size} bytes is not a manifest")
         try:
-            manifest = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            data = json.loads(path.read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
             raise UsageError(f"{path}: manifest is not valid JSON ({err})") from None
-        for key in ("inputs", "outputs", "artifacts"):
-            if key not in manifest:
-                raise UsageError(f"{path}: manifest lacks '{key}'; re-export the bundle")
-        return cls(root, manifest)
+        except OSError as err:
+            raise UsageError(f"{path}: can't be read ({err.strerror})") from None
+        return cls(root, schema.validate(data, str(path)))
 
     @classmethod
     def create(
@@ -194,7 +215,36 @@ class Bundle:
         return None
 
     def path_of(self, record: Mapping[str, Any]) -> Path:
-        return self.root / record["path"]
+        """The record's file: a plain name inside the bundle, never a link out of it."""
+        name = record.get("path")
+        try:
+            schema.plain_file_name(name if isinstance(name, str) else "")
+        except ValueError as err:
+            raise UsageError(f"{self.root / MANIFEST}: artifact path: {err}") from None
+        path = self.root / name
+        if path.is_symlink() and path.resolve().parent != self.root.resolve():
+            raise UsageError(f"{path} is a symbolic link out of the bundle; refusing to use it")
+        return path
+
+    def checked_path(self, record: Mapping[str, Any]) -> Path:
+        """The record's file, once its sha256 matches the manifest (unless the command was
+        told --allow-modified): a bundle is only as good as the files it lists."""
+        path = self.path_of(record)
+        if not path.is_file():
+            raise UsageError(f"{path} is listed in the manifest but missing; re-export it")
+        expected = record.get("sha256")
+        if expected and self._sha256(path) != expected and not self.allow_modified:
+            raise ArtifactModified(
+                f"{path.name} changed since it was exported (its sha256 differs from the "
+                "manifest's); re-export it, or pass --allow-modified to use it anyway")
+        return path
+
+    def _sha256(self, path: Path) -> str:
+        stat = path.stat()
+        key = (path.name, stat.st_mtime_ns, stat.st_size)
+        if key not in self._hashes:
+            self._hashes[key] = sha256_file(path)
+        return self._hashes[key]
 
     def record_artifact(self, record: dict[str, Any]) -> None:
         """Add or replace the record for (format, precision)."""
@@ -215,6 +265,11 @@ class Bundle:
         return self.root / GOLDEN
 
     def golden(self) -> list[GoldenSample]:
+        record = self.manifest.get("golden")
+        if record is None:
+            raise UsageError(f"{self.root}: the manifest lists no golden samples; re-export "
+                             "the bundle")
+        self.checked_path(record)
         return load_golden(self.golden_path)
 
     def save_golden(self, samples: Sequence[GoldenSample]) -> None:
@@ -234,4 +289,30 @@ class Bundle:
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.manifest["updated_at"] = now()
+        # a write is validated like a read: the toolkit never writes what it would refuse
+        schema.validate(self.manifest, f"{self.root / MANIFEST} (writing)")
         write_json_atomic(self.root / MANIFEST, self.manifest)
+
+
+def writable(root: Path) -> bool:
+    """Whether results can be recorded in this bundle (a read-only copy is still usable)."""
+    manifest = root / MANIFEST
+    # the mode bits too: root may write anywhere, but a bundle made read-only means it
+    paths = [root] + ([manifest] if manifest.exists() else [])
+    return all(os.access(p, os.W_OK) and p.stat().st_mode & 0o222 for p in paths)
+
+
+def record_results(root: Path, apply: Callable[[Bundle], None], *, wait_s: float = 600) -> bool:
+    """Re-read the manifest under the bundle's lock, apply `apply`, save: results recorded
+    while an export ran keep its records, and two recorders never lose each other's. False,
+    with nothing written, when the bundle is read-only."""
+    if not writable(root):
+        return False
+    with transaction.locked(root, wait_s=wait_s, what="record the results"):
+        fresh = Bundle.open(root)
+        apply(fresh)
+        try:
+            fresh.save()
+        except OSError:  # a read-only mount, a full disk: the results stay unrecorded
+            return False
+    return True

@@ -6,6 +6,7 @@ reads shapes from here, so this module imports no backend.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ DTYPE_ALIASES: dict[str, str] = {
 }
 
 DEFAULT_MAX_BATCH = 64
+MAX_DIM = 2**31 - 1  # the largest extent ONNX Runtime and TensorRT shapes take
+MAX_TENSOR_BYTES = 64 * 2**30  # an input larger than this is a typo, not a model
 
 # Precision names an artifact can carry (tf32: an fp32 TensorRT engine with TF32 math).
 PRECISION_ALIASES: dict[str, str] = {
@@ -88,6 +91,13 @@ class TensorSpec:
                     f"input '{self.name}': each dimension needs 1 <= min <= opt <= max, "
                     f"got {lo}-{mid}-{hi}"
                 )
+            if hi > MAX_DIM:
+                raise UsageError(f"input '{self.name}': dimension {hi} is beyond what any "
+                                 f"runtime takes (max {MAX_DIM})")
+        opt_bytes = math.prod(self.opt) * numpy_dtype(self.dtype).itemsize
+        if opt_bytes > MAX_TENSOR_BYTES:
+            raise UsageError(f"input '{self.name}': one tensor of shape {list(self.opt)} is "
+                             f"{opt_bytes / 2**30:.0f} GiB, more than fits in memory")
 
     @classmethod
     def static(cls, name: str, shape: Sequence[int], dtype: str = "float32") -> TensorSpec:
@@ -162,6 +172,7 @@ class OutputSpec:
         return cls(str(data["name"]), str(data["dtype"]))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DIM = re.compile(r"^(\d+)(?:-(\d+))?(?:-(\d+))?$")
 
 
@@ -170,6 +181,8 @@ def parse_input(text: str) -> TensorSpec:
 
     A dimension `A-B` is dynamic from A to B with opt = A; `A-B-C` is min-opt-max.
     """
+    if _CONTROL.search(text):
+        raise UsageError(f"--input {text!r}: control characters are not allowed")
     parts = text.strip().split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
         raise UsageError(

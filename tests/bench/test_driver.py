@@ -54,7 +54,7 @@ def test_cli_writes_json_markdown_plot_and_manifest(bundle: Path, tmp_path: Path
     out = tmp_path / "r.json"
     md, png = tmp_path / "r.md", tmp_path / "r.png"
     result = invoke(bundle, "--batch", "1,4", "--threads", "1", *FAST, "--json", out,
-                    "--markdown", md, "--plot", png)
+                    "--markdown", md, "--plot", png, "--eager")
     assert result.exit_code == 0, result.output
 
     doc = json.loads(out.read_text())
@@ -143,15 +143,21 @@ def test_lone_onnx_file_is_benched_without_eager(exported: Path, tmp_path: Path)
     assert results[0].labels["cold_start_includes"] == "load + first call"
 
 
-def test_unrebuildable_source_skips_eager_with_a_note(bundle: Path) -> None:
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["source"] = {"kind": "onnx", "path": "elsewhere/model.onnx"}
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+def test_eager_is_rebuilt_only_when_asked_for(bundle: Path) -> None:
+    """The manifest's source is code: bench imports it only for --eager / --format eager,
+    and says what it imports; a source that can't be rebuilt here is then an error."""
     notes: list[str] = []
     results = bench_bundle(bundle, formats=["ts"], batches=[1], threads=1, budget_s=0.05,
                            warmup_s=0.02, min_iters=5, on_note=notes.append)
     assert [m.labels["format"] for m in results] == ["torchscript"]
-    assert any("eager PyTorch skipped" in n for n in notes)
+    assert not any("rebuilding" in n for n in notes)
+    results = bench_bundle(bundle, formats=["eager"], batches=[1], threads=1, budget_s=0.05,
+                           warmup_s=0.02, min_iters=5, on_note=notes.append)
+    assert [m.labels["format"] for m in results] == ["eager"]
+    assert any("rebuilding the eager model" in n and "tests.models" in n for n in notes)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["source"] = {"kind": "onnx", "path": "elsewhere/model.onnx"}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UsageError, match="eager PyTorch can't be timed"):
         bench_bundle(bundle, formats=["eager"], batches=[1], budget_s=0.05)
 

@@ -5,16 +5,15 @@ and planted defects caught."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 from typer.testing import CliRunner
 
+from tests.helpers import damaged_onnx_copy
 from toolkit import runtime
 from toolkit.bundle import Bundle
 from toolkit.cli.app import app
@@ -101,25 +100,16 @@ def test_onnx_map_equals_eager_within_half_a_point(bundle, data, trained):
     assert abs(onnx_map - eager_map) <= 0.5, (onnx_map, eager_map)
 
 
-def _damaged(bundle: Path, tmp_path: Path, name_part: str, change) -> Path:
-    copy = tmp_path / "damaged"
-    shutil.copytree(bundle, copy)
-    model = onnx.load(str(copy / "model.onnx"))
-    (tensor,) = [t for t in model.graph.initializer if t.name.endswith(name_part)]
-    tensor.CopyFrom(numpy_helper.from_array(change(numpy_helper.to_array(tensor).copy()),
-                                            tensor.name))
-    onnx.save(model, str(copy / "model.onnx"))
-    return copy
-
-
 @pytest.mark.parametrize(("layer", "change", "expect"), [
     ("box_head.weight", lambda w: w * 1.05, "moved"),
     ("cls_head.bias", lambda b: b + np.float32(0.5), "score"),
 ])
 def test_planted_defects_fail_verify_and_localize_names_the_layer(bundle, tmp_path, layer,
                                                                  change, expect):
-    damaged = _damaged(bundle, tmp_path, layer, change)
+    damaged = damaged_onnx_copy(bundle, tmp_path / "damaged", layer, change)
+    source = Bundle.open(bundle).manifest["source"]
     result = run("verify", damaged, "--format", "onnx", "--precision", "fp32", "--localize",
+                 "--against", source["path"], "--model", source["class"],
                  "--no-record", "--json", tmp_path / "r.json")
     assert result.exit_code == 1, result.output
     report = json.loads((tmp_path / "r.json").read_text())

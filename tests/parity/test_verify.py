@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 from typer.testing import CliRunner
 
+from tests.helpers import damaged_onnx_copy
 from toolkit.bundle import Bundle
 from toolkit.cli.app import app
 from toolkit.export.pipeline import export
@@ -27,18 +27,9 @@ def cnn_bundle(tmp_path_factory):
     return out
 
 
-def damaged_copy(bundle_dir, tmp_path, name_part: str, change) -> str:
-    """A copy of the bundle whose ONNX initializer containing `name_part` is changed."""
-    copy = tmp_path / "damaged"
-    shutil.copytree(bundle_dir, copy)
-    model = onnx.load(str(copy / "model.onnx"))
-    hits = [t for t in model.graph.initializer if name_part in t.name]
-    assert hits, [t.name for t in model.graph.initializer]
-    for tensor in hits[:1]:
-        tensor.CopyFrom(numpy_helper.from_array(change(numpy_helper.to_array(tensor).copy()),
-                                                tensor.name))
-    onnx.save(model, str(copy / "model.onnx"))
-    return str(copy)
+def damaged_copy(bundle_dir, tmp_path, name_part: str, change, rehash: bool = True) -> str:
+    return str(damaged_onnx_copy(bundle_dir, tmp_path / "damaged", name_part, change,
+                                 rehash=rehash))
 
 
 def test_healthy_bundle_passes_and_records(cnn_bundle, tmp_path):
@@ -57,7 +48,8 @@ def test_healthy_bundle_passes_and_records(cnn_bundle, tmp_path):
 @pytest.mark.parametrize("factor", [1.03, 1.05])
 def test_scaled_middle_layer_fails_and_is_localized(cnn_bundle, tmp_path, factor):
     damaged = damaged_copy(cnn_bundle, tmp_path, "features.3.weight", lambda w: w * factor)
-    result = runner.invoke(app, ["verify", damaged, "--localize"])
+    result = runner.invoke(app, ["verify", damaged, "--localize",
+                                 "--against", "tests.models:small_cnn"])
     assert result.exit_code == 1, result.output
     assert "features.3" in result.output
     assert "Traceback" not in result.output
@@ -78,7 +70,11 @@ def test_nan_in_a_bias_fails(cnn_bundle, tmp_path):
 def test_real_data_uses_the_live_model(cnn_bundle, tmp_path):
     data = tmp_path / "real.npz"
     np.savez(data, x=np.random.default_rng(5).random((6, 3, 16, 16), dtype=np.float32))
+    without = runner.invoke(app, ["verify", str(cnn_bundle), "--data", str(data)])
+    # the manifest's factory is never imported unasked: the message says what it would be
+    assert without.exit_code == 2 and "tests.models:small_cnn" in without.output
     result = runner.invoke(app, ["verify", str(cnn_bundle), "--data", str(data),
+                                 "--against", "tests.models:small_cnn",
                                  "--json", str(tmp_path / "r.json"), "--no-record"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())["reports"][0]
@@ -104,9 +100,10 @@ def test_per_output_tolerance_override_is_applied(cnn_bundle, tmp_path):
 def test_mismatched_data_is_bad_input(cnn_bundle, tmp_path):
     data = tmp_path / "bad.npz"
     np.savez(data, x=np.zeros((2, 3, 8, 8), np.float32))
-    result = runner.invoke(app, ["verify", str(cnn_bundle), "--data", str(data)])
+    result = runner.invoke(app, ["verify", str(cnn_bundle), "--data", str(data),
+                                 "--against", "tests.models:small_cnn"])
     assert result.exit_code == 2, result.output
-    assert "x" in result.output and "Traceback" not in result.output
+    assert "'x'" in result.output and "Traceback" not in result.output
 
 
 def test_an_artifact_that_cannot_run_a_sample_fails_instead_of_crashing(cnn_bundle, tmp_path):
@@ -115,17 +112,30 @@ def test_an_artifact_that_cannot_run_a_sample_fails_instead_of_crashing(cnn_bund
     model = onnx.load(str(copy / "model.onnx"))
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2  # bakes batch 2 in
     onnx.save(model, str(copy / "model.onnx"))
-    result = runner.invoke(app, ["verify", str(copy), "--json", str(tmp_path / "r.json")])
+    result = runner.invoke(app, ["verify", str(copy), "--json", str(tmp_path / "r.json"),
+                                 "--allow-modified"])
     assert result.exit_code == 1, result.output
     assert "internal error" not in result.output
     errors = json.loads((tmp_path / "r.json").read_text())["reports"][0]["errors"]
     assert errors and "did not run" in errors[0]
 
 
-def test_tampered_artifact_is_noted_and_unknown_tol_output_refused(cnn_bundle, tmp_path):
-    damaged = damaged_copy(cnn_bundle, tmp_path, "features.3.weight", lambda w: w * 1.05)
+def test_an_artifact_changed_after_export_fails_unless_allowed(cnn_bundle, tmp_path):
+    """A one-byte-scale edit (the manifest's sha256 left as exported) fails verify and is
+    refused by bench; --allow-modified checks the file as it is."""
+    damaged = damaged_copy(cnn_bundle, tmp_path, "features.3.weight", lambda w: w * 1.0001,
+                           rehash=False)
     result = runner.invoke(app, ["verify", damaged, "--no-record"])
+    assert result.exit_code == 1, result.output
     assert "changed since it was exported" in result.output
+    allowed = runner.invoke(app, ["verify", damaged, "--no-record", "--allow-modified"])
+    assert allowed.exit_code == 0, allowed.output  # 1e-4 is within fp32 tolerance
+    bench = runner.invoke(app, ["bench", damaged, "--budget", "0.05", "--batch", "1"])
+    assert bench.exit_code == 2 and "changed since it was exported" in bench.output
+    assert "Traceback" not in bench.output
+
+
+def test_unknown_tol_output_refused(cnn_bundle, tmp_path):
     bad_tol = runner.invoke(app, ["verify", str(cnn_bundle), "--tol", "nosuch:atol=1"])
     assert bad_tol.exit_code == 2 and "nosuch" in bad_tol.output
     unwritable = runner.invoke(app, ["verify", str(cnn_bundle), "--json",

@@ -30,7 +30,7 @@ import numpy as np
 from toolkit import formats as format_table
 from toolkit.bench.measurement import DEFAULTS, Measurement
 from toolkit.bench.timer import measure, time_once
-from toolkit.bundle import Bundle, now
+from toolkit.bundle import Bundle, now, record_results
 from toolkit.errors import BackendUnavailable, UsageError
 from toolkit.spec import TensorSpec, batch_range, numpy_dtype, random_inputs
 
@@ -118,8 +118,9 @@ def _entries(bundle: Bundle, formats: Sequence[str] | None, precisions: Sequence
     entries: list[Entry] = []
     reference = format_table.REFERENCE
     eager_explicit = bool(wanted and reference in wanted)
+    # eager is rebuilt from the manifest's source, which imports code: only when asked for
     if include_eager or eager_explicit:
-        entries.append(Entry(reference, explicit=eager_explicit))
+        entries.append(Entry(reference, explicit=True))
     for record in bundle.artifacts:
         fmt, precision = record["format"], record.get("precision", "fp32")
         if wanted is not None and fmt not in wanted:
@@ -158,8 +159,9 @@ def plan_bench(
     batches: Sequence[int] | None = None,
     device: str = "cpu",
     threads: int | None = None,
-    include_eager: bool = True,
+    include_eager: bool = False,
     trust_checkpoint: bool = False,
+    allow_modified: bool = False,
 ) -> BenchPlan:
     """Resolve what `bench_bundle` will run, checking every option before anything is timed."""
     path = Path(target)
@@ -176,10 +178,12 @@ def plan_bench(
         plan = BenchPlan(path, bundle.inputs, entries, [], device, resolved_threads, bundle)
         reason = _eager_note(bundle)
         if reason and any(from_model(e.format) for e in entries):
-            if any(from_model(e.format) and e.explicit for e in entries):
-                raise UsageError(reason.replace(" skipped", " can't be timed"))
-            plan.entries = [e for e in entries if not from_model(e.format)]
-            plan.notes.append(reason)
+            raise UsageError(reason.replace(" skipped", " can't be timed"))
+        if any(from_model(e.format) for e in entries):
+            from toolkit.source.rebuild import describe_source
+
+            plan.notes.append(f"rebuilding the eager model from the manifest's source: "
+                              f"{describe_source(bundle)}")
     else:
         raise UsageError(
             f"{path}: no such bundle directory or .onnx file; export one first "
@@ -187,6 +191,12 @@ def plan_bench(
         )
     if not plan.entries:
         raise UsageError(f"{path}: nothing to benchmark (no artifact matches the options)")
+    if plan.bundle is not None:
+        # every file is the one that was exported (and verified) before anything is timed
+        plan.bundle.allow_modified = allow_modified
+        for entry in plan.entries:
+            if entry.record is not None and entry.record.get("path"):
+                plan.bundle.checked_path(entry.record)
     plan.trust_checkpoint = trust_checkpoint
     plan.batches = batch_sweep(plan.specs, batches)
     plan.notes += machine_notes(resolved_threads, device)
@@ -340,7 +350,7 @@ def bench_bundle(
     warmup_s: float = DEFAULTS["warmup_s"],
     min_iters: int = DEFAULTS["min_iters"],
     max_iters: int = DEFAULTS["max_iters"],
-    include_eager: bool = True,
+    include_eager: bool = False,
     seed: int = 0,
     save: bool = True,
     on_result: ResultCallback | None = None,
@@ -411,8 +421,9 @@ def run_plan(
     if not results and unavailable:  # nothing can run on this machine: a backend is missing
         raise BackendUnavailable(f"{plan.target}: nothing can run here — "
                                  + "; ".join(unavailable))
-    if save and plan.bundle is not None and done:
-        save_to_manifest(plan.bundle.root, plan.entries, done, plan.device, plan.threads)
+    if save and plan.bundle is not None and done and not save_to_manifest(
+            plan.bundle.root, plan.entries, done, plan.device, plan.threads):
+        note(f"{plan.bundle.root} is read-only: the results were not recorded in its manifest")
     return results
 
 
@@ -437,20 +448,26 @@ def bench_record(measurements: Sequence[Measurement], device: str, threads: int
 
 
 def save_to_manifest(root: Path, entries: Sequence[Entry], done: dict[str, list[Measurement]],
-                     device: str, threads: int) -> None:
-    """Write each artifact's latest result into the manifest (re-read first, saved atomically,
-    so an export that ran meanwhile keeps its records)."""
-    bundle = Bundle.open(root)
-    for entry in entries:
-        measured = done.get(entry.name)
-        if not measured:
-            continue
-        record = bench_record(measured, device, threads)
-        if from_model(entry.format):
-            bundle.manifest.setdefault("bench", {})[entry.format] = record
-        elif bundle.artifact(entry.format, entry.precision) is not None:
-            bundle.update_artifact(entry.format, entry.precision, bench=record)
-    bundle.save()
+                     device: str, threads: int) -> bool:
+    """Write each artifact's latest result into the manifest (re-read under the bundle's lock,
+    so an export or verify that ran meanwhile keeps its records). False for a read-only
+    bundle."""
+
+    def apply(bundle: Bundle) -> None:
+        for entry in entries:
+            measured = done.get(entry.name)
+            if not measured:
+                continue
+            record = bench_record(measured, device, threads)
+            current = bundle.artifact(entry.format, entry.precision)
+            if from_model(entry.format):
+                bundle.manifest["bench"] = {**(bundle.manifest.get("bench") or {}),
+                                            entry.format: record}
+            elif current is not None and (entry.record is None or current.get("sha256")
+                                          == entry.record.get("sha256")):
+                current["bench"] = record  # only for the very file that was timed
+
+    return record_results(root, apply)
 
 
 def environment(plan: BenchPlan) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
+from toolkit import interrupts
 from toolkit.cli import bench, demo, export, inspect, verify
 from toolkit.cli.console import err_console
 from toolkit.cli.console import reset_consoles as finally_reset
@@ -42,30 +43,50 @@ def exit_codes(command: Callable[..., int | None]) -> Callable[..., None]:
             warnings.filterwarnings("ignore")
             # torch warns at import on CPU-only machines that it found no CUDA runtime
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        try:
-            code = command(*args, **kwargs) or 0
-        except ToolkitError as error:
-            if os.environ.get("TOOLKIT_DEBUG"):
-                raise
-            err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False,
-                              soft_wrap=True)
-            code = error.exit_code
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            finally_reset()
-            raise
-        except Exception as error:  # a bug here or in a library: one line, no traceback
-            if os.environ.get("TOOLKIT_DEBUG"):
-                raise
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            err_console.print(
-                f"[bold red]internal error:[/] {type(error).__name__}: {escape(first[:300])} "
-                "(set TOOLKIT_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
-            code = 1
+        with interrupts.handled():
+            code = _run(command, args, kwargs)
         finally_reset()
         if code:
             raise typer.Exit(code)
 
     return wrapper
+
+
+def _run(command: Callable[..., int | None], args: Any, kwargs: Any) -> int:
+    try:
+        code = command(*args, **kwargs) or 0
+        interrupts.raise_if_pending()  # a library swallowed it: still an interrupt
+        return code
+    except KeyboardInterrupt:
+        return _interrupted()
+    except ToolkitError as error:
+        if interrupts.pending():  # the error is what the interrupt became
+            return _interrupted()
+        if os.environ.get("TOOLKIT_DEBUG"):
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False,
+                          soft_wrap=True)
+        return error.exit_code
+    except (typer.Exit, typer.Abort):
+        finally_reset()
+        raise
+    except Exception as error:  # a bug here or in a library: one line, no traceback
+        if interrupts.pending():
+            return _interrupted()
+        if os.environ.get("TOOLKIT_DEBUG"):
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        err_console.print(
+            f"[bold red]internal error:[/] {type(error).__name__}: {escape(first[:300])} "
+            "(set TOOLKIT_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+        return 1
+
+
+def _interrupted() -> int:
+    finally_reset()
+    err_console.print("[bold red]interrupted:[/] stopped; nothing this command was writing was "
+                      "kept (the bundle is as it was)", highlight=False, soft_wrap=True)
+    return interrupts.EXIT_CODE
 
 
 app.command("export")(exit_codes(export.export_command))

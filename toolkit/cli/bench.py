@@ -54,9 +54,11 @@ def bench_command(
         help="With --baseline: exit 1 when any p50 is slower by more than this, e.g. 5%.")
     ] = None,
     trust_checkpoint: opt.TrustCheckpoint = False,
+    allow_modified: opt.AllowModified = False,
     eager: Annotated[bool, typer.Option(
-        "--eager/--no-eager", help="Time eager PyTorch as the reference (needs the source).")
-    ] = True,
+        "--eager/--no-eager", help="Also time eager PyTorch, rebuilt from the manifest's "
+        "source (imports its factory or checkpoint class; same as --format eager,...).")
+    ] = False,
 ) -> int:
     """Time each artifact's latency (p50/p90/p99, throughput, cold start) per batch size."""
     from toolkit import bench as tb
@@ -75,7 +77,8 @@ def bench_command(
     formats = [format_table.canonical(f) for f in split_list(format)] or None
     plan = plan_bench(target, formats=formats, precisions=split_list(precision) or None,
                       batches=_batches(batch), device=device, threads=threads,
-                      include_eager=eager, trust_checkpoint=trust_checkpoint)
+                      include_eager=eager, trust_checkpoint=trust_checkpoint,
+                      allow_modified=allow_modified)
     knobs = _knobs(budget, warmup, min_iters)
 
     console.print(

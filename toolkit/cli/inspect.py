@@ -176,7 +176,7 @@ def _render(info: dict[str, Any]) -> None:
         console.print(f"source: {src.get('kind')} {src.get('path')} ({src.get('class', '')})")
     env = info.get("environment")
     if env:
-        libs = ", ".join(f"{k} {v}" for k, v in env.get("libraries", {}).items())
+        libs = ", ".join(f"{k} {v}" for k, v in (env.get("libraries") or {}).items())
         console.print(f"exported on: {env.get('cpu')} · python {env.get('python')} · {libs}")
     if info.get("note"):
         console.print(info["note"])

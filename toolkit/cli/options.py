@@ -31,6 +31,8 @@ Device = Annotated[str, typer.Option(help="cpu or cuda (cuda:N).")]
 TrustCheckpoint = Annotated[bool, typer.Option(
     help="Allow arbitrary unpickling of the checkpoint on this command (only for files you "
     "trust).")]
+AllowModified = Annotated[bool, typer.Option(
+    help="Use artifacts whose sha256 differs from the manifest's (changed since export).")]
 Force = Annotated[bool, typer.Option(help="Replace what exists.")]
 JsonPath = Annotated[Path | None, typer.Option(
     "--json", help="Write the results as JSON to this path ('-' for standard output, with the "

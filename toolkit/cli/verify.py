@@ -37,6 +37,7 @@ def verify_command(
     record: Annotated[bool, typer.Option(
         "--record/--no-record", help="Store results in the manifest.")] = True,
     trust_checkpoint: opt.TrustCheckpoint = False,
+    allow_modified: opt.AllowModified = False,
 ) -> int:
     """Prove every artifact computes what the model computes (exit 1 when one doesn't)."""
     from toolkit.cli.console import check_writable_file
@@ -49,7 +50,8 @@ def verify_command(
         bundle_dir, formats=split_list(format), against=against, model=model,
         reference=reference, data=data, data_batches=data_batches, atol=atol, rtol=rtol,
         min_cosine=min_cosine, tol=tol or [], localize=localize, device=device,
-        record=record, trust_checkpoint=trust_checkpoint, precisions=split_list(precision),
+        record=record, trust_checkpoint=trust_checkpoint, allow_modified=allow_modified,
+        precisions=split_list(precision),
         model_args=model_arg or [],
     )
     _report(outcome, json_file, markdown)

@@ -85,6 +85,18 @@ class ExportOptions:
     trt_via: str = "onnx"  # or torch-compile / torchscript (Torch-TensorRT)
     precision: PrecisionOptions = field(default_factory=PrecisionOptions)
 
+    def __post_init__(self) -> None:
+        if self.opset is not None:
+            import onnx
+
+            newest = onnx.defs.onnx_opset_version()
+            if isinstance(self.opset, bool) or not MIN_OPSET <= self.opset <= newest:
+                raise UsageError(f"--opset {self.opset}: this onnx ({onnx.__version__}) "
+                                 f"writes opsets {MIN_OPSET}-{newest}")
+
+
+MIN_OPSET = 7  # the oldest opset torch.onnx and ONNX Runtime still handle
+
 
 @dataclass
 class Step:

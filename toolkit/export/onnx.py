@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from toolkit import interrupts
 from toolkit.errors import ExportFailed, UsageError, first_line
 from toolkit.export.common import dynamic_shapes, example_args, lightning_export_mode, quiet
 from toolkit.export.job import ExportJob
@@ -71,6 +72,7 @@ def _export_onnx(model: LoadedModel, dest: Path, opset: int | None) -> dict[str,
         _export_dynamo(model, dest, opset)
         exporter = "torch.onnx dynamo"
     except Exception as dynamo_error:  # any exporter failure: try the legacy route
+        interrupts.raise_if_pending()  # torch.export wraps Ctrl-C: it is not a failure
         notes.append(f"dynamo exporter failed ({first_line(dynamo_error)}); "
                      "fell back to the TorchScript-based exporter")
         try:
@@ -87,6 +89,11 @@ def _export_onnx(model: LoadedModel, dest: Path, opset: int | None) -> dict[str,
         raise ExportFailed(f"the exported ONNX fails onnx.checker: {first_line(err)}") from err
     proto = onnx.load(str(dest), load_external_data=False)
     opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and opset_used != opset:
+        raise ExportFailed(
+            f"--opset {opset}: the exporter produced opset {opset_used} and could not convert "
+            f"it (the dynamo exporter starts at 18 and converts down where ONNX has adapters "
+            f"for every op); use --opset {opset_used} or later, or leave it out")
     _check_dynamic_dims(model, proto)
     return {"exporter": exporter, "opset": opset_used, "nodes": len(proto.graph.node),
             "notes": notes}

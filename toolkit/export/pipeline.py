@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from toolkit import environment, formats
+from toolkit import environment, formats, interrupts, transaction
 from toolkit.bundle import Bundle, GoldenSample, atomic_path, now, sha256_file
 from toolkit.errors import BackendUnavailable, ToolkitError, UsageError
 from toolkit.export.golden import GOLDEN_EXTRA_BATCHES, golden_samples
@@ -107,6 +107,11 @@ def export(
     targets = _with_dependencies(formats.parse_targets([to] if isinstance(to, str) else to),
                                  opts)
     specs = [s if isinstance(s, TensorSpec) else parse_input(s) for s in inputs or []]
+    names = [s.name for s in specs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UsageError(f"--input names {', '.join(repeated)} more than once; give each "
+                         "input one --input")
     factory_args = (dict(model_args) if isinstance(model_args, Mapping)
                     else parse_model_args(model_args))
     detection = DetectionOptions(task, max_detections,
@@ -114,26 +119,21 @@ def export(
     kind = source_kind(source)
     out_dir = Path(out) if out else (Path(source) if kind == "bundle" else default_out(source))
     _check_writable(out_dir)
+    if kind == "bundle" and Path(out or source).resolve() != Path(source).resolve():
+        raise UsageError("--out can't be used with a bundle source; it is exported in place")
     created = not out_dir.exists()
     run = _Run(targets, opts, on_step)
-    try:
+    # locked, and undone on failure or Ctrl-C: nothing partial is left behind
+    with transaction.writing(out_dir):
         if kind == "bundle":
-            bundle = Bundle.open(source)
-            if out_dir.resolve() != bundle.root.resolve():
-                raise UsageError("--out can't be used with a bundle source; it is exported "
-                                 "in place")
             run.check_precisions(single_target_strict=True)
-            run.from_bundle(bundle)
+            run.from_bundle(Bundle.open(source))
         elif kind == "onnx":
             run.check_precisions(single_target_strict=True)
             run.from_bundle(_bundle_from_onnx(Path(source), out_dir, specs, opts))
         else:
             run.from_model(source, out_dir, specs, model, weights, static, trust_checkpoint,
                            factory_args, detection)
-    except BaseException:
-        if created and out_dir.exists():
-            shutil.rmtree(out_dir, ignore_errors=True)  # nothing partial left behind
-        raise
     result = ExportResult(run.bundle, run.steps, run.notes)
     if created and not result.bundle.artifacts and out_dir.exists():
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -350,13 +350,14 @@ class _Run:
             step.status, step.detail, step.error = StepStatus.UNAVAILABLE, str(err), err
         except ToolkitError as err:
             step.status, step.detail, step.error = StepStatus.FAILED, str(err), err
+        interrupts.raise_if_pending()  # an exporter may have turned Ctrl-C into a failure
         if made is not None and step.status in (StepStatus.FAILED, StepStatus.UNAVAILABLE):
             self._drop(made)  # written but unusable (it won't even load): not left listed
         self._done(step)
 
     def _drop(self, record: dict[str, Any]) -> None:
         if record.get("path"):
-            self.bundle.path_of(record).unlink(missing_ok=True)
+            transaction.remove_file(self.bundle.path_of(record))
         if record in self.bundle.manifest["artifacts"]:
             self.bundle.manifest["artifacts"].remove(record)
         self.bundle.save()
@@ -387,7 +388,8 @@ def _open_or_create(out_dir: Path, loaded: Any, force: bool) -> Bundle:
         bundle = Bundle.open(out_dir)
         same_io = (bundle.manifest["inputs"] == [s.to_dict() for s in loaded.inputs]
                    and [o.name for o in bundle.outputs] == [o.name for o in outputs])
-        same_source = bundle.manifest["source"].get("sha256") == loaded.source.get("sha256")
+        same_source = source_identity(bundle.manifest["source"]) == source_identity(
+            loaded.source)
         if same_io and same_source:
             return bundle
         if not force:
@@ -405,11 +407,19 @@ def _open_or_create(out_dir: Path, loaded: Any, force: bool) -> Bundle:
     return bundle
 
 
+def source_identity(source: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes two sources the same model: the file's hash, or for a factory its path,
+    arguments and the hash of the weights it produced."""
+    return (source.get("kind"), source.get("sha256"),
+            source.get("path") if source.get("kind") == "factory" else None,
+            source.get("model_args") or None, source.get("state_sha256"))
+
+
 def _clear_bundle(bundle: Bundle) -> None:
     for record in bundle.artifacts:
         if record.get("path"):
-            bundle.path_of(record).unlink(missing_ok=True)
-    bundle.golden_path.unlink(missing_ok=True)
+            transaction.remove_file(bundle.path_of(record))
+    transaction.remove_file(bundle.golden_path)
 
 
 def _bundle_from_onnx(path: Path, out_dir: Path, specs: list[TensorSpec],
@@ -467,13 +477,8 @@ def export_loaded(
                                  opts)
     out_dir = Path(out)
     _check_writable(out_dir)
-    created = not out_dir.exists()
     run = _Run(targets, opts, on_step)
-    try:
+    with transaction.writing(out_dir):
         run.from_loaded(loaded, out_dir)
-    except BaseException:
-        if created and out_dir.exists():
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
     return ExportResult(run.bundle, run.steps, run.notes)
 

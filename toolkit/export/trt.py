@@ -29,7 +29,7 @@ def _from_onnx(job: ExportJob) -> dict[str, Any]:
     onnx_record = job.ensure(source_format, job.precision)
     bundle = job.bundle
     try:
-        record = build_engine(bundle.path_of(onnx_record), job.dest, bundle.inputs,
+        record = build_engine(bundle.checked_path(onnx_record), job.dest, bundle.inputs,
                               _build_options(job))
     except BackendUnavailable as missing:
         flag = f" --precision {job.precision}" if job.precision != "fp32" else ""

@@ -154,6 +154,7 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
 
     def _export_on_rank_zero(self, trainer: Any, pl_module: Any, best: str | None,
                              log_dir: str | None) -> dict[str, Any]:
+        from toolkit.bundle import record_results
         from toolkit.export.pipeline import export_loaded
 
         try:
@@ -161,8 +162,9 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
             result = export_loaded(loaded, self.targets, self.out, options=self.options)
             self.result = result
             bundle = result.bundle
-            bundle.manifest["training"] = _training_record(trainer, best, log_dir)
-            bundle.save()
+            training = bundle.manifest["training"] = _training_record(trainer, best, log_dir)
+            record_results(bundle.root,
+                           lambda fresh: fresh.manifest.__setitem__("training", training))
             metrics = _parity_metrics(result)
             if self.bench:
                 metrics.update(self._bench(bundle.root, int(trainer.world_size)))

@@ -172,7 +172,8 @@ class ParityReport:
         verdict = "PASS" if self.passed else "FAIL"
         sums = self.summaries()
         if not sums:
-            return f"{verdict} {self.artifact} [{self.precision}]: nothing compared"
+            return (f"{verdict} {self.artifact} [{self.precision}]: nothing compared"
+                    + (f"; {self.errors[0]}" if self.errors else ""))
         worst_abs = _nanmax(s.max_abs for s in sums)
         cos = [s.min_cosine for s in sums if not math.isnan(s.min_cosine)]
         text = (f"{verdict} {self.artifact} [{self.precision}] {len(sums)} output(s) x "

@@ -16,13 +16,13 @@ import numpy as np
 
 from toolkit import environment
 from toolkit import formats as format_table
-from toolkit.bundle import Bundle, sha256_file
-from toolkit.errors import BackendUnavailable, ToolkitError, UsageError, first_line
+from toolkit.bundle import ArtifactModified, Bundle, record_results
+from toolkit.errors import BackendUnavailable, CheckFailed, ToolkitError, UsageError, first_line
 from toolkit.parity.report import ParityReport, check
 from toolkit.parity.tolerances import Tolerances, tolerance_for, tolerances_from_options
 from toolkit.runtime import model_runner, runner_for
 from toolkit.runtime.base import Runner
-from toolkit.source.rebuild import source_model
+from toolkit.source.rebuild import describe_source, source_model
 
 Feed = dict[str, np.ndarray]
 
@@ -77,8 +77,12 @@ def verify_record(
     """Run one artifact on every sample and compare it with the reference."""
     reference = reference or Reference()
     tols = tolerances or tolerances_from_options(preset_for(record))
-    runner = runner_for(bundle, record, device=device, model=model)
     report = new_report(bundle, record, tols, reference.name)
+    try:
+        runner = runner_for(bundle, record, device=device, model=model)
+    except ArtifactModified as err:  # not the file that was verified at export: it fails
+        report.errors.append(str(err))
+        return report
     try:
         runner.activate()
     except UsageError as err:  # the artifact can't even be loaded: it fails, others go on
@@ -119,11 +123,14 @@ def new_report(bundle: Bundle, record: dict[str, Any], tolerances: Tolerances,
 
 
 def record_parity(bundle: Bundle, record: dict[str, Any], report: ParityReport) -> None:
-    """Store the verdict (without per-sample detail) in the manifest record."""
+    """Store the verdict (without per-sample detail) in the manifest record, if the bundle
+    still lists the very file that was checked."""
     summary = report.to_dict(details=False)
     if record.get("path") is None:
         return  # in-process targets (compile) have no artifact entry to update
-    bundle.update_artifact(record["format"], record.get("precision", "fp32"), parity=summary)
+    current = bundle.artifact(record["format"], record.get("precision", "fp32"))
+    if current is not None and current.get("sha256") == record.get("sha256"):
+        current["parity"] = summary
 
 
 def strip_wrapper_prefix(name: str | None, inner: str = "") -> str | None:
@@ -211,6 +218,7 @@ def verify_bundle(
     trust_checkpoint: bool = False,
     precisions: Sequence[str] = (),
     model_args: Sequence[str] = (),
+    allow_modified: bool = False,
 ) -> VerifyOutcome:
     """The parity gate over a bundle's artifacts; mirrors `toolkit verify`."""
     from toolkit.spec import canonical_precision
@@ -242,12 +250,11 @@ def verify_bundle(
         if name is not None and name not in known:
             raise UsageError(f"--tol {option}: '{name}' is not an output of {bundle.root} "
                              f"({', '.join(sorted(known))})")
-    for rec in records:
-        changed = (rec.get("path") and rec.get("sha256")
-                   and sha256_file(bundle.path_of(rec)) != rec["sha256"])
-        if changed:
-            outcome.notes.append(f"{rec['path']} changed since it was exported "
-                                 "(sha256 differs from the manifest)")
+    bundle.allow_modified = allow_modified
+    try:
+        bundle.golden()
+    except ArtifactModified as err:  # the reference itself was changed: nothing can pass
+        raise CheckFailed(str(err)) from None
 
     live_model = None
     if against:
@@ -258,11 +265,18 @@ def verify_bundle(
         live_model = as_bundle_model(bundle, load_model(
             against, model_ref=model, inputs=bundle.inputs, trust_checkpoint=trust_checkpoint,
             model_args=parse_model_args(model_args)))
-    elif data or localize or in_process:
+    elif in_process:
+        # asked for by name: the manifest's source is imported, and the user is told so
+        outcome.notes.append(f"rebuilding the eager model from the manifest's source: "
+                             f"{describe_source(bundle)}")
         try:
             live_model = source_model(bundle, trust_checkpoint=trust_checkpoint)
         except UsageError as err:
             outcome.notes.append(f"no live PyTorch reference: {err}")
+    elif data:
+        raise UsageError("--data needs a live PyTorch reference: pass --against SOURCE "
+                         f"(the manifest names {describe_source(bundle)}), or --reference "
+                         "FORMAT to compare with another artifact")
     feeds = []
     if data:
         from toolkit.source.data import load_feeds
@@ -283,6 +297,7 @@ def verify_bundle(
         ref = Reference(format_table.REFERENCE,
                         model_runner(live_model, format_table.REFERENCE, device=device),
                         live_for_golden=bool(against))
+    checked: list[tuple[dict[str, Any], ParityReport]] = []
     if ref.runner is not None:
         ref.runner.activate()
     try:
@@ -302,8 +317,7 @@ def verify_bundle(
                                      f"checked here: {err}")
                 continue
             outcome.reports.append(report)
-            if record:
-                record_parity(bundle, rec, report)
+            checked.append((rec, report))
             if (localize and not report.passed
                     and format_table.get(rec["format"]).localizable):
                 sample = report.failures[0].sample if report.failures else 0
@@ -320,8 +334,10 @@ def verify_bundle(
     if not outcome.reports:
         raise BackendUnavailable(f"{bundle.root}: no artifact can run on this machine; "
                                  + "; ".join(outcome.notes))
-    if record:
-        bundle.save()
+    if record and not record_results(bundle.root, lambda fresh: [
+            record_parity(fresh, rec, report) for rec, report in checked]):
+        outcome.notes.append(f"{bundle.root} is read-only: the results were not recorded in "
+                             "its manifest")
     return outcome
 
 

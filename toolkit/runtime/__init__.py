@@ -67,9 +67,7 @@ def load_artifact(
 ) -> Runner:
     """The Runner for one manifest record."""
     fmt = formats.get(record["format"])
-    path = bundle.path_of(record)
-    if not path.is_file():
-        raise UsageError(f"{path} is listed in the manifest but missing; re-export it")
+    bundle.checked_path(record)  # confined to the bundle, present, and the file exported
     record = {**record, "precision": record.get("precision", "fp32")}
     return fmt.runner_fn()(bundle, record, device=device, threads=threads, **options)
 

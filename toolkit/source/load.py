@@ -170,4 +170,25 @@ def load_model(
         raise UsageError(f"'{source}' produced a {type(module).__name__}, not a torch nn.Module")
     if hasattr(module, "_trainer"):
         module._trainer = None  # export the network, not the training object
+    if kind == "factory":
+        # a factory has no file to hash: its identity is the weights it produced
+        info["state_sha256"] = state_sha256(module)
     return build_loaded_model(module, inputs=inputs, static=static, source=info)
+
+
+def state_sha256(module: Any) -> str:
+    """sha256 over a module's state_dict (names, dtypes, shapes and bytes, in order)."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, value in module.state_dict().items():
+        digest.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()

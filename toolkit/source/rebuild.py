@@ -11,6 +11,18 @@ from toolkit.errors import UsageError
 MODEL_SOURCES = ("lightning-checkpoint", "factory")
 
 
+def describe_source(bundle: Bundle) -> str:
+    """What rebuilding the eager model would import or read, in the user's words."""
+    source = bundle.manifest.get("source") or {}
+    kind = source.get("kind") or "unknown"
+    if kind == "factory":
+        return f"factory {source.get('path')} (its module is imported and the factory called)"
+    if kind == "lightning-checkpoint":
+        return (f"checkpoint {source.get('path')} (class {source.get('class') or '?'} is "
+                "imported)")
+    return f"{kind} {source.get('path') or ''}".strip()
+
+
 def source_unavailable(bundle: Bundle) -> str | None:
     """Why the bundle's eager model can't be rebuilt on this machine (None when it can)."""
     source = bundle.manifest.get("source", {})

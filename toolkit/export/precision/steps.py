@@ -20,7 +20,7 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
     from toolkit.export.precision.fp16 import convert_float16
     from toolkit.export.precision.int8 import quantize_int8
 
-    source = bundle.path_of(base)
+    source = bundle.checked_path(base)
     with atomic_path(dest, suffix=".onnx") as tmp:
         if precision in ("fp16", "bf16"):
             summary = convert_float16(source, tmp,

@@ -1,0 +1,253 @@
+"""A bundle is input nobody here wrote: each row of the adversarial trial (issue 13) through
+the CLI. Hostile manifests, tampered files, interrupts, concurrent writers, read-only copies."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from toolkit.cli.app import app
+from toolkit.errors import UsageError
+
+runner = CliRunner()
+
+
+def run(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_clean_line(result, code: int, *needles: str) -> None:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    for needle in needles:
+        assert needle in result.output, result.output
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under `root` (hidden ones included) and its content hash."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory) -> Path:
+    """small_cnn exported to ONNX once; tests work on copies."""
+    out = tmp_path_factory.mktemp("sec") / "cnn"
+    result = run("export", "tests.models:small_cnn", "--to", "onnx", "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def copy(cnn, tmp_path) -> Path:
+    dest = tmp_path / "bundle"
+    shutil.copytree(cnn, dest)
+    return dest
+
+
+def edit_manifest(bundle: Path, change) -> None:
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+# -- 1, 1b: paths outside the bundle ------------------------------------------------------
+@pytest.mark.parametrize("where", ["absolute", "parent", "symlink"])
+def test_a_path_out_of_the_bundle_is_never_touched(copy, tmp_path, where):
+    outside = tmp_path / "precious.onnx"
+    shutil.copyfile(copy / "model.onnx", outside)  # a valid model: loading it would "pass"
+    if where == "symlink":
+        (copy / "model.onnx").unlink()
+        (copy / "model.onnx").symlink_to(outside)
+    else:
+        target = str(outside) if where == "absolute" else "../precious.onnx"
+        edit_manifest(copy, lambda m: m["artifacts"][0].update(path=target))
+    content = outside.read_bytes()
+    for args in (("verify", copy), ("bench", copy, "--budget", "0.05", "--batch", "1")):
+        result = run(*args)
+        one_clean_line(result, 2, "bundle")  # never loaded: no PASS, no timing
+        assert "PASS" not in result.output
+    result = run("export", "tests.models:small_cnn", "--to", "onnx", "--out", copy, "--force")
+    if where == "symlink":  # the link is replaced by a file of the bundle's own
+        assert result.exit_code == 0, result.output
+        assert not (copy / "model.onnx").is_symlink()
+    else:
+        one_clean_line(result, 2, "manifest.json", "plain file name")
+    assert outside.read_bytes() == content  # never deleted nor written
+
+
+# -- 3: interrupts ------------------------------------------------------------------------
+@pytest.mark.parametrize(("at", "signal_name"), [
+    (3, "SIGINT"),   # while taking golden samples
+    (6, "SIGINT"),   # inside torch.export (the ONNX exporter wraps the KeyboardInterrupt)
+    (7, "SIGTERM"),  # after the ONNX is written: checking the TorchScript trace
+])
+def test_an_interrupt_exits_130_and_leaves_the_bundle_as_it_was(tmp_path, at, signal_name):
+    bundle = tmp_path / "b"
+    first = run("export", "tests.models:interrupting_cnn", "--to", "onnx", "--out", bundle)
+    assert first.exit_code == 0, first.output
+    before = snapshot(bundle)
+    # other model arguments are another source: --force clears the bundle before exporting,
+    # and that must be undone too
+    result = run("export", "tests.models:interrupting_cnn", "--to", "onnx,torchscript",
+                 "--model-arg", f"at={at}", "--model-arg", f"signal_name='{signal_name}'",
+                 "--out", bundle, "--force")
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.output and "Traceback" not in result.output
+    assert snapshot(bundle) == before
+
+
+def test_an_interrupted_new_bundle_leaves_nothing(tmp_path):
+    result = run("export", "tests.models:interrupting_cnn", "--to", "onnx",
+                 "--model-arg", "at=6", "--out", tmp_path / "new")
+    assert result.exit_code == 130, result.output
+    assert not (tmp_path / "new").exists()
+
+
+# -- 4: concurrent writers ----------------------------------------------------------------
+def test_concurrent_exports_never_lose_an_artifact(tmp_path):
+    from toolkit.export.pipeline import export
+
+    out = tmp_path / "shared"
+    outcomes: dict[str, object] = {}
+
+    def export_one(fmt: str) -> None:
+        try:
+            outcomes[fmt] = export("tests.models:small_cnn", [fmt], out).exit_code
+        except UsageError as err:
+            outcomes[fmt] = err
+
+    threads = [threading.Thread(target=export_one, args=(f,)) for f in ("onnx", "torchscript")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    busy = [v for v in outcomes.values() if isinstance(v, UsageError)]
+    assert (out / "manifest.json").is_file(), outcomes
+    assert all("another toolkit command is writing" in str(e) for e in busy), outcomes
+    manifest = json.loads((out / "manifest.json").read_text())
+    listed = {a["path"] for a in manifest["artifacts"]}
+    on_disk = {p.name for p in out.iterdir() if p.name.startswith("model.")}
+    assert listed == on_disk and len(listed) == 2 - len(busy), (listed, on_disk, outcomes)
+
+
+# -- 5: another factory into the same bundle ---------------------------------------------
+def test_another_factory_with_the_same_shapes_is_refused(copy):
+    result = run("export", "tests.models:interrupting_cnn", "--to", "torchscript",
+                 "--out", copy)
+    one_clean_line(result, 2, "different source", "--force")
+    assert not (copy / "model.ts").exists()
+
+
+def test_the_same_factory_reexports_into_its_bundle(copy):
+    result = run("export", "tests.models:small_cnn", "--to", "torchscript", "--out", copy)
+    assert result.exit_code == 0, result.output
+    assert (copy / "model.ts").is_file()
+
+
+# -- 6: malformed manifests and files -------------------------------------------------------
+@pytest.mark.parametrize(("change", "needle"), [
+    (lambda m: m.update(inputs="x"), "inputs"),
+    (lambda m: m["inputs"][0].update(min=["1", 3, 16, 16]), "inputs.0.min"),
+    (lambda m: m["artifacts"][0].pop("path"), "artifacts.0"),
+    (lambda m: m["artifacts"][0].update(format="onnx2"), "unknown format"),
+    (lambda m: m["artifacts"][0].update(sha256=7), "artifacts.0.sha256"),
+    (lambda m: m.update(schema=99, toolkit_version="9.0"), "upgrade toolkit"),
+    (lambda m: m.update(schema="1"), "schema"),
+    (lambda m: m["outputs"].append(dict(m["outputs"][0])), "repeat"),
+])
+def test_a_malformed_manifest_is_one_line_naming_the_field(copy, change, needle):
+    edit_manifest(copy, change)
+    for command in ("inspect", "verify", "bench"):
+        one_clean_line(run(command, copy), 2, "manifest.json", needle)
+
+
+def test_garbage_and_missing_files(copy):
+    golden = copy / "golden.npz"
+    golden.write_bytes(b"not a zip")
+    # the manifest's hash no longer matches: the reference was changed, verify fails
+    one_clean_line(run("verify", copy, "--no-record"), 1, "golden.npz", "changed")
+    # a hostile copy that also rewrote the hash: unreadable golden samples are bad input
+    digest = hashlib.sha256(golden.read_bytes()).hexdigest()
+    edit_manifest(copy, lambda m: m["golden"].update(sha256=digest))
+    one_clean_line(run("verify", copy, "--no-record"), 2, "golden")
+    (copy / "model.onnx").unlink()
+    one_clean_line(run("bench", copy, "--budget", "0.05"), 2, "missing")
+
+
+@pytest.mark.parametrize("spec", ["x:99999999999x3", "x:1-4x3:int64:extra", "x:0x3",
+                                  "x:4-2x3", "x:100000x100000x100000"])
+def test_absurd_inputs_are_bad_input(tmp_path, spec):
+    result = run("export", "tests.models:small_cnn", "--input", spec, "--out", tmp_path / "o")
+    one_clean_line(result, 2, "--input" if spec.count(":") > 2 else "input")
+    assert not (tmp_path / "o").exists()
+
+
+# -- 7: read-only bundles -------------------------------------------------------------------
+def _read_only(root: Path) -> None:
+    for path in [*root.iterdir(), root]:
+        path.chmod(stat.S_IMODE(path.stat().st_mode) & ~0o222)
+
+
+def test_a_read_only_bundle_is_verified_and_timed(copy, tmp_path):
+    before = snapshot(copy)
+    _read_only(copy)
+    try:
+        report = tmp_path / "verify.json"
+        verified = run("verify", copy, "--json", report)
+        one_clean_line(verified, 0, "read-only", "not recorded")
+        assert json.loads(report.read_text())["passed"]
+        timed = run("bench", copy, "--budget", "0.05", "--batch", "1", "--json",
+                    tmp_path / "bench.json")
+        one_clean_line(timed, 0, "read-only")
+        assert json.loads((tmp_path / "bench.json").read_text())["results"]
+        assert snapshot(copy) == before
+    finally:
+        for path in [copy, *copy.iterdir()]:
+            path.chmod(stat.S_IMODE(path.stat().st_mode) | 0o200)
+
+
+# -- 8, 9: options checked up front ---------------------------------------------------------
+def test_duplicate_input_names_are_refused(tmp_path):
+    result = run("export", "tests.models:TwoInTwoOut", "--input", "x:1-4x3",
+                 "--input", "x:1-4x3", "--out", tmp_path / "o")
+    one_clean_line(result, 2, "more than once")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("opset", ["999", "-5", "0"])
+def test_an_opset_out_of_range_is_refused(tmp_path, opset):
+    result = run("export", "tests.models:small_cnn", "--opset", opset, "--out", tmp_path / "o")
+    one_clean_line(result, 2, "--opset")
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_opset_is_honoured_or_refused(tmp_path):
+    import onnx
+
+    honoured = run("export", "tests.models:small_cnn", "--opset", "17", "--out", tmp_path / "a")
+    assert honoured.exit_code == 0, honoured.output
+    model = onnx.load(str(tmp_path / "a" / "model.onnx"))
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    refused = run("export", "tests.models:small_cnn", "--opset", "9", "--out", tmp_path / "b")
+    one_clean_line(refused, 2, "--opset 9")
+    assert not (tmp_path / "b").exists()
+
+
+def test_the_manifest_round_trips_through_its_schema(cnn):
+    from toolkit.bundle import Bundle
+
+    bundle = Bundle.open(cnn)
+    assert bundle.manifest["schema"] == 2 and bundle.artifacts[0]["sha256"]
+    assert np.load(cnn / "golden.npz").files
+    assert os.access(cnn / "manifest.json", os.R_OK)

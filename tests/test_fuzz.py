@@ -1,0 +1,114 @@
+"""Property-based checks of what users and bundles feed the toolkit: any `--input` string and
+any manifest either works or gives one line and exit 2, never a traceback or another code."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from toolkit.cli.app import app
+from toolkit.errors import UsageError
+from toolkit.spec import TensorSpec, parse_input
+
+runner = CliRunner()
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70)
+    | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                               max_size=3),
+    max_leaves=8,
+)
+DIM = st.one_of(st.integers(-3, 2**40).map(str), st.text("0123456789-x:", max_size=6))
+INPUT_TEXT = st.one_of(
+    st.text(max_size=40),
+    st.builds(lambda name, dims, dtype: f"{name}:{'x'.join(dims)}{dtype}",
+              st.text(max_size=4), st.lists(DIM, max_size=5),
+              st.sampled_from(["", ":int64", ":fp16", ":nope", ":"])),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(INPUT_TEXT)
+def test_the_input_grammar_parses_or_says_why_in_one_line(text: str) -> None:
+    try:
+        spec = parse_input(text)
+    except UsageError as err:
+        assert str(err) and "\n" not in str(err)
+        return
+    assert isinstance(spec, TensorSpec) and spec.name
+    assert parse_input(spec.describe()) == spec  # what it prints, it reads back
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fuzz") / "b"
+    result = runner.invoke(app, ["export", "tests.models:small_cnn", "--to", "onnx",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    """Every key path in a JSON document, the document itself included."""
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += _paths(child, (*prefix, index))
+    return found
+
+
+def _replace(document: Any, path: tuple, value: Any) -> Any:
+    if not path:
+        return value
+    parent = document
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    return document
+
+
+def _mutated(bundle: Path, data: st.DataObject) -> Any:
+    """The bundle's manifest with one value, anywhere in it, replaced by any JSON value."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    path = data.draw(st.sampled_from(_paths(manifest)), label="path")
+    return _replace(manifest, path, data.draw(JSON, label="value"))
+
+
+def _check(bundle_dir: Path, manifest: Any, commands: list[list[str]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "b"
+        shutil.copytree(bundle_dir, copy)
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        for command in commands:
+            result = runner.invoke(app, [command[0], str(copy), *command[1:]])
+            assert result.exit_code in (0, 1, 2), (command, result.output)
+            assert "Traceback" not in result.output, result.output
+            assert "internal error" not in result.output, result.output
+            if result.exit_code == 2:
+                errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+                assert len(errors) == 1, result.output
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_manifest_is_read_or_refused_in_one_line(bundle: Path, data: st.DataObject) -> None:
+    _check(bundle, _mutated(bundle, data), [["inspect"]])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_verify_and_bench_survive_any_manifest(bundle: Path, data: st.DataObject) -> None:
+    _check(bundle, _mutated(bundle, data), [["verify", "--no-record"],
+                             ["bench", "--budget", "0.01", "--batch", "1", "--min-iters", "2"]])

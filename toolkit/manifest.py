@@ -1,0 +1,293 @@
+"""The manifest's schema: every read and every write of manifest.json is validated here.
+
+A bundle is input nobody here wrote (copied from a workstation, downloaded from CI), so its
+manifest is parsed like any untrusted file: types are checked strictly, artifact paths must be
+plain file names inside the bundle, and a manifest from a newer toolkit is refused rather than
+half-understood. pydantic does the checking; this module only declares the shape.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from toolkit.errors import UsageError
+from toolkit.spec import MAX_DIM
+
+# 2: paths confined to plain names, sha256 required for every saved artifact, factory
+#    identity. 1 (the first layout) reads the same and is migrated on load.
+SCHEMA_VERSION = 2
+OLDEST_READABLE = 1
+GOLDEN_NAME = "golden.npz"
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def plain_file_name(value: str) -> str:
+    """A name that can only mean a file directly inside the bundle directory."""
+    if (not value or value in (".", "..") or "/" in value or "\\" in value
+            or _CONTROL.search(value) or len(value) > 255 or value.startswith("~")):
+        raise ValueError(f"'{value}' is not a plain file name inside the bundle (no "
+                         "directories, '..' or absolute paths)")
+    return value
+
+
+def _sha256(value: str) -> str:
+    if not _SHA256.match(value):
+        raise ValueError("not a sha256 hex digest")
+    return value
+
+
+def _tensor_name(value: str) -> str:
+    if not value or len(value) > 256 or _CONTROL.search(value):
+        raise ValueError("a tensor name is 1-256 printable characters")
+    return value
+
+
+PlainName = Annotated[str, AfterValidator(plain_file_name)]
+Sha256 = Annotated[str, AfterValidator(_sha256)]
+TensorName = Annotated[str, AfterValidator(_tensor_name)]
+Dim = Annotated[int, Field(ge=0, le=MAX_DIM)]
+Count = Annotated[int, Field(ge=0)]
+
+
+class _Record(BaseModel):
+    # strict: "1" is not 1 and 1 is not true; extra: fields a newer minor toolkit adds survive
+    model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True)
+
+
+class TensorRecord(_Record):
+    name: TensorName
+    dtype: str
+    shape: list[Dim | None] | None = None
+    min: list[Dim] | None = None
+    opt: list[Dim] | None = None
+    max: list[Dim] | None = None
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str) -> str:
+        from toolkit.spec import DTYPE_ALIASES
+
+        if value not in set(DTYPE_ALIASES.values()):
+            raise ValueError(f"unknown dtype '{value}'")
+        return value
+
+
+class InputRecord(TensorRecord):
+    min: list[Dim]
+    opt: list[Dim]
+    max: list[Dim]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InputRecord:
+        from toolkit.spec import TensorSpec
+
+        try:
+            TensorSpec(self.name, self.dtype, tuple(self.min), tuple(self.opt), tuple(self.max))
+        except UsageError as err:
+            raise ValueError(str(err)) from None
+        return self
+
+
+class SourceRecord(_Record):
+    kind: str
+    path: str | None = None
+    sha256: Sha256 | None = None
+    class_: str | None = Field(default=None, alias="class")
+    weights: str | None = None
+    model_args: dict[str, str] | None = None
+    state_sha256: Sha256 | None = None  # a factory's identity: the hash of its state_dict
+
+
+class GoldenRecord(_Record):
+    path: PlainName = GOLDEN_NAME
+    samples: Count
+    batches: list[int | None] = []
+    sha256: Sha256
+    reference: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _fixed_name(cls, value: str) -> str:
+        if value != GOLDEN_NAME:
+            raise ValueError(f"golden samples live in {GOLDEN_NAME}")
+        return value
+
+
+class ParityRecord(_Record):
+    passed: bool
+    summary: str | None = None
+    date: str | None = None
+
+
+class BenchRow(_Record):
+    format: str
+    precision: str = "fp32"
+    batch: Annotated[int, Field(ge=1)]
+    p50_ms: Annotated[float, Field(ge=0)] | None = None
+    p99_ms: Annotated[float, Field(ge=0)] | None = None
+    throughput: Annotated[float, Field(ge=0)] | None = None
+    note: str | None = None
+
+
+class BenchRecord(_Record):
+    date: str | None = None
+    device: str | None = None
+    threads: int | None = None
+    rows: list[BenchRow] = []
+
+
+class Score(_Record):
+    score: float | None = None
+
+
+class AccuracyRecord(_Record):
+    passed: bool
+    message: str = ""
+    metric: str | None = None
+    fp32: Score
+    reduced: Score
+
+
+class ArtifactRecord(_Record):
+    format: str
+    precision: str = "fp32"
+    path: PlainName | None = None
+    sha256: Sha256 | None = None
+    size_bytes: Count | None = None
+    notes: list[str] = []
+    parity: ParityRecord | None = None
+    bench: BenchRecord | None = None
+    accuracy: AccuracyRecord | None = None
+    exporter: str | None = None
+    opset: int | None = None
+    nodes: Count | None = None
+    device: str | None = None
+    created_at: str | None = None
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        from toolkit import formats
+
+        known = [f.name for f in formats.all_formats()]
+        if value not in known:
+            raise ValueError(f"unknown format '{value}' (this toolkit knows {', '.join(known)})")
+        return value
+
+    @field_validator("precision")
+    @classmethod
+    def _known_precision(cls, value: str) -> str:
+        from toolkit.spec import PRECISION_ALIASES
+
+        if value not in set(PRECISION_ALIASES.values()):
+            raise ValueError(f"unknown precision '{value}'")
+        return value
+
+    @model_validator(mode="after")
+    def _hashed_when_saved(self) -> ArtifactRecord:
+        from toolkit import formats
+
+        if formats.get(self.format).saved and (self.path is None or self.sha256 is None):
+            raise ValueError(f"a {self.format} artifact needs its file name (path) and sha256")
+        return self
+
+
+class DetectionRecord(_Record):
+    max_detections: Annotated[int, Field(ge=1, le=100_000)]
+    convention: str | None = None
+    score_threshold: float | None = None
+    nms_iou: float | None = None
+
+
+class EnvironmentRecord(_Record):
+    cpu: str | None = None
+    python: str | None = None
+    libraries: dict[str, str | None] = {}
+
+
+class Manifest(_Record):
+    schema_: Annotated[int, Field(ge=1)] = Field(alias="schema")
+    toolkit_version: str
+    inputs: Annotated[list[InputRecord], Field(min_length=1)]
+    outputs: Annotated[list[TensorRecord], Field(min_length=1)]
+    source: SourceRecord
+    call: dict[str, Any] = {}
+    golden: GoldenRecord | None = None
+    artifacts: list[ArtifactRecord] = []
+    task: str | None = None
+    detection: DetectionRecord | None = None
+    bench: dict[str, BenchRecord] | None = None
+    environment: EnvironmentRecord | None = None
+    training: dict[str, Any] | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> Manifest:
+        for what, names in (("input", [t.name for t in self.inputs]),
+                            ("output", [t.name for t in self.outputs])):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{what} names repeat: {names}")
+        keys = [(a.format, a.precision) for a in self.artifacts]
+        if len(set(keys)) != len(keys):
+            raise ValueError("two artifacts share a format and precision")
+        paths = [a.path for a in self.artifacts if a.path is not None]
+        if len(set(paths)) != len(paths) or GOLDEN_NAME in paths or "manifest.json" in paths:
+            raise ValueError("two records name the same file")
+        return self
+
+
+def _where(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"field '{loc}': {message}"
+
+
+def _version_gate(data: Any, origin: str) -> None:
+    from toolkit import __version__
+
+    if not isinstance(data, dict):
+        raise UsageError(f"{origin}: a manifest is a JSON object, not {type(data).__name__}")
+    version = data.get("schema")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UsageError(f"{origin}: field 'schema': the schema version is missing or not an "
+                         "integer")
+    if version > SCHEMA_VERSION:
+        raise UsageError(
+            f"{origin}: written by toolkit {data.get('toolkit_version', '?')} with manifest "
+            f"schema {version}; this toolkit ({__version__}) reads schema {SCHEMA_VERSION} "
+            "at most: upgrade toolkit to that version or later")
+    if version < OLDEST_READABLE:
+        raise UsageError(f"{origin}: manifest schema {version} is older than any toolkit "
+                         "release reads; re-export the bundle")
+
+
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 -> 2: the layout is the same; what 2 adds is checked, not moved."""
+    return {**data, "schema": SCHEMA_VERSION}
+
+
+def validate(data: Any, origin: str) -> dict[str, Any]:
+    """The manifest as a plain dict with every declared field present; UsageError (one line,
+    naming the file and the field) for anything else."""
+    _version_gate(data, origin)
+    try:
+        model = Manifest.model_validate(_migrate(data))
+    except ValidationError as err:
+        raise UsageError(f"{origin}: {_where(err)}") from None
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -92,6 +93,43 @@ class SmallCNN(pl.LightningModule):
 def small_cnn() -> SmallCNN:
     torch.manual_seed(0)
     return SmallCNN()
+
+
+class Digits8x8(pl.LightningModule):
+    """A classifier of scikit-learn's 8x8 digits whose example is random noise, as many are
+    (the case reduced precision must not be judged on)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                                 nn.Linear(16 * 64, 10))
+        self.example_input_array = torch.randn(2, 1, 8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def train_digits8x8(steps: int = 300) -> tuple[Digits8x8, dict[str, np.ndarray]]:
+    """Digits8x8 trained on the embedded digits' train split (seconds on a CPU); returns the
+    model and the splits as float32 images (n, 1, 8, 8) in [0, 1] and int64 labels."""
+    from toolkit.demo.data import load_raw
+
+    raw = load_raw()
+    x = (raw["images"].astype(np.float32) / 16.0)[:, None]
+    y = raw["labels"].astype(np.int64)
+    train = raw["split"] == 0
+    torch.manual_seed(0)
+    model = Digits8x8()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x[train]), torch.from_numpy(y[train])
+    for _ in range(steps):
+        index = torch.randint(0, len(xt), (64,))
+        loss = nn.functional.cross_entropy(model(xt[index]), yt[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    return model, {"x_train": x[train], "x_test": x[~train], "y_test": y[~train]}
 
 
 class InterruptingCNN(SmallCNN):

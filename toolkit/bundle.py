@@ -76,6 +76,21 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def artifact_key(record: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """What makes an artifact unique in a bundle: format, precision and INT8 layout."""
+    return record["format"], record.get("precision", "fp32"), record.get("layout")
+
+
+def artifact_label(record: Mapping[str, Any]) -> str:
+    """'onnx/fp32', 'onnx/int8', 'onnx/int8-trt': how reports and tables name an artifact."""
+    from toolkit import formats
+
+    layout = record.get("layout")
+    fmt = formats.TABLE.get(record["format"])
+    variant = f"-{layout}" if layout and fmt is not None and layout != fmt.default_layout else ""
+    return f"{record['format']}/{record.get('precision', 'fp32')}{variant}"
+
+
 def artifact_filename(fmt: str, precision: str = "fp32") -> str:
     """model.onnx, model.fp16.onnx ...: the format table's file name for (format, precision)."""
     from toolkit import formats
@@ -208,11 +223,19 @@ class Bundle:
     def artifacts(self) -> list[dict[str, Any]]:
         return self.manifest["artifacts"]
 
-    def artifact(self, fmt: str, precision: str = "fp32") -> dict[str, Any] | None:
-        for record in self.artifacts:
-            if record["format"] == fmt and record.get("precision", "fp32") == precision:
-                return record
-        return None
+    def artifact(self, fmt: str, precision: str = "fp32",
+                 layout: str | None = None) -> dict[str, Any] | None:
+        """The (format, precision) record; of two INT8 layouts, `layout`'s, or the format's
+        default one first."""
+        matches = [r for r in self.artifacts
+                   if r["format"] == fmt and r.get("precision", "fp32") == precision
+                   and (layout is None or r.get("layout") == layout)]
+        if len(matches) > 1:
+            from toolkit import formats
+
+            default = formats.get(fmt).default_layout
+            matches.sort(key=lambda r: r.get("layout") != default)
+        return matches[0] if matches else None
 
     def path_of(self, record: Mapping[str, Any]) -> Path:
         """The record's file: a plain name inside the bundle, never a link out of it."""
@@ -247,14 +270,14 @@ class Bundle:
         return self._hashes[key]
 
     def record_artifact(self, record: dict[str, Any]) -> None:
-        """Add or replace the record for (format, precision)."""
-        key = (record["format"], record.get("precision", "fp32"))
+        """Add or replace the record for (format, precision, layout)."""
+        key = artifact_key(record)
         self.manifest["artifacts"] = [
-            r for r in self.artifacts if (r["format"], r.get("precision", "fp32")) != key
-        ] + [record]
+            r for r in self.artifacts if artifact_key(r) != key] + [record]
 
-    def update_artifact(self, fmt: str, precision: str, **fields: Any) -> None:
-        record = self.artifact(fmt, precision)
+    def update_artifact(self, fmt: str, precision: str, layout: str | None = None,
+                        **fields: Any) -> None:
+        record = self.artifact(fmt, precision, layout)
         if record is None:
             raise UsageError(f"{self.root}: no {fmt} ({precision}) artifact in the bundle")
         record.update(fields)
@@ -272,7 +295,10 @@ class Bundle:
         self.checked_path(record)
         return load_golden(self.golden_path)
 
-    def save_golden(self, samples: Sequence[GoldenSample]) -> None:
+    def save_golden(self, samples: Sequence[GoldenSample], *, real: Sequence[int] = (),
+                    real_source: str | None = None) -> None:
+        """Write golden.npz; `real` indexes the samples drawn from real data, which judge
+        reduced precisions (`real_source` says where they came from)."""
         self.root.mkdir(parents=True, exist_ok=True)
         save_golden(self.golden_path, samples)
         for output in self.manifest["outputs"]:
@@ -283,7 +309,19 @@ class Bundle:
             "samples": len(samples),
             "batches": [s.batch for s in samples],
             "sha256": sha256_file(self.golden_path),
+            **({"real": list(real), "real_source": real_source} if real else {}),
         }
+
+    def judging_samples(self, record: Mapping[str, Any]) -> tuple[list[int] | None, str]:
+        """Which golden samples judge this artifact, and how to say so: a reduced precision
+        is judged on the real-data samples when the bundle has them (calibrated for real
+        data, it would fail on a noise example); everything else on every sample."""
+        golden = self.manifest.get("golden") or {}
+        real = golden.get("real") or []
+        if record.get("precision", "fp32") in ("fp32", "tf32") or not real:
+            return None, "golden samples"
+        return list(real), f"real data ({golden.get('real_source')}): golden samples " + \
+            ", ".join(map(str, real))
 
     # -- persistence -----------------------------------------------------------------------
     def save(self) -> None:

@@ -118,6 +118,8 @@ class GoldenRecord(_Record):
     batches: list[int | None] = []
     sha256: Sha256
     reference: str | None = None
+    real: list[Count] = []  # samples drawn from --eval-data / --calib-data
+    real_source: str | None = None
 
     @field_validator("path")
     @classmethod
@@ -148,6 +150,24 @@ class BenchRecord(_Record):
     device: str | None = None
     threads: int | None = None
     rows: list[BenchRow] = []
+    sha256: Sha256 | None = None  # of the file that was timed
+
+
+class SelectedRecord(_Record):
+    artifact: str
+    format: str
+    precision: str
+    layout: str | None = None
+    path: PlainName
+    sha256: Sha256 | None = None
+    objective: str
+    batch: int | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    throughput: float | None = None
+    device: str
+    date: str | None = None
+    machine: str | None = None
 
 
 class Score(_Record):
@@ -168,6 +188,7 @@ class ArtifactRecord(_Record):
     path: PlainName | None = None
     sha256: Sha256 | None = None
     size_bytes: Count | None = None
+    layout: str | None = None  # INT8 graph layout: 'cpu' (ONNX Runtime) or 'trt' (TensorRT)
     notes: list[str] = []
     parity: ParityRecord | None = None
     bench: BenchRecord | None = None
@@ -201,8 +222,12 @@ class ArtifactRecord(_Record):
     def _hashed_when_saved(self) -> ArtifactRecord:
         from toolkit import formats
 
-        if formats.get(self.format).saved and (self.path is None or self.sha256 is None):
+        declared = formats.get(self.format)
+        if declared.saved and (self.path is None or self.sha256 is None):
             raise ValueError(f"a {self.format} artifact needs its file name (path) and sha256")
+        if self.layout is not None and (self.precision != "int8"
+                                        or self.layout not in declared.int8_layouts):
+            raise ValueError(f"layout '{self.layout}' is not an INT8 layout of {self.format}")
         return self
 
 
@@ -232,6 +257,7 @@ class Manifest(_Record):
     detection: DetectionRecord | None = None
     bench: dict[str, BenchRecord] | None = None
     environment: EnvironmentRecord | None = None
+    selected: SelectedRecord | None = None
     training: dict[str, Any] | None = None
     created_at: str | None = None
     updated_at: str | None = None
@@ -242,9 +268,9 @@ class Manifest(_Record):
                             ("output", [t.name for t in self.outputs])):
             if len(set(names)) != len(names):
                 raise ValueError(f"{what} names repeat: {names}")
-        keys = [(a.format, a.precision) for a in self.artifacts]
+        keys = [(a.format, a.precision, a.layout) for a in self.artifacts]
         if len(set(keys)) != len(keys):
-            raise ValueError("two artifacts share a format and precision")
+            raise ValueError("two artifacts share a format, precision and layout")
         paths = [a.path for a in self.artifacts if a.path is not None]
         if len(set(paths)) != len(paths) or GOLDEN_NAME in paths or "manifest.json" in paths:
             raise ValueError("two records name the same file")
@@ -278,8 +304,21 @@ def _version_gate(data: Any, origin: str) -> None:
 
 
 def _migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """Schema 1 -> 2: the layout is the same; what 2 adds is checked, not moved."""
-    return {**data, "schema": SCHEMA_VERSION}
+    """Schema 1 -> 2: what 2 adds is checked, not moved, except the INT8 layout, which an
+    older INT8 ONNX record keeps in its transform summary ('profile', TensorRT's by default)."""
+    migrated = {**data, "schema": SCHEMA_VERSION}
+    if isinstance(data.get("artifacts"), list):
+        migrated["artifacts"] = [_with_layout(a) for a in data["artifacts"]]
+    return migrated
+
+
+def _with_layout(record: Any) -> Any:
+    if (not isinstance(record, dict) or "layout" in record or record.get("format") != "onnx"
+            or record.get("precision") != "int8"):
+        return record
+    transform = record.get("transform")
+    profile = transform.get("profile") if isinstance(transform, dict) else None
+    return {**record, "layout": profile if profile in ("cpu", "trt") else "trt"}
 
 
 def validate(data: Any, origin: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import numpy as np
 from toolkit import formats as format_table
 from toolkit.bench.measurement import DEFAULTS, Measurement
 from toolkit.bench.timer import measure, time_once
-from toolkit.bundle import Bundle, now, record_results
+from toolkit.bundle import Bundle, artifact_label, now, record_results
 from toolkit.errors import BackendUnavailable, UsageError
 from toolkit.spec import TensorSpec, batch_range, numpy_dtype, random_inputs
 
@@ -55,7 +55,8 @@ class Entry:
 
     @property
     def name(self) -> str:
-        return f"{self.format}/{self.precision}"
+        return artifact_label(self.record or {"format": self.format,
+                                              "precision": self.precision})
 
 
 @dataclass
@@ -134,7 +135,7 @@ def _entries(bundle: Bundle, formats: Sequence[str] | None, precisions: Sequence
     missing = [f for f in wanted or [] if not from_model(f)
                and not any(e.format == f for e in entries)]
     if missing:
-        have = ", ".join(f"{r['format']}/{r.get('precision', 'fp32')}" for r in bundle.artifacts)
+        have = ", ".join(artifact_label(r) for r in bundle.artifacts)
         extra = f" in {'/'.join(precisions)}" if precisions else ""
         raise UsageError(
             f"{bundle.root} has no {', '.join(missing)} artifact{extra} (it has: "
@@ -304,9 +305,13 @@ def _bench_entry(plan: BenchPlan, entry: Entry, feeds: dict[int, dict[str, np.nd
                  knobs: dict[str, Any], on_result: ResultCallback | None) -> list[Measurement]:
     labels = {"format": entry.format, "precision": entry.precision, "device": plan.device,
               "threads": plan.threads}
+    if entry.record is not None and entry.record.get("layout"):
+        labels["layout"] = entry.record["layout"]
     results: list[Measurement] = []
     with quiet_libraries():
         runner = _runner(plan, entry)
+    if getattr(runner, "session_note", None):  # the runner departs from a default session
+        labels["session_note"] = runner.session_note
     try:
         for i, batch in enumerate(plan.batches):
             with quiet_libraries():
@@ -459,13 +464,15 @@ def save_to_manifest(root: Path, entries: Sequence[Entry], done: dict[str, list[
             if not measured:
                 continue
             record = bench_record(measured, device, threads)
-            current = bundle.artifact(entry.format, entry.precision)
+            current = bundle.artifact(entry.format, entry.precision,
+                                      (entry.record or {}).get("layout"))
             if from_model(entry.format):
                 bundle.manifest["bench"] = {**(bundle.manifest.get("bench") or {}),
                                             entry.format: record}
             elif current is not None and (entry.record is None or current.get("sha256")
                                           == entry.record.get("sha256")):
-                current["bench"] = record  # only for the very file that was timed
+                # only for the very file that was timed, which `select` checks
+                current["bench"] = {**record, "sha256": current.get("sha256")}
 
     return record_results(root, apply)
 

@@ -42,7 +42,7 @@ STAT_FIELDS = frozenset({
 
 #: fields that identify a result row; the first three must match, the rest when both have them
 KEY_FIELDS = ("format", "precision", "batch")
-OPTIONAL_KEY_FIELDS = ("device", "threads")
+OPTIONAL_KEY_FIELDS = ("device", "threads", "layout")
 
 
 class DeviceTimer(Protocol):

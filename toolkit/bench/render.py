@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.bench.gate import Comparison
 from toolkit.bench.measurement import Measurement
+from toolkit.bundle import artifact_label
 from toolkit.errors import BackendUnavailable, UsageError
 from toolkit.formats import REFERENCE
 
@@ -53,12 +54,14 @@ def artifact_name(row: Row) -> str:
     fmt, precision = row.get("format"), row.get("precision")
     if fmt is None:
         return "?"
-    return f"{fmt}/{precision}" if precision else str(fmt)
+    if not precision:
+        return str(fmt)
+    return artifact_label({"format": fmt, "precision": precision, "layout": row.get("layout")})
 
 
 def note(row: Row) -> str:
     """The noise marker: why a row's numbers deserve a second look."""
-    notes = []
+    notes = [str(row["session_note"])] if row.get("session_note") else []
     if row.get("noisy"):
         notes.append(f"noisy (CV {row.get('cv', 0.0):.0%})")
     if row.get("stable") is False:

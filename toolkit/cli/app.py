@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 
 from toolkit import interrupts
-from toolkit.cli import bench, demo, export, inspect, verify
+from toolkit.cli import bench, demo, deploy, export, inspect, select, verify
 from toolkit.cli.console import err_console
 from toolkit.cli.console import reset_consoles as finally_reset
 from toolkit.errors import ToolkitError
@@ -93,6 +93,8 @@ app.command("export")(exit_codes(export.export_command))
 app.command("inspect")(exit_codes(inspect.inspect_command))
 app.command("verify")(exit_codes(verify.verify_command))
 app.command("bench")(exit_codes(bench.bench_command))
+app.command("select")(exit_codes(select.select_command))
+app.command("deploy")(exit_codes(deploy.deploy_command))
 app.command("demo")(exit_codes(demo.demo_command))
 
 

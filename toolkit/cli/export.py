@@ -54,6 +54,10 @@ def export_command(
         help="Labelled data (.npz with 'labels', or DataModule) for the accuracy gate.")] = None,
     max_accuracy_drop: Annotated[float, typer.Option(
         help="Accuracy points a reduced precision may lose.")] = 1.0,
+    int8_layout: Annotated[str, typer.Option(
+        help="INT8 ONNX layout: cpu (uint8 activations, fastest on ONNX Runtime CPU), trt "
+        "(symmetric int8 Q/DQ for TensorRT), both, or auto: cpu for --to onnx, trt for --to "
+        "trt.")] = "auto",
     workspace: Annotated[str | None, typer.Option(
         help="TensorRT workspace pool limit, e.g. 4G.")] = None,
     opt_level: Annotated[int | None, typer.Option(
@@ -91,7 +95,7 @@ def export_command(
     precision_options = {
         "calib_data": calib_data, "calib_batches": calib_batches,
         "calib_method": calib_method, "eval_data": eval_data,
-        "max_accuracy_drop": max_accuracy_drop,
+        "max_accuracy_drop": max_accuracy_drop, "int8_layout": int8_layout.strip().lower(),
     }
     check_writable_file(json_path, "--json")
     json_to_stdout(json_path)
@@ -129,7 +133,7 @@ def print_step(step: Any) -> None:
     mark = {"ok": "✓", "exists": "•", "unavailable": "!", "skipped": "-"}.get(step.status, "✗")
     parity = f"  {parity_figure(step.parity)}" if step.parity else ""
     console.print(
-        f"  [{style}]{mark}[/] {step.target:<12} {step.precision:<5} "
+        f"  [{style}]{mark}[/] {step.target:<12} {step.variant:<8} "
         f"{step.seconds:6.1f}s  [{style}]{step.status}[/]{parity}", highlight=False)
     if step.detail and step.status != "ok":
         (err_console if step.error else console).print(f"      {escape(step.detail)}",

@@ -35,7 +35,7 @@ def inspect_command(
 def _bundle_info(bundle: Any) -> dict[str, Any]:
     artifacts = []
     for record in bundle.artifacts:
-        row = {k: record.get(k) for k in ("format", "precision", "path", "size_bytes",
+        row = {k: record.get(k) for k in ("format", "precision", "layout", "path", "size_bytes",
                                           "exporter", "opset", "nodes", "device", "sha256")}
         parity = record.get("parity")
         row["parity"] = None if parity is None else ("pass" if parity.get("passed") else "FAIL")
@@ -126,6 +126,8 @@ def _onnx_info(path: Path) -> dict[str, Any]:
 def _render(info: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from toolkit.bundle import artifact_label
+
     title = info.get("bundle") or info.get("file")
     console.print(f"[bold]{title}[/]")
     if "size_bytes" in info:
@@ -146,7 +148,7 @@ def _render(info: dict[str, Any]) -> None:
         table = Table("format", "precision", "file", "size", "exporter", "opset", "nodes",
                       "parity", "p50 ms (batch)", title="artifacts", title_justify="left")
         for a in info["artifacts"]:
-            table.add_row(a["format"], a.get("precision") or "fp32", str(a.get("path")),
+            table.add_row(a["format"], artifact_label(a).split("/", 1)[1], str(a.get("path")),
                           human_size(a.get("size_bytes")), str(a.get("exporter") or ""),
                           str(a.get("opset") or ""), str(a.get("nodes") or ""),
                           str(a.get("parity") or "not checked"), _p50_text(a.get("bench")))

@@ -40,6 +40,8 @@ class StepStatus(str, Enum):
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 
+INT8_LAYOUT_CHOICES = ("auto", "cpu", "trt", "both")
+
 @dataclass(frozen=True)
 class PrecisionOptions:
     """Calibration and accuracy-gate settings for reduced precision (one place for defaults)."""
@@ -49,6 +51,8 @@ class PrecisionOptions:
     calib_method: str = "minmax"
     eval_data: str | None = None
     max_accuracy_drop: float = 1.0
+    #: auto: 'cpu' for --to onnx, 'trt' for --to trt, both for both; or cpu, trt, both
+    int8_layout: str = "auto"
 
     def __post_init__(self) -> None:
         if self.calib_method not in CALIB_METHODS:
@@ -56,6 +60,9 @@ class PrecisionOptions:
                              f"{', '.join(CALIB_METHODS)}")
         if self.calib_batches < 1:
             raise UsageError(f"--calib-batches must be >= 1, got {self.calib_batches}")
+        if self.int8_layout not in INT8_LAYOUT_CHOICES:
+            raise UsageError(f"--int8-layout {self.int8_layout}: use one of "
+                             f"{', '.join(INT8_LAYOUT_CHOICES)}")
         if self.max_accuracy_drop < 0:
             raise UsageError(f"--max-accuracy-drop must be >= 0, got {self.max_accuracy_drop}")
 
@@ -111,9 +118,19 @@ class Step:
     parity: dict[str, Any] | None = None
     error: ToolkitError | None = field(default=None, repr=False)
     started: float = field(default_factory=time.perf_counter, repr=False)
+    layout: str | None = None  # INT8 graph layout, for formats that have several
+
+    @property
+    def variant(self) -> str:
+        """'int8', or 'int8-trt' for a layout other than the format's default."""
+        from toolkit import formats
+
+        default = formats.get(self.target).default_layout
+        extra = f"-{self.layout}" if self.layout and self.layout != default else ""
+        return f"{self.precision}{extra}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "precision": self.precision,
+        return {"target": self.target, "precision": self.precision, "layout": self.layout,
                 "status": self.status.value, "seconds": round(self.seconds, 2),
                 "path": self.path, "detail": self.detail, "parity": self.parity}
 
@@ -132,7 +149,8 @@ class ExportJob:
     options: ExportOptions
     dest: Path | None = None
     model: Any = None  # toolkit.source.wrapper.LoadedModel, when the source is a model
-    ensure: Callable[[str, str], dict[str, Any]] | None = None
+    ensure: Callable[..., dict[str, Any]] | None = None  # (format, precision, layout=None)
+    layout: str | None = None  # the INT8 graph layout to write, for formats that have several
 
     def need_model(self) -> Any:
         if self.model is None:

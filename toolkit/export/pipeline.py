@@ -104,8 +104,8 @@ def export(
 
     opts = make_options(options, **option_fields)
     opts = make_options(opts, trt_via=check_route(opts.trt_via))
-    targets = _with_dependencies(formats.parse_targets([to] if isinstance(to, str) else to),
-                                 opts)
+    asked = formats.parse_targets([to] if isinstance(to, str) else to)
+    targets = _with_dependencies(asked, opts)
     specs = [s if isinstance(s, TensorSpec) else parse_input(s) for s in inputs or []]
     names = [s.name for s in specs]
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -122,7 +122,7 @@ def export(
     if kind == "bundle" and Path(out or source).resolve() != Path(source).resolve():
         raise UsageError("--out can't be used with a bundle source; it is exported in place")
     created = not out_dir.exists()
-    run = _Run(targets, opts, on_step)
+    run = _Run(targets, opts, on_step, asked)
     # locked, and undone on failure or Ctrl-C: nothing partial is left behind
     with transaction.writing(out_dir):
         if kind == "bundle":
@@ -174,8 +174,9 @@ class _Run:
     """One export run: its steps, the bundle, and the model when the source has one."""
 
     def __init__(self, targets: list[str], opts: ExportOptions,
-                 on_step: StepCallback | None) -> None:
+                 on_step: StepCallback | None, asked: Sequence[str] = ()) -> None:
         self.targets = [formats.get(t) for t in targets]
+        self.asked = [formats.get(t) for t in asked or targets]  # before dependencies
         self.opts = opts
         self.on_step = on_step
         self.steps: list[Step] = []
@@ -203,6 +204,22 @@ class _Run:
             formats.check_precisions(fmt.name, wanted)
         if not carriers and (len(self.targets) == 1 or single_target_strict):
             formats.check_precisions(self.targets[0].name, wanted)
+
+    def layouts_for(self, fmt: Format, precision: str) -> list[str | None]:
+        """The INT8 layouts to write: what --int8-layout says, or by default the one for each
+        place the user asked to run it (--to onnx: ONNX Runtime on CPU; --to trt: TensorRT)."""
+        if precision != "int8" or not fmt.int8_layouts:
+            return [None]
+        choice = self.opts.precision.int8_layout
+        if choice == "both":
+            return list(fmt.int8_layouts)
+        if choice != "auto":
+            return [choice]
+        wanted = [fmt.default_layout] if fmt in self.asked else []
+        wanted += [t.int8_layout_needed for t in self.asked
+                   if fmt.name in t.dependencies(self.opts) and t.int8_layout_needed
+                   and "int8" in t.precisions]
+        return list(dict.fromkeys(wanted)) or [fmt.default_layout]
 
     # -- sources -------------------------------------------------------------------------
     def from_model(self, source: str, out_dir: Path, specs: list[TensorSpec],
@@ -248,9 +265,27 @@ class _Run:
             loaded.example = detecting_example(loaded, real)
         self.model = loaded
         self.bundle = _open_or_create(out_dir, loaded, self.opts.force)
-        if self.bundle.manifest.get("golden") is None:
-            self.bundle.save_golden(golden_samples(loaded))
+        self._save_golden(loaded)
         self._run_all()
+
+    def _save_golden(self, loaded: Any) -> None:
+        """Golden samples once per bundle; samples drawn from real data are added when a run
+        brings reduced precisions and real data, and judge those precisions."""
+        golden = self.bundle.manifest.get("golden")
+        reduced = any(p != "fp32" for p in self.opts.precisions)
+        data = self.opts.precision
+        if golden is not None and (golden.get("real") or not reduced
+                                   or not (data.eval_data or data.calib_data)):
+            return
+        from toolkit.export.precision.steps import judging_feeds
+
+        samples = self.bundle.golden() if golden is not None else golden_samples(loaded)
+        feeds, where = judging_feeds(loaded.inputs, data, bool(loaded.detection)) if reduced \
+            else ([], None)
+        real = [GoldenSample(feed, loaded.run(feed)) for feed in feeds]
+        self.bundle.save_golden(samples + real,
+                                real=range(len(samples), len(samples) + len(real)),
+                                real_source=where)
 
     def from_bundle(self, bundle: Bundle) -> None:
         """Formats derivable from the bundle alone (reduced-precision ONNX, engines)."""
@@ -267,17 +302,19 @@ class _Run:
     def _run_all(self) -> None:
         for fmt in self.targets:
             for precision in self.precisions_for(fmt):
-                step = Step(fmt.name, precision)
-                self.steps.append(step)
-                if self.model is None and fmt.uses_model(self.opts) and precision == "fp32":
-                    self._existing_only(step)
-                    continue
-                self._run_step(step, fmt)
+                for layout in self.layouts_for(fmt, precision):
+                    step = Step(fmt.name, precision, layout=layout)
+                    self.steps.append(step)
+                    if (self.model is None and fmt.uses_model(self.opts)
+                            and precision == "fp32"):
+                        self._existing_only(step)
+                        continue
+                    self._run_step(step, fmt)
         self.bundle.save()
 
     def _existing_only(self, step: Step) -> None:
         """A bundle source can't re-export what comes from the model: it is there or not."""
-        if self.bundle.artifact(step.target, step.precision) is None:
+        if self.bundle.artifact(step.target, step.precision, step.layout) is None:
             step.status = StepStatus.FAILED
             step.detail = f"the bundle has no {step.precision} {step.target}"
             step.error = UsageError(step.detail)
@@ -285,39 +322,42 @@ class _Run:
             step.status, step.detail = StepStatus.EXISTS, "already in the bundle"
         self._done(step)
 
-    def ensure(self, name: str, precision: str) -> dict[str, Any]:
-        """The bundle's (format, precision) artifact, made now when it is missing."""
-        record = self.bundle.artifact(name, precision)
+    def ensure(self, name: str, precision: str, layout: str | None = None) -> dict[str, Any]:
+        """The bundle's (format, precision, layout) artifact, made now when it is missing."""
+        fmt = formats.get(name)
+        layout = fmt.layout_of(precision, layout)
+        record = self.bundle.artifact(name, precision, layout)
         if record is None:
-            record = self._make(formats.get(name), precision)
+            record = self._make(fmt, precision, layout)
             self.bundle.save()
         return record
 
-    def _make(self, fmt: Format, precision: str) -> dict[str, Any]:
+    def _make(self, fmt: Format, precision: str, layout: str | None = None) -> dict[str, Any]:
         job = ExportJob(fmt, precision, self.bundle, self.opts, model=self.model,
-                        ensure=self.ensure)
+                        ensure=self.ensure, layout=layout)
         exporter = fmt.export_fn()
         if not fmt.saved:
             return {"format": fmt.name, "precision": precision, "path": None,
                     "created_at": now(), **exporter(job)}
-        dest = self._destination(fmt, precision)
+        dest = self._destination(fmt, precision, layout)
         with atomic_path(dest, suffix=dest.suffix) as tmp:
             job.dest = tmp
             extra = exporter(job)
-        return self._record(fmt, precision, dest, extra)
+        return self._record(fmt, precision, dest, extra, layout)
 
-    def _destination(self, fmt: Format, precision: str) -> Path:
+    def _destination(self, fmt: Format, precision: str, layout: str | None = None) -> Path:
         self.bundle.root.mkdir(parents=True, exist_ok=True)
-        dest = self.bundle.root / fmt.filename(precision)
-        if (self.bundle.artifact(fmt.name, precision) is not None and dest.exists()
+        dest = self.bundle.root / fmt.filename(precision, layout)
+        if (self.bundle.artifact(fmt.name, precision, layout) is not None and dest.exists()
                 and not self.opts.force):
             raise _Exists(f"{dest.name} exists; pass --force to replace it")
         return dest
 
     def _record(self, fmt: Format, precision: str, dest: Path,
-                extra: dict[str, Any]) -> dict[str, Any]:
+                extra: dict[str, Any], layout: str | None = None) -> dict[str, Any]:
         record = {
             "format": fmt.name, "precision": precision, "path": dest.name,
+            **({"layout": layout} if layout else {}),
             "sha256": sha256_file(dest), "size_bytes": dest.stat().st_size,
             "created_at": now(),
             "tools": {k: v for k, v in environment.describe()["libraries"].items()
@@ -330,7 +370,7 @@ class _Run:
     def _run_step(self, step: Step, fmt: Format) -> None:
         made: dict[str, Any] | None = None
         try:
-            record = made = self._make(fmt, step.precision)
+            record = made = self._make(fmt, step.precision, step.layout)
             step.path = record.get("path")
             step.detail = "; ".join(record.get("notes") or [])
             step.status = StepStatus.OK
@@ -369,7 +409,7 @@ class _Run:
         step.parity = report.to_dict()
         if record.get("path") is not None:
             self.bundle.update_artifact(record["format"], record["precision"],
-                                        parity=step.parity)
+                                        record.get("layout"), parity=step.parity)
         if not report.passed:
             step.status = StepStatus.PARITY_FAILED
             step.detail = "; ".join(filter(None, [report.summary_line(), step.detail]))
@@ -473,11 +513,11 @@ def export_loaded(
     """Export a model already in memory (a `toolkit.source.wrapper.LoadedModel`), as the
     Lightning callback does at the end of training; otherwise like `export`."""
     opts = make_options(options, **option_fields)
-    targets = _with_dependencies(formats.parse_targets([to] if isinstance(to, str) else to),
-                                 opts)
+    asked = formats.parse_targets([to] if isinstance(to, str) else to)
+    targets = _with_dependencies(asked, opts)
     out_dir = Path(out)
     _check_writable(out_dir)
-    run = _Run(targets, opts, on_step)
+    run = _Run(targets, opts, on_step, asked)
     with transaction.writing(out_dir):
         run.from_loaded(loaded, out_dir)
     return ExportResult(run.bundle, run.steps, run.notes)

@@ -26,7 +26,7 @@ def _from_onnx(job: ExportJob) -> dict[str, Any]:
 
     (source_format,) = job.format.builds_from
     assert job.ensure is not None and job.dest is not None
-    onnx_record = job.ensure(source_format, job.precision)
+    onnx_record = job.ensure(source_format, job.precision, job.format.int8_layout_needed)
     bundle = job.bundle
     try:
         record = build_engine(bundle.checked_path(onnx_record), job.dest, bundle.inputs,

@@ -24,6 +24,21 @@ _MODULES = ("onnx", "torchscript", "pt2", "compile", "trt", "eager")
 
 
 @dataclass(frozen=True)
+class TritonSpec:
+    """How Triton Inference Server serves a format (its model configuration's terms)."""
+
+    platform: str  # config.pbtxt `platform`
+    filename: str  # the file Triton looks for in the version directory
+    #: tensors are named INPUT__0, OUTPUT__0 ... (PyTorch backends) instead of by name
+    indexed_names: bool = False
+    #: runs on a GPU whatever the bundle says (engines)
+    gpu: bool = False
+    #: the largest batch a request may carry (None: the bundle's batch range)
+    max_batch: int | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Format:
     """One format's declaration. Hooks are 'module:function' strings, resolved lazily."""
 
@@ -56,6 +71,13 @@ class Format:
     presets: dict[str, str] = field(default_factory=dict)
     #: options -> True when this run builds from the model instead of `builds_from`
     model_route: Callable[[Any], bool] | None = None
+    #: INT8 graph layouts this format's files come in, the default first (ONNX: 'cpu' for
+    #: ONNX Runtime on CPU, 'trt' for TensorRT's explicit quantization)
+    int8_layouts: tuple[str, ...] = ()
+    #: the INT8 layout this format needs from the one it is built from
+    int8_layout_needed: str | None = None
+    #: how Triton Inference Server serves it (None: it can't)
+    triton: TritonSpec | None = None
 
     @property
     def saved(self) -> bool:
@@ -69,10 +91,23 @@ class Format:
     def suffix(self) -> str:
         return self.suffixes[0] if self.suffixes else ""
 
-    def filename(self, precision: str = "fp32") -> str:
-        """model.onnx, model.fp16.onnx, model.engine ..."""
+    def filename(self, precision: str = "fp32", layout: str | None = None) -> str:
+        """model.onnx, model.fp16.onnx, model.int8-trt.onnx, model.engine ..."""
         suffix = self.suffix.lstrip(".")
-        return f"model.{suffix}" if precision == "fp32" else f"model.{precision}.{suffix}"
+        if precision == "fp32":
+            return f"model.{suffix}"
+        variant = f"-{layout}" if layout and layout != self.default_layout else ""
+        return f"model.{precision}{variant}.{suffix}"
+
+    @property
+    def default_layout(self) -> str | None:
+        return self.int8_layouts[0] if self.int8_layouts else None
+
+    def layout_of(self, precision: str, layout: str | None) -> str | None:
+        """The record's layout: only INT8 files of a format with layouts have one."""
+        if precision != "int8" or not self.int8_layouts:
+            return None
+        return layout or self.default_layout
 
     def preset(self, precision: str) -> str:
         return self.presets.get(precision, precision)

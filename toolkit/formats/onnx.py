@@ -1,6 +1,6 @@
 """ONNX: the portable artifact; ONNX Runtime runs it, TensorRT builds from it."""
 
-from toolkit.formats import Format
+from toolkit.formats import Format, TritonSpec
 
 FORMAT = Format(
     name="onnx",
@@ -14,4 +14,6 @@ FORMAT = Format(
     self_describing=True,
     localizable=True,
     load_priority=0,
+    int8_layouts=("cpu", "trt"),
+    triton=TritonSpec(platform="onnxruntime_onnx", filename="model.onnx"),
 )

@@ -1,6 +1,6 @@
 """TorchScript: legacy upstream (torch.jit is deprecated), still what many servers load."""
 
-from toolkit.formats import Format
+from toolkit.formats import Format, TritonSpec
 
 FORMAT = Format(
     name="torchscript",
@@ -11,4 +11,5 @@ FORMAT = Format(
     runner="toolkit.runtime.torchscript:open_artifact",
     legacy=True,
     load_priority=2,
+    triton=TritonSpec(platform="pytorch_libtorch", filename="model.pt", indexed_names=True),
 )

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from toolkit.formats import Format
+from toolkit.formats import Format, TritonSpec
 
 
 def _from_model(options: Any) -> bool:
@@ -25,4 +25,8 @@ FORMAT = Format(
     # An fp32 engine may use TF32 (on by default on Ampere and newer)
     presets={"fp32": "tf32"},
     model_route=_from_model,
+    int8_layout_needed="trt",
+    triton=TritonSpec(platform="tensorrt_plan", filename="model.plan", gpu=True,
+                      note="the engine runs only on the GPU model and TensorRT version it was "
+                      "built with: Triton's TensorRT must match the bundle's"),
 )

@@ -169,7 +169,7 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
             if self.bench:
                 metrics.update(self._bench(bundle.root, int(trainer.world_size)))
             _log(trainer, metrics)
-            failed = [f"{s.target}/{s.precision}: {s.status}" + (f" ({s.detail})" if s.detail
+            failed = [f"{s.target}/{s.variant}: {s.status}" + (f" ({s.detail})" if s.detail
                                                                  else "")
                       for s in result.steps if s.status.value not in ("ok", "exists")
                       and s.status.value != "unavailable"]
@@ -272,7 +272,7 @@ def _parity_metrics(result: Any) -> dict[str, float]:
     for step in result.steps:
         if not step.parity:
             continue
-        key = f"export/{step.target}_{step.precision}"
+        key = f"export/{step.target}_{step.variant}"
         metrics[f"{key}/parity_passed"] = float(bool(step.parity.get("passed")))
         outputs = step.parity.get("outputs") or {}
         worst = [o.get("max_abs") for o in outputs.values() if o.get("max_abs") is not None]

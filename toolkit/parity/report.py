@@ -117,6 +117,8 @@ class ParityReport:
     )
     reference: str = "golden"
     samples: int = 0
+    #: which samples judged it: every golden sample, or (reduced precisions) the real ones
+    judged_on: str = "golden samples"
     # samples the artifact could not run at all (e.g. a shape its graph baked in)
     errors: list[str] = field(default_factory=list)
 
@@ -198,7 +200,8 @@ class ParityReport:
         (output, sample) result with its metrics (for --json)."""
         data: dict[str, Any] = {
             "artifact": self.artifact, "precision": self.precision,
-            "reference": self.reference, "passed": self.passed, "date": self.date,
+            "reference": self.reference, "judged_on": self.judged_on,
+            "passed": self.passed, "date": self.date,
             "samples": self.samples, "tolerance": self.tolerances.to_dict(),
             "outputs": {s.output: s.to_dict() for s in self.summaries()},
             "task_failures": self.task_failures(),

@@ -16,7 +16,7 @@ import numpy as np
 
 from toolkit import environment
 from toolkit import formats as format_table
-from toolkit.bundle import ArtifactModified, Bundle, record_results
+from toolkit.bundle import ArtifactModified, Bundle, artifact_label, record_results
 from toolkit.errors import BackendUnavailable, CheckFailed, ToolkitError, UsageError, first_line
 from toolkit.parity.report import ParityReport, check
 from toolkit.parity.tolerances import Tolerances, tolerance_for, tolerances_from_options
@@ -54,14 +54,17 @@ def preset_for(record: dict[str, Any]) -> str:
     return format_table.get(record["format"]).preset(record.get("precision", "fp32"))
 
 
-def sample_pairs(bundle: Bundle, data: Sequence[Feed] = (),
-                 golden: bool = True) -> Iterator[tuple[Feed, Feed | None]]:
-    """(inputs, golden outputs or None) for the golden samples, then the real-data ones."""
-    if golden:
-        for sample in bundle.golden():
-            yield sample.inputs, sample.outputs
-    for feed in data:
-        yield {s.name: feed[s.name] for s in bundle.inputs}, None
+def sample_pairs(bundle: Bundle, data: Sequence[Feed] = (), golden: bool = True,
+                 indices: Sequence[int] | None = None
+                 ) -> Iterator[tuple[int, Feed, Feed | None]]:
+    """(index, inputs, golden outputs or None) for the golden samples (those in `indices`
+    when given), then the --data ones (indexed after the golden samples)."""
+    samples = bundle.golden() if golden else []
+    for index, sample in enumerate(samples):
+        if indices is None or index in indices:
+            yield index, sample.inputs, sample.outputs
+    for offset, feed in enumerate(data):
+        yield len(samples) + offset, {s.name: feed[s.name] for s in bundle.inputs}, None
 
 
 def verify_record(
@@ -88,8 +91,9 @@ def verify_record(
     except UsageError as err:  # the artifact can't even be loaded: it fails, others go on
         report.errors.append(f"could not be loaded: {err}")
         return report
+    indices, report.judged_on = bundle.judging_samples(record)
     with runner:
-        for index, (feed, golden) in enumerate(sample_pairs(bundle, data)):
+        for index, feed, golden in sample_pairs(bundle, data, indices=indices):
             expected = reference.expected(feed, golden)
             try:
                 actual = runner.infer(feed)
@@ -108,7 +112,7 @@ def new_report(bundle: Bundle, record: dict[str, Any], tolerances: Tolerances,
                reference: str) -> ParityReport:
     """An empty report of the kind the bundle's task needs: detections are matched by IoU."""
     precision = record.get("precision", "fp32")
-    label = f"{record['format']}/{precision}"
+    label = artifact_label(record)
     detection = bundle.manifest.get("detection")
     if detection:
         from toolkit.parity.detection import detection_report
@@ -128,7 +132,8 @@ def record_parity(bundle: Bundle, record: dict[str, Any], report: ParityReport) 
     summary = report.to_dict(details=False)
     if record.get("path") is None:
         return  # in-process targets (compile) have no artifact entry to update
-    current = bundle.artifact(record["format"], record.get("precision", "fp32"))
+    current = bundle.artifact(record["format"], record.get("precision", "fp32"),
+                              record.get("layout"))
     if current is not None and current.get("sha256") == record.get("sha256"):
         current["parity"] = summary
 
@@ -234,12 +239,12 @@ def verify_bundle(
     missing = [f for f in wanted if f not in in_process
                and not any(r["format"] == f for r in records)]
     if missing:
-        have = ", ".join(f"{r['format']}/{r.get('precision', 'fp32')}" for r in bundle.artifacts)
+        have = ", ".join(artifact_label(r) for r in bundle.artifacts)
         only = f" in {'/'.join(wanted_precisions)}" if wanted_precisions else ""
         raise UsageError(f"{bundle.root} has no {', '.join(missing)} artifact{only}; have: "
                          f"{have or 'none'}")
     if not records:
-        have = ", ".join(f"{r['format']}/{r.get('precision', 'fp32')}" for r in bundle.artifacts)
+        have = ", ".join(artifact_label(r) for r in bundle.artifacts)
         only = f" in {'/'.join(wanted_precisions)}" if wanted_precisions else ""
         raise UsageError(f"{bundle.root} has no artifacts to verify{only} (it has: "
                          f"{have or 'none'})")
@@ -313,7 +318,7 @@ def verify_bundle(
             except BackendUnavailable as err:
                 if rec["format"] in wanted:
                     raise  # asked for by name: exit 3 with the reason
-                outcome.notes.append(f"{rec['format']}/{rec.get('precision', 'fp32')} not "
+                outcome.notes.append(f"{artifact_label(rec)} not "
                                      f"checked here: {err}")
                 continue
             outcome.reports.append(report)

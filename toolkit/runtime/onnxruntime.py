@@ -29,10 +29,20 @@ class OnnxRuntimeRunner(Runner):
     #: ORT's CUDA provider runs on a stream of its own: events on ours would not bracket it
     cuda_events_bracket_work = False
 
-    def __init__(self, path: str | Path, *, provider: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, path: str | Path, *, provider: str | None = None,
+                 layout: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.path = Path(path)
         self.provider = provider or ("cuda" if self.device.startswith("cuda") else "cpu")
+        self.layout = layout  # an INT8 file's layout: 'cpu' or 'trt'
+
+    @property
+    def session_note(self) -> str | None:
+        """How this runner's session departs from a default InferenceSession, if it does."""
+        if self._session_extras():
+            return ("CSE disabled: a default ORT session runs this TensorRT-layout INT8 file "
+                    "slower")
+        return None
 
     def _activate_impl(self) -> None:
         ort = require_module("onnxruntime", f"running {self.path.name}")
@@ -63,7 +73,7 @@ class OnnxRuntimeRunner(Runner):
             raise UsageError(f"{self.path} lacks outputs {missing}; it has {names}")
 
     def _session_extras(self) -> dict[str, Any]:
-        if self.precision != "int8":
+        if self.precision != "int8" or self.layout == "cpu" or self.provider != "cpu":
             return {}
         # Common-subexpression elimination merges the dedicated Q nodes of a TensorRT-style
         # Q/DQ graph, which stops ORT from fusing most convolutions into QLinearConv.
@@ -97,4 +107,5 @@ class OnnxRuntimeRunner(Runner):
 
 def open_artifact(bundle: Any, record: dict[str, Any], **options: Any) -> OnnxRuntimeRunner:
     return OnnxRuntimeRunner(bundle.path_of(record), inputs=bundle.inputs,
-                             outputs=bundle.outputs, precision=record["precision"], **options)
+                             outputs=bundle.outputs, precision=record["precision"],
+                             layout=record.get("layout"), **options)

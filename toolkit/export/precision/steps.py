@@ -15,10 +15,11 @@ NETWORK_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
 def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precision: str,
-                      options: PrecisionOptions) -> dict[str, Any]:
+                      options: PrecisionOptions, layout: str | None = None) -> dict[str, Any]:
     """Write `dest` from the bundle's fp32 ONNX; returns the record's extra fields."""
     from toolkit.export.precision.fp16 import convert_float16
     from toolkit.export.precision.int8 import quantize_int8
+    from toolkit.export.precision.speed import default_session_speedup
 
     source = bundle.checked_path(base)
     with atomic_path(dest, suffix=".onnx") as tmp:
@@ -38,14 +39,27 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
             # A detector's post-processing (box decoding, NMS, padding) stays fp32: only the
             # network's heavy ops are quantized, as boxes in int8 would move by whole pixels.
             op_types = NETWORK_OPS if bundle.manifest.get("detection") else None
-            summary = quantize_int8(source, tmp, [_inputs_only(f) for f in feeds],
-                                    method=options.calib_method, op_types=op_types)
+            calibration = [_inputs_only(f) for f in feeds]
+            summary = quantize_int8(source, tmp, calibration,
+                                    method=options.calib_method, op_types=op_types,
+                                    profile=layout or "cpu")
+            if summary["profile"] == "cpu":
+                summary["default_session"] = default_session_speedup(
+                    source, tmp, {k: v[:1] for k, v in calibration[0].items()})
         else:
             raise UsageError(f"--precision {precision}: supported are fp32, fp16, bf16, int8")
     extra: dict[str, Any] = {"exporter": f"toolkit {precision} transform of {base['path']}",
                              "transform": summary}
     if summary.get("warnings"):
         extra["notes"] = list(summary["warnings"])
+    if precision == "int8":
+        extra.setdefault("notes", []).append(layout_note(summary))
+        timing = summary.get("default_session")
+        if timing and timing["speedup"] < 1.0:
+            extra["notes"].append(
+                f"slower than fp32 here: {timing['p50_ms']:.2f} ms vs {timing['fp32_p50_ms']:.2f}"
+                f" ms at batch 1 in a default ONNX Runtime session on this CPU "
+                f"({timing['speedup']:.2f}x); for ONNX Runtime CPU keep fp32 (or try fp16)")
     if precision in ("fp16", "bf16") and summary.get("weights_converted_fraction") == 0.0:
         # e.g. a model the exporter put inside an ONNX Loop (torchvision detectors with a
         # dynamic batch): subgraphs stay fp32, so this file is the fp32 model
@@ -55,6 +69,17 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
     if options.eval_data:
         extra["accuracy"] = accuracy_check(bundle, source, dest, options)
     return extra
+
+
+def layout_note(summary: dict[str, Any]) -> str:
+    """Where an INT8 file runs best, in the words the export prints and the manifest keeps."""
+    if summary.get("profile") == "trt":
+        return ("TensorRT layout (symmetric int8 Q/DQ, explicit quantization): build engines "
+                "from it; on ONNX Runtime CPU the cpu layout (--int8-layout cpu) is faster")
+    weights = ("7-bit weights, as this CPU lacks VNNI" if summary.get("reduce_range")
+               else "8-bit weights (this CPU has VNNI)")
+    return (f"ONNX Runtime CPU layout (uint8 activations, {weights}): load it in a plain "
+            "InferenceSession; for TensorRT export --int8-layout trt")
 
 
 def check_precision_data(inputs: Any, precisions: Any, options: PrecisionOptions,
@@ -83,6 +108,37 @@ def check_precision_data(inputs: Any, precisions: Any, options: PrecisionOptions
                              "inputs")
         real = real or feeds[0]
     return _inputs_only(real) if real is not None else None
+
+
+JUDGING_BATCHES = 2  # real batches that judge each reduced precision (beside the task metric)
+JUDGING_BATCH_SIZE = 8
+
+
+def judging_feeds(inputs: Any, options: PrecisionOptions,
+                  detection: bool = False) -> tuple[list[dict[str, Any]], str | None]:
+    """Real input batches reduced precisions are judged on, and where they came from:
+    --eval-data (held out from calibration) when given, else --calib-data."""
+    from toolkit.source.data import load_detection_data, load_feeds
+    from toolkit.spec import batch_range
+
+    source, where, split = ((options.eval_data, "--eval-data", "test") if options.eval_data
+                            else (options.calib_data, "--calib-data", "val"))
+    if not source:
+        return [], None
+    rng = batch_range(inputs)
+    size = min(JUDGING_BATCH_SIZE, rng[2]) if rng else None
+    if detection and options.eval_data:
+        images = load_detection_data(source, inputs).inputs
+        count = len(next(iter(images.values())))
+        step = size or 1
+        feeds = [{k: v[i:i + step] for k, v in images.items()}
+                 for i in range(0, min(count, step * JUDGING_BATCHES), step)]
+    else:
+        feeds = [_inputs_only(f) for f in load_feeds(source, inputs,
+                                                      max_batches=JUDGING_BATCHES,
+                                                      batch_size=size, split=split,
+                                                      where=where)]
+    return feeds, f"{where} {source}"
 
 
 def _calibration_batch(bundle: Bundle) -> int | None:

@@ -1,0 +1,2 @@
+"""After the bench table: choose the artifact to ship (`select`) and hand it to a server
+(`triton`)."""

@@ -1,0 +1,257 @@
+"""`toolkit select`: the artifact to ship for a device, batch size and accuracy budget.
+
+Only artifacts that passed parity (and their accuracy gate, where one ran) are candidates;
+they are ranked on bench results recorded in the bundle for that device and for the very file
+(sha256). Missing or stale results are measured first. The verdict, with every loser's
+reason, goes into the manifest's `selected`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolkit import formats as format_table
+from toolkit.bundle import Bundle, artifact_label, now, record_results
+from toolkit.errors import CheckFailed, UsageError
+
+OBJECTIVES = ("latency", "throughput")
+
+
+@dataclass
+class Candidate:
+    record: dict[str, Any]
+    row: dict[str, Any] | None = None  # the bench row the choice is made on
+    excluded: str | None = None  # why it can't be chosen
+    lost: str | None = None  # why it ranked below the winner
+
+    @property
+    def label(self) -> str:
+        return artifact_label(self.record)
+
+
+@dataclass
+class Selection:
+    bundle: Bundle
+    objective: str
+    batch: int | None
+    device: str
+    latency_budget_ms: float | None
+    candidates: list[Candidate] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    recorded: bool = False
+
+    @property
+    def winner(self) -> Candidate | None:
+        ranked = [c for c in self.candidates if c.excluded is None]
+        return ranked[0] if ranked else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bundle": str(self.bundle.root), "objective": self.objective,
+                "batch": self.batch, "device": self.device,
+                "latency_budget_ms": self.latency_budget_ms,
+                "selected": selected_record(self) if self.winner else None,
+                "candidates": [{"artifact": c.label, "row": c.row, "excluded": c.excluded,
+                                "lost": c.lost} for c in self.candidates],
+                "notes": self.notes, "recorded": self.recorded}
+
+
+def select(
+    bundle_dir: str | Path,
+    *,
+    objective: str = "latency",
+    batch: int | None = None,
+    latency_budget_ms: float | None = None,
+    max_accuracy_drop: float | None = None,
+    device: str = "cpu",
+    bench: Callable[..., Any] | None = None,
+    record: bool = True,
+) -> Selection:
+    """Rank the bundle's verified artifacts; `bench(bundle_dir, entries, batches, device)`
+    measures the ones without fresh results (default: `toolkit.bench.driver.bench_bundle`)."""
+    if objective not in OBJECTIVES:
+        raise UsageError(f"--objective {objective}: use one of {', '.join(OBJECTIVES)}")
+    if latency_budget_ms is not None and latency_budget_ms <= 0:
+        raise UsageError(f"--latency-budget must be > 0 ms, got {latency_budget_ms}")
+    if max_accuracy_drop is not None and max_accuracy_drop < 0:
+        raise UsageError(f"--max-accuracy-drop must be >= 0, got {max_accuracy_drop}")
+    bundle = Bundle.open(bundle_dir)
+    batch = _batch(bundle, batch, latency_budget_ms)
+    selection = Selection(bundle, objective, batch, device, latency_budget_ms)
+    saved = [r for r in bundle.artifacts if r.get("path")]
+    verified = [r for r in saved if (r.get("parity") or {}).get("passed")]
+    if not verified:
+        raise UsageError(f"{bundle.root}: no artifact has passed parity yet; run toolkit verify "
+                         f"{bundle.root} first")
+    for record in saved:
+        selection.candidates.append(Candidate(record, excluded=_gate(record,
+                                                                     max_accuracy_drop)))
+    stale = [c for c in selection.candidates if c.excluded is None
+             and not _fresh_rows(c.record, device, batch)]
+    if stale:
+        _measure(selection, stale, bench)
+    _rank(selection)
+    if record and selection.winner is not None:
+        chosen = selected_record(selection)
+        selection.recorded = record_results(
+            bundle.root, lambda fresh: fresh.manifest.__setitem__("selected", chosen))
+        if not selection.recorded:
+            selection.notes.append(f"{bundle.root} is read-only: the choice was not recorded")
+    if selection.winner is None:
+        reasons = "; ".join(f"{c.label}: {c.excluded}" for c in selection.candidates)
+        raise NothingQualifies(selection, f"no artifact meets the constraints — {reasons}")
+    return selection
+
+
+class NothingQualifies(CheckFailed):
+    """Exit 1: every candidate was excluded; the selection says why, artifact by artifact."""
+
+    def __init__(self, selection: Selection, message: str) -> None:
+        super().__init__(message)
+        self.selection = selection
+
+
+def _batch(bundle: Bundle, batch: int | None, budget: float | None) -> int | None:
+    from toolkit.spec import batch_range
+
+    rng = batch_range(bundle.inputs)
+    if batch is None:
+        if budget is not None:
+            return None  # a budget ranks every measured batch
+        return rng[0] if rng else None
+    if batch < 1 or (rng and not rng[0] <= batch <= rng[2]):
+        span = f"{rng[0]}-{rng[2]}" if rng else "fixed"
+        raise UsageError(f"--batch {batch} is outside the bundle's batch range ({span})")
+    if rng is None:
+        raise UsageError(f"--batch {batch}: the bundle's batch is fixed; leave --batch out")
+    return batch
+
+
+def _gate(record: dict[str, Any], max_drop: float | None) -> str | None:
+    """Why a record can never be chosen, or None."""
+    if not format_table.get(record["format"]).saved:
+        return "runs in-process; nothing to deploy"
+    parity = record.get("parity")
+    if not parity:
+        return "never verified (run toolkit verify)"
+    if not parity.get("passed"):
+        return "failed parity"
+    accuracy = record.get("accuracy")
+    if accuracy and not accuracy.get("passed"):
+        return f"failed its accuracy gate ({accuracy.get('message')})"
+    if max_drop is not None and accuracy:
+        drop = (accuracy["fp32"]["score"] - accuracy["reduced"]["score"]) * 100
+        if drop > max_drop:
+            return f"accuracy drop {drop:.2f} points > --max-accuracy-drop {max_drop:g}"
+    return None
+
+
+def _rows(record: dict[str, Any], device: str) -> list[dict[str, Any]]:
+    """Bench rows of this very file (same sha256) on this device."""
+    bench = record.get("bench") or {}
+    if bench.get("device") != device or bench.get("sha256") != record.get("sha256"):
+        return []
+    return list(bench.get("rows") or [])
+
+
+def _fresh_rows(record: dict[str, Any], device: str, batch: int | None) -> bool:
+    rows = _rows(record, device)
+    return bool(rows) if batch is None else any(r.get("batch") == batch for r in rows)
+
+
+def _measure(selection: Selection, stale: Sequence[Candidate],
+             bench: Callable[..., Any] | None) -> None:
+    """Bench the candidates whose results are missing or stale, then re-read them."""
+    from toolkit.errors import BackendUnavailable
+
+    if bench is None:
+        from toolkit.bench.driver import bench_bundle
+
+        def bench(root: Path, record: dict[str, Any], batches: list[int] | None,
+                  device: str) -> Any:
+            return bench_bundle(root, formats=[record["format"]],
+                                precisions=[record["precision"]], batches=batches,
+                                device=device, on_note=selection.notes.append)
+
+    batches = [selection.batch] if selection.batch is not None else None
+    for candidate in stale:
+        selection.notes.append(f"{candidate.label}: no bench result for this file on "
+                               f"{selection.device}; timing it now")
+        try:
+            bench(selection.bundle.root, candidate.record, batches, selection.device)
+        except (BackendUnavailable, UsageError) as err:
+            candidate.excluded = f"can't run here: {err}"
+    fresh = Bundle.open(selection.bundle.root)
+    for candidate in selection.candidates:
+        current = fresh.artifact(candidate.record["format"], candidate.record["precision"],
+                                 candidate.record.get("layout"))
+        if current is not None:
+            candidate.record = current
+
+
+def _rank(selection: Selection) -> None:
+    budget, batch = selection.latency_budget_ms, selection.batch
+    for candidate in selection.candidates:
+        if candidate.excluded:
+            continue
+        rows = [r for r in _rows(candidate.record, selection.device)
+                if batch is None or r.get("batch") == batch]
+        if budget is not None:
+            within = [r for r in rows if (r.get("p99_ms") or float("inf")) <= budget]
+            if not within:
+                fastest = min((r.get("p99_ms") or float("inf")) for r in rows) if rows else None
+                candidate.excluded = (f"p99 {fastest:.2f} ms > --latency-budget {budget:g} ms"
+                                      if fastest is not None else "no bench result")
+                continue
+            candidate.row = max(within, key=lambda r: r.get("throughput") or 0.0)
+        elif rows:
+            candidate.row = rows[0]
+        else:
+            candidate.excluded = "no bench result for this batch and device"
+    by_throughput = budget is not None or selection.objective == "throughput"
+
+    def key(c: Candidate) -> tuple[float, float]:
+        if c.excluded or c.row is None:
+            return (float("inf"), 0.0)
+        size = float(c.record.get("size_bytes") or 0)
+        score = -(c.row.get("throughput") or 0.0) if by_throughput else c.row["p50_ms"]
+        return (score, size)
+
+    selection.candidates.sort(key=key)
+    winner = selection.winner
+    if winner is None or winner.row is None:
+        return
+    for candidate in selection.candidates:
+        if candidate is winner or candidate.excluded or candidate.row is None:
+            continue
+        if by_throughput:
+            ratio = (winner.row.get("throughput") or 0) / max(
+                candidate.row.get("throughput") or 1e-9, 1e-9)
+            candidate.lost = f"{ratio:.2f}x less throughput than {winner.label}"
+        else:
+            ratio = candidate.row["p50_ms"] / max(winner.row["p50_ms"], 1e-9)
+            candidate.lost = f"p50 {ratio:.2f}x {winner.label}'s"
+
+
+def selected_record(selection: Selection) -> dict[str, Any]:
+    """The manifest's `selected`: which file, for what, with the figures it won on."""
+    from toolkit.environment import describe
+
+    winner = selection.winner
+    assert winner is not None and winner.row is not None
+    record, row = winner.record, winner.row
+    env = describe()
+    return {
+        "artifact": winner.label, "format": record["format"],
+        "precision": record.get("precision", "fp32"), "layout": record.get("layout"),
+        "path": record["path"], "sha256": record.get("sha256"),
+        "objective": selection.objective if selection.latency_budget_ms is None
+        else "throughput within latency budget",
+        "latency_budget_ms": selection.latency_budget_ms, "batch": row.get("batch"),
+        "p50_ms": row.get("p50_ms"), "p99_ms": row.get("p99_ms"),
+        "throughput": row.get("throughput"), "device": selection.device, "date": now(),
+        "machine": f"{env.get('cpu')} ({env.get('cores')} cores)" + (
+            f", {env['gpu']}" if env.get("gpu") else ""),
+    }

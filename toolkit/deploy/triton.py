@@ -1,0 +1,261 @@
+"""`toolkit deploy --triton REPO`: one verified artifact as a Triton Inference Server model.
+
+Writes REPO/NAME/config.pbtxt, REPO/NAME/1/<model file>, a warm-up request made of a golden
+sample (REPO/NAME/warmup/), and a client example that sends the golden samples to the served
+model and judges the replies by the bundle's parity preset (REPO/NAME/client_example.py with
+the bundle's manifest and golden samples beside it). The configuration is parsed with
+Triton's own protobuf schema (`model_config_pb2` from tritonclient) before anything is
+written; the repository appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit import formats as format_table
+from toolkit.bundle import GOLDEN, MANIFEST, Bundle, artifact_label, write_json_atomic
+from toolkit.errors import BackendUnavailable, UsageError
+from toolkit.spec import batch_range
+
+TRITON_DTYPES = {
+    "float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16",
+    "float64": "TYPE_FP64", "int64": "TYPE_INT64", "int32": "TYPE_INT32",
+    "int16": "TYPE_INT16", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL",
+}
+# What Triton accepts as a model (directory) name, kept to what every filesystem and URL take
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+VERSION = "1"
+CLIENT = "client_example.py"
+CLIENT_BUNDLE = "client_bundle"
+
+
+@dataclass
+class TritonModel:
+    """One model entry of a repository, before it is written."""
+
+    name: str
+    record: dict[str, Any]
+    config: str  # config.pbtxt text, already parsed by Triton's schema
+    inputs: dict[str, str]  # bundle name -> Triton name
+    outputs: dict[str, str]
+    max_batch_size: int
+    warmup: dict[str, bytes] = field(default_factory=dict)  # file name -> raw tensor bytes
+    notes: list[str] = field(default_factory=list)
+    batch_one: bool = False  # requests carry one sample (torch_aoti)
+
+    def client_spec(self) -> dict[str, Any]:
+        return {"model": self.name, "version": VERSION, "inputs": self.inputs,
+                "outputs": self.outputs, "max_batch_size": self.max_batch_size,
+                "batch_one": self.batch_one, "artifact": artifact_label(self.record)}
+
+
+def model_name(bundle: Bundle, name: str | None) -> str:
+    name = name if name is not None else re.sub(r"[^A-Za-z0-9_.-]", "_", bundle.name)
+    if not MODEL_NAME.match(name):
+        raise UsageError(f"--name '{name}': Triton model names here are 1-128 letters, digits, "
+                         "'_', '.' or '-', starting with a letter or digit")
+    return name
+
+
+def deployable(bundle: Bundle, fmt: str | None, precision: str | None,
+               force: bool) -> dict[str, Any]:
+    """The record to serve: the bundle's `selected` one, or --format/--precision; one that
+    failed or never ran parity only with --force."""
+    if fmt is None:
+        selected = bundle.manifest.get("selected")
+        if not selected:
+            raise UsageError(f"{bundle.root}: nothing selected yet; run toolkit select "
+                             f"{bundle.root}, or pass --format (and --precision)")
+        record = bundle.artifact(selected["format"], selected["precision"],
+                                 selected.get("layout"))
+        if record is None or record.get("sha256") != selected.get("sha256"):
+            raise UsageError(f"{bundle.root}: the selected {selected['artifact']} changed since "
+                             "it was selected; run toolkit select again")
+    else:
+        name = format_table.canonical(fmt)
+        record = bundle.artifact(name, precision or "fp32")
+        if record is None:
+            have = ", ".join(artifact_label(r) for r in bundle.artifacts)
+            raise UsageError(f"{bundle.root} has no {name} ({precision or 'fp32'}) artifact "
+                             f"(it has: {have or 'none'})")
+    spec = format_table.get(record["format"]).triton
+    if spec is None:
+        served = [f.name for f in format_table.all_formats() if f.triton]
+        raise UsageError(f"Triton can't serve {record['format']}; it serves "
+                         f"{', '.join(served)}")
+    parity = record.get("parity") or {}
+    if not parity.get("passed") and not force:
+        verdict = "failed parity" if parity else "was never verified"
+        raise UsageError(f"{artifact_label(record)} {verdict}; deploy it anyway with --force")
+    return record
+
+
+def build(bundle: Bundle, record: dict[str, Any], name: str, *,
+          device: str | None = None) -> TritonModel:
+    """The model entry: configuration text (validated), tensor names, warm-up data."""
+    spec = format_table.get(record["format"]).triton
+    assert spec is not None
+    inputs = {s.name: (f"INPUT__{i}" if spec.indexed_names else s.name)
+              for i, s in enumerate(bundle.inputs)}
+    outputs = {o.name: (f"OUTPUT__{i}" if spec.indexed_names else o.name)
+               for i, o in enumerate(bundle.outputs)}
+    golden = bundle.golden()
+    rng = batch_range(bundle.inputs)
+    batched_outputs = all((o.get("shape") or [0])[0] is None for o in bundle.manifest["outputs"])
+    max_batch = 0
+    notes = [spec.note] if spec.note else []
+    if rng is not None and batched_outputs:
+        max_batch = rng[2] if spec.max_batch is None else min(rng[2], spec.max_batch)
+    if spec.max_batch == 1:
+        max_batch = 0  # one request, one sample: the batch dimension is part of the dims
+    lines = [f'name: "{name}"', f'platform: "{spec.platform}"', f"max_batch_size: {max_batch}"]
+    batch_fixed = 1 if spec.max_batch == 1 else None
+    lines.append("input [")
+    lines.append(",\n".join(_tensor(inputs[s.name], s.dtype, _input_dims(s, max_batch,
+                                                                         batch_fixed))
+                            for s in bundle.inputs))
+    lines.append("]")
+    lines.append("output [")
+    lines.append(",\n".join(
+        _tensor(outputs[o["name"]], o["dtype"], _output_dims(o, golden, max_batch, batch_fixed))
+        for o in bundle.manifest["outputs"]))
+    lines.append("]")
+    if max_batch:
+        preferred = sorted({int(r["batch"]) for r in ((record.get("bench") or {}).get("rows")
+                                                       or []) if 1 < int(r["batch"]) <= max_batch})
+        lines.append("dynamic_batching {" + (
+            f" preferred_batch_size: [ {', '.join(map(str, preferred))} ]" if preferred else "")
+            + " }")
+    gpu = spec.gpu or str(device or record.get("device") or "cpu").startswith("cuda")
+    lines.append(f"instance_group [ {{ count: 1 kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]")
+    warmup, warm_lines = _warmup(bundle, golden[0], inputs, max_batch, batch_fixed)
+    lines += warm_lines
+    config = "\n".join(lines) + "\n"
+    validate(config, name)
+    return TritonModel(name, record, config, inputs, outputs, max_batch, warmup, notes,
+                       batch_one=spec.max_batch == 1)
+
+
+def _tensor(name: str, dtype: str, dims: list[int]) -> str:
+    if dtype not in TRITON_DTYPES:
+        raise UsageError(f"tensor '{name}': Triton has no type for {dtype}")
+    return (f'  {{ name: "{name}" data_type: {TRITON_DTYPES[dtype]} '
+            f"dims: [ {', '.join(map(str, dims))} ] }}")
+
+
+def _input_dims(spec: Any, max_batch: int, batch_fixed: int | None) -> list[int]:
+    dims = [lo if lo == hi else -1 for lo, hi in zip(spec.min, spec.max)]
+    if max_batch:
+        return dims[1:]
+    if batch_fixed is not None and dims and dims[0] == -1:
+        dims[0] = batch_fixed
+    return dims
+
+
+def _output_dims(output: dict[str, Any], golden: list[Any], max_batch: int,
+                 batch_fixed: int | None) -> list[int]:
+    shape = output.get("shape")
+    if shape is None:  # ranks differ between samples: every dimension varies
+        shape = [None] * golden[0].outputs[output["name"]].ndim
+    dims = [-1 if d is None else int(d) for d in shape]
+    if max_batch:
+        return dims[1:]
+    if batch_fixed is not None and dims and dims[0] == -1:
+        dims[0] = batch_fixed
+    return dims
+
+
+def _warmup(bundle: Bundle, sample: Any, names: dict[str, str], max_batch: int,
+            batch_fixed: int | None) -> tuple[dict[str, bytes], list[str]]:
+    """A warm-up request made of the first golden sample's first item: Triton runs it when
+    it loads the model, so the first client request doesn't pay for initialisation."""
+    files: dict[str, bytes] = {}
+    entries = []
+    for spec in bundle.inputs:
+        value = np.ascontiguousarray(sample.inputs[spec.name])
+        if (max_batch or batch_fixed) and value.ndim:
+            value = value[:1]
+        dims = list(value.shape[1:]) if max_batch else list(value.shape)
+        files[names[spec.name]] = value.astype(value.dtype.newbyteorder("<")).tobytes()
+        entries.append(f'    inputs {{ key: "{names[spec.name]}" value {{ data_type: '
+                       f"{TRITON_DTYPES[spec.dtype]} dims: [ {', '.join(map(str, dims))} ] "
+                       f'input_data_file: "{names[spec.name]}" }} }}')
+    head = ["model_warmup [ {", '    name: "golden_sample_0"']
+    if max_batch:
+        head.append("    batch_size: 1")
+    return files, [*head, *entries, "} ]"]
+
+
+def validate(config: str, name: str) -> Any:
+    """Parse the configuration with Triton's own protobuf schema; exit 3 without it."""
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        raise BackendUnavailable("validating a Triton configuration needs Triton's schema: "
+                                 "pip install 'toolkit[triton]' (tritonclient[grpc])") from None
+    parsed = model_config_pb2.ModelConfig()
+    try:
+        text_format.Parse(config, parsed)
+    except text_format.ParseError as err:  # our bug, never the user's: nothing is written
+        raise UsageError(f"the generated config.pbtxt for '{name}' does not parse with "
+                         f"Triton's schema ({err}); nothing was written") from None
+    return parsed
+
+
+def write(bundle: Bundle, model: TritonModel, repo: Path, *, force: bool = False) -> Path:
+    """REPO/NAME, whole: built in a temporary directory beside it, then renamed into place."""
+    target = repo / model.name
+    if target.exists() and not force:
+        raise UsageError(f"{target} exists; pass --force to replace it")
+    if repo.exists() and not repo.is_dir():
+        raise UsageError(f"--triton {repo} is a file, not a model repository directory")
+    repo.mkdir(parents=True, exist_ok=True)
+    spec = format_table.get(model.record["format"]).triton
+    assert spec is not None
+    source = bundle.checked_path(model.record)
+    staging = Path(tempfile.mkdtemp(prefix=f".{model.name}.", dir=repo))
+    try:
+        (staging / "config.pbtxt").write_text(model.config)
+        (staging / VERSION).mkdir()
+        shutil.copyfile(source, staging / VERSION / spec.filename)
+        (staging / "warmup").mkdir()
+        for file, data in model.warmup.items():
+            (staging / "warmup" / file).write_bytes(data)
+        _write_client(bundle, model, staging)
+        if target.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{model.name}.old.", dir=repo))
+            target.rename(trash / model.name)
+            staging.rename(target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _write_client(bundle: Bundle, model: TritonModel, staging: Path) -> None:
+    """The client example and what it compares against: the bundle's manifest (with only the
+    served artifact) and golden samples."""
+    from importlib import resources
+
+    client_bundle = staging / CLIENT_BUNDLE
+    client_bundle.mkdir()
+    shutil.copyfile(bundle.golden_path, client_bundle / GOLDEN)
+    manifest = dict(bundle.manifest)
+    manifest["artifacts"] = [model.record]
+    manifest.pop("selected", None)
+    write_json_atomic(client_bundle / MANIFEST, manifest)
+    (staging / "client.json").write_text(json.dumps(model.client_spec(), indent=2) + "\n")
+    template = resources.files("toolkit.deploy").joinpath("client_template.py").read_text()
+    (staging / CLIENT).write_text(template)

@@ -28,7 +28,7 @@ for name in demo_cnn resnet18 mobilenet_v3_small; do
   # shellcheck disable=SC2086  # the source line carries its own options
   toolkit export ${SOURCES[$name]} --to onnx,torchscript,pt2 --device cuda \
     --out "$WORK/$name" || echo "export of $name exited $?"
-  toolkit bench "$WORK/$name" --device cuda --batch 1,8 --budget 3 \
+  toolkit bench "$WORK/$name" --device cuda --batch 1,8 --budget 3 --eager \
     --json "$OUT/cuda_$name.json" || echo "bench of $name exited $?"
 done
 
@@ -44,7 +44,15 @@ toolkit export torchvision.models.detection:fasterrcnn_mobilenet_v3_large_320_fp
   || echo "export of frcnn exited $?"
 for name in shapes frcnn; do
   toolkit verify "$WORK/$name" --device cuda --no-record || echo "verify of $name exited $?"
-  toolkit bench "$WORK/$name" --device cuda --batch 1,4 --budget 3 \
+  toolkit bench "$WORK/$name" --device cuda --batch 1,4 --budget 3 --eager \
     --json "$OUT/cuda_det_$name.json" || echo "bench of $name exited $?"
 done 2>&1 | tee "$OUT/detection.log"
+# The choice for the GPU, and its Triton entry (KIND_GPU; the pt2 compiled for CUDA)
+{
+  toolkit select "$WORK/resnet18" --device cuda --batch 8 || echo "select exited $?"
+  toolkit deploy "$WORK/resnet18" --triton "$WORK/repo" || echo "deploy exited $?"
+  toolkit deploy "$WORK/resnet18" --triton "$WORK/repo" --format pt2 --name r18_pt2 \
+    || echo "deploy pt2 exited $?"
+  cat "$WORK"/repo/*/config.pbtxt
+} 2>&1 | tee -a "$OUT/detection.log"
 ls -la "$OUT"

@@ -172,8 +172,10 @@ class Bundle:
             raise UsageError(f"{path}: {path.stat().st_size} bytes is not a manifest")
         try:
             data = json.loads(path.read_bytes())
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-            raise UsageError(f"{path}: manifest is not valid JSON ({err})") from None
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError,
+            # and Python's cap on huge integer literals are all ValueErrors
+            raise UsageError(f"{path}: manifest is not valid JSON "
+                             f"({str(err).splitlines()[0][:120]})") from None
         except OSError as err:
             raise UsageError(f"{path}: can't be read ({err.strerror})") from None
         return cls(root, schema.validate(data, str(path)))

@@ -38,7 +38,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def plain_file_name(value: str) -> str:
     """A name that can only mean a file directly inside the bundle directory."""
     if (not value or value in (".", "..") or "/" in value or "\\" in value
-            or _CONTROL.search(value) or len(value) > 255 or value.startswith("~")):
+            or _CONTROL.search(value) or len(value.encode("utf-8", "replace")) > 255
+            or value.startswith("~")):
         raise ValueError(f"'{value}' is not a plain file name inside the bundle (no "
                          "directories, '..' or absolute paths)")
     return value
@@ -171,7 +172,7 @@ class SelectedRecord(_Record):
 
 
 class Score(_Record):
-    score: float | None = None
+    score: float
 
 
 class AccuracyRecord(_Record):
@@ -223,6 +224,9 @@ class ArtifactRecord(_Record):
         from toolkit import formats
 
         declared = formats.get(self.format)
+        if declared.runs_from == "model":  # never written by an export: rebuilding it runs code
+            raise ValueError(f"{self.format} runs in-process from the source model; a bundle "
+                             "never lists it as an artifact")
         if declared.saved and (self.path is None or self.sha256 is None):
             raise ValueError(f"a {self.format} artifact needs its file name (path) and sha256")
         if self.layout is not None and (self.precision != "int8"
@@ -294,13 +298,44 @@ def _version_gate(data: Any, origin: str) -> None:
         raise UsageError(f"{origin}: field 'schema': the schema version is missing or not an "
                          "integer")
     if version > SCHEMA_VERSION:
+        writer = data.get("toolkit_version")
+        newer = (f"toolkit {writer} or later" if isinstance(writer, str)
+                 and _version_tuple(writer) > _version_tuple(__version__)
+                 else "a toolkit newer than this one")
         raise UsageError(
-            f"{origin}: written by toolkit {data.get('toolkit_version', '?')} with manifest "
-            f"schema {version}; this toolkit ({__version__}) reads schema {SCHEMA_VERSION} "
-            "at most: upgrade toolkit to that version or later")
+            f"{origin}: manifest schema {version} is newer than this toolkit ({__version__}) "
+            f"reads (schema {SCHEMA_VERSION} at most); upgrade to {newer}")
     if version < OLDEST_READABLE:
         raise UsageError(f"{origin}: manifest schema {version} is older than any toolkit "
                          "release reads; re-export the bundle")
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = re.findall(r"\d+", text)[:3]
+    return tuple(int(p) for p in parts) if parts else (0,)
+
+
+MAX_DEPTH = 32  # a manifest nests a few levels; anything deeper is not one
+
+
+def check_json(value: Any, origin: str, depth: int = 0) -> None:
+    """Limits pydantic doesn't check: nesting depth, and strings that are text (no lone
+    surrogates, which can't be printed or used as a file name)."""
+    if depth > MAX_DEPTH:
+        raise UsageError(f"{origin}: nested more than {MAX_DEPTH} levels deep; not a manifest")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"{origin}: a string that is not valid text "
+                             f"({value.encode('utf-8', 'backslashreplace')[:40]!r})") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_json(key, origin, depth + 1)
+            check_json(item, origin, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            check_json(item, origin, depth + 1)
 
 
 def _migrate(data: dict[str, Any]) -> dict[str, Any]:
@@ -324,9 +359,10 @@ def _with_layout(record: Any) -> Any:
 def validate(data: Any, origin: str) -> dict[str, Any]:
     """The manifest as a plain dict with every declared field present; UsageError (one line,
     naming the file and the field) for anything else."""
+    check_json(data, origin)
     _version_gate(data, origin)
     try:
         model = Manifest.model_validate(_migrate(data))
+        return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
     except ValidationError as err:
         raise UsageError(f"{origin}: {_where(err)}") from None
-    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)

@@ -7,6 +7,7 @@ reads shapes from here, so this module imports no backend.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,30 @@ DTYPE_ALIASES: dict[str, str] = {
 
 DEFAULT_MAX_BATCH = 64
 MAX_DIM = 2**31 - 1  # the largest extent ONNX Runtime and TensorRT shapes take
-MAX_TENSOR_BYTES = 64 * 2**30  # an input larger than this is a typo, not a model
+def max_tensor_bytes() -> int:
+    """The largest input the toolkit will make: a quarter of this machine's memory (at most
+    64 GiB). Larger is a typo, not a model; golden samples, calibration and bench hold a few."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        memory = 16 * 2**30
+    return min(64 * 2**30, memory // 4)
+
+
+def feed_bytes(spec: TensorSpec, shape: Sequence[int]) -> int:
+    """Memory one input of this shape takes while made: random floats start as float64."""
+    itemsize = max(numpy_dtype(spec.dtype).itemsize, 8)
+    return math.prod(shape) * itemsize
+
+
+def check_feed_size(specs: Sequence[TensorSpec], batch: int | None, where: str) -> None:
+    for spec in specs:
+        shape = spec.shape_at(batch) if batch is not None else spec.opt
+        size = feed_bytes(spec, shape)
+        if size > max_tensor_bytes():
+            raise UsageError(f"{where}: input '{spec.name}' at shape {list(shape)} needs "
+                             f"{size / 2**30:.1f} GiB, more than this machine can spare "
+                             f"({max_tensor_bytes() / 2**30:.1f} GiB)")
 
 # Precision names an artifact can carry (tf32: an fp32 TensorRT engine with TF32 math).
 PRECISION_ALIASES: dict[str, str] = {
@@ -94,10 +118,10 @@ class TensorSpec:
             if hi > MAX_DIM:
                 raise UsageError(f"input '{self.name}': dimension {hi} is beyond what any "
                                  f"runtime takes (max {MAX_DIM})")
-        opt_bytes = math.prod(self.opt) * numpy_dtype(self.dtype).itemsize
-        if opt_bytes > MAX_TENSOR_BYTES:
-            raise UsageError(f"input '{self.name}': one tensor of shape {list(self.opt)} is "
-                             f"{opt_bytes / 2**30:.0f} GiB, more than fits in memory")
+        opt_bytes = feed_bytes(self, self.opt)
+        if opt_bytes > max_tensor_bytes():
+            raise UsageError(f"input '{self.name}': one tensor of shape {list(self.opt)} needs "
+                             f"{opt_bytes / 2**30:.1f} GiB, more than this machine can spare")
 
     @classmethod
     def static(cls, name: str, shape: Sequence[int], dtype: str = "float32") -> TensorSpec:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -48,8 +49,8 @@ class Journal:
             self.created.append(path)
             return
         if self._backups is None:
-            self._backups = Path(self.root / f"{BACKUP_PREFIX}{os.getpid()}")
-            self._backups.mkdir(exist_ok=True)
+            # a fresh, unguessable directory (O_EXCL): a bundle can't plant a link here
+            self._backups = Path(tempfile.mkdtemp(prefix=BACKUP_PREFIX, dir=self.root))
         copy = self._backups / path.name
         try:
             os.link(path, copy)  # instant, and survives the rename that replaces `path`
@@ -88,42 +89,70 @@ def remove_file(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+def _acquire(fd: int, mode: int, root: Path, wait_s: float, what: str) -> None:
+    import fcntl
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise UsageError(f"{root}: another toolkit command is using this bundle; "
+                                 f"{what} again when it has finished") from None
+            time.sleep(0.2)
+
+
 @contextlib.contextmanager
-def locked(root: Path, *, wait_s: float = 0.0, what: str = "write") -> Iterator[None]:
-    """Hold the bundle's exclusive lock; UsageError (exit 2) when another command holds it
-    past `wait_s` seconds."""
+def locked(root: Path, *, wait_s: float = 0.0, what: str = "write",
+           shared: bool = False) -> Iterator[None]:
+    """Hold the bundle's lock: exclusive for a writer, shared for a reader (verify, bench),
+    which then sees no export half-way. UsageError (exit 2) when it isn't free within
+    `wait_s` seconds. A thread that holds the shared lock and asks for the exclusive one
+    lets go first (two readers upgrading at once would wait on each other), then takes the
+    shared lock back."""
     import fcntl
 
     key = _key(root)
     if key in _locks:
-        fd, depth = _locks[key]
-        _locks[key] = (fd, depth + 1)
+        fd, depth, held_shared = _locks[key]
+        upgrade = held_shared and not shared
+        if upgrade:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            _acquire(fd, fcntl.LOCK_EX, root, wait_s, what)
+        _locks[key] = (fd, depth + 1, held_shared and not upgrade)
         try:
             yield
         finally:
-            fd, depth = _locks[key]
-            _locks[key] = (fd, depth - 1)
+            if upgrade:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                _acquire(fd, fcntl.LOCK_SH, root, wait_s, what)
+            fd, depth, _ = _locks[key]
+            _locks[key] = (fd, depth - 1, held_shared)
         return
     fd = os.open(key[0], os.O_RDONLY)
-    deadline = time.monotonic() + wait_s
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise UsageError(
-                        f"{root}: another toolkit command is writing this bundle; {what} "
-                        "again when it has finished") from None
-                time.sleep(0.2)
-        _locks[key] = (fd, 1)
+        _acquire(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, root, wait_s, what)
+        _locks[key] = (fd, 1, shared)
         try:
             yield
         finally:
             del _locks[key]
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextlib.contextmanager
+def reading(root: Path, *, wait_s: float = 600.0) -> Iterator[None]:
+    """A reader's hold on a bundle: waits (up to `wait_s`) for an export to finish, and keeps
+    exports out while it reads. A directory that isn't there is left to the caller's error."""
+    root = Path(root)
+    if not root.is_dir():
+        yield
+        return
+    with locked(root, wait_s=wait_s, what="read it", shared=True):
+        yield
 
 
 @contextlib.contextmanager

@@ -134,7 +134,7 @@ def test_concurrent_exports_never_lose_an_artifact(tmp_path):
         thread.join()
     busy = [v for v in outcomes.values() if isinstance(v, UsageError)]
     assert (out / "manifest.json").is_file(), outcomes
-    assert all("another toolkit command is writing" in str(e) for e in busy), outcomes
+    assert all("another toolkit command is using" in str(e) for e in busy), outcomes
     manifest = json.loads((out / "manifest.json").read_text())
     listed = {a["path"] for a in manifest["artifacts"]}
     on_disk = {p.name for p in out.iterdir() if p.name.startswith("model.")}
@@ -162,14 +162,114 @@ def test_the_same_factory_reexports_into_its_bundle(copy):
     (lambda m: m["artifacts"][0].pop("path"), "artifacts.0"),
     (lambda m: m["artifacts"][0].update(format="onnx2"), "unknown format"),
     (lambda m: m["artifacts"][0].update(sha256=7), "artifacts.0.sha256"),
-    (lambda m: m.update(schema=99, toolkit_version="9.0"), "upgrade toolkit"),
+    (lambda m: m.update(schema=99, toolkit_version="9.0"), "upgrade to toolkit 9.0"),
     (lambda m: m.update(schema="1"), "schema"),
     (lambda m: m["outputs"].append(dict(m["outputs"][0])), "repeat"),
+    # an in-process "artifact" would make plain verify rebuild (import) the source
+    (lambda m: m["artifacts"].append({"format": "compile", "precision": "fp32",
+                                      "path": "x"}), "in-process"),
+    (lambda m: m["artifacts"][0].update(path="é" * 200), "plain file name"),
+    (lambda m: m["source"].update(deep=json.loads("[" * 40 + "]" * 40)), "nested"),
+    (lambda m: m["inputs"][0].update(name="\ud800"), "not valid text"),
 ])
 def test_a_malformed_manifest_is_one_line_naming_the_field(copy, change, needle):
     edit_manifest(copy, change)
     for command in ("inspect", "verify", "bench"):
         one_clean_line(run(command, copy), 2, "manifest.json", needle)
+
+
+def test_an_integer_too_long_to_parse_is_bad_input(copy):
+    text = (copy / "manifest.json").read_text()
+    (copy / "manifest.json").write_text(text.replace('"schema": 2', '"schema": ' + "9" * 5000))
+    one_clean_line(run("inspect", copy), 2, "not valid JSON")
+
+
+def test_markup_in_a_manifest_is_shown_as_text(copy):
+    edit_manifest(copy, lambda m: m["source"].update(path="[/x] [bold]evil"))
+    result = run("inspect", copy)
+    assert result.exit_code == 0 and "[/x] [bold]evil" in result.output, result.output
+
+
+def test_a_manifest_that_disagrees_with_its_file_is_bad_input_for_bench(copy):
+    edit_manifest(copy, lambda m: m["inputs"][0].update(dtype="int64"))
+    one_clean_line(run("bench", copy, "--budget", "0.05", "--batch", "1"), 2,
+                   "did not run on the inputs the manifest describes")
+
+
+def test_a_planted_undo_link_is_not_followed(copy, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    for pid in range(os.getpid() - 5, os.getpid() + 50):
+        (copy / f".toolkit-undo-{pid}").symlink_to(victim)
+    result = run("export", "tests.models:small_cnn", "--to", "onnx", "--out", copy, "--force")
+    assert result.exit_code == 0, result.output
+    assert not any(victim.iterdir())
+
+
+def test_export_refuses_a_modified_or_read_only_bundle(copy, tmp_path):
+    with open(copy / "model.onnx", "ab") as handle:
+        handle.write(b"\0")
+    refused = run("export", copy, "--to", "onnx")
+    one_clean_line(refused, 2, "changed since it was exported", "--allow-modified")
+    assert run("export", copy, "--to", "onnx", "--allow-modified").exit_code == 0
+    ro = tmp_path / "ro"
+    shutil.copytree(copy, ro)
+    _read_only(ro)
+    try:
+        one_clean_line(run("export", "tests.models:small_cnn", "--to", "onnx",
+                           "--precision", "fp32,fp16", "--out", ro), 2, "read-only")
+    finally:
+        for path in [ro, *ro.iterdir()]:
+            path.chmod(stat.S_IMODE(path.stat().st_mode) | 0o200)
+
+
+def test_a_dangling_out_link_is_bad_input(tmp_path):
+    (tmp_path / "o").symlink_to(tmp_path / "nowhere")
+    one_clean_line(run("export", "tests.models:small_cnn", "--out", tmp_path / "o"), 2,
+                   "link to nothing")
+
+
+def test_verify_waits_for_a_running_export(copy):
+    """A writer holds the bundle (as an export does): verify waits, then reads it whole."""
+    import time
+
+    from toolkit.transaction import locked
+
+    released = []
+
+    def writer() -> None:
+        with locked(copy):
+            time.sleep(1.5)
+            released.append(time.monotonic())
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    time.sleep(0.3)
+    result = run("verify", copy, "--no-record")
+    finished = time.monotonic()
+    thread.join()
+    assert result.exit_code == 0, result.output
+    assert released and finished >= released[0]
+
+
+def test_a_pt2_with_an_entry_outside_the_package_is_refused(tmp_path):
+    import zipfile
+
+    from toolkit.runtime.aoti import check_package
+
+    package = tmp_path / "model.pt2"
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("model/data/ok.bin", b"0")
+        archive.writestr("model/../../../escape.cpp", b"int x;")
+    with pytest.raises(UsageError, match="points outside the package"):
+        check_package(package)
+    assert not (tmp_path.parent / "escape.cpp").exists()
+
+
+def test_an_opset_the_bundle_can_not_keep_is_refused(copy):
+    one_clean_line(run("export", copy, "--to", "onnx", "--precision", "fp32,fp16",
+                       "--opset", "17"), 2, "--opset 17", "opset 20")
+    assert not (copy / "model.fp16.onnx").exists()
 
 
 def test_garbage_and_missing_files(copy):

@@ -45,6 +45,15 @@ def select(bundle: Path, *args: str):
     return runner.invoke(app, ["select", str(bundle), *args])
 
 
+def selected_and_excluded(bundle: Path, tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """`select`'s choice, and each excluded artifact's reason, from its --json."""
+    result = select(bundle, "--json", str(tmp_path / "s.json"))
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "s.json").read_text())
+    return doc["selected"]["artifact"], {c["artifact"]: c["excluded"]
+                                         for c in doc["candidates"] if c["excluded"]}
+
+
 def test_picks_the_fastest_verified_and_records_it(exported, tmp_path):
     bundle = with_bench(exported, tmp_path, {"onnx/fp32": {1: 2.0, 4: 4.0},
                                              "torchscript/fp32": {1: 1.0, 4: 6.0}})
@@ -65,12 +74,8 @@ def test_a_failed_artifact_is_never_chosen(exported, tmp_path):
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["artifacts"][1]["parity"]["passed"] = False  # torchscript, the faster one
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    result = select(bundle, "--json", str(tmp_path / "s.json"))
-    assert result.exit_code == 0, result.output
-    doc = json.loads((tmp_path / "s.json").read_text())
-    assert doc["selected"]["artifact"] == "onnx/fp32"
-    excluded = {c["artifact"]: c["excluded"] for c in doc["candidates"]}
-    assert excluded["torchscript/fp32"] == "failed parity"
+    assert selected_and_excluded(bundle, tmp_path) == (
+        "onnx/fp32", {"torchscript/fp32": "failed parity"})
 
 
 def test_the_latency_budget_picks_the_best_throughput_that_fits(exported, tmp_path):
@@ -119,3 +124,20 @@ def test_bad_input(exported, tmp_path):
                          (["--batch", "999"], "--batch 999")):
         result = select(exported, *args)
         assert result.exit_code == 2 and needle in result.output, result.output
+
+
+def test_the_tensorrt_layout_is_not_chosen_for_a_cpu(exported, tmp_path):
+    """An INT8 file laid out for TensorRT is slow in ONNX Runtime on CPU: excluded there, even
+    when a noisy bench made it look fastest."""
+    bundle = with_bench(exported, tmp_path, {"onnx/fp32": {1: 2.0},
+                                             "torchscript/fp32": {1: 3.0}})
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    trt_layout = json.loads(json.dumps(manifest["artifacts"][0]))
+    trt_layout.update(precision="int8", layout="trt", path="model.int8-trt.onnx")
+    trt_layout["bench"]["rows"][0]["p50_ms"] = 0.5
+    shutil.copyfile(bundle / "model.onnx", bundle / "model.int8-trt.onnx")
+    manifest["artifacts"].append(trt_layout)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    chosen, excluded = selected_and_excluded(bundle, tmp_path)
+    assert chosen == "onnx/fp32"
+    assert "made for building TensorRT engines" in excluded["onnx/int8-trt"]

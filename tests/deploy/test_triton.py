@@ -64,6 +64,7 @@ def test_each_format_becomes_a_schema_valid_model(two_io_bundle, tmp_path, fmt, 
         data = (model / "warmup" / value.input_data_file).read_bytes()
         assert len(data) == int(np.prod(value.dims)) * 4, name
     assert (model / "client_example.py").is_file()
+    assert model.stat().st_mode & 0o755 == 0o755  # readable by a server running as another user
 
 
 def test_the_client_judges_replies_by_the_parity_preset(two_io_bundle, tmp_path):

@@ -58,6 +58,10 @@ def test_a_noise_example_does_not_fail_a_healthy_int8(digits):
     assert int8["layout"] == "cpu" and int8["path"] == "model.int8.onnx"
     assert int8["transform"]["activation_type"] == "uint8"
     assert any("ONNX Runtime CPU layout" in n for n in int8["notes"])
+    timing = int8["transform"]["default_session"]  # timed at export in default sessions
+    assert timing["p50_ms"] > 0 and timing["fp32_p50_ms"] > 0 and timing["runs"] >= 5
+    slower = any("slower than fp32 here" in n for n in int8["notes"])
+    assert slower == (timing["speedup"] < 0.9)
     # a later plain `verify` judges the same way, without the model or the data
     again = runner.invoke(app, ["verify", str(out), "--no-record", "--json",
                                 str(digits["root"] / "v.json")])

@@ -31,8 +31,14 @@ from toolkit import formats as format_table
 from toolkit.bench.measurement import DEFAULTS, Measurement
 from toolkit.bench.timer import measure, time_once
 from toolkit.bundle import Bundle, artifact_label, now, record_results
-from toolkit.errors import BackendUnavailable, UsageError
-from toolkit.spec import TensorSpec, batch_range, numpy_dtype, random_inputs
+from toolkit.errors import BackendUnavailable, ToolkitError, UsageError, first_line
+from toolkit.spec import (
+    TensorSpec,
+    batch_range,
+    check_feed_size,
+    numpy_dtype,
+    random_inputs,
+)
 
 log = logging.getLogger("toolkit.bench")
 
@@ -200,6 +206,9 @@ def plan_bench(
                 plan.bundle.checked_path(entry.record)
     plan.trust_checkpoint = trust_checkpoint
     plan.batches = batch_sweep(plan.specs, batches)
+    for batch in plan.batches:  # before any allocation: a huge batch is exit 2, not an OOM
+        check_feed_size(plan.specs, batch if batch_range(plan.specs) else None,
+                        f"batch {batch}")
     plan.notes += machine_notes(resolved_threads, device)
     return plan
 
@@ -303,6 +312,19 @@ def _device_timer(runner: Any, device: str) -> Any:
 
 def _bench_entry(plan: BenchPlan, entry: Entry, feeds: dict[int, dict[str, np.ndarray]],
                  knobs: dict[str, Any], on_result: ResultCallback | None) -> list[Measurement]:
+    try:
+        return _measure_entry(plan, entry, feeds, knobs, on_result)
+    except ToolkitError:
+        raise
+    except Exception as err:  # the backend refused the manifest's inputs (a bundle whose
+        # manifest disagrees with its file): bad input, one line
+        raise UsageError(f"{entry.name} did not run on the inputs the manifest describes: "
+                         f"{first_line(err, 200)}") from err
+
+
+def _measure_entry(plan: BenchPlan, entry: Entry, feeds: dict[int, dict[str, np.ndarray]],
+                   knobs: dict[str, Any], on_result: ResultCallback | None
+                   ) -> list[Measurement]:
     labels = {"format": entry.format, "precision": entry.precision, "device": plan.device,
               "threads": plan.threads}
     if entry.record is not None and entry.record.get("layout"):
@@ -370,11 +392,14 @@ def bench_bundle(
     was named, which raises BackendUnavailable. Notes go to `on_note` (default: logging).
     With `save`, each artifact's latest result is written into the bundle's manifest.
     """
-    plan = plan_bench(target, formats=formats, precisions=precisions, batches=batches,
-                      device=device, threads=threads, include_eager=include_eager)
-    return run_plan(plan, budget_s=budget_s, warmup_s=warmup_s, min_iters=min_iters,
-                    max_iters=max_iters, seed=seed, save=save, on_result=on_result,
-                    on_note=on_note)
+    from toolkit.transaction import reading
+
+    with reading(Path(target)):  # an export running meanwhile is waited for
+        plan = plan_bench(target, formats=formats, precisions=precisions, batches=batches,
+                          device=device, threads=threads, include_eager=include_eager)
+        return run_plan(plan, budget_s=budget_s, warmup_s=warmup_s, min_iters=min_iters,
+                        max_iters=max_iters, seed=seed, save=save, on_result=on_result,
+                        on_note=on_note)
 
 
 def run_plan(

@@ -84,8 +84,8 @@ def _run(command: Callable[..., int | None], args: Any, kwargs: Any) -> int:
 
 def _interrupted() -> int:
     finally_reset()
-    err_console.print("[bold red]interrupted:[/] stopped; nothing this command was writing was "
-                      "kept (the bundle is as it was)", highlight=False, soft_wrap=True)
+    err_console.print("[bold red]interrupted:[/] stopped; a bundle change still in progress "
+                      "was rolled back", highlight=False, soft_wrap=True)
     return interrupts.EXIT_CODE
 
 
@@ -99,7 +99,16 @@ app.command("demo")(exit_codes(demo.demo_command))
 
 
 def main() -> None:
-    app(prog_name="toolkit")
+    import signal
+    import sys
+
+    # Until a command installs its own handlers (while Python and typer start up), Ctrl-C and
+    # SIGTERM still end with 130 and no traceback: nothing has been written yet.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        app(prog_name="toolkit")
+    except KeyboardInterrupt:
+        sys.exit(interrupts.EXIT_CODE)
 
 
 if __name__ == "__main__":

@@ -75,26 +75,33 @@ def bench_command(
         check_writable_file(path, option)
     json_to_stdout(json_path)
     formats = [format_table.canonical(f) for f in split_list(format)] or None
-    plan = plan_bench(target, formats=formats, precisions=split_list(precision) or None,
-                      batches=_batches(batch), device=device, threads=threads,
-                      include_eager=eager, trust_checkpoint=trust_checkpoint,
-                      allow_modified=allow_modified)
-    knobs = _knobs(budget, warmup, min_iters)
+    from toolkit.transaction import reading
 
-    console.print(
-        f"[bold]toolkit bench[/] {target}: {', '.join(e.name for e in plan.entries)} · "
-        f"batch {','.join(map(str, plan.batches))} · {plan.device} · {plan.threads} threads",
-        soft_wrap=True)
-    results = run_plan(plan, **knobs, on_result=_progress,
-                       on_note=lambda line: err_console.print(f"[yellow]note:[/] {escape(line)}",
-                                                              soft_wrap=True))
-    if not results:
-        raise UsageError(f"{target}: nothing could be benchmarked here (see the notes above)")
+    with reading(target):  # an export running meanwhile is waited for
+        plan = plan_bench(target, formats=formats, precisions=split_list(precision) or None,
+                          batches=_batches(batch), device=device, threads=threads,
+                          include_eager=eager, trust_checkpoint=trust_checkpoint,
+                          allow_modified=allow_modified)
+        knobs = _knobs(budget, warmup, min_iters)
+
+        console.print(
+            f"[bold]toolkit bench[/] {escape(str(target))}: "
+            f"{', '.join(e.name for e in plan.entries)} · batch "
+            f"{','.join(map(str, plan.batches))} · {plan.device} · {plan.threads} threads",
+            soft_wrap=True)
+
+        def note(line: str) -> None:
+            err_console.print(f"[yellow]note:[/] {escape(line)}", soft_wrap=True)
+
+        results = run_plan(plan, **knobs, on_result=_progress, on_note=note)
+        if not results:
+            raise UsageError(f"{target}: nothing could be benchmarked here (see the notes "
+                             "above)")
 
     from toolkit.bench import render as report
 
     out = table_console()
-    out.print(report.bench_table(results, title=f"latency · {plan.target}"))
+    out.print(report.bench_table(results, title=f"latency · {escape(str(plan.target))}"))
     _print_warnings(results)
     env = environment(plan)
     rows = [m.to_row(include_times=True) for m in results]
@@ -152,11 +159,10 @@ def _knobs(budget: float | None, warmup: float | None, min_iters: int | None) ->
 
 
 def _progress(m: Any) -> None:
-    from toolkit.bench.render import fmt_cold, fmt_ms
+    from toolkit.bench.render import artifact_name, fmt_cold, fmt_ms
 
-    labels = m.labels
     console.print(
-        f"  {labels['format'] + '/' + labels['precision']:<18} batch {m.batch:<3} "
+        f"  {artifact_name(m.labels):<18} batch {m.batch:<3} "
         f"p50 {fmt_ms(m.p50 * 1e3):>7} ms  p99 {fmt_ms(m.p99 * 1e3):>7} ms  "
         f"n={m.iterations:<5} cold {fmt_cold(m.cold_start_s * 1e3 if m.cold_start_s else None)}"
         + ("  [yellow]noisy[/]" if m.noisy else ""),
@@ -165,10 +171,12 @@ def _progress(m: Any) -> None:
 
 def _print_warnings(results: list[Any]) -> None:
     """Each reason for distrust once, with the rows it applies to."""
+    from toolkit.bench.render import artifact_name
+
     rows_by_reason: dict[str, list[str]] = {}
     for m in results:
         for line in m.warnings:
-            name = f"{m.labels['format']}/{m.labels['precision']} b{m.batch}"
+            name = f"{artifact_name(m.labels)} b{m.batch}"
             rows_by_reason.setdefault(line, []).append(name)
     for line, names in rows_by_reason.items():
         err_console.print(f"[yellow]warning:[/] {', '.join(names)}: {escape(line)}",

@@ -42,6 +42,7 @@ def export_command(
         "--verify/--no-verify", help="Check each artifact against the golden samples.")] = True,
     force: opt.Force = False,
     trust_checkpoint: opt.TrustCheckpoint = False,
+    allow_modified: opt.AllowModified = False,
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default: exporter's).")] = None,
     torchscript_mode: Annotated[str, typer.Option(
         "--ts-mode", help="TorchScript: auto, trace or script.")] = "auto",
@@ -99,12 +100,15 @@ def export_command(
     }
     check_writable_file(json_path, "--json")
     json_to_stdout(json_path)
-    console.print(f"[bold]toolkit export[/] {source} → {', '.join(split_list(to))}")
+    from rich.markup import escape
+
+    console.print(f"[bold]toolkit export[/] {escape(source)} → {', '.join(split_list(to))}")
     result = export(
         source, split_list(to), out, model=model, weights=str(weights) if weights else None,
         inputs=split_list(input),
         static=static, trust_checkpoint=trust_checkpoint, force=force,
-        precisions=split_list(precision), device=device, verify=verify, opset=opset,
+        allow_modified=allow_modified, precisions=split_list(precision), device=device,
+        verify=verify, opset=opset,
         torchscript_mode=torchscript_mode, trt_options=trt_options, trt_via=via,
         precision_options=precision_options, on_step=print_step,
         model_args=model_arg or [], task=task, max_detections=max_detections, nms=nms,
@@ -146,25 +150,27 @@ def print_summary(result: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from toolkit.bundle import artifact_label
     from toolkit.cli.console import human_size
 
     bundle = result.bundle
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
-    table = Table(title=f"bundle {bundle.root}", title_justify="left")
+    table = Table(title=f"bundle {escape(str(bundle.root))}", title_justify="left")
     for column in ("format", "precision", "file", "size", "parity", "worst error"):
         table.add_column(column)
     for record in bundle.artifacts:
         parity = record.get("parity") or {}
         verdict = ("[green]pass[/]" if parity.get("passed") else "[red]FAIL[/]") \
             if parity else "[dim]not checked[/]"
-        table.add_row(record["format"], record.get("precision", "fp32"), record["path"],
+        table.add_row(record["format"], artifact_label(record).split("/", 1)[1],
+                      escape(record["path"]),
                       human_size(record.get("size_bytes")), verdict,
                       parity_figure(parity) if parity else "—")
     if not bundle.artifacts:
         return
     table_console().print(table)
-    root = bundle.root
+    root = escape(str(bundle.root))
     console.print("[bold]next:[/]")
     for command, why in ((f"toolkit verify {root}", "the full parity gate (--data: real data)"),
                          (f"toolkit bench {root}", "latency of every artifact"),

@@ -123,11 +123,25 @@ def _onnx_info(path: Path) -> dict[str, Any]:
     }
 
 
+def _escaped(value: Any) -> Any:
+    """Every string as literal text: a manifest's strings are not rich markup."""
+    from rich.markup import escape
+
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, dict):
+        return {k: _escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    return value
+
+
 def _render(info: dict[str, Any]) -> None:
     from rich.table import Table
 
     from toolkit.bundle import artifact_label
 
+    info = _escaped(info)
     title = info.get("bundle") or info.get("file")
     console.print(f"[bold]{title}[/]")
     if "size_bytes" in info:

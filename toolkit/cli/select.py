@@ -56,9 +56,12 @@ def _report(selection: Any, json_file: Path | None) -> None:
 
     for note in selection.notes:
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
-    table = Table("rank", "artifact", "batch", "p50 ms", "p99 ms", "items/s", "verdict",
-                  title=f"select · {selection.objective} · {selection.device}",
-                  title_justify="left")
+    from toolkit.deploy.select import items_per_s
+
+    objective = (f"throughput within p99 {selection.latency_budget_ms:g} ms"
+                 if selection.latency_budget_ms is not None else selection.objective)
+    table = Table("rank", "artifact", "batch", "p50 ms", "p99 ms", "items/s (p50)", "verdict",
+                  title=f"select · {objective} · {selection.device}", title_justify="left")
     rank = 0
     for candidate in selection.candidates:
         row = candidate.row or {}
@@ -69,7 +72,8 @@ def _report(selection: Any, json_file: Path | None) -> None:
                    else f"lost: {candidate.lost}")
         table.add_row(str(rank) if candidate.excluded is None else "—", candidate.label,
                       str(row.get("batch", "—")), _ms(row.get("p50_ms")),
-                      _ms(row.get("p99_ms")), _ms(row.get("throughput")), escape(verdict))
+                      _ms(row.get("p99_ms")), _ms(items_per_s(row) if row else None),
+                      escape(verdict))
     table_console().print(table)
     write_json(json_file, selection.to_dict())
 

@@ -52,7 +52,7 @@ class Selection:
         return {"bundle": str(self.bundle.root), "objective": self.objective,
                 "batch": self.batch, "device": self.device,
                 "latency_budget_ms": self.latency_budget_ms,
-                "selected": selected_record(self) if self.winner else None,
+                "selected": selected_record(self) if self.winner and self.winner.row else None,
                 "candidates": [{"artifact": c.label, "row": c.row, "excluded": c.excluded,
                                 "lost": c.lost} for c in self.candidates],
                 "notes": self.notes, "recorded": self.recorded}
@@ -86,8 +86,8 @@ def select(
         raise UsageError(f"{bundle.root}: no artifact has passed parity yet; run toolkit verify "
                          f"{bundle.root} first")
     for record in saved:
-        selection.candidates.append(Candidate(record, excluded=_gate(record,
-                                                                     max_accuracy_drop)))
+        selection.candidates.append(Candidate(record, excluded=_gate(record, max_accuracy_drop,
+                                                                     device)))
     stale = [c for c in selection.candidates if c.excluded is None
              and not _fresh_rows(c.record, device, batch)]
     if stale:
@@ -129,15 +129,20 @@ def _batch(bundle: Bundle, batch: int | None, budget: float | None) -> int | Non
     return batch
 
 
-def _gate(record: dict[str, Any], max_drop: float | None) -> str | None:
+def _gate(record: dict[str, Any], max_drop: float | None, device: str = "cpu") -> str | None:
     """Why a record can never be chosen, or None."""
-    if not format_table.get(record["format"]).saved:
+    declared = format_table.get(record["format"])
+    if not declared.saved:
         return "runs in-process; nothing to deploy"
     parity = record.get("parity")
     if not parity:
         return "never verified (run toolkit verify)"
     if not parity.get("passed"):
         return "failed parity"
+    layout = record.get("layout")
+    if layout and layout != declared.default_layout and not device.startswith("cuda"):
+        return (f"INT8 {layout} layout: made for building TensorRT engines, not for "
+                f"{declared.name} on {device}")
     accuracy = record.get("accuracy")
     if accuracy and not accuracy.get("passed"):
         return f"failed its accuracy gate ({accuracy.get('message')})"
@@ -205,7 +210,7 @@ def _rank(selection: Selection) -> None:
                 candidate.excluded = (f"p99 {fastest:.2f} ms > --latency-budget {budget:g} ms"
                                       if fastest is not None else "no bench result")
                 continue
-            candidate.row = max(within, key=lambda r: r.get("throughput") or 0.0)
+            candidate.row = max(within, key=items_per_s)
         elif rows:
             candidate.row = rows[0]
         else:
@@ -216,7 +221,7 @@ def _rank(selection: Selection) -> None:
         if c.excluded or c.row is None:
             return (float("inf"), 0.0)
         size = float(c.record.get("size_bytes") or 0)
-        score = -(c.row.get("throughput") or 0.0) if by_throughput else c.row["p50_ms"]
+        score = -items_per_s(c.row) if by_throughput else c.row["p50_ms"]
         return (score, size)
 
     selection.candidates.sort(key=key)
@@ -227,12 +232,18 @@ def _rank(selection: Selection) -> None:
         if candidate is winner or candidate.excluded or candidate.row is None:
             continue
         if by_throughput:
-            ratio = (winner.row.get("throughput") or 0) / max(
-                candidate.row.get("throughput") or 1e-9, 1e-9)
+            ratio = items_per_s(winner.row) / max(items_per_s(candidate.row), 1e-9)
             candidate.lost = f"{ratio:.2f}x less throughput than {winner.label}"
         else:
             ratio = candidate.row["p50_ms"] / max(winner.row["p50_ms"], 1e-9)
             candidate.lost = f"p50 {ratio:.2f}x {winner.label}'s"
+
+
+def items_per_s(row: dict[str, Any]) -> float:
+    """Throughput from the median: the mean-based figure a bench row also carries lets a few
+    outliers (a shared machine) decide the ranking."""
+    p50 = row.get("p50_ms") or 0.0
+    return 1000.0 * int(row.get("batch") or 1) / p50 if p50 > 0 else 0.0
 
 
 def selected_record(selection: Selection) -> dict[str, Any]:
@@ -251,7 +262,7 @@ def selected_record(selection: Selection) -> dict[str, Any]:
         else "throughput within latency budget",
         "latency_budget_ms": selection.latency_budget_ms, "batch": row.get("batch"),
         "p50_ms": row.get("p50_ms"), "p99_ms": row.get("p99_ms"),
-        "throughput": row.get("throughput"), "device": selection.device, "date": now(),
+        "throughput": items_per_s(row), "device": selection.device, "date": now(),
         "machine": f"{env.get('cpu')} ({env.get('cores')} cores)" + (
             f", {env['gpu']}" if env.get("gpu") else ""),
     }

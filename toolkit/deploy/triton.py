@@ -11,6 +11,7 @@ written; the repository appears whole or not at all.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -81,6 +82,9 @@ def deployable(bundle: Bundle, fmt: str | None, precision: str | None,
                              "it was selected; run toolkit select again")
     else:
         name = format_table.canonical(fmt)
+        if format_table.get(name).triton is None:
+            served = [f.name for f in format_table.all_formats() if f.triton]
+            raise UsageError(f"Triton can't serve {name}; it serves {', '.join(served)}")
         record = bundle.artifact(name, precision or "fp32")
         if record is None:
             have = ", ".join(artifact_label(r) for r in bundle.artifacts)
@@ -223,6 +227,9 @@ def write(bundle: Bundle, model: TritonModel, repo: Path, *, force: bool = False
     assert spec is not None
     source = bundle.checked_path(model.record)
     staging = Path(tempfile.mkdtemp(prefix=f".{model.name}.", dir=repo))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the model from the server's user
     try:
         (staging / "config.pbtxt").write_text(model.config)
         (staging / VERSION).mkdir()

@@ -91,6 +91,7 @@ class ExportOptions:
     trt_options: Any = None  # toolkit.tensorrt.options.BuildOptions
     trt_via: str = "onnx"  # or torch-compile / torchscript (Torch-TensorRT)
     precision: PrecisionOptions = field(default_factory=PrecisionOptions)
+    allow_modified: bool = False  # a bundle source may use files changed since export
 
     def __post_init__(self) -> None:
         if self.opset is not None:

@@ -92,8 +92,8 @@ def _export_onnx(model: LoadedModel, dest: Path, opset: int | None) -> dict[str,
     if opset is not None and opset_used != opset:
         raise ExportFailed(
             f"--opset {opset}: the exporter produced opset {opset_used} and could not convert "
-            f"it (the dynamo exporter starts at 18 and converts down where ONNX has adapters "
-            f"for every op); use --opset {opset_used} or later, or leave it out")
+            f"it (the dynamo exporter starts at 18 and converts down only where ONNX has an "
+            f"adapter for every op of the model); try a later --opset, or leave it out")
     _check_dynamic_dims(model, proto)
     return {"exporter": exporter, "opset": opset_used, "nodes": len(proto.graph.node),
             "notes": notes}

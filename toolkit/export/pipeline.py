@@ -127,7 +127,9 @@ def export(
     with transaction.writing(out_dir):
         if kind == "bundle":
             run.check_precisions(single_target_strict=True)
-            run.from_bundle(Bundle.open(source))
+            bundle = Bundle.open(source)
+            bundle.allow_modified = opts.allow_modified
+            run.from_bundle(bundle)
         elif kind == "onnx":
             run.check_precisions(single_target_strict=True)
             run.from_bundle(_bundle_from_onnx(Path(source), out_dir, specs, opts))
@@ -154,6 +156,12 @@ def _with_dependencies(targets: list[str], opts: ExportOptions) -> list[str]:
 
 
 def _check_writable(out_dir: Path) -> None:
+    from toolkit.bundle import writable
+
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise UsageError(f"--out {out_dir} is a link to nothing; choose another --out")
+    if Bundle.is_bundle(out_dir) and not writable(out_dir):
+        raise UsageError(f"--out {out_dir} is a read-only bundle; export into a copy")
     probe = out_dir
     while not probe.exists():
         probe = probe.parent
@@ -299,7 +307,23 @@ class _Run:
         self._run_all()
 
     # -- steps ---------------------------------------------------------------------------
+    def _check_opset(self) -> None:
+        """--opset is honoured or refused: a file already in the bundle at another opset,
+        which this run would keep or derive from, is a conflict."""
+        wanted = self.opts.opset
+        if wanted is None:
+            return
+        redone = {f.name for f in self.targets} if (self.opts.force and self.model) else set()
+        for record in self.bundle.artifacts:
+            opset = record.get("opset")
+            if opset not in (None, wanted) and record["format"] not in redone:
+                raise UsageError(
+                    f"--opset {wanted}: {record['path']} in the bundle is opset {opset}, and "
+                    f"this run would keep it (reduced precisions derive from it); re-export it "
+                    f"from the model with --opset {wanted} --force")
+
     def _run_all(self) -> None:
+        self._check_opset()
         for fmt in self.targets:
             for precision in self.precisions_for(fmt):
                 for layout in self.layouts_for(fmt, precision):
@@ -313,13 +337,16 @@ class _Run:
         self.bundle.save()
 
     def _existing_only(self, step: Step) -> None:
-        """A bundle source can't re-export what comes from the model: it is there or not."""
-        if self.bundle.artifact(step.target, step.precision, step.layout) is None:
-            step.status = StepStatus.FAILED
-            step.detail = f"the bundle has no {step.precision} {step.target}"
-            step.error = UsageError(step.detail)
-        else:
+        """A bundle source can't re-export what comes from the model: it is there (and the
+        file that was exported) or not."""
+        record = self.bundle.artifact(step.target, step.precision, step.layout)
+        try:
+            if record is None:
+                raise UsageError(f"the bundle has no {step.precision} {step.target}")
+            self.bundle.checked_path(record)
             step.status, step.detail = StepStatus.EXISTS, "already in the bundle"
+        except UsageError as err:
+            step.status, step.detail, step.error = StepStatus.FAILED, str(err), err
         self._done(step)
 
     def ensure(self, name: str, precision: str, layout: str | None = None) -> dict[str, Any]:

@@ -173,7 +173,7 @@ def canonical(name: str) -> str:
         return ALIASES[key]
     close = difflib.get_close_matches(key, list(ALIASES), n=1, cutoff=0.5)
     hint = f"; did you mean '{ALIASES[close[0]]}'?" if close else ""
-    raise UsageError(f"unknown format '{name}'{hint} Known: {help_text()}")
+    raise UsageError(f"unknown format '{name}'{hint}; known: {help_text()}")
 
 
 def help_text(formats: Iterable[Format] | None = None) -> str:

@@ -41,7 +41,7 @@ class DetectionParityReport(ParityReport):
         if missing:
             self.errors.append(f"sample {index}: the artifact lacks detection outputs "
                                f"{missing} (has {sorted(actual)})")
-            self.samples = max(self.samples, index + 1)
+            self.count_sample(index)
             return []
         parity = match_detections({n: expected[n] for n in OUTPUT_NAMES},
                                   {n: actual[n] for n in OUTPUT_NAMES},
@@ -52,7 +52,7 @@ class DetectionParityReport(ParityReport):
         found = super().add_sample({n: expected[n] for n in others},
                                    {n: actual[n] for n in actual if n not in OUTPUT_NAMES},
                                    index) if others else []
-        self.samples = max(self.samples, index + 1)
+        self.count_sample(index)
         return found
 
     @property

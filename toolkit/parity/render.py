@@ -127,6 +127,7 @@ DETECTION_COLUMNS = ("artifact", "precision", "samples", "matched", "worst IoU",
 
 def parity_table(reports: Sequence[ParityReport], title: str | None = "Parity") -> Any:
     """A rich Table: artifact, precision, output, max abs, p99 abs, max rel, cosine, status."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
@@ -138,7 +139,8 @@ def parity_table(reports: Sequence[ParityReport], title: str | None = "Parity") 
     for report, s in _rows(reports):
         style = "green" if s.passed else "bold red"
         table.add_row(
-            report.artifact, report.precision, s.output, _num(s.max_abs), _num(s.p99_abs),
+            report.artifact, report.precision, escape(s.output), _num(s.max_abs),
+            _num(s.p99_abs),
             _num(s.max_rel), _cos(s.min_cosine), _num(s.required_atol),
             f"[{style}]{_STATUS_TEXT[s.status]}[/]",
         )

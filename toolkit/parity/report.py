@@ -121,13 +121,20 @@ class ParityReport:
     judged_on: str = "golden samples"
     # samples the artifact could not run at all (e.g. a shape its graph baked in)
     errors: list[str] = field(default_factory=list)
+    #: which samples were compared (their golden indices): `samples` counts them
+    compared: list[int] = field(default_factory=list, repr=False)
+
+    def count_sample(self, index: int) -> None:
+        if index not in self.compared:
+            self.compared.append(index)
+        self.samples = len(self.compared)
 
     def add_sample(self, expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray],
                    sample_index: int | None = None) -> list[OutputResult]:
         index = self.samples if sample_index is None else sample_index
         found = compare_sample(expected, actual, self.tolerances, index)
         self.results.extend(found)
-        self.samples = max(self.samples, index + 1)
+        self.count_sample(index)
         return found
 
     @property

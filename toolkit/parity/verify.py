@@ -225,125 +225,129 @@ def verify_bundle(
     model_args: Sequence[str] = (),
     allow_modified: bool = False,
 ) -> VerifyOutcome:
-    """The parity gate over a bundle's artifacts; mirrors `toolkit verify`."""
-    from toolkit.spec import canonical_precision
+    """The parity gate over a bundle's artifacts; mirrors `toolkit verify`. Holds the
+    bundle's shared lock: an export running meanwhile is waited for, not read half-way."""
+    from toolkit.transaction import reading
 
-    bundle = Bundle.open(bundle_dir)
-    wanted = [format_table.canonical(f) for f in formats]
-    wanted_precisions = [canonical_precision(p) for p in precisions]
-    in_process = [f for f in wanted if format_table.get(f).runs_from == "model"]
-    records = [r for r in bundle.artifacts if r.get("path")
-               and (not wanted or r["format"] in wanted)
-               and (not wanted_precisions or r.get("precision", "fp32") in wanted_precisions)]
-    records += [{"format": f, "precision": "fp32", "path": None} for f in in_process]
-    missing = [f for f in wanted if f not in in_process
-               and not any(r["format"] == f for r in records)]
-    if missing:
-        have = ", ".join(artifact_label(r) for r in bundle.artifacts)
-        only = f" in {'/'.join(wanted_precisions)}" if wanted_precisions else ""
-        raise UsageError(f"{bundle.root} has no {', '.join(missing)} artifact{only}; have: "
-                         f"{have or 'none'}")
-    if not records:
-        have = ", ".join(artifact_label(r) for r in bundle.artifacts)
-        only = f" in {'/'.join(wanted_precisions)}" if wanted_precisions else ""
-        raise UsageError(f"{bundle.root} has no artifacts to verify{only} (it has: "
-                         f"{have or 'none'})")
-    outcome = VerifyOutcome(bundle, [])
-    known = {o.name for o in bundle.outputs}
-    for option in tol:
-        name = option.split(":", 1)[0].strip() if ":" in option else None
-        if name is not None and name not in known:
-            raise UsageError(f"--tol {option}: '{name}' is not an output of {bundle.root} "
-                             f"({', '.join(sorted(known))})")
-    bundle.allow_modified = allow_modified
-    try:
-        bundle.golden()
-    except ArtifactModified as err:  # the reference itself was changed: nothing can pass
-        raise CheckFailed(str(err)) from None
+    with reading(Path(bundle_dir)):
+        from toolkit.spec import canonical_precision
 
-    live_model = None
-    if against:
-        from toolkit.source.load import load_model
-        from toolkit.source.model_args import parse_model_args
-        from toolkit.source.rebuild import as_bundle_model
-
-        live_model = as_bundle_model(bundle, load_model(
-            against, model_ref=model, inputs=bundle.inputs, trust_checkpoint=trust_checkpoint,
-            model_args=parse_model_args(model_args)))
-    elif in_process:
-        # asked for by name: the manifest's source is imported, and the user is told so
-        outcome.notes.append(f"rebuilding the eager model from the manifest's source: "
-                             f"{describe_source(bundle)}")
+        bundle = Bundle.open(bundle_dir)
+        wanted = [format_table.canonical(f) for f in formats]
+        wanted_precisions = [canonical_precision(p) for p in precisions]
+        in_process = [f for f in wanted if format_table.get(f).runs_from == "model"]
+        records = [r for r in bundle.artifacts if r.get("path")
+                   and (not wanted or r["format"] in wanted)
+                   and (not wanted_precisions or r.get("precision", "fp32") in wanted_precisions)]
+        records += [{"format": f, "precision": "fp32", "path": None} for f in in_process]
+        missing = [f for f in wanted if f not in in_process
+                   and not any(r["format"] == f for r in records)]
+        if missing:
+            have = ", ".join(artifact_label(r) for r in bundle.artifacts)
+            only = f" in {'/'.join(wanted_precisions)}" if wanted_precisions else ""
+            raise UsageError(f"{bundle.root} has no {', '.join(missing)} artifact{only}; have: "
+                             f"{have or 'none'}")
+        if not records:
+            have = ", ".join(artifact_label(r) for r in bundle.artifacts)
+            only = f" in {'/'.join(wanted_precisions)}" if wanted_precisions else ""
+            raise UsageError(f"{bundle.root} has no artifacts to verify{only} (it has: "
+                             f"{have or 'none'})")
+        outcome = VerifyOutcome(bundle, [])
+        known = {o.name for o in bundle.outputs}
+        for option in tol:
+            name = option.split(":", 1)[0].strip() if ":" in option else None
+            if name is not None and name not in known:
+                raise UsageError(f"--tol {option}: '{name}' is not an output of {bundle.root} "
+                                 f"({', '.join(sorted(known))})")
+        bundle.allow_modified = allow_modified
         try:
-            live_model = source_model(bundle, trust_checkpoint=trust_checkpoint)
-        except UsageError as err:
-            outcome.notes.append(f"no live PyTorch reference: {err}")
-    elif data:
-        raise UsageError("--data needs a live PyTorch reference: pass --against SOURCE "
-                         f"(the manifest names {describe_source(bundle)}), or --reference "
-                         "FORMAT to compare with another artifact")
-    feeds = []
-    if data:
-        from toolkit.source.data import load_feeds
+            bundle.golden()
+        except ArtifactModified as err:  # the reference itself was changed: nothing can pass
+            raise CheckFailed(str(err)) from None
 
-        feeds = load_feeds(data, bundle.inputs, max_batches=data_batches)
+        live_model = None
+        if against:
+            from toolkit.source.load import load_model
+            from toolkit.source.model_args import parse_model_args
+            from toolkit.source.rebuild import as_bundle_model
 
-    ref = Reference()
-    ref_record = None
-    if reference:
-        fmt = format_table.canonical(reference)
-        ref_record = bundle.artifact(fmt, "fp32")
-        if ref_record is None:
-            raise UsageError(f"--reference {reference}: {bundle.root} has no fp32 {fmt}")
-        ref = Reference(f"{fmt}/fp32", runner_for(bundle, ref_record, device=device),
-                        live_for_golden=True)
-        records = [r for r in records if r is not ref_record]
-    elif live_model is not None and (against or feeds):
-        ref = Reference(format_table.REFERENCE,
-                        model_runner(live_model, format_table.REFERENCE, device=device),
-                        live_for_golden=bool(against))
-    checked: list[tuple[dict[str, Any], ParityReport]] = []
-    if ref.runner is not None:
-        ref.runner.activate()
-    try:
-        for rec in records:
-            precision = preset_for(rec)
-            overrides = {k: v for k, v in (("atol", atol), ("rtol", rtol),
-                                           ("min_cosine", min_cosine)) if v is not None}
-            tols = tolerances_from_options(precision, tol,
-                                           base=tolerance_for(precision, **overrides))
+            live_model = as_bundle_model(bundle, load_model(
+                against, model_ref=model, inputs=bundle.inputs, trust_checkpoint=trust_checkpoint,
+                model_args=parse_model_args(model_args)))
+        elif in_process:
+            # asked for by name: the manifest's source is imported, and the user is told so
+            outcome.notes.append(f"rebuilding the eager model from the manifest's source: "
+                                 f"{describe_source(bundle)}")
             try:
-                report = verify_record(bundle, rec, device=device, model=live_model,
-                                       tolerances=tols, reference=ref, data=feeds)
-            except BackendUnavailable as err:
-                if rec["format"] in wanted:
-                    raise  # asked for by name: exit 3 with the reason
-                outcome.notes.append(f"{artifact_label(rec)} not "
-                                     f"checked here: {err}")
-                continue
-            outcome.reports.append(report)
-            checked.append((rec, report))
-            if (localize and not report.passed
-                    and format_table.get(rec["format"]).localizable):
-                sample = report.failures[0].sample if report.failures else 0
-                feed = _sample_feed(bundle, feeds, sample)
-                fp32_graph = bundle.artifact(rec["format"], "fp32")
-                outcome.divergences[report.artifact] = localize_failure(
-                    bundle, rec, feed, model=live_model,
-                    reference_record=ref_record or (fp32_graph if rec is not fp32_graph
-                                                    else None),
-                    tolerances=tols)
-    finally:
+                live_model = source_model(bundle, trust_checkpoint=trust_checkpoint)
+            except UsageError as err:
+                outcome.notes.append(f"no live PyTorch reference: {err}")
+        elif data:
+            raise UsageError("--data needs a live PyTorch reference: pass --against SOURCE "
+                             f"(the manifest names {describe_source(bundle)}), or --reference "
+                             "FORMAT to compare with another artifact")
+        feeds = []
+        if data:
+            from toolkit.source.data import load_feeds
+
+            feeds = load_feeds(data, bundle.inputs, max_batches=data_batches)
+
+        ref = Reference()
+        ref_record = None
+        if reference:
+            fmt = format_table.canonical(reference)
+            ref_record = bundle.artifact(fmt, "fp32")
+            if ref_record is None:
+                raise UsageError(f"--reference {reference}: {bundle.root} has no fp32 {fmt}")
+            ref = Reference(f"{fmt}/fp32", runner_for(bundle, ref_record, device=device),
+                            live_for_golden=True)
+            records = [r for r in records if r is not ref_record]
+        elif live_model is not None and (against or feeds):
+            ref = Reference(format_table.REFERENCE,
+                            model_runner(live_model, format_table.REFERENCE, device=device),
+                            live_for_golden=bool(against))
+        checked: list[tuple[dict[str, Any], ParityReport]] = []
         if ref.runner is not None:
-            ref.runner.deactivate()
-    if not outcome.reports:
-        raise BackendUnavailable(f"{bundle.root}: no artifact can run on this machine; "
-                                 + "; ".join(outcome.notes))
-    if record and not record_results(bundle.root, lambda fresh: [
-            record_parity(fresh, rec, report) for rec, report in checked]):
-        outcome.notes.append(f"{bundle.root} is read-only: the results were not recorded in "
-                             "its manifest")
-    return outcome
+            ref.runner.activate()
+        try:
+            for rec in records:
+                precision = preset_for(rec)
+                overrides = {k: v for k, v in (("atol", atol), ("rtol", rtol),
+                                               ("min_cosine", min_cosine)) if v is not None}
+                tols = tolerances_from_options(precision, tol,
+                                               base=tolerance_for(precision, **overrides))
+                try:
+                    report = verify_record(bundle, rec, device=device, model=live_model,
+                                           tolerances=tols, reference=ref, data=feeds)
+                except BackendUnavailable as err:
+                    if rec["format"] in wanted:
+                        raise  # asked for by name: exit 3 with the reason
+                    outcome.notes.append(f"{artifact_label(rec)} not "
+                                         f"checked here: {err}")
+                    continue
+                outcome.reports.append(report)
+                checked.append((rec, report))
+                if (localize and not report.passed
+                        and format_table.get(rec["format"]).localizable):
+                    sample = report.failures[0].sample if report.failures else 0
+                    feed = _sample_feed(bundle, feeds, sample)
+                    fp32_graph = bundle.artifact(rec["format"], "fp32")
+                    outcome.divergences[report.artifact] = localize_failure(
+                        bundle, rec, feed, model=live_model,
+                        reference_record=ref_record or (fp32_graph if rec is not fp32_graph
+                                                        else None),
+                        tolerances=tols)
+        finally:
+            if ref.runner is not None:
+                ref.runner.deactivate()
+        if not outcome.reports:
+            raise BackendUnavailable(f"{bundle.root}: no artifact can run on this machine; "
+                                     + "; ".join(outcome.notes))
+        if record and not record_results(bundle.root, lambda fresh: [
+                record_parity(fresh, rec, report) for rec, report in checked]):
+            outcome.notes.append(f"{bundle.root} is read-only: the results were not recorded in "
+                                 "its manifest")
+        return outcome
 
 
 def _sample_feed(bundle: Bundle, feeds: Sequence[dict], index: int) -> dict:

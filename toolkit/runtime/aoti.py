@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import BackendUnavailable
+from toolkit.errors import BackendUnavailable, UsageError
 from toolkit.runtime.torch_common import TorchRunner
 
 
@@ -29,8 +29,31 @@ class AOTIRunner(TorchRunner):
         from toolkit.runtime.torchscript import load_custom_ops
 
         load_custom_ops()
-        package = torch._inductor.aoti_load_package(str(self.path))
+        check_package(self.path)
+        try:
+            package = torch._inductor.aoti_load_package(str(self.path))
+        except Exception as err:  # a damaged or foreign package: dlopen, zip or format errors
+            raise UsageError(f"{self.path} won't load as an AOTInductor package: "
+                             f"{str(err).splitlines()[0][:200]}") from None
         return lambda *tensors: package(*tensors)
+
+
+def check_package(path: Path) -> None:
+    """A .pt2 is a zip the loader unpacks: no entry may point outside it (zip slip). Its
+    shared library is native code by design; what vouches for it is the sha256 the manifest
+    recorded at export (checked before this), so a bundle's origin is what you trust."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise UsageError(f"{path} is not an AOTInductor package ({err})") from None
+    for name in names:
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith("/") or ".." in parts or ":" in parts[0]:
+            raise UsageError(f"{path}: entry '{name[:80]}' points outside the package; "
+                             "refusing to unpack it")
 
 
 def open_artifact(bundle: Any, record: dict[str, Any], **options: Any) -> AOTIRunner:

@@ -102,3 +102,19 @@ def test_bench_with_nothing_runnable_exits_3_and_names_each_extra(device_bundle)
     result = toolkit("bench", device_bundle, *FAST, torch=False, block="onnxruntime")
     assert result.returncode == 3, result.stdout + result.stderr
     assert "toolkit[onnxruntime]" in result.stderr and "toolkit[export]" in result.stderr
+
+
+def test_select_and_deploy_without_torch(device_bundle, tmp_path):
+    """On a device: select times what it can run (ONNX), excludes what it can't with the
+    reason, and deploys the choice to a Triton repository — no torch anywhere."""
+    bundle = tmp_path / "b"
+    shutil.copytree(device_bundle, bundle)
+    chosen = toolkit("select", bundle, "--batch", "1", "--json", "-", torch=False)
+    assert chosen.returncode == 0, chosen.stderr
+    doc = json.loads(chosen.stdout)
+    assert doc["selected"]["artifact"] == "onnx/fp32"
+    excluded = {c["artifact"]: c["excluded"] for c in doc["candidates"]}
+    assert "can't run here" in excluded["torchscript/fp32"]
+    deployed = toolkit("deploy", bundle, "--triton", tmp_path / "repo", torch=False)
+    assert deployed.returncode == 0, deployed.stderr
+    assert (tmp_path / "repo" / "b" / "1" / "model.onnx").is_file()

@@ -123,16 +123,21 @@ def save_golden(path: Path, samples: Sequence[GoldenSample]) -> None:
 def load_golden(path: Path) -> list[GoldenSample]:
     if not path.is_file():
         raise UsageError(f"{path}: golden samples missing; re-export the bundle")
+    from toolkit.spec import max_tensor_bytes
+
     samples: dict[int, GoldenSample] = {}
     try:
         with np.load(path, allow_pickle=False) as data:
+            unpacked = sum(info.file_size for info in data.zip.infolist())
+            if unpacked > max_tensor_bytes():  # a zip bomb, or a header claiming terabytes
+                raise ValueError(f"it unpacks to {unpacked / 2**30:.1f} GiB")
             for key in data.files:
                 index, kind, name = key.split("/", 2)
                 if kind not in ("in", "out") or not index.isdigit():
                     raise ValueError(f"unexpected entry '{key}'")
                 sample = samples.setdefault(int(index), GoldenSample({}, {}))
                 (sample.inputs if kind == "in" else sample.outputs)[name] = data[key]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile) as err:
         raise UsageError(f"{path}: not a golden-samples file ({err}); re-export the "
                          "bundle") from None
     if not samples or any(not s.inputs or not s.outputs for s in samples.values()):
@@ -249,6 +254,8 @@ class Bundle:
         path = self.root / name
         if path.is_symlink() and path.resolve().parent != self.root.resolve():
             raise UsageError(f"{path} is a symbolic link out of the bundle; refusing to use it")
+        if path.is_dir():
+            raise UsageError(f"{path} is a directory, not the artifact file the manifest names")
         return path
 
     def checked_path(self, record: Mapping[str, Any]) -> Path:

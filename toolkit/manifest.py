@@ -311,7 +311,7 @@ def _version_gate(data: Any, origin: str) -> None:
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
-    parts = re.findall(r"\d+", text)[:3]
+    parts = re.findall(r"\d{1,9}", text[:64])[:3]
     return tuple(int(p) for p in parts) if parts else (0,)
 
 

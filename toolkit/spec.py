@@ -46,14 +46,15 @@ def feed_bytes(spec: TensorSpec, shape: Sequence[int]) -> int:
     return math.prod(shape) * itemsize
 
 
-def check_feed_size(specs: Sequence[TensorSpec], batch: int | None, where: str) -> None:
-    for spec in specs:
-        shape = spec.shape_at(batch) if batch is not None else spec.opt
-        size = feed_bytes(spec, shape)
-        if size > max_tensor_bytes():
-            raise UsageError(f"{where}: input '{spec.name}' at shape {list(shape)} needs "
-                             f"{size / 2**30:.1f} GiB, more than this machine can spare "
-                             f"({max_tensor_bytes() / 2**30:.1f} GiB)")
+def check_feed_size(specs: Sequence[TensorSpec], batches: Sequence[int | None],
+                    where: str) -> None:
+    """Every input at every batch, made at once (as bench does), must fit what this machine
+    can spare: exit 2 before the allocation, not an out-of-memory kill after it."""
+    total = sum(feed_bytes(spec, spec.shape_at(batch) if batch is not None else spec.opt)
+                for batch in batches for spec in specs)
+    if total > max_tensor_bytes():
+        raise UsageError(f"{where}: the inputs need {total / 2**30:.1f} GiB, more than this "
+                         f"machine can spare ({max_tensor_bytes() / 2**30:.1f} GiB)")
 
 # Precision names an artifact can carry (tf32: an fp32 TensorRT engine with TF32 math).
 PRECISION_ALIASES: dict[str, str] = {
@@ -63,6 +64,16 @@ PRECISION_ALIASES: dict[str, str] = {
     "bf16": "bf16", "bfloat16": "bf16",
     "int8": "int8", "i8": "int8", "qdq": "int8",
 }
+
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d{1,3})?)$")
+
+
+def check_device(device: str) -> str:
+    """cpu, cuda or cuda:N; anything else is a UsageError (and never reaches a printer)."""
+    if not _DEVICE.match(device or ""):
+        raise UsageError(f"--device {device!r}: use cpu or cuda (cuda:N)")
+    return device
 
 
 def canonical_precision(name: str, where: str = "--precision") -> str:
@@ -197,7 +208,7 @@ class OutputSpec:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_DIM = re.compile(r"^(\d+)(?:-(\d+))?(?:-(\d+))?$")
+_DIM = re.compile(r"^(\d{1,12})(?:-(\d{1,12}))?(?:-(\d{1,12}))?$")
 
 
 def parse_input(text: str) -> TensorSpec:

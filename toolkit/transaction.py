@@ -34,9 +34,10 @@ def _key(root: Path) -> tuple[Path, int]:
 class Journal:
     """What one command changed in a bundle directory, and how to undo it."""
 
-    def __init__(self, root: Path, created_root: bool) -> None:
+    def __init__(self, root: Path, created_root: bool, created_top: Path | None = None) -> None:
         self.root = root
         self.created_root = created_root
+        self.created_top = created_top or root  # the outermost directory this command made
         self.created: list[Path] = []
         self.saved: dict[str, Path] = {}  # file name -> its copy from before the command
         self._backups: Path | None = None
@@ -60,7 +61,7 @@ class Journal:
 
     def rollback(self) -> None:
         if self.created_root:
-            shutil.rmtree(self.root, ignore_errors=True)
+            shutil.rmtree(self.created_top, ignore_errors=True)
             return
         for path in self.created:
             path.unlink(missing_ok=True)
@@ -163,12 +164,15 @@ def writing(root: Path) -> Iterator[Journal]:
         yield _journals[_key(root)]
         return
     created_root = not root.exists()
+    top = root
+    while created_root and not top.parent.exists():
+        top = top.parent
     root.mkdir(parents=True, exist_ok=True)
     key = _key(root)
     with contextlib.ExitStack() as stack:
         # busy: the directory is the other writer's now, even if this call created it
         stack.enter_context(locked(root, what="export"))
-        journal = Journal(key[0], created_root)
+        journal = Journal(key[0], created_root, top.resolve())
         _journals[key] = journal
         try:
             yield journal

@@ -272,6 +272,34 @@ def test_an_opset_the_bundle_can_not_keep_is_refused(copy):
     assert not (copy / "model.fp16.onnx").exists()
 
 
+def test_a_golden_file_that_unpacks_too_large_is_bad_input(copy, monkeypatch):
+    """A zip bomb: 64 MiB of zeros in a few KiB, against a limit lowered to 32 MiB (the real
+    one is a quarter of this machine's memory)."""
+    import zipfile
+
+    import toolkit.spec
+
+    monkeypatch.setattr(toolkit.spec, "max_tensor_bytes", lambda: 32 * 2**20)
+    golden = copy / "golden.npz"
+    with zipfile.ZipFile(golden, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("0/in/x.npy", b"\0" * 2**10)
+        archive.writestr("0/out/output.npy", bytes(64 * 2**20))
+    digest = hashlib.sha256(golden.read_bytes()).hexdigest()
+    edit_manifest(copy, lambda m: m["golden"].update(sha256=digest))
+    one_clean_line(run("verify", copy, "--no-record"), 2, "golden", "GiB")
+
+
+@pytest.mark.parametrize("args", [
+    ["bench", "{b}", "--batch", "9" * 40],
+    ["bench", "{b}", "--json", "{t}"],
+    ["select", "{b}", "--device", "cuda[/x]"],
+    ["inspect", "{b}", "--json", "{t}"],
+])
+def test_odd_options_are_bad_input(copy, tmp_path, args):
+    result = run(*[a.format(b=copy, t=tmp_path) for a in args])
+    one_clean_line(result, 2)
+
+
 def test_garbage_and_missing_files(copy):
     golden = copy / "golden.npz"
     golden.write_bytes(b"not a zip")

@@ -131,3 +131,27 @@ def test_bad_input(two_io_bundle, tmp_path):
     replaced = deploy(two_io_bundle, repo, "--format", fmt, "--name", "failed", "--force")
     assert replaced.exit_code == 0, replaced.output
     assert [p.name for p in repo.iterdir()] == ["failed"]  # no staging left behind
+
+
+def test_hostile_tensor_names_reach_neither_the_disk_nor_the_config(two_io_bundle, tmp_path):
+    """A name is quoted as data in config.pbtxt (no field can be smuggled in) and never
+    becomes a file path (warm-up files are named by position)."""
+    from toolkit.bundle import sha256_file
+
+    bundle = Path(shutil.copytree(two_io_bundle, tmp_path / "b"))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    hostile = '../../escape" backend: "python'
+    old = manifest["inputs"][0]["name"]
+    manifest["inputs"][0]["name"] = hostile
+    golden = dict(np.load(bundle / "golden.npz"))
+    golden = {k.replace(f"/in/{old}", f"/in/{hostile}"): v for k, v in golden.items()}
+    np.savez(bundle / "golden.npz", **golden)
+    manifest["golden"]["sha256"] = sha256_file(bundle / "golden.npz")
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    result = deploy(bundle, tmp_path / "repo", "--format", "onnx", "--force")
+    assert result.exit_code == 0, result.output
+    config = parse(tmp_path / "repo" / "b" / "config.pbtxt")
+    assert config.input[0].name == hostile and not config.backend
+    assert sorted(p.name for p in (tmp_path / "repo" / "b" / "warmup").iterdir()) == [
+        "input_0", "input_1"]
+    assert not list(tmp_path.rglob("escape*"))

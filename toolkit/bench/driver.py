@@ -35,6 +35,7 @@ from toolkit.errors import BackendUnavailable, ToolkitError, UsageError, first_l
 from toolkit.spec import (
     TensorSpec,
     batch_range,
+    check_device,
     check_feed_size,
     numpy_dtype,
     random_inputs,
@@ -174,8 +175,7 @@ def plan_bench(
     path = Path(target)
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be >= 1, got {threads}")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UsageError(f"--device '{device}': use cpu or cuda (cuda:N)")
+    check_device(device)
     resolved_threads = threads or os.cpu_count() or 1
     if path.is_file():
         plan = _plan_file(path, formats, precisions, device, resolved_threads)
@@ -206,9 +206,9 @@ def plan_bench(
                 plan.bundle.checked_path(entry.record)
     plan.trust_checkpoint = trust_checkpoint
     plan.batches = batch_sweep(plan.specs, batches)
-    for batch in plan.batches:  # before any allocation: a huge batch is exit 2, not an OOM
-        check_feed_size(plan.specs, batch if batch_range(plan.specs) else None,
-                        f"batch {batch}")
+    # before any allocation: a huge batch is exit 2, not an out-of-memory kill
+    check_feed_size(plan.specs, plan.batches if batch_range(plan.specs) else [None],
+                    f"batch {','.join(map(str, plan.batches))}")
     plan.notes += machine_notes(resolved_threads, device)
     return plan
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,8 @@ def load_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); "
             "pass a file written by 'toolkit bench --json'"
         ) from None
+    except (ValueError, RecursionError) as exc:  # huge integer literals, deep nesting
+        raise UsageError(f"{path}: not a results file ({str(exc)[:100]})") from None
     rows = doc.get("results") if isinstance(doc, dict) else None
     if not isinstance(rows, list):
         raise UsageError(
@@ -76,4 +79,16 @@ def load_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         missing = [k for k in (*KEY_FIELDS, "p50_ms") if not isinstance(row, dict) or k not in row]
         if missing:
             raise UsageError(f"{path}: results[{i}] lacks {', '.join(missing)}")
+        wrong = [k for k in ("format", "precision", "layout", "device")
+                 if k in row and row[k] is not None and not (
+                     isinstance(row[k], str) and _WORD.match(row[k]))]
+        wrong += [k for k in ("batch", "p50_ms", "p99_ms", "threads")
+                  if row.get(k) is not None and (isinstance(row[k], bool)
+                                                 or not isinstance(row[k], (int, float))
+                                                 or row[k] < 0)]
+        if wrong:  # p50_ms may be null: a measurement that didn't finish
+            raise UsageError(f"{path}: results[{i}] has a malformed {', '.join(wrong)}")
     return rows
+
+
+_WORD = re.compile(r"^[A-Za-z0-9_.:-]{1,32}$")  # format, precision, layout, device names

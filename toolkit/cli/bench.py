@@ -135,7 +135,7 @@ def _batches(values: list[str] | None) -> list[int] | None:
 
     out = []
     for part in split_list(values):
-        if not part.isdigit() or int(part) < 1:
+        if not part.isdigit() or len(part) > 12 or int(part) < 1:
             raise UsageError(f"--batch '{part}': expected positive integers, e.g. --batch 1,8")
         out.append(int(part))
     return out or None

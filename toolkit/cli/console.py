@@ -48,6 +48,8 @@ def check_writable_file(path: Any, option: str) -> None:
     parent = Path(path).parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise UsageError(f"{option} {path}: directory {parent} doesn't exist or isn't writable")
+    if Path(path).is_dir():
+        raise UsageError(f"{option} {path} is a directory; name a file")
 
 
 STDOUT = Path("-")

@@ -36,25 +36,27 @@ def deploy_command(
     from toolkit.cli.console import check_writable_file, err_console
     from toolkit.deploy.triton import build, deployable, model_name, write
     from toolkit.spec import canonical_precision
+    from toolkit.transaction import reading
 
     check_writable_file(json_file, "--json")
     json_to_stdout(json_file)
-    bundle = Bundle.open(bundle_dir)
-    bundle.allow_modified = allow_modified
-    record = deployable(bundle, format,
-                        canonical_precision(precision) if precision else None, force)
-    selected = bundle.manifest.get("selected") or {}
-    model = build(bundle, record, model_name(bundle, name),
-                  device=device or (selected.get("device") if format is None else None))
-    target = write(bundle, model, triton, force=force)
+    with reading(bundle_dir):  # an export running meanwhile is waited for
+        bundle = Bundle.open(bundle_dir)
+        bundle.allow_modified = allow_modified
+        record = deployable(bundle, format,
+                            canonical_precision(precision) if precision else None, force)
+        selected = bundle.manifest.get("selected") or {}
+        model = build(bundle, record, model_name(bundle, name),
+                      device=device or (selected.get("device") if format is None else None))
+        target = write(bundle, model, triton, force=force)
     for note in model.notes:
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
-    console.print(f"wrote [bold]{target}[/]: {artifact_label(record)} as "
+    console.print(f"wrote [bold]{escape(str(target))}[/]: {artifact_label(record)} as "
                   f"{model.config.splitlines()[1].split(': ')[1]} (schema-checked; not served "
                   "here)", highlight=False)
-    console.print(f"serve: tritonserver --model-repository {triton}\n"
-                  f"check: python {target / 'client_example.py'} --url localhost:8001",
-                  highlight=False)
+    console.print(f"serve: tritonserver --model-repository {escape(str(triton))}\n"
+                  f"check: python {escape(str(target / 'client_example.py'))} --url "
+                  "localhost:8001", highlight=False)
     write_json(json_file, {"model": str(target), "artifact": artifact_label(record),
                            "config": model.config, "inputs": model.inputs,
                            "outputs": model.outputs, "notes": model.notes})

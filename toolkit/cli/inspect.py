@@ -130,7 +130,7 @@ def _escaped(value: Any) -> Any:
     if isinstance(value, str):
         return escape(value)
     if isinstance(value, dict):
-        return {k: _escaped(v) for k, v in value.items()}
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_escaped(v) for v in value]
     return value

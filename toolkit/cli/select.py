@@ -41,10 +41,13 @@ def select_command(
     _report(selection, json_file)
     winner = selection.winner
     assert winner is not None and winner.row is not None
-    console.print(f"selected [bold]{winner.label}[/] ({winner.record['path']}) for "
-                  f"{selection.device}, batch {winner.row.get('batch')}"
+    from rich.markup import escape
+
+    console.print(f"selected [bold]{winner.label}[/] ({escape(winner.record['path'])}) for "
+                  f"{escape(selection.device)}, batch {winner.row.get('batch')}"
                   + ("" if selection.recorded else " — not recorded"), highlight=False)
-    console.print(f"next: toolkit deploy {bundle_dir} --triton REPO", highlight=False)
+    console.print(f"next: toolkit deploy {escape(str(bundle_dir))} --triton REPO",
+                  highlight=False)
     return 0
 
 
@@ -61,7 +64,8 @@ def _report(selection: Any, json_file: Path | None) -> None:
     objective = (f"throughput within p99 {selection.latency_budget_ms:g} ms"
                  if selection.latency_budget_ms is not None else selection.objective)
     table = Table("rank", "artifact", "batch", "p50 ms", "p99 ms", "items/s (p50)", "verdict",
-                  title=f"select · {objective} · {selection.device}", title_justify="left")
+                  title=f"select · {objective} · {escape(selection.device)}",
+                  title_justify="left")
     rank = 0
     for candidate in selection.candidates:
         row = candidate.row or {}

@@ -16,6 +16,7 @@ from typing import Any
 from toolkit import formats as format_table
 from toolkit.bundle import Bundle, artifact_label, now, record_results
 from toolkit.errors import CheckFailed, UsageError
+from toolkit.spec import check_device
 
 OBJECTIVES = ("latency", "throughput")
 
@@ -71,6 +72,7 @@ def select(
 ) -> Selection:
     """Rank the bundle's verified artifacts; `bench(bundle_dir, entries, batches, device)`
     measures the ones without fresh results (default: `toolkit.bench.driver.bench_bundle`)."""
+    check_device(device)
     if objective not in OBJECTIVES:
         raise UsageError(f"--objective {objective}: use one of {', '.join(OBJECTIVES)}")
     if latency_budget_ms is not None and latency_budget_ms <= 0:
@@ -202,7 +204,7 @@ def _rank(selection: Selection) -> None:
         if candidate.excluded:
             continue
         rows = [r for r in _rows(candidate.record, selection.device)
-                if batch is None or r.get("batch") == batch]
+                if (batch is None or r.get("batch") == batch) and r.get("p50_ms")]
         if budget is not None:
             within = [r for r in rows if (r.get("p99_ms") or float("inf")) <= budget]
             if not within:

@@ -120,7 +120,8 @@ def build(bundle: Bundle, record: dict[str, Any], name: str, *,
         max_batch = rng[2] if spec.max_batch is None else min(rng[2], spec.max_batch)
     if spec.max_batch == 1:
         max_batch = 0  # one request, one sample: the batch dimension is part of the dims
-    lines = [f'name: "{name}"', f'platform: "{spec.platform}"', f"max_batch_size: {max_batch}"]
+    lines = [f"name: {_quoted(name)}", f"platform: {_quoted(spec.platform)}",
+             f"max_batch_size: {max_batch}"]
     batch_fixed = 1 if spec.max_batch == 1 else None
     lines.append("input [")
     lines.append(",\n".join(_tensor(inputs[s.name], s.dtype, _input_dims(s, max_batch,
@@ -143,7 +144,13 @@ def build(bundle: Bundle, record: dict[str, Any], name: str, *,
     warmup, warm_lines = _warmup(bundle, golden[0], inputs, max_batch, batch_fixed)
     lines += warm_lines
     config = "\n".join(lines) + "\n"
-    validate(config, name)
+    parsed = validate(config, name)
+    # what Triton will read is what we meant: the names, and no field a name smuggled in
+    if ([t.name for t in parsed.input] != list(inputs.values())
+            or [t.name for t in parsed.output] != list(outputs.values())
+            or parsed.name != name or parsed.backend or parsed.parameters):
+        raise UsageError(f"the configuration for '{name}' does not say what the bundle does; "
+                         "nothing was written")
     return TritonModel(name, record, config, inputs, outputs, max_batch, warmup, notes,
                        batch_one=spec.max_batch == 1)
 
@@ -151,8 +158,17 @@ def build(bundle: Bundle, record: dict[str, Any], name: str, *,
 def _tensor(name: str, dtype: str, dims: list[int]) -> str:
     if dtype not in TRITON_DTYPES:
         raise UsageError(f"tensor '{name}': Triton has no type for {dtype}")
-    return (f'  {{ name: "{name}" data_type: {TRITON_DTYPES[dtype]} '
+    return (f"  {{ name: {_quoted(name)} data_type: {TRITON_DTYPES[dtype]} "
             f"dims: [ {', '.join(map(str, dims))} ] }}")
+
+
+def _quoted(text: str) -> str:
+    """A protobuf text-format string literal: a name can't end the string early and add
+    fields of its own to the configuration."""
+    from google.protobuf import text_encoding
+
+    return '"' + text_encoding.CEscape(text, as_utf8=True) + '"'
+
 
 
 def _input_dims(spec: Any, max_batch: int, batch_fixed: int | None) -> list[int]:
@@ -183,15 +199,16 @@ def _warmup(bundle: Bundle, sample: Any, names: dict[str, str], max_batch: int,
     it loads the model, so the first client request doesn't pay for initialisation."""
     files: dict[str, bytes] = {}
     entries = []
-    for spec in bundle.inputs:
+    for index, spec in enumerate(bundle.inputs):
         value = np.ascontiguousarray(sample.inputs[spec.name])
         if (max_batch or batch_fixed) and value.ndim:
             value = value[:1]
         dims = list(value.shape[1:]) if max_batch else list(value.shape)
-        files[names[spec.name]] = value.astype(value.dtype.newbyteorder("<")).tobytes()
-        entries.append(f'    inputs {{ key: "{names[spec.name]}" value {{ data_type: '
+        file = f"input_{index}"  # our name, never the tensor's: it becomes a path
+        files[file] = value.astype(value.dtype.newbyteorder("<")).tobytes()
+        entries.append(f"    inputs {{ key: {_quoted(names[spec.name])} value {{ data_type: "
                        f"{TRITON_DTYPES[spec.dtype]} dims: [ {', '.join(map(str, dims))} ] "
-                       f'input_data_file: "{names[spec.name]}" }} }}')
+                       f"input_data_file: {_quoted(file)} }} }}")
     head = ["model_warmup [ {", '    name: "golden_sample_0"']
     if max_batch:
         head.append("    batch_size: 1")
@@ -218,11 +235,16 @@ def validate(config: str, name: str) -> Any:
 def write(bundle: Bundle, model: TritonModel, repo: Path, *, force: bool = False) -> Path:
     """REPO/NAME, whole: built in a temporary directory beside it, then renamed into place."""
     target = repo / model.name
-    if target.exists() and not force:
+    if (target.exists() or target.is_symlink()) and not force:
         raise UsageError(f"{target} exists; pass --force to replace it")
+    if repo.is_symlink() and not repo.exists():
+        raise UsageError(f"--triton {repo} is a link to nothing; choose another repository")
     if repo.exists() and not repo.is_dir():
         raise UsageError(f"--triton {repo} is a file, not a model repository directory")
-    repo.mkdir(parents=True, exist_ok=True)
+    try:
+        repo.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--triton {repo}: can't create it ({err.strerror})") from None
     spec = format_table.get(model.record["format"]).triton
     assert spec is not None
     source = bundle.checked_path(model.record)
@@ -238,6 +260,8 @@ def write(bundle: Bundle, model: TritonModel, repo: Path, *, force: bool = False
         for file, data in model.warmup.items():
             (staging / "warmup" / file).write_bytes(data)
         _write_client(bundle, model, staging)
+        if target.is_symlink():
+            target.unlink()  # --force replaces the link itself, never what it points at
         if target.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{model.name}.old.", dir=repo))
             target.rename(trash / model.name)

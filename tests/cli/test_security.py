@@ -379,3 +379,21 @@ def test_the_manifest_round_trips_through_its_schema(cnn):
     assert bundle.manifest["schema"] == 2 and bundle.artifacts[0]["sha256"]
     assert np.load(cnn / "golden.npz").files
     assert os.access(cnn / "manifest.json", os.R_OK)
+
+
+def test_a_closed_output_pipe_does_not_undo_the_export(tmp_path):
+    """`toolkit export ... | head -1`: the reader leaves early, the export still lands."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "toolkit.cli.app", "export", "tests.models:small_cnn",
+         "--to", "onnx,torchscript", "--out", str(tmp_path / "b")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=root)
+    assert process.stdout is not None
+    process.stdout.readline()
+    process.stdout.close()  # as `head -1` does
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr.decode()
+    assert (tmp_path / "b" / "model.ts").is_file() and b"Traceback" not in stderr

@@ -98,6 +98,33 @@ app.command("deploy")(exit_codes(deploy.deploy_command))
 app.command("demo")(exit_codes(demo.demo_command))
 
 
+class _PipeSafe:
+    """Standard output that stops writing, instead of raising, once the reader has gone: a
+    closed pipe must not roll an export back."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._closed = False
+
+    def write(self, text: str) -> int:
+        if not self._closed:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._closed = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._closed:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._closed = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main() -> None:
     import signal
     import sys
@@ -105,6 +132,7 @@ def main() -> None:
     # Until a command installs its own handlers (while Python and typer start up), Ctrl-C and
     # SIGTERM still end with 130 and no traceback: nothing has been written yet.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    sys.stdout = _PipeSafe(sys.stdout)  # `toolkit export ... | head`: the export still lands
     try:
         app(prog_name="toolkit")
     except KeyboardInterrupt:

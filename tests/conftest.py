@@ -36,3 +36,14 @@ def two_io_bundle(two_io_checkpoint: Path, tmp_path_factory: pytest.TempPathFact
                     model="tests.models:TwoInTwoOut")
     assert result.exit_code == 0, result.to_dict()
     return out
+
+
+@pytest.fixture(scope="session")
+def cnn_onnx_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """small_cnn exported to ONNX once; tests that change it work on a copy."""
+    from toolkit.export.pipeline import export
+
+    out = tmp_path_factory.mktemp("bundles") / "cnn"
+    result = export("tests.models:small_cnn", ["onnx"], out)
+    assert result.exit_code == 0, result.to_dict()
+    return out

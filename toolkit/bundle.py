@@ -81,14 +81,18 @@ def artifact_key(record: Mapping[str, Any]) -> tuple[str, str, str | None]:
     return record["format"], record.get("precision", "fp32"), record.get("layout")
 
 
-def artifact_label(record: Mapping[str, Any]) -> str:
-    """'onnx/fp32', 'onnx/int8', 'onnx/int8-trt': how reports and tables name an artifact."""
+def variant_label(record: Mapping[str, Any]) -> str:
+    """'fp32', 'int8', 'int8-trt': the precision, and the INT8 layout when not the default."""
     from toolkit import formats
 
-    layout = record.get("layout")
+    precision = record.get("precision", "fp32")
     fmt = formats.TABLE.get(record["format"])
-    variant = f"-{layout}" if layout and fmt is not None and layout != fmt.default_layout else ""
-    return f"{record['format']}/{record.get('precision', 'fp32')}{variant}"
+    return fmt.variant(precision, record.get("layout")) if fmt is not None else precision
+
+
+def artifact_label(record: Mapping[str, Any]) -> str:
+    """'onnx/fp32', 'onnx/int8', 'onnx/int8-trt': how reports and tables name an artifact."""
+    return f"{record['format']}/{variant_label(record)}"
 
 
 def artifact_filename(fmt: str, precision: str = "fp32") -> str:
@@ -243,6 +247,10 @@ class Bundle:
             default = formats.get(fmt).default_layout
             matches.sort(key=lambda r: r.get("layout") != default)
         return matches[0] if matches else None
+
+    def listing(self) -> str:
+        """What the bundle holds, for messages: 'onnx/fp32, torchscript/fp32' or 'none'."""
+        return ", ".join(artifact_label(r) for r in self.artifacts) or "none"
 
     def path_of(self, record: Mapping[str, Any]) -> Path:
         """The record's file: a plain name inside the bundle, never a link out of it."""

@@ -9,6 +9,7 @@ half-understood. pydantic does the checking; this module only declares the shape
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from pydantic import (
@@ -57,6 +58,13 @@ def _tensor_name(value: str) -> str:
     return value
 
 
+def _one_of(value: str, known: Iterable[str], what: str) -> str:
+    names = sorted(set(known))
+    if value not in names:
+        raise ValueError(f"unknown {what} '{value}' (this toolkit knows {', '.join(names)})")
+    return value
+
+
 PlainName = Annotated[str, AfterValidator(plain_file_name)]
 Sha256 = Annotated[str, AfterValidator(_sha256)]
 TensorName = Annotated[str, AfterValidator(_tensor_name)]
@@ -82,9 +90,7 @@ class TensorRecord(_Record):
     def _known_dtype(cls, value: str) -> str:
         from toolkit.spec import DTYPE_ALIASES
 
-        if value not in set(DTYPE_ALIASES.values()):
-            raise ValueError(f"unknown dtype '{value}'")
-        return value
+        return _one_of(value, DTYPE_ALIASES.values(), "dtype")
 
 
 class InputRecord(TensorRecord):
@@ -205,19 +211,14 @@ class ArtifactRecord(_Record):
     def _known_format(cls, value: str) -> str:
         from toolkit import formats
 
-        known = [f.name for f in formats.all_formats()]
-        if value not in known:
-            raise ValueError(f"unknown format '{value}' (this toolkit knows {', '.join(known)})")
-        return value
+        return _one_of(value, [f.name for f in formats.all_formats()], "format")
 
     @field_validator("precision")
     @classmethod
     def _known_precision(cls, value: str) -> str:
         from toolkit.spec import PRECISION_ALIASES
 
-        if value not in set(PRECISION_ALIASES.values()):
-            raise ValueError(f"unknown precision '{value}'")
-        return value
+        return _one_of(value, PRECISION_ALIASES.values(), "precision")
 
     @model_validator(mode="after")
     def _hashed_when_saved(self) -> ArtifactRecord:

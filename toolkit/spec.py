@@ -6,6 +6,7 @@ reads shapes from here, so this module imports no backend.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -30,6 +31,7 @@ DTYPE_ALIASES: dict[str, str] = {
 
 DEFAULT_MAX_BATCH = 64
 MAX_DIM = 2**31 - 1  # the largest extent ONNX Runtime and TensorRT shapes take
+@functools.cache
 def max_tensor_bytes() -> int:
     """The largest input the toolkit will make: a quarter of this machine's memory (at most
     64 GiB). Larger is a typo, not a model; golden samples, calibration and bench hold a few."""

@@ -38,13 +38,9 @@ def snapshot(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def cnn(tmp_path_factory) -> Path:
-    """small_cnn exported to ONNX once; tests work on copies."""
-    out = tmp_path_factory.mktemp("sec") / "cnn"
-    result = run("export", "tests.models:small_cnn", "--to", "onnx", "--out", out)
-    assert result.exit_code == 0, result.output
-    return out
+@pytest.fixture
+def cnn(cnn_onnx_bundle: Path) -> Path:
+    return cnn_onnx_bundle  # read only: tests that change a bundle use `copy`
 
 
 @pytest.fixture

@@ -142,11 +142,10 @@ def _entries(bundle: Bundle, formats: Sequence[str] | None, precisions: Sequence
     missing = [f for f in wanted or [] if not from_model(f)
                and not any(e.format == f for e in entries)]
     if missing:
-        have = ", ".join(artifact_label(r) for r in bundle.artifacts)
         extra = f" in {'/'.join(precisions)}" if precisions else ""
         raise UsageError(
             f"{bundle.root} has no {', '.join(missing)} artifact{extra} (it has: "
-            f"{have or 'none'}); export it first: toolkit export {bundle.root} --to {missing[0]}"
+            f"{bundle.listing()}); export it first: toolkit export {bundle.root} --to {missing[0]}"
         )
     return entries
 

@@ -150,7 +150,7 @@ def print_summary(result: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from toolkit.bundle import artifact_label
+    from toolkit.bundle import variant_label
     from toolkit.cli.console import human_size
 
     bundle = result.bundle
@@ -163,7 +163,7 @@ def print_summary(result: Any) -> None:
         parity = record.get("parity") or {}
         verdict = ("[green]pass[/]" if parity.get("passed") else "[red]FAIL[/]") \
             if parity else "[dim]not checked[/]"
-        table.add_row(record["format"], artifact_label(record).split("/", 1)[1],
+        table.add_row(record["format"], variant_label(record),
                       escape(record["path"]),
                       human_size(record.get("size_bytes")), verdict,
                       parity_figure(parity) if parity else "—")

@@ -139,7 +139,7 @@ def _escaped(value: Any) -> Any:
 def _render(info: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from toolkit.bundle import artifact_label
+    from toolkit.bundle import variant_label
 
     info = _escaped(info)
     title = info.get("bundle") or info.get("file")
@@ -162,7 +162,7 @@ def _render(info: dict[str, Any]) -> None:
         table = Table("format", "precision", "file", "size", "exporter", "opset", "nodes",
                       "parity", "p50 ms (batch)", title="artifacts", title_justify="left")
         for a in info["artifacts"]:
-            table.add_row(a["format"], artifact_label(a).split("/", 1)[1], str(a.get("path")),
+            table.add_row(a["format"], variant_label(a), str(a.get("path")),
                           human_size(a.get("size_bytes")), str(a.get("exporter") or ""),
                           str(a.get("opset") or ""), str(a.get("nodes") or ""),
                           str(a.get("parity") or "not checked"), _p50_text(a.get("bench")))

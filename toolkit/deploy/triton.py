@@ -81,25 +81,24 @@ def deployable(bundle: Bundle, fmt: str | None, precision: str | None,
             raise UsageError(f"{bundle.root}: the selected {selected['artifact']} changed since "
                              "it was selected; run toolkit select again")
     else:
-        name = format_table.canonical(fmt)
-        if format_table.get(name).triton is None:
-            served = [f.name for f in format_table.all_formats() if f.triton]
-            raise UsageError(f"Triton can't serve {name}; it serves {', '.join(served)}")
+        name = _served(format_table.canonical(fmt))
         record = bundle.artifact(name, precision or "fp32")
         if record is None:
-            have = ", ".join(artifact_label(r) for r in bundle.artifacts)
             raise UsageError(f"{bundle.root} has no {name} ({precision or 'fp32'}) artifact "
-                             f"(it has: {have or 'none'})")
-    spec = format_table.get(record["format"]).triton
-    if spec is None:
-        served = [f.name for f in format_table.all_formats() if f.triton]
-        raise UsageError(f"Triton can't serve {record['format']}; it serves "
-                         f"{', '.join(served)}")
+                             f"(it has: {bundle.listing()})")
+    _served(record["format"])
     parity = record.get("parity") or {}
     if not parity.get("passed") and not force:
         verdict = "failed parity" if parity else "was never verified"
         raise UsageError(f"{artifact_label(record)} {verdict}; deploy it anyway with --force")
     return record
+
+
+def _served(fmt: str) -> str:
+    if format_table.get(fmt).triton is None:
+        served = [f.name for f in format_table.all_formats() if f.triton]
+        raise UsageError(f"Triton can't serve {fmt}; it serves {', '.join(served)}")
+    return fmt
 
 
 def build(bundle: Bundle, record: dict[str, Any], name: str, *,

@@ -126,9 +126,7 @@ class Step:
         """'int8', or 'int8-trt' for a layout other than the format's default."""
         from toolkit import formats
 
-        default = formats.get(self.target).default_layout
-        extra = f"-{self.layout}" if self.layout and self.layout != default else ""
-        return f"{self.precision}{extra}"
+        return formats.get(self.target).variant(self.precision, self.layout)
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "precision": self.precision, "layout": self.layout,

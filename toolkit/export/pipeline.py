@@ -105,7 +105,6 @@ def export(
     opts = make_options(options, **option_fields)
     opts = make_options(opts, trt_via=check_route(opts.trt_via))
     asked = formats.parse_targets([to] if isinstance(to, str) else to)
-    targets = _with_dependencies(asked, opts)
     specs = [s if isinstance(s, TensorSpec) else parse_input(s) for s in inputs or []]
     names = [s.name for s in specs]
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -122,7 +121,7 @@ def export(
     if kind == "bundle" and Path(out or source).resolve() != Path(source).resolve():
         raise UsageError("--out can't be used with a bundle source; it is exported in place")
     created = not out_dir.exists()
-    run = _Run(targets, opts, on_step, asked)
+    run = _Run(asked, opts, on_step)
     # locked, and undone on failure or Ctrl-C: nothing partial is left behind
     with transaction.writing(out_dir):
         if kind == "bundle":
@@ -181,10 +180,10 @@ class _Exists(UsageError):
 class _Run:
     """One export run: its steps, the bundle, and the model when the source has one."""
 
-    def __init__(self, targets: list[str], opts: ExportOptions,
-                 on_step: StepCallback | None, asked: Sequence[str] = ()) -> None:
-        self.targets = [formats.get(t) for t in targets]
-        self.asked = [formats.get(t) for t in asked or targets]  # before dependencies
+    def __init__(self, asked: list[str], opts: ExportOptions,
+                 on_step: StepCallback | None) -> None:
+        self.asked = [formats.get(t) for t in asked]  # what the user named
+        self.targets = [formats.get(t) for t in _with_dependencies(asked, opts)]
         self.opts = opts
         self.on_step = on_step
         self.steps: list[Step] = []
@@ -540,11 +539,9 @@ def export_loaded(
     """Export a model already in memory (a `toolkit.source.wrapper.LoadedModel`), as the
     Lightning callback does at the end of training; otherwise like `export`."""
     opts = make_options(options, **option_fields)
-    asked = formats.parse_targets([to] if isinstance(to, str) else to)
-    targets = _with_dependencies(asked, opts)
     out_dir = Path(out)
     _check_writable(out_dir)
-    run = _Run(targets, opts, on_step, asked)
+    run = _Run(formats.parse_targets([to] if isinstance(to, str) else to), opts, on_step)
     with transaction.writing(out_dir):
         run.from_loaded(loaded, out_dir)
     return ExportResult(run.bundle, run.steps, run.notes)

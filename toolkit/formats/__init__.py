@@ -96,8 +96,12 @@ class Format:
         suffix = self.suffix.lstrip(".")
         if precision == "fp32":
             return f"model.{suffix}"
-        variant = f"-{layout}" if layout and layout != self.default_layout else ""
-        return f"model.{precision}{variant}.{suffix}"
+        return f"model.{self.variant(precision, layout)}.{suffix}"
+
+    def variant(self, precision: str, layout: str | None = None) -> str:
+        """'int8', or 'int8-trt' for an INT8 layout other than the format's default."""
+        extra = f"-{layout}" if layout and layout != self.default_layout else ""
+        return f"{precision}{extra}"
 
     @property
     def default_layout(self) -> str | None:

@@ -243,15 +243,13 @@ def verify_bundle(
         missing = [f for f in wanted if f not in in_process
                    and not any(r["format"] == f for r in records)]
         if missing:
-            have = ", ".join(artifact_label(r) for r in bundle.artifacts)
             only = f" in {'/'.join(wanted_precisions)}" if wanted_precisions else ""
             raise UsageError(f"{bundle.root} has no {', '.join(missing)} artifact{only}; have: "
-                             f"{have or 'none'}")
+                             f"{bundle.listing()}")
         if not records:
-            have = ", ".join(artifact_label(r) for r in bundle.artifacts)
             only = f" in {'/'.join(wanted_precisions)}" if wanted_precisions else ""
             raise UsageError(f"{bundle.root} has no artifacts to verify{only} (it has: "
-                             f"{have or 'none'})")
+                             f"{bundle.listing()})")
         outcome = VerifyOutcome(bundle, [])
         known = {o.name for o in bundle.outputs}
         for option in tol:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import formats
-from toolkit.bundle import Bundle, artifact_label
+from toolkit.bundle import Bundle
 from toolkit.errors import UsageError
 from toolkit.runtime.base import Runner
 
@@ -53,10 +53,9 @@ def load(
                             **options)
     record = bundle.artifact(fmt.name, precision)
     if record is None:
-        have = ", ".join(artifact_label(r) for r in bundle.artifacts)
         raise UsageError(
             f"{bundle.root} has no {fmt.name} ({precision}) artifact (it has: "
-            f"{have or 'none'}); run: toolkit export {bundle.root} --to {fmt.name}"
+            f"{bundle.listing()}); run: toolkit export {bundle.root} --to {fmt.name}"
         )
     return load_artifact(bundle, record, device=device, threads=threads, **options)
 

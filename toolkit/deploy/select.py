@@ -59,7 +59,15 @@ class Selection:
                 "notes": self.notes, "recorded": self.recorded}
 
 
-def select(
+def select(bundle_dir: str | Path, **options: Any) -> Selection:
+    """`rank` under the bundle's shared lock: an export running meanwhile is waited for."""
+    from toolkit.transaction import reading
+
+    with reading(Path(bundle_dir)):
+        return rank(bundle_dir, **options)
+
+
+def rank(
     bundle_dir: str | Path,
     *,
     objective: str = "latency",
@@ -70,7 +78,7 @@ def select(
     bench: Callable[..., Any] | None = None,
     record: bool = True,
 ) -> Selection:
-    """Rank the bundle's verified artifacts; `bench(bundle_dir, entries, batches, device)`
+    """Rank the bundle's verified artifacts; `bench(root, record, batches, device)`
     measures the ones without fresh results (default: `toolkit.bench.driver.bench_bundle`)."""
     check_device(device)
     if objective not in OBJECTIVES:

@@ -30,7 +30,7 @@ def _from_onnx(job: ExportJob) -> dict[str, Any]:
     bundle = job.bundle
     try:
         record = build_engine(bundle.checked_path(onnx_record), job.dest, bundle.inputs,
-                              _build_options(job))
+                              _build_options(job), precision=job.precision)
     except BackendUnavailable as missing:
         flag = f" --precision {job.precision}" if job.precision != "fp32" else ""
         raise BackendUnavailable(

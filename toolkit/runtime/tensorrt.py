@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +24,28 @@ from toolkit.spec import OutputSpec, TensorSpec
 from toolkit.tensorrt import bindings as trt_bindings
 from toolkit.tensorrt import compat as trt_compat
 from toolkit.tensorrt import profiles as trt_profiles
-from toolkit.tensorrt.build import import_tensorrt, make_logger
-from toolkit.tensorrt.cuda import CudaDevice, DeviceBuffer, TorchCuda, device_facts, open_device
+from toolkit.tensorrt.build import import_tensorrt, init_plugins
+from toolkit.tensorrt.cuda import (
+    CapturedGraph,
+    CudaDevice,
+    DeviceBuffer,
+    EnqueueRefused,
+    TorchCuda,
+    device_facts,
+    open_device,
+)
+from toolkit.tensorrt.logger import errors_since, process_logger
 
 
 @dataclass
 class _Bound:
-    """Device buffers whose addresses the context holds; kept alive while they may run."""
+    """Buffers whose addresses the context holds; kept alive while they may run. Shape-tensor
+    inputs live in host memory (TensorRT reads them on the host)."""
 
-    inputs: dict[str, DeviceBuffer]
-    outputs: dict[str, DeviceBuffer]
-    graph: Any = None
+    inputs: dict[str, DeviceBuffer] = field(default_factory=dict)
+    outputs: dict[str, DeviceBuffer] = field(default_factory=dict)
+    host: dict[str, np.ndarray] = field(default_factory=dict)
+    graph: CapturedGraph | None = None
 
 
 class TensorRTRunner(Runner):
@@ -78,7 +89,11 @@ class TensorRTRunner(Runner):
         self._engine_outputs: list[str] = []
         self._profiles: list[trt_profiles.Profile] = []
         self._profile = 0
-        self._prepared: list[_Bound] = []
+        self._shape_inputs: set[str] = set()
+        # Device buffers reused by every infer() (grown when a shape needs more), and one
+        # set per prepared shape, so neither a long verify nor a bench loop allocates per call.
+        self._pool = _Bound()
+        self._prepared: dict[tuple, _Bound] = {}
 
     @property
     def bundle_dir(self) -> str:
@@ -107,7 +122,9 @@ class TensorRTRunner(Runner):
         trt_compat.api_plan(trt.__version__)  # refuses TensorRT < 10
         self._trt = trt
         self._cuda = open_device(self.device, "run a TensorRT engine")
-        self._logger = make_logger(trt)
+        self._logger = process_logger(trt)
+        mark = self._logger.mark()
+        init_plugins(trt, self._logger)  # before deserializing: an engine may hold plugins
         self._runtime = trt.Runtime(self._logger)
         if ((self.record or {}).get("compatibility") or {}).get("version_compatible"):
             # A version-compatible plan carries its own lean runtime, which runs host code.
@@ -117,7 +134,7 @@ class TensorRTRunner(Runner):
             self._runtime.DLA_core = int(dla_core)  # the core the engine's DLA layers run on
         self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self._engine is None:
-            detail = trt_compat.last_errors(self._logger.messages) or "no reason given"
+            detail = errors_since(self._logger, mark)
             raise BackendUnavailable(
                 f"{self.path}: TensorRT {trt.__version__} could not load the engine ({detail}); "
                 f"rebuild it here: {trt_compat.rebuild_command(self.bundle_dir)}"
@@ -138,7 +155,7 @@ class TensorRTRunner(Runner):
         if self.record:
             dla_cores = None
             if trt is not None and self.record.get("dla_core") is not None:
-                dla_cores = int(trt.Runtime(make_logger(trt)).num_DLA_cores)
+                dla_cores = int(trt.Runtime(process_logger(trt)).num_DLA_cores)
             here = trt_compat.machine(
                 getattr(trt, "__version__", None), gpu, platform.machine(), dla_cores
             )
@@ -162,6 +179,7 @@ class TensorRTRunner(Runner):
         if problems:
             raise UsageError(f"{self.path}: " + "; ".join(problems) + "; rebuild the engine")
         self._engine_outputs = outs
+        self._shape_inputs = {n for n in ins if engine.is_shape_inference_io(n)}
         self._dtypes = {
             n: trt_bindings.buffer_dtype(n, engine.get_tensor_dtype(n).name) for n in names
         }
@@ -177,30 +195,34 @@ class TensorRTRunner(Runner):
     def _deactivate_impl(self) -> None:
         if self._cuda is not None:
             self._cuda.synchronize()
-        # Graphs and buffers before the context, the context before the engine.
+        # Graphs and buffers (release destroys and frees them) before the context, the
+        # context before the engine.
+        if self._cuda is not None:
+            self._cuda.release()
+        self._pool = _Bound()
         self._prepared.clear()
         self._context = None
         self._engine = None
         self._runtime = None
-        if self._cuda is not None:
-            self._cuda.release()
         self._reset()
 
     # -- running ---------------------------------------------------------------------------
     def _infer_impl(self, feed: Feed) -> dict[str, np.ndarray]:
-        bound = self._bind(feed)
+        bound = self._bind(feed, self._pool)
         self._execute()
-        self._cuda.synchronize()
         return {o.name: self._cuda.download(bound.outputs[o.name]) for o in self.outputs}
 
     def _prepare_impl(self, feed: Feed) -> Callable[[], Any]:
         """Inputs copied to the device and bound once; the call only enqueues the engine (or
-        replays a CUDA graph of it). The latest prepare() owns the context's bindings."""
-        bound = self._bind(feed)
-        self._prepared.append(bound)
+        replays a CUDA graph of it). The latest prepare() owns the context's bindings; each
+        distinct set of shapes keeps its buffers (and graph) for the runner's lifetime."""
+        key = tuple(sorted((name, np.shape(array)) for name, array in feed.items()))
+        bound = self._prepared.setdefault(key, _Bound())
+        self._bind(feed, bound)
         if not self.cuda_graph:
             return self._execute
-        bound.graph = self._capture()
+        if bound.graph is None:
+            bound.graph = self._capture()
         return bound.graph
 
     def synchronize(self) -> None:
@@ -208,49 +230,90 @@ class TensorRTRunner(Runner):
             self._cuda.synchronize()
 
     # -- helpers ---------------------------------------------------------------------------
-    def _bind(self, feed: Mapping[str, np.ndarray]) -> _Bound:
-        context, cuda = self._context, self._cuda
+    def _bind(self, feed: Mapping[str, np.ndarray], bound: _Bound) -> _Bound:
+        """Copy the feed into `bound`'s buffers (allocated, or grown, only when they don't
+        fit) and point the context at them: profile first, then shapes, then addresses."""
+        cuda = self._cuda
         shapes = {name: tuple(np.shape(array)) for name, array in feed.items()}
         if self._profiles:
-            profile = trt_profiles.select_profile(self._profiles, shapes)
-            if profile != self._profile:
-                context.set_optimization_profile_async(profile, cuda.stream_handle)
-                self._profile = profile
-        bound = _Bound({}, {})
+            self._switch_profile(trt_profiles.select_profile(self._profiles, shapes))
         for spec in self.inputs:
-            buffer = cuda.upload(feed[spec.name], self._dtypes[spec.name])
-            if not context.set_input_shape(spec.name, shapes[spec.name]):
-                raise UsageError(f"{self.name}: the engine rejects shape "
-                                 f"{list(shapes[spec.name])} for input '{spec.name}'")
-            context.set_tensor_address(spec.name, buffer.ptr)
-            bound.inputs[spec.name] = buffer
+            name = spec.name
+            if not self._context.set_input_shape(name, shapes[name]):
+                raise UsageError(f"{self.name}: the engine rejects shape {list(shapes[name])} "
+                                 f"for input '{name}' ({errors_since(self._logger, 0)})")
+            if name in self._shape_inputs:
+                host = np.ascontiguousarray(feed[name], dtype=self._dtypes[name])
+                bound.host[name] = host  # TensorRT reads shape tensors from host memory
+                self._set_address(name, host.ctypes.data)
+                continue
+            buffer = self._buffer(bound.inputs, name, shapes[name])
+            cuda.copy_in(buffer, feed[name])
+            self._set_address(name, buffer.ptr)
         for name in self._engine_outputs:
-            shape = tuple(context.get_tensor_shape(name))
+            shape = tuple(int(d) for d in self._context.get_tensor_shape(name))
             if trt_bindings.unresolved_dims(shape):
                 raise UsageError(f"{self.name}: output '{name}' has a data-dependent shape "
                                  f"{list(shape)}, which toolkit's TensorRT runner can't bind")
-            buffer = cuda.empty(shape, self._dtypes[name])
-            context.set_tensor_address(name, buffer.ptr)
-            bound.outputs[name] = buffer
+            self._set_address(name, self._buffer(bound.outputs, name, shape).ptr)
         return bound
 
-    def _execute(self) -> None:
-        if not self._context.execute_async_v3(self._cuda.stream_handle):
-            detail = trt_compat.last_errors(self._logger.messages) or "no reason given"
-            raise BackendUnavailable(f"{self.name}: TensorRT failed to run the engine: {detail}")
+    def _buffer(self, buffers: dict[str, DeviceBuffer], name: str,
+                shape: tuple[int, ...]) -> DeviceBuffer:
+        """`buffers[name]` seen as `shape`, reallocated only when it doesn't fit."""
+        dtype = self._dtypes[name]
+        held = buffers.get(name)
+        if held is not None:
+            try:
+                buffers[name] = held.reshaped(shape)
+                return buffers[name]
+            except ValueError:
+                self._cuda.free(held)
+        buffers[name] = self._cuda.empty(shape, dtype)
+        return buffers[name]
 
-    def _capture(self) -> Any:
+    def _switch_profile(self, profile: int) -> None:
+        if profile == self._profile:
+            return
+        mark = self._logger.mark()
+        try:
+            ok = self._context.set_optimization_profile_async(profile, self._cuda.stream_handle)
+        except RuntimeError as err:  # some TensorRT versions raise instead of returning False
+            ok, reason = False, str(err).splitlines()[0]
+        else:
+            reason = errors_since(self._logger, mark)
+        if not ok:
+            raise BackendUnavailable(f"{self.name}: TensorRT could not switch to optimization "
+                                     f"profile {profile}: {reason}")
+        self._profile = profile
+
+    def _set_address(self, name: str, address: int) -> None:
+        mark = self._logger.mark()
+        if not self._context.set_tensor_address(name, address):
+            raise BackendUnavailable(f"{self.name}: TensorRT refused the address of tensor "
+                                     f"'{name}': {errors_since(self._logger, mark)}")
+
+    def _execute(self) -> None:
+        mark = self._logger.mark()
+        if not self._context.execute_async_v3(self._cuda.stream_handle):
+            raise BackendUnavailable(f"{self.name}: TensorRT failed to run the engine: "
+                                     f"{errors_since(self._logger, mark)}")
+
+    def _capture(self) -> CapturedGraph:
         """Record one enqueue into a CUDA graph (after a plain run, which TensorRT needs to
-        finish shape-dependent setup outside the capture)."""
+        finish shape-dependent setup outside the capture). The enqueue's result is checked:
+        a refused one would leave a graph that replays nothing."""
         self._execute()
         self._cuda.synchronize()
         handle = self._cuda.stream_handle
+        mark = self._logger.mark()
         try:
             return self._cuda.capture(lambda: self._context.execute_async_v3(handle))
-        except (RuntimeError, BackendUnavailable) as err:
+        except (EnqueueRefused, RuntimeError, BackendUnavailable) as err:
+            reason = errors_since(self._logger, mark, str(err).splitlines()[0])
             raise BackendUnavailable(
-                f"{self.name}: this engine can't be captured in a CUDA graph "
-                f"({str(err).splitlines()[0]}); run without cuda_graph"
+                f"{self.name}: this engine can't be captured in a CUDA graph ({reason}); "
+                "run without cuda_graph"
             ) from None
 
 

@@ -21,6 +21,7 @@ from toolkit.tensorrt import compat as trt_compat
 from toolkit.tensorrt import options as trt_build
 from toolkit.tensorrt import profiles as trt_profiles
 from toolkit.tensorrt.cuda import open_device
+from toolkit.tensorrt.logger import errors_since, process_logger
 from toolkit.tensorrt.options import BuildOptions
 
 
@@ -36,21 +37,11 @@ def import_tensorrt(action: str = "build a TensorRT engine") -> Any:
     return tensorrt
 
 
-def make_logger(trt: Any, verbose: bool = False) -> Any:
-    """A trt.ILogger that keeps (severity, message) pairs so failures can quote them."""
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.messages: list[tuple[str, str]] = []
-            self.threshold = trt.ILogger.Severity.INFO if verbose else trt.ILogger.Severity.WARNING
-
-        def log(self, severity: Any, msg: str) -> None:
-            # Severity values rise as messages get less severe (INTERNAL_ERROR = 0).
-            if int(severity) <= int(self.threshold):
-                self.messages.append((severity.name, msg))
-
-    return _Logger()
+def init_plugins(trt: Any, logger: Any) -> None:
+    """Register TensorRT's plugin library in this process. The ONNX parser maps some ops to
+    plugins (RoiAlign -> ROIAlign_TRT); an engine holding one deserializes only after this."""
+    if hasattr(trt, "init_libnvinfer_plugins"):
+        trt.init_libnvinfer_plugins(logger, "")
 
 
 def build_engine(
@@ -58,6 +49,7 @@ def build_engine(
     engine_path: Path,
     inputs: list[TensorSpec],
     options: BuildOptions,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Parse `onnx_path` into a strongly typed network, build and write `engine_path`.
 
@@ -69,6 +61,13 @@ def build_engine(
     if not onnx_path.is_file():
         raise UsageError(f"{onnx_path}: ONNX model not found; export --to onnx first")
     profiles = trt_profiles.resolve_profiles(inputs, options)
+    if options.dla_core is not None and precision not in trt_build.DLA_PRECISIONS:
+        # A strongly typed fp32 network has no layer DLA can run: all of it would fall back
+        # to the GPU while the record said DLA.
+        raise UsageError(
+            f"--dla-core: DLA runs fp16 and int8 layers only, and this engine is {precision}: "
+            "add --precision fp16 (or int8 with --calib-data), or leave --dla-core out"
+        )
     trt = import_tensorrt()
     cuda = open_device("cuda", "build a TensorRT engine")
     gpu = cuda.facts()
@@ -76,9 +75,9 @@ def build_engine(
     plan = trt_compat.api_plan(trt.__version__)
     trt_compat.check_options_supported(options, plan)
 
-    logger = make_logger(trt)
-    if hasattr(trt, "init_libnvinfer_plugins"):
-        trt.init_libnvinfer_plugins(logger, "")  # ONNX ops that map to TensorRT plugins
+    logger = process_logger(trt)
+    mark = logger.mark()
+    init_plugins(trt, logger)
     builder = trt.Builder(logger)
     network = _create_network(trt, builder, plan)
     _parse_onnx(trt, network, logger, onnx_path)
@@ -94,7 +93,7 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - started
     if serialized is None:
-        detail = trt_compat.last_errors(logger.messages) or "see the TensorRT log above"
+        detail = errors_since(logger, mark, "TensorRT logged no error")
         raise ExportFailed(f"TensorRT could not build an engine from {onnx_path}: {detail}")
     engine_layers = _engine_layers(trt, logger, serialized, options, onnx_path)
 
@@ -124,7 +123,11 @@ def _create_network(trt: Any, builder: Any, plan: trt_compat.ApiPlan) -> Any:
     flags = 0
     for name in plan.network_flags:
         flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
-    return builder.create_network(flags)
+    network = builder.create_network(flags)
+    if network is None:
+        raise ExportFailed(f"TensorRT refused create_network(flags={flags:#x}): "
+                           f"{errors_since(process_logger(trt), 0)}")
+    return network
 
 
 def _parse_onnx(trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:
@@ -202,15 +205,18 @@ def _load_timing_cache(config: Any, path: str | None) -> str | None:
         return None
     cache_file = Path(path)
     blob = cache_file.read_bytes() if cache_file.is_file() else b""
-    cache = config.create_timing_cache(blob)
-    if blob and config.set_timing_cache(cache, ignore_mismatch=False):
+    cache = config.create_timing_cache(blob) if blob else None
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
         return "loaded"
-    if blob:
-        # Written by another GPU or TensorRT version: start empty, overwrite it afterwards.
-        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
-        return "mismatched, replaced"
-    config.set_timing_cache(cache, ignore_mismatch=False)
-    return "created"
+    # None: a corrupt file (TensorRT returns nullptr); False: another GPU or TensorRT
+    # version. Either way start empty and overwrite the file after the build.
+    empty = config.create_timing_cache(b"")
+    if empty is None or not config.set_timing_cache(empty, ignore_mismatch=False):
+        raise ExportFailed("TensorRT could not create an empty timing cache; build without "
+                           "--timing-cache")
+    if not blob:
+        return "created"
+    return "corrupt, replaced" if cache is None else "mismatched, replaced"
 
 
 def _save_timing_cache(config: Any, path: str | None) -> None:
@@ -232,9 +238,10 @@ def _engine_layers(
     runtime = trt.Runtime(logger)
     if options.version_compatible:
         runtime.engine_host_code_allowed = True  # we just built this plan: it is trusted
+    mark = logger.mark()
     engine = runtime.deserialize_cuda_engine(serialized)
     if engine is None:
-        detail = trt_compat.last_errors(logger.messages) or "no reason given"
+        detail = errors_since(logger, mark)
         raise ExportFailed(f"the engine built from {onnx_path} does not load back: {detail}")
     layers = getattr(engine, "num_layers", None)
     return int(layers) if layers is not None else None

@@ -22,6 +22,7 @@ INSTALL_HINT = "pip install 'toolkit[trt]' on the target GPU machine"
 MIN_MAJOR = 10  # strongly typed networks and the name-based tensor API
 SAME_CC_SINCE = (10, 9)  # HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY appeared in 10.9
 AMPERE = (8, 0)
+DLA_PRECISIONS = ("fp16", "int8")  # DLA has no fp32 or bf16 layers
 
 #: user spelling -> canonical level; canonical level -> tensorrt.HardwareCompatibilityLevel member
 HARDWARE_LEVELS: dict[str, str] = {

@@ -128,10 +128,10 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
 
     class Logger(ILogger):
         def __init__(self, min_severity: Any = None) -> None:
-            self.messages: list[tuple[Any, str]] = []
+            self._messages: list[tuple[Any, str]] = []
 
         def log(self, severity: Any, msg: str) -> None:
-            object.__getattribute__(self, "messages").append((severity, msg))
+            self._messages.append((severity, msg))
 
     # -- building --------------------------------------------------------------------------
     class Dims(Strict):

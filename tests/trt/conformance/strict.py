@@ -349,12 +349,17 @@ class StrictModule(types.ModuleType):
         self._classes: dict[str, type] = {}
         self.__version__ = snapshot["tensorrt"]
         classes = snapshot["classes"]
-        for qual, api in classes.items():
-            api = dict(api)
-            api["nested"] = {q.split(".")[-1] for q in classes if q.startswith(qual + ".")
-                             and q.count(".") == qual.count(".") + 1}
-            self._classes[qual.split(".")[-1] if "." not in qual else qual] = self._make(
-                qual, api, behaviours.get(qual))
+        made: set[str] = set()
+        while len(made) < len(classes):  # bases before the classes that derive from them
+            for qual, api in classes.items():
+                if qual in made or any(b in classes and b not in made for b in api["bases"]):
+                    continue
+                api = dict(api)
+                api["nested"] = {q.split(".")[-1] for q in classes if q.startswith(qual + ".")
+                                 and q.count(".") == qual.count(".") + 1}
+                bases = tuple(self._classes[b] for b in api["bases"] if b in self._classes)
+                self._classes[qual] = self._make(qual, api, behaviours.get(qual), bases)
+                made.add(qual)
         for qual, cls in list(self._classes.items()):
             if "." in qual:
                 outer, inner = qual.rsplit(".", 1)
@@ -385,7 +390,8 @@ class StrictModule(types.ModuleType):
         enum = self._classes.get(enum_qual) or self._classes.get(enum_qual.split(".")[-1])
         return getattr(enum, member, None) if enum is not None else None
 
-    def _make(self, qual: str, api: dict[str, Any], behaviour: type | None) -> type:
+    def _make(self, qual: str, api: dict[str, Any], behaviour: type | None,
+              registered_bases: tuple[type, ...] = ()) -> type:
         short = qual.split(".")[-1]
         if api.get("members"):
             enum = _EnumMeta(short, (), {"_version": self._version, "__qualname__": qual})
@@ -395,7 +401,9 @@ class StrictModule(types.ModuleType):
                 type.__setattr__(enum, name, member)
             enum.__members__ = members
             return enum
-        bases = (behaviour,) if behaviour is not None else (Strict,)
+        bases = (behaviour,) if behaviour is not None else ()
+        bases += tuple(b for b in registered_bases if not isinstance(b, _EnumMeta))
+        bases = bases or (Strict,)
         cls = _StrictMeta(short, bases, {"_api": api, "_module": self, "_qual": qual,
                                          "_version": self._version, "__qualname__": short})
         type.__setattr__(cls, "_fake_class", cls)

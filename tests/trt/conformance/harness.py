@@ -1,0 +1,258 @@
+"""Install the fakes for one test: a fake `tensorrt` (one snapshot) and a fake CUDA runtime
+behind `toolkit.tensorrt.cuda`, as one "process"; `restart()` starts a new process (a new
+library instance, new CUDA state; files on disk stay), as `verify` after `export` would."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.trt.conformance.fake_cuda import FakeCudaRuntime
+from tests.trt.conformance.fake_trt import Machine, make_tensorrt
+from toolkit.tensorrt import cuda as cuda_module
+
+
+class FakeProcess:
+    def __init__(self, line: str, monkeypatch: Any, machine: Machine | None = None,
+                 driver_version: int | None = None, backend: str = "cuda-python") -> None:
+        self.line = line
+        self.backend = backend
+        self.monkeypatch = monkeypatch
+        self.machine = machine or Machine()
+        self.driver_version = driver_version
+        self.restart()
+
+    def restart(self) -> FakeProcess:
+        kwargs = {} if self.driver_version is None else {"driver_version": self.driver_version}
+        if self.driver_version is None:
+            from cuda import bindings
+
+            kwargs["driver_version"] = int(bindings.__version__.split(".")[0]) * 1000 + 20
+        self.cuda = FakeCudaRuntime(name=self.machine.gpu, **kwargs)
+        major, minor = self.machine.compute_capability.split(".")
+        self.cuda.props.update(major=int(major), minor=int(minor))
+        self.trt = make_tensorrt(self.line, self.cuda, self.machine)
+        self.monkeypatch.setitem(sys.modules, "tensorrt", self.trt)
+        self.monkeypatch.setattr(cuda_module, "_import_cudart", lambda: self.cuda)
+        self.monkeypatch.setattr(cuda_module, "_torch_with_cuda", lambda: None)
+        if self.backend == "torch":
+            use_torch_backend(self)
+        return self
+
+    @property
+    def calls(self) -> list[str]:
+        return self.trt._state.names()
+
+    def cuda_calls_between(self, first: str, last: str) -> list[str]:
+        calls = self.cuda.calls
+        start = calls.index(first)
+        return calls[start + 1: calls.index(last, start)]
+
+
+# -- small real ONNX models ------------------------------------------------------------------
+def _save(graph: onnx.GraphProto, path: Path, opset: int = 17) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def two_output_onnx(path: Path) -> Path:
+    """y = relu(x @ W), z = x * 2: the bundle may list only y (the engine has both)."""
+    weight = numpy_helper.from_array(
+        np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32), "W")
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"], name="matmul"),
+         helper.make_node("Relu", ["xw"], ["y"], name="relu"),
+         helper.make_node("Mul", ["x", "two"], ["z"], name="double")],
+        "two_outputs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[weight, two],
+    )
+    return _save(graph, path)
+
+
+def roi_align_onnx(path: Path) -> Path:
+    """A RoiAlign (torchvision detectors' box head): TensorRT builds it as a plugin layer."""
+    graph = helper.make_graph(
+        [helper.make_node("RoiAlign", ["x", "rois", "index"], ["y"], name="box_roi_pool",
+                          output_height=2, output_width=2, sampling_ratio=2,
+                          spatial_scale=1.0)],
+        "roi",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8]),
+         helper.make_tensor_value_info("rois", TensorProto.FLOAT, [3, 4]),
+         helper.make_tensor_value_info("index", TensorProto.INT64, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2, 2, 2])],
+    )
+    return _save(graph, path)
+
+
+def custom_op_onnx(path: Path) -> Path:
+    """A node no importer handles (custom domain): the parser must name it."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["h"], name="relu"),
+         helper.make_node("FancyNorm", ["h"], ["y"], name="head/fancy_norm",
+                          domain="com.example")],
+        "custom",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.example", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def shape_input_onnx(path: Path) -> Path:
+    """y = reshape(x, shape): `shape` is a shape tensor, which TensorRT reads on the host."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape")],
+        "shape_tensor",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6]),
+         helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])],
+    )
+    return _save(graph, path)
+
+
+def fp16_onnx(path: Path) -> Path:
+    """x (fp32) -> Cast fp16 -> Relu -> Cast fp32: the layout of toolkit's fp16 files."""
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16, name="to_half"),
+         helper.make_node("Relu", ["h"], ["r"], name="relu"),
+         helper.make_node("Cast", ["r"], ["y"], to=TensorProto.FLOAT, name="to_float")],
+        "half",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
+    return _save(graph, path)
+
+
+def reference(path: Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feed)))
+
+
+# -- the torch buffer backend over the same fake CUDA runtime ------------------------------
+class FakeTorchCudaApi:
+    """The part of `torch.cuda` that `TorchCuda` uses, over the fake CUDA runtime: streams,
+    graph capture and replay, device properties. Tensors stay real torch CPU tensors."""
+
+    def __init__(self, runtime: FakeCudaRuntime) -> None:
+        self.rt = runtime
+        api = self
+
+        class Stream:
+            def __init__(self, device: Any = None) -> None:
+                self.cuda_stream = int(api._ok(runtime.cudaStreamCreate()))
+
+            def synchronize(self) -> None:
+                api._ok(runtime.cudaStreamSynchronize(self.cuda_stream))
+
+        class CUDAGraph:
+            def __init__(self) -> None:
+                self.graph = self.exec = self.stream = None
+
+            def replay(self) -> None:
+                api._ok(runtime.cudaGraphLaunch(self.exec, self.stream))
+
+            def reset(self) -> None:
+                if self.exec is not None:
+                    runtime.cudaGraphExecDestroy(self.exec)
+                    runtime.cudaGraphDestroy(self.graph)
+                    self.graph = self.exec = None
+
+        self.Stream, self.CUDAGraph = Stream, CUDAGraph
+
+    @staticmethod
+    def _ok(result: tuple) -> Any:
+        if int(result[0]) != 0:
+            raise RuntimeError(f"CUDA error: {result[0].name}")
+        return result[1] if len(result) > 1 else None
+
+    def set_device(self, device: Any) -> None:
+        return None
+
+    def current_device(self) -> int:
+        return 0
+
+    def get_device_properties(self, index: int) -> Any:
+        from types import SimpleNamespace
+
+        p = self.rt.props
+        return SimpleNamespace(name=p["name"], major=p["major"], minor=p["minor"],
+                               total_memory=p["memory"], is_integrated=p["integrated"])
+
+    def mem_get_info(self, device: Any = None) -> tuple[int, int]:
+        _, free, total = self.rt.cudaMemGetInfo()
+        return free, total
+
+    def stream(self, stream: Any) -> Any:
+        from contextlib import nullcontext
+
+        return nullcontext()
+
+    def graph(self, graph: Any, stream: Any, capture_error_mode: str = "global") -> Any:
+        from contextlib import contextmanager
+
+        from cuda.bindings import runtime as real
+
+        @contextmanager
+        def capturing() -> Any:
+            mode = real.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+            self._ok(self.rt.cudaStreamBeginCapture(stream.cuda_stream, mode))
+            try:
+                yield
+            except BaseException:
+                self.rt.cudaStreamEndCapture(stream.cuda_stream)
+                raise
+            graph.graph = self._ok(self.rt.cudaStreamEndCapture(stream.cuda_stream))
+            graph.exec = self._ok(self.rt.cudaGraphInstantiate(graph.graph, 0))
+            graph.stream = stream.cuda_stream
+
+        return capturing()
+
+
+def use_torch_backend(process: FakeProcess) -> None:
+    """Open devices through `TorchCuda` with the fake `torch.cuda` (CPU tensors registered as
+    the fake's device memory, so the fake TensorRT accepts their addresses)."""
+    import torch
+
+    from toolkit.tensorrt.cuda import TorchCuda
+
+    runtime = process.cuda
+
+    class ConformanceTorchCuda(TorchCuda):
+        def empty(self, shape: Any, dtype: str) -> Any:
+            buffer = super().empty(shape, dtype)
+            runtime.memory[buffer.ptr] = buffer.owner.view(torch.uint8).numpy()
+            return buffer
+
+        def free(self, buffer: Any) -> None:
+            runtime.memory.pop(buffer.ptr, None)
+            super().free(buffer)
+
+        def release(self) -> None:
+            for ptr in list(self._live):
+                runtime.memory.pop(ptr, None)
+            super().release()
+            runtime.cudaStreamDestroy(self.stream.cuda_stream)
+
+    def open_torch(device: str) -> Any:
+        return ConformanceTorchCuda(torch, device, api=FakeTorchCudaApi(runtime),
+                                    tensor_device="cpu")
+
+    process.monkeypatch.setitem(cuda_module.BACKENDS, "torch", open_torch)

@@ -1,0 +1,482 @@
+"""TensorRT API conformance, on CPU, for every supported TensorRT line (10.3, 10.13, 11.4).
+
+CONFORMANCE, NOT A RUN. TensorRT can't run on these machines. These tests drive toolkit's real
+build and runner code against a strict fake `tensorrt` generated from each version's API
+snapshot (names and pybind11 signatures read from NVIDIA's bindings wheel, see
+`conformance/snapshot.py`) and a fake CUDA runtime over the real `cuda-bindings` package. They
+catch removed or misspelled names, wrong arguments, ordering rules, leaks and ignored return
+codes. They do not show that TensorRT builds or runs anything: only `@pytest.mark.gpu` tests
+on a machine with TensorRT do (tests/trt/test_build.py), and the README's table says which
+paths have run where.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("cuda.bindings", reason="cuda-bindings (a dev dependency) not installed")
+
+from tests.trt.common import DYNAMIC, STATIC, tiny_onnx  # noqa: E402
+from tests.trt.conformance.fake_trt import SNAPSHOTS, Machine, engine_header  # noqa: E402
+from tests.trt.conformance.harness import (  # noqa: E402
+    FakeProcess,
+    custom_op_onnx,
+    fp16_onnx,
+    reference,
+    roi_align_onnx,
+    shape_input_onnx,
+    two_output_onnx,
+)
+from tests.trt.conformance.strict import load_snapshot  # noqa: E402
+from toolkit.errors import BackendUnavailable, ExportFailed, UsageError  # noqa: E402
+from toolkit.spec import OutputSpec, TensorSpec, parse_input  # noqa: E402
+from toolkit.tensorrt import compat as trt_compat  # noqa: E402
+from toolkit.tensorrt.options import BuildOptions, build_options  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+X = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+
+
+BACKENDS = [(line, backend) for line in SNAPSHOTS for backend in ("cuda-python", "torch")]
+
+
+@pytest.fixture(params=BACKENDS, ids=[f"trt{line}-{backend}" for line, backend in BACKENDS])
+def proc(request, monkeypatch):
+    """One fake process per TensorRT line and CUDA buffer backend."""
+    line, backend = request.param
+    return FakeProcess(line, monkeypatch, backend=backend)
+
+
+@pytest.fixture(params=SNAPSHOTS, ids=[f"trt{line}" for line in SNAPSHOTS])
+def cp_proc(request, monkeypatch):
+    """The cuda-python backend alone (what a device without torch uses)."""
+    return FakeProcess(request.param, monkeypatch)
+
+
+def build(path: Path, inputs, options: BuildOptions | None = None, **kwargs):
+    from toolkit.tensorrt.build import build_engine
+
+    engine = path.with_suffix(".engine")
+    record = build_engine(path, engine, list(inputs), options or BuildOptions(), **kwargs)
+    return engine, record
+
+
+def runner(engine: Path, inputs, outputs=("y",), record=None, **kwargs):
+    from toolkit.runtime.tensorrt import TensorRTRunner
+
+    return TensorRTRunner(engine, inputs=list(inputs), outputs=[OutputSpec(o) for o in outputs],
+                          record=record, **kwargs)
+
+
+# -- the static check: every name toolkit uses exists in every snapshot ---------------------
+TRT_CODE = ["toolkit/tensorrt/build.py", "toolkit/tensorrt/logger.py",
+            "toolkit/runtime/tensorrt.py", "toolkit/export/torch_tensorrt.py"]
+
+
+def _trt_chains(path: Path) -> set[tuple[str, ...]]:
+    """Attribute chains rooted at the name `trt` (`trt.ILogger.Severity.INFO`)."""
+    chains = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute):
+            parts, current = [], node
+            while isinstance(current, ast.Attribute):
+                parts.append(current.attr)
+                current = current.value
+            if isinstance(current, ast.Name) and current.id == "trt":
+                chains.add(tuple(reversed(parts)))
+    return chains
+
+
+def _resolves(snapshot: dict, chain: tuple[str, ...]) -> bool:
+    classes, head = snapshot["classes"], chain[0]
+    if head in ("__version__",):
+        return True
+    if head in snapshot["functions"] or head in snapshot["values"]:
+        return len(chain) == 1
+    qual = head
+    for name in chain[1:]:
+        api = classes.get(qual)
+        if api is None:
+            return False
+        if f"{qual}.{name}" in classes:
+            qual = f"{qual}.{name}"
+            continue
+        return any(name in api[key] for key in ("methods", "properties", "members", "values"))
+    return qual in classes
+
+
+@pytest.mark.parametrize("line", SNAPSHOTS)
+def test_every_trt_name_in_the_code_exists_in_the_snapshot(line):
+    snapshot = load_snapshot(line)
+    chains = set().union(*(_trt_chains(ROOT / p) for p in TRT_CODE))
+    assert len(chains) > 15  # the walk finds the code's uses
+    missing = sorted(".".join(c) for c in chains if not _resolves(snapshot, c))
+    assert missing == [], f"TensorRT {line} lacks {missing}"
+
+
+@pytest.mark.parametrize("line", SNAPSHOTS)
+def test_string_tables_name_members_of_every_snapshot(line):
+    from toolkit.tensorrt.bindings import TRT_DTYPES
+    from toolkit.tensorrt.options import HARDWARE_ENUM, SAME_CC_SINCE
+
+    classes = load_snapshot(line)["classes"]
+    version = trt_compat.parse_version(load_snapshot(line)["tensorrt"])
+    assert set(TRT_DTYPES) <= set(classes["DataType"]["members"])
+    levels = set(HARDWARE_ENUM.values())
+    if version[:2] < SAME_CC_SINCE:
+        levels.discard("SAME_COMPUTE_CAPABILITY")  # refused before the build on 10.3
+        assert "SAME_COMPUTE_CAPABILITY" not in classes["HardwareCompatibilityLevel"]["members"]
+    assert levels <= set(classes["HardwareCompatibilityLevel"]["members"])
+    plan = trt_compat.api_plan(load_snapshot(line)["tensorrt"])
+    assert set(plan.network_flags) <= set(classes["NetworkDefinitionCreationFlag"]["members"])
+    assert {"ERROR", "INTERNAL_ERROR", "WARNING", "INFO"} <= set(
+        classes["ILogger.Severity"]["members"])
+
+
+def test_the_fake_refuses_names_and_arguments_outside_the_snapshot(monkeypatch):
+    proc = FakeProcess("10.3", monkeypatch)
+    trt = proc.trt
+    with pytest.raises(AttributeError, match="TensorRT 10.3.0"):
+        trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY  # noqa: B018 - from 10.9
+    with pytest.raises(AttributeError, match="TensorRT 10.3.0"):
+        trt.IParserError  # noqa: B018 - the class is ParserError
+    logger = trt.Logger()
+    builder = trt.Builder(logger)
+    with pytest.raises(TypeError, match="incompatible function arguments"):
+        builder.create_network("0")
+    config = builder.create_builder_config()
+    with pytest.raises(TypeError):
+        config.builder_optimization_level = "3"
+    with pytest.raises(AttributeError, match="has no attribute"):
+        config.fp16_mode = True  # removed long ago
+    parser = trt.OnnxParser(builder.create_network(0), logger)
+    with pytest.raises(TypeError):
+        parser.parse_from_file(Path("model.onnx"))  # str, not a Path
+
+
+# -- build + run: static, dynamic, multi-profile -----------------------------------------
+def test_static_engine_round_trip(proc, tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "model.onnx", batch=2)
+    engine, record = build(onnx_path, [STATIC])
+    header = engine_header(engine)
+    assert header["strongly_typed"] and header["profiles"] == []
+    assert record["tensorrt"] == proc.trt.__version__ and record["strongly_typed"]
+    x = X[:2]
+    with runner(engine, [STATIC], record=record) as r:
+        out = r.infer({"x": x})
+    np.testing.assert_allclose(out["y"], reference(onnx_path, {"x": x})["y"], rtol=1e-6)
+
+
+def test_dynamic_engine_runs_every_batch_of_its_range(proc, tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC])
+    assert engine_header(engine)["profiles"] == [{"x": [[1, 4], [4, 4], [16, 4]]}]
+    with runner(engine, [DYNAMIC], record=record) as r:
+        for batch in (1, 3, 16, 2):
+            x = np.random.default_rng(batch).standard_normal((batch, 4)).astype(np.float32)
+            np.testing.assert_allclose(r.infer({"x": x})["y"],
+                                       reference(onnx_path, {"x": x})["y"], rtol=1e-6)
+
+
+def test_multi_profile_engine_sets_the_profile_before_the_shapes(proc, tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    options = build_options([DYNAMIC], profiles=["x:1-2-2x4"])
+    engine, record = build(onnx_path, [DYNAMIC], options)
+    assert len(engine_header(engine)["profiles"]) == 2
+    with runner(engine, [DYNAMIC], record=record) as r:
+        for batch in (2, 8, 1, 16):
+            x = np.random.default_rng(batch).standard_normal((batch, 4)).astype(np.float32)
+            np.testing.assert_allclose(r.infer({"x": x})["y"],
+                                       reference(onnx_path, {"x": x})["y"], rtol=1e-6)
+    calls = proc.calls
+    switches = [i for i, c in enumerate(calls)
+                if c == "IExecutionContext.set_optimization_profile_async"]
+    assert len(switches) >= 2  # profile 1 for batch <= 2, profile 0 for 8 and 16
+    for index in switches:
+        assert calls[index + 1:].index("IExecutionContext.set_input_shape") >= 0
+
+
+def test_profile_switch_failure_is_one_clear_error(proc, tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    options = build_options([DYNAMIC], profiles=["x:1-2-2x4"])
+    engine, record = build(onnx_path, [DYNAMIC], options)
+    with runner(engine, [DYNAMIC], record=record) as r:
+        r._profiles = r._profiles + [r._profiles[1]]  # an index the engine doesn't have
+        with pytest.raises(BackendUnavailable, match="optimization profile 2"):
+            r._switch_profile(2)
+
+
+def test_every_address_is_set_before_enqueue_even_unlisted_outputs(proc, tmp_path):
+    onnx_path = two_output_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC])
+    with runner(engine, [DYNAMIC], outputs=("y",), record=record) as r:
+        out = r.infer({"x": X})
+    assert list(out) == ["y"]
+    np.testing.assert_allclose(out["y"], reference(onnx_path, {"x": X})["y"], rtol=1e-6)
+    calls = proc.calls
+    enqueue = calls.index("IExecutionContext.execute_async_v3")
+    assert calls[:enqueue].count("IExecutionContext.set_tensor_address") == 3
+
+
+def test_shape_tensor_inputs_are_bound_from_host_memory(proc, tmp_path):
+    onnx_path = shape_input_onnx(tmp_path / "model.onnx")
+    inputs = [TensorSpec.static("x", (2, 6)), TensorSpec.static("shape", (2,), "int64")]
+    engine, record = build(onnx_path, inputs)
+    feed = {"x": np.arange(12, dtype=np.float32).reshape(2, 6),
+            "shape": np.array([3, 4], np.int64)}
+    with runner(engine, inputs, record=record) as r:
+        out = r.infer(feed)
+    np.testing.assert_array_equal(out["y"], feed["x"].reshape(3, 4))
+
+
+# -- the three defects that would have met the first GPU ---------------------------------
+def test_an_engine_with_plugins_loads_in_a_new_process(proc, tmp_path):
+    """RoiAlign becomes the ROIAlign_TRT plugin: deserializing needs the plugin library
+    registered in that process first (verify/bench run in a new one)."""
+    onnx_path = roi_align_onnx(tmp_path / "model.onnx")
+    inputs = [TensorSpec.static("x", (1, 2, 8, 8)), TensorSpec.static("rois", (3, 4)),
+              TensorSpec.static("index", (3,), "int64")]
+    engine, record = build(onnx_path, inputs)
+    assert engine_header(engine)["plugins"] == ["ROIAlign_TRT"]
+    proc.restart()
+    rng = np.random.default_rng(0)
+    feed = {"x": rng.standard_normal((1, 2, 8, 8)).astype(np.float32),
+            "rois": np.array([[0, 0, 4, 4], [1, 1, 6, 6], [2, 0, 7, 5]], np.float32),
+            "index": np.zeros(3, np.int64)}
+    with runner(engine, inputs, record=record) as r:
+        out = r.infer(feed)
+    np.testing.assert_allclose(out["y"], reference(onnx_path, feed)["y"], rtol=1e-5)
+    calls = proc.calls
+    assert calls.index("init_libnvinfer_plugins") < calls.index("Runtime.deserialize_cuda_engine")
+
+
+def test_device_allocations_stay_bounded_over_many_inferences(proc, tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC])
+    with runner(engine, [DYNAMIC], record=record) as r:
+        r.infer({"x": X})
+        after_one = proc.cuda.live_allocations
+        for i in range(50):
+            r.infer({"x": X + i})
+        assert proc.cuda.live_allocations == after_one
+        for batch in (16, 1, 8, 16, 2):  # shapes within what was allocated reuse it
+            r.infer({"x": np.ones((batch, 4), np.float32)})
+        assert proc.cuda.live_allocations <= after_one + 2
+    assert proc.cuda.live_allocations == 0
+    assert proc.cuda.live_graphs == 0
+    assert proc.cuda.streams == {}
+
+
+def test_graph_replay_computes_its_own_output(proc, tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC])
+    with runner(engine, [DYNAMIC], record=record, cuda_graph=True) as r:
+        call = r.prepare({"x": X})
+        bound = list(r._prepared.values())[-1]
+        output = bound.outputs["y"]
+        # Wipe the output that the pre-capture run left, then replay: only the graph's own
+        # work can put the right values back.
+        r._cuda.copy_in(output, np.zeros((3, 3), np.float32))
+        call()
+        r.synchronize()
+        np.testing.assert_allclose(r._cuda.download(output),
+                                   reference(onnx_path, {"x": X})["y"], rtol=1e-6)
+        # a new input through the same graph
+        r._cuda.copy_in(bound.inputs["x"], 2 * X)
+        call()
+        np.testing.assert_allclose(r._cuda.download(output),
+                                   reference(onnx_path, {"x": 2 * X})["y"], rtol=1e-6)
+        between = proc.cuda_calls_between("cudaStreamBeginCapture", "cudaStreamEndCapture")
+        assert between == []  # nothing but the enqueue inside the capture
+    assert proc.cuda.live_graphs == 0
+
+
+def test_a_refused_enqueue_during_capture_fails_instead_of_replaying_nothing(
+        monkeypatch, tmp_path):
+    proc = FakeProcess("11.4", monkeypatch, Machine(refuse_capture=True))
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC])
+    with runner(engine, [DYNAMIC], record=record, cuda_graph=True) as r:
+        with pytest.raises(BackendUnavailable, match="can't be captured.*CUDA graph capture"):
+            r.prepare({"x": X})
+        assert not proc.cuda.is_capturing(r._cuda.stream_handle)
+    assert proc.cuda.live_graphs == 0
+
+
+# -- errors that say what happened -------------------------------------------------------
+def test_one_logger_per_process_and_its_errors_reach_the_user(proc, tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC])
+    with runner(engine, [DYNAMIC], record=record) as r:
+        r.infer({"x": X})
+    broken = tmp_path / "broken.engine"
+    broken.write_bytes(b"not a plan")
+    with pytest.raises(BackendUnavailable, match="magicTagRead"):
+        runner(broken, [DYNAMIC]).activate()
+    # one logger for the process: every Builder, Runtime and parser got the same one
+    state = proc.trt._state
+    loggers = {id(args[-1]) for name, args, _ in state.calls
+               if name in ("Builder.__init__", "Runtime.__init__", "OnnxParser.__init__")}
+    assert len(loggers) == 1
+
+
+def test_parser_errors_name_the_node(proc, tmp_path):
+    onnx_path = custom_op_onnx(tmp_path / "model.onnx")
+    with pytest.raises(ExportFailed, match=r"node 'head/fancy_norm' \(FancyNorm\): No importer"):
+        build(onnx_path, [TensorSpec.static("x", (1, 4))])
+    assert not (tmp_path / "model.engine").exists()
+
+
+def test_set_tensor_address_refusal_is_an_error_with_the_reason(proc, tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC])
+    with runner(engine, [DYNAMIC], record=record) as r:
+        with pytest.raises(BackendUnavailable, match="invalid tensor name: nope"):
+            r._set_address("nope", 1234)
+
+
+# -- build options: timing cache, compatibility, DLA -------------------------------------
+def test_timing_cache_created_loaded_and_a_corrupt_one_replaced(proc, tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    cache = tmp_path / "cache" / "timing.cache"
+    options = BuildOptions(timing_cache=str(cache))
+    assert build(onnx_path, [DYNAMIC], options)[1]["build"]["timing_cache"] == "created"
+    assert json.loads(cache.read_bytes())["entries"] == 1
+    assert build(onnx_path, [DYNAMIC], options)[1]["build"]["timing_cache"] == "loaded"
+    assert json.loads(cache.read_bytes())["entries"] == 2
+    cache.write_bytes(b"\x00garbage")
+    _, record = build(onnx_path, [DYNAMIC], options)
+    assert record["build"]["timing_cache"] == "corrupt, replaced"
+    assert json.loads(cache.read_bytes())["entries"] == 1
+
+
+def test_timing_cache_from_another_gpu_is_replaced(proc, tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(json.dumps({"timing_cache": "NVIDIA Other", "entries": 7}).encode())
+    _, record = build(onnx_path, [DYNAMIC], BuildOptions(timing_cache=str(cache)))
+    assert record["build"]["timing_cache"] == "mismatched, replaced"
+    assert json.loads(cache.read_bytes()) == {"timing_cache": "NVIDIA Fake GPU", "entries": 1}
+
+
+def test_version_compatible_engine_allows_host_code_only_for_itself(proc, tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC], BuildOptions(version_compatible=True))
+    assert engine_header(engine)["version_compatible"]
+    assert record["compatibility"]["version_compatible"]
+    proc.restart()
+    with runner(engine, [DYNAMIC], record=record) as r:
+        np.testing.assert_allclose(r.infer({"x": X})["y"],
+                                   reference(onnx_path, {"x": X})["y"], rtol=1e-6)
+    assert "Runtime.engine_host_code_allowed=" in proc.calls
+
+
+def test_hardware_compatibility_levels_per_version(proc, tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC], BuildOptions(hardware_compatibility="ampere+"))
+    assert engine_header(engine)["hardware"] == "AMPERE_PLUS"
+    same = BuildOptions(hardware_compatibility="same-compute-capability")
+    if proc.line == "10.3":
+        with pytest.raises(UsageError, match="needs TensorRT 10.9"):
+            build(onnx_path, [DYNAMIC], same)
+    else:
+        engine, record = build(onnx_path, [DYNAMIC], same)
+        assert engine_header(engine)["hardware"] == "SAME_COMPUTE_CAPABILITY"
+        assert record["compatibility"]["hardware"] == "same-compute-capability"
+
+
+def test_dla_builds_fp16_and_refuses_an_fp32_engine_that_would_not_use_it(monkeypatch, tmp_path):
+    proc = FakeProcess("10.3", monkeypatch, Machine(dla_cores=2, compute_capability="8.7"))
+    spec = parse_input("x:1-4x4")
+    half = fp16_onnx(tmp_path / "half.onnx")
+    engine, record = build(half, [spec], BuildOptions(dla_core=1), precision="fp16")
+    header = engine_header(engine)
+    assert header["dla_core"] == 1 and header["dla_layers"] > 0 and record["dla_core"] == 1
+    with runner(engine, [spec], record=record) as r:
+        np.testing.assert_allclose(r.infer({"x": X})["y"], np.maximum(X, 0), rtol=1e-3)
+    assert "Runtime.DLA_core=" in proc.calls
+    full = tiny_onnx(tmp_path / "full.onnx")
+    with pytest.raises(UsageError, match="DLA runs fp16 and int8"):
+        build(full, [DYNAMIC], BuildOptions(dla_core=0), precision="fp32")
+    with pytest.raises(UsageError, match="has 2 DLA core"):
+        build(half, [spec], BuildOptions(dla_core=2), precision="fp16")
+
+
+def test_an_engine_for_another_gpu_is_refused_before_deserializing(proc, tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC])
+    proc.machine.compute_capability = "9.0"
+    proc.machine.gpu = "NVIDIA H200"
+    proc.restart()
+    with pytest.raises(BackendUnavailable, match=r"built for NVIDIA Fake GPU \(sm 8.7\)"):
+        runner(engine, [DYNAMIC], record=record).activate()
+    assert "Runtime.deserialize_cuda_engine" not in proc.calls
+
+
+# -- the CUDA layer itself (cuda-python backend) -----------------------------------------
+def test_cuda_python_capture_keeps_the_enqueue_error(cp_proc):
+    proc = cp_proc
+    from toolkit.tensorrt.cuda import open_device
+
+    device = open_device("cuda", "test")
+    assert device.backend == "cuda-python"
+
+    def failing() -> None:
+        raise ValueError("the real reason")
+
+    with pytest.raises(ValueError, match="the real reason"):
+        device.capture(failing)
+    assert not proc.cuda.is_capturing(device.stream_handle)
+    device.release()
+
+
+def test_cuda_python_round_trip_and_bf16(cp_proc):
+    proc = cp_proc
+    from toolkit.tensorrt.cuda import open_device
+
+    device = open_device("cuda", "test")
+    for dtype in ("float32", "float16", "int64"):
+        values = (np.arange(12).reshape(3, 4) - 5).astype(dtype)
+        np.testing.assert_array_equal(device.download(device.upload(values, dtype)), values)
+    values = np.array([1.0, -2.5, np.nan, -np.nan, np.inf, -np.inf, 3.0e38], np.float32)
+    back = device.download(device.upload(values, "bfloat16"))
+    assert np.isnan(back[2]) and np.isnan(back[3])
+    assert back[4] == np.inf and back[5] == -np.inf and back[1] == -2.5
+    buffer = device.empty((4,), "float32")
+    before = device.live_allocations
+    device.free(buffer)
+    assert device.live_allocations == before - 1
+    device.release()
+    assert proc.cuda.live_allocations == 0
+
+
+def test_a_driver_older_than_the_bindings_is_named(monkeypatch):
+    from cuda import bindings
+
+    from toolkit.tensorrt.cuda import open_device
+
+    major = int(bindings.__version__.split(".")[0])
+    FakeProcess("10.3", monkeypatch, driver_version=(major - 1) * 1000 + 40)
+    with pytest.raises(BackendUnavailable) as info:
+        open_device("cuda", "run a TensorRT engine")
+    text = str(info.value)
+    assert f"needs a CUDA {major} driver" in text
+    assert f"'cuda-python>={major - 1},<{major}'" in text
+    assert "torch:" in text  # each backend says why it didn't open
+
+
+def test_open_device_tries_the_next_backend(cp_proc, monkeypatch):
+    from toolkit.tensorrt import cuda as cuda_module
+
+    def broken(device: str):
+        raise BackendUnavailable("PyTorch could not open cuda: CUDA error: busy")
+
+    monkeypatch.setitem(cuda_module.BACKENDS, "torch", broken)
+    device = cuda_module.open_device("cuda", "test")
+    assert device.backend == "cuda-python"
+    device.release()

@@ -52,3 +52,53 @@ def test_renamed_runner_translates_names_with_a_real_session(tmp_path):
         np.testing.assert_array_equal(got["scores"], np.maximum(x, 0))
         renamed.prepare({"image": x})()
     assert not inner.is_active
+
+
+# -- what each Torch-TensorRT release can honour (pure; the route itself needs a GPU) -------
+def test_torch_tensorrt_settings_follow_the_release():
+    import pytest
+
+    from toolkit.errors import BackendUnavailable
+    from toolkit.export.torch_tensorrt import export_settings
+    from toolkit.tensorrt.options import BuildOptions
+
+    with pytest.raises(BackendUnavailable, match="Torch-TensorRT 2.4.0 has no convert_exported"):
+        export_settings("2.4.0", BuildOptions())
+    ampere = BuildOptions(hardware_compatibility="ampere+")
+    with pytest.raises(BackendUnavailable, match="needs 2.9 or newer.*2.8.0") as info:
+        export_settings("2.8.0", ampere)
+    assert info.value.exit_code == 3
+    assert export_settings("2.9.0", ampere)["hardware_compatible"] is True
+    assert "hardware_compatible" not in export_settings("2.9.0", BuildOptions())
+    assert export_settings("2.12.1", BuildOptions())["use_explicit_typing"] is True
+    assert "use_explicit_typing" not in export_settings("2.13.0+cu130", BuildOptions())
+    assert export_settings("2.13.0", BuildOptions(workspace=2**30))["workspace_size"] == 2**30
+
+
+def test_torch_tensorrt_routes_refuse_what_they_cannot_build():
+    import pytest
+
+    from toolkit.errors import UsageError
+    from toolkit.export.torch_tensorrt import check_route_options
+    from toolkit.tensorrt.options import BuildOptions, build_options
+
+    for options, word in [
+        (BuildOptions(hardware_compatibility="same-compute-capability"), "same-compute"),
+        (BuildOptions(dla_core=0), "--dla-core"),
+        (build_options(None, profiles=["x:1-2-4x5"]), "--profile"),
+    ]:
+        with pytest.raises(UsageError, match=word) as info:
+            check_route_options(options, "torch-compile")
+        assert info.value.exit_code == 2 and "--via onnx" in str(info.value)
+    with pytest.raises(UsageError, match="TorchScript frontend"):
+        check_route_options(BuildOptions(version_compatible=True), "torchscript")
+    check_route_options(BuildOptions(hardware_compatibility="ampere+"), "torch-compile")
+
+
+def test_a_refused_route_option_exits_2_before_anything_is_built(tmp_path):
+    out = tmp_path / "b"
+    result = runner.invoke(app, ["export", "tests.models:plain_mlp", "--input", "x:1-4x5",
+                                 "--to", "trt", "--via", "torch-compile", "--dla-core", "0",
+                                 "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "--dla-core" in result.output and "Traceback" not in result.output

@@ -153,6 +153,9 @@ def test_version_compatible_engines_run_on_newer_tensorrt_only():
     older = trt_compat.preflight(record, here(trt="10.2.0"))
     assert not older.ok and "that version or newer" in older.reason
     assert "--version-compatible" in older.rebuild
+    # TensorRT's version compatibility reaches the next major release, no further
+    later = trt_compat.preflight(record, here(trt="12.0.0"))
+    assert not later.ok and "up to TensorRT 11.x" in later.reason
 
 
 def test_compute_capability_mismatch_blocks_without_hardware_compatibility():

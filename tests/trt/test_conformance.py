@@ -335,9 +335,9 @@ def test_parser_errors_name_the_node(proc, tmp_path):
 def test_set_tensor_address_refusal_is_an_error_with_the_reason(proc, tmp_path):
     onnx_path = tiny_onnx(tmp_path / "model.onnx")
     engine, record = build(onnx_path, [DYNAMIC])
-    with runner(engine, [DYNAMIC], record=record) as r:
-        with pytest.raises(BackendUnavailable, match="invalid tensor name: nope"):
-            r._set_address("nope", 1234)
+    with runner(engine, [DYNAMIC], record=record) as r, pytest.raises(
+            BackendUnavailable, match="invalid tensor name: nope"):
+        r._set_address("nope", 1234)
 
 
 # -- build options: timing cache, compatibility, DLA -------------------------------------

@@ -25,6 +25,20 @@ def test_bfloat16_round_trip_matches_torch():
     np.testing.assert_array_equal(ours, theirs)
 
 
+def test_bfloat16_keeps_nan_and_infinity():
+    torch = pytest.importorskip("torch")
+    bits = np.array([0x7F800001, 0x7FFFFFFF, 0xFFFFFFFF, 0x7FC00000, 0xFF800001],
+                    dtype=np.uint32)
+    values = np.concatenate([bits.view(np.float32), [np.inf, -np.inf]]).astype(np.float32)
+    narrowed = narrow_to_bfloat16(values)
+    widened = widen_bfloat16(narrowed)
+    assert np.isnan(widened[:5]).all()  # rounding a NaN's payload reached inf or 0 before
+    assert list(widened[5:]) == [np.inf, -np.inf]
+    theirs = torch.from_numpy(values).to(torch.bfloat16).view(torch.int16).numpy()
+    np.testing.assert_array_equal(np.signbit(widened), np.signbit(values))
+    assert (narrowed[5:] == theirs[5:].view(np.uint16)).all()
+
+
 def test_buffer_dtypes():
     assert numpy_buffer_dtype("bfloat16") == np.uint16
     assert numpy_buffer_dtype("float16") == np.float16

@@ -26,7 +26,13 @@ from toolkit.source.wrapper import TORCH_DTYPES, LoadedModel
 from toolkit.tensorrt import compat as trt_compat
 from toolkit.tensorrt import options as trt_build
 from toolkit.tensorrt import profiles as trt_profiles
-from toolkit.tensorrt.build import import_tensorrt, make_logger
+from toolkit.tensorrt.build import import_tensorrt, init_plugins
+from toolkit.tensorrt.logger import process_logger
+
+#: Torch-TensorRT releases that changed what the export route can honour
+EXPORT_ENTRY_SINCE = (2, 5)  # convert_exported_program_to_serialized_trt_engine
+HARDWARE_COMPATIBLE_SINCE = (2, 9)  # `hardware_compatible` (ignored silently before)
+EXPLICIT_TYPING_NOOP_SINCE = (2, 13)  # `use_explicit_typing` does nothing from here on
 
 
 def require_cuda(action: str = "build a TensorRT engine") -> Any:
@@ -65,10 +71,68 @@ def import_torch_tensorrt() -> Any:
     return torch_tensorrt
 
 
+def _version(text: str | None) -> tuple[int, int]:
+    parts = [int("".join(c for c in p if c.isdigit()) or 0) for p in str(text or "0").split(".")]
+    return (parts + [0, 0])[0], (parts + [0, 0])[1]
+
+
+def check_route_options(options: trt_build.BuildOptions, via: str) -> None:
+    """Options the Torch-TensorRT routes can't honour are refused, never recorded (exit 2)."""
+    refused = []
+    if options.hardware_compatibility == "same-compute-capability":
+        refused.append("--hardware-compat same-compute-capability (Torch-TensorRT has only "
+                       "ampere+)")
+    if options.dla_core is not None:
+        refused.append("--dla-core (the Torch-TensorRT route builds for the GPU)")
+    if options.extra_profiles:
+        refused.append("--profile (Torch-TensorRT takes one min/opt/max range per input)")
+    if via == "torchscript" and (options.hardware_compatibility != "none"
+                                 or options.version_compatible):
+        refused.append("--hardware-compat/--version-compatible (the TorchScript frontend "
+                       "has neither)")
+    if refused:
+        raise UsageError(f"--via {via} can't honour {'; '.join(refused)}: use --via onnx, "
+                         "which can")
+
+
+def export_settings(version: str | None, options: trt_build.BuildOptions) -> dict[str, Any]:
+    """`convert_exported_program_to_serialized_trt_engine` keywords for this Torch-TensorRT,
+    or exit 3 naming the version when it can't build what was asked."""
+    have = _version(version)
+    if have < EXPORT_ENTRY_SINCE:
+        raise BackendUnavailable(
+            f"Torch-TensorRT {version} has no convert_exported_program_to_serialized_trt_engine "
+            f"(added in {'.'.join(map(str, EXPORT_ENTRY_SINCE))}): upgrade torch-tensorrt, or "
+            "use --via onnx"
+        )
+    settings: dict[str, Any] = {
+        "optimization_level": options.optimization_level,
+        "version_compatible": options.version_compatible,
+    }
+    if options.hardware_compatibility == "ampere+":
+        if have < HARDWARE_COMPATIBLE_SINCE:
+            raise BackendUnavailable(
+                f"--hardware-compat ampere+ through Torch-TensorRT needs "
+                f"{'.'.join(map(str, HARDWARE_COMPATIBLE_SINCE))} or newer (this machine has "
+                f"{version}, which ignores it): upgrade, or use --via onnx"
+            )
+        settings["hardware_compatible"] = True
+    if have < EXPLICIT_TYPING_NOOP_SINCE:
+        settings["use_explicit_typing"] = True  # precision as written in the model
+    if options.workspace:
+        settings["workspace_size"] = options.workspace
+    if options.timing_cache:
+        settings["timing_cache_path"] = options.timing_cache
+    return settings
+
+
 def build_engine_from_model(model: LoadedModel, dest: Path, options: trt_build.BuildOptions,
                             via: str) -> dict[str, Any]:
     """Build `dest` from the PyTorch model through Torch-TensorRT; returns the engine record."""
+    check_route_options(options, via)
     torch_tensorrt = import_torch_tensorrt()
+    version = getattr(torch_tensorrt, "__version__", None)
+    settings = export_settings(version, options) if via == "torch-compile" else {}
     trt = import_tensorrt()
     torch = require_cuda()
     inputs = [torch_tensorrt.Input(min_shape=s.min, opt_shape=s.opt, max_shape=s.max,
@@ -77,7 +141,7 @@ def build_engine_from_model(model: LoadedModel, dest: Path, options: trt_build.B
     started = time.perf_counter()
     try:
         if via == "torch-compile":
-            engine = _via_export(torch, torch_tensorrt, model, module, inputs, options)
+            engine = _via_export(torch, torch_tensorrt, model, module, inputs, settings)
         else:
             engine = _via_torchscript(torch, torch_tensorrt, model, module, inputs)
     except (BackendUnavailable, UsageError):
@@ -103,22 +167,11 @@ def build_engine_from_model(model: LoadedModel, dest: Path, options: trt_build.B
 
 
 def _via_export(torch: Any, torch_tensorrt: Any, model: LoadedModel, module: Any,
-                inputs: list[Any], options: trt_build.BuildOptions) -> Any:
+                inputs: list[Any], settings: dict[str, Any]) -> Any:
     program = torch.export.export(module, example_args(model, device="cuda"),
                                   dynamic_shapes=dynamic_shapes(model))
-    settings: dict[str, Any] = {
-        "arg_inputs": inputs,
-        "use_explicit_typing": True,  # precision as written in the model: strongly typed
-        "optimization_level": options.optimization_level,
-        "version_compatible": options.version_compatible,
-        "hardware_compatible": options.hardware_compatibility == "ampere+",
-    }
-    if options.workspace:
-        settings["workspace_size"] = options.workspace
-    if options.timing_cache:
-        settings["timing_cache_path"] = options.timing_cache
     convert = torch_tensorrt.dynamo.convert_exported_program_to_serialized_trt_engine
-    return convert(program, **settings)
+    return convert(program, arg_inputs=inputs, **settings)
 
 
 def _via_torchscript(torch: Any, torch_tensorrt: Any, model: LoadedModel, module: Any,
@@ -137,7 +190,9 @@ def _via_torchscript(torch: Any, torch_tensorrt: Any, model: LoadedModel, module
 def _tensor_names(trt: Any, engine: bytes, model: LoadedModel) -> dict[str, str]:
     """Bundle tensor name -> engine tensor name, matched by position within inputs and
     within outputs (Torch-TensorRT keeps the graph's order)."""
-    runtime = trt.Runtime(make_logger(trt))
+    logger = process_logger(trt)
+    init_plugins(trt, logger)  # Torch-TensorRT may have placed plugin layers
+    runtime = trt.Runtime(logger)
     cuda_engine = runtime.deserialize_cuda_engine(engine)
     if cuda_engine is None:
         raise ExportFailed("the Torch-TensorRT engine does not load back")

@@ -260,6 +260,10 @@ def _version_problem(record: Mapping[str, Any], here_trt: str) -> str | None:
         if here < built:
             return (f"the engine was built version-compatible with TensorRT {built_trt}, which "
                     f"runs only on that version or newer; this machine has {here_trt}")
+        if here[0] > built[0] + 1:
+            # version compatibility spans later releases of the same and the next major only
+            return (f"the engine was built version-compatible with TensorRT {built_trt}, which "
+                    f"runs up to TensorRT {built[0] + 1}.x; this machine has {here_trt}")
         return None
     if built != here:
         return f"the engine was built with TensorRT {built_trt}, this machine has {here_trt}"

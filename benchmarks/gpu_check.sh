@@ -1,23 +1,288 @@
 #!/usr/bin/env bash
 # The GPU session's one script (issue: TensorRT engines / the GPU path of everything else).
-# Installs the project, runs the gpu-marked tests, then benchmarks on CUDA through the
-# toolkit's own CLI (eager, pt2 compiled for CUDA, TorchScript; ONNX Runtime's CUDA provider
-# and TensorRT when installed): the demo CNN, resnet18 and mobilenet_v3_small at batch 1 and 8,
-# and two detectors with their post-processing at batch 1 and 4 (the demo shapes detector with
-# NMS in the graph, trained here in seconds; torchvision's Faster R-CNN mobilenet 320).
-# Everything lands under $OUT (at most 8 files: the device tool brings back no more).
-#   OUT=dir bash benchmarks/gpu_check.sh
-set -uo pipefail
-OUT=${OUT:-gpu_results}
-WORK=$(mktemp -d)
-mkdir -p "$OUT"
+#
+# What it does, on the GPU machine (no network; python3 = the image's Python 3.12 with torch):
+#   1. installs, offline, the wheels the image lacks (pydantic and its parts, faster-coco-eval,
+#      tritonclient, ...; prepared HERE beforehand by benchmarks/gpu_wheels.sh into .whl/, or
+#      into $WHEELS), then the project itself (editable, no build isolation, no index), and
+#      checks that `toolkit --help` runs. Any failure here stops the script with pip's error.
+#   2. runs the gpu-marked tests (pytest -m gpu);
+#   3. runs benchmarks/cuda_python_check.py: the toolkit's cuda-python backend
+#      (toolkit/tensorrt/cuda.py, CudaPython) against the image's real cuda-bindings on the GPU:
+#      copies, bf16, graph capture and replay, memory and allocation accounting;
+#   4. benchmarks on CUDA through the toolkit's own CLI (eager, pt2 compiled for CUDA,
+#      TorchScript; ONNX Runtime's CUDA provider and TensorRT when installed): the demo CNN,
+#      resnet18 and mobilenet_v3_small at batch 1 and 8, and two detectors with their
+#      post-processing at batch 1 and 4 (the demo shapes detector with NMS in the graph, trained
+#      here in seconds; torchvision's Faster R-CNN mobilenet 320); then select and deploy.
+#   A failing step of 2-4 is reported (FAIL: ...) and the rest still runs; the script exits 1
+#   at the end if any step failed, after a summary.
+#
+# What it does NOT cover: TensorRT itself. That machine has no TensorRT (nor onnxruntime-gpu,
+# nor a Triton server), so no engine is built or run there; the TensorRT layer is covered there
+# only through its CUDA part (step 3: device buffers, copies, CUDA graphs through cuda-python),
+# and on CPU by the conformance suite in tests/trt/ (fake TensorRT and CUDA held to the real
+# bindings' API). ONNX Runtime runs on its CPU build there; Triton: the config is written and
+# validated, nothing is served.
+#
+# Everything lands under $OUT, at most 8 files (the device tool brings back no more):
+#   gpu.txt (GPU, torch, install, cuda-python check, summary), pytest_gpu.log,
+#   cuda_{demo_cnn,resnet18,mobilenet_v3_small}.json, cuda_det_{shapes,frcnn}.json,
+#   detection.log.
+#
+# Use:
+#   here:    bash benchmarks/gpu_wheels.sh                       # .whl/, for Python 3.12
+#   there:   OUT=dir bash benchmarks/gpu_check.sh                # device run, carry=[".whl"]
+#   here:    bash benchmarks/gpu_check.sh --rehearse             # on CPU, offline install
+#
+# --rehearse runs the same script here, on CPU: a fresh venv that sees the packages of
+# .venv which the GPU image also has (torch, onnx, onnxruntime, lightning, typer, rich, ...)
+# and none of those it lacks (pydantic, ...); `import pydantic` must fail there before the
+# wheels and work after. The install is the same, offline (pip --no-index; the wheels for this
+# machine's Python come from $WHEELS, else benchmarks/gpu_wheels.sh fetches them first, the
+# one step that uses the network). Then `toolkit --help`, `pytest -m gpu --collect-only` and
+# cuda_python_check.py (which reports "skipped: no CUDA device") run; every step that needs
+# CUDA prints "skipped (no CUDA): ...". $OUT defaults to a fresh temporary folder.
+#   WHEELS=dir   the wheels to install (default .whl, or fetched for a rehearsal)
+#   REHEARSE_PYTHON=path   the interpreter whose site-packages stand in for the image
+#                          (default .venv/bin/python)
+set -euo pipefail
+
+MODE=gpu
+while (($#)); do
+  case $1 in
+    --rehearse) MODE=rehearse; shift ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument '$1' (--rehearse, --help)" >&2; exit 2 ;;
+  esac
+done
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
 export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-deps -e . 2>&1 | tail -2
+WORK=$(mktemp -d -t gpu_check.XXXXXX)
+cleanup() { [[ -n ${KEEP_WORK:-} ]] || rm -rf "$WORK"; }
+trap cleanup EXIT
+if [[ $MODE == rehearse ]]; then
+  OUT=${OUT:-$(mktemp -d -t gpu_check_out.XXXXXX)}
+else
+  OUT=${OUT:-gpu_results}
+fi
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+FAILURES=$WORK/failures  # one line per failed step (a file: steps in pipelines run in subshells)
+SKIPPED=$WORK/skipped
+: >"$FAILURES"
+: >"$SKIPPED"
+STARTED=$SECONDS
+
+say() { printf '== %s\n' "$*"; }
+
+# A setup step: its output goes to a log; on failure the log is printed and the script stops.
+# On success the log's last 3 lines are shown (-v: all of it).
+must() {  # must [-v] NAME CMD...
+  local show=3 name rc=0
+  if [[ $1 == -v ]]; then show=+1; shift; fi
+  name=$1
+  shift
+  say "$name"
+  "$@" >"$WORK/must.log" 2>&1 || rc=$?
+  if ((rc)); then
+    cat "$WORK/must.log"
+    echo "FAILED (exit $rc): $name"
+    echo "gpu_check.sh: stopped at a setup step; nothing after it ran" >&2
+    exit 1
+  fi
+  if [[ $show == +1 ]]; then cat "$WORK/must.log"; else tail -n "$show" "$WORK/must.log"; fi
+}
+
+# A check or benchmark step: a failure is reported and recorded; the script goes on.
+step() {  # step NAME CMD...
+  local name=$1 rc=0
+  shift
+  "$@" || rc=$?
+  if ((rc)); then
+    echo "FAIL: $name (exit $rc)"
+    echo "$name (exit $rc)" >>"$FAILURES"
+  fi
+  return 0
+}
+
+# A step that needs CUDA: skipped, and said so, in a rehearsal.
+cuda_step() {  # cuda_step NAME CMD...
+  if [[ $MODE == rehearse ]]; then
+    echo "skipped (no CUDA): $1"
+    echo "$1" >>"$SKIPPED"
+    return 0
+  fi
+  step "$@"
+}
+
+# pip that never reaches an index, and reads no configuration that could point it at one.
+pip_offline() {
+  env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null \
+    python3 -m pip --disable-pip-version-check "$@"
+}
+
+# ---------------------------------------------------------------------------------- rehearsal
+# A venv standing in for the GPU image: .venv's distributions that the image also has, exposed
+# through a folder of symlinks named in a .pth; the project, and what the image lacks, absent.
+# (Called through `must`, where set -e doesn't apply inside a function: each step says || return.)
+make_image_venv() {  # make_image_venv VENV
+  local venv=$1 source_python=${REHEARSE_PYTHON:-$REPO/.venv/bin/python} base site
+  [[ -x $source_python ]] || { echo "no $source_python: run make .venv/.installed" >&2; return 1; }
+  base=$("$source_python" -c 'import sys; print(sys._base_executable)') || return
+  "$base" -m venv --without-pip "$venv" || return
+  bash benchmarks/gpu_wheels.sh --image-packages >"$WORK/image_packages.txt" || return
+  "$source_python" - "$WORK/image_packages.txt" "$WORK/image_site" <<'PY' || return
+import csv
+import re
+import sys
+import sysconfig
+from pathlib import Path
+
+image = {line.strip() for line in open(sys.argv[1]) if line.strip()}
+target = Path(sys.argv[2])
+target.mkdir()
+site = Path(sysconfig.get_path("purelib"))
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+exposed, hidden = set(), []
+for info in sorted(site.glob("*.dist-info")):
+    meta = (info / "METADATA").read_text(errors="replace")
+    name = norm(re.search(r"^Name:\s*(\S+)", meta, re.M).group(1))
+    if name not in image:
+        hidden.append(name)
+        continue
+    entries = {info.name}
+    with open(info / "RECORD", newline="") as record:
+        for row in csv.reader(record):
+            top = row[0].split("/")[0] if row else ""
+            if top and top not in ("..", "__pycache__") and not top.startswith("__editable__"):
+                entries.add(top)
+    for entry in entries:
+        if (site / entry).exists() and entry not in exposed:
+            (target / entry).symlink_to(site / entry)
+            exposed.add(entry)
+print(f"image stand-in: {len(exposed)} entries of {site} exposed; hidden (not in the GPU "
+      f"image): {', '.join(hidden)}")
+PY
+  site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))') || return
+  echo "$WORK/image_site" >"$site/_gpu_image.pth"
+}
+
+if [[ $MODE == rehearse ]]; then
+  say "rehearsal: on CPU, offline install; steps that need CUDA are skipped"
+  VENV=$WORK/venv
+  must "fresh venv standing in for the GPU image" make_image_venv "$VENV"
+  export PATH="$VENV/bin:$PATH"
+  hash -r
+  if [[ -z ${WHEELS:-} ]]; then
+    WHEELS=$WORK/wheels
+    pyver=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    must "wheels for Python $pyver (the rehearsal's one use of the network)" \
+      bash benchmarks/gpu_wheels.sh --python "$pyver" --dest "$WHEELS"
+  fi
+  must "the stand-in sees the image's packages" python3 -c "
+import importlib.util as u
+names = ('torch', 'torchvision', 'onnx', 'onnxruntime', 'onnxscript', 'lightning',
+         'pytorch_lightning', 'typer', 'rich', 'numpy', 'pytest', 'hypothesis', 'setuptools')
+missing = [n for n in names if u.find_spec(n) is None]
+assert not missing, f'the image stand-in lacks {missing}'
+print('visible:', ' '.join(names))"
+else
+  must "a CUDA device for torch (on a machine without one: --rehearse)" \
+    python3 -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA device'; \
+print('torch', torch.__version__, 'sees', torch.cuda.get_device_name(0))"
+fi
+
+# ------------------------------------------------------------------------------------ install
+WHEELS=${WHEELS:-.whl}
+shopt -s nullglob
+wheels=("$WHEELS"/*.whl)
+shopt -u nullglob
+if ((${#wheels[@]} == 0)); then
+  echo "FAILED: no wheels in $WHEELS: run 'bash benchmarks/gpu_wheels.sh' here (with network)" \
+    "and carry .whl to the GPU machine" >&2
+  exit 1
+fi
+say "python3 is $(command -v python3) ($(python3 -c 'import sys; print(sys.version.split()[0])'))"
+if python3 -c "import pydantic" 2>/dev/null; then
+  if [[ $MODE == rehearse ]]; then
+    echo "FAILED: pydantic imports before the wheels: the image stand-in leaks" >&2
+    exit 1
+  fi
+  echo "before the wheels: pydantic is already there"
+else
+  echo "before the wheels: import pydantic fails (pydantic missing, as on the GPU image)"
+fi
+# A wheel goes in unless the same distribution is there at the same or a newer version (the
+# image's own packages are never downgraded).
+must -v "choose the wheels the environment lacks" python3 - "$WHEELS" "$WORK/to_install" <<'PY'
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from packaging.utils import parse_wheel_filename
+from packaging.version import Version
+
+chosen = []
+for path in sorted(Path(sys.argv[1]).glob("*.whl")):
+    name, version, _, _ = parse_wheel_filename(path.name)
+    try:
+        have = Version(metadata.version(name))
+    except metadata.PackageNotFoundError:
+        have = None
+    if have is not None and have >= version:
+        print(f"already there: {name} {have} (its wheel, {version}, is not installed)")
+    else:
+        chosen.append(str(path.resolve()))
+        print(f"to install: {name} {version}" + (f" (there: {have})" if have else ""))
+Path(sys.argv[2]).write_text("".join(f"{c}\n" for c in chosen))
+PY
+mapfile -t to_install <"$WORK/to_install"
+if ((${#to_install[@]})); then
+  must "pip install --no-index --no-deps --no-build-isolation ${#to_install[@]} wheels from $WHEELS" \
+    pip_offline install --no-index --no-deps --no-build-isolation "${to_install[@]}"
+fi
+must "after the wheels: pydantic, faster-coco-eval, tritonclient import" python3 -c "
+import faster_coco_eval, pydantic, pydantic_core, rapidjson
+from tritonclient.grpc import model_config_pb2
+print(f'after the wheels: pydantic {pydantic.VERSION} imports; pydantic-core '
+      f'{pydantic_core.__version__}; faster-coco-eval {faster_coco_eval.__version__}')"
+must "pip install --no-index --no-deps --no-build-isolation -e ." \
+  pip_offline install --no-index --no-deps --no-build-isolation -e .
+SCRIPTS=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+export PATH="$SCRIPTS:$PATH"
+hash -r
+must "toolkit --help" toolkit --help
+echo "toolkit --help: ok ($(command -v toolkit))"
+
+# ---------------------------------------------------------------------------- checks, benches
 {
-  nvidia-smi --query-gpu=name,driver_version,compute_cap,clocks.sm,clocks.mem --format=csv
-  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-} > "$OUT/gpu.txt" 2>&1
-python3 -m pytest -m gpu -q -rs tests 2>&1 | tee "$OUT/pytest_gpu.log"
+  cuda_step "nvidia-smi" nvidia-smi \
+    --query-gpu=name,driver_version,compute_cap,clocks.sm,clocks.mem --format=csv
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+'available', torch.cuda.is_available())"
+  python3 -m pip list --disable-pip-version-check 2>/dev/null \
+    | grep -iE '^(pydantic|pydantic.core|typing.extensions|faster.coco.eval|tritonclient|cuda.bindings|onnx|onnxruntime|typer|protobuf|grpcio) ' \
+    || true
+} >"$OUT/gpu.txt" 2>&1
+cat "$OUT/gpu.txt"
+
+say "cuda-python check (benchmarks/cuda_python_check.py)"
+step "cuda-python check" python3 benchmarks/cuda_python_check.py 2>&1 | tee -a "$OUT/gpu.txt"
+
+if [[ $MODE == rehearse ]]; then
+  say "pytest -m gpu --collect-only"
+  step "pytest -m gpu --collect-only" \
+    python3 -m pytest -m gpu --collect-only -q -p no:cacheprovider tests 2>&1 \
+    | tee "$OUT/pytest_gpu.log"
+  cuda_step "pytest -m gpu (the run)" true
+else
+  say "pytest -m gpu"
+  step "pytest -m gpu" python3 -m pytest -m gpu -q -rs -p no:cacheprovider tests 2>&1 \
+    | tee "$OUT/pytest_gpu.log"
+fi
 
 declare -A SOURCES=(
   [demo_cnn]="toolkit.demo.model:DigitsCNN"
@@ -25,34 +290,63 @@ declare -A SOURCES=(
   [mobilenet_v3_small]="torchvision.models:mobilenet_v3_small --input x:1-8x3x224x224"
 )
 for name in demo_cnn resnet18 mobilenet_v3_small; do
+  say "$name"
   # shellcheck disable=SC2086  # the source line carries its own options
-  toolkit export ${SOURCES[$name]} --to onnx,torchscript,pt2 --device cuda \
-    --out "$WORK/$name" || echo "export of $name exited $?"
-  toolkit bench "$WORK/$name" --device cuda --batch 1,8 --budget 3 --eager \
-    --json "$OUT/cuda_$name.json" || echo "bench of $name exited $?"
+  cuda_step "export $name" toolkit export ${SOURCES[$name]} --to onnx,torchscript,pt2 \
+    --device cuda --out "$WORK/$name"
+  cuda_step "bench $name" toolkit bench "$WORK/$name" --device cuda --batch 1,8 --budget 3 \
+    --eager --json "$OUT/cuda_$name.json"
 done
 
 # Detectors: the output contract on CUDA (pt2 compiled for the GPU where torch.export goes).
-python3 -c "from toolkit.demo.detector import train_detector; \
-train_detector(epochs=4, n_train=1200, checkpoint_dir='$WORK/det')" 2>&1 | tail -1
-toolkit export "$WORK/det/shapes_detector.ckpt" --model toolkit.demo.detector:ShapesDetector \
-  --nms iou=0.5,score=0.1,max=20 --to onnx,torchscript,pt2 --device cuda --out "$WORK/shapes" \
-  || echo "export of shapes exited $?"
-toolkit export torchvision.models.detection:fasterrcnn_mobilenet_v3_large_320_fpn \
-  --model-arg weights=None --model-arg weights_backbone=None --model-arg num_classes=5 \
-  --input x:1-4x3x320x320 --to onnx,torchscript --device cuda --out "$WORK/frcnn" \
-  || echo "export of frcnn exited $?"
-for name in shapes frcnn; do
-  toolkit verify "$WORK/$name" --device cuda --no-record || echo "verify of $name exited $?"
-  toolkit bench "$WORK/$name" --device cuda --batch 1,4 --budget 3 --eager \
-    --json "$OUT/cuda_det_$name.json" || echo "bench of $name exited $?"
-done 2>&1 | tee "$OUT/detection.log"
-# The choice for the GPU, and its Triton entry (KIND_GPU; the pt2 compiled for CUDA)
+train_detector() {
+  python3 -c "from toolkit.demo.detector import train_detector; \
+train_detector(epochs=4, n_train=1200, checkpoint_dir='$WORK/det')" >"$WORK/train.log" 2>&1 \
+    || { cat "$WORK/train.log"; return 1; }
+  tail -n 1 "$WORK/train.log"
+}
+show_configs() { cat "$WORK"/repo/*/config.pbtxt; }
 {
-  toolkit select "$WORK/resnet18" --device cuda --batch 8 || echo "select exited $?"
-  toolkit deploy "$WORK/resnet18" --triton "$WORK/repo" || echo "deploy exited $?"
-  toolkit deploy "$WORK/resnet18" --triton "$WORK/repo" --format pt2 --name r18_pt2 \
-    || echo "deploy pt2 exited $?"
-  cat "$WORK"/repo/*/config.pbtxt
-} 2>&1 | tee -a "$OUT/detection.log"
+  say "detectors"
+  cuda_step "train the shapes detector" train_detector
+  cuda_step "export shapes" toolkit export "$WORK/det/shapes_detector.ckpt" \
+    --model toolkit.demo.detector:ShapesDetector --nms iou=0.5,score=0.1,max=20 \
+    --to onnx,torchscript,pt2 --device cuda --out "$WORK/shapes"
+  cuda_step "export frcnn" toolkit export \
+    torchvision.models.detection:fasterrcnn_mobilenet_v3_large_320_fpn \
+    --model-arg weights=None --model-arg weights_backbone=None --model-arg num_classes=5 \
+    --input x:1-4x3x320x320 --to onnx,torchscript --device cuda --out "$WORK/frcnn"
+  for name in shapes frcnn; do
+    cuda_step "verify $name" toolkit verify "$WORK/$name" --device cuda --no-record
+    cuda_step "bench $name" toolkit bench "$WORK/$name" --device cuda --batch 1,4 --budget 3 \
+      --eager --json "$OUT/cuda_det_$name.json"
+  done
+  # The choice for the GPU, and its Triton entry (KIND_GPU; the pt2 compiled for CUDA)
+  say "select and deploy"
+  cuda_step "select resnet18" toolkit select "$WORK/resnet18" --device cuda --batch 8
+  cuda_step "deploy resnet18" toolkit deploy "$WORK/resnet18" --triton "$WORK/repo"
+  cuda_step "deploy resnet18 pt2" toolkit deploy "$WORK/resnet18" --triton "$WORK/repo" \
+    --format pt2 --name r18_pt2
+  cuda_step "Triton configs" show_configs
+} 2>&1 | tee "$OUT/detection.log"
+
+# -------------------------------------------------------------------------------------- summary
+{
+  say "summary ($MODE, $((SECONDS - STARTED)) s)"
+  if [[ -s $SKIPPED ]]; then
+    echo "$(wc -l <"$SKIPPED") steps skipped (no CUDA): $(paste -sd ',' "$SKIPPED" | sed 's/,/, /g')"
+  fi
+  if [[ -s $FAILURES ]]; then
+    echo "FAILED steps: $(wc -l <"$FAILURES")"
+    sed 's/^/  /' "$FAILURES"
+  else
+    echo "every step that ran passed"
+  fi
+} 2>&1 | tee -a "$OUT/gpu.txt"
 ls -la "$OUT"
+files=$(find "$OUT" -type f | wc -l)
+if ((files > 8)); then
+  echo "gpu_check.sh: $files files under $OUT; the device tool brings back only 8" >&2
+  exit 1
+fi
+if [[ -s $FAILURES ]]; then exit 1; fi

@@ -28,12 +28,17 @@ def two_io_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def two_io_bundle(two_io_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The checkpoint exported to onnx, torchscript and pt2 once (pt2 compiles ~20-60 s)."""
+    """The checkpoint exported to onnx, torchscript, pt2 and openvino once (pt2 compiles
+    ~20-60 s)."""
+    import importlib.util
+
     from toolkit.export.pipeline import export
 
     out = tmp_path_factory.mktemp("bundles") / "two_io"
-    result = export(str(two_io_checkpoint), ["onnx", "torchscript", "pt2"], out,
-                    model="tests.models:TwoInTwoOut")
+    targets = ["onnx", "torchscript", "pt2"]
+    if importlib.util.find_spec("openvino") is not None:  # the 'openvino' extra (in dev)
+        targets.append("openvino")
+    result = export(str(two_io_checkpoint), targets, out, model="tests.models:TwoInTwoOut")
     assert result.exit_code == 0, result.to_dict()
     return out
 

@@ -42,7 +42,7 @@ def test_inspect_without_torch(device_bundle, tmp_path):
     result = toolkit("inspect", device_bundle, "--json", "-", torch=False)
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
-    assert {a["format"] for a in info["artifacts"]} == {"onnx", "torchscript", "pt2"}
+    assert {"onnx", "torchscript", "pt2"} <= {a["format"] for a in info["artifacts"]}
 
 
 def test_verify_onnx_without_torch_matches_with_torch(device_bundle, tmp_path):
@@ -99,9 +99,12 @@ def test_without_onnxruntime_verify_exits_3_and_names_the_extra(device_bundle):
 
 
 def test_bench_with_nothing_runnable_exits_3_and_names_each_extra(device_bundle):
-    result = toolkit("bench", device_bundle, *FAST, torch=False, block="onnxruntime")
+    result = toolkit("bench", device_bundle, *FAST, torch=False, block="onnxruntime,openvino")
     assert result.returncode == 3, result.stdout + result.stderr
     assert "toolkit[onnxruntime]" in result.stderr and "toolkit[export]" in result.stderr
+    if "openvino" in {a["format"] for a in json.loads(
+            (device_bundle / "manifest.json").read_text())["artifacts"]}:
+        assert "toolkit[openvino]" in result.stderr
 
 
 def test_select_and_deploy_without_torch(device_bundle, tmp_path):
@@ -112,9 +115,12 @@ def test_select_and_deploy_without_torch(device_bundle, tmp_path):
     chosen = toolkit("select", bundle, "--batch", "1", "--json", "-", torch=False)
     assert chosen.returncode == 0, chosen.stderr
     doc = json.loads(chosen.stdout)
-    assert doc["selected"]["artifact"] == "onnx/fp32"
+    # the fastest of what runs without torch: ONNX Runtime or OpenVINO
+    assert doc["selected"]["artifact"] in ("onnx/fp32", "openvino/fp32")
     excluded = {c["artifact"]: c["excluded"] for c in doc["candidates"]}
     assert "can't run here" in excluded["torchscript/fp32"]
     deployed = toolkit("deploy", bundle, "--triton", tmp_path / "repo", torch=False)
     assert deployed.returncode == 0, deployed.stderr
-    assert (tmp_path / "repo" / "b" / "1" / "model.onnx").is_file()
+    served = {"onnx/fp32": ["model.onnx"], "openvino/fp32": ["model.xml", "model.bin"]}
+    for name in served[doc["selected"]["artifact"]]:
+        assert (tmp_path / "repo" / "b" / "1" / name).is_file()

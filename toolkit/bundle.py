@@ -254,7 +254,18 @@ class Bundle:
 
     def path_of(self, record: Mapping[str, Any]) -> Path:
         """The record's file: a plain name inside the bundle, never a link out of it."""
-        name = record.get("path")
+        return self._inside(record.get("path"))
+
+    def companion_paths(self, record: Mapping[str, Any]) -> list[Path]:
+        """The files the artifact has beside its main one (OpenVINO's .bin), same rules."""
+        return [self._inside(entry.get("name")) for entry in record.get("files") or ()]
+
+    def files_of(self, record: Mapping[str, Any]) -> list[Path]:
+        """Every file of the artifact: companions first, the main file last (the order they
+        are renamed into place, so a main file never appears without its companions)."""
+        return [*self.companion_paths(record), self.path_of(record)]
+
+    def _inside(self, name: Any) -> Path:
         try:
             schema.plain_file_name(name if isinstance(name, str) else "")
         except ValueError as err:
@@ -267,16 +278,20 @@ class Bundle:
         return path
 
     def checked_path(self, record: Mapping[str, Any]) -> Path:
-        """The record's file, once its sha256 matches the manifest (unless the command was
-        told --allow-modified): a bundle is only as good as the files it lists."""
+        """The record's file, once its sha256 (and each companion's) matches the manifest
+        (unless the command was told --allow-modified): a bundle is only as good as the
+        files it lists."""
         path = self.path_of(record)
-        if not path.is_file():
-            raise UsageError(f"{path} is listed in the manifest but missing; re-export it")
-        expected = record.get("sha256")
-        if expected and self._sha256(path) != expected and not self.allow_modified:
-            raise ArtifactModified(
-                f"{path.name} changed since it was exported (its sha256 differs from the "
-                "manifest's); re-export it, or pass --allow-modified to use it anyway")
+        hashes = [(path, record.get("sha256"))]
+        hashes += [(self._inside(entry.get("name")), entry.get("sha256"))
+                   for entry in record.get("files") or ()]
+        for file, expected in hashes:
+            if not file.is_file():
+                raise UsageError(f"{file} is listed in the manifest but missing; re-export it")
+            if expected and self._sha256(file) != expected and not self.allow_modified:
+                raise ArtifactModified(
+                    f"{file.name} changed since it was exported (its sha256 differs from the "
+                    "manifest's); re-export it, or pass --allow-modified to use it anyway")
         return path
 
     def _sha256(self, path: Path) -> str:

@@ -40,7 +40,8 @@ def cpu_flags() -> list[str]:
             for line in info:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "f16c")
+                    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "f16c",
+                              "avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16")
                     return [f for f in wanted if f in flags]
     except OSError:
         pass
@@ -79,8 +80,9 @@ EXTRAS = {"torch": "export", "torchvision": "export", "lightning": "export",
           "tensorrt": "trt", "cuda": "trt", "matplotlib": "plot"}
 
 
-def require_module(module: str, purpose: str) -> Any:
-    """Import an optional dependency, or BackendUnavailable (exit 3) naming the extra."""
+def require_module(module: str, purpose: str, extra: str | None = None) -> Any:
+    """Import an optional dependency, or BackendUnavailable (exit 3) naming the extra (a
+    format passes its own `Format.extra`)."""
     import importlib
 
     from toolkit.errors import BackendUnavailable
@@ -89,7 +91,7 @@ def require_module(module: str, purpose: str) -> Any:
         return importlib.import_module(module)
     except ImportError as err:
         root = module.split(".")[0]
-        extra = EXTRAS.get(root)
+        extra = extra or EXTRAS.get(root)
         how = f"pip install 'toolkit[{extra}]'" if extra else f"pip install {root}"
         raise BackendUnavailable(f"{purpose} needs {root}, which isn't installed here "
                                  f"({err.name or root} missing); {how}") from None

@@ -27,7 +27,9 @@ from toolkit.spec import MAX_DIM
 
 # 2: paths confined to plain names, sha256 required for every saved artifact, factory
 #    identity. 1 (the first layout) reads the same and is migrated on load.
-SCHEMA_VERSION = 2
+# 3: an artifact may have companion files (`files`: OpenVINO's .bin beside its .xml), each
+#    hashed. 2 and 1 read the same (no companions) and are migrated on load.
+SCHEMA_VERSION = 3
 OLDEST_READABLE = 1
 GOLDEN_NAME = "golden.npz"
 
@@ -189,12 +191,21 @@ class AccuracyRecord(_Record):
     reduced: Score
 
 
+class FileRecord(_Record):
+    """A file an artifact consists of besides its main `path` (OpenVINO's weights .bin)."""
+
+    name: PlainName
+    sha256: Sha256
+    size_bytes: Count
+
+
 class ArtifactRecord(_Record):
     format: str
     precision: str = "fp32"
     path: PlainName | None = None
     sha256: Sha256 | None = None
-    size_bytes: Count | None = None
+    size_bytes: Count | None = None  # all of the artifact's files together
+    files: list[FileRecord] = []  # companions of `path`, each checked before use
     layout: str | None = None  # INT8 graph layout: 'cpu' (ONNX Runtime) or 'trt' (TensorRT)
     notes: list[str] = []
     parity: ParityRecord | None = None
@@ -230,6 +241,12 @@ class ArtifactRecord(_Record):
                              "never lists it as an artifact")
         if declared.saved and (self.path is None or self.sha256 is None):
             raise ValueError(f"a {self.format} artifact needs its file name (path) and sha256")
+        if self.path is not None:
+            wanted = declared.companions(self.path)
+            if [f.name for f in self.files] != wanted:
+                raise ValueError(f"a {self.format} artifact named {self.path} consists of "
+                                 f"{[self.path, *wanted]}; the record lists "
+                                 f"{[self.path, *(f.name for f in self.files)]}")
         if self.layout is not None and (self.precision != "int8"
                                         or self.layout not in declared.int8_layouts):
             raise ValueError(f"layout '{self.layout}' is not an INT8 layout of {self.format}")
@@ -277,6 +294,7 @@ class Manifest(_Record):
         if len(set(keys)) != len(keys):
             raise ValueError("two artifacts share a format, precision and layout")
         paths = [a.path for a in self.artifacts if a.path is not None]
+        paths += [f.name for a in self.artifacts for f in a.files]
         if len(set(paths)) != len(paths) or GOLDEN_NAME in paths or "manifest.json" in paths:
             raise ValueError("two records name the same file")
         return self

@@ -176,7 +176,11 @@ def test_a_malformed_manifest_is_one_line_naming_the_field(copy, change, needle)
 
 def test_an_integer_too_long_to_parse_is_bad_input(copy):
     text = (copy / "manifest.json").read_text()
-    (copy / "manifest.json").write_text(text.replace('"schema": 2', '"schema": ' + "9" * 5000))
+    from toolkit.manifest import SCHEMA_VERSION
+
+    current = f'"schema": {SCHEMA_VERSION}'
+    assert current in text
+    (copy / "manifest.json").write_text(text.replace(current, '"schema": ' + "9" * 5000))
     one_clean_line(run("inspect", copy), 2, "not valid JSON")
 
 
@@ -372,7 +376,9 @@ def test_the_manifest_round_trips_through_its_schema(cnn):
     from toolkit.bundle import Bundle
 
     bundle = Bundle.open(cnn)
-    assert bundle.manifest["schema"] == 2 and bundle.artifacts[0]["sha256"]
+    from toolkit.manifest import SCHEMA_VERSION
+
+    assert bundle.manifest["schema"] == SCHEMA_VERSION and bundle.artifacts[0]["sha256"]
     assert np.load(cnn / "golden.npz").files
     assert os.access(cnn / "manifest.json", os.R_OK)
 

@@ -119,8 +119,10 @@ def build(bundle: Bundle, record: dict[str, Any], name: str, *,
         max_batch = rng[2] if spec.max_batch is None else min(rng[2], spec.max_batch)
     if spec.max_batch == 1:
         max_batch = 0  # one request, one sample: the batch dimension is part of the dims
-    lines = [f"name: {_quoted(name)}", f"platform: {_quoted(spec.platform)}",
-             f"max_batch_size: {max_batch}"]
+    kind = (f"backend: {_quoted(spec.backend)}" if spec.backend
+            else f"platform: {_quoted(spec.platform)}")
+    lines = [f"name: {_quoted(name)}", kind, f"max_batch_size: {max_batch}"]
+    parameters = spec.parameters(record) if spec.parameters else {}
     batch_fixed = 1 if spec.max_batch == 1 else None
     lines.append("input [")
     lines.append(",\n".join(_tensor(inputs[s.name], s.dtype, _input_dims(s, max_batch,
@@ -142,12 +144,15 @@ def build(bundle: Bundle, record: dict[str, Any], name: str, *,
     lines.append(f"instance_group [ {{ count: 1 kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]")
     warmup, warm_lines = _warmup(bundle, golden[0], inputs, max_batch, batch_fixed)
     lines += warm_lines
+    lines += [f"parameters {{ key: {_quoted(k)} value {{ string_value: {_quoted(v)} }} }}"
+              for k, v in parameters.items()]
     config = "\n".join(lines) + "\n"
     parsed = validate(config, name)
     # what Triton will read is what we meant: the names, and no field a name smuggled in
     if ([t.name for t in parsed.input] != list(inputs.values())
             or [t.name for t in parsed.output] != list(outputs.values())
-            or parsed.name != name or parsed.backend or parsed.parameters):
+            or parsed.name != name or parsed.backend != spec.backend
+            or {k: v.string_value for k, v in parsed.parameters.items()} != parameters):
         raise UsageError(f"the configuration for '{name}' does not say what the bundle does; "
                          "nothing was written")
     return TritonModel(name, record, config, inputs, outputs, max_batch, warmup, notes,
@@ -255,6 +260,10 @@ def write(bundle: Bundle, model: TritonModel, repo: Path, *, force: bool = False
         (staging / "config.pbtxt").write_text(model.config)
         (staging / VERSION).mkdir()
         shutil.copyfile(source, staging / VERSION / spec.filename)
+        fmt = format_table.get(model.record["format"])
+        for companion, served in zip(bundle.companion_paths(model.record),
+                                     fmt.companions(spec.filename)):
+            shutil.copyfile(companion, staging / VERSION / served)  # model.xml's model.bin
         (staging / "warmup").mkdir()
         for file, data in model.warmup.items():
             (staging / "warmup" / file).write_bytes(data)

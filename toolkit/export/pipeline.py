@@ -15,7 +15,7 @@ from typing import Any
 
 from toolkit import environment, formats, interrupts, transaction
 from toolkit.bundle import Bundle, GoldenSample, atomic_path, now, sha256_file
-from toolkit.errors import BackendUnavailable, ToolkitError, UsageError
+from toolkit.errors import BackendUnavailable, ExportFailed, ToolkitError, UsageError
 from toolkit.export.golden import GOLDEN_EXTRA_BATCHES, golden_samples
 from toolkit.export.job import (
     ExportJob,
@@ -207,10 +207,12 @@ class _Run:
         if wanted == ["fp32"]:
             return
         carriers = [f for f in self.targets if len(f.precisions) > 1]
-        for fmt in carriers:
-            formats.check_precisions(fmt.name, wanted)
         if not carriers and (len(self.targets) == 1 or single_target_strict):
             formats.check_precisions(self.targets[0].name, wanted)
+        for precision in wanted:
+            # each precision must be carried by a format asked for; the others export fp32
+            if carriers and not any(precision in f.precisions for f in carriers):
+                formats.check_precisions(carriers[0].name, [precision])
 
     def layouts_for(self, fmt: Format, precision: str) -> list[str | None]:
         """The INT8 layouts to write: what --int8-layout says, or by default the one for each
@@ -368,7 +370,17 @@ class _Run:
         dest = self._destination(fmt, precision, layout)
         with atomic_path(dest, suffix=dest.suffix) as tmp:
             job.dest = tmp
-            extra = exporter(job)
+            try:
+                extra = exporter(job)
+                # companions (written beside the temp file, same stem) go into place before
+                # the main file, so the main file never appears without them
+                for name, written in zip(fmt.companions(dest.name), fmt.companions(tmp.name)):
+                    if not (tmp.parent / written).is_file():
+                        raise ExportFailed(f"the {fmt.name} exporter did not write {name}")
+                    _place(tmp.parent / written, dest.with_name(name))
+            finally:
+                for leftover in fmt.companions(tmp.name):
+                    tmp.with_name(leftover).unlink(missing_ok=True)
         return self._record(fmt, precision, dest, extra, layout)
 
     def _destination(self, fmt: Format, precision: str, layout: str | None = None) -> Path:
@@ -381,10 +393,15 @@ class _Run:
 
     def _record(self, fmt: Format, precision: str, dest: Path,
                 extra: dict[str, Any], layout: str | None = None) -> dict[str, Any]:
+        companions = [dest.with_name(name) for name in fmt.companions(dest.name)]
         record = {
             "format": fmt.name, "precision": precision, "path": dest.name,
             **({"layout": layout} if layout else {}),
-            "sha256": sha256_file(dest), "size_bytes": dest.stat().st_size,
+            "sha256": sha256_file(dest),
+            "size_bytes": sum(p.stat().st_size for p in [dest, *companions]),
+            **({"files": [{"name": p.name, "sha256": sha256_file(p),
+                           "size_bytes": p.stat().st_size} for p in companions]}
+               if companions else {}),
             "created_at": now(),
             "tools": {k: v for k, v in environment.describe()["libraries"].items()
                       if k in ("torch", "onnx", "onnxruntime", "onnxscript", "tensorrt")},
@@ -423,7 +440,8 @@ class _Run:
 
     def _drop(self, record: dict[str, Any]) -> None:
         if record.get("path"):
-            transaction.remove_file(self.bundle.path_of(record))
+            for path in self.bundle.files_of(record):
+                transaction.remove_file(path)
         if record in self.bundle.manifest["artifacts"]:
             self.bundle.manifest["artifacts"].remove(record)
         self.bundle.save()
@@ -446,6 +464,17 @@ class _Run:
         step.seconds = time.perf_counter() - step.started
         if self.on_step:
             self.on_step(step)
+
+
+def _place(written: Path, destination: Path) -> None:
+    """Rename a finished file into the bundle (undone with the command if it fails)."""
+    journal = transaction.journal_for(destination.parent)
+    if journal is not None:
+        journal.before_change(destination)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(written, 0o666 & ~umask)
+    os.replace(written, destination)
 
 
 def _open_or_create(out_dir: Path, loaded: Any, force: bool) -> Bundle:
@@ -484,7 +513,8 @@ def source_identity(source: Mapping[str, Any]) -> tuple[Any, ...]:
 def _clear_bundle(bundle: Bundle) -> None:
     for record in bundle.artifacts:
         if record.get("path"):
-            transaction.remove_file(bundle.path_of(record))
+            for path in bundle.files_of(record):
+                transaction.remove_file(path)
     transaction.remove_file(bundle.golden_path)
 
 

@@ -20,14 +20,14 @@ from typing import Any
 from toolkit.errors import UsageError
 
 # The declaration modules, in the order formats are listed, tried and exported.
-_MODULES = ("onnx", "torchscript", "pt2", "compile", "trt", "eager")
+_MODULES = ("onnx", "torchscript", "pt2", "compile", "trt", "openvino", "eager")
 
 
 @dataclass(frozen=True)
 class TritonSpec:
     """How Triton Inference Server serves a format (its model configuration's terms)."""
 
-    platform: str  # config.pbtxt `platform`
+    platform: str  # config.pbtxt `platform` ('' when a `backend` is named instead)
     filename: str  # the file Triton looks for in the version directory
     #: tensors are named INPUT__0, OUTPUT__0 ... (PyTorch backends) instead of by name
     indexed_names: bool = False
@@ -36,6 +36,10 @@ class TritonSpec:
     #: the largest batch a request may carry (None: the bundle's batch range)
     max_batch: int | None = None
     note: str = ""
+    #: config.pbtxt `backend` (OpenVINO is served by a backend, not a platform)
+    backend: str = ""
+    #: record -> config.pbtxt `parameters` (string values) the format needs to run as verified
+    parameters: Callable[[Any], dict[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class Format:
     aliases: tuple[str, ...] = ()
     #: file suffixes, the first is the one written ('' = not saved to a file)
     suffixes: tuple[str, ...] = ()
+    #: suffixes of the files written beside the main one, same stem (OpenVINO: '.bin')
+    companion_suffixes: tuple[str, ...] = ()
     precisions: tuple[str, ...] = ("fp32",)
     #: export (and run) need the PyTorch model, not only the bundle
     needs_model: bool = True
@@ -97,6 +103,13 @@ class Format:
         if precision == "fp32":
             return f"model.{suffix}"
         return f"model.{self.variant(precision, layout)}.{suffix}"
+
+    def companions(self, filename: str) -> list[str]:
+        """The files an artifact named `filename` has beside it: model.bf16.xml ->
+        [model.bf16.bin]."""
+        stem = filename[: -len(self.suffix)] if self.suffix and filename.endswith(
+            self.suffix) else filename
+        return [stem + suffix for suffix in self.companion_suffixes]
 
     def variant(self, precision: str, layout: str | None = None) -> str:
         """'int8', or 'int8-trt' for an INT8 layout other than the format's default."""

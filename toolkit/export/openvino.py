@@ -53,10 +53,29 @@ def export_artifact(job: ExportJob) -> dict[str, Any]:
     if job.precision == "bf16":
         notes.append("bf16 compute on this CPU's " + "/".join(
             f for f in BF16_FLAGS if f in cpu_flags()))
+    extra: dict[str, Any] = {}
+    if job.precision != "fp32" and job.options.precision.eval_data:
+        extra["accuracy"] = _accuracy(job, hint)
     return {
+        **extra,
         "from_onnx": onnx_record["path"],
         "inference_precision": hint,
         "cpu_flags": cpu_flags(),
         "openvino": library_version("openvino") or getattr(ov, "__version__", None),
         "notes": notes,
     }
+
+
+def _accuracy(job: ExportJob, hint: str) -> dict[str, Any]:
+    """The accuracy gate on --eval-data: this IR at its precision against the fp32 ONNX, both
+    run by OpenVINO in f32 (no other runtime needed on the machine)."""
+    from toolkit.export.precision.steps import accuracy_between
+    from toolkit.runtime.openvino import OpenVinoRunner
+
+    bundle = job.bundle
+    fp32_onnx = bundle.checked_path(job.ensure("onnx", "fp32"))  # type: ignore[misc]
+    specs = {"inputs": bundle.inputs, "outputs": bundle.outputs}
+    return accuracy_between(bundle, OpenVinoRunner(fp32_onnx, inference_precision="f32", **specs),
+                            OpenVinoRunner(job.dest, inference_precision=hint,
+                                           precision=job.precision, **specs),
+                            job.options.precision)

@@ -162,14 +162,24 @@ def accuracy_check(bundle: Bundle, fp32_path: Path, reduced_path: Path,
                    options: PrecisionOptions) -> dict[str, Any]:
     """The task's score (accuracy, or mAP for a detector) of the fp32 and the reduced ONNX on
     labelled data, and the gate's verdict on the drop."""
-    from toolkit.parity.task_eval import score_gate, task_evaluation
     from toolkit.runtime.onnxruntime import OnnxRuntimeRunner
+
+    return accuracy_between(
+        bundle, OnnxRuntimeRunner(fp32_path, inputs=bundle.inputs, outputs=bundle.outputs),
+        OnnxRuntimeRunner(reduced_path, inputs=bundle.inputs, outputs=bundle.outputs), options)
+
+
+def accuracy_between(bundle: Bundle, fp32: Any, reduced: Any,
+                     options: PrecisionOptions) -> dict[str, Any]:
+    """The accuracy gate between two runners (not yet activated) of any format: the task's
+    score of each on --eval-data, and the verdict on the drop."""
+    from toolkit.parity.task_eval import score_gate, task_evaluation
 
     evaluation = task_evaluation(str(options.eval_data), bundle.inputs,
                                  bundle.manifest.get("detection"))
     scores = {}
-    for label, path in (("fp32", fp32_path), ("reduced", reduced_path)):
-        with OnnxRuntimeRunner(path, inputs=bundle.inputs, outputs=bundle.outputs) as runner:
+    for label, runner in (("fp32", fp32), ("reduced", reduced)):
+        with runner:
             scores[label] = evaluation(runner.infer)
     max_drop = options.max_accuracy_drop
     passed, message = score_gate(evaluation.metric, scores["fp32"]["score"],

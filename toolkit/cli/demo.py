@@ -6,11 +6,9 @@ package (toolkit/demo/digits.npz), so nothing is downloaded.
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -81,10 +79,15 @@ def demo_command(
     _header(2, "evaluation and calibration data")
     eval_path, calib_path = _write_data(out / "data")
 
-    targets = ["onnx", "torchscript"] + ([] if quick else ["pt2"]) + ["trt"]
+    # OpenVINO where its extra is installed (make demo's dev install has it); else skipped
+    targets = ["onnx", "openvino", "torchscript"] + ([] if quick else ["pt2"]) + ["trt"]
     precisions = ["fp32", "fp16", "int8"]
     _header(3, f"export → {', '.join(targets)}   precisions {', '.join(precisions)}")
     code = _export(ckpt, out / "bundle", targets, precisions, eval_path, calib_path, force)
+    if code == 0:
+        from toolkit.cli.demo_common import bench_what_ran
+
+        bench_what_ran(out / "bundle", ["onnx", "openvino"], ["fp32", "int8"], [1])
 
     seconds = time.perf_counter() - started
     colour = "green" if code == 0 else "red"
@@ -147,22 +150,9 @@ def _write_data(data_dir: Path) -> tuple[Path, Path]:
     return eval_path, calib_path
 
 
-def _step_printer(print_step: Callable[[Any], None]) -> Callable[[Any], None]:
-    """The export's step line, with a reason already shown (TensorRT missing, once per
-    precision) not repeated."""
-    shown: set[str] = set()
-
-    def on_step(step: Any) -> None:
-        if step.status == "unavailable" and step.detail in shown:
-            step = dataclasses.replace(step, detail="", error=None)
-        shown.add(step.detail)
-        print_step(step)
-
-    return on_step
-
-
 def _export(ckpt: Path, bundle_dir: Path, targets: list[str], precisions: list[str],
             eval_path: Path, calib_path: Path, force: bool) -> int:
+    from toolkit.cli.demo_common import step_printer
     from toolkit.cli.export import print_step, print_summary
     from toolkit.export.pipeline import export
 
@@ -173,7 +163,7 @@ def _export(ckpt: Path, bundle_dir: Path, targets: list[str], precisions: list[s
             "calib_data": str(calib_path), "calib_batches": CALIB_SAMPLES,  # i.e. all of it
             "calib_method": "minmax", "eval_data": str(eval_path), "max_accuracy_drop": 1.0,
         },
-        on_step=_step_printer(print_step),
+        on_step=step_printer(print_step),
     )
     print_summary(result)
     code = result.exit_code

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.markup import escape
 
 from toolkit.cli.console import console, table_console
 from toolkit.errors import BackendUnavailable, UsageError
@@ -38,7 +37,7 @@ def detection_demo(out: Path, *, epochs: int | None, quick: bool, force: bool,
     _header(2, "evaluation and calibration data")
     eval_path, calib_path = _write_data(out / "data", seed)
 
-    targets = ["onnx", "torchscript"] + ([] if quick else ["pt2"]) + ["trt"]
+    targets = ["onnx", "openvino", "torchscript"] + ([] if quick else ["pt2"]) + ["trt"]
     _header(3, f"export → {', '.join(targets)} with NMS ({NMS}), precisions fp32, fp16, int8")
     result = _export(ckpt, out / "bundle", targets, eval_path, calib_path, force)
 
@@ -83,7 +82,7 @@ def _write_data(data_dir: Path, seed: int) -> tuple[Path, Path]:
 
 def _export(ckpt: Path, bundle_dir: Path, targets: list[str], eval_path: Path,
             calib_path: Path, force: bool) -> Any:
-    from toolkit.cli.demo import _step_printer
+    from toolkit.cli.demo_common import step_printer
     from toolkit.cli.export import print_step, print_summary
     from toolkit.export.pipeline import export
 
@@ -95,7 +94,7 @@ def _export(ckpt: Path, bundle_dir: Path, targets: list[str], eval_path: Path,
         precision_options={"calib_data": str(calib_path), "calib_batches": 4,
                            "calib_method": "percentile",
                            "eval_data": str(eval_path), "max_accuracy_drop": 1.0},
-        on_step=_step_printer(print_step))
+        on_step=step_printer(print_step))
     print_summary(result)
     if any(s.status == "unavailable" for s in result.steps):
         console.print("[yellow]note:[/] TensorRT not available on this machine (skipped; "
@@ -132,11 +131,7 @@ def _print_map(bundle_dir: Path, eval_path: Path) -> None:
 
 
 def _bench(bundle_dir: Path) -> None:
-    from toolkit.bench.driver import plan_bench, run_plan
-    from toolkit.bench.render import bench_table
+    from toolkit.cli.demo_common import bench_what_ran
 
-    plan = plan_bench(bundle_dir, formats=["onnx", "torchscript", "eager"],
-                      precisions=["fp32", "fp16", "int8"], batches=[1, 4])
-    results = run_plan(plan, budget_s=0.5, warmup_s=0.2, min_iters=20, save=True,
-                       on_note=lambda line: console.print(f"  [dim]{escape(line)}[/]"))
-    table_console().print(bench_table(results, title=f"latency · {bundle_dir}"))
+    bench_what_ran(bundle_dir, ["onnx", "openvino", "torchscript", "eager"],
+                   ["fp32", "fp16", "int8"], [1, 4])

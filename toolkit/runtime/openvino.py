@@ -36,7 +36,9 @@ class OpenVinoRunner(Runner):
 
     @property
     def session_note(self) -> str | None:
-        return f"OpenVINO {self.performance_hint}, {self.inference_precision}"
+        compute = ("int8 layers, the rest " + self.inference_precision
+                   if self.precision == "int8" else self.inference_precision)
+        return f"OpenVINO {self.performance_hint}, {compute}"
 
     def _activate_impl(self) -> None:
         if not self.device.startswith("cpu"):

@@ -10,7 +10,8 @@ from functools import lru_cache
 from typing import Any
 
 LIBRARIES = ("torch", "torchvision", "pytorch-lightning", "onnx", "onnxruntime",
-             "onnxruntime-gpu", "onnxscript", "tensorrt", "torch-tensorrt", "numpy")
+             "onnxruntime-gpu", "onnxscript", "tensorrt", "torch-tensorrt", "openvino",
+             "numpy")
 
 
 def library_version(dist: str) -> str | None:

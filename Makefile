@@ -15,7 +15,9 @@ demo: $(STAMP)
 	$(BIN)/toolkit demo
 	$(BIN)/toolkit demo --task detection
 
+# ruff first: lint is part of the suite, so it can't drift
 test: $(STAMP)
+	$(BIN)/ruff check toolkit tests benchmarks
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -65,6 +65,17 @@ def accuracy_gate(
     fp32_acc: float, reduced_acc: float, max_drop_points: float = 1.0, label: str = "reduced"
 ) -> tuple[bool, str]:
     """Pass when accuracy drops by at most `max_drop_points` percentage points."""
-    from toolkit.parity.task_eval import score_gate
-
     return score_gate("accuracy", fp32_acc, reduced_acc, max_drop_points, label)
+
+
+def score_gate(metric: str, fp32: float, reduced: float, max_drop_points: float,
+               label: str = "reduced") -> tuple[bool, str]:
+    """Pass when the score (a fraction) drops by at most `max_drop_points` points."""
+    if max_drop_points < 0:
+        raise UsageError(f"--max-accuracy-drop must be >= 0, got {max_drop_points}")
+    drop = (fp32 - reduced) * 100.0
+    verdict = "within" if drop <= max_drop_points + 1e-9 else "exceeds"
+    return verdict == "within", (
+        f"{label} {metric} {reduced:.2%} vs fp32 {fp32:.2%}: drop {drop:+.2f} points "
+        f"{verdict} the {max_drop_points:g}-point limit")
+

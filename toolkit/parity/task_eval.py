@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.errors import UsageError
+from toolkit.parity.accuracy import classification_accuracy
 from toolkit.spec import TensorSpec, batch_range
 
 Predict = Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
@@ -29,7 +30,6 @@ class TaskEvaluation:
 
 
 def classification_evaluation(path: str, inputs: Sequence[TensorSpec]) -> TaskEvaluation:
-    from toolkit.parity.accuracy import classification_accuracy
     from toolkit.source.data import load_feeds, split_labels
 
     feeds = load_feeds(path, inputs, max_batches=None, split="test", where="--eval-data")
@@ -89,15 +89,3 @@ def task_evaluation(path: str, inputs: Sequence[TensorSpec],
     if detection:
         return detection_evaluation(path, inputs, int(detection.get("max_detections", 100)))
     return classification_evaluation(path, inputs)
-
-
-def score_gate(metric: str, fp32: float, reduced: float, max_drop_points: float,
-               label: str = "reduced") -> tuple[bool, str]:
-    """Pass when the score (a fraction) drops by at most `max_drop_points` points."""
-    if max_drop_points < 0:
-        raise UsageError(f"--max-accuracy-drop must be >= 0, got {max_drop_points}")
-    drop = (fp32 - reduced) * 100.0
-    verdict = "within" if drop <= max_drop_points + 1e-9 else "exceeds"
-    return verdict == "within", (
-        f"{label} {metric} {reduced:.2%} vs fp32 {fp32:.2%}: drop {drop:+.2f} points "
-        f"{verdict} the {max_drop_points:g}-point limit")

@@ -173,7 +173,8 @@ def accuracy_between(bundle: Bundle, fp32: Any, reduced: Any,
                      options: PrecisionOptions) -> dict[str, Any]:
     """The accuracy gate between two runners (not yet activated) of any format: the task's
     score of each on --eval-data, and the verdict on the drop."""
-    from toolkit.parity.task_eval import score_gate, task_evaluation
+    from toolkit.parity.accuracy import score_gate
+    from toolkit.parity.task_eval import task_evaluation
 
     evaluation = task_evaluation(str(options.eval_data), bundle.inputs,
                                  bundle.manifest.get("detection"))

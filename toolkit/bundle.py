@@ -23,6 +23,7 @@ import numpy as np
 from toolkit import environment, transaction
 from toolkit import manifest as schema
 from toolkit.errors import UsageError
+from toolkit.manifest import ArtifactRecord, GoldenRecord
 from toolkit.spec import OutputSpec, TensorSpec
 
 MANIFEST = "manifest.json"
@@ -76,23 +77,31 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def artifact_key(record: Mapping[str, Any]) -> tuple[str, str, str | None]:
+def artifact_key(record: ArtifactRecord) -> tuple[str, str, str | None]:
     """What makes an artifact unique in a bundle: format, precision and INT8 layout."""
-    return record["format"], record.get("precision", "fp32"), record.get("layout")
+    return record.format, record.precision, record.layout
 
 
-def variant_label(record: Mapping[str, Any]) -> str:
+def variant_label(record: ArtifactRecord | schema.InProcessTarget) -> str:
     """'fp32', 'int8', 'int8-trt': the precision, and the INT8 layout when not the default."""
+    return _variant(record.format, record.precision, record.layout)
+
+
+def artifact_label(record: ArtifactRecord | schema.InProcessTarget) -> str:
+    """'onnx/fp32', 'onnx/int8', 'onnx/int8-trt': how reports and tables name an artifact."""
+    return label_of(record.format, record.precision, record.layout)
+
+
+def label_of(fmt: str, precision: str, layout: str | None = None) -> str:
+    """An artifact's label from its parts (bench rows and gates carry parts, not records)."""
+    return f"{fmt}/{_variant(fmt, precision, layout)}"
+
+
+def _variant(fmt: str, precision: str, layout: str | None) -> str:
     from toolkit import formats
 
-    precision = record.get("precision", "fp32")
-    fmt = formats.TABLE.get(record["format"])
-    return fmt.variant(precision, record.get("layout")) if fmt is not None else precision
-
-
-def artifact_label(record: Mapping[str, Any]) -> str:
-    """'onnx/fp32', 'onnx/int8', 'onnx/int8-trt': how reports and tables name an artifact."""
-    return f"{record['format']}/{variant_label(record)}"
+    declared = formats.TABLE.get(fmt)
+    return declared.variant(precision, layout) if declared is not None else precision
 
 
 def artifact_filename(fmt: str, precision: str = "fp32") -> str:
@@ -231,36 +240,36 @@ class Bundle:
 
     # -- artifacts -------------------------------------------------------------------------
     @property
-    def artifacts(self) -> list[dict[str, Any]]:
+    def artifacts(self) -> list[ArtifactRecord]:
         return self.manifest["artifacts"]
 
     def artifact(self, fmt: str, precision: str = "fp32",
-                 layout: str | None = None) -> dict[str, Any] | None:
+                 layout: str | None = None) -> ArtifactRecord | None:
         """The (format, precision) record; of two INT8 layouts, `layout`'s, or the format's
         default one first."""
         matches = [r for r in self.artifacts
-                   if r["format"] == fmt and r.get("precision", "fp32") == precision
-                   and (layout is None or r.get("layout") == layout)]
+                   if r.format == fmt and r.precision == precision
+                   and (layout is None or r.layout == layout)]
         if len(matches) > 1:
             from toolkit import formats
 
             default = formats.get(fmt).default_layout
-            matches.sort(key=lambda r: r.get("layout") != default)
+            matches.sort(key=lambda r: r.layout != default)
         return matches[0] if matches else None
 
     def listing(self) -> str:
         """What the bundle holds, for messages: 'onnx/fp32, torchscript/fp32' or 'none'."""
         return ", ".join(artifact_label(r) for r in self.artifacts) or "none"
 
-    def path_of(self, record: Mapping[str, Any]) -> Path:
+    def path_of(self, record: ArtifactRecord | GoldenRecord) -> Path:
         """The record's file: a plain name inside the bundle, never a link out of it."""
-        return self._inside(record.get("path"))
+        return self._inside(record.path)
 
-    def companion_paths(self, record: Mapping[str, Any]) -> list[Path]:
+    def companion_paths(self, record: ArtifactRecord) -> list[Path]:
         """The files the artifact has beside its main one (OpenVINO's .bin), same rules."""
-        return [self._inside(entry.get("name")) for entry in record.get("files") or ()]
+        return [self._inside(entry.name) for entry in record.files]
 
-    def files_of(self, record: Mapping[str, Any]) -> list[Path]:
+    def files_of(self, record: ArtifactRecord) -> list[Path]:
         """Every file of the artifact: companions first, the main file last (the order they
         are renamed into place, so a main file never appears without its companions)."""
         return [*self.companion_paths(record), self.path_of(record)]
@@ -277,17 +286,18 @@ class Bundle:
             raise UsageError(f"{path} is a directory, not the artifact file the manifest names")
         return path
 
-    def checked_path(self, record: Mapping[str, Any]) -> Path:
+    def checked_path(self, record: ArtifactRecord | GoldenRecord) -> Path:
         """The record's file, once its sha256 (and each companion's) matches the manifest
         (unless the command was told --allow-modified): a bundle is only as good as the
         files it lists."""
         path = self.path_of(record)
-        hashes = [(path, record.get("sha256"))]
-        hashes += [(self._inside(entry.get("name")), entry.get("sha256"))
-                   for entry in record.get("files") or ()]
+        hashes = [(path, record.sha256)]
+        hashes += [(self._inside(entry.name), entry.sha256)
+                   for entry in getattr(record, "files", ())]
         for file, expected in hashes:
-            if not file.is_file():
-                raise UsageError(f"{file} is listed in the manifest but missing; re-export it")
+            if not file.is_file():  # not the file that was exported, like a changed one
+                raise ArtifactModified(f"{file} is listed in the manifest but missing; "
+                                       "re-export it")
             if expected and self._sha256(file) != expected and not self.allow_modified:
                 raise ArtifactModified(
                     f"{file.name} changed since it was exported (its sha256 differs from the "
@@ -301,18 +311,24 @@ class Bundle:
             self._hashes[key] = sha256_file(path)
         return self._hashes[key]
 
-    def record_artifact(self, record: dict[str, Any]) -> None:
-        """Add or replace the record for (format, precision, layout)."""
-        key = artifact_key(record)
+    def record_artifact(self, record: Mapping[str, Any] | ArtifactRecord) -> ArtifactRecord:
+        """Add or replace the record for (format, precision, layout); returns it typed."""
+        typed = schema.artifact(record, f"{self.root / MANIFEST}: artifact")
+        key = artifact_key(typed)
         self.manifest["artifacts"] = [
-            r for r in self.artifacts if artifact_key(r) != key] + [record]
+            r for r in self.artifacts if artifact_key(r) != key] + [typed]
+        return typed
+
+    def remove_artifact(self, record: ArtifactRecord) -> None:
+        self.manifest["artifacts"] = [r for r in self.artifacts if r is not record]
 
     def update_artifact(self, fmt: str, precision: str, layout: str | None = None,
                         **fields: Any) -> None:
         record = self.artifact(fmt, precision, layout)
         if record is None:
             raise UsageError(f"{self.root}: no {fmt} ({precision}) artifact in the bundle")
-        record.update(fields)
+        for name, value in fields.items():
+            setattr(record, name, value)  # validated: a dict becomes its typed record
 
     # -- golden ----------------------------------------------------------------------------
     @property
@@ -324,7 +340,7 @@ class Bundle:
         if record is None:
             raise UsageError(f"{self.root}: the manifest lists no golden samples; re-export "
                              "the bundle")
-        self.checked_path(record)
+        self.checked_path(GoldenRecord.model_validate(record))
         return load_golden(self.golden_path)
 
     def save_golden(self, samples: Sequence[GoldenSample], *, real: Sequence[int] = (),
@@ -344,13 +360,13 @@ class Bundle:
             **({"real": list(real), "real_source": real_source} if real else {}),
         }
 
-    def judging_samples(self, record: Mapping[str, Any]) -> tuple[list[int] | None, str]:
+    def judging_samples(self, record: ArtifactRecord) -> tuple[list[int] | None, str]:
         """Which golden samples judge this artifact, and how to say so: a reduced precision
         is judged on the real-data samples when the bundle has them (calibrated for real
         data, it would fail on a noise example); everything else on every sample."""
         golden = self.manifest.get("golden") or {}
         real = golden.get("real") or []
-        if record.get("precision", "fp32") in ("fp32", "tf32") or not real:
+        if record.precision in ("fp32", "tf32") or not real:
             return None, "golden samples"
         return list(real), f"real data ({golden.get('real_source')}): golden samples " + \
             ", ".join(map(str, real))
@@ -360,8 +376,9 @@ class Bundle:
         self.root.mkdir(parents=True, exist_ok=True)
         self.manifest["updated_at"] = now()
         # a write is validated like a read: the toolkit never writes what it would refuse
-        schema.validate(self.manifest, f"{self.root / MANIFEST} (writing)")
-        write_json_atomic(self.root / MANIFEST, self.manifest)
+        data = schema.to_json(self.manifest)
+        schema.validate(data, f"{self.root / MANIFEST} (writing)")
+        write_json_atomic(self.root / MANIFEST, data)
 
 
 def writable(root: Path) -> bool:

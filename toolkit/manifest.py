@@ -9,7 +9,8 @@ half-understood. pydantic does the checking; this module only declares the shape
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import (
@@ -77,6 +78,32 @@ Count = Annotated[int, Field(ge=0)]
 class _Record(BaseModel):
     # strict: "1" is not 1 and 1 is not true; extra: fields a newer minor toolkit adds survive
     model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """What the manifest file holds for this record (fields given, by their JSON names)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+    # A read-only mapping view for readers outside the package that see records as the JSON
+    # they are (tests, scripts: record["parity"]["passed"]). toolkit's own code reads
+    # attributes; tests/test_records.py holds it to that.
+    def __getitem__(self, key: str) -> Any:
+        for name, field in type(self).model_fields.items():
+            if key in (name, field.alias):
+                return getattr(self, name)
+        extra = self.__pydantic_extra__ or {}
+        if key in extra:
+            return extra[key]
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            value = self[key]
+        except KeyError:
+            return default
+        return default if value is None and key not in self.model_fields_set else value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
 
 
 class TensorRecord(_Record):
@@ -200,12 +227,28 @@ class FileRecord(_Record):
 
 
 class ArtifactRecord(_Record):
+    """One artifact of a bundle. Formats add fields of their own (TensorRT's engine record,
+    OpenVINO's inference precision); those read most often are declared here, typed."""
+
+    model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True,
+                              validate_assignment=True)
+
     format: str
     precision: str = "fp32"
     path: PlainName | None = None
     sha256: Sha256 | None = None
     size_bytes: Count | None = None  # all of the artifact's files together
     files: list[FileRecord] = []  # companions of `path`, each checked before use
+    from_onnx: PlainName | None = None  # the ONNX an engine or an IR was built from
+    call_style: str | None = None  # TorchScript: how the module is called (flat or nested)
+    # OpenVINO: the precision it is compiled with, and the CPU flags that choice was made for
+    inference_precision: str | None = None
+    cpu_flags: list[str] | None = None
+    # TensorRT: the record `tensorrt.compat.engine_record` writes (checked by preflight)
+    tensorrt: str | None = None
+    dla_core: int | None = None
+    compatibility: dict[str, Any] | None = None
+    tensor_names: dict[str, str] | None = None  # bundle name -> engine name (Torch-TensorRT)
     layout: str | None = None  # INT8 graph layout: 'cpu' (ONNX Runtime) or 'trt' (TensorRT)
     notes: list[str] = []
     parity: ParityRecord | None = None
@@ -251,6 +294,27 @@ class ArtifactRecord(_Record):
                                         or self.layout not in declared.int8_layouts):
             raise ValueError(f"layout '{self.layout}' is not an INT8 layout of {self.format}")
         return self
+
+
+@dataclass(frozen=True)
+class InProcessTarget:
+    """A format run in-process from the source model (compile, eager): never a file, never
+    listed in a bundle; verify and bench run it beside the artifacts, by the same names."""
+
+    format: str
+    precision: str = "fp32"
+    created_at: str | None = None
+    layout: None = None
+    path: None = None
+    sha256: None = None
+    parity: None = None
+    bench: None = None
+    accuracy: None = None
+    notes: tuple[str, ...] = ()
+
+
+#: what verify and bench run: a bundle's artifact, or a format run from the model
+Target = ArtifactRecord | InProcessTarget
 
 
 class DetectionRecord(_Record):
@@ -376,12 +440,33 @@ def _with_layout(record: Any) -> Any:
 
 
 def validate(data: Any, origin: str) -> dict[str, Any]:
-    """The manifest as a plain dict with every declared field present; UsageError (one line,
-    naming the file and the field) for anything else."""
+    """The manifest, checked: a dict of its sections whose `artifacts` are typed
+    `ArtifactRecord`s (with their defaults); UsageError (one line, naming the file and the
+    field) for anything else."""
+    data = to_json(data) if isinstance(data, dict) else data
     check_json(data, origin)
     _version_gate(data, origin)
     try:
         model = Manifest.model_validate(_migrate(data))
-        return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
     except ValidationError as err:
         raise UsageError(f"{origin}: {_where(err)}") from None
+    manifest = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    manifest["artifacts"] = list(model.artifacts)
+    return manifest
+
+
+def artifact(data: Mapping[str, Any] | ArtifactRecord, origin: str = "artifact") -> \
+        ArtifactRecord:
+    """An artifact record from an exporter's fields (or a record already typed)."""
+    if isinstance(data, ArtifactRecord):
+        return data
+    try:
+        return ArtifactRecord.model_validate(dict(data))
+    except ValidationError as err:
+        raise UsageError(f"{origin}: {_where(err)}") from None
+
+
+def to_json(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest as its JSON file holds it (typed records dumped)."""
+    return {**manifest, "artifacts": [a.to_json() if isinstance(a, _Record) else a
+                                      for a in manifest.get("artifacts") or []]}

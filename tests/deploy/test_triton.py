@@ -155,3 +155,26 @@ def test_hostile_tensor_names_reach_neither_the_disk_nor_the_config(two_io_bundl
     assert sorted(p.name for p in (tmp_path / "repo" / "b" / "warmup").iterdir()) == [
         "input_0", "input_1"]
     assert not list(tmp_path.rglob("escape*"))
+
+
+def test_a_detectors_per_image_count_is_a_valid_triton_output(trained, tmp_path):
+    """num_detections is one number per image ([B]); Triton refuses empty dims, so it is
+    written as [ 1 ] reshaped to [ ]."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    out = tmp_path / "det"
+    result = runner.invoke(app, ["export", str(trained["dir"] / "shapes_detector.ckpt"),
+                                 "--model", "toolkit.demo.detector:ShapesDetector",
+                                 "--nms", "iou=0.5,score=0.3,max=20", "--to", "onnx",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["deploy", str(out), "--triton", str(tmp_path / "repo"),
+                                 "--format", "onnx"])
+    assert result.exit_code == 0, result.output
+    config = text_format.Parse((tmp_path / "repo" / "det" / "config.pbtxt").read_text(),
+                               model_config_pb2.ModelConfig())
+    count = next(o for o in config.output if o.name == "num_detections")
+    assert list(count.dims) == [1] and count.HasField("reshape")
+    assert list(count.reshape.shape) == []
+    assert all(list(o.dims) for o in config.output)  # no output with empty dims

@@ -108,9 +108,10 @@ def test_a_changed_or_missing_weights_file_is_caught(ov_bundle, tmp_path):
     missing = tmp_path / "missing"
     shutil.copytree(ov_bundle, missing)
     (missing / "model.bin").unlink()
-    result = run("verify", missing, "--format", "openvino", "--precision", "fp32")
-    assert result.exit_code in (1, 2) and "model.bin is listed in the manifest but missing" in (
-        result.output)
+    result = run("verify", missing)  # that artifact fails; the others are still verified
+    text = " ".join(result.output.split())  # rich wraps long lines
+    assert result.exit_code == 1 and "model.bin is listed in the manifest but missing" in text
+    assert "PASS onnx/fp32" in text
 
 
 def test_a_record_that_lists_other_files_is_refused(ov_bundle, tmp_path):
@@ -145,7 +146,10 @@ def test_deploy_writes_the_ir_pair_and_the_precision_for_tritons_backend(ov_bund
     config = text_format.Parse((entry / "config.pbtxt").read_text(),
                                model_config_pb2.ModelConfig())
     assert config.backend == "openvino" and not config.platform
-    assert config.parameters["INFERENCE_PRECISION_HINT"].string_value == "f32"
+    # the backend can't pin f32 (it reads HINT_BF16 only): deploy says so
+    assert "HINT_BF16" not in config.parameters and "INFERENCE_PRECISION_HINT" not in (
+        config.parameters)
+    assert "no setting that pins f32" in " ".join(result.output.split())
 
 
 def test_a_bundle_written_before_companion_files_still_verifies(cnn_onnx_bundle, tmp_path):
@@ -199,3 +203,24 @@ def test_the_detector_is_judged_by_iou_matching(trained, tmp_path):
         got = runner.infer({"x": images})
     assert got["boxes"].shape == (3, 20, 4) and got["labels"].dtype == np.int64
     assert (got["num_detections"] > 0).all()
+
+
+def test_a_precision_openvino_does_not_carry_is_refused_before_anything_is_written(
+        cnn_onnx_bundle, tmp_path):
+    fresh = tmp_path / "fresh"
+    result = run("export", "tests.models:small_cnn", "--to", "openvino", "--precision",
+                 "fp16", "--out", fresh)
+    assert result.exit_code == 2 and "not supported for openvino" in result.output
+    assert not fresh.exists()
+    copy = tmp_path / "copy"
+    shutil.copytree(cnn_onnx_bundle, copy)
+    before = sorted(p.name for p in copy.iterdir())
+    result = run("export", copy, "--to", "openvino", "--precision", "fp16")
+    assert result.exit_code == 2 and "supported: fp32, bf16, int8" in result.output
+    assert sorted(p.name for p in copy.iterdir()) == before
+    # a precision one asked format carries is fine; the others export what they carry
+    result = run("export", copy, "--to", "onnx,openvino", "--precision", "fp32,fp16")
+    assert result.exit_code == 0, result.output
+    formats = {(r.format, r.precision) for r in Bundle.open(copy).artifacts}
+    assert formats == {("onnx", "fp32"), ("onnx", "fp16"), ("openvino", "fp32")}
+

@@ -197,8 +197,11 @@ def test_multi_profile_engine_sets_the_profile_before_the_shapes(proc, tmp_path)
     switches = [i for i, c in enumerate(calls)
                 if c == "IExecutionContext.set_optimization_profile_async"]
     assert len(switches) >= 2  # profile 1 for batch <= 2, profile 0 for 8 and 16
-    for index in switches:
-        assert calls[index + 1:].index("IExecutionContext.set_input_shape") >= 0
+    for index in switches:  # every switch is followed by the shapes, before any enqueue
+        after = calls[index + 1:]
+        assert "IExecutionContext.set_input_shape" in after
+        assert after.index("IExecutionContext.set_input_shape") < after.index(
+            "IExecutionContext.execute_async_v3")
 
 
 def test_profile_switch_failure_is_one_clear_error(proc, tmp_path):
@@ -223,13 +226,36 @@ def test_every_address_is_set_before_enqueue_even_unlisted_outputs(proc, tmp_pat
     assert calls[:enqueue].count("IExecutionContext.set_tensor_address") == 3
 
 
-def test_shape_tensor_inputs_are_bound_from_host_memory(proc, tmp_path):
+def test_a_shape_tensor_input_is_refused_at_build_with_the_reason(proc, tmp_path):
+    """TensorRT needs a shape tensor's values per profile (set_shape_input); the bundle
+    records shapes only, so the build says so instead of failing inside TensorRT."""
     onnx_path = shape_input_onnx(tmp_path / "model.onnx")
     inputs = [TensorSpec.static("x", (2, 6)), TensorSpec.static("shape", (2,), "int64")]
-    engine, record = build(onnx_path, inputs)
+    with pytest.raises(UsageError, match="'shape' is a shape tensor"):
+        build(onnx_path, inputs)
+    assert not (tmp_path / "model.engine").exists()
+
+
+def test_host_tensors_are_bound_from_host_memory(proc, tmp_path):
+    """An engine with a shape-tensor input (built here with set_shape_input, as a user's
+    own engine would be): TensorRT reads it from host memory, where the runner puts it."""
+    trt = proc.trt
+    onnx_path = shape_input_onnx(tmp_path / "model.onnx")
+    logger = trt.Logger()
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags if proc.line.startswith("10.") else 0)
+    assert trt.OnnxParser(network, logger).parse_from_file(str(onnx_path))
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    profile.set_shape_input("shape", [3, 4], [3, 4], [3, 4])
+    assert config.add_optimization_profile(profile) == 0
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(bytes(builder.build_serialized_network(network, config)))
+    inputs = [TensorSpec.static("x", (2, 6)), TensorSpec.static("shape", (2,), "int64")]
     feed = {"x": np.arange(12, dtype=np.float32).reshape(2, 6),
             "shape": np.array([3, 4], np.int64)}
-    with runner(engine, inputs, record=record) as r:
+    with runner(engine, inputs) as r:
         out = r.infer(feed)
     np.testing.assert_array_equal(out["y"], feed["x"].reshape(3, 4))
 
@@ -261,9 +287,11 @@ def test_device_allocations_stay_bounded_over_many_inferences(proc, tmp_path):
     with runner(engine, [DYNAMIC], record=record) as r:
         r.infer({"x": X})
         after_one = proc.cuda.live_allocations
+        mallocs = proc.cuda.calls.count("cudaMalloc")
         for i in range(50):
             r.infer({"x": X + i})
         assert proc.cuda.live_allocations == after_one
+        assert proc.cuda.calls.count("cudaMalloc") == mallocs  # nothing allocated per call
         for batch in (16, 1, 8, 16, 2):  # shapes within what was allocated reuse it
             r.infer({"x": np.ones((batch, 4), np.float32)})
         assert proc.cuda.live_allocations <= after_one + 2
@@ -296,9 +324,10 @@ def test_graph_replay_computes_its_own_output(proc, tmp_path):
     assert proc.cuda.live_graphs == 0
 
 
+@pytest.mark.parametrize("backend", ["cuda-python", "torch"])
 def test_a_refused_enqueue_during_capture_fails_instead_of_replaying_nothing(
-        monkeypatch, tmp_path):
-    proc = FakeProcess("11.4", monkeypatch, Machine(refuse_capture=True))
+        monkeypatch, tmp_path, backend):
+    proc = FakeProcess("11.4", monkeypatch, Machine(refuse_capture=True), backend=backend)
     onnx_path = tiny_onnx(tmp_path / "model.onnx")
     engine, record = build(onnx_path, [DYNAMIC])
     with runner(engine, [DYNAMIC], record=record, cuda_graph=True) as r:
@@ -318,6 +347,11 @@ def test_one_logger_per_process_and_its_errors_reach_the_user(proc, tmp_path):
     broken.write_bytes(b"not a plan")
     with pytest.raises(BackendUnavailable, match="magicTagRead"):
         runner(broken, [DYNAMIC]).activate()
+    wider = parse_input("x:1-4-64x4")  # a spec wider than the engine's profile (max 16)
+    with runner(engine, [wider], record=record) as r, pytest.raises(
+            UsageError, match="rejects shape") as info:
+        r.infer({"x": np.ones((40, 4), np.float32)})
+    assert "magicTagRead" not in str(info.value)  # an earlier runner's error isn't quoted
     # one logger for the process: every Builder, Runtime and parser got the same one
     state = proc.trt._state
     loggers = {id(args[-1]) for name, args, _ in state.calls
@@ -374,6 +408,40 @@ def test_version_compatible_engine_allows_host_code_only_for_itself(proc, tmp_pa
         np.testing.assert_allclose(r.infer({"x": X})["y"],
                                    reference(onnx_path, {"x": X})["y"], rtol=1e-6)
     assert "Runtime.engine_host_code_allowed=" in proc.calls
+    plain, plain_record = build(tiny_onnx(tmp_path / "plain.onnx"), [DYNAMIC])
+    proc.restart()
+    with runner(plain, [DYNAMIC], record=plain_record) as r:
+        r.infer({"x": X})
+    assert "Runtime.engine_host_code_allowed=" not in proc.calls  # only for its own kind
+
+
+def test_torch_tensorrt_read_back_of_a_version_compatible_engine(proc, tmp_path):
+    """`--via torch-compile --version-compatible` reads the engine back for its names: the
+    runtime must allow the plan's host code, as for any version-compatible engine."""
+    from types import SimpleNamespace
+
+    from toolkit.export.torch_tensorrt import _tensor_names
+
+    engine, _ = build(tiny_onnx(tmp_path / "model.onnx"), [DYNAMIC],
+                      BuildOptions(version_compatible=True))
+    proc.restart()
+    model = SimpleNamespace(inputs=[SimpleNamespace(name="image")],
+                            outputs=[SimpleNamespace(name="logits")])
+    names = _tensor_names(proc.trt, engine.read_bytes(), model, version_compatible=True)
+    assert names == {"image": "x", "logits": "y"}
+    calls = proc.calls
+    assert calls.index("init_libnvinfer_plugins") < calls.index(
+        "Runtime.deserialize_cuda_engine")
+
+
+def test_a_failed_activation_releases_what_it_took(proc, tmp_path):
+    broken = tmp_path / "broken.engine"
+    broken.write_bytes(b"not a plan")
+    r = runner(broken, [DYNAMIC])
+    with pytest.raises(BackendUnavailable):
+        r.activate()
+    assert not r.is_active
+    assert proc.cuda.streams == {} and proc.cuda.live_allocations == 0
 
 
 def test_hardware_compatibility_levels_per_version(proc, tmp_path):

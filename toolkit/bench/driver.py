@@ -32,6 +32,7 @@ from toolkit.bench.measurement import DEFAULTS, Measurement
 from toolkit.bench.timer import measure, time_once
 from toolkit.bundle import Bundle, artifact_label, now, record_results
 from toolkit.errors import BackendUnavailable, ToolkitError, UsageError, first_line
+from toolkit.manifest import ArtifactRecord, InProcessTarget
 from toolkit.spec import (
     TensorSpec,
     batch_range,
@@ -57,13 +58,12 @@ class Entry:
 
     format: str
     precision: str = "fp32"
-    record: dict[str, Any] | None = None
+    record: ArtifactRecord | None = None
     explicit: bool = False  # asked for by name: failing to run it is an error, not a note
 
     @property
     def name(self) -> str:
-        return artifact_label(self.record or {"format": self.format,
-                                              "precision": self.precision})
+        return artifact_label(self.record or InProcessTarget(self.format, self.precision))
 
 
 @dataclass
@@ -130,7 +130,7 @@ def _entries(bundle: Bundle, formats: Sequence[str] | None, precisions: Sequence
     if include_eager or eager_explicit:
         entries.append(Entry(reference, explicit=True))
     for record in bundle.artifacts:
-        fmt, precision = record["format"], record.get("precision", "fp32")
+        fmt, precision = record.format, record.precision
         if wanted is not None and fmt not in wanted:
             continue
         if precisions and precision not in precisions:
@@ -201,7 +201,7 @@ def plan_bench(
         # every file is the one that was exported (and verified) before anything is timed
         plan.bundle.allow_modified = allow_modified
         for entry in plan.entries:
-            if entry.record is not None and entry.record.get("path"):
+            if entry.record is not None and entry.record.path:
                 plan.bundle.checked_path(entry.record)
     plan.trust_checkpoint = trust_checkpoint
     plan.batches = batch_sweep(plan.specs, batches)
@@ -219,7 +219,7 @@ def _plan_file(path: Path, formats: Sequence[str] | None, precisions: Sequence[s
         bundle = Bundle.open(path.parent)
         for record in bundle.artifacts:
             if bundle.path_of(record).resolve() == path.resolve():
-                entry = Entry(record["format"], record.get("precision", "fp32"), record, True)
+                entry = Entry(record.format, record.precision, record, True)
                 return BenchPlan(path, bundle.inputs, [entry], [], device, threads, bundle)
     fmt = format_table.by_suffix(path.suffix)
     if fmt is None or not fmt.self_describing:
@@ -326,8 +326,8 @@ def _measure_entry(plan: BenchPlan, entry: Entry, feeds: dict[int, dict[str, np.
                    ) -> list[Measurement]:
     labels = {"format": entry.format, "precision": entry.precision, "device": plan.device,
               "threads": plan.threads}
-    if entry.record is not None and entry.record.get("layout"):
-        labels["layout"] = entry.record["layout"]
+    if entry.record is not None and entry.record.layout:
+        labels["layout"] = entry.record.layout
     results: list[Measurement] = []
     with quiet_libraries():
         runner = _runner(plan, entry)
@@ -489,14 +489,14 @@ def save_to_manifest(root: Path, entries: Sequence[Entry], done: dict[str, list[
                 continue
             record = bench_record(measured, device, threads)
             current = bundle.artifact(entry.format, entry.precision,
-                                      (entry.record or {}).get("layout"))
+                                      entry.record.layout if entry.record else None)
             if from_model(entry.format):
                 bundle.manifest["bench"] = {**(bundle.manifest.get("bench") or {}),
                                             entry.format: record}
-            elif current is not None and (entry.record is None or current.get("sha256")
-                                          == entry.record.get("sha256")):
+            elif current is not None and (entry.record is None
+                                          or current.sha256 == entry.record.sha256):
                 # only for the very file that was timed, which `select` checks
-                current["bench"] = {**record, "sha256": current.get("sha256")}
+                current.bench = {**record, "sha256": current.sha256}
 
     return record_results(root, apply)
 

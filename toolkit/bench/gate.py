@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolkit.bench.measurement import KEY_FIELDS, OPTIONAL_KEY_FIELDS
-from toolkit.bundle import artifact_label
+from toolkit.bundle import label_of
 from toolkit.errors import CheckFailed, UsageError
 
 
@@ -71,9 +71,8 @@ class Comparison:
 
     @property
     def name(self) -> str:
-        parts = [artifact_label({"format": self.labels.get("format"),
-                                 "precision": self.labels.get("precision"),
-                                 "layout": self.labels.get("layout")})]
+        parts = [label_of(str(self.labels.get("format")), str(self.labels.get("precision")),
+                          self.labels.get("layout"))]
         for key in OPTIONAL_KEY_FIELDS:
             if self.labels.get(key) is not None:
                 parts.append(f"{key}={self.labels[key]}")

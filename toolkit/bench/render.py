@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.bench.gate import Comparison
 from toolkit.bench.measurement import Measurement
-from toolkit.bundle import artifact_label
+from toolkit.bundle import label_of
 from toolkit.errors import BackendUnavailable, UsageError
 from toolkit.formats import REFERENCE
 
@@ -56,7 +56,7 @@ def artifact_name(row: Row) -> str:
         return "?"
     if not precision:
         return str(fmt)
-    return artifact_label({"format": fmt, "precision": precision, "layout": row.get("layout")})
+    return label_of(str(fmt), str(precision), row.get("layout"))
 
 
 def note(row: Row) -> str:

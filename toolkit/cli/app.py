@@ -23,8 +23,8 @@ from toolkit.errors import ToolkitError
 
 app = typer.Typer(
     name="toolkit",
-    help="Export trained PyTorch / Lightning models to ONNX, TorchScript, AOTInductor and "
-    "TensorRT; prove each artifact matches the model; benchmark its latency.\n\n"
+    help="Export trained PyTorch / Lightning models to ONNX, TorchScript, AOTInductor, "
+    "OpenVINO and TensorRT; prove each artifact matches the model; benchmark its latency.\n\n"
     "Exit codes: 0 ok · 1 a check failed · 2 bad input · 3 backend not available here.",
     no_args_is_help=True,
     add_completion=False,

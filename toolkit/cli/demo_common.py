@@ -34,7 +34,7 @@ def bench_what_ran(bundle_dir: Path, formats: Sequence[str], precisions: Sequenc
     from toolkit.bench.render import bench_table
     from toolkit.bundle import Bundle
 
-    present = {record["format"] for record in Bundle.open(bundle_dir).artifacts}
+    present = {record.format for record in Bundle.open(bundle_dir).artifacts}
     chosen = [f for f in formats if f in present or f == "eager"]
     plan = plan_bench(bundle_dir, formats=chosen, precisions=list(precisions),
                       batches=list(batches))

@@ -160,13 +160,12 @@ def print_summary(result: Any) -> None:
     for column in ("format", "precision", "file", "size", "parity", "worst error"):
         table.add_column(column)
     for record in bundle.artifacts:
-        parity = record.get("parity") or {}
-        verdict = ("[green]pass[/]" if parity.get("passed") else "[red]FAIL[/]") \
+        parity = record.parity
+        verdict = ("[green]pass[/]" if parity.passed else "[red]FAIL[/]") \
             if parity else "[dim]not checked[/]"
-        table.add_row(record["format"], variant_label(record),
-                      escape(record["path"]),
-                      human_size(record.get("size_bytes")), verdict,
-                      parity_figure(parity) if parity else "—")
+        table.add_row(record.format, variant_label(record), escape(str(record.path)),
+                      human_size(record.size_bytes), verdict,
+                      parity_figure(parity.to_json()) if parity else "—")
     if not bundle.artifacts:
         return
     table_console().print(table)

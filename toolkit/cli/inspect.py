@@ -33,19 +33,23 @@ def inspect_command(
 
 
 def _bundle_info(bundle: Any) -> dict[str, Any]:
+    from toolkit.bundle import variant_label
+
     artifacts = []
     for record in bundle.artifacts:
-        row = {k: record.get(k) for k in ("format", "precision", "layout", "path", "size_bytes",
-                                          "exporter", "opset", "nodes", "device", "sha256")}
-        parity = record.get("parity")
-        row["parity"] = None if parity is None else ("pass" if parity.get("passed") else "FAIL")
-        row["bench"] = latest_p50(record.get("bench"))
-        accuracy = record.get("accuracy") or {}
+        row = {k: getattr(record, k) for k in ("format", "precision", "layout", "path",
+                                               "size_bytes", "exporter", "opset", "nodes",
+                                               "device", "sha256")}
+        row["variant"] = variant_label(record)
+        row["files"] = [f.name for f in record.files]
+        parity = record.parity
+        row["parity"] = None if parity is None else ("pass" if parity.passed else "FAIL")
+        row["bench"] = latest_p50(record.bench.to_json() if record.bench else None)
+        accuracy = record.accuracy
         if accuracy:
-            row["accuracy"] = {"metric": accuracy.get("metric", "accuracy"),
-                               "fp32": accuracy["fp32"].get("score"),
-                               "score": accuracy["reduced"].get("score"),
-                               "passed": accuracy.get("passed")}
+            row["accuracy"] = {"metric": accuracy.metric or "accuracy",
+                               "fp32": accuracy.fp32.score, "score": accuracy.reduced.score,
+                               "passed": accuracy.passed}
         artifacts.append(row)
     manifest = bundle.manifest
     reference = {name: latest_p50(record)
@@ -59,13 +63,13 @@ def _bundle_info(bundle: Any) -> dict[str, Any]:
     }
 
 
-def latest_p50(record: dict[str, Any] | None) -> dict[str, Any] | None:
+def latest_p50(bench: dict[str, Any] | None) -> dict[str, Any] | None:
     """The latest bench of one artifact: p50 ms per batch, with where and when it ran."""
-    if not record or not record.get("rows"):
+    if not bench or not bench.get("rows"):
         return None
-    return {"p50_ms": {str(row["batch"]): row.get("p50_ms") for row in record["rows"]},
-            "device": record.get("device"), "threads": record.get("threads"),
-            "date": record.get("date")}
+    return {"p50_ms": {str(row["batch"]): row.get("p50_ms") for row in bench["rows"]},
+            "device": bench.get("device"), "threads": bench.get("threads"),
+            "date": bench.get("date")}
 
 
 def _p50_text(bench: dict[str, Any] | None) -> str:
@@ -139,7 +143,6 @@ def _escaped(value: Any) -> Any:
 def _render(info: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from toolkit.bundle import variant_label
 
     info = _escaped(info)
     title = info.get("bundle") or info.get("file")
@@ -162,7 +165,8 @@ def _render(info: dict[str, Any]) -> None:
         table = Table("format", "precision", "file", "size", "exporter", "opset", "nodes",
                       "parity", "p50 ms (batch)", title="artifacts", title_justify="left")
         for a in info["artifacts"]:
-            table.add_row(a["format"], variant_label(a), str(a.get("path")),
+            files = " + ".join([str(a.get("path")), *a.get("files", [])])
+            table.add_row(a["format"], a.get("variant") or a["precision"], files,
                           human_size(a.get("size_bytes")), str(a.get("exporter") or ""),
                           str(a.get("opset") or ""), str(a.get("nodes") or ""),
                           str(a.get("parity") or "not checked"), _p50_text(a.get("bench")))

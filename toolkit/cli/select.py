@@ -43,8 +43,8 @@ def select_command(
     assert winner is not None and winner.row is not None
     from rich.markup import escape
 
-    console.print(f"selected [bold]{winner.label}[/] ({escape(winner.record['path'])}) for "
-                  f"{escape(selection.device)}, batch {winner.row.get('batch')}"
+    console.print(f"selected [bold]{winner.label}[/] ({escape(str(winner.record.path))}) for "
+                  f"{escape(selection.device)}, batch {winner.row.batch}"
                   + ("" if selection.recorded else " — not recorded"), highlight=False)
     console.print(f"next: toolkit deploy {escape(str(bundle_dir))} --triton REPO",
                   highlight=False)
@@ -68,15 +68,15 @@ def _report(selection: Any, json_file: Path | None) -> None:
                   title_justify="left")
     rank = 0
     for candidate in selection.candidates:
-        row = candidate.row or {}
+        row = candidate.row
         if candidate.excluded is None:
             rank += 1
         verdict = (f"excluded: {candidate.excluded}" if candidate.excluded
                    else "selected" if candidate is selection.winner
                    else f"lost: {candidate.lost}")
         table.add_row(str(rank) if candidate.excluded is None else "—", candidate.label,
-                      str(row.get("batch", "—")), _ms(row.get("p50_ms")),
-                      _ms(row.get("p99_ms")), _ms(items_per_s(row) if row else None),
+                      str(row.batch) if row else "—", _ms(row.p50_ms if row else None),
+                      _ms(row.p99_ms if row else None), _ms(items_per_s(row) if row else None),
                       escape(verdict))
     table_console().print(table)
     write_json(json_file, selection.to_dict())

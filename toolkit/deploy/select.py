@@ -16,6 +16,7 @@ from typing import Any
 from toolkit import formats as format_table
 from toolkit.bundle import Bundle, artifact_label, now, record_results
 from toolkit.errors import CheckFailed, UsageError
+from toolkit.manifest import ArtifactRecord, BenchRow
 from toolkit.spec import check_device
 
 OBJECTIVES = ("latency", "throughput")
@@ -23,8 +24,8 @@ OBJECTIVES = ("latency", "throughput")
 
 @dataclass
 class Candidate:
-    record: dict[str, Any]
-    row: dict[str, Any] | None = None  # the bench row the choice is made on
+    record: ArtifactRecord
+    row: BenchRow | None = None  # the bench row the choice is made on
     excluded: str | None = None  # why it can't be chosen
     lost: str | None = None  # why it ranked below the winner
 
@@ -54,7 +55,9 @@ class Selection:
                 "batch": self.batch, "device": self.device,
                 "latency_budget_ms": self.latency_budget_ms,
                 "selected": selected_record(self) if self.winner and self.winner.row else None,
-                "candidates": [{"artifact": c.label, "row": c.row, "excluded": c.excluded,
+                "candidates": [{"artifact": c.label,
+                                "row": c.row.to_json() if c.row is not None else None,
+                                "excluded": c.excluded,
                                 "lost": c.lost} for c in self.candidates],
                 "notes": self.notes, "recorded": self.recorded}
 
@@ -90,8 +93,8 @@ def rank(
     bundle = Bundle.open(bundle_dir)
     batch = _batch(bundle, batch, latency_budget_ms)
     selection = Selection(bundle, objective, batch, device, latency_budget_ms)
-    saved = [r for r in bundle.artifacts if r.get("path")]
-    verified = [r for r in saved if (r.get("parity") or {}).get("passed")]
+    saved = [r for r in bundle.artifacts if r.path]
+    verified = [r for r in saved if r.parity and r.parity.passed]
     if not verified:
         raise UsageError(f"{bundle.root}: no artifact has passed parity yet; run toolkit verify "
                          f"{bundle.root} first")
@@ -139,41 +142,40 @@ def _batch(bundle: Bundle, batch: int | None, budget: float | None) -> int | Non
     return batch
 
 
-def _gate(record: dict[str, Any], max_drop: float | None, device: str = "cpu") -> str | None:
+def _gate(record: ArtifactRecord, max_drop: float | None, device: str = "cpu") -> str | None:
     """Why a record can never be chosen, or None."""
-    declared = format_table.get(record["format"])
+    declared = format_table.get(record.format)
     if not declared.saved:
         return "runs in-process; nothing to deploy"
-    parity = record.get("parity")
-    if not parity:
+    if not record.parity:
         return "never verified (run toolkit verify)"
-    if not parity.get("passed"):
+    if not record.parity.passed:
         return "failed parity"
-    layout = record.get("layout")
+    layout = record.layout
     if layout and layout != declared.default_layout and not device.startswith("cuda"):
         return (f"INT8 {layout} layout: made for building TensorRT engines, not for "
                 f"{declared.name} on {device}")
-    accuracy = record.get("accuracy")
-    if accuracy and not accuracy.get("passed"):
-        return f"failed its accuracy gate ({accuracy.get('message')})"
+    accuracy = record.accuracy
+    if accuracy and not accuracy.passed:
+        return f"failed its accuracy gate ({accuracy.message})"
     if max_drop is not None and accuracy:
-        drop = (accuracy["fp32"]["score"] - accuracy["reduced"]["score"]) * 100
+        drop = (accuracy.fp32.score - accuracy.reduced.score) * 100
         if drop > max_drop:
             return f"accuracy drop {drop:.2f} points > --max-accuracy-drop {max_drop:g}"
     return None
 
 
-def _rows(record: dict[str, Any], device: str) -> list[dict[str, Any]]:
+def _rows(record: ArtifactRecord, device: str) -> list[BenchRow]:
     """Bench rows of this very file (same sha256) on this device."""
-    bench = record.get("bench") or {}
-    if bench.get("device") != device or bench.get("sha256") != record.get("sha256"):
+    bench = record.bench
+    if bench is None or bench.device != device or bench.sha256 != record.sha256:
         return []
-    return list(bench.get("rows") or [])
+    return list(bench.rows)
 
 
-def _fresh_rows(record: dict[str, Any], device: str, batch: int | None) -> bool:
+def _fresh_rows(record: ArtifactRecord, device: str, batch: int | None) -> bool:
     rows = _rows(record, device)
-    return bool(rows) if batch is None else any(r.get("batch") == batch for r in rows)
+    return bool(rows) if batch is None else any(r.batch == batch for r in rows)
 
 
 def _measure(selection: Selection, stale: Sequence[Candidate],
@@ -184,10 +186,10 @@ def _measure(selection: Selection, stale: Sequence[Candidate],
     if bench is None:
         from toolkit.bench.driver import bench_bundle
 
-        def bench(root: Path, record: dict[str, Any], batches: list[int] | None,
+        def bench(root: Path, record: ArtifactRecord, batches: list[int] | None,
                   device: str) -> Any:
-            return bench_bundle(root, formats=[record["format"]],
-                                precisions=[record["precision"]], batches=batches,
+            return bench_bundle(root, formats=[record.format],
+                                precisions=[record.precision], batches=batches,
                                 device=device, on_note=selection.notes.append)
 
     batches = [selection.batch] if selection.batch is not None else None
@@ -200,8 +202,8 @@ def _measure(selection: Selection, stale: Sequence[Candidate],
             candidate.excluded = f"can't run here: {err}"
     fresh = Bundle.open(selection.bundle.root)
     for candidate in selection.candidates:
-        current = fresh.artifact(candidate.record["format"], candidate.record["precision"],
-                                 candidate.record.get("layout"))
+        current = fresh.artifact(candidate.record.format, candidate.record.precision,
+                                 candidate.record.layout)
         if current is not None:
             candidate.record = current
 
@@ -212,11 +214,11 @@ def _rank(selection: Selection) -> None:
         if candidate.excluded:
             continue
         rows = [r for r in _rows(candidate.record, selection.device)
-                if (batch is None or r.get("batch") == batch) and r.get("p50_ms")]
+                if (batch is None or r.batch == batch) and r.p50_ms]
         if budget is not None:
-            within = [r for r in rows if (r.get("p99_ms") or float("inf")) <= budget]
+            within = [r for r in rows if (r.p99_ms or float("inf")) <= budget]
             if not within:
-                fastest = min((r.get("p99_ms") or float("inf")) for r in rows) if rows else None
+                fastest = min((r.p99_ms or float("inf")) for r in rows) if rows else None
                 candidate.excluded = (f"p99 {fastest:.2f} ms > --latency-budget {budget:g} ms"
                                       if fastest is not None else "no bench result")
                 continue
@@ -230,8 +232,8 @@ def _rank(selection: Selection) -> None:
     def key(c: Candidate) -> tuple[float, float]:
         if c.excluded or c.row is None:
             return (float("inf"), 0.0)
-        size = float(c.record.get("size_bytes") or 0)
-        score = -items_per_s(c.row) if by_throughput else c.row["p50_ms"]
+        size = float(c.record.size_bytes or 0)
+        score = -items_per_s(c.row) if by_throughput else c.row.p50_ms
         return (score, size)
 
     selection.candidates.sort(key=key)
@@ -245,15 +247,15 @@ def _rank(selection: Selection) -> None:
             ratio = items_per_s(winner.row) / max(items_per_s(candidate.row), 1e-9)
             candidate.lost = f"{ratio:.2f}x less throughput than {winner.label}"
         else:
-            ratio = candidate.row["p50_ms"] / max(winner.row["p50_ms"], 1e-9)
+            ratio = candidate.row.p50_ms / max(winner.row.p50_ms, 1e-9)
             candidate.lost = f"p50 {ratio:.2f}x {winner.label}'s"
 
 
-def items_per_s(row: dict[str, Any]) -> float:
+def items_per_s(row: BenchRow) -> float:
     """Throughput from the median: the mean-based figure a bench row also carries lets a few
     outliers (a shared machine) decide the ranking."""
-    p50 = row.get("p50_ms") or 0.0
-    return 1000.0 * int(row.get("batch") or 1) / p50 if p50 > 0 else 0.0
+    p50 = row.p50_ms or 0.0
+    return 1000.0 * row.batch / p50 if p50 > 0 else 0.0
 
 
 def selected_record(selection: Selection) -> dict[str, Any]:
@@ -265,13 +267,13 @@ def selected_record(selection: Selection) -> dict[str, Any]:
     record, row = winner.record, winner.row
     env = describe()
     return {
-        "artifact": winner.label, "format": record["format"],
-        "precision": record.get("precision", "fp32"), "layout": record.get("layout"),
-        "path": record["path"], "sha256": record.get("sha256"),
+        "artifact": winner.label, "format": record.format,
+        "precision": record.precision, "layout": record.layout,
+        "path": record.path, "sha256": record.sha256,
         "objective": selection.objective if selection.latency_budget_ms is None
         else "throughput within latency budget",
-        "latency_budget_ms": selection.latency_budget_ms, "batch": row.get("batch"),
-        "p50_ms": row.get("p50_ms"), "p99_ms": row.get("p99_ms"),
+        "latency_budget_ms": selection.latency_budget_ms, "batch": row.batch,
+        "p50_ms": row.p50_ms, "p99_ms": row.p99_ms,
         "throughput": items_per_s(row), "device": selection.device, "date": now(),
         "machine": f"{env.get('cpu')} ({env.get('cores')} cores)" + (
             f", {env['gpu']}" if env.get("gpu") else ""),

@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 
 from toolkit import formats as format_table
+from toolkit import manifest as schema
 from toolkit.bundle import GOLDEN, MANIFEST, Bundle, artifact_label, write_json_atomic
 from toolkit.errors import BackendUnavailable, UsageError
+from toolkit.manifest import ArtifactRecord
 from toolkit.spec import batch_range
 
 TRITON_DTYPES = {
@@ -43,7 +45,7 @@ class TritonModel:
     """One model entry of a repository, before it is written."""
 
     name: str
-    record: dict[str, Any]
+    record: ArtifactRecord
     config: str  # config.pbtxt text, already parsed by Triton's schema
     inputs: dict[str, str]  # bundle name -> Triton name
     outputs: dict[str, str]
@@ -67,7 +69,7 @@ def model_name(bundle: Bundle, name: str | None) -> str:
 
 
 def deployable(bundle: Bundle, fmt: str | None, precision: str | None,
-               force: bool) -> dict[str, Any]:
+               force: bool) -> ArtifactRecord:
     """The record to serve: the bundle's `selected` one, or --format/--precision; one that
     failed or never ran parity only with --force."""
     if fmt is None:
@@ -77,7 +79,7 @@ def deployable(bundle: Bundle, fmt: str | None, precision: str | None,
                              f"{bundle.root}, or pass --format (and --precision)")
         record = bundle.artifact(selected["format"], selected["precision"],
                                  selected.get("layout"))
-        if record is None or record.get("sha256") != selected.get("sha256"):
+        if record is None or record.sha256 != selected.get("sha256"):
             raise UsageError(f"{bundle.root}: the selected {selected['artifact']} changed since "
                              "it was selected; run toolkit select again")
     else:
@@ -86,9 +88,9 @@ def deployable(bundle: Bundle, fmt: str | None, precision: str | None,
         if record is None:
             raise UsageError(f"{bundle.root} has no {name} ({precision or 'fp32'}) artifact "
                              f"(it has: {bundle.listing()})")
-    _served(record["format"])
-    parity = record.get("parity") or {}
-    if not parity.get("passed") and not force:
+    _served(record.format)
+    parity = record.parity
+    if not (parity and parity.passed) and not force:
         verdict = "failed parity" if parity else "was never verified"
         raise UsageError(f"{artifact_label(record)} {verdict}; deploy it anyway with --force")
     return record
@@ -101,10 +103,10 @@ def _served(fmt: str) -> str:
     return fmt
 
 
-def build(bundle: Bundle, record: dict[str, Any], name: str, *,
+def build(bundle: Bundle, record: ArtifactRecord, name: str, *,
           device: str | None = None) -> TritonModel:
     """The model entry: configuration text (validated), tensor names, warm-up data."""
-    spec = format_table.get(record["format"]).triton
+    spec = format_table.get(record.format).triton
     assert spec is not None
     inputs = {s.name: (f"INPUT__{i}" if spec.indexed_names else s.name)
               for i, s in enumerate(bundle.inputs)}
@@ -114,7 +116,8 @@ def build(bundle: Bundle, record: dict[str, Any], name: str, *,
     rng = batch_range(bundle.inputs)
     batched_outputs = all((o.get("shape") or [0])[0] is None for o in bundle.manifest["outputs"])
     max_batch = 0
-    notes = [spec.note] if spec.note else []
+    notes = ([spec.note] if spec.note else []) + (spec.caveats(record) if spec.caveats
+                                                   else [])
     if rng is not None and batched_outputs:
         max_batch = rng[2] if spec.max_batch is None else min(rng[2], spec.max_batch)
     if spec.max_batch == 1:
@@ -135,12 +138,12 @@ def build(bundle: Bundle, record: dict[str, Any], name: str, *,
         for o in bundle.manifest["outputs"]))
     lines.append("]")
     if max_batch:
-        preferred = sorted({int(r["batch"]) for r in ((record.get("bench") or {}).get("rows")
-                                                       or []) if 1 < int(r["batch"]) <= max_batch})
+        rows = record.bench.rows if record.bench else []
+        preferred = sorted({r.batch for r in rows if 1 < r.batch <= max_batch})
         lines.append("dynamic_batching {" + (
             f" preferred_batch_size: [ {', '.join(map(str, preferred))} ]" if preferred else "")
             + " }")
-    gpu = spec.gpu or str(device or record.get("device") or "cpu").startswith("cuda")
+    gpu = spec.gpu or str(device or record.device or "cpu").startswith("cuda")
     lines.append(f"instance_group [ {{ count: 1 kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]")
     warmup, warm_lines = _warmup(bundle, golden[0], inputs, max_batch, batch_fixed)
     lines += warm_lines
@@ -162,8 +165,12 @@ def build(bundle: Bundle, record: dict[str, Any], name: str, *,
 def _tensor(name: str, dtype: str, dims: list[int]) -> str:
     if dtype not in TRITON_DTYPES:
         raise UsageError(f"tensor '{name}': Triton has no type for {dtype}")
+    # Triton refuses empty dims; a per-sample scalar (a detector's num_detections [B]) is
+    # written as [ 1 ] reshaped to [ ], Triton's own idiom for it
+    shown = dims or [1]
+    reshape = " reshape: { shape: [ ] }" if not dims else ""
     return (f"  {{ name: {_quoted(name)} data_type: {TRITON_DTYPES[dtype]} "
-            f"dims: [ {', '.join(map(str, dims))} ] }}")
+            f"dims: [ {', '.join(map(str, shown))} ]{reshape} }}")
 
 
 def _quoted(text: str) -> str:
@@ -249,7 +256,7 @@ def write(bundle: Bundle, model: TritonModel, repo: Path, *, force: bool = False
         repo.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"--triton {repo}: can't create it ({err.strerror})") from None
-    spec = format_table.get(model.record["format"]).triton
+    spec = format_table.get(model.record.format).triton
     assert spec is not None
     source = bundle.checked_path(model.record)
     staging = Path(tempfile.mkdtemp(prefix=f".{model.name}.", dir=repo))
@@ -260,7 +267,7 @@ def write(bundle: Bundle, model: TritonModel, repo: Path, *, force: bool = False
         (staging / "config.pbtxt").write_text(model.config)
         (staging / VERSION).mkdir()
         shutil.copyfile(source, staging / VERSION / spec.filename)
-        fmt = format_table.get(model.record["format"])
+        fmt = format_table.get(model.record.format)
         for companion, served in zip(bundle.companion_paths(model.record),
                                      fmt.companions(spec.filename)):
             shutil.copyfile(companion, staging / VERSION / served)  # model.xml's model.bin
@@ -291,8 +298,7 @@ def _write_client(bundle: Bundle, model: TritonModel, staging: Path) -> None:
     client_bundle = staging / CLIENT_BUNDLE
     client_bundle.mkdir()
     shutil.copyfile(bundle.golden_path, client_bundle / GOLDEN)
-    manifest = dict(bundle.manifest)
-    manifest["artifacts"] = [model.record]
+    manifest = schema.to_json({**bundle.manifest, "artifacts": [model.record]})
     manifest.pop("selected", None)
     write_json_atomic(client_bundle / MANIFEST, manifest)
     (staging / "client.json").write_text(json.dumps(model.client_spec(), indent=2) + "\n")

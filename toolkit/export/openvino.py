@@ -58,7 +58,7 @@ def export_artifact(job: ExportJob) -> dict[str, Any]:
         extra["accuracy"] = _accuracy(job, hint)
     return {
         **extra,
-        "from_onnx": onnx_record["path"],
+        "from_onnx": onnx_record.path,
         "inference_precision": hint,
         "cpu_flags": cpu_flags(),
         "openvino": library_version("openvino") or getattr(ov, "__version__", None),

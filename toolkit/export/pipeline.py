@@ -27,6 +27,7 @@ from toolkit.export.job import (
     steps_exit_code,
 )
 from toolkit.formats import Format
+from toolkit.manifest import ArtifactRecord, InProcessTarget, Target
 from toolkit.spec import TensorSpec, batch_range
 
 __all__ = ["export", "ExportOptions", "ExportResult", "Step", "StepStatus", "golden_samples"]
@@ -193,8 +194,14 @@ class _Run:
 
     # -- precision planning --------------------------------------------------------------
     def precisions_for(self, fmt: Format) -> list[str]:
-        """Every requested precision the format carries (fp32-only formats: fp32)."""
+        """Every requested precision the format carries (fp32-only formats: fp32). A format
+        only built as another's source (onnx for --to openvino) gets the precisions that
+        format needs of it, not every one it could carry."""
         wanted = [p for p in self.opts.precisions if p in fmt.precisions]
+        if fmt not in self.asked:
+            needed = {p for t in self.asked if fmt.name in t.dependencies(self.opts)
+                      for p in t.precisions}
+            wanted = [p for p in wanted if p in needed]
         return wanted or ["fp32"]
 
     def check_precisions(self, single_target_strict: bool = False) -> None:
@@ -206,7 +213,7 @@ class _Run:
         self.opts = make_options(self.opts, precisions=tuple(dict.fromkeys(wanted)))
         if wanted == ["fp32"]:
             return
-        carriers = [f for f in self.targets if len(f.precisions) > 1]
+        carriers = [f for f in self.asked if len(f.precisions) > 1]
         if not carriers and (len(self.targets) == 1 or single_target_strict):
             formats.check_precisions(self.targets[0].name, wanted)
         for precision in wanted:
@@ -316,10 +323,10 @@ class _Run:
             return
         redone = {f.name for f in self.targets} if (self.opts.force and self.model) else set()
         for record in self.bundle.artifacts:
-            opset = record.get("opset")
-            if opset not in (None, wanted) and record["format"] not in redone:
+            opset = record.opset
+            if opset not in (None, wanted) and record.format not in redone:
                 raise UsageError(
-                    f"--opset {wanted}: {record['path']} in the bundle is opset {opset}, and "
+                    f"--opset {wanted}: {record.path} in the bundle is opset {opset}, and "
                     f"this run would keep it (reduced precisions derive from it); re-export it "
                     f"from the model with --opset {wanted} --force")
 
@@ -350,7 +357,7 @@ class _Run:
             step.status, step.detail, step.error = StepStatus.FAILED, str(err), err
         self._done(step)
 
-    def ensure(self, name: str, precision: str, layout: str | None = None) -> dict[str, Any]:
+    def ensure(self, name: str, precision: str, layout: str | None = None) -> Target:
         """The bundle's (format, precision, layout) artifact, made now when it is missing."""
         fmt = formats.get(name)
         layout = fmt.layout_of(precision, layout)
@@ -360,13 +367,14 @@ class _Run:
             self.bundle.save()
         return record
 
-    def _make(self, fmt: Format, precision: str, layout: str | None = None) -> dict[str, Any]:
+    def _make(self, fmt: Format, precision: str, layout: str | None = None) -> Target:
         job = ExportJob(fmt, precision, self.bundle, self.opts, model=self.model,
                         ensure=self.ensure, layout=layout)
         exporter = fmt.export_fn()
         if not fmt.saved:
-            return {"format": fmt.name, "precision": precision, "path": None,
-                    "created_at": now(), **exporter(job)}
+            note = exporter(job).get("note")  # compile: checks the model compiles
+            return InProcessTarget(fmt.name, precision, created_at=now(),
+                                   notes=(note,) if note else ())
         dest = self._destination(fmt, precision, layout)
         with atomic_path(dest, suffix=dest.suffix) as tmp:
             job.dest = tmp
@@ -392,7 +400,7 @@ class _Run:
         return dest
 
     def _record(self, fmt: Format, precision: str, dest: Path,
-                extra: dict[str, Any], layout: str | None = None) -> dict[str, Any]:
+                extra: dict[str, Any], layout: str | None = None) -> ArtifactRecord:
         companions = [dest.with_name(name) for name in fmt.companions(dest.name)]
         record = {
             "format": fmt.name, "precision": precision, "path": dest.name,
@@ -407,23 +415,22 @@ class _Run:
                       if k in ("torch", "onnx", "onnxruntime", "onnxscript", "tensorrt")},
             **extra,
         }
-        self.bundle.record_artifact(record)
-        return record
+        return self.bundle.record_artifact(record)
 
     def _run_step(self, step: Step, fmt: Format) -> None:
-        made: dict[str, Any] | None = None
+        made: Target | None = None
         try:
             record = made = self._make(fmt, step.precision, step.layout)
-            step.path = record.get("path")
-            step.detail = "; ".join(record.get("notes") or [])
+            step.path = record.path
+            step.detail = "; ".join(record.notes)
             step.status = StepStatus.OK
             if self.opts.verify:
                 self._verify(step, record)
-            accuracy = record.get("accuracy")
-            if accuracy and not accuracy["passed"]:
-                step.status, step.detail = StepStatus.ACCURACY_FAILED, accuracy["message"]
+            accuracy = record.accuracy
+            if accuracy and not accuracy.passed:
+                step.status, step.detail = StepStatus.ACCURACY_FAILED, accuracy.message
             elif accuracy:
-                step.detail = "; ".join(filter(None, [step.detail, accuracy["message"]]))
+                step.detail = "; ".join(filter(None, [step.detail, accuracy.message]))
             self.bundle.save()
         except _Exists as err:
             step.status, step.detail = StepStatus.EXISTS, str(err)
@@ -438,22 +445,21 @@ class _Run:
             self._drop(made)  # written but unusable (it won't even load): not left listed
         self._done(step)
 
-    def _drop(self, record: dict[str, Any]) -> None:
-        if record.get("path"):
-            for path in self.bundle.files_of(record):
-                transaction.remove_file(path)
-        if record in self.bundle.manifest["artifacts"]:
-            self.bundle.manifest["artifacts"].remove(record)
+    def _drop(self, record: Target) -> None:
+        if isinstance(record, InProcessTarget):
+            return
+        for path in self.bundle.files_of(record):
+            transaction.remove_file(path)
+        self.bundle.remove_artifact(record)
         self.bundle.save()
 
-    def _verify(self, step: Step, record: dict[str, Any]) -> None:
+    def _verify(self, step: Step, record: Target) -> None:
         from toolkit.parity.verify import verify_record
 
         report = verify_record(self.bundle, record, device=self.opts.device, model=self.model)
         step.parity = report.to_dict()
-        if record.get("path") is not None:
-            self.bundle.update_artifact(record["format"], record["precision"],
-                                        record.get("layout"), parity=step.parity)
+        if isinstance(record, ArtifactRecord):
+            record.parity = step.parity
         if not report.passed:
             step.status = StepStatus.PARITY_FAILED
             step.detail = "; ".join(filter(None, [report.summary_line(), step.detail]))
@@ -512,7 +518,7 @@ def source_identity(source: Mapping[str, Any]) -> tuple[Any, ...]:
 
 def _clear_bundle(bundle: Bundle) -> None:
     for record in bundle.artifacts:
-        if record.get("path"):
+        if record.path:
             for path in bundle.files_of(record):
                 transaction.remove_file(path)
     transaction.remove_file(bundle.golden_path)

@@ -27,7 +27,7 @@ from toolkit.tensorrt import compat as trt_compat
 from toolkit.tensorrt import options as trt_build
 from toolkit.tensorrt import profiles as trt_profiles
 from toolkit.tensorrt.build import import_tensorrt, init_plugins
-from toolkit.tensorrt.logger import process_logger
+from toolkit.tensorrt.logger import errors_since, process_logger
 
 #: Torch-TensorRT releases that changed what the export route can honour
 EXPORT_ENTRY_SINCE = (2, 5)  # convert_exported_program_to_serialized_trt_engine
@@ -151,7 +151,7 @@ def build_engine_from_model(model: LoadedModel, dest: Path, options: trt_build.B
     finally:
         model.module.to("cpu")
     seconds = time.perf_counter() - started
-    names = _tensor_names(trt, bytes(engine), model)
+    names = _tensor_names(trt, bytes(engine), model, options.version_compatible)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest, suffix=".engine") as tmp:
         tmp.write_bytes(bytes(engine))
@@ -187,15 +187,20 @@ def _via_torchscript(torch: Any, torch_tensorrt: Any, model: LoadedModel, module
     return convert(traced, "forward", inputs=inputs)
 
 
-def _tensor_names(trt: Any, engine: bytes, model: LoadedModel) -> dict[str, str]:
+def _tensor_names(trt: Any, engine: bytes, model: LoadedModel,
+                  version_compatible: bool = False) -> dict[str, str]:
     """Bundle tensor name -> engine tensor name, matched by position within inputs and
     within outputs (Torch-TensorRT keeps the graph's order)."""
     logger = process_logger(trt)
     init_plugins(trt, logger)  # Torch-TensorRT may have placed plugin layers
     runtime = trt.Runtime(logger)
+    if version_compatible:
+        runtime.engine_host_code_allowed = True  # its plan carries a lean runtime: ours
+    mark = logger.mark()
     cuda_engine = runtime.deserialize_cuda_engine(engine)
     if cuda_engine is None:
-        raise ExportFailed("the Torch-TensorRT engine does not load back")
+        raise ExportFailed("the Torch-TensorRT engine does not load back: "
+                           f"{errors_since(logger, mark)}")
     names = [cuda_engine.get_tensor_name(i) for i in range(cuda_engine.num_io_tensors)]
     ins = [n for n in names if cuda_engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
     outs = [n for n in names if n not in ins]

@@ -38,7 +38,7 @@ def _from_onnx(job: ExportJob) -> dict[str, Any]:
             f"`toolkit export {bundle.root} --to {job.format.name}{flag}`"
         ) from missing
     record.pop("path", None)
-    return {**record, "from_onnx": onnx_record["path"]}
+    return {**record, "from_onnx": onnx_record.path}
 
 
 def _from_model(job: ExportJob) -> dict[str, Any]:

@@ -40,6 +40,8 @@ class TritonSpec:
     backend: str = ""
     #: record -> config.pbtxt `parameters` (string values) the format needs to run as verified
     parameters: Callable[[Any], dict[str, str]] | None = None
+    #: record -> what serving it on Triton can't guarantee (printed by deploy)
+    caveats: Callable[[Any], list[str]] | None = None
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,20 @@ from toolkit.formats import Format, TritonSpec
 
 
 def _triton_parameters(record: Any) -> dict[str, str]:
-    """Triton's OpenVINO backend passes these to the plugin: run as the bundle verified."""
-    return {"INFERENCE_PRECISION_HINT": record.get("inference_precision") or "f32",
-            "PERFORMANCE_HINT": "LATENCY"}
+    """What Triton's OpenVINO backend can be told (it reads INFERENCE_NUM_THREADS,
+    COMPILATION_NUM_THREADS, HINT_BF16, NUM_STREAMS and PERFORMANCE_HINT, nothing else)."""
+    parameters = {"PERFORMANCE_HINT": "LATENCY"}
+    if record.inference_precision == "bf16":
+        parameters["HINT_BF16"] = "YES"
+    return parameters
+
+
+def _triton_caveats(record: Any) -> list[str]:
+    if record.inference_precision == "bf16":
+        return []
+    return ["Triton's OpenVINO backend has no setting that pins f32: on a CPU with AMX or "
+            "AVX512_BF16 it computes this IR in bf16, which it was not verified in; serve the "
+            "bf16 artifact there (verified in bf16), or the ONNX through onnxruntime"]
 
 
 FORMAT = Format(
@@ -31,7 +42,6 @@ FORMAT = Format(
     # the INT8 IR is converted from the ONNX Runtime (CPU) layout of the Q/DQ ONNX
     int8_layout_needed="cpu",
     triton=TritonSpec(platform="", backend="openvino", filename="model.xml",
-                      parameters=_triton_parameters,
-                      note="Triton's OpenVINO backend; the inference precision the bundle "
-                      "verified is passed as INFERENCE_PRECISION_HINT"),
+                      parameters=_triton_parameters, caveats=_triton_caveats,
+                      note="Triton's OpenVINO backend"),
 )

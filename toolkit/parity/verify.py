@@ -18,6 +18,7 @@ from toolkit import environment
 from toolkit import formats as format_table
 from toolkit.bundle import ArtifactModified, Bundle, artifact_label, record_results
 from toolkit.errors import BackendUnavailable, CheckFailed, ToolkitError, UsageError, first_line
+from toolkit.manifest import ArtifactRecord, InProcessTarget, Target
 from toolkit.parity.report import ParityReport, check
 from toolkit.parity.tolerances import Tolerances, tolerance_for, tolerances_from_options
 from toolkit.runtime import model_runner, runner_for
@@ -49,9 +50,9 @@ class Reference:
         return self.runner.infer(feed)
 
 
-def preset_for(record: dict[str, Any]) -> str:
+def preset_for(record: Target) -> str:
     """The tolerance preset the format table gives this format at this precision."""
-    return format_table.get(record["format"]).preset(record.get("precision", "fp32"))
+    return format_table.get(record.format).preset(record.precision)
 
 
 def sample_pairs(bundle: Bundle, data: Sequence[Feed] = (), golden: bool = True,
@@ -69,7 +70,7 @@ def sample_pairs(bundle: Bundle, data: Sequence[Feed] = (), golden: bool = True,
 
 def verify_record(
     bundle: Bundle,
-    record: dict[str, Any],
+    record: Target,
     *,
     device: str = "cpu",
     model: Any = None,
@@ -108,10 +109,10 @@ def verify_record(
     return report
 
 
-def new_report(bundle: Bundle, record: dict[str, Any], tolerances: Tolerances,
+def new_report(bundle: Bundle, record: Target, tolerances: Tolerances,
                reference: str) -> ParityReport:
     """An empty report of the kind the bundle's task needs: detections are matched by IoU."""
-    precision = record.get("precision", "fp32")
+    precision = record.precision
     label = artifact_label(record)
     detection = bundle.manifest.get("detection")
     if detection:
@@ -126,16 +127,14 @@ def new_report(bundle: Bundle, record: dict[str, Any], tolerances: Tolerances,
                  reference=reference)
 
 
-def record_parity(bundle: Bundle, record: dict[str, Any], report: ParityReport) -> None:
+def record_parity(bundle: Bundle, record: Target, report: ParityReport) -> None:
     """Store the verdict (without per-sample detail) in the manifest record, if the bundle
     still lists the very file that was checked."""
-    summary = report.to_dict(details=False)
-    if record.get("path") is None:
+    if isinstance(record, InProcessTarget):
         return  # in-process targets (compile) have no artifact entry to update
-    current = bundle.artifact(record["format"], record.get("precision", "fp32"),
-                              record.get("layout"))
-    if current is not None and current.get("sha256") == record.get("sha256"):
-        current["parity"] = summary
+    current = bundle.artifact(record.format, record.precision, record.layout)
+    if current is not None and current.sha256 == record.sha256:
+        current.parity = report.to_dict(details=False)
 
 
 def strip_wrapper_prefix(name: str | None, inner: str = "") -> str | None:
@@ -149,24 +148,23 @@ def strip_wrapper_prefix(name: str | None, inner: str = "") -> str | None:
     return name
 
 
-def localize_failure(bundle: Bundle, record: dict[str, Any], feed: Feed, *, model: Any = None,
-             reference_record: dict[str, Any] | None = None, tolerances: Any = None) -> Any:
+def localize_failure(bundle: Bundle, record: ArtifactRecord, feed: Feed, *, model: Any = None,
+             reference_record: ArtifactRecord | None = None, tolerances: Any = None) -> Any:
     """First diverging node of a failing ONNX artifact, against eager PyTorch (preferred) or
     another ONNX of the same graph (e.g. fp32 for an fp16 artifact)."""
     from toolkit.parity.localize import localize_onnx
 
-    if not format_table.get(record["format"]).localizable:
-        raise UsageError(f"--localize works on ONNX graphs, not {record['format']}")
+    if not format_table.get(record.format).localizable:
+        raise UsageError(f"--localize works on ONNX graphs, not {record.format}")
     if model is not None:
         reference: Any = model.flat
     elif (reference_record is not None
-          and format_table.get(reference_record["format"]).localizable):
+          and format_table.get(reference_record.format).localizable):
         reference = str(bundle.path_of(reference_record))
     else:
         raise UsageError("--localize needs a reference: the source model (--against SOURCE, "
                          "or the bundle's checkpoint on this machine) or --reference onnx")
-    tolerance = tolerances.default if tolerances is not None else record.get("precision",
-                                                                             "fp32")
+    tolerance = tolerances.default if tolerances is not None else record.precision
     divergence = localize_onnx(str(bundle.path_of(record)), feed, reference,
                                tolerance=tolerance)
     if divergence is not None:
@@ -236,12 +234,13 @@ def verify_bundle(
         wanted = [format_table.canonical(f) for f in formats]
         wanted_precisions = [canonical_precision(p) for p in precisions]
         in_process = [f for f in wanted if format_table.get(f).runs_from == "model"]
-        records = [r for r in bundle.artifacts if r.get("path")
-                   and (not wanted or r["format"] in wanted)
-                   and (not wanted_precisions or r.get("precision", "fp32") in wanted_precisions)]
-        records += [{"format": f, "precision": "fp32", "path": None} for f in in_process]
+        records: list[Target] = [
+            r for r in bundle.artifacts if r.path
+            and (not wanted or r.format in wanted)
+            and (not wanted_precisions or r.precision in wanted_precisions)]
+        records += [InProcessTarget(f) for f in in_process]
         missing = [f for f in wanted if f not in in_process
-                   and not any(r["format"] == f for r in records)]
+                   and not any(r.format == f for r in records)]
         if missing:
             only = f" in {'/'.join(wanted_precisions)}" if wanted_precisions else ""
             raise UsageError(f"{bundle.root} has no {', '.join(missing)} artifact{only}; have: "
@@ -304,7 +303,7 @@ def verify_bundle(
             ref = Reference(format_table.REFERENCE,
                             model_runner(live_model, format_table.REFERENCE, device=device),
                             live_for_golden=bool(against))
-        checked: list[tuple[dict[str, Any], ParityReport]] = []
+        checked: list[tuple[Target, ParityReport]] = []
         if ref.runner is not None:
             ref.runner.activate()
         try:
@@ -318,7 +317,7 @@ def verify_bundle(
                     report = verify_record(bundle, rec, device=device, model=live_model,
                                            tolerances=tols, reference=ref, data=feeds)
                 except BackendUnavailable as err:
-                    if rec["format"] in wanted:
+                    if rec.format in wanted:
                         raise  # asked for by name: exit 3 with the reason
                     outcome.notes.append(f"{artifact_label(rec)} not "
                                          f"checked here: {err}")
@@ -326,10 +325,10 @@ def verify_bundle(
                 outcome.reports.append(report)
                 checked.append((rec, report))
                 if (localize and not report.passed
-                        and format_table.get(rec["format"]).localizable):
+                        and format_table.get(rec.format).localizable):
                     sample = report.failures[0].sample if report.failures else 0
                     feed = _sample_feed(bundle, feeds, sample)
-                    fp32_graph = bundle.artifact(rec["format"], "fp32")
+                    fp32_graph = bundle.artifact(rec.format, "fp32")
                     outcome.divergences[report.artifact] = localize_failure(
                         bundle, rec, feed, model=live_model,
                         reference_record=ref_record or (fp32_graph if rec is not fp32_graph

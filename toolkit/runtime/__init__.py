@@ -14,6 +14,7 @@ from typing import Any
 from toolkit import formats
 from toolkit.bundle import Bundle
 from toolkit.errors import UsageError
+from toolkit.manifest import ArtifactRecord, InProcessTarget, Target
 from toolkit.runtime.base import Runner
 
 __all__ = ["Runner", "load", "load_artifact", "model_runner", "runner_for"]
@@ -61,13 +62,12 @@ def load(
 
 
 def load_artifact(
-    bundle: Bundle, record: dict[str, Any], *, device: str = "cpu",
+    bundle: Bundle, record: ArtifactRecord, *, device: str = "cpu",
     threads: int | None = None, **options: Any,
 ) -> Runner:
     """The Runner for one manifest record."""
-    fmt = formats.get(record["format"])
+    fmt = formats.get(record.format)
     bundle.checked_path(record)  # confined to the bundle, present, and the file exported
-    record = {**record, "precision": record.get("precision", "fp32")}
     return fmt.runner_fn()(bundle, record, device=device, threads=threads, **options)
 
 
@@ -79,17 +79,16 @@ def model_runner(model: Any, fmt: str, **options: Any) -> Runner:
     return declared.runner_fn()(model, **options)
 
 
-def runner_for(bundle: Bundle, record: dict[str, Any], *, device: str = "cpu",
+def runner_for(bundle: Bundle, record: Target, *, device: str = "cpu",
                model: Any = None, threads: int | None = None,
                trust_checkpoint: bool = False) -> Runner:
     """The runner for a record, whether it names an artifact or an in-process format."""
-    if formats.get(record["format"]).runs_from == "model":
+    if isinstance(record, InProcessTarget):
         from toolkit.source.rebuild import source_model
 
         model = model if model is not None else source_model(
             bundle, trust_checkpoint=trust_checkpoint)
-        return model_runner(model,
-                            record["format"], device=device, threads=threads)
+        return model_runner(model, record.format, device=device, threads=threads)
     return load_artifact(bundle, record, device=device, threads=threads)
 
 
@@ -99,12 +98,14 @@ def _load_file(path: Path, fmt: formats.Format | None, device: str, precision: s
     if Bundle.is_bundle(path.parent):
         bundle = Bundle.open(path.parent)
         for record in bundle.artifacts:
-            if record.get("path") and bundle.path_of(record).resolve() == path.resolve():
+            if record.path and bundle.path_of(record).resolve() == path.resolve():
                 return load_artifact(bundle, record, device=device, threads=threads, **options)
     if fmt is not None and fmt.self_describing:
-        return fmt.runner_fn()(_LoneFile(path), {"format": fmt.name, "precision": precision,
-                                                 "path": path.name},
-                               device=device, threads=threads, **options)
+        # a file outside any bundle: no manifest, so no hash to check it against
+        lone = ArtifactRecord.model_construct(format=fmt.name, precision=precision,
+                                              path=path.name)
+        return fmt.runner_fn()(_LoneFile(path), lone, device=device, threads=threads,
+                               **options)
     raise UsageError(
         f"{path}: a lone {fmt.name if fmt else path.suffix} file doesn't say its inputs; load "
         "it from its bundle directory (or give an .onnx file)"
@@ -123,5 +124,5 @@ class _LoneFile:
         src = load_onnx_source(path)
         self.inputs, self.outputs = src.inputs, src.outputs
 
-    def path_of(self, record: dict[str, Any]) -> Path:
+    def path_of(self, record: ArtifactRecord) -> Path:
         return self.path

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import BackendUnavailable, UsageError
+from toolkit.manifest import ArtifactRecord
 from toolkit.runtime.torch_common import TorchRunner
 
 
@@ -56,7 +57,7 @@ def check_package(path: Path) -> None:
                              "refusing to unpack it")
 
 
-def open_artifact(bundle: Any, record: dict[str, Any], **options: Any) -> AOTIRunner:
-    return AOTIRunner(bundle.path_of(record), compiled_for=record.get("device", "cpu"),
+def open_artifact(bundle: Any, record: ArtifactRecord, **options: Any) -> AOTIRunner:
+    return AOTIRunner(bundle.path_of(record), compiled_for=record.device or "cpu",
                       inputs=bundle.inputs, outputs=bundle.outputs,
-                      precision=record["precision"], **options)
+                      precision=record.precision, **options)

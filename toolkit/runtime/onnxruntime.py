@@ -10,6 +10,7 @@ import numpy as np
 
 from toolkit.environment import require_module
 from toolkit.errors import BackendUnavailable, UsageError
+from toolkit.manifest import ArtifactRecord
 from toolkit.runtime.base import Feed, Runner
 
 ORT_QDQ_DISABLED_OPTIMIZERS: tuple[str, ...] = ("CommonSubexpressionElimination",)
@@ -105,7 +106,7 @@ class OnnxRuntimeRunner(Runner):
         return call
 
 
-def open_artifact(bundle: Any, record: dict[str, Any], **options: Any) -> OnnxRuntimeRunner:
+def open_artifact(bundle: Any, record: ArtifactRecord, **options: Any) -> OnnxRuntimeRunner:
     return OnnxRuntimeRunner(bundle.path_of(record), inputs=bundle.inputs,
-                             outputs=bundle.outputs, precision=record["precision"],
-                             layout=record.get("layout"), **options)
+                             outputs=bundle.outputs, precision=record.precision,
+                             layout=record.layout, **options)

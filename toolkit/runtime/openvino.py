@@ -11,6 +11,7 @@ import numpy as np
 
 from toolkit.environment import cpu_flags, require_module
 from toolkit.errors import UsageError, first_line
+from toolkit.manifest import ArtifactRecord
 from toolkit.runtime.base import Feed, Runner
 
 #: OpenVINO performance hints: LATENCY (one stream, what `bench` times per request) or
@@ -54,7 +55,7 @@ class OpenVinoRunner(Runner):
             core = ov.Core()
             self._compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
         except Exception as err:  # OpenVINO raises its own error types
-            raise UsageError(f"OpenVINO can't load {self.path}: {first_line(err)}") from err
+            raise UsageError(f"OpenVINO can't load {self.path}: {_reason(err)}") from err
         used = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
         if _short(used) != self.inference_precision:
             raise UsageError(f"{self.path.name}: OpenVINO compiled it in {used}, not the "
@@ -95,6 +96,13 @@ class OpenVinoRunner(Runner):
         return request.infer
 
 
+def _reason(err: BaseException) -> str:
+    """OpenVINO's message: its first line names only the source file that threw
+    ("Exception from src/inference/src/cpp/core.cpp:84:"); the reason is the last line."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else first_line(err)
+
+
 def _tensor(value: np.ndarray) -> Any:
     import openvino as ov
 
@@ -110,8 +118,8 @@ def _short(precision: str) -> str:
     return text.strip("<>' ").split(":")[-1].strip(" '")
 
 
-def open_artifact(bundle: Any, record: dict[str, Any], **options: Any) -> OpenVinoRunner:
+def open_artifact(bundle: Any, record: ArtifactRecord, **options: Any) -> OpenVinoRunner:
     return OpenVinoRunner(bundle.path_of(record), inputs=bundle.inputs, outputs=bundle.outputs,
-                          precision=record["precision"],
-                          inference_precision=record.get("inference_precision") or "f32",
-                          recorded_flags=record.get("cpu_flags"), **options)
+                          precision=record.precision,
+                          inference_precision=record.inference_precision or "f32",
+                          recorded_flags=record.cpu_flags, **options)

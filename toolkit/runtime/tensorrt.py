@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.errors import BackendUnavailable, UsageError
+from toolkit.manifest import ArtifactRecord
 from toolkit.runtime.base import Feed, Runner
 from toolkit.spec import OutputSpec, TensorSpec
 from toolkit.tensorrt import bindings as trt_bindings
@@ -89,7 +90,8 @@ class TensorRTRunner(Runner):
         self._engine_outputs: list[str] = []
         self._profiles: list[trt_profiles.Profile] = []
         self._profile = 0
-        self._shape_inputs: set[str] = set()
+        self._host: set[str] = set()  # tensors TensorRT reads or writes in host memory
+        self._bound_key: tuple | None = None  # the prepared shapes the context is bound to
         # Device buffers reused by every infer() (grown when a shape needs more), and one
         # set per prepared shape, so neither a long verify nor a bench loop allocates per call.
         self._pool = _Bound()
@@ -112,6 +114,13 @@ class TensorRTRunner(Runner):
         return isinstance(getattr(self, "_cuda", None), TorchCuda)
 
     def _activate_impl(self) -> None:
+        try:
+            self._open()
+        except BaseException:
+            self._deactivate_impl()  # activate() failed: nothing it took may stay held
+            raise
+
+    def _open(self) -> None:
         if not self.device.startswith("cuda"):
             raise UsageError(f"{self.name}: TensorRT engines run on a CUDA device, "
                              f"not '{self.device}'")
@@ -154,7 +163,7 @@ class TensorRTRunner(Runner):
         gpu = device_facts("run a TensorRT engine")
         if self.record:
             dla_cores = None
-            if trt is not None and self.record.get("dla_core") is not None:
+            if trt is not None and self.record.get("dla_core") is not None:  # engine JSON
                 dla_cores = int(trt.Runtime(process_logger(trt)).num_DLA_cores)
             here = trt_compat.machine(
                 getattr(trt, "__version__", None), gpu, platform.machine(), dla_cores
@@ -179,7 +188,9 @@ class TensorRTRunner(Runner):
         if problems:
             raise UsageError(f"{self.path}: " + "; ".join(problems) + "; rebuild the engine")
         self._engine_outputs = outs
-        self._shape_inputs = {n for n in ins if engine.is_shape_inference_io(n)}
+        # TensorRT says where each tensor lives: shape tensors (and their outputs) on the host
+        self._host = {n for n in names
+                      if engine.get_tensor_location(n) == trt.TensorLocation.HOST}
         self._dtypes = {
             n: trt_bindings.buffer_dtype(n, engine.get_tensor_dtype(n).name) for n in names
         }
@@ -209,8 +220,12 @@ class TensorRTRunner(Runner):
     # -- running ---------------------------------------------------------------------------
     def _infer_impl(self, feed: Feed) -> dict[str, np.ndarray]:
         bound = self._bind(feed, self._pool)
+        self._bound_key = None
         self._execute()
-        return {o.name: self._cuda.download(bound.outputs[o.name]) for o in self.outputs}
+        self._cuda.synchronize()
+        return {o.name: (bound.host[o.name].copy() if o.name in bound.host
+                         else self._cuda.download(bound.outputs[o.name]))
+                for o in self.outputs}
 
     def _prepare_impl(self, feed: Feed) -> Callable[[], Any]:
         """Inputs copied to the device and bound once; the call only enqueues the engine (or
@@ -219,8 +234,15 @@ class TensorRTRunner(Runner):
         key = tuple(sorted((name, np.shape(array)) for name, array in feed.items()))
         bound = self._prepared.setdefault(key, _Bound())
         self._bind(feed, bound)
+        rebound = self._bound_key != key
+        self._bound_key = key
         if not self.cuda_graph:
             return self._execute
+        if bound.graph is not None and rebound:
+            # the context was bound to other shapes (or profile) since this graph was
+            # captured: a replay of it is not documented as safe, so capture it again
+            bound.graph.destroy()
+            bound.graph = None
         if bound.graph is None:
             bound.graph = self._capture()
         return bound.graph
@@ -239,10 +261,11 @@ class TensorRTRunner(Runner):
             self._switch_profile(trt_profiles.select_profile(self._profiles, shapes))
         for spec in self.inputs:
             name = spec.name
+            mark = self._logger.mark()
             if not self._context.set_input_shape(name, shapes[name]):
                 raise UsageError(f"{self.name}: the engine rejects shape {list(shapes[name])} "
-                                 f"for input '{name}' ({errors_since(self._logger, 0)})")
-            if name in self._shape_inputs:
+                                 f"for input '{name}' ({errors_since(self._logger, mark)})")
+            if name in self._host:
                 host = np.ascontiguousarray(feed[name], dtype=self._dtypes[name])
                 bound.host[name] = host  # TensorRT reads shape tensors from host memory
                 self._set_address(name, host.ctypes.data)
@@ -255,6 +278,10 @@ class TensorRTRunner(Runner):
             if trt_bindings.unresolved_dims(shape):
                 raise UsageError(f"{self.name}: output '{name}' has a data-dependent shape "
                                  f"{list(shape)}, which toolkit's TensorRT runner can't bind")
+            if name in self._host:
+                bound.host[name] = np.empty(shape, dtype=self._dtypes[name])
+                self._set_address(name, bound.host[name].ctypes.data)
+                continue
             self._set_address(name, self._buffer(bound.outputs, name, shape).ptr)
         return bound
 
@@ -278,11 +305,13 @@ class TensorRTRunner(Runner):
         mark = self._logger.mark()
         try:
             ok = self._context.set_optimization_profile_async(profile, self._cuda.stream_handle)
-        except RuntimeError as err:  # some TensorRT versions raise instead of returning False
-            ok, reason = False, str(err).splitlines()[0]
+        except RuntimeError as err:  # the bindings raise ("Error in set optimization profile
+            # async.") where the C++ API returns false: TensorRT's log has the reason
+            ok, fallback = False, str(err).splitlines()[0]
         else:
-            reason = errors_since(self._logger, mark)
+            fallback = "no reason logged"
         if not ok:
+            reason = errors_since(self._logger, mark, fallback)
             raise BackendUnavailable(f"{self.name}: TensorRT could not switch to optimization "
                                      f"profile {profile}: {reason}")
         self._profile = profile
@@ -317,13 +346,15 @@ class TensorRTRunner(Runner):
             ) from None
 
 
-def open_artifact(bundle: Any, record: dict[str, Any], *, device: str = "cuda",
+def open_artifact(bundle: Any, record: ArtifactRecord, *, device: str = "cuda",
                   **options: Any) -> Runner:
-    """The engine's runner; names Torch-TensorRT changed are mapped back to the bundle's."""
-    common = dict(record=record, bundle_root=str(bundle.root), precision=record["precision"],
+    """The engine's runner; names Torch-TensorRT changed are mapped back to the bundle's.
+    The engine record (TensorRT's fields) goes to the runner as its JSON, for preflight."""
+    common = dict(record=record.to_json(), bundle_root=str(bundle.root),
+                  precision=record.precision,
                   device=device if device.startswith("cuda") else "cuda", **options)
     path = bundle.path_of(record)
-    names = record.get("tensor_names") or {}
+    names = record.tensor_names or {}
     if all(k == v for k, v in names.items()):
         return TensorRTRunner(path, inputs=bundle.inputs, outputs=bundle.outputs, **common)
     from toolkit.runtime.renamed import RenamedRunner, renamed_specs

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import UsageError, first_line
+from toolkit.manifest import ArtifactRecord
 from toolkit.runtime.torch_common import TorchRunner
 
 
@@ -39,7 +40,8 @@ def load_custom_ops() -> None:
         import torchvision  # noqa: F401
 
 
-def open_artifact(bundle: Any, record: dict[str, Any], **options: Any) -> TorchScriptRunner:
-    return TorchScriptRunner(bundle.path_of(record), call_style=record.get("call_style", "flat"),
+def open_artifact(bundle: Any, record: ArtifactRecord, **options: Any) -> TorchScriptRunner:
+    return TorchScriptRunner(bundle.path_of(record),
+                             call_style=record.call_style or "flat",
                              inputs=bundle.inputs, outputs=bundle.outputs,
-                             precision=record["precision"], **options)
+                             precision=record.precision, **options)

@@ -70,8 +70,10 @@ def build_engine(
         )
     trt = import_tensorrt()
     cuda = open_device("cuda", "build a TensorRT engine")
-    gpu = cuda.facts()
-    cuda.release()
+    try:
+        gpu = cuda.facts()
+    finally:
+        cuda.release()
     plan = trt_compat.api_plan(trt.__version__)
     trt_compat.check_options_supported(options, plan)
 
@@ -123,10 +125,12 @@ def _create_network(trt: Any, builder: Any, plan: trt_compat.ApiPlan) -> Any:
     flags = 0
     for name in plan.network_flags:
         flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+    logger = process_logger(trt)
+    mark = logger.mark()
     network = builder.create_network(flags)
     if network is None:
         raise ExportFailed(f"TensorRT refused create_network(flags={flags:#x}): "
-                           f"{errors_since(process_logger(trt), 0)}")
+                           f"{errors_since(logger, mark)}")
     return network
 
 
@@ -159,6 +163,14 @@ def _check_inputs(
     dims = {}
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
+        if tensor.is_shape_tensor:
+            # TensorRT needs a shape tensor's values (min/opt/max) in every profile at build
+            # time (IOptimizationProfile.set_shape_input); a bundle records shapes, not values
+            raise UsageError(
+                f"{onnx_path}: input '{tensor.name}' is a shape tensor (the model uses its "
+                "values as a shape); TensorRT needs their range at build time, which the "
+                "bundle doesn't record: make it a constant of the model"
+            )
         dims[tensor.name] = [int(d) for d in tensor.shape]
     problems = trt_profiles.check_network_inputs(dims, inputs)
     if problems:

@@ -210,7 +210,7 @@ class Decision:
 
 
 def preflight(
-    record: Mapping[str, Any], here: Mapping[str, Any], bundle: str = "BUNDLE"
+    engine: Mapping[str, Any], here: Mapping[str, Any], bundle: str = "BUNDLE"
 ) -> Decision:
     """Check a recorded engine against this machine before deserializing it.
 
@@ -218,7 +218,7 @@ def preflight(
     runtime), to the GPU's compute capability (unless built hardware-compatible) and to the
     platform; TensorRT only says so with an opaque deserialization error.
     """
-    options = BuildOptions.from_dict((record.get("build") or {}).get("options") or {})
+    options = BuildOptions.from_dict((engine.get("build") or {}).get("options") or {})
     command = rebuild_command(bundle, options)
 
     def block(reason: str) -> Decision:
@@ -231,32 +231,32 @@ def preflight(
     if not here_gpu:
         return block("no CUDA GPU is visible here; TensorRT engines run on NVIDIA GPUs")
 
-    built_platform, here_platform = record.get("platform"), here.get("platform")
+    built_platform, here_platform = engine.get("platform"), here.get("platform")
     if built_platform and here_platform and built_platform != here_platform:
         return block(f"the engine was built on {built_platform}, this machine is {here_platform}")
 
-    version_problem = _version_problem(record, str(here_trt))
+    version_problem = _version_problem(engine, str(here_trt))
     if version_problem:
         return block(version_problem)
 
-    built_gpu = record.get("gpu") or {}
-    gpu_problem, warnings = _gpu_problem(built_gpu, here_gpu, record)
+    built_gpu = engine.get("gpu") or {}
+    gpu_problem, warnings = _gpu_problem(built_gpu, here_gpu, engine)
     if gpu_problem:
         return block(gpu_problem)
 
-    dla = record.get("dla_core")
+    dla = engine.get("dla_core")
     cores = here.get("dla_cores")
     if dla is not None and cores is not None and dla >= cores:
         return block(f"the engine runs on DLA core {dla}, this machine has {cores} DLA core(s)")
     return Decision(True, "engine matches this machine", command, tuple(warnings))
 
 
-def _version_problem(record: Mapping[str, Any], here_trt: str) -> str | None:
-    built_trt = record.get("tensorrt")
+def _version_problem(engine: Mapping[str, Any], here_trt: str) -> str | None:
+    built_trt = engine.get("tensorrt")
     if not built_trt:
-        return "the engine record lacks its TensorRT version"
+        return "the engine engine lacks its TensorRT version"
     built, here = parse_version(str(built_trt)), parse_version(here_trt)
-    if (record.get("compatibility") or {}).get("version_compatible"):
+    if (engine.get("compatibility") or {}).get("version_compatible"):
         if here < built:
             return (f"the engine was built version-compatible with TensorRT {built_trt}, which "
                     f"runs only on that version or newer; this machine has {here_trt}")
@@ -271,9 +271,9 @@ def _version_problem(record: Mapping[str, Any], here_trt: str) -> str | None:
 
 
 def _gpu_problem(
-    built: Mapping[str, Any], here: Mapping[str, Any], record: Mapping[str, Any]
+    built: Mapping[str, Any], here: Mapping[str, Any], engine: Mapping[str, Any]
 ) -> tuple[str | None, list[str]]:
-    level = (record.get("compatibility") or {}).get("hardware", "none")
+    level = (engine.get("compatibility") or {}).get("hardware", "none")
     b_cc, h_cc = _cc(built.get("compute_capability")), _cc(here.get("compute_capability"))
     b_name, h_name = built.get("name", "?"), here.get("name", "?")
     if b_cc is None or h_cc is None:

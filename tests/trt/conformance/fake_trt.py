@@ -64,6 +64,7 @@ class State(CallLog):
     machine: Machine = field(default_factory=Machine)
     cuda: Any = None  # the FakeCudaRuntime whose memory and streams the engine uses
     logger: Any = None  # TensorRT's one logger for the process
+    trt: Any = None  # the module this state belongs to
     plugins_initialised: bool = False
 
     def __post_init__(self) -> None:
@@ -84,8 +85,7 @@ class State(CallLog):
 
     def log(self, severity: str, message: str) -> None:
         if self.logger is not None:
-            severities = type(self.logger).Severity
-            self.logger.log(getattr(severities, severity), message)
+            self.logger.log(getattr(self.trt.ILogger.Severity, severity), message)
 
 
 def _io(value_info: onnx.ValueInfoProto) -> tuple[str, str, list[int]]:
@@ -157,8 +157,14 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
         return trt.Dims(list(values))
 
     class ITensor(Strict):
-        def __init__(self, name: str, dtype: str, shape: list[int]) -> None:
+        def __init__(self, name: str, dtype: str, shape: list[int],
+                     shape_tensor: bool = False) -> None:
             self._name, self._dtype, self._shape = name, dtype, shape
+            self._shape_tensor = shape_tensor
+
+        @property
+        def is_shape_tensor(self) -> bool:
+            return self._shape_tensor
 
         @property
         def name(self) -> str:
@@ -264,13 +270,14 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
             initializers = {i.name for i in proto.graph.initializer}
             network = self._network
             network._model = proto
-            network._inputs = [trt_tensor(*_io(v)) for v in proto.graph.input
-                               if v.name not in initializers]
+            shape_inputs = _shape_inputs(proto)
+            network._inputs = [trt_tensor(*_io(v), v.name in shape_inputs)
+                               for v in proto.graph.input if v.name not in initializers]
             network._outputs = [trt_tensor(*_io(v)) for v in proto.graph.output]
             return True
 
-    def trt_tensor(name: str, dtype: str, shape: list[int]) -> Any:
-        return new("ITensor", name, dtype, shape)
+    def trt_tensor(name: str, dtype: str, shape: list[int], shape_tensor: bool = False) -> Any:
+        return new("ITensor", name, dtype, shape, shape_tensor)
 
     class IOptimizationProfile(Strict):
         def __init__(self) -> None:
@@ -287,6 +294,10 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
 
         def get_shape(self, input: str) -> list[Any]:  # noqa: A002
             return [dims(s) for s in self._shapes.get(input, ((), (), ()))]
+
+        def set_shape_input(self, input: str, min: Any, opt: Any, max: Any) -> None:  # noqa: A002
+            self._values = {**getattr(self, "_values", {}),
+                            input: [list(map(int, v)) for v in (min, opt, max)]}
 
     class ITimingCache(Strict):
         def __init__(self, gpu: str, entries: int = 0) -> None:
@@ -330,7 +341,7 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
             return self._pools.get(pool.name, 0)
 
         def add_optimization_profile(self, profile: Any) -> int:
-            if not profile._shapes:
+            if not profile._shapes and not getattr(profile, "_values", {}):
                 state.log("ERROR", "addOptimizationProfile: profile is not valid")
                 return -1
             self._profiles.append(profile)
@@ -395,6 +406,13 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
             if network._model is None:
                 state.log("ERROR", "Network must have at least one output")
                 return None
+            for tensor in network._inputs:
+                # "set_shape_input must be called for every input that is a shape tensor"
+                if tensor._shape_tensor and not any(
+                        tensor._name in getattr(p, "_values", {}) for p in config._profiles):
+                    state.log("ERROR", f"{tensor._name}: shape tensor input needs "
+                              "IOptimizationProfile::setShapeValues in every profile")
+                    return None
             dynamic = any(d < 0 for t in network._inputs for d in t._shape)
             if dynamic and not config._profiles:
                 state.log("ERROR", "Network has dynamic or shape inputs, but no optimization "
@@ -532,6 +550,10 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
 
         def is_shape_inference_io(self, name: str) -> bool:
             return name in self._header["shape_inputs"]
+
+        def get_tensor_location(self, name: str) -> Any:
+            host = name in self._header["shape_inputs"]
+            return enum("TensorLocation", "HOST" if host else "DEVICE")
 
         def get_tensor_profile_shape(self, name: str, profile_index: int) -> list[Any]:
             profiles = self._header["profiles"]
@@ -711,6 +733,7 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
     }
     trt = StrictModule(line, behaviours, {"init_libnvinfer_plugins": init_libnvinfer_plugins},
                        state)
+    state.trt = trt
     return trt
 
 

@@ -217,7 +217,10 @@ class FakeTorchCudaApi:
             try:
                 yield
             except BaseException:
-                self.rt.cudaStreamEndCapture(stream.cuda_stream)
+                # torch ends the capture and frees what it captured when the body raises
+                status, captured = self.rt.cudaStreamEndCapture(stream.cuda_stream)
+                if int(status) == 0 and captured is not None:
+                    self.rt.cudaGraphDestroy(captured)
                 raise
             graph.graph = self._ok(self.rt.cudaStreamEndCapture(stream.cuda_stream))
             graph.exec = self._ok(self.rt.cudaGraphInstantiate(graph.graph, 0))

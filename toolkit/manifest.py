@@ -286,7 +286,8 @@ class ArtifactRecord(_Record):
             raise ValueError(f"a {self.format} artifact needs its file name (path) and sha256")
         if self.path is not None:
             wanted = declared.companions(self.path)
-            if [f.name for f in self.files] != wanted:
+            listed = [f.name for f in self.files]
+            if listed != wanted and not (declared.companions_optional and not listed):
                 raise ValueError(f"a {self.format} artifact named {self.path} consists of "
                                  f"{[self.path, *wanted]}; the record lists "
                                  f"{[self.path, *(f.name for f in self.files)]}")

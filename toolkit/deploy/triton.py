@@ -270,7 +270,9 @@ def write(bundle: Bundle, model: TritonModel, repo: Path, *, force: bool = False
         fmt = format_table.get(model.record.format)
         for companion, served in zip(bundle.companion_paths(model.record),
                                      fmt.companions(spec.filename)):
-            shutil.copyfile(companion, staging / VERSION / served)  # model.xml's model.bin
+            # OpenVINO pairs by stem (model.xml + model.bin); an ONNX names its data file
+            name = companion.name if fmt.companions_named_inside else served
+            shutil.copyfile(companion, staging / VERSION / name)
         (staging / "warmup").mkdir()
         for file, data in model.warmup.items():
             (staging / "warmup" / file).write_bytes(data)

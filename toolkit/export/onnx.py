@@ -12,10 +12,38 @@ from toolkit.export.job import ExportJob
 from toolkit.source.wrapper import LoadedModel
 
 TWO_GIB = 2 * 1024**3
+#: test-only: weights at or above this many bytes go to external data (default: protobuf's
+#: 2 GiB limit), so the >2 GiB path is tested on a small model
+EXTERNAL_DATA_ENV = "TOOLKIT_ONNX_EXTERNAL_DATA_MIN_BYTES"
 
 
 def _parameter_bytes(model: LoadedModel) -> int:
     return sum(p.numel() * p.element_size() for p in model.module.parameters())
+
+
+def _needs_external_data(model: LoadedModel) -> bool:
+    import os
+
+    threshold = int(os.environ.get(EXTERNAL_DATA_ENV) or TWO_GIB)
+    return _parameter_bytes(model) >= threshold
+
+
+def name_external_data(onnx_path: Path, final_name: str) -> bool:
+    """Point the graph's external tensors at `final_name` (the weights file as the bundle
+    will name it: model.onnx.data), since the exporter named them after the temp file the
+    graph was written to. True when the graph has external data."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    external = [t for t in proto.graph.initializer
+                if t.data_location == onnx.TensorProto.EXTERNAL]
+    for tensor in external:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = final_name
+    if external:
+        onnx.save_model(proto, str(onnx_path))
+    return bool(external)
 
 
 def _export_dynamo(model: LoadedModel, dest: Path, opset: int | None) -> None:
@@ -29,8 +57,9 @@ def _export_dynamo(model: LoadedModel, dest: Path, opset: int | None) -> None:
             dynamic_shapes=dynamic_shapes(model), opset_version=opset,
             dynamo=True, optimize=True, verbose=False, report=False,
         )
-        # Weights stay inside the file unless the 2 GB protobuf limit forces external data.
-        program.save(str(dest), external_data=_parameter_bytes(model) >= TWO_GIB)
+        # Weights stay inside the file unless the 2 GB protobuf limit forces external data:
+        # then they go to `<dest>.data`, which the pipeline renames beside the final file.
+        program.save(str(dest), external_data=_needs_external_data(model))
 
 
 def _export_legacy(model: LoadedModel, dest: Path, opset: int | None) -> None:
@@ -116,6 +145,18 @@ def _check_dynamic_dims(model: LoadedModel, proto: Any) -> None:
 
 
 def export_artifact(job: ExportJob) -> dict[str, Any]:
+    fields = _export_artifact(job)
+    assert job.dest is not None
+    final = job.bundle.root / job.format.filename(job.precision, job.layout)
+    (data_name,) = job.format.companions(final.name)
+    if name_external_data(job.dest, data_name):
+        fields["notes"] = [*fields.get("notes", []),
+                           f"weights in {data_name} (external data: over the 2 GB protobuf "
+                           "limit); copy both files together"]
+    return fields
+
+
+def _export_artifact(job: ExportJob) -> dict[str, Any]:
     """fp32 from the model; reduced precisions rewritten from the bundle's fp32 ONNX."""
     assert job.dest is not None
     if job.precision == "fp32":

@@ -383,9 +383,12 @@ class _Run:
                 # companions (written beside the temp file, same stem) go into place before
                 # the main file, so the main file never appears without them
                 for name, written in zip(fmt.companions(dest.name), fmt.companions(tmp.name)):
-                    if not (tmp.parent / written).is_file():
+                    if (tmp.parent / written).is_file():
+                        _place(tmp.parent / written, dest.with_name(name))
+                    elif fmt.companions_optional:  # none this time: a stale one must go
+                        transaction.remove_file(dest.with_name(name))
+                    else:
                         raise ExportFailed(f"the {fmt.name} exporter did not write {name}")
-                    _place(tmp.parent / written, dest.with_name(name))
             finally:
                 for leftover in fmt.companions(tmp.name):
                     tmp.with_name(leftover).unlink(missing_ok=True)
@@ -401,7 +404,8 @@ class _Run:
 
     def _record(self, fmt: Format, precision: str, dest: Path,
                 extra: dict[str, Any], layout: str | None = None) -> ArtifactRecord:
-        companions = [dest.with_name(name) for name in fmt.companions(dest.name)]
+        companions = [dest.with_name(name) for name in fmt.companions(dest.name)
+                      if dest.with_name(name).is_file()]
         record = {
             "format": fmt.name, "precision": precision, "path": dest.name,
             **({"layout": layout} if layout else {}),

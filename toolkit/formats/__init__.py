@@ -55,6 +55,11 @@ class Format:
     suffixes: tuple[str, ...] = ()
     #: suffixes of the files written beside the main one, same stem (OpenVINO: '.bin')
     companion_suffixes: tuple[str, ...] = ()
+    #: the companions are written only when needed (ONNX: external data past 2 GB)
+    companions_optional: bool = False
+    #: the main file names its companions inside (ONNX external data): they keep their names
+    #: wherever the main file goes; otherwise they follow its stem (OpenVINO's .xml/.bin)
+    companions_named_inside: bool = False
     precisions: tuple[str, ...] = ("fp32",)
     #: export (and run) need the PyTorch model, not only the bundle
     needs_model: bool = True

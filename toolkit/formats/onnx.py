@@ -6,6 +6,10 @@ FORMAT = Format(
     name="onnx",
     description="ONNX via torch.onnx.export(dynamo=True); runs in ONNX Runtime, feeds TensorRT",
     suffixes=(".onnx",),
+    # weights past protobuf's 2 GB limit go to model.onnx.data, which the graph names
+    companion_suffixes=(".onnx.data",),
+    companions_optional=True,
+    companions_named_inside=True,
     precisions=("fp32", "fp16", "int8"),
     needs_model=True,  # fp32 comes from the model; fp16/int8 are derived from the fp32 ONNX
     exporter="toolkit.export.onnx:export_artifact",

@@ -86,11 +86,14 @@ def test_manifest_records_io_artifacts_and_environment(two_io_bundle):
 CPU_FORMATS = [f.name for f in formats.all_formats() if f.extra != "trt"]
 
 
-def test_every_declared_format_resolves_its_exporter_and_runner():
+def test_every_declared_format_resolves_its_exporter_runner_and_hooks():
     for fmt in formats.all_formats():
         assert callable(fmt.runner_fn()), fmt.name
         if fmt.exportable:
             assert callable(fmt.export_fn()), fmt.name
+        for hook in ("describe", "inspect", "localize"):
+            if getattr(fmt, hook) is not None:
+                assert callable(fmt.hook(hook)), (fmt.name, hook)
 
 
 @pytest.mark.parametrize("fmt", CPU_FORMATS)

@@ -222,17 +222,15 @@ def _plan_file(path: Path, formats: Sequence[str] | None, precisions: Sequence[s
                 entry = Entry(record.format, record.precision, record, True)
                 return BenchPlan(path, bundle.inputs, [entry], [], device, threads, bundle)
     fmt = format_table.by_suffix(path.suffix)
-    if fmt is None or not fmt.self_describing:
+    if fmt is None or fmt.describe is None:
         raise UsageError(
             f"{path}: a lone {path.suffix or 'extensionless'} file doesn't say its inputs; "
             "bench its bundle directory (or an .onnx file)"
         )
-    from toolkit.source.onnx_file import load_onnx_source
-
-    src = load_onnx_source(path)
+    inputs, _ = fmt.hook("describe")(path)
     precision = (precisions or ["fp32"])[0]
     entry = Entry(fmt.name, precision, None, True)
-    plan = BenchPlan(path, list(src.inputs), [entry], [], device, threads)
+    plan = BenchPlan(path, list(inputs), [entry], [], device, threads)
     if formats and any(format_table.canonical(f) != fmt.name for f in formats):
         raise UsageError(f"{path}: a {path.suffix} file runs as format {fmt.name} only")
     plan.notes.append("eager PyTorch skipped: a lone .onnx file has no PyTorch model")

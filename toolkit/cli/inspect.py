@@ -90,41 +90,10 @@ def _file_info(path: Path) -> dict[str, Any]:
     from toolkit import formats
 
     fmt = formats.by_suffix(path.suffix)
-    if fmt is not None and fmt.self_describing:
-        return _onnx_info(path)
+    if fmt is not None and fmt.inspect is not None:
+        return fmt.hook("inspect")(path)
     return {"file": str(path), "size_bytes": path.stat().st_size,
             "note": "inputs and outputs are recorded in the bundle's manifest.json"}
-
-
-def _onnx_info(path: Path) -> dict[str, Any]:
-    import onnx
-
-    from toolkit.errors import UsageError
-    from toolkit.source.onnx_file import _ONNX_DTYPES
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # protobuf's DecodeError and friends
-        raise UsageError(f"{path} is not a readable ONNX model ({err})") from None
-
-    def dims(value: Any) -> list[Any]:
-        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                for d in value.type.tensor_type.shape.dim]
-
-    initializers = {i.name for i in model.graph.initializer}
-    ops: dict[str, int] = {}
-    for node in model.graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    return {
-        "file": str(path), "size_bytes": path.stat().st_size,
-        "inputs": [{"name": v.name, "dtype": _ONNX_DTYPES.get(v.type.tensor_type.elem_type),
-                    "shape": dims(v)} for v in model.graph.input if v.name not in initializers],
-        "outputs": [{"name": v.name, "dtype": _ONNX_DTYPES.get(v.type.tensor_type.elem_type),
-                     "shape": dims(v)} for v in model.graph.output],
-        "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
-        "nodes": len(model.graph.node), "ops": dict(sorted(ops.items(), key=lambda kv: -kv[1])),
-        "producer": f"{model.producer_name} {model.producer_version}".strip(),
-    }
 
 
 def _escaped(value: Any) -> Any:

@@ -71,10 +71,13 @@ class Format:
     runner: str | None = None
     #: the pip extra a machine needs to run this format
     extra: str = "export"
-    #: a lone file of this format says its own inputs and outputs (no bundle needed)
-    self_describing: bool = False
-    #: its graph can be searched node by node for the first divergence (--localize)
-    localizable: bool = False
+    #: path -> its (inputs, outputs) specs: a lone file of this format says its own IO, so it
+    #: runs and benches without a bundle
+    describe: str | None = None
+    #: path -> what `toolkit inspect FILE` shows of a lone file (JSON-ready dict)
+    inspect: str | None = None
+    #: (path, feed, reference, tolerance) -> the first node that diverges (--localize)
+    localize: str | None = None
     legacy: bool = False
     #: preference when a bundle is run without naming a format (lower first)
     load_priority: int = 100
@@ -150,6 +153,21 @@ class Format:
             raise UsageError(f"'{self.name}' runs the model as it is; it is not an export "
                              "format (verify and bench accept it)")
         return resolve(self.exporter)
+
+    @property
+    def self_describing(self) -> bool:
+        return self.describe is not None
+
+    @property
+    def localizable(self) -> bool:
+        return self.localize is not None
+
+    def hook(self, name: str) -> Callable[..., Any]:
+        """One of the format's hooks (describe, inspect, localize), resolved now."""
+        reference = getattr(self, name)
+        if reference is None:
+            raise UsageError(f"{self.name} has no {name} hook")
+        return resolve(reference)
 
     def runner_fn(self) -> Callable[..., Any]:
         if self.runner is None:  # pragma: no cover - every declared format has one

@@ -152,10 +152,11 @@ def localize_failure(bundle: Bundle, record: ArtifactRecord, feed: Feed, *, mode
              reference_record: ArtifactRecord | None = None, tolerances: Any = None) -> Any:
     """First diverging node of a failing ONNX artifact, against eager PyTorch (preferred) or
     another ONNX of the same graph (e.g. fp32 for an fp16 artifact)."""
-    from toolkit.parity.localize import localize_onnx
-
-    if not format_table.get(record.format).localizable:
-        raise UsageError(f"--localize works on ONNX graphs, not {record.format}")
+    declared = format_table.get(record.format)
+    if declared.localize is None:
+        localizable = [f.name for f in format_table.all_formats() if f.localize]
+        raise UsageError(f"--localize works on {', '.join(localizable)} graphs, not "
+                         f"{record.format}")
     if model is not None:
         reference: Any = model.flat
     elif (reference_record is not None
@@ -165,8 +166,8 @@ def localize_failure(bundle: Bundle, record: ArtifactRecord, feed: Feed, *, mode
         raise UsageError("--localize needs a reference: the source model (--against SOURCE, "
                          "or the bundle's checkpoint on this machine) or --reference onnx")
     tolerance = tolerances.default if tolerances is not None else record.precision
-    divergence = localize_onnx(str(bundle.path_of(record)), feed, reference,
-                               tolerance=tolerance)
+    divergence = declared.hook("localize")(str(bundle.path_of(record)), feed, reference,
+                                           tolerance=tolerance)
     if divergence is not None:
         detection = bundle.manifest.get("detection") or {}
         inner, outer = detection.get("module_prefix", ""), detection.get("user_prefix", "")

@@ -100,12 +100,12 @@ def _load_file(path: Path, fmt: formats.Format | None, device: str, precision: s
         for record in bundle.artifacts:
             if record.path and bundle.path_of(record).resolve() == path.resolve():
                 return load_artifact(bundle, record, device=device, threads=threads, **options)
-    if fmt is not None and fmt.self_describing:
+    if fmt is not None and fmt.describe is not None:
         # a file outside any bundle: no manifest, so no hash to check it against
         lone = ArtifactRecord.model_construct(format=fmt.name, precision=precision,
                                               path=path.name)
-        return fmt.runner_fn()(_LoneFile(path), lone, device=device, threads=threads,
-                               **options)
+        return fmt.runner_fn()(_LoneFile(path, *fmt.hook("describe")(path)), lone,
+                               device=device, threads=threads, **options)
     raise UsageError(
         f"{path}: a lone {fmt.name if fmt else path.suffix} file doesn't say its inputs; load "
         "it from its bundle directory (or give an .onnx file)"
@@ -116,13 +116,10 @@ class _LoneFile:
     """A self-describing artifact file outside a bundle, seen through the bundle interface a
     runner opener reads (inputs, outputs, path_of)."""
 
-    def __init__(self, path: Path) -> None:
-        from toolkit.source.onnx_file import load_onnx_source
-
+    def __init__(self, path: Path, inputs: list[Any], outputs: list[Any]) -> None:
         self.path = path
         self.root = path.parent
-        src = load_onnx_source(path)
-        self.inputs, self.outputs = src.inputs, src.outputs
+        self.inputs, self.outputs = inputs, outputs
 
     def path_of(self, record: ArtifactRecord) -> Path:
         return self.path

@@ -72,3 +72,38 @@ def load_onnx_source(path: Path, inputs: Sequence[TensorSpec] | None = None) -> 
     ]
     info = {"kind": "onnx", "path": str(path.resolve()), "sha256": sha256_file(path)}
     return OnnxSource(path, specs, outputs, info)
+
+
+def describe_file(path: Path) -> tuple[list[TensorSpec], list[OutputSpec]]:
+    """A lone ONNX file's inputs and outputs (the format's `describe` hook)."""
+    src = load_onnx_source(path)
+    return list(src.inputs), list(src.outputs)
+
+
+def inspect_file(path: Path) -> dict[str, Any]:
+    """What `toolkit inspect model.onnx` shows: IO, opsets, node and op counts, producer."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError and friends
+        raise UsageError(f"{path} is not a readable ONNX model ({err})") from None
+
+    def dims(value: Any) -> list[Any]:
+        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                for d in value.type.tensor_type.shape.dim]
+
+    initializers = {i.name for i in model.graph.initializer}
+    ops: dict[str, int] = {}
+    for node in model.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    return {
+        "file": str(path), "size_bytes": path.stat().st_size,
+        "inputs": [{"name": v.name, "dtype": _ONNX_DTYPES.get(v.type.tensor_type.elem_type),
+                    "shape": dims(v)} for v in model.graph.input if v.name not in initializers],
+        "outputs": [{"name": v.name, "dtype": _ONNX_DTYPES.get(v.type.tensor_type.elem_type),
+                     "shape": dims(v)} for v in model.graph.output],
+        "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
+        "nodes": len(model.graph.node), "ops": dict(sorted(ops.items(), key=lambda kv: -kv[1])),
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+    }

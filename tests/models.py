@@ -216,3 +216,23 @@ class ChainedOutputs(nn.Module):
 def chained_outputs() -> nn.Module:
     torch.manual_seed(0)
     return ChainedOutputs()
+
+
+class OutputThenRelu(pl.LightningModule):
+    """Two outputs, one of which a ReLU also reads (an embedding and the logits made from its
+    positive part): INT8 must not clip the embedding to the ReLU's range."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, 16)
+        self.head = nn.Linear(16, 4)
+        self.example_input_array = torch.randn(4, 8)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.embed(x)
+        return self.head(torch.relu(embedding)), embedding
+
+
+def output_then_relu() -> OutputThenRelu:
+    torch.manual_seed(0)
+    return OutputThenRelu().eval()

@@ -285,3 +285,22 @@ def test_fp16_of_an_output_that_feeds_another_node_loads_and_passes(tmp_path):
                     inputs=["x:1-4x5"], precisions=["fp32", "fp16"])
     assert result.exit_code == 0, result.to_dict()
     assert all(s.status == "ok" for s in result.steps)
+
+
+def test_int8_keeps_an_output_that_a_relu_also_reads(tmp_path):
+    """The embedding is a model output and the ReLU's input: folding the ReLU into its Q/DQ
+    range would zero every negative value of the output (a new-user trial found it)."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from toolkit.bundle import Bundle
+    from toolkit.cli.app import app
+
+    np.savez(tmp_path / "calib.npz",
+             x=np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32))
+    result = CliRunner().invoke(app, [
+        "export", "tests.models:output_then_relu", "--input", "x:1-4x8", "--to", "onnx",
+        "--precision", "fp32,int8", "--calib-data", str(tmp_path / "calib.npz"),
+        "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert Bundle.open(tmp_path / "b").artifact("onnx", "int8").parity.passed

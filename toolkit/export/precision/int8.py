@@ -80,6 +80,50 @@ def _input_specs(model: Any) -> list[Any]:
     return specs
 
 
+def _detach_observed_activation_inputs(model: Any) -> bool:
+    """ORT's quantizer gives a Relu/Clip's input the activation's own range (>= 0 for Relu)
+    when the activation is its only reader, even if that input is also a model output:
+    every negative value of the output would be clipped. Reading such an output through an
+    Identity gives it a second reader, so it keeps its own range (ORT's graph optimizer
+    removes the Identity when the file is loaded). True when the graph was changed."""
+    import onnx
+
+    outputs = {o.name for o in model.graph.output}
+    changed = False
+    for node in list(model.graph.node):
+        if node.op_type in ("Relu", "Clip") and node.input and node.input[0] in outputs:
+            name = node.input[0]
+            inner = f"{name}__toolkit_pre_activation"
+            for producer in model.graph.node:
+                producer.output[:] = [inner if o == name else o for o in producer.output]
+                if producer is not node:
+                    producer.input[:] = [inner if i == name else i for i in producer.input]
+            node.input[0] = inner
+            model.graph.node.append(onnx.helper.make_node("Identity", [inner], [name],
+                                                          name=f"{name}__toolkit_output"))
+            changed = True
+    if changed:  # the Identity was appended last: restore a topological order
+        _toposort(model)
+    return changed
+
+
+def _toposort(model: Any) -> None:
+    graph = model.graph
+    known = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in known for i in n.input)]
+        if not ready:  # a cycle or a missing tensor: leave the rest as they were
+            ordered += pending
+            break
+        for node in ready:
+            ordered.append(node)
+            known.update(node.output)
+            pending.remove(node)
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
 def vnni_available() -> bool:
     """Whether this x86 CPU has 8-bit dot-product instructions (no int16 saturation)."""
     from toolkit.environment import cpu_flags
@@ -211,10 +255,14 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(prefix="toolkit-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quantized = Path(tmp) / "int8.onnx"
+        source = src
+        if _detach_observed_activation_inputs(model):
+            source = Path(tmp) / "detached.onnx"
+            onnx.save(model, str(source))
         try:
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+            quant_pre_process(str(source), str(pre), skip_symbolic_shape=False)
         except Exception:  # symbolic shape inference fails on some graphs; plain ONNX is fine
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
         try:
             quantize_static(
                 str(pre), str(quantized), _feed_reader(calib_feeds, names),

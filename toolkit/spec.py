@@ -73,7 +73,7 @@ _DEVICE = re.compile(r"^(cpu|cuda(:\d{1,3})?)$")
 
 def check_device(device: str) -> str:
     """cpu, cuda or cuda:N; anything else is a UsageError (and never reaches a printer)."""
-    if not _DEVICE.match(device or ""):
+    if not _DEVICE.fullmatch(device or ""):
         raise UsageError(f"--device {device!r}: use cpu or cuda (cuda:N)")
     return device
 

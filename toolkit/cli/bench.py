@@ -61,6 +61,7 @@ def bench_command(
     ] = False,
 ) -> int:
     """Time each artifact's latency (p50/p90/p99, throughput, cold start) per batch size."""
+    opt.finite(budget=budget, warmup=warmup)
     from toolkit import bench as tb
     from toolkit import formats as format_table
     from toolkit.bench.driver import environment, plan_bench, run_plan
@@ -135,7 +136,8 @@ def _batches(values: list[str] | None) -> list[int] | None:
 
     out = []
     for part in split_list(values):
-        if not part.isdigit() or len(part) > 12 or int(part) < 1:
+        # ASCII digits only: '²'.isdigit() is True, and int('²') fails
+        if not (part.isascii() and part.isdigit()) or len(part) > 12 or int(part) < 1:
             raise UsageError(f"--batch '{part}': expected positive integers, e.g. --batch 1,8")
         out.append(int(part))
     return out or None

@@ -35,9 +35,11 @@ def deploy_command(
     from toolkit.bundle import Bundle, artifact_label
     from toolkit.cli.console import check_writable_file, err_console
     from toolkit.deploy.triton import build, deployable, model_name, write
-    from toolkit.spec import canonical_precision
+    from toolkit.spec import canonical_precision, check_device
     from toolkit.transaction import reading
 
+    if device is not None:
+        check_device(device)  # the same check as every other --device
     check_writable_file(json_file, "--json")
     json_to_stdout(json_file)
     with reading(bundle_dir):  # an export running meanwhile is waited for

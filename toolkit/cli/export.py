@@ -88,6 +88,7 @@ def export_command(
     json_path: opt.JsonPath = None,
 ) -> int:
     """Export SOURCE into a bundle of artifacts, each checked against the PyTorch outputs."""
+    opt.finite(max_accuracy_drop=max_accuracy_drop)
     from toolkit.export.pipeline import export
 
     # pure option parsing (no TensorRT import): checked up front even when no engine is built

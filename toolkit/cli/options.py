@@ -43,3 +43,15 @@ ModelClass = Annotated[str | None, typer.Option(
 ModelArgs = Annotated[list[str] | None, typer.Option(
     "--model-arg", help="A factory keyword argument NAME=VALUE, a Python literal (None, 5, "
     "0.25, 'text', (1, 2)); nothing is evaluated. Repeatable.")]
+
+
+def finite(**options: float | None) -> None:
+    """Every float option given is a real number: `--atol nan` would pass every check, and
+    `1e309` reads as infinity (exit 2 naming the option)."""
+    import math
+
+    from toolkit.errors import UsageError
+
+    for name, value in options.items():
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"--{name.replace('_', '-')} {value}: give a finite number")

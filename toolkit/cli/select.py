@@ -26,6 +26,7 @@ def select_command(
     json_file: opt.JsonPath = None,
 ) -> int:
     """Choose the fastest artifact that passed parity (and its accuracy gate) for a device."""
+    opt.finite(latency_budget=latency_budget, max_accuracy_drop=max_accuracy_drop)
     from toolkit.cli.console import check_writable_file
     from toolkit.deploy.select import NothingQualifies, select
 

@@ -40,6 +40,7 @@ def verify_command(
     allow_modified: opt.AllowModified = False,
 ) -> int:
     """Prove every artifact computes what the model computes (exit 1 when one doesn't)."""
+    opt.finite(atol=atol, rtol=rtol, min_cosine=min_cosine)
     from toolkit.cli.console import check_writable_file
     from toolkit.parity.verify import verify_bundle
 

@@ -62,7 +62,7 @@ class TritonModel:
 
 def model_name(bundle: Bundle, name: str | None) -> str:
     name = name if name is not None else re.sub(r"[^A-Za-z0-9_.-]", "_", bundle.name)
-    if not MODEL_NAME.match(name):
+    if not MODEL_NAME.fullmatch(name):  # match() would let a final newline through
         raise UsageError(f"--name '{name}': Triton model names here are 1-128 letters, digits, "
                          "'_', '.' or '-', starting with a letter or digit")
     return name

@@ -48,7 +48,7 @@ def classification_accuracy(
         labels = np.asarray(feed[LABELS])
         if labels.ndim == logits.ndim and labels.shape == logits.shape:
             labels = labels.argmax(axis=-1)  # one-hot
-        labels = labels.reshape(-1).astype(np.int64)
+        labels = _class_indices(labels, logits, i)
         pred = logits.reshape(len(labels), -1).argmax(axis=-1) if logits.size else logits
         if len(pred) != len(labels):
             raise UsageError(
@@ -61,6 +61,26 @@ def classification_accuracy(
     return {"accuracy": correct / total, "correct": correct, "n": total}
 
 
+def _class_indices(labels: np.ndarray, logits: np.ndarray, batch: int) -> np.ndarray:
+    """Labels as class indices, or exit 2 naming the first bad one: a label the model can't
+    output (99, -3, 0.5) or of the wrong rank would make the gate score nothing."""
+    where = f"--eval-data batch {batch}: labels"
+    if labels.ndim != 1:
+        raise UsageError(f"{where} have shape {list(labels.shape)}; give one class index per "
+                         "sample (or one-hot rows)")
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels) & (labels == np.round(labels))):
+        index = int(np.argwhere(~(np.isfinite(labels) & (labels == np.round(labels))))[0][0])
+        raise UsageError(f"{where}[{index}] is {labels[index]}, not a class index")
+    classes = logits.shape[-1] if logits.ndim > 1 else None
+    indices = labels.astype(np.int64)
+    bad = (indices < 0) | (indices >= classes if classes else False)
+    if bad.any():
+        index = int(np.argwhere(bad)[0][0])
+        raise UsageError(f"{where}[{index}] is {labels[index]}; the model has {classes} "
+                         f"classes (0-{(classes or 1) - 1})")
+    return indices
+
+
 def accuracy_gate(
     fp32_acc: float, reduced_acc: float, max_drop_points: float = 1.0, label: str = "reduced"
 ) -> tuple[bool, str]:
@@ -70,9 +90,13 @@ def accuracy_gate(
 
 def score_gate(metric: str, fp32: float, reduced: float, max_drop_points: float,
                label: str = "reduced") -> tuple[bool, str]:
-    """Pass when the score (a fraction) drops by at most `max_drop_points` points."""
+    """Pass when the score (a fraction) drops by at most `max_drop_points` points. A reference
+    that scores nothing proves nothing: the gate fails as vacuous."""
     if max_drop_points < 0:
         raise UsageError(f"--max-accuracy-drop must be >= 0, got {max_drop_points}")
+    if fp32 <= 0:
+        return False, (f"vacuous: fp32 scores {fp32:.2%} {metric} on --eval-data, so the "
+                       f"{label} model's score proves nothing; check the labels")
     drop = (fp32 - reduced) * 100.0
     verdict = "within" if drop <= max_drop_points + 1e-9 else "exceeds"
     return verdict == "within", (

@@ -7,6 +7,7 @@ instead of deep inside a calibrator.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,22 @@ def load_feeds(
         if max_batches is not None and len(feeds) >= max_batches:
             break
         validate_feed(inputs, feed, f"{where} {source} batch {len(feeds)}")
+        _check_finite(feed, inputs, f"{where} {source} batch {len(feeds)}")
         feeds.append(_cast(feed, inputs))
     if not feeds:
         raise UsageError(f"{where} {source}: no batches found")
     return feeds
+
+
+def _check_finite(feed: Mapping[str, np.ndarray], inputs: Sequence[TensorSpec],
+                  where: str) -> None:
+    """NaN or infinity in an input would be compared, calibrated on and scored as if real."""
+    for spec in inputs:
+        array = np.asarray(feed[spec.name])
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            index = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+            raise UsageError(f"{where}: array '{spec.name}' holds {array[index]} at index "
+                             f"{list(index)}; give finite values")
 
 
 def _cast(feed: Mapping[str, np.ndarray], inputs: Sequence[TensorSpec]) -> Feed:
@@ -91,7 +104,7 @@ def _from_npz(
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise UsageError(f"{where} {path}: not a readable .npz ({err})") from None
     names = [s.name for s in inputs]
     missing = [n for n in names if n not in arrays]

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from toolkit.errors import UsageError
-from toolkit.spec import MAX_DIM
+from toolkit.spec import CONTROL_CHARS, MAX_DIM
 
 # 2: paths confined to plain names, sha256 required for every saved artifact, factory
 #    identity. 1 (the first layout) reads the same and is migrated on load.
@@ -36,13 +36,12 @@ GOLDEN_NAME = "golden.npz"
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def plain_file_name(value: str) -> str:
     """A name that can only mean a file directly inside the bundle directory."""
     if (not value or value in (".", "..") or "/" in value or "\\" in value
-            or _CONTROL.search(value) or len(value.encode("utf-8", "replace")) > 255
+            or CONTROL_CHARS.search(value) or len(value.encode("utf-8", "replace")) > 255
             or value.startswith("~")):
         raise ValueError(f"'{value}' is not a plain file name inside the bundle (no "
                          "directories, '..' or absolute paths)")
@@ -56,7 +55,7 @@ def _sha256(value: str) -> str:
 
 
 def _tensor_name(value: str) -> str:
-    if not value or len(value) > 256 or _CONTROL.search(value):
+    if not value or len(value) > 256 or CONTROL_CHARS.search(value):
         raise ValueError("a tensor name is 1-256 printable characters")
     return value
 

@@ -209,7 +209,8 @@ class OutputSpec:
         return cls(str(data["name"]), str(data["dtype"]))
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0, DEL and C1 controls: U+009B is a one-character CSI, U+0085 a line break to a terminal
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _DIM = re.compile(r"^(\d{1,12})(?:-(\d{1,12}))?(?:-(\d{1,12}))?$")
 
 
@@ -218,7 +219,7 @@ def parse_input(text: str) -> TensorSpec:
 
     A dimension `A-B` is dynamic from A to B with opt = A; `A-B-C` is min-opt-max.
     """
-    if _CONTROL.search(text):
+    if CONTROL_CHARS.search(text):
         raise UsageError(f"--input {text!r}: control characters are not allowed")
     parts = text.strip().split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:

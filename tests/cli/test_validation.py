@@ -51,3 +51,34 @@ def test_deploy_checks_the_device_as_every_command_does(bundle, tmp_path, device
     result = cli.invoke(app, ["deploy", str(bundle), "--triton", str(tmp_path / "repo"),
                               "--format", "onnx", "--device", device])
     one_clean_line(result, "--device")
+
+
+def test_inspect_shows_a_model_files_strings_as_inert_text(tmp_path):
+    """Tensor names and the producer come from the file: ESC/OSC sequences and C1 controls
+    must not reach the terminal."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    evil = "x\x1b]0;pwned\x07\x9b2J"
+    graph = helper.make_graph([helper.make_node("Relu", [evil], ["y"])], "g",
+                              [helper.make_tensor_value_info(evil, TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    model = helper.make_model(graph, producer_name="p\x1b[31mred",
+                              opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    result = cli.invoke(app, ["inspect", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x9b" not in result.output and "\x07" not in (
+        result.output)
+    assert "\\x1b" in result.output
+
+
+def test_c1_controls_in_a_manifests_tensor_name_are_refused(bundle, tmp_path):
+    import json
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["outputs"][0]["name"] = "out\u009b2J"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    one_clean_line(cli.invoke(app, ["inspect", str(copy)]), "tensor name")

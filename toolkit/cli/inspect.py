@@ -97,11 +97,14 @@ def _file_info(path: Path) -> dict[str, Any]:
 
 
 def _escaped(value: Any) -> Any:
-    """Every string as literal text: a manifest's strings are not rich markup."""
+    """Every string as inert text: a manifest's or a model file's strings are neither rich
+    markup nor terminal control sequences (ESC, OSC and C1 controls are shown escaped)."""
     from rich.markup import escape
 
+    from toolkit.spec import CONTROL_CHARS
+
     if isinstance(value, str):
-        return escape(value)
+        return escape(CONTROL_CHARS.sub(lambda m: f"\\x{ord(m.group()):02x}", value))
     if isinstance(value, dict):
         return {_escaped(k): _escaped(v) for k, v in value.items()}
     if isinstance(value, list):

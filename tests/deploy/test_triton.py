@@ -178,3 +178,26 @@ def test_a_detectors_per_image_count_is_a_valid_triton_output(trained, tmp_path)
     assert list(count.dims) == [1] and count.HasField("reshape")
     assert list(count.reshape.shape) == []
     assert all(list(o.dims) for o in config.output)  # no output with empty dims
+
+
+def test_a_golden_sample_that_does_not_fit_the_manifest_is_refused(two_io_bundle, tmp_path):
+    """Triton would refuse to load a model whose warm-up request doesn't fit its inputs."""
+    import shutil
+
+    import numpy as np
+
+    from toolkit.bundle import Bundle, GoldenSample
+
+    copy = tmp_path / "b"
+    shutil.copytree(two_io_bundle, copy)
+    bundle = Bundle.open(copy)
+    samples = bundle.golden()
+    first = samples[0]
+    wrong = {k: np.zeros((1, 99), np.float32) for k in first.inputs}
+    bundle.save_golden([GoldenSample(wrong, first.outputs), *samples[1:]])
+    bundle.save()
+    result = runner.invoke(app, ["deploy", str(copy), "--triton", str(tmp_path / "repo"),
+                                 "--format", "onnx"])
+    assert result.exit_code == 2, result.output
+    assert "golden sample 0" in " ".join(result.output.split())
+    assert not (tmp_path / "repo" / "b").exists()

@@ -203,3 +203,20 @@ def test_any_exception_on_rank_zero_follows_the_failure_policy(tmp_path):
     assert any("could not copy HoldsALock" in str(w.message) for w in caught)
     with pytest.raises(CheckFailed, match="could not copy"):
         trainer(tmp_path / "r", ExportCallback(tmp_path / "r" / "bundle")).fit(HoldsALock())
+
+
+def test_a_bundle_that_appears_in_out_after_construction_is_not_replaced(tmp_path, two_io_bundle):
+    """force=False holds at export time too: a bundle written into `out` while training ran
+    is someone else's (issue: the second adversarial round)."""
+    import shutil
+
+    out = tmp_path / "bundle"
+    callback = ExportCallback(out)
+    shutil.copytree(two_io_bundle, out)  # appears after the callback was made
+    before = (out / "manifest.json").read_bytes()
+    with pytest.raises(CheckFailed, match="holds a bundle already"):
+        trainer(tmp_path, callback).fit(TinyRegressor())
+    assert (out / "manifest.json").read_bytes() == before
+    forced = ExportCallback(tmp_path / "forced")
+    trainer(tmp_path / "f", forced).fit(TinyRegressor())
+    assert Bundle.open(tmp_path / "forced").artifacts  # its own first export needs no force

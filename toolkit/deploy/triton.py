@@ -26,7 +26,7 @@ from toolkit import manifest as schema
 from toolkit.bundle import GOLDEN, MANIFEST, Bundle, artifact_label, write_json_atomic
 from toolkit.errors import BackendUnavailable, UsageError
 from toolkit.manifest import ArtifactRecord
-from toolkit.spec import batch_range
+from toolkit.spec import batch_range, numpy_dtype
 
 TRITON_DTYPES = {
     "float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16",
@@ -211,7 +211,15 @@ def _warmup(bundle: Bundle, sample: Any, names: dict[str, str], max_batch: int,
     files: dict[str, bytes] = {}
     entries = []
     for index, spec in enumerate(bundle.inputs):
+        if spec.name not in sample.inputs:
+            raise UsageError(f"{bundle.golden_path}: golden sample 0 has no input "
+                             f"'{spec.name}', which the manifest lists; re-export the bundle")
         value = np.ascontiguousarray(sample.inputs[spec.name])
+        if not spec.accepts(value.shape) or value.dtype != numpy_dtype(spec.dtype):
+            # Triton would refuse to load a model whose warm-up doesn't fit its inputs
+            raise UsageError(f"{bundle.golden_path}: golden sample 0's '{spec.name}' is "
+                             f"{value.dtype} {list(value.shape)}, the manifest says "
+                             f"{spec.describe()}; re-export the bundle")
         if (max_batch or batch_fixed) and value.ndim:
             value = value[:1]
         dims = list(value.shape[1:]) if max_batch else list(value.shape)

@@ -95,6 +95,8 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
             raise UsageError(f"ExportCallback(on_failure={on_failure!r}): use "
                              f"{' or '.join(FAILURE_POLICIES)}")
         self.out = Path(out)
+        self.force = force
+        self._exported = False  # once this callback has written `out`, it may replace it
         _check_out(self.out, force)
         self.options = make_options(
             precisions=tuple(precisions), device=device, verify=verify, opset=opset, force=True,
@@ -158,8 +160,13 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
         from toolkit.export.pipeline import export_loaded
 
         try:
+            if not (self.force or self._exported):
+                # a bundle that appeared in `out` since the callback was made is someone
+                # else's: checked again now, at export time, as at construction
+                _check_out(self.out, force=False)
             loaded = self._clean_copy(trainer, pl_module, best)
             result = export_loaded(loaded, self.targets, self.out, options=self.options)
+            self._exported = True
             self.result = result
             bundle = result.bundle
             training = bundle.manifest["training"] = _training_record(trainer, best, log_dir)

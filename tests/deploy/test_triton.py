@@ -201,3 +201,37 @@ def test_a_golden_sample_that_does_not_fit_the_manifest_is_refused(two_io_bundle
     assert result.exit_code == 2, result.output
     assert "golden sample 0" in " ".join(result.output.split())
     assert not (tmp_path / "repo" / "b").exists()
+
+
+def test_a_full_disk_during_deploy_is_bad_input_and_leaves_nothing(two_io_bundle, tmp_path,
+                                                                    monkeypatch):
+    import errno
+
+    from toolkit.deploy import triton as deploy_module
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(deploy_module.shutil, "copyfile", full)
+    repo = tmp_path / "new" / "repo"
+    result = runner.invoke(app, ["deploy", str(two_io_bundle), "--triton", str(repo),
+                                 "--format", "onnx"])
+    assert result.exit_code == 2, result.output
+    assert "No space left on device" in " ".join(result.output.split())
+    assert not (tmp_path / "new").exists()  # the REPO this call created is gone too
+
+
+def test_concurrent_deploys_to_one_name_never_overwrite_each_other(two_io_bundle, tmp_path):
+    import subprocess
+    import sys
+
+    repo = tmp_path / "repo"
+    command = [sys.executable, "-m", "toolkit.cli.app", "deploy", str(two_io_bundle),
+               "--triton", str(repo), "--format", "onnx", "--name", "net"]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(4)]
+    codes = [p.wait(timeout=300) for p in procs]
+    outputs = [p.stdout.read() for p in procs]
+    assert sorted(codes) == [0, 2, 2, 2], outputs
+    assert all("exists; pass --force" in o for o, c in zip(outputs, codes) if c == 2)
+    assert sorted(p.name for p in repo.iterdir()) == ["net"]

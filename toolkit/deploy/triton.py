@@ -252,18 +252,46 @@ def validate(config: str, name: str) -> Any:
 
 
 def write(bundle: Bundle, model: TritonModel, repo: Path, *, force: bool = False) -> Path:
-    """REPO/NAME, whole: built in a temporary directory beside it, then renamed into place."""
-    target = repo / model.name
-    if (target.exists() or target.is_symlink()) and not force:
-        raise UsageError(f"{target} exists; pass --force to replace it")
+    """REPO/NAME, whole: built in a temporary directory beside it, then renamed into place,
+    under an exclusive lock on REPO (the --force decision and the write are one step, so
+    concurrent deploys can't overwrite each other). On any failure nothing is left: not the
+    stage, not a REPO this call created; a full disk or a read-only REPO is exit 2."""
+    from toolkit import transaction
+
     if repo.is_symlink() and not repo.exists():
         raise UsageError(f"--triton {repo} is a link to nothing; choose another repository")
     if repo.exists() and not repo.is_dir():
         raise UsageError(f"--triton {repo} is a file, not a model repository directory")
+    created = _missing_top(repo)
     try:
         repo.mkdir(parents=True, exist_ok=True)
+        with transaction.locked(repo, wait_s=60, what="deploy"):
+            return _write_locked(bundle, model, repo, force)
     except OSError as err:
-        raise UsageError(f"--triton {repo}: can't create it ({err.strerror})") from None
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise UsageError(f"--triton {repo}: {err.strerror or err} while writing "
+                         f"{model.name}; nothing was written") from None
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _missing_top(path: Path) -> Path | None:
+    """The outermost directory of `path` that doesn't exist yet (what mkdir -p creates)."""
+    top = None
+    for candidate in (path, *path.parents):
+        if candidate.exists() or candidate.is_symlink():
+            break
+        top = candidate
+    return top
+
+
+def _write_locked(bundle: Bundle, model: TritonModel, repo: Path, force: bool) -> Path:
+    target = repo / model.name
+    if (target.exists() or target.is_symlink()) and not force:
+        raise UsageError(f"{target} exists; pass --force to replace it")
     spec = format_table.get(model.record.format).triton
     assert spec is not None
     source = bundle.checked_path(model.record)

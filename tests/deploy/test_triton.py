@@ -229,9 +229,32 @@ def test_concurrent_deploys_to_one_name_never_overwrite_each_other(two_io_bundle
     command = [sys.executable, "-m", "toolkit.cli.app", "deploy", str(two_io_bundle),
                "--triton", str(repo), "--format", "onnx", "--name", "net"]
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for _ in range(4)]
+                              text=True) for _ in range(6)]
     codes = [p.wait(timeout=300) for p in procs]
     outputs = [p.stdout.read() for p in procs]
-    assert sorted(codes) == [0, 2, 2, 2], outputs
+    assert sorted(codes) == [0, 2, 2, 2, 2, 2], outputs
     assert all("exists; pass --force" in o for o, c in zip(outputs, codes) if c == 2)
     assert sorted(p.name for p in repo.iterdir()) == ["net"]
+
+
+def test_deploy_waits_for_the_repository_lock(two_io_bundle, tmp_path):
+    """The --force decision and the write happen under REPO's lock: while another deploy holds
+    it, this one writes nothing."""
+    import subprocess
+    import sys
+    import time
+
+    from toolkit import transaction
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    command = [sys.executable, "-m", "toolkit.cli.app", "deploy", str(two_io_bundle),
+               "--triton", str(repo), "--format", "onnx", "--name", "net"]
+    with transaction.locked(repo):
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        time.sleep(8)  # far longer than a deploy takes here (~3 s)
+        assert proc.poll() is None, proc.stdout.read()
+        assert not (repo / "net").exists()
+    assert proc.wait(timeout=120) == 0, proc.stdout.read()
+    assert (repo / "net" / "config.pbtxt").is_file()

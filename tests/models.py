@@ -236,3 +236,8 @@ class OutputThenRelu(pl.LightningModule):
 def output_then_relu() -> OutputThenRelu:
     torch.manual_seed(0)
     return OutputThenRelu().eval()
+
+
+def unseeded_mlp() -> nn.Module:
+    """A factory that draws random weights without seeding, as torchvision's do."""
+    return nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 2))

@@ -141,3 +141,17 @@ def test_the_tensorrt_layout_is_not_chosen_for_a_cpu(exported, tmp_path):
     chosen, excluded = selected_and_excluded(bundle, tmp_path)
     assert chosen == "onnx/fp32"
     assert "made for building TensorRT engines" in excluded["onnx/int8-trt"]
+
+
+def test_the_batch_of_a_fixed_batch_bundle_is_a_valid_batch(tmp_path):
+    """`select --batch 1` on a bundle exported at a fixed batch of 1 is what it has, not an
+    error; another batch is refused naming the one it has."""
+    out = tmp_path / "fixed"
+    result = runner.invoke(app, ["export", "tests.models:plain_mlp", "--input", "x:1x5",
+                                 "--to", "onnx", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    chosen = select(out, "--batch", "1")
+    assert chosen.exit_code == 0, chosen.output
+    assert "selected onnx/fp32" in chosen.output
+    other = select(out, "--batch", "4")
+    assert other.exit_code == 2 and "fixed at 1" in other.output

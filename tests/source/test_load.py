@@ -130,3 +130,26 @@ def test_refusal_names_the_globals_it_would_need(tmp_path, two_io_checkpoint):
         load_model(str(path), model_ref="tests.models:TwoInTwoOut")
     model = load_model(str(path), model_ref="tests.models:TwoInTwoOut", trust_checkpoint=True)
     assert model.module.hparams.scale == 2.5
+
+
+def test_the_same_factory_command_builds_the_same_model(tmp_path):
+    """A factory's random weights are seeded: exporting another format into the bundle the
+    same command made joins it instead of being refused as another model (issue: the models
+    people deploy, smaller things a new user hit)."""
+    import torch
+    from typer.testing import CliRunner
+
+    from toolkit.bundle import Bundle
+    from toolkit.cli.app import app
+
+    out = tmp_path / "b"
+    base = ["export", "tests.models:unseeded_mlp", "--input", "x:1-4x5", "--out", str(out)]
+    before = torch.random.get_rng_state()
+    first = CliRunner().invoke(app, [*base, "--to", "onnx"])
+    assert first.exit_code == 0, first.output
+    second = CliRunner().invoke(app, [*base, "--to", "torchscript"])
+    assert second.exit_code == 0, second.output
+    bundle = Bundle.open(out)
+    assert {r.format for r in bundle.artifacts} == {"onnx", "torchscript"}
+    assert bundle.manifest["source"]["seed"] == 0
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's RNG untouched

@@ -134,11 +134,17 @@ def _batch(bundle: Bundle, batch: int | None, budget: float | None) -> int | Non
         if budget is not None:
             return None  # a budget ranks every measured batch
         return rng[0] if rng else None
-    if batch < 1 or (rng and not rng[0] <= batch <= rng[2]):
-        span = f"{rng[0]}-{rng[2]}" if rng else "fixed"
-        raise UsageError(f"--batch {batch} is outside the bundle's batch range ({span})")
     if rng is None:
-        raise UsageError(f"--batch {batch}: the bundle's batch is fixed; leave --batch out")
+        # a fixed batch: asking for it is a valid answer (the same as leaving --batch out)
+        first = bundle.inputs[0] if bundle.inputs else None
+        fixed = first.min[0] if first is not None and first.rank else None
+        if batch == fixed:
+            return None
+        raise UsageError(f"--batch {batch}: the bundle's batch is fixed at {fixed}; give "
+                         f"--batch {fixed} or leave it out")
+    if batch < 1 or not rng[0] <= batch <= rng[2]:
+        raise UsageError(f"--batch {batch} is outside the bundle's batch range "
+                         f"({rng[0]}-{rng[2]})")
     return batch
 
 

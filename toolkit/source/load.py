@@ -16,6 +16,9 @@ from toolkit.source.checkpoint import load_lightning_checkpoint, load_state_dict
 from toolkit.source.imports import import_object
 from toolkit.spec import DEFAULT_MAX_BATCH, TensorSpec, with_dynamic_batch
 
+#: torch's seed before a factory is called (recorded in the manifest's source)
+FACTORY_SEED = 0
+
 
 def _refuse_sharded_checkpoint(path: Path) -> None:
     """A directory that is an FSDP or DeepSpeed sharded checkpoint, not a bundle: say how to
@@ -150,12 +153,20 @@ def load_model(
         if not callable(factory):
             raise UsageError(f"source '{source}' is not callable")
         shown = ", ".join(f"{k}={v!r}" for k, v in (model_args or {}).items())
+        import torch
+
         try:
-            module = factory(**(model_args or {}))
+            # Seeded: a factory's random weights are the same on every call, so the same
+            # command builds the same model (a second `export --to ...` joins the bundle,
+            # an eager rebuild matches it); the caller's own RNG state is left as it was.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(FACTORY_SEED)
+                module = factory(**(model_args or {}))
         except Exception as err:  # user code
             line = first_line(err, 200)
             raise UsageError(f"factory {source}({shown}) failed: {line}") from err
-        info = {"kind": "factory", "path": source, "class": type(module).__qualname__}
+        info = {"kind": "factory", "path": source, "class": type(module).__qualname__,
+                "seed": FACTORY_SEED}
         if model_args:
             info["model_args"] = {k: repr(v) for k, v in model_args.items()}
         if weights:

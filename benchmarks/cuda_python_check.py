@@ -25,7 +25,6 @@ one) that is a failure, exit 1.
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import subprocess
 import sys
@@ -254,21 +253,13 @@ def run_checks(dev: Any, report: Report | None = None, seed: int = 0) -> Report:
 
 # -- opening the device ----------------------------------------------------------------------
 def bindings_version() -> str | None:
-    """cuda-bindings' version when its runtime module imports, else None."""
-    for name in ("cuda.bindings.runtime", "cuda.cudart"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            continue
-        for package in ("cuda.bindings", "cuda"):
-            try:
-                version = getattr(importlib.import_module(package), "__version__", None)
-            except ImportError:
-                continue
-            if version:
-                return str(version)
-        return "unknown version"
-    return None
+    """cuda-bindings' version when its runtime module imports, else None (the toolkit's own
+    lookups, so the check and the backend agree on what is installed)."""
+    from toolkit.tensorrt import cuda
+
+    if cuda._import_cudart() is None:
+        return None
+    return cuda.bindings_version() or "unknown version"
 
 
 def gpu_present() -> str | None:

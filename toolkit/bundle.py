@@ -62,14 +62,23 @@ def atomic_path(destination: str | os.PathLike[str], suffix: str = "") -> Iterat
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        # mkstemp makes 0600 files; a bundle is copied to devices and read by other users
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, destination)
+        publish(tmp_path, destination)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def publish(written: Path, destination: Path) -> None:
+    """Rename a finished file into place, readable as the umask allows (mkstemp makes 0600
+    files; a bundle is copied to devices and read by other users); inside `writing()` the
+    command's failure puts back what was there."""
+    journal = transaction.journal_for(destination.parent)
+    if journal is not None:
+        journal.before_change(destination)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(written, 0o666 & ~umask)
+    os.replace(written, destination)
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
@@ -292,8 +301,8 @@ class Bundle:
         files it lists."""
         path = self.path_of(record)
         hashes = [(path, record.sha256)]
-        hashes += [(self._inside(entry.name), entry.sha256)
-                   for entry in getattr(record, "files", ())]
+        if isinstance(record, ArtifactRecord):
+            hashes += zip(self.companion_paths(record), (f.sha256 for f in record.files))
         for file, expected in hashes:
             if not file.is_file():  # not the file that was exported, like a changed one
                 raise ArtifactModified(f"{file} is listed in the manifest but missing; "

@@ -224,3 +224,17 @@ def test_a_precision_openvino_does_not_carry_is_refused_before_anything_is_writt
     formats = {(r.format, r.precision) for r in Bundle.open(copy).artifacts}
     assert formats == {("onnx", "fp32"), ("onnx", "fp16"), ("openvino", "fp32")}
 
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no AMX-BF16 or AVX512_BF16")
+def test_verify_says_when_the_bf16_ir_was_made_for_another_cpu(ov_bundle, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(ov_bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for record in manifest["artifacts"]:
+        if record["format"] == "openvino" and record["precision"] == "bf16":
+            record["cpu_flags"] = [*record["cpu_flags"], "amx_bf16"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    result = run("verify", copy, "--format", "openvino", "--precision", "bf16", "--no-record")
+    assert result.exit_code == 0, result.output
+    assert "exported on a CPU with" in " ".join(result.output.split())

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import environment, formats, interrupts, transaction
-from toolkit.bundle import Bundle, GoldenSample, atomic_path, now, sha256_file
+from toolkit.bundle import Bundle, GoldenSample, atomic_path, now, publish, sha256_file
 from toolkit.errors import BackendUnavailable, ExportFailed, ToolkitError, UsageError
 from toolkit.export.golden import GOLDEN_EXTRA_BATCHES, golden_samples
 from toolkit.export.job import (
@@ -384,7 +384,7 @@ class _Run:
                 # the main file, so the main file never appears without them
                 for name, written in zip(fmt.companions(dest.name), fmt.companions(tmp.name)):
                     if (tmp.parent / written).is_file():
-                        _place(tmp.parent / written, dest.with_name(name))
+                        publish(tmp.parent / written, dest.with_name(name))
                     elif fmt.companions_optional:  # none this time: a stale one must go
                         transaction.remove_file(dest.with_name(name))
                     else:
@@ -474,17 +474,6 @@ class _Run:
         step.seconds = time.perf_counter() - step.started
         if self.on_step:
             self.on_step(step)
-
-
-def _place(written: Path, destination: Path) -> None:
-    """Rename a finished file into the bundle (undone with the command if it fails)."""
-    journal = transaction.journal_for(destination.parent)
-    if journal is not None:
-        journal.before_change(destination)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(written, 0o666 & ~umask)
-    os.replace(written, destination)
 
 
 def _open_or_create(out_dir: Path, loaded: Any, force: bool) -> Bundle:

@@ -154,14 +154,6 @@ class Format:
                              "format (verify and bench accept it)")
         return resolve(self.exporter)
 
-    @property
-    def self_describing(self) -> bool:
-        return self.describe is not None
-
-    @property
-    def localizable(self) -> bool:
-        return self.localize is not None
-
     def hook(self, name: str) -> Callable[..., Any]:
         """One of the format's hooks (describe, inspect, localize), resolved now."""
         reference = getattr(self, name)

@@ -123,6 +123,9 @@ class ParityReport:
     errors: list[str] = field(default_factory=list)
     #: which samples were compared (their golden indices): `samples` counts them
     compared: list[int] = field(default_factory=list, repr=False)
+    #: what the runner said of this machine (a bf16 IR made on another CPU, an engine tuned
+    #: on another GPU model)
+    warnings: list[str] = field(default_factory=list)
 
     def count_sample(self, index: int) -> None:
         if index not in self.compared:
@@ -213,6 +216,7 @@ class ParityReport:
             "outputs": {s.output: s.to_dict() for s in self.summaries()},
             "task_failures": self.task_failures(),
             "errors": list(self.errors),
+            "warnings": list(self.warnings),
             "failures": [
                 {"output": r.output, "sample": r.sample, "status": r.status,
                  "reasons": r.reasons} for r in self.failures

@@ -92,6 +92,7 @@ def verify_record(
     except UsageError as err:  # the artifact can't even be loaded: it fails, others go on
         report.errors.append(f"could not be loaded: {err}")
         return report
+    report.warnings.extend(getattr(runner, "warnings", []))  # e.g. another CPU or GPU
     indices, report.judged_on = bundle.judging_samples(record)
     with runner:
         for index, feed, golden in sample_pairs(bundle, data, indices=indices):
@@ -160,7 +161,7 @@ def localize_failure(bundle: Bundle, record: ArtifactRecord, feed: Feed, *, mode
     if model is not None:
         reference: Any = model.flat
     elif (reference_record is not None
-          and format_table.get(reference_record.format).localizable):
+          and format_table.get(reference_record.format).localize):
         reference = str(bundle.path_of(reference_record))
     else:
         raise UsageError("--localize needs a reference: the source model (--against SOURCE, "
@@ -324,9 +325,10 @@ def verify_bundle(
                                          f"checked here: {err}")
                     continue
                 outcome.reports.append(report)
+                outcome.notes += [f"{report.artifact}: {w}" for w in report.warnings]
                 checked.append((rec, report))
                 if (localize and not report.passed
-                        and format_table.get(rec.format).localizable):
+                        and format_table.get(rec.format).localize):
                     sample = report.failures[0].sample if report.failures else 0
                     feed = _sample_feed(bundle, feeds, sample)
                     fp32_graph = bundle.artifact(rec.format, "fp32")

@@ -392,7 +392,8 @@ def _import_cudart() -> Any:
     return None
 
 
-def _bindings_version() -> str | None:
+def bindings_version() -> str | None:
+    """cuda-bindings' (or cuda-python's) version, or None when neither is installed."""
     for name in ("cuda.bindings", "cuda"):
         try:
             version = getattr(importlib.import_module(name), "__version__", None)
@@ -448,7 +449,7 @@ def _open_cuda_python(device: str) -> CudaDevice:
     status, driver = cudart.cudaDriverGetVersion()
     if int(status) != 0:
         raise BackendUnavailable(f"cuda-python can't read the driver version: {status}")
-    check_driver(int(driver), _bindings_version())
+    check_driver(int(driver), bindings_version())
     return CudaPython(cudart, device)
 
 

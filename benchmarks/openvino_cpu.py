@@ -71,9 +71,11 @@ def toolkit_pick(bundle: Path) -> tuple[str, dict[str, float]]:
     """`toolkit bench --batch 1` then `toolkit select --batch 1`: the pick, and the p50 each
     candidate had in that bench (artifacts timed one after another, as bench does)."""
     from toolkit.bench.driver import bench_bundle
+    from toolkit.bench.options import BenchOptions
     from toolkit.deploy.select import select
 
-    bench_bundle(bundle, batches=[1], budget_s=3.0, warmup_s=0.5, save=True)
+    bench_bundle(bundle, timing=BenchOptions(batches=(1,), budget_s=3.0, warmup_s=0.5),
+                 save=True)
     selection = select(bundle, batch=1)
     assert selection.winner is not None
     return selection.winner.label, {c.label: c.row["p50_ms"] for c in selection.candidates

@@ -10,13 +10,25 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
+    from toolkit.bench.options import BenchOptions as BenchOptions
+    from toolkit.detection.options import DetectionOptions as DetectionOptions
+    from toolkit.export.job import PrecisionOptions as PrecisionOptions
     from toolkit.export.pipeline import export as export
+    from toolkit.parity.options import ToleranceOptions as ToleranceOptions
+    from toolkit.tensorrt.options import BuildOptions as BuildOptions
+
+#: `toolkit.export(...)` and the option groups the CLI, the Python API and ExportCallback share,
+#: loaded on first use: `import toolkit` stays free of torch and numpy
+_PUBLIC = {
+    "export": "toolkit.export.pipeline", "BenchOptions": "toolkit.bench.options",
+    "DetectionOptions": "toolkit.detection.options", "PrecisionOptions": "toolkit.export.job",
+    "ToleranceOptions": "toolkit.parity.options", "BuildOptions": "toolkit.tensorrt.options",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # `toolkit.export(...)` mirrors the CLI without importing torch at `import toolkit`.
-    if name == "export":
-        from toolkit.export.pipeline import export
+    if name not in _PUBLIC:
+        raise AttributeError(name)
+    import importlib
 
-        return export
-    raise AttributeError(name)
+    return getattr(importlib.import_module(_PUBLIC[name]), name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from tests.helpers import requires
 from toolkit.bench.driver import batch_sweep, bench_bundle
 from toolkit.bench.measurement import KEY_FIELDS
+from toolkit.bench.options import BenchOptions
 from toolkit.bench.results import load_results
 from toolkit.bundle import Bundle
 from toolkit.cli.app import app
@@ -23,6 +25,12 @@ from toolkit.errors import UsageError
 from toolkit.spec import TensorSpec, parse_input
 
 FAST = ["--budget", "0.05", "--warmup", "0.02", "--min-iters", "5"]
+
+
+def QUICK(**changes) -> BenchOptions:  # noqa: N802 - reads as the options it makes
+    """What FAST says on the command line, as the group object the Python API takes."""
+    return replace(BenchOptions(batches=(1,), threads=1, budget_s=0.05, warmup_s=0.02,
+                                min_iters=5), **changes)
 ROW_FIELDS = {"format", "precision", "batch", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms",
               "std_ms", "min_ms", "max_ms", "throughput", "cold_start_ms", "iterations",
               "device", "threads"}
@@ -136,8 +144,7 @@ def test_lone_onnx_file_is_benched_without_eager(exported: Path, tmp_path: Path)
     lone = tmp_path / "model.onnx"
     shutil.copy(exported / "model.onnx", lone)
     notes: list[str] = []
-    results = bench_bundle(lone, batches=[3], threads=1, budget_s=0.05, warmup_s=0.02,
-                           min_iters=5, on_note=notes.append)
+    results = bench_bundle(lone, timing=QUICK(batches=(3,)), on_note=notes.append)
     assert [(m.labels["format"], m.batch) for m in results] == [("onnx", 3)]
     assert any("lone .onnx" in n for n in notes)
     assert results[0].labels["cold_start_includes"] == "load + first call"
@@ -147,19 +154,17 @@ def test_eager_is_rebuilt_only_when_asked_for(bundle: Path) -> None:
     """The manifest's source is code: bench imports it only for --eager / --format eager,
     and says what it imports; a source that can't be rebuilt here is then an error."""
     notes: list[str] = []
-    results = bench_bundle(bundle, formats=["ts"], batches=[1], threads=1, budget_s=0.05,
-                           warmup_s=0.02, min_iters=5, on_note=notes.append)
+    results = bench_bundle(bundle, formats=["ts"], timing=QUICK(), on_note=notes.append)
     assert [m.labels["format"] for m in results] == ["torchscript"]
     assert not any("rebuilding" in n for n in notes)
-    results = bench_bundle(bundle, formats=["eager"], batches=[1], threads=1, budget_s=0.05,
-                           warmup_s=0.02, min_iters=5, on_note=notes.append)
+    results = bench_bundle(bundle, formats=["eager"], timing=QUICK(), on_note=notes.append)
     assert [m.labels["format"] for m in results] == ["eager"]
     assert any("rebuilding the eager model" in n and "tests.models" in n for n in notes)
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["source"] = {"kind": "onnx", "path": "elsewhere/model.onnx"}
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UsageError, match="eager PyTorch can't be timed"):
-        bench_bundle(bundle, formats=["eager"], batches=[1], budget_s=0.05)
+        bench_bundle(bundle, formats=["eager"], timing=QUICK())
 
 
 def test_batch_sweep_defaults_and_range() -> None:
@@ -179,8 +184,8 @@ def test_batch_sweep_defaults_and_range() -> None:
 @pytest.mark.gpu
 @requires(cuda=True)
 def test_cuda_rows_carry_gpu_time_apart_from_host_latency(bundle: Path) -> None:
-    results = bench_bundle(bundle, formats=["eager", "torchscript"], batches=[4],
-                           device="cuda", budget_s=0.05, warmup_s=0.02, min_iters=5)
+    results = bench_bundle(bundle, formats=["eager", "torchscript"], device="cuda",
+                           timing=QUICK(batches=(4,), threads=None))
     assert {m.labels["format"] for m in results} == {"eager", "torchscript"}
     for m in results:
         row = m.to_row()

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from toolkit.bench.gate import Comparison, check_regressions, compare, parse_threshold
-from toolkit.bench.measurement import DEFAULTS, Measurement
+from toolkit.bench.measurement import Measurement
+from toolkit.bench.options import DEFAULTS
 from toolkit.bench.results import load_results, results_document, save_results
 from toolkit.bench.timer import measure
 from toolkit.errors import CheckFailed, UsageError

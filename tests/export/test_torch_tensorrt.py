@@ -85,7 +85,7 @@ def test_torch_tensorrt_routes_refuse_what_they_cannot_build():
     for options, word in [
         (BuildOptions(hardware_compatibility="same-compute-capability"), "same-compute"),
         (BuildOptions(dla_core=0), "--dla-core"),
-        (build_options(None, profiles=["x:1-2-4x5"]), "--profile"),
+        (build_options(None, extra_profiles=["x:1-2-4x5"]), "--profile"),
     ]:
         with pytest.raises(UsageError, match=word) as info:
             check_route_options(options, "torch-compile")

@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.lightning.tiny import TinyRegressor, pl  # noqa: E402
+from toolkit import BenchOptions  # noqa: E402
 from toolkit.lightning import ExportCallback  # noqa: E402
 
 
@@ -18,8 +19,9 @@ def main(out: Path) -> None:
         strategy="ddp", devices=2, accelerator="cpu", max_epochs=2, deterministic=True,
         default_root_dir=str(out / "run"), enable_progress_bar=False,
         enable_model_summary=False, logger=pl.loggers.CSVLogger(str(out / "logs")),
-        callbacks=[ExportCallback(out / "bundle", to=("onnx", "torchscript"), bench=True,
-                                  bench_batches=[1, 4])])
+        callbacks=[ExportCallback(out / "bundle", to=("onnx", "torchscript"),
+                                  bench=BenchOptions(batches=(1, 4), budget_s=1.0,
+                                                     warmup_s=0.3, min_iters=20))])
     trainer.fit(TinyRegressor())
     trainer.save_checkpoint(out / "final.ckpt")  # a collective: every rank calls it
 

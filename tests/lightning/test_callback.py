@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.lightning.tiny import TinyRegressor, pl
+from toolkit import BenchOptions, BuildOptions, DetectionOptions, PrecisionOptions
 from toolkit.bundle import Bundle
 from toolkit.errors import CheckFailed, UsageError
 from toolkit.lightning import ExportCallback
@@ -37,8 +38,9 @@ def logged(tmp_path: Path) -> dict[str, str]:
 
 def test_fit_end_exports_a_verified_bundle_and_logs_parity(tmp_path):
     model = TinyRegressor()
-    callback = ExportCallback(tmp_path / "bundle", to=("onnx", "torchscript"), bench=True,
-                              bench_batches=[1, 2])
+    callback = ExportCallback(tmp_path / "bundle", to=("onnx", "torchscript"),
+                              bench=BenchOptions(batches=(1, 2), budget_s=1.0, warmup_s=0.3,
+                                                 min_iters=20))
     trainer(tmp_path, callback).fit(model)
     bundle = Bundle.open(tmp_path / "bundle")
     assert {r["format"] for r in bundle.artifacts} == {"onnx", "torchscript"}
@@ -73,19 +75,22 @@ def test_failure_raises_by_default_and_warns_when_asked(tmp_path):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"to": "onx"}, "did you mean 'onnx'"),
-    ({"precision": "fp64"}, "unknown precision"),
-    ({"precision": ("fp32", "int8")}, "needs calibration samples"),
-    ({"on_failure": "ignore"}, "use raise or warn"),
-    ({"nms": "iou=3"}, "iou must be in [0, 1]"),
-    ({"precision": ()}, "at least one"),
-    ({"device": "tpu"}, "use cpu or cuda"),
-    ({"calib_data": "/nonexistent.npz", "precision": ("fp32", "int8")}, "no such file"),
-    ({"bench_batches": [0]}, "batches are >= 1"),
+    (lambda: {"to": "onx"}, "did you mean 'onnx'"),
+    (lambda: {"precision": "fp64"}, "unknown precision"),
+    (lambda: {"precision": ("fp32", "int8")}, "needs calibration samples"),
+    (lambda: {"on_failure": "ignore"}, "use raise or warn"),
+    (lambda: {"detection": DetectionOptions(nms="iou=3")}, "iou must be in [0, 1]"),
+    (lambda: {"precision": ()}, "at least one"),
+    (lambda: {"device": "tpu"}, "use cpu or cuda"),
+    (lambda: {"precision_options": PrecisionOptions(calib_data="/nonexistent.npz"),
+              "precision": ("fp32", "int8")}, "no such file"),
+    (lambda: {"bench": BenchOptions(batches=(0,))}, "--batch '0'"),
+    (lambda: {"tensorrt": BuildOptions(workspace="lots")}, "--workspace 'lots'"),
 ])
 def test_bad_arguments_fail_at_construction(tmp_path, kwargs, message):
+    """The group objects are the CLI's: each checks itself, with the flag's name."""
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        ExportCallback(tmp_path / "b", **kwargs)
+        ExportCallback(tmp_path / "b", **kwargs())
 
 
 def test_an_unwritable_or_foreign_out_fails_at_construction(tmp_path):

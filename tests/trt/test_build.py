@@ -91,7 +91,7 @@ def test_engine_builds_records_and_matches_onnxruntime(tmp_path):
     from toolkit.tensorrt.build import build_engine
 
     onnx_path = tiny_onnx(tmp_path / "model.onnx")
-    options = trt_build.build_options([DYNAMIC], workspace="256M", profiles=["x:1-1-2x4"],
+    options = trt_build.build_options([DYNAMIC], workspace="256M", extra_profiles=["x:1-1-2x4"],
                                      timing_cache=str(tmp_path / "timing.cache"))
     engine = tmp_path / "model.engine"
     record = build_engine(onnx_path, engine, [DYNAMIC], options)

@@ -185,7 +185,7 @@ def test_dynamic_engine_runs_every_batch_of_its_range(proc, tmp_path):
 
 def test_multi_profile_engine_sets_the_profile_before_the_shapes(proc, tmp_path):
     onnx_path = tiny_onnx(tmp_path / "model.onnx")
-    options = build_options([DYNAMIC], profiles=["x:1-2-2x4"])
+    options = build_options([DYNAMIC], extra_profiles=["x:1-2-2x4"])
     engine, record = build(onnx_path, [DYNAMIC], options)
     assert len(engine_header(engine)["profiles"]) == 2
     with runner(engine, [DYNAMIC], record=record) as r:
@@ -206,7 +206,7 @@ def test_multi_profile_engine_sets_the_profile_before_the_shapes(proc, tmp_path)
 
 def test_profile_switch_failure_is_one_clear_error(proc, tmp_path):
     onnx_path = tiny_onnx(tmp_path / "model.onnx")
-    options = build_options([DYNAMIC], profiles=["x:1-2-2x4"])
+    options = build_options([DYNAMIC], extra_profiles=["x:1-2-2x4"])
     engine, record = build(onnx_path, [DYNAMIC], options)
     with runner(engine, [DYNAMIC], record=record) as r:
         r._profiles = r._profiles + [r._profiles[1]]  # an index the engine doesn't have

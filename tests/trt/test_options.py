@@ -35,7 +35,7 @@ def test_build_options_from_cli_strings():
     options = trt_build.build_options(
         [DYNAMIC], workspace="2G", optimization_level=5, timing_cache="/tmp/t.cache",
         version_compatible=True, hardware_compatibility="Ampere_Plus",
-        profiles=["x:1-1-1x4"],
+        extra_profiles=["x:1-1-1x4"],
     )
     assert options.workspace == 2 * 2**30
     assert options.optimization_level == 5
@@ -46,16 +46,18 @@ def test_build_options_from_cli_strings():
 
 
 def test_cli_profiles_without_inputs_are_resolved_at_build_time():
-    options = trt_build.build_options(profiles=["x:1-2-4x4"])  # the CLI doesn't know inputs yet
+    # the CLI doesn't know the inputs yet
+    options = trt_build.build_options(extra_profiles=["x:1-2-4x4"])
     assert options.extra_profiles == ("x:1-2-4x4",)
     assert BuildOptions.from_dict(json.loads(json.dumps(options.to_dict()))) == options
     profiles = trt_profiles.resolve_profiles([DYNAMIC], options)
     assert profiles[1] == {"x": ((1, 4), (2, 4), (4, 4))}
     assert "--profile x:1-2-4x4" in trt_compat.rebuild_command("b", options)
     with pytest.raises(UsageError, match="outside the bundle's"):
-        trt_profiles.resolve_profiles([DYNAMIC], trt_build.build_options(profiles=["x:1-2-64x4"]))
+        trt_profiles.resolve_profiles(
+            [DYNAMIC], trt_build.build_options(extra_profiles=["x:1-2-64x4"]))
     with pytest.raises(UsageError, match="--profile 'x:1-2-4xq'"):
-        trt_build.build_options(profiles=["x:1-2-4xq"])  # syntax is checked at once
+        trt_build.build_options(extra_profiles=["x:1-2-4xq"])  # syntax is checked at once
 
 
 @pytest.mark.parametrize(

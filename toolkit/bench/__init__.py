@@ -1,15 +1,28 @@
-"""Bench: time runners and judge the numbers (numpy only at import).
+"""Bench: time runners and judge the numbers.
 
 `measurement` holds raw times and derives statistics, `timer` decides how long to run,
 `results` writes and reads results files, `gate` compares with a baseline, `driver` runs a
-bundle's artifacts through their runners, `render` draws tables, Markdown and plots.
+bundle's artifacts through their runners, `render` draws tables, Markdown and plots, `options`
+is the timing option group. The names below load on first use, so the CLI can declare the
+option group without importing numpy.
 """
 
-from toolkit.bench.gate import Comparison, check_regressions, compare, parse_threshold
-from toolkit.bench.measurement import DEFAULTS, DeviceTimer, Measurement
-from toolkit.bench.results import load_results, results_document, save_results
-from toolkit.bench.timer import measure, time_once
+from __future__ import annotations
 
-__all__ = ["DEFAULTS", "Comparison", "DeviceTimer", "Measurement", "check_regressions",
-           "compare", "load_results", "measure", "parse_threshold", "results_document",
-           "save_results", "time_once"]
+import importlib
+from typing import Any
+
+_HOME = {
+    "Comparison": "gate", "check_regressions": "gate", "compare": "gate",
+    "parse_threshold": "gate", "DEFAULTS": "options", "DeviceTimer": "measurement",
+    "Measurement": "measurement", "load_results": "results", "results_document": "results",
+    "save_results": "results", "measure": "timer", "time_once": "timer",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(name)
+    return getattr(importlib.import_module(f"toolkit.bench.{_HOME[name]}"), name)

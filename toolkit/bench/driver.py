@@ -1,7 +1,7 @@
 """`toolkit bench` as a library: time every artifact of a bundle (or a lone .onnx file).
 
     from toolkit.bench.driver import bench_bundle
-    results = bench_bundle("out/resnet18", batches=[1, 8], budget_s=5)
+    results = bench_bundle("out/resnet18", timing=BenchOptions(batches=(1, 8), budget_s=5))
 
 Per artifact: the Runner is loaded and activated, and its first inference timed as the cold
 start (load, compile, autotune); then, per batch, seeded inputs are made and placed for the
@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from toolkit import formats as format_table
-from toolkit.bench.measurement import DEFAULTS, Measurement
+from toolkit.bench.measurement import Measurement
+from toolkit.bench.options import BenchOptions
 from toolkit.bench.timer import measure, time_once
 from toolkit.bundle import Bundle, artifact_label, now, record_results
 from toolkit.errors import BackendUnavailable, ToolkitError, UsageError, first_line
@@ -80,6 +81,7 @@ class BenchPlan:
     notes: list[str] = field(default_factory=list)
     #: the user's --trust-checkpoint on this command: may eager unpickle the source checkpoint
     trust_checkpoint: bool = False
+    timing: BenchOptions = field(default_factory=BenchOptions)  # how long each is timed
 
 
 def from_model(name: str) -> bool:
@@ -163,19 +165,17 @@ def plan_bench(
     *,
     formats: Sequence[str] | None = None,
     precisions: Sequence[str] | None = None,
-    batches: Sequence[int] | None = None,
     device: str = "cpu",
-    threads: int | None = None,
+    timing: BenchOptions | None = None,
     include_eager: bool = False,
     trust_checkpoint: bool = False,
     allow_modified: bool = False,
 ) -> BenchPlan:
     """Resolve what `bench_bundle` will run, checking every option before anything is timed."""
     path = Path(target)
-    if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {threads}")
+    timing = timing or BenchOptions()
     check_device(device)
-    resolved_threads = threads or os.cpu_count() or 1
+    resolved_threads = timing.threads or os.cpu_count() or 1
     if path.is_file():
         plan = _plan_file(path, formats, precisions, device, resolved_threads)
     elif path.is_dir():
@@ -204,7 +204,8 @@ def plan_bench(
             if entry.record is not None and entry.record.path:
                 plan.bundle.checked_path(entry.record)
     plan.trust_checkpoint = trust_checkpoint
-    plan.batches = batch_sweep(plan.specs, batches)
+    plan.timing = timing
+    plan.batches = batch_sweep(plan.specs, timing.batches)
     # before any allocation: a huge batch is exit 2, not an out-of-memory kill
     check_feed_size(plan.specs, plan.batches if batch_range(plan.specs) else [None],
                     f"batch {','.join(map(str, plan.batches))}")
@@ -367,13 +368,8 @@ def bench_bundle(
     *,
     formats: Sequence[str] | None = None,
     precisions: Sequence[str] | None = None,
-    batches: Sequence[int] | None = None,
     device: str = "cpu",
-    threads: int | None = None,
-    budget_s: float = DEFAULTS["budget_s"],
-    warmup_s: float = DEFAULTS["warmup_s"],
-    min_iters: int = DEFAULTS["min_iters"],
-    max_iters: int = DEFAULTS["max_iters"],
+    timing: BenchOptions | None = None,
     include_eager: bool = False,
     seed: int = 0,
     save: bool = True,
@@ -392,26 +388,20 @@ def bench_bundle(
     from toolkit.transaction import reading
 
     with reading(Path(target)):  # an export running meanwhile is waited for
-        plan = plan_bench(target, formats=formats, precisions=precisions, batches=batches,
-                          device=device, threads=threads, include_eager=include_eager)
-        return run_plan(plan, budget_s=budget_s, warmup_s=warmup_s, min_iters=min_iters,
-                        max_iters=max_iters, seed=seed, save=save, on_result=on_result,
-                        on_note=on_note)
+        plan = plan_bench(target, formats=formats, precisions=precisions, device=device,
+                          timing=timing, include_eager=include_eager)
+        return run_plan(plan, seed=seed, save=save, on_result=on_result, on_note=on_note)
 
 
 def run_plan(
     plan: BenchPlan,
     *,
-    budget_s: float = DEFAULTS["budget_s"],
-    warmup_s: float = DEFAULTS["warmup_s"],
-    min_iters: int = DEFAULTS["min_iters"],
-    max_iters: int = DEFAULTS["max_iters"],
     seed: int = 0,
     save: bool = True,
     on_result: ResultCallback | None = None,
     on_note: NoteCallback | None = None,
 ) -> list[Measurement]:
-    """Run a `plan_bench` plan; see `bench_bundle`."""
+    """Run a `plan_bench` plan (timed as its `timing` says); see `bench_bundle`."""
     say = on_note or log.warning
     for line in plan.notes:
         say(line)
@@ -420,8 +410,7 @@ def run_plan(
         plan.notes.append(line)
         say(line)
 
-    knobs = {"budget_s": budget_s, "warmup_s": warmup_s, "min_iters": min_iters,
-             "max_iters": max(max_iters, min_iters)}
+    knobs = {**plan.timing.timing(), "max_iters": plan.timing.max_iters}
     int_high = _int_high(plan)
     feeds = {b: random_inputs(plan.specs, batch=b, seed=seed, int_high=int_high)
              for b in plan.batches}

@@ -22,17 +22,6 @@ NOISY_IQR = 0.10
 #: below this many timed iterations p99 rests on one or two samples
 FEW_ITERATIONS = 100
 
-#: default knobs of `measure`; the CLI exposes them as options
-DEFAULTS: dict[str, Any] = {
-    "warmup_s": 2.0,
-    "min_warmup_iters": 5,
-    "budget_s": 10.0,
-    "min_iters": 200,
-    "max_iters": 20_000,
-    "window": 50,
-    "rel_tol": 0.03,
-}
-
 #: every field `Measurement.to_row` writes besides the labels
 STAT_FIELDS = frozenset({
     "batch", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms",

@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from toolkit.bench.measurement import DEFAULTS, DeviceTimer, Measurement, _noop
+from toolkit.bench.measurement import DeviceTimer, Measurement, _noop
+from toolkit.bench.options import DEFAULTS
 from toolkit.errors import UsageError
 
 

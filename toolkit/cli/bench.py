@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from toolkit.bench.options import BenchOptions
 from toolkit.cli import options as opt
 from toolkit.cli.console import (
     check_writable_file,
@@ -20,28 +21,19 @@ from toolkit.cli.console import (
     table_console,
     write_json,
 )
+from toolkit.cli.groups import takes_groups
 
 DEFAULT_THRESHOLD = 5.0  # percent, for the comparison's status column without a gate
 
 
+@takes_groups
 def bench_command(
     target: Annotated[str, typer.Argument(
         help="A bundle directory, or one artifact file (an .onnx runs on its own).")],
     format: opt.Formats = None,
     precision: opt.Precisions = None,
-    batch: Annotated[list[str] | None, typer.Option(
-        "--batch", "-b", help="Batch sizes, e.g. 1,2,4,8. Default: powers of two up to 8 "
-        "within the bundle's batch range, plus its opt batch.")] = None,
     device: opt.Device = "cpu",
-    threads: Annotated[int | None, typer.Option(
-        help="CPU threads for every backend (default: all cores).")] = None,
-    budget: Annotated[float | None, typer.Option(
-        help="Seconds of timed iterations per configuration (stops early once stable).")
-    ] = None,
-    warmup: Annotated[float | None, typer.Option(
-        help="Most seconds of warm-up per configuration.")] = None,
-    min_iters: Annotated[int | None, typer.Option(
-        help="Timed iterations at least (unless the budget runs out first).")] = None,
+    timing: BenchOptions = BenchOptions(),  # noqa: B008 - expanded to flags
     json_path: opt.JsonPath = None,
     markdown: opt.MarkdownPath = None,
     plot: Annotated[Path | None, typer.Option(
@@ -61,7 +53,6 @@ def bench_command(
     ] = False,
 ) -> int:
     """Time each artifact's latency (p50/p90/p99, throughput, cold start) per batch size."""
-    opt.finite(budget=budget, warmup=warmup)
     from toolkit import bench as tb
     from toolkit import formats as format_table
     from toolkit.bench.driver import environment, plan_bench, run_plan
@@ -80,10 +71,8 @@ def bench_command(
 
     with reading(target):  # an export running meanwhile is waited for
         plan = plan_bench(target, formats=formats, precisions=split_list(precision) or None,
-                          batches=_batches(batch), device=device, threads=threads,
-                          include_eager=eager, trust_checkpoint=trust_checkpoint,
-                          allow_modified=allow_modified)
-        knobs = _knobs(budget, warmup, min_iters)
+                          device=device, timing=timing, include_eager=eager,
+                          trust_checkpoint=trust_checkpoint, allow_modified=allow_modified)
 
         console.print(
             f"[bold]toolkit bench[/] {escape(str(target))}: "
@@ -94,7 +83,7 @@ def bench_command(
         def note(line: str) -> None:
             err_console.print(f"[yellow]note:[/] {escape(line)}", soft_wrap=True)
 
-        results = run_plan(plan, **knobs, on_result=_progress, on_note=note)
+        results = run_plan(plan, on_result=_progress, on_note=note)
         if not results:
             raise UsageError(f"{target}: nothing could be benchmarked here (see the notes "
                              "above)")
@@ -113,7 +102,7 @@ def bench_command(
         out.print(report.comparison_table(comparisons))
     if json_path is not None:
         doc = tb.results_document(rows, env, target=str(plan.target), command=_command_line(),
-                                  settings={**knobs, "seed": 0}, notes=plan.notes)
+                                  settings={**timing.timing(), "seed": 0}, notes=plan.notes)
         if str(json_path) == "-":
             write_json(json_path, doc)
         else:
@@ -129,35 +118,6 @@ def bench_command(
         tb.check_regressions(comparisons)  # CheckFailed -> exit 1
         console.print(f"[green]no regression over {threshold:g}%[/]")
     return 0
-
-
-def _batches(values: list[str] | None) -> list[int] | None:
-    from toolkit.errors import UsageError
-
-    out = []
-    for part in split_list(values):
-        # ASCII digits only: '²'.isdigit() is True, and int('²') fails
-        if not (part.isascii() and part.isdigit()) or len(part) > 12 or int(part) < 1:
-            raise UsageError(f"--batch '{part}': expected positive integers, e.g. --batch 1,8")
-        out.append(int(part))
-    return out or None
-
-
-def _knobs(budget: float | None, warmup: float | None, min_iters: int | None) -> dict[str, Any]:
-    from toolkit.bench.measurement import DEFAULTS
-    from toolkit.errors import UsageError
-
-    knobs = {
-        "budget_s": DEFAULTS["budget_s"] if budget is None else budget,
-        "warmup_s": DEFAULTS["warmup_s"] if warmup is None else warmup,
-        "min_iters": DEFAULTS["min_iters"] if min_iters is None else min_iters,
-    }
-    for option, value in (("--budget", knobs["budget_s"]), ("--warmup", knobs["warmup_s"])):
-        if value < 0:
-            raise UsageError(f"{option} must be >= 0 seconds, got {value}")
-    if knobs["min_iters"] < 1:
-        raise UsageError(f"--min-iters must be >= 1, got {knobs['min_iters']}")
-    return knobs
 
 
 def _progress(m: Any) -> None:

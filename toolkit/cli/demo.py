@@ -154,15 +154,14 @@ def _export(ckpt: Path, bundle_dir: Path, targets: list[str], precisions: list[s
             eval_path: Path, calib_path: Path, force: bool) -> int:
     from toolkit.cli.demo_common import step_printer
     from toolkit.cli.export import print_step, print_summary
-    from toolkit.export.pipeline import export
+    from toolkit.export.pipeline import PrecisionOptions, export
 
     result = export(
         str(ckpt), to=targets, out=bundle_dir, model=MODEL_REF, force=force,
         precisions=precisions,
-        precision_options={
-            "calib_data": str(calib_path), "calib_batches": CALIB_SAMPLES,  # i.e. all of it
-            "calib_method": "minmax", "eval_data": str(eval_path), "max_accuracy_drop": 1.0,
-        },
+        precision_options=PrecisionOptions(
+            calib_data=str(calib_path), calib_batches=CALIB_SAMPLES,  # i.e. all of it
+            calib_method="minmax", eval_data=str(eval_path), max_accuracy_drop=1.0),
         on_step=step_printer(print_step),
     )
     print_summary(result)

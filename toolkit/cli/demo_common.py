@@ -31,13 +31,15 @@ def bench_what_ran(bundle_dir: Path, formats: Sequence[str], precisions: Sequenc
     """Time the bundle's artifacts of these formats that exist (OpenVINO only where its
     extra is installed), and print the table."""
     from toolkit.bench.driver import plan_bench, run_plan
+    from toolkit.bench.options import BenchOptions
     from toolkit.bench.render import bench_table
     from toolkit.bundle import Bundle
 
     present = {record.format for record in Bundle.open(bundle_dir).artifacts}
     chosen = [f for f in formats if f in present or f == "eager"]
     plan = plan_bench(bundle_dir, formats=chosen, precisions=list(precisions),
-                      batches=list(batches))
-    results = run_plan(plan, budget_s=0.5, warmup_s=0.2, min_iters=20, save=True,
+                      timing=BenchOptions(batches=tuple(batches), budget_s=0.5, warmup_s=0.2,
+                                          min_iters=20))
+    results = run_plan(plan, save=True,
                        on_note=lambda line: console.print(f"  [dim]{escape(line)}[/]"))
     table_console().print(bench_table(results, title=f"latency · {bundle_dir}"))

@@ -30,6 +30,7 @@ def ddp_demo(out: Path, *, devices: int, epochs: int, quick: bool, seed: int) ->
     from toolkit.demo.data import DigitsDataModule, write_split_npz
     from toolkit.demo.model import DigitsCNN
     from toolkit.demo.train import _quiet_lightning
+    from toolkit.export.job import PrecisionOptions
     from toolkit.lightning import ExportCallback
 
     worker = is_worker_rank()
@@ -48,7 +49,9 @@ def ddp_demo(out: Path, *, devices: int, epochs: int, quick: bool, seed: int) ->
     targets = ("onnx", "torchscript") if quick else ("onnx", "torchscript", "pt2")
     callback = ExportCallback(
         out / "bundle", to=targets, precision=("fp32", "fp16", "int8"),
-        calib_data=str(calib_path), eval_data=str(eval_path), on_failure="warn",
+        precision_options=PrecisionOptions(calib_data=str(calib_path),
+                                           eval_data=str(eval_path)),
+        on_failure="warn",
         force=True)  # every rank builds it; only rank zero exports
     trainer = pl.Trainer(
         max_epochs=epochs, accelerator="cpu", devices=devices, strategy="ddp",

@@ -84,16 +84,16 @@ def _export(ckpt: Path, bundle_dir: Path, targets: list[str], eval_path: Path,
             calib_path: Path, force: bool) -> Any:
     from toolkit.cli.demo_common import step_printer
     from toolkit.cli.export import print_step, print_summary
-    from toolkit.export.pipeline import export
+    from toolkit.export.pipeline import DetectionOptions, PrecisionOptions, export
 
     result = export(
-        str(ckpt), to=targets, out=bundle_dir, model=MODEL_REF, force=force, nms=NMS,
-        precisions=["fp32", "fp16", "int8"],
+        str(ckpt), to=targets, out=bundle_dir, model=MODEL_REF, force=force,
+        detection=DetectionOptions(nms=NMS), precisions=["fp32", "fp16", "int8"],
         # percentile calibration: with minmax, the symmetric TensorRT layout moved one of
         # this detector's scores by 0.19 on the real test images (parity fails at 0.15)
-        precision_options={"calib_data": str(calib_path), "calib_batches": 4,
-                           "calib_method": "percentile",
-                           "eval_data": str(eval_path), "max_accuracy_drop": 1.0},
+        precision_options=PrecisionOptions(
+            calib_data=str(calib_path), calib_batches=4, calib_method="percentile",
+            eval_data=str(eval_path), max_accuracy_drop=1.0),
         on_step=step_printer(print_step))
     print_summary(result)
     if any(s.status == "unavailable" for s in result.steps):

@@ -17,12 +17,17 @@ from toolkit.cli.console import (
     table_console,
     write_json,
 )
+from toolkit.cli.groups import takes_groups
+from toolkit.detection.options import DetectionOptions
+from toolkit.export.job import PrecisionOptions
+from toolkit.tensorrt.options import BuildOptions
 
 STATUS_STYLE = {"ok": "green", "exists": "dim", "parity-failed": "red", "failed": "red",
                 "accuracy-failed": "red",
                 "unavailable": "yellow", "skipped": "dim"}
 
 
+@takes_groups
 def export_command(
     source: Annotated[str, typer.Argument(
         help="A Lightning .ckpt, a factory pkg.module:fn, an .onnx file, or a bundle dir.")],
@@ -46,59 +51,15 @@ def export_command(
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default: exporter's).")] = None,
     torchscript_mode: Annotated[str, typer.Option(
         "--ts-mode", help="TorchScript: auto, trace or script.")] = "auto",
-    calib_data: Annotated[str | None, typer.Option(
-        help="INT8 calibration data: .npz, a directory of .npz, or pkg.module:DataModule.")] = None,
-    calib_batches: Annotated[int, typer.Option(help="Calibration batches to use.")] = 32,
-    calib_method: Annotated[str, typer.Option(
-        help="INT8 calibration: minmax, entropy or percentile.")] = "minmax",
-    eval_data: Annotated[str | None, typer.Option(
-        help="Labelled data (.npz with 'labels', or DataModule) for the accuracy gate.")] = None,
-    max_accuracy_drop: Annotated[float, typer.Option(
-        help="Accuracy points a reduced precision may lose.")] = 1.0,
-    int8_layout: Annotated[str, typer.Option(
-        help="INT8 ONNX layout: cpu (uint8 activations, fastest on ONNX Runtime CPU), trt "
-        "(symmetric int8 Q/DQ for TensorRT), both, or auto: cpu for --to onnx, trt for --to "
-        "trt.")] = "auto",
-    workspace: Annotated[str | None, typer.Option(
-        help="TensorRT workspace pool limit, e.g. 4G.")] = None,
-    opt_level: Annotated[int | None, typer.Option(
-        help="TensorRT builder optimization level 0-5.")] = None,
-    timing_cache: Annotated[Path | None, typer.Option(
-        help="TensorRT timing cache file, reused across builds.")] = None,
-    version_compatible: Annotated[bool, typer.Option(
-        help="TensorRT: build a version-compatible engine.")] = False,
-    hardware_compat: Annotated[str | None, typer.Option(
-        help="TensorRT hardware compatibility: none, ampere+, same-compute-capability.")] = None,
-    dla_core: Annotated[int | None, typer.Option(
-        help="TensorRT: run on this DLA core, GPU fallback on.")] = None,
-    via: Annotated[str, typer.Option(
-        help="TensorRT route: onnx (parser), torch-compile or torchscript (Torch-TensorRT)."
-    )] = "onnx",
-    profile: Annotated[list[str] | None, typer.Option(
-        help="Extra TensorRT optimization profile, --input syntax. Repeatable.")] = None,
+    precision_options: PrecisionOptions = PrecisionOptions(),  # noqa: B008 - expanded to flags
+    tensorrt: BuildOptions = BuildOptions(),  # noqa: B008
+    detection: DetectionOptions = DetectionOptions(),  # noqa: B008
     model_arg: opt.ModelArgs = None,
-    task: Annotated[str, typer.Option(
-        help="auto (a detector following torchvision's convention is found by itself), "
-        "detection, or none.")] = "auto",
-    max_detections: Annotated[int, typer.Option(
-        help="Detection: K, the rows of boxes/scores/labels per image.")] = 100,
-    nms: Annotated[str | None, typer.Option(
-        help="Detection, raw-head models (boxes [B,N,4], scores [B,N,C]): append class-aware "
-        "NMS, e.g. iou=0.45,score=0.25[,max=100].")] = None,
     json_path: opt.JsonPath = None,
 ) -> int:
     """Export SOURCE into a bundle of artifacts, each checked against the PyTorch outputs."""
-    opt.finite(max_accuracy_drop=max_accuracy_drop)
     from toolkit.export.pipeline import export
 
-    # pure option parsing (no TensorRT import): checked up front even when no engine is built
-    trt_options = _trt_options(workspace, opt_level, timing_cache, version_compatible,
-                               hardware_compat, dla_core, profile)
-    precision_options = {
-        "calib_data": calib_data, "calib_batches": calib_batches,
-        "calib_method": calib_method, "eval_data": eval_data,
-        "max_accuracy_drop": max_accuracy_drop, "int8_layout": int8_layout.strip().lower(),
-    }
     check_writable_file(json_path, "--json")
     json_to_stdout(json_path)
     from rich.markup import escape
@@ -109,26 +70,13 @@ def export_command(
         inputs=split_list(input),
         static=static, trust_checkpoint=trust_checkpoint, force=force,
         allow_modified=allow_modified, precisions=split_list(precision), device=device,
-        verify=verify, opset=opset,
-        torchscript_mode=torchscript_mode, trt_options=trt_options, trt_via=via,
-        precision_options=precision_options, on_step=print_step,
-        model_args=model_arg or [], task=task, max_detections=max_detections, nms=nms,
+        verify=verify, opset=opset, torchscript_mode=torchscript_mode,
+        precision_options=precision_options, tensorrt=tensorrt, detection=detection,
+        on_step=print_step, model_args=model_arg or [],
     )
     print_summary(result)
     write_json(json_path, result.to_dict())
     return result.exit_code
-
-
-def _trt_options(workspace, opt_level, timing_cache, version_compatible, hardware_compat,
-                 dla_core, profile):
-    from toolkit.tensorrt.options import build_options
-
-    return build_options(
-        workspace=workspace, optimization_level=opt_level,
-        timing_cache=str(timing_cache) if timing_cache else None,
-        version_compatible=version_compatible, hardware_compatibility=hardware_compat,
-        dla_core=dla_core, profiles=profile or [],
-    )
 
 
 def print_step(step: Any) -> None:

@@ -9,8 +9,11 @@ import typer
 
 from toolkit.cli import options as opt
 from toolkit.cli.console import console, json_to_stdout, split_list, table_console, write_json
+from toolkit.cli.groups import takes_groups
+from toolkit.parity.options import ToleranceOptions
 
 
+@takes_groups
 def verify_command(
     bundle_dir: Annotated[Path, typer.Argument(metavar="BUNDLE", help="A bundle directory.")],
     format: opt.Formats = None,
@@ -24,11 +27,7 @@ def verify_command(
     data: Annotated[str | None, typer.Option(
         help="Real samples: .npz, a directory of .npz, or pkg.module:DataModule.")] = None,
     data_batches: Annotated[int, typer.Option(help="Batches of --data to use.")] = 8,
-    atol: Annotated[float | None, typer.Option(help="Absolute tolerance.")] = None,
-    rtol: Annotated[float | None, typer.Option(help="Relative tolerance.")] = None,
-    min_cosine: Annotated[float | None, typer.Option(help="Minimum cosine similarity.")] = None,
-    tol: Annotated[list[str] | None, typer.Option(
-        help="Per output: NAME:atol=..,rtol=.. Repeatable.")] = None,
+    tolerance: ToleranceOptions = ToleranceOptions(),  # noqa: B008 - expanded to flags
     localize: Annotated[bool, typer.Option(
         help="For a failing ONNX, name the first diverging node and its module.")] = False,
     device: opt.Device = "cpu",
@@ -40,7 +39,6 @@ def verify_command(
     allow_modified: opt.AllowModified = False,
 ) -> int:
     """Prove every artifact computes what the model computes (exit 1 when one doesn't)."""
-    opt.finite(atol=atol, rtol=rtol, min_cosine=min_cosine)
     from toolkit.cli.console import check_writable_file
     from toolkit.parity.verify import verify_bundle
 
@@ -49,8 +47,8 @@ def verify_command(
     json_to_stdout(json_file)
     outcome = verify_bundle(
         bundle_dir, formats=split_list(format), against=against, model=model,
-        reference=reference, data=data, data_batches=data_batches, atol=atol, rtol=rtol,
-        min_cosine=min_cosine, tol=tol or [], localize=localize, device=device,
+        reference=reference, data=data, data_batches=data_batches,
+        tolerance=tolerance, localize=localize, device=device,
         record=record, trust_checkpoint=trust_checkpoint, allow_modified=allow_modified,
         precisions=split_list(precision),
         model_args=model_arg or [],

@@ -191,12 +191,14 @@ def _measure(selection: Selection, stale: Sequence[Candidate],
 
     if bench is None:
         from toolkit.bench.driver import bench_bundle
+        from toolkit.bench.options import BenchOptions
 
         def bench(root: Path, record: ArtifactRecord, batches: list[int] | None,
                   device: str) -> Any:
             return bench_bundle(root, formats=[record.format],
-                                precisions=[record.precision], batches=batches,
-                                device=device, on_note=selection.notes.append)
+                                precisions=[record.precision], device=device,
+                                timing=BenchOptions(batches=tuple(batches) if batches else None),
+                                on_note=selection.notes.append)
 
     batches = [selection.batch] if selection.batch is not None else None
     for candidate in stale:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from toolkit.errors import UsageError
+from toolkit.groups import flag
 
 DEFAULT_IOU = 0.45
 DEFAULT_SCORE = 0.25
@@ -100,11 +101,18 @@ TASKS = ("auto", "detection", "none")
 
 @dataclass(frozen=True)
 class DetectionOptions:
-    """What the user said about detection: --task, --max-detections, --nms."""
+    """The detection option group: what the user said with --task, --max-detections and
+    --nms (given as its text, `iou=0.45,score=0.25`, or as NmsOptions)."""
 
-    task: str = "auto"
-    max_detections: int = 100
-    nms: NmsOptions | None = None
+    title: ClassVar[str] = "Detection"
+
+    task: str = flag("auto", "--task", "auto (a detector following torchvision's convention is "
+                     "found by itself), detection, or none.")
+    max_detections: int = flag(DEFAULT_MAX_DETECTIONS, "--max-detections",
+                               "Detection: K, the rows of boxes/scores/labels per image.")
+    nms: NmsOptions | None = flag(
+        None, "--nms", "Detection, raw-head models (boxes [B,N,4], scores [B,N,C]): append "
+        "class-aware NMS, e.g. iou=0.45,score=0.25[,max=100].", cli_type=str | None)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -114,6 +122,8 @@ class DetectionOptions:
         if self.nms is not None and self.task == "none":
             raise UsageError("--nms appends detection post-processing; it can't go with "
                              "--task none")
+        if isinstance(self.nms, str):
+            object.__setattr__(self, "nms", parse_nms_option(self.nms, self.max_detections))
 
     @property
     def k(self) -> int:

@@ -3,14 +3,17 @@ receives. No torch here: the CLI and the Lightning callback build these before a
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from toolkit.errors import ToolkitError, UsageError
+from toolkit.groups import flag
+from toolkit.tensorrt.options import BuildOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     from toolkit.bundle import Bundle
@@ -44,15 +47,27 @@ INT8_LAYOUT_CHOICES = ("auto", "cpu", "trt", "both")
 
 @dataclass(frozen=True)
 class PrecisionOptions:
-    """Calibration and accuracy-gate settings for reduced precision (one place for defaults)."""
+    """Calibration and the accuracy gate of reduced precision: the `--calib-*`, `--eval-data`,
+    `--max-accuracy-drop` and `--int8-layout` group (one place for flags and defaults)."""
 
-    calib_data: str | None = None
-    calib_batches: int = 32
-    calib_method: str = "minmax"
-    eval_data: str | None = None
-    max_accuracy_drop: float = 1.0
-    #: auto: 'cpu' for --to onnx, 'trt' for --to trt, both for both; or cpu, trt, both
-    int8_layout: str = "auto"
+    title: ClassVar[str] = "Reduced precision"
+
+    calib_data: str | None = flag(
+        None, "--calib-data",
+        "INT8 calibration data: .npz, a directory of .npz, or pkg.module:DataModule.")
+    calib_batches: int = flag(32, "--calib-batches", "Calibration batches to use.")
+    calib_method: str = flag("minmax", "--calib-method",
+                             "INT8 calibration: minmax, entropy or percentile.")
+    eval_data: str | None = flag(
+        None, "--eval-data",
+        "Labelled data (.npz with 'labels', or DataModule) for the accuracy gate.")
+    max_accuracy_drop: float = flag(1.0, "--max-accuracy-drop",
+                                    "Accuracy points a reduced precision may lose.")
+    int8_layout: str = flag(
+        "auto", "--int8-layout",
+        "INT8 ONNX layout: cpu (uint8 activations, fastest on ONNX Runtime CPU), trt "
+        "(symmetric int8 Q/DQ for TensorRT), both, or auto: cpu for --to onnx, trt for --to "
+        "trt.", convert=lambda text: text.strip().lower())
 
     def __post_init__(self) -> None:
         if self.calib_method not in CALIB_METHODS:
@@ -63,8 +78,9 @@ class PrecisionOptions:
         if self.int8_layout not in INT8_LAYOUT_CHOICES:
             raise UsageError(f"--int8-layout {self.int8_layout}: use one of "
                              f"{', '.join(INT8_LAYOUT_CHOICES)}")
-        if self.max_accuracy_drop < 0:
-            raise UsageError(f"--max-accuracy-drop must be >= 0, got {self.max_accuracy_drop}")
+        if not math.isfinite(self.max_accuracy_drop) or self.max_accuracy_drop < 0:
+            raise UsageError(f"--max-accuracy-drop must be a finite number >= 0, got "
+                             f"{self.max_accuracy_drop}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> PrecisionOptions:
@@ -88,9 +104,8 @@ class ExportOptions:
     verify: bool = True
     opset: int | None = None
     torchscript_mode: str = "auto"
-    trt_options: Any = None  # toolkit.tensorrt.options.BuildOptions
-    trt_via: str = "onnx"  # or torch-compile / torchscript (Torch-TensorRT)
-    precision: PrecisionOptions = field(default_factory=PrecisionOptions)
+    tensorrt: BuildOptions = field(default_factory=BuildOptions)  # the TensorRT group
+    precision_options: PrecisionOptions = field(default_factory=PrecisionOptions)
     allow_modified: bool = False  # a bundle source may use files changed since export
 
     def __post_init__(self) -> None:

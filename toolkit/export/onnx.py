@@ -167,5 +167,5 @@ def _export_artifact(job: ExportJob) -> dict[str, Any]:
     if base is None:
         raise UsageError(f"--precision {job.precision} converts the fp32 ONNX; include fp32: "
                          f"--precision fp32,{job.precision}")
-    return make_reduced_onnx(job.bundle, base, job.dest, job.precision, job.options.precision,
-                             layout=job.layout)
+    return make_reduced_onnx(job.bundle, base, job.dest, job.precision,
+                             job.options.precision_options, layout=job.layout)

@@ -54,7 +54,7 @@ def export_artifact(job: ExportJob) -> dict[str, Any]:
         notes.append("bf16 compute on this CPU's " + "/".join(
             f for f in BF16_FLAGS if f in cpu_flags()))
     extra: dict[str, Any] = {}
-    if job.precision != "fp32" and job.options.precision.eval_data:
+    if job.precision != "fp32" and job.options.precision_options.eval_data:
         extra["accuracy"] = _accuracy(job, hint)
     return {
         **extra,
@@ -78,4 +78,4 @@ def _accuracy(job: ExportJob, hint: str) -> dict[str, Any]:
     return accuracy_between(bundle, OpenVinoRunner(fp32_onnx, inference_precision="f32", **specs),
                             OpenVinoRunner(job.dest, inference_precision=hint,
                                            precision=job.precision, **specs),
-                            job.options.precision)
+                            job.options.precision_options)

@@ -15,6 +15,7 @@ from typing import Any
 
 from toolkit import environment, formats, interrupts, transaction
 from toolkit.bundle import Bundle, GoldenSample, atomic_path, now, publish, sha256_file
+from toolkit.detection.options import DetectionOptions
 from toolkit.errors import BackendUnavailable, ExportFailed, ToolkitError, UsageError
 from toolkit.export.golden import GOLDEN_EXTRA_BATCHES, golden_samples
 from toolkit.export.job import (
@@ -29,8 +30,10 @@ from toolkit.export.job import (
 from toolkit.formats import Format
 from toolkit.manifest import ArtifactRecord, InProcessTarget, Target
 from toolkit.spec import TensorSpec, batch_range
+from toolkit.tensorrt.options import BuildOptions
 
-__all__ = ["export", "ExportOptions", "ExportResult", "Step", "StepStatus", "golden_samples"]
+__all__ = ["export", "ExportOptions", "ExportResult", "Step", "StepStatus", "golden_samples",
+           "BuildOptions", "DetectionOptions", "PrecisionOptions"]
 
 
 @dataclass
@@ -54,11 +57,14 @@ def default_out(source: str) -> Path:
 
 
 def make_options(options: ExportOptions | None = None, **overrides: Any) -> ExportOptions:
-    """ExportOptions from keywords; `precision_options` may be a mapping."""
+    """ExportOptions from keywords; a group (`precision_options`, `tensorrt`) may be given as
+    its object or as a mapping of its fields."""
     known = {f.name for f in fields(ExportOptions)}
-    if "precision_options" in overrides:
-        overrides["precision"] = PrecisionOptions.from_mapping(
-            overrides.pop("precision_options"))
+    if isinstance(overrides.get("precision_options"), Mapping):
+        overrides["precision_options"] = PrecisionOptions.from_mapping(
+            overrides["precision_options"])
+    if isinstance(overrides.get("tensorrt"), Mapping):
+        overrides["tensorrt"] = BuildOptions(**overrides["tensorrt"])
     if isinstance(overrides.get("precisions"), (list, str)):
         value = overrides["precisions"]
         overrides["precisions"] = tuple([value] if isinstance(value, str) else value)
@@ -83,28 +89,25 @@ def export(
     static: bool = False,
     trust_checkpoint: bool = False,
     model_args: Mapping[str, Any] | Sequence[str] | None = None,
-    task: str = "auto",
-    max_detections: int = 100,
-    nms: str | None = None,
+    detection: DetectionOptions | None = None,
     options: ExportOptions | None = None,
     on_step: StepCallback | None = None,
     **option_fields: Any,
 ) -> ExportResult:
     """Export SOURCE into a bundle; each artifact is checked against the golden samples.
 
-    Options are an `ExportOptions`, or its fields as keywords (force=True, precisions=[...],
-    precision_options={...}). `model_args` are a factory's keyword arguments (a dict, or
-    'NAME=VALUE' literals); `task`, `max_detections` and `nms` make a detector export the
-    detection contract (see toolkit/source/detection.py).
+    Options are an `ExportOptions`, or its fields as keywords (force=True, precisions=[...]),
+    the option groups among them as the objects the CLI builds from its flags:
+    `precision_options=PrecisionOptions(calib_data=...)`, `tensorrt=BuildOptions(workspace=
+    "4G")`. `detection=DetectionOptions(nms="iou=0.45,score=0.25")` makes a detector export the
+    detection contract (see toolkit/source/detection.py). `model_args` are a factory's keyword
+    arguments (a dict, or 'NAME=VALUE' literals).
     """
-    from toolkit.detection.options import DetectionOptions, parse_nms_option
     from toolkit.source.load import source_kind
     from toolkit.source.model_args import parse_model_args
     from toolkit.spec import parse_input
-    from toolkit.tensorrt.options import check_route
 
     opts = make_options(options, **option_fields)
-    opts = make_options(opts, trt_via=check_route(opts.trt_via))
     asked = formats.parse_targets([to] if isinstance(to, str) else to)
     specs = [s if isinstance(s, TensorSpec) else parse_input(s) for s in inputs or []]
     names = [s.name for s in specs]
@@ -114,8 +117,7 @@ def export(
                          "input one --input")
     factory_args = (dict(model_args) if isinstance(model_args, Mapping)
                     else parse_model_args(model_args))
-    detection = DetectionOptions(task, max_detections,
-                                 parse_nms_option(nms, max_detections) if nms else None)
+    detection = detection or DetectionOptions()
     kind = source_kind(source)
     out_dir = Path(out) if out else (Path(source) if kind == "bundle" else default_out(source))
     _check_writable(out_dir)
@@ -226,7 +228,7 @@ class _Run:
         place the user asked to run it (--to onnx: ONNX Runtime on CPU; --to trt: TensorRT)."""
         if precision != "int8" or not fmt.int8_layouts:
             return [None]
-        choice = self.opts.precision.int8_layout
+        choice = self.opts.precision_options.int8_layout
         if choice == "both":
             return list(fmt.int8_layouts)
         if choice != "auto":
@@ -264,13 +266,13 @@ class _Run:
             self.notes.append(loaded.detection["note"])
         self.check_precisions()
         real = None
-        data = self.opts.precision
+        data = self.opts.precision_options
         if any(p != "fp32" for p in self.opts.precisions) or (
                 loaded.detection and (data.eval_data or data.calib_data)):
             from toolkit.export.precision.steps import check_precision_data
 
             real = check_precision_data(loaded.inputs, self.opts.precisions,
-                                        self.opts.precision, bool(loaded.detection))
+                                        self.opts.precision_options, bool(loaded.detection))
             if loaded.example is None and real is not None:
                 # Golden samples from real data: reduced precisions are calibrated for it,
                 # and random noise would fail a healthy INT8 model.
@@ -289,7 +291,7 @@ class _Run:
         brings reduced precisions and real data, and judge those precisions."""
         golden = self.bundle.manifest.get("golden")
         reduced = any(p != "fp32" for p in self.opts.precisions)
-        data = self.opts.precision
+        data = self.opts.precision_options
         if golden is not None and (golden.get("real") or not reduced
                                    or not (data.eval_data or data.calib_data)):
             return

@@ -15,12 +15,6 @@ def export_artifact(job: ExportJob) -> dict[str, Any]:
     return _from_onnx(job)
 
 
-def _build_options(job: ExportJob) -> Any:
-    from toolkit.tensorrt.options import BuildOptions
-
-    return job.options.trt_options or BuildOptions()
-
-
 def _from_onnx(job: ExportJob) -> dict[str, Any]:
     from toolkit.tensorrt.build import build_engine
 
@@ -30,7 +24,7 @@ def _from_onnx(job: ExportJob) -> dict[str, Any]:
     bundle = job.bundle
     try:
         record = build_engine(bundle.checked_path(onnx_record), job.dest, bundle.inputs,
-                              _build_options(job), precision=job.precision)
+                              job.options.tensorrt, precision=job.precision)
     except BackendUnavailable as missing:
         flag = f" --precision {job.precision}" if job.precision != "fp32" else ""
         raise BackendUnavailable(
@@ -46,8 +40,8 @@ def _from_model(job: ExportJob) -> dict[str, Any]:
     from toolkit.export.torch_tensorrt import build_engine_from_model
 
     if job.precision != "fp32":
-        raise UsageError(f"--via {job.options.trt_via} builds fp32 engines; reduced precision "
+        raise UsageError(f"--via {job.options.tensorrt.via} builds fp32 engines; reduced precision "
                          "comes from the ONNX (--via onnx --precision ...)")
     assert job.dest is not None
-    return build_engine_from_model(job.need_model(), job.dest, _build_options(job),
-                                   job.options.trt_via)
+    return build_engine_from_model(job.need_model(), job.dest, job.options.tensorrt,
+                                   job.options.tensorrt.via)

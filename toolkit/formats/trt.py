@@ -7,7 +7,8 @@ from toolkit.formats import Format, TritonSpec
 
 def _from_model(options: Any) -> bool:
     """--via torch-compile / torchscript build from the PyTorch model, not the ONNX."""
-    return getattr(options, "trt_via", "onnx") != "onnx"
+    tensorrt = getattr(options, "tensorrt", None)
+    return tensorrt is not None and tensorrt.via != "onnx"
 
 
 FORMAT = Format(

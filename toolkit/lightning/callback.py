@@ -12,10 +12,15 @@ import copy
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from toolkit.bench.options import BenchOptions
+from toolkit.detection.options import DetectionOptions
 from toolkit.errors import CheckFailed, ToolkitError, UsageError
+from toolkit.export.job import PrecisionOptions
+from toolkit.tensorrt.options import BuildOptions
 
 FAILURE_POLICIES = ("raise", "warn")
 
@@ -42,10 +47,12 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
     """Export the trained model to a verified bundle at the end of `fit` (and, with
     `on_best=True`, each time a ModelCheckpoint saves a new best).
 
-    Options are those of `toolkit export` (the same ExportOptions object): `to`, `precision`,
-    `device`, `verify`, `opset`, calibration and evaluation data, detection (`task`, `nms`,
-    `max_detections`), `inputs` (`--input` strings; default: the module's example_input_array).
-    `bench=True` times every artifact; parity and latency go to the trainer's logger.
+    Options are those of `toolkit export`: `to`, `precision`, `device`, `verify`, `opset`,
+    `inputs` (`--input` strings; default: the module's example_input_array), and the option
+    groups the CLI builds from its flags, as the same objects: `precision_options`
+    (PrecisionOptions: calibration and evaluation data), `detection` (DetectionOptions),
+    `tensorrt` (BuildOptions). `bench=True` (or a BenchOptions) times every artifact; parity and
+    latency go to the trainer's logger.
     """
 
     def __init__(
@@ -54,24 +61,19 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
         to: Sequence[str] | str = ("onnx",),
         precision: Sequence[str] | str = ("fp32",),
         *,
-        bench: bool = False,
+        bench: bool | BenchOptions = False,
         on_best: bool = False,
         on_failure: str = "raise",
         device: str = "cpu",
         verify: bool = True,
         inputs: Sequence[str] | None = None,
         opset: int | None = None,
-        calib_data: str | None = None,
-        eval_data: str | None = None,
-        max_accuracy_drop: float = 1.0,
-        task: str = "auto",
-        nms: str | None = None,
-        max_detections: int = 100,
+        precision_options: PrecisionOptions | None = None,
+        detection: DetectionOptions | None = None,
+        tensorrt: BuildOptions | None = None,
         force: bool = False,
-        bench_batches: Sequence[int] | None = None,
     ) -> None:
         from toolkit import formats
-        from toolkit.detection.options import DetectionOptions, parse_nms_option
         from toolkit.export.pipeline import make_options
         from toolkit.spec import canonical_precision, parse_input
 
@@ -84,13 +86,12 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
             raise UsageError("ExportCallback(precision=()): give at least one, e.g. 'fp32'")
         if device != "cpu" and not device.startswith("cuda"):
             raise UsageError(f"ExportCallback(device={device!r}): use cpu or cuda (cuda:N)")
-        for name, value in (("calib_data", calib_data), ("eval_data", eval_data)):
+        precision_options = precision_options or PrecisionOptions()
+        for name in ("calib_data", "eval_data"):
+            value = getattr(precision_options, name)
             if value and ":" not in value and not Path(value).exists():
-                raise UsageError(f"ExportCallback({name}={value!r}): no such file or "
-                                 "directory (or give pkg.module:DataModule)")
-        if bench_batches is not None and any(int(b) < 1 for b in bench_batches):
-            raise UsageError(f"ExportCallback(bench_batches={list(bench_batches)}): batches "
-                             "are >= 1")
+                raise UsageError(f"ExportCallback: PrecisionOptions({name}={value!r}): no "
+                                 "such file or directory (or give pkg.module:DataModule)")
         if on_failure not in FAILURE_POLICIES:
             raise UsageError(f"ExportCallback(on_failure={on_failure!r}): use "
                              f"{' or '.join(FAILURE_POLICIES)}")
@@ -100,23 +101,24 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
         _check_out(self.out, force)
         self.options = make_options(
             precisions=tuple(precisions), device=device, verify=verify, opset=opset, force=True,
-            precision_options={"calib_data": calib_data, "eval_data": eval_data,
-                               "max_accuracy_drop": max_accuracy_drop})
+            precision_options=precision_options, tensorrt=tensorrt or BuildOptions())
         for target in self.targets:
             fmt = formats.get(target)
             if len(fmt.precisions) > 1:
                 formats.check_precisions(target, precisions)
-        if "int8" in precisions and not calib_data:
+        if "int8" in precisions and not precision_options.calib_data:
             raise UsageError("ExportCallback(precision=int8) needs calibration samples: "
-                             "calib_data='FILE.npz|DIR|pkg.module:DataModule'")
+                             "precision_options=PrecisionOptions(calib_data='FILE.npz|DIR|"
+                             "pkg.module:DataModule')")
         if any(p not in ("fp32",) for p in precisions) and not any(
                 len(formats.get(t).precisions) > 1 for t in self.targets):
             formats.check_precisions(self.targets[0], precisions)
         self.inputs = [parse_input(s) for s in inputs or []]
-        self.detection = DetectionOptions(
-            task, max_detections, parse_nms_option(nms, max_detections) if nms else None)
-        self.bench = bench
-        self.bench_batches = list(bench_batches) if bench_batches else None
+        self.detection = detection or DetectionOptions()
+        #: how the artifacts are timed after export: short runs unless the caller says
+        self.bench = (bench if isinstance(bench, BenchOptions)
+                      else BenchOptions(budget_s=1.0, warmup_s=0.3, min_iters=20) if bench
+                      else None)
         self.on_best = on_best
         self.on_failure = on_failure
         self.result: Any = None  # the last ExportResult (rank zero)
@@ -173,7 +175,7 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
             record_results(bundle.root,
                            lambda fresh: fresh.manifest.__setitem__("training", training))
             metrics = _parity_metrics(result)
-            if self.bench:
+            if self.bench is not None:
                 metrics.update(self._bench(bundle.root, int(trainer.world_size)))
             _log(trainer, metrics)
             failed = [f"{s.target}/{s.variant}: {s.status}" + (f" ({s.detail})" if s.detail
@@ -222,9 +224,10 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
 
         # The other ranks wait at the barrier meanwhile, on this machine's cores too: time with
         # this rank's share of them, and say so, rather than against spinning neighbours.
-        threads = max(1, (os.cpu_count() or 1) // max(world_size, 1))
-        rows = bench_bundle(root, batches=self.bench_batches, include_eager=False,
-                            threads=threads, budget_s=1.0, warmup_s=0.3, min_iters=20,
+        assert self.bench is not None
+        timing = self.bench if self.bench.threads else replace(
+            self.bench, threads=max(1, (os.cpu_count() or 1) // max(world_size, 1)))
+        rows = bench_bundle(root, include_eager=False, timing=timing,
                             save=True, on_note=lambda line: warnings.warn(
                                 f"ExportCallback bench: {line}", stacklevel=2))
         return {f"export/{m.labels['format']}_{m.labels['precision']}/p50_ms_b{m.batch}":

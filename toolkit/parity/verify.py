@@ -19,8 +19,9 @@ from toolkit import formats as format_table
 from toolkit.bundle import ArtifactModified, Bundle, artifact_label, record_results
 from toolkit.errors import BackendUnavailable, CheckFailed, ToolkitError, UsageError, first_line
 from toolkit.manifest import ArtifactRecord, InProcessTarget, Target
+from toolkit.parity.options import ToleranceOptions
 from toolkit.parity.report import ParityReport, check
-from toolkit.parity.tolerances import Tolerances, tolerance_for, tolerances_from_options
+from toolkit.parity.tolerances import Tolerances, tolerances_from_options
 from toolkit.runtime import model_runner, runner_for
 from toolkit.runtime.base import Runner
 from toolkit.source.rebuild import describe_source, source_model
@@ -213,10 +214,7 @@ def verify_bundle(
     reference: str | None = None,
     data: str | None = None,
     data_batches: int = 8,
-    atol: float | None = None,
-    rtol: float | None = None,
-    min_cosine: float | None = None,
-    tol: Sequence[str] = (),
+    tolerance: ToleranceOptions | None = None,
     localize: bool = False,
     device: str = "cpu",
     record: bool = True,
@@ -253,11 +251,11 @@ def verify_bundle(
                              f"{bundle.listing()})")
         outcome = VerifyOutcome(bundle, [])
         known = {o.name for o in bundle.outputs}
-        for option in tol:
-            name = option.split(":", 1)[0].strip() if ":" in option else None
-            if name is not None and name not in known:
-                raise UsageError(f"--tol {option}: '{name}' is not an output of {bundle.root} "
-                                 f"({', '.join(sorted(known))})")
+        tolerance = tolerance or ToleranceOptions()
+        for name in tolerance.output_names():
+            if name not in known:
+                raise UsageError(f"--tol {name}:...: '{name}' is not an output of "
+                                 f"{bundle.root} ({', '.join(sorted(known))})")
         bundle.allow_modified = allow_modified
         try:
             bundle.golden()
@@ -310,11 +308,7 @@ def verify_bundle(
             ref.runner.activate()
         try:
             for rec in records:
-                precision = preset_for(rec)
-                overrides = {k: v for k, v in (("atol", atol), ("rtol", rtol),
-                                               ("min_cosine", min_cosine)) if v is not None}
-                tols = tolerances_from_options(precision, tol,
-                                               base=tolerance_for(precision, **overrides))
+                tols = tolerance.for_precision(preset_for(rec))
                 try:
                     report = verify_record(bundle, rec, device=device, model=live_model,
                                            tolerances=tols, reference=ref, data=feeds)

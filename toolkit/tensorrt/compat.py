@@ -12,11 +12,11 @@ from typing import Any
 from toolkit.errors import BackendUnavailable, UsageError
 from toolkit.tensorrt.options import (
     AMPERE,
-    CLI_FLAGS,
     INSTALL_HINT,
     MIN_MAJOR,
     SAME_CC_SINCE,
     BuildOptions,
+    cli_flag,
     format_size,
 )
 from toolkit.tensorrt.profiles import Profile, profile_to_json
@@ -171,18 +171,18 @@ def rebuild_command(bundle: str, options: BuildOptions | None = None) -> str:
     args = ["toolkit", "export", shlex.quote(str(bundle)), "--to", "trt"]
     if options is not None:
         if options.workspace:
-            args += [CLI_FLAGS["workspace"], format_size(options.workspace)]
+            args += [cli_flag("workspace"), format_size(options.workspace)]
         if options.optimization_level != 3:
-            args += [CLI_FLAGS["optimization_level"], str(options.optimization_level)]
+            args += [cli_flag("optimization_level"), str(options.optimization_level)]
         if options.version_compatible:
-            args.append(CLI_FLAGS["version_compatible"])
+            args.append(cli_flag("version_compatible"))
         if options.hardware_compatibility != "none":
-            args += [CLI_FLAGS["hardware_compatibility"], options.hardware_compatibility]
+            args += [cli_flag("hardware_compatibility"), options.hardware_compatibility]
         if options.dla_core is not None:
-            args += [CLI_FLAGS["dla_core"], str(options.dla_core)]
+            args += [cli_flag("dla_core"), str(options.dla_core)]
         for profile in options.extra_profiles:
             text = profile if isinstance(profile, str) else describe_profile(profile)
-            args += [CLI_FLAGS["profile"], shlex.quote(text)]
+            args += [cli_flag("extra_profiles"), shlex.quote(text)]
     return " ".join(args)
 
 

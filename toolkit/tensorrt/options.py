@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from toolkit.errors import UsageError
-from toolkit.spec import TensorSpec
+from toolkit.groups import flag, flags_of
 from toolkit.tensorrt.profiles import (
     Profile,
     check_profile_syntax,
@@ -36,12 +37,8 @@ HARDWARE_ENUM = {
     "none": "NONE", "ampere+": "AMPERE_PLUS", "same-compute-capability": "SAME_COMPUTE_CAPABILITY",
 }
 
-#: CLI flags the rebuild command uses (the CLI must accept the same names)
-CLI_FLAGS = {
-    "workspace": "--workspace", "optimization_level": "--opt-level",
-    "version_compatible": "--version-compatible", "hardware_compatibility": "--hardware-compat",
-    "dla_core": "--dla-core", "profile": "--profile",
-}
+if TYPE_CHECKING:  # pragma: no cover
+    from toolkit.spec import TensorSpec
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 2**20, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -85,31 +82,53 @@ def parse_hardware_compatibility(text: str) -> str:
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """How to build one engine. Precision is not here: it lives in the ONNX graph (fp16 casts,
-    Q/DQ nodes) and the network is always strongly typed (TensorRT 11 has no other mode)."""
+    """How to build one engine: the TensorRT option group (`--workspace`, `--opt-level`, ...).
+    Precision is not here: it lives in the ONNX graph (fp16 casts, Q/DQ nodes) and the network
+    is always strongly typed (TensorRT 11 has no other mode). Sizes and compatibility levels
+    may be given as the command line spells them; they are read into canonical values."""
 
-    workspace: int | None = None  # bytes for MemoryPoolType.WORKSPACE; None = TensorRT default
-    optimization_level: int = 3  # builder_optimization_level 0-5; TensorRT's default is 3
-    timing_cache: str | None = None  # path; loaded when present, written back after the build
-    version_compatible: bool = False  # BuilderFlag.VERSION_COMPATIBLE (embeds a lean runtime)
-    hardware_compatibility: str = "none"  # none | ampere+ | same-compute-capability
-    dla_core: int | None = None  # run on this DLA core, GPU fallback for unsupported layers
+    title: ClassVar[str] = "TensorRT"
+
+    #: bytes for MemoryPoolType.WORKSPACE (or a size text, 4G); None = TensorRT's default
+    workspace: int | None = flag(None, "--workspace", "TensorRT workspace pool limit, e.g. 4G.",
+                                 cli_type=str | None)
+    #: builder_optimization_level 0-5; TensorRT's default is 3
+    optimization_level: int = flag(3, "--opt-level", "TensorRT builder optimization level 0-5.")
+    #: path; loaded when present, written back after the build
+    timing_cache: str | None = flag(
+        None, "--timing-cache", "TensorRT timing cache file, reused across builds.",
+        cli_type=Path | None, convert=lambda path: str(path) if path else None)
+    #: BuilderFlag.VERSION_COMPATIBLE (embeds a lean runtime)
+    version_compatible: bool = flag(False, "--version-compatible",
+                                    "TensorRT: build a version-compatible engine.")
+    hardware_compatibility: str = flag(  # none | ampere+ | same-compute-capability
+        "none", "--hardware-compat",
+        "TensorRT hardware compatibility: none, ampere+, same-compute-capability.")
+    #: run on this DLA core, GPU fallback for unsupported layers
+    dla_core: int | None = flag(None, "--dla-core",
+                                "TensorRT: run on this DLA core, GPU fallback on.")
     gpu_fallback: bool = True  # BuilderFlag.GPU_FALLBACK with DLA
     #: extra optimization profiles: parsed, or --profile texts resolved against the inputs
     #: at build time (the CLI may not know the inputs yet); see `resolve_profiles`
-    extra_profiles: tuple[Profile | str, ...] = ()
+    extra_profiles: tuple[Profile | str, ...] = flag(
+        (), "--profile", "Extra TensorRT optimization profile, --input syntax. Repeatable.",
+        cli_type=list[str] | None, cli_default=None, convert=lambda texts: tuple(texts or ()))
+    #: how the engine is made: TensorRT's ONNX parser, or Torch-TensorRT from the model
+    via: str = flag("onnx", "--via", "TensorRT route: onnx (parser), torch-compile or "
+                    "torchscript (Torch-TensorRT).")
     strongly_typed: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.workspace, str):
+            object.__setattr__(self, "workspace", parse_size(self.workspace))
+        object.__setattr__(self, "hardware_compatibility",
+                           parse_hardware_compatibility(self.hardware_compatibility))
+        object.__setattr__(self, "via", check_route(self.via))
+        object.__setattr__(self, "extra_profiles", tuple(self.extra_profiles))
         if self.workspace is not None and self.workspace <= 0:
             raise UsageError(f"--workspace must be positive, got {self.workspace} bytes")
         if not 0 <= self.optimization_level <= 5:
             raise UsageError(f"--opt-level must be 0-5, got {self.optimization_level}")
-        if self.hardware_compatibility not in HARDWARE_ENUM:
-            raise UsageError(
-                f"--hardware-compat '{self.hardware_compatibility}' is unknown; "
-                "use none, ampere+ or same-compute-capability"
-            )
         for profile in self.extra_profiles:
             if isinstance(profile, str):
                 check_profile_syntax(profile)
@@ -133,6 +152,7 @@ class BuildOptions:
                 p if isinstance(p, str) else profile_to_json(p) for p in self.extra_profiles
             ],
             "strongly_typed": True,
+            "via": self.via,
         }
 
     @classmethod
@@ -145,6 +165,7 @@ class BuildOptions:
             hardware_compatibility=str(data.get("hardware_compatibility", "none")),
             dla_core=data.get("dla_core"),
             gpu_fallback=bool(data.get("gpu_fallback", True)),
+            via=str(data.get("via", "onnx")),
             extra_profiles=tuple(
                 p if isinstance(p, str) else profile_from_json(p)
                 for p in data.get("extra_profiles", ())
@@ -152,33 +173,19 @@ class BuildOptions:
         )
 
 
-def build_options(
-    inputs: Sequence[TensorSpec] | None = None,
-    *,
-    workspace: str | None = None,
-    optimization_level: int | None = None,
-    timing_cache: str | None = None,
-    version_compatible: bool = False,
-    hardware_compatibility: str | None = "none",
-    dla_core: int | None = None,
-    profiles: Sequence[str] = (),
-) -> BuildOptions:
-    """BuildOptions from CLI strings (`--workspace 4G --profile x:1-2-4x3x8x8 ...`).
+def build_options(inputs: Sequence[TensorSpec] | None = None, **fields: Any) -> BuildOptions:
+    """BuildOptions whose --profile texts are checked against `inputs` now (without inputs,
+    only their syntax is, and `resolve_profiles` checks them when the bundle's are known)."""
+    options = BuildOptions(**fields)
+    if inputs is None:
+        return options
+    return replace(options, extra_profiles=tuple(
+        parse_profile(p, inputs) if isinstance(p, str) else p for p in options.extra_profiles))
 
-    With `inputs`, profiles are checked against them now; without, only their syntax is, and
-    `resolve_profiles` checks them when the bundle's inputs are known.
-    """
-    return BuildOptions(
-        workspace=parse_size(workspace) if workspace else None,
-        optimization_level=3 if optimization_level is None else int(optimization_level),
-        timing_cache=str(timing_cache) if timing_cache else None,
-        version_compatible=version_compatible,
-        hardware_compatibility=parse_hardware_compatibility(hardware_compatibility or "none"),
-        dla_core=dla_core,
-        extra_profiles=tuple(
-            parse_profile(text, inputs) if inputs is not None else text for text in profiles
-        ),
-    )
+
+def cli_flag(field_name: str) -> str:
+    """The command-line flag of a BuildOptions field (the rebuild command a note prints)."""
+    return next(how.name for f, how in flags_of(BuildOptions) if f.name == field_name)
 
 
 #: how an engine is made: TensorRT's ONNX parser, or Torch-TensorRT from the PyTorch model

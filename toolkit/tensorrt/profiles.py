@@ -4,10 +4,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import UsageError
-from toolkit.spec import TensorSpec, parse_input
+
+if TYPE_CHECKING:  # pragma: no cover
+    from toolkit.spec import TensorSpec
+
+
+def parse_input(text: str) -> TensorSpec:
+    # spec loads numpy; the option group that checks --profile's syntax must not (CLI start-up)
+    from toolkit.spec import parse_input as parse
+
+    return parse(text)
 
 Shape = tuple[int, ...]
 #: one optimization profile: input name -> (min, opt, max) shapes

@@ -1,0 +1,129 @@
+"""Option groups are declared once: the CLI's flags come from the group's fields, and the CLI,
+`toolkit.export(...)` and ExportCallback take the same objects (Polygraphy's tools/args)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from toolkit import BenchOptions, BuildOptions, DetectionOptions, PrecisionOptions, ToleranceOptions
+from toolkit.cli.app import app
+from toolkit.cli.groups import takes_groups
+from toolkit.errors import UsageError
+from toolkit.groups import flags_of
+
+cli = CliRunner()
+GROUPS = (PrecisionOptions, BuildOptions, DetectionOptions, BenchOptions, ToleranceOptions)
+#: which command shows which groups
+COMMANDS = {"export": (PrecisionOptions, BuildOptions, DetectionOptions),
+            "bench": (BenchOptions,), "verify": (ToleranceOptions,)}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_flag_of_a_group_is_on_its_command_under_the_groups_panel(command):
+    text = cli.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
+    for group in COMMANDS[command]:
+        assert group.title in text
+        for _, how in flags_of(group):
+            assert how.name.split()[0] in text, (group.__name__, how.name)
+
+
+def capture(group: type):
+    """A command taking `group`; returns the object typer built from the flags."""
+    seen = []
+
+    def command(options=None) -> None:  # noqa: ANN001 - the annotation is set below
+        seen.append(options)
+
+    command.__annotations__["options"] = group
+    runner = typer.Typer()
+    runner.command()(takes_groups(command))
+    return lambda *argv: (cli.invoke(runner, list(argv)), seen[-1] if seen else None)
+
+
+def test_the_cli_builds_the_very_object_the_python_api_takes():
+    invoke = capture(PrecisionOptions)
+    result, built = invoke("--calib-data", "c.npz", "--calib-batches", "4", "--int8-layout",
+                           " CPU ")
+    assert result.exit_code == 0, result.output
+    assert built == PrecisionOptions(calib_data="c.npz", calib_batches=4, int8_layout="cpu")
+    result, built = capture(BuildOptions)("--workspace", "1G", "--hardware-compat", "Ampere_Plus",
+                                          "--profile", "x:1-2-4x3", "--via", "dynamo")
+    assert built == BuildOptions(workspace=2**30, hardware_compatibility="ampere+",
+                                 extra_profiles=("x:1-2-4x3",), via="torch-compile")
+    result, built = capture(BenchOptions)("--batch", "1,8", "-b", "16", "--budget", "2")
+    assert built == BenchOptions(batches=(1, 8, 16), budget_s=2.0)
+    result, built = capture(DetectionOptions)("--nms", "iou=0.5,score=0.1", "--max-detections",
+                                              "7")
+    assert built.nms is not None and built.nms.max_detections == 7
+    assert built == DetectionOptions(max_detections=7, nms="iou=0.5,score=0.1")
+
+
+@pytest.mark.parametrize(("group", "argv", "flag"), [
+    (PrecisionOptions, ["--calib-batches", "0"], "--calib-batches"),
+    (PrecisionOptions, ["--max-accuracy-drop", "nan"], "--max-accuracy-drop"),
+    (BuildOptions, ["--workspace", "lots"], "--workspace"),
+    (BuildOptions, ["--via", "magic"], "--via"),
+    (BenchOptions, ["--batch", "²"], "--batch"),
+    (BenchOptions, ["--warmup", "inf"], "--warmup"),
+    (DetectionOptions, ["--task", "segment"], "--task"),
+    (ToleranceOptions, ["--tol", "logits:atol"], "--tol"),
+    (ToleranceOptions, ["--atol", "-1"], "--atol"),
+])
+def test_a_group_checks_itself_naming_the_flag(group, argv, flag):
+    """Both ways in: the flag on a command, and the object built in Python."""
+    result, _ = capture(group)(*argv)
+    assert isinstance(result.exception, UsageError) and flag in str(result.exception)
+    names = {how.parameter: f.name for f, how in flags_of(group)}
+    key = names[argv[0].lstrip("-").replace("-", "_")]
+    value = argv[1]
+    typed = {f.name: f for f in fields(group)}[key]
+    if "float" in str(typed.type):
+        value = float(value)
+    elif key == "batches" or key == "per_output":
+        value = (value,)
+    elif "int" in str(typed.type) and key != "workspace":
+        value = int(value)
+    with pytest.raises(UsageError, match=flag):
+        group(**{key: value})
+
+
+def test_a_flag_declared_twice_is_refused_when_the_command_is_made():
+    def command(a: PrecisionOptions = PrecisionOptions(),  # noqa: B008
+                b: PrecisionOptions = PrecisionOptions()) -> None:  # noqa: B008
+        pass
+
+    with pytest.raises(TypeError, match="declared twice: calib_batches"):
+        takes_groups(command)
+
+
+def test_export_callback_keeps_the_group_objects_it_was_given(tmp_path):
+    pytest.importorskip("lightning")
+    from toolkit.lightning import ExportCallback
+
+    calib = tmp_path / "c.npz"
+    calib.write_bytes(b"")
+    precision = PrecisionOptions(calib_data=str(calib), calib_method="entropy")
+    tensorrt = BuildOptions(workspace="2G", optimization_level=4)
+    detection = DetectionOptions(nms="iou=0.6,score=0.2")
+    callback = ExportCallback(tmp_path / "b", precision=("fp32", "int8"),
+                              precision_options=precision, tensorrt=tensorrt,
+                              detection=detection, bench=BenchOptions(batches=(2,)))
+    assert callback.options.precision_options is precision
+    assert callback.options.tensorrt is tensorrt
+    assert callback.detection is detection and callback.bench == BenchOptions(batches=(2,))
+
+
+def test_every_group_is_importable_from_toolkit_without_numpy():
+    import subprocess
+    import sys
+
+    code = ("import sys, toolkit; [getattr(toolkit, n) for n in "
+            f"{[g.__name__ for g in GROUPS]}]; import toolkit.cli.app; "
+            "print('numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"

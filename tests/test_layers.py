@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "toolkit"
 
 # lowest first; a package may import anything on its level or below
 LAYERS: list[set[str]] = [
-    {"errors", "groups", "spec", "environment", "formats", "manifest", "bundle",
+    {"errors", "groups", "spec", "environment", "formats", "tasks", "manifest", "bundle",
      "transaction", "interrupts"},
     {"source", "tensorrt", "detection"},
     {"runtime"},

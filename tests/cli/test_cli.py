@@ -113,16 +113,6 @@ def test_untrusted_pickle_is_refused_before_anything_runs(tmp_path, two_io_check
     assert not marker.exists()
 
 
-def test_tensorrt_missing_writes_onnx_then_exits_3(tmp_path):
-    out = tmp_path / "trt"
-    result = run("export", "tests.models:plain_mlp", "--input", "x:1-4x5", "--to", "trt",
-                 "--out", out)
-    assert result.exit_code == 3, result.output
-    assert "Traceback" not in result.output
-    assert (out / "model.onnx").is_file()
-    assert not list(out.glob("*.engine")) and not list(out.glob(".*engine*"))
-
-
 def test_json_output_and_inspect(tmp_path):
     import json
 

@@ -92,7 +92,8 @@ def test_onnx_map_equals_eager_within_half_a_point(bundle, data, trained):
     from toolkit.parity.task_eval import detection_evaluation
     from toolkit.source.rebuild import source_model
 
-    evaluation = detection_evaluation(str(data["eval"]), Bundle.open(bundle).inputs, 20)
+    evaluation = detection_evaluation(str(data["eval"]), Bundle.open(bundle).inputs,
+                                      {"max_detections": 20})
     with runtime.load(bundle, "onnx") as onnx_runner:
         onnx_map = evaluation(onnx_runner.infer)["map"]
     with runtime.model_runner(source_model(Bundle.open(bundle)), "eager") as eager:
@@ -192,8 +193,9 @@ def test_map_from_a_datamodule_equals_map_from_the_npz(bundle, data):
     from toolkit.parity.task_eval import detection_evaluation
 
     inputs = Bundle.open(bundle).inputs
-    from_npz = detection_evaluation(str(data["eval"]), inputs, 20)
-    from_dm = detection_evaluation("tests.detection.shapes_dm:ShapesEval", inputs, 20)
+    from_npz = detection_evaluation(str(data["eval"]), inputs, {"max_detections": 20})
+    from_dm = detection_evaluation("tests.detection.shapes_dm:ShapesEval", inputs,
+                                   {"max_detections": 20})
     with runtime.load(bundle, "onnx") as r:
         assert from_dm(r.infer)["map"] == pytest.approx(from_npz(r.infer)["map"], abs=1e-9)
 

@@ -145,13 +145,6 @@ def test_reexport_keeps_artifacts_unless_forced(tmp_path):
     assert forced.steps[0].status == "ok"
 
 
-def test_compile_target_is_verified_in_process(tmp_path):
-    result = export("tests.models:plain_mlp", ["compile"], tmp_path / "c", inputs=["x:2x5"])
-    assert result.exit_code == 0
-    assert result.steps[0].parity["passed"]
-    assert not any(Path(tmp_path / "c").glob("model.*"))
-
-
 def test_transformer_with_dynamic_sequence(tmp_path):
     """ONNX keeps batch and sequence dynamic; TorchScript scripts what tracing would get wrong."""
     result = export("tests.models:tiny_tagger", ["onnx", "torchscript"], tmp_path / "tagger",

@@ -111,8 +111,8 @@ def _print_map(bundle_dir: Path, eval_path: Path) -> None:
     from toolkit.source.rebuild import source_model
 
     bundle = Bundle.open(bundle_dir)
-    k = int(bundle.manifest["detection"]["max_detections"])
-    evaluation = detection_evaluation(str(eval_path), bundle.inputs, k)
+    evaluation = detection_evaluation(str(eval_path), bundle.inputs,
+                                      bundle.manifest["detection"])
     table = Table("runs", "mAP@[.5:.95]", "mAP@.5", "vs eager", title_justify="left")
     with runtime.model_runner(source_model(bundle), "eager") as eager:
         reference = evaluation(eager.infer)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from toolkit import environment, formats, interrupts, transaction
+from toolkit import environment, formats, interrupts, tasks, transaction
 from toolkit.bundle import Bundle, GoldenSample, atomic_path, now, publish, sha256_file
 from toolkit.detection.options import DetectionOptions
 from toolkit.errors import BackendUnavailable, ExportFailed, ToolkitError, UsageError
@@ -27,6 +27,7 @@ from toolkit.export.job import (
     StepStatus,
     steps_exit_code,
 )
+from toolkit.export.plan import ExportPlan
 from toolkit.formats import Format
 from toolkit.manifest import ArtifactRecord, InProcessTarget, Target
 from toolkit.spec import TensorSpec, batch_range
@@ -124,7 +125,7 @@ def export(
     if kind == "bundle" and Path(out or source).resolve() != Path(source).resolve():
         raise UsageError("--out can't be used with a bundle source; it is exported in place")
     created = not out_dir.exists()
-    run = _Run(asked, opts, on_step)
+    run = _Executor(ExportPlan(asked, opts), on_step)
     # locked, and undone on failure or Ctrl-C: nothing partial is left behind
     with transaction.writing(out_dir):
         if kind == "bundle":
@@ -142,19 +143,6 @@ def export(
     if created and not result.bundle.artifacts and out_dir.exists():
         shutil.rmtree(out_dir, ignore_errors=True)
     return result
-
-
-def _with_dependencies(targets: list[str], opts: ExportOptions) -> list[str]:
-    """A format built from another (TensorRT from ONNX) gets that one exported, and verified,
-    first: it is what the target device builds from when the backend isn't here."""
-    ordered: list[str] = []
-    for name in targets:
-        for dependency in formats.get(name).dependencies(opts):
-            if dependency not in ordered:
-                ordered.append(dependency)
-        if name not in ordered:
-            ordered.append(name)
-    return ordered
 
 
 def _check_writable(out_dir: Path) -> None:
@@ -180,64 +168,28 @@ class _Exists(UsageError):
     """An artifact already in the bundle: skipped, not an error, unless --force replaces it."""
 
 
-class _Run:
-    """One export run: its steps, the bundle, and the model when the source has one."""
+class _Executor:
+    """Carries out an ExportPlan: opens or creates the bundle from the source, makes each
+    planned step's artifact (and what it builds from), verifies it and records it."""
 
-    def __init__(self, asked: list[str], opts: ExportOptions,
-                 on_step: StepCallback | None) -> None:
-        self.asked = [formats.get(t) for t in asked]  # what the user named
-        self.targets = [formats.get(t) for t in _with_dependencies(asked, opts)]
-        self.opts = opts
+    def __init__(self, plan: ExportPlan, on_step: StepCallback | None) -> None:
+        self.plan = plan
         self.on_step = on_step
         self.steps: list[Step] = []
         self.notes: list[str] = []
         self.model: Any = None
         self.bundle: Bundle = None  # type: ignore[assignment]
 
-    # -- precision planning --------------------------------------------------------------
-    def precisions_for(self, fmt: Format) -> list[str]:
-        """Every requested precision the format carries (fp32-only formats: fp32). A format
-        only built as another's source (onnx for --to openvino) gets the precisions that
-        format needs of it, not every one it could carry."""
-        wanted = [p for p in self.opts.precisions if p in fmt.precisions]
-        if fmt not in self.asked:
-            needed = {p for t in self.asked if fmt.name in t.dependencies(self.opts)
-                      for p in t.precisions}
-            wanted = [p for p in wanted if p in needed]
-        return wanted or ["fp32"]
+    @property
+    def opts(self) -> ExportOptions:
+        return self.plan.opts
+
+    @property
+    def targets(self) -> list[Format]:
+        return self.plan.targets
 
     def check_precisions(self, single_target_strict: bool = False) -> None:
-        """Reduced precision names checked against the formats that carry them. A lone
-        fp32-only target asked for fp16 is an error; in a list it just exports fp32."""
-        from toolkit.spec import canonical_precision
-
-        wanted = [canonical_precision(p) for p in self.opts.precisions]
-        self.opts = make_options(self.opts, precisions=tuple(dict.fromkeys(wanted)))
-        if wanted == ["fp32"]:
-            return
-        carriers = [f for f in self.asked if len(f.precisions) > 1]
-        if not carriers and (len(self.targets) == 1 or single_target_strict):
-            formats.check_precisions(self.targets[0].name, wanted)
-        for precision in wanted:
-            # each precision must be carried by a format asked for; the others export fp32
-            if carriers and not any(precision in f.precisions for f in carriers):
-                formats.check_precisions(carriers[0].name, [precision])
-
-    def layouts_for(self, fmt: Format, precision: str) -> list[str | None]:
-        """The INT8 layouts to write: what --int8-layout says, or by default the one for each
-        place the user asked to run it (--to onnx: ONNX Runtime on CPU; --to trt: TensorRT)."""
-        if precision != "int8" or not fmt.int8_layouts:
-            return [None]
-        choice = self.opts.precision_options.int8_layout
-        if choice == "both":
-            return list(fmt.int8_layouts)
-        if choice != "auto":
-            return [choice]
-        wanted = [fmt.default_layout] if fmt in self.asked else []
-        wanted += [t.int8_layout_needed for t in self.asked
-                   if fmt.name in t.dependencies(self.opts) and t.int8_layout_needed
-                   and "int8" in t.precisions]
-        return list(dict.fromkeys(wanted)) or [fmt.default_layout]
+        self.plan.check_precisions(single_target_strict)
 
     # -- sources -------------------------------------------------------------------------
     def from_model(self, source: str, out_dir: Path, specs: list[TensorSpec],
@@ -267,20 +219,18 @@ class _Run:
         self.check_precisions()
         real = None
         data = self.opts.precision_options
+        task = tasks.of(loaded.detection)
         if any(p != "fp32" for p in self.opts.precisions) or (
-                loaded.detection and (data.eval_data or data.calib_data)):
+                task.golden_needs_real_data and (data.eval_data or data.calib_data)):
             from toolkit.export.precision.steps import check_precision_data
 
-            real = check_precision_data(loaded.inputs, self.opts.precisions,
-                                        self.opts.precision_options, bool(loaded.detection))
+            real = check_precision_data(loaded.inputs, self.opts.precisions, data, task)
             if loaded.example is None and real is not None:
                 # Golden samples from real data: reduced precisions are calibrated for it,
                 # and random noise would fail a healthy INT8 model.
                 loaded.example = real
-        if loaded.detection:
-            from toolkit.export.golden import detecting_example
-
-            loaded.example = detecting_example(loaded, real)
+        if task.golden_example:
+            loaded.example = task.hook("golden_example")(loaded, real)
         self.model = loaded
         self.bundle = _open_or_create(out_dir, loaded, self.opts.force)
         self._save_golden(loaded)
@@ -298,7 +248,7 @@ class _Run:
         from toolkit.export.precision.steps import judging_feeds
 
         samples = self.bundle.golden() if golden is not None else golden_samples(loaded)
-        feeds, where = judging_feeds(loaded.inputs, data, bool(loaded.detection)) if reduced \
+        feeds, where = judging_feeds(loaded.inputs, data, tasks.of(loaded.detection)) if reduced \
             else ([], None)
         real = [GoldenSample(feed, loaded.run(feed)) for feed in feeds]
         self.bundle.save_golden(samples + real,
@@ -334,16 +284,14 @@ class _Run:
 
     def _run_all(self) -> None:
         self._check_opset()
-        for fmt in self.targets:
-            for precision in self.precisions_for(fmt):
-                for layout in self.layouts_for(fmt, precision):
-                    step = Step(fmt.name, precision, layout=layout)
-                    self.steps.append(step)
-                    if (self.model is None and fmt.uses_model(self.opts)
-                            and precision == "fp32"):
-                        self._existing_only(step)
-                        continue
-                    self._run_step(step, fmt)
+        for planned in self.plan.steps():
+            fmt, precision = planned.format, planned.precision
+            step = Step(fmt.name, precision, layout=planned.layout)
+            self.steps.append(step)
+            if self.model is None and fmt.uses_model(self.opts) and precision == "fp32":
+                self._existing_only(step)
+                continue
+            self._run_step(step, fmt)
         self.bundle.save()
 
     def _existing_only(self, step: Step) -> None:
@@ -460,9 +408,9 @@ class _Run:
         self.bundle.save()
 
     def _verify(self, step: Step, record: Target) -> None:
-        from toolkit.parity.verify import verify_record
+        from toolkit.parity.verify import check_target
 
-        report = verify_record(self.bundle, record, device=self.opts.device, model=self.model)
+        report = check_target(self.bundle, record, device=self.opts.device, model=self.model)
         step.parity = report.to_dict()
         if isinstance(record, ArtifactRecord):
             record.parity = step.parity
@@ -541,7 +489,7 @@ def _bundle_from_onnx(path: Path, out_dir: Path, specs: list[TensorSpec],
     bundle.root.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest, suffix=dest.suffix) as tmp:
         shutil.copyfile(path, tmp)
-    run = _Run([onnx_format.name], opts, None)
+    run = _Executor(ExportPlan([onnx_format.name], opts), None)
     run.bundle = bundle
     run._record(onnx_format, "fp32", dest, {"exporter": "copied from source"})
     samples = []
@@ -572,7 +520,8 @@ def export_loaded(
     opts = make_options(options, **option_fields)
     out_dir = Path(out)
     _check_writable(out_dir)
-    run = _Run(formats.parse_targets([to] if isinstance(to, str) else to), opts, on_step)
+    run = _Executor(ExportPlan(formats.parse_targets([to] if isinstance(to, str) else to), opts),
+                    on_step)
     with transaction.writing(out_dir):
         run.from_loaded(loaded, out_dir)
     return ExportResult(run.bundle, run.steps, run.notes)

@@ -112,3 +112,13 @@ def detection_report(*, artifact: str, precision: str, tolerances: Any, referenc
         artifact=artifact, precision=precision, tolerances=tolerances, reference=reference,
         detection=detection_tolerance(preset, **dict(overrides or {})),
         score_threshold=score_threshold, nms_iou=nms_iou)
+
+
+def contract_report(section: Mapping[str, Any] | None, *, artifact: str, precision: str,
+                    tolerances: Any, reference: str, preset: str) -> DetectionParityReport:
+    """The detection task's `report` hook: thresholds from the bundle's detection section."""
+    section = section or {}
+    return detection_report(
+        artifact=artifact, precision=precision, tolerances=tolerances, reference=reference,
+        preset=preset, score_threshold=float(section.get("score_threshold") or 0.0),
+        nms_iou=section.get("nms_iou") or (section.get("nms") or {}).get("iou"))

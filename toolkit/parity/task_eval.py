@@ -29,12 +29,11 @@ class TaskEvaluation:
         return self.run(predict)
 
 
-def classification_evaluation(path: str, inputs: Sequence[TensorSpec]) -> TaskEvaluation:
-    from toolkit.source.data import load_feeds, split_labels
+def classification_evaluation(path: str, inputs: Sequence[TensorSpec],
+                              section: Mapping[str, Any] | None = None) -> TaskEvaluation:
+    from toolkit.source.data import split_labels
 
-    feeds = load_feeds(path, inputs, max_batches=None, split="test", where="--eval-data")
-    if not all("labels" in f for f in feeds):
-        raise UsageError(f"--eval-data {path}: needs 'labels' beside the inputs")
+    feeds = _labelled_feeds(path, inputs, max_batches=None)
 
     def run(predict: Predict) -> dict[str, Any]:
         result = classification_accuracy(lambda feed: predict(split_labels(feed)[0]), feeds)
@@ -44,12 +43,13 @@ def classification_evaluation(path: str, inputs: Sequence[TensorSpec]) -> TaskEv
 
 
 def detection_evaluation(path: str, inputs: Sequence[TensorSpec],
-                         max_detections: int = 100) -> TaskEvaluation:
+                         section: Mapping[str, Any] | None = None) -> TaskEvaluation:
     from toolkit.detection.coco_map import detection_map
     from toolkit.detection.eval_data import predictions_from_outputs
     from toolkit.source.data import load_detection_data
 
     data = load_detection_data(path, inputs)
+    max_detections = int((section or {}).get("max_detections", 100))
 
     def run(predict: Predict) -> dict[str, Any]:
         predictions = []
@@ -83,9 +83,37 @@ def batches(arrays: Mapping[str, np.ndarray], inputs: Sequence[TensorSpec]
     return out
 
 
-def task_evaluation(path: str, inputs: Sequence[TensorSpec],
-                    detection: Mapping[str, Any] | None) -> TaskEvaluation:
-    """The evaluation for a bundle's task (its manifest's `detection` section, if any)."""
-    if detection:
-        return detection_evaluation(path, inputs, int(detection.get("max_detections", 100)))
-    return classification_evaluation(path, inputs)
+# -- the task table's `eval_inputs` hooks: batches of the labelled data's inputs ---------------
+def _labelled_feeds(path: str, inputs: Sequence[TensorSpec], *, max_batches: int | None,
+                    batch_size: int | None = None) -> list[dict[str, np.ndarray]]:
+    from toolkit.source.data import load_feeds
+
+    feeds = load_feeds(path, inputs, max_batches=max_batches, batch_size=batch_size,
+                       split="test", where="--eval-data")
+    if not all("labels" in f for f in feeds):
+        raise UsageError(f"--eval-data {path}: needs 'labels' beside the inputs")
+    return feeds
+
+
+def classification_inputs(path: str, inputs: Sequence[TensorSpec], *, max_batches: int,
+                          batch_size: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Input batches of labelled classification data (the labels checked, then dropped)."""
+    from toolkit.source.data import split_labels
+
+    feeds = _labelled_feeds(path, inputs, max_batches=max_batches, batch_size=batch_size)
+    return [split_labels(feed)[0] for feed in feeds]
+
+
+def detection_inputs(path: str, inputs: Sequence[TensorSpec], *, max_batches: int,
+                     batch_size: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Image batches of detection data (its boxes and labels checked on load): of
+    `batch_size`, else of a fixed batch's size, else of up to 4 images."""
+    from toolkit.source.data import load_detection_data
+
+    images = load_detection_data(path, inputs).inputs
+    count = len(next(iter(images.values())))
+    rng = batch_range(inputs)
+    step = batch_size or (min(4, rng[2]) if rng
+                          else next((s.opt[0] for s in inputs if s.rank), 1))
+    return [{k: v[i:i + step] for k, v in images.items()}
+            for i in range(0, min(count, step * max_batches), step)]

@@ -14,17 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from toolkit import environment
+from toolkit import environment, tasks
 from toolkit import formats as format_table
 from toolkit.bundle import ArtifactModified, Bundle, artifact_label, record_results
 from toolkit.errors import BackendUnavailable, CheckFailed, ToolkitError, UsageError, first_line
 from toolkit.manifest import ArtifactRecord, InProcessTarget, Target
 from toolkit.parity.options import ToleranceOptions
-from toolkit.parity.report import ParityReport, check
+from toolkit.parity.report import ParityReport
 from toolkit.parity.tolerances import Tolerances, tolerances_from_options
 from toolkit.runtime import model_runner, runner_for
 from toolkit.runtime.base import Runner
-from toolkit.source.rebuild import describe_source, source_model
+from toolkit.source.rebuild import describe_source
 
 Feed = dict[str, np.ndarray]
 
@@ -69,7 +69,7 @@ def sample_pairs(bundle: Bundle, data: Sequence[Feed] = (), golden: bool = True,
         yield len(samples) + offset, {s.name: feed[s.name] for s in bundle.inputs}, None
 
 
-def verify_record(
+def check_target(
     bundle: Bundle,
     record: Target,
     *,
@@ -79,15 +79,32 @@ def verify_record(
     reference: Reference | None = None,
     data: Sequence[Feed] = (),
 ) -> ParityReport:
-    """Run one artifact on every sample and compare it with the reference."""
-    reference = reference or Reference()
-    tols = tolerances or tolerances_from_options(preset_for(record))
-    report = new_report(bundle, record, tols, reference.name)
+    """Open one target's runner and verify it (a file changed since export fails)."""
     try:
         runner = runner_for(bundle, record, device=device, model=model)
     except ArtifactModified as err:  # not the file that was verified at export: it fails
+        report = new_report(bundle, record, tolerances or tolerances_from_options(
+            preset_for(record)), (reference or Reference()).name)
         report.errors.append(str(err))
         return report
+    return verify_record(bundle, record, runner, tolerances=tolerances, reference=reference,
+                         data=data)
+
+
+def verify_record(
+    bundle: Bundle,
+    record: Target,
+    runner: Runner,
+    *,
+    tolerances: Tolerances | None = None,
+    reference: Reference | None = None,
+    data: Sequence[Feed] = (),
+) -> ParityReport:
+    """Run one artifact's runner (not yet activated) on every sample and compare it with the
+    reference."""
+    reference = reference or Reference()
+    tols = tolerances or tolerances_from_options(preset_for(record))
+    report = new_report(bundle, record, tols, reference.name)
     try:
         runner.activate()
     except UsageError as err:  # the artifact can't even be loaded: it fails, others go on
@@ -113,20 +130,11 @@ def verify_record(
 
 def new_report(bundle: Bundle, record: Target, tolerances: Tolerances,
                reference: str) -> ParityReport:
-    """An empty report of the kind the bundle's task needs: detections are matched by IoU."""
-    precision = record.precision
-    label = artifact_label(record)
-    detection = bundle.manifest.get("detection")
-    if detection:
-        from toolkit.parity.detection import detection_report
-
-        return detection_report(artifact=label, precision=precision, tolerances=tolerances,
-                                reference=reference, preset=preset_for(record),
-                                score_threshold=float(detection.get("score_threshold") or 0.0),
-                                nms_iou=detection.get("nms_iou")
-                                or (detection.get("nms") or {}).get("iou"))
-    return check((), precision=precision, tolerance=tolerances, artifact=label,
-                 reference=reference)
+    """An empty report of the kind the bundle's task needs (the task table's `report`)."""
+    section = bundle.manifest.get("detection")
+    return tasks.of(section).hook("report")(
+        section, artifact=artifact_label(record), precision=record.precision,
+        tolerances=tolerances, reference=reference, preset=preset_for(record))
 
 
 def record_parity(bundle: Bundle, record: Target, report: ParityReport) -> None:
@@ -205,6 +213,172 @@ class VerifyOutcome:
         }
 
 
+@dataclass
+class Check:
+    """One target of a verify plan: what runs, and how close it must come."""
+
+    target: Target
+    tolerances: Tolerances
+    explicit: bool  # asked for by name: a backend missing here is an error, not a note
+
+
+@dataclass
+class VerifyPlan:
+    """Everything decided before anything runs: the targets, the reference and the samples.
+    Bad options fail here, in a second; the eager model is rebuilt here, once."""
+
+    bundle: Bundle
+    checks: list[Check]
+    reference: Reference
+    reference_record: ArtifactRecord | None = None
+    live_model: Any = None  # eager PyTorch, from --against or the bundle's source
+    feeds: list[Feed] = field(default_factory=list)  # --data batches
+    device: str = "cpu"
+    localize: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def plan_verify(
+    bundle: Bundle,
+    *,
+    formats: Sequence[str] = (),
+    precisions: Sequence[str] = (),
+    against: str | None = None,
+    model: str | None = None,
+    model_args: Sequence[str] = (),
+    reference: str | None = None,
+    data: str | None = None,
+    data_batches: int = 8,
+    tolerance: ToleranceOptions | None = None,
+    localize: bool = False,
+    device: str = "cpu",
+    trust_checkpoint: bool = False,
+) -> VerifyPlan:
+    """What `verify_bundle` will run and against what; see there."""
+    from toolkit.source.rebuild import reference_model
+    from toolkit.spec import canonical_precision
+
+    wanted = [format_table.canonical(f) for f in formats]
+    wanted_precisions = [canonical_precision(p) for p in precisions]
+    targets = _targets(bundle, wanted, wanted_precisions)
+    tolerance = tolerance or ToleranceOptions()
+    known = {o.name for o in bundle.outputs}
+    for name in tolerance.output_names():
+        if name not in known:
+            raise UsageError(f"--tol {name}:...: '{name}' is not an output of "
+                             f"{bundle.root} ({', '.join(sorted(known))})")
+    try:
+        bundle.golden()
+    except ArtifactModified as err:  # the reference itself was changed: nothing can pass
+        raise CheckFailed(str(err)) from None
+    plan = VerifyPlan(bundle, [Check(t, tolerance.for_precision(preset_for(t)),
+                                     t.format in wanted) for t in targets],
+                      Reference(), device=device, localize=localize)
+    in_process = any(isinstance(t, InProcessTarget) for t in targets)
+    if against or in_process:
+        if not against:  # asked for by name: the manifest's source is imported, and said so
+            plan.notes.append(f"rebuilding the eager model from the manifest's source: "
+                              f"{describe_source(bundle)}")
+        try:
+            plan.live_model = reference_model(bundle, against=against, model_ref=model,
+                                              model_args=model_args,
+                                              trust_checkpoint=trust_checkpoint)
+        except UsageError as err:
+            if against:
+                raise
+            plan.notes.append(f"no live PyTorch reference: {err}")
+    elif data:
+        raise UsageError("--data needs a live PyTorch reference: pass --against SOURCE "
+                         f"(the manifest names {describe_source(bundle)}), or --reference "
+                         "FORMAT to compare with another artifact")
+    if data:
+        from toolkit.source.data import load_feeds
+
+        plan.feeds = load_feeds(data, bundle.inputs, max_batches=data_batches)
+    if reference:
+        fmt = format_table.canonical(reference)
+        plan.reference_record = bundle.artifact(fmt, "fp32")
+        if plan.reference_record is None:
+            raise UsageError(f"--reference {reference}: {bundle.root} has no fp32 {fmt}")
+        plan.reference = Reference(f"{fmt}/fp32", runner_for(bundle, plan.reference_record,
+                                                              device=device),
+                                   live_for_golden=True)
+        plan.checks = [c for c in plan.checks if c.target is not plan.reference_record]
+    elif plan.live_model is not None and (against or plan.feeds):
+        plan.reference = Reference(format_table.REFERENCE,
+                                   model_runner(plan.live_model, format_table.REFERENCE,
+                                                device=device),
+                                   live_for_golden=bool(against))
+    return plan
+
+
+def _targets(bundle: Bundle, wanted: list[str], wanted_precisions: list[str]) -> list[Target]:
+    """The bundle's artifacts (and in-process formats named) that the options select."""
+    in_process = [f for f in wanted if format_table.get(f).runs_from == "model"]
+    targets: list[Target] = [
+        r for r in bundle.artifacts if r.path
+        and (not wanted or r.format in wanted)
+        and (not wanted_precisions or r.precision in wanted_precisions)]
+    targets += [InProcessTarget(f) for f in in_process]
+    only = f" in {'/'.join(wanted_precisions)}" if wanted_precisions else ""
+    missing = [f for f in wanted if f not in in_process
+               and not any(r.format == f for r in targets)]
+    if missing:
+        raise UsageError(f"{bundle.root} has no {', '.join(missing)} artifact{only}; have: "
+                         f"{bundle.listing()}")
+    if not targets:
+        raise UsageError(f"{bundle.root} has no artifacts to verify{only} (it has: "
+                         f"{bundle.listing()})")
+    return targets
+
+
+def run_verify(plan: VerifyPlan) -> tuple[VerifyOutcome, list[tuple[Target, ParityReport]]]:
+    """Run every check of the plan and compare it with the reference; a failing graph that can
+    be localized is localized. Returns the outcome and what to record."""
+    bundle, ref = plan.bundle, plan.reference
+    outcome = VerifyOutcome(bundle, [], notes=list(plan.notes))
+    checked: list[tuple[Target, ParityReport]] = []
+    if ref.runner is not None:
+        ref.runner.activate()
+    try:
+        for check in plan.checks:
+            rec = check.target
+            try:
+                report = check_target(bundle, rec, device=plan.device, model=plan.live_model,
+                                      tolerances=check.tolerances, reference=ref,
+                                      data=plan.feeds)
+            except BackendUnavailable as err:
+                if check.explicit:
+                    raise  # asked for by name: exit 3 with the reason
+                outcome.notes.append(f"{artifact_label(rec)} not checked here: {err}")
+                continue
+            outcome.reports.append(report)
+            outcome.notes += [f"{report.artifact}: {w}" for w in report.warnings]
+            checked.append((rec, report))
+            if (plan.localize and not report.passed and isinstance(rec, ArtifactRecord)
+                    and format_table.get(rec.format).localize):
+                outcome.divergences[report.artifact] = _localize(plan, rec, report, check)
+    finally:
+        if ref.runner is not None:
+            ref.runner.deactivate()
+    if not outcome.reports:
+        raise BackendUnavailable(f"{bundle.root}: no artifact can run on this machine; "
+                                 + "; ".join(outcome.notes))
+    return outcome, checked
+
+
+def _localize(plan: VerifyPlan, rec: ArtifactRecord, report: ParityReport,
+              check: Check) -> Any:
+    bundle = plan.bundle
+    sample = report.failures[0].sample if report.failures else 0
+    fp32_graph = bundle.artifact(rec.format, "fp32")
+    return localize_failure(
+        bundle, rec, _sample_feed(bundle, plan.feeds, sample), model=plan.live_model,
+        reference_record=plan.reference_record or (fp32_graph if rec is not fp32_graph
+                                                   else None),
+        tolerances=check.tolerances)
+
+
 def verify_bundle(
     bundle_dir: str | Path,
     *,
@@ -223,120 +397,21 @@ def verify_bundle(
     model_args: Sequence[str] = (),
     allow_modified: bool = False,
 ) -> VerifyOutcome:
-    """The parity gate over a bundle's artifacts; mirrors `toolkit verify`. Holds the
-    bundle's shared lock: an export running meanwhile is waited for, not read half-way."""
+    """The parity gate over a bundle's artifacts; mirrors `toolkit verify`: plan (targets,
+    reference, samples; the eager model rebuilt once), then run and compare, then record.
+    Holds the bundle's shared lock: an export running meanwhile is waited for, not read
+    half-way."""
     from toolkit.transaction import reading
 
     with reading(Path(bundle_dir)):
-        from toolkit.spec import canonical_precision
-
         bundle = Bundle.open(bundle_dir)
-        wanted = [format_table.canonical(f) for f in formats]
-        wanted_precisions = [canonical_precision(p) for p in precisions]
-        in_process = [f for f in wanted if format_table.get(f).runs_from == "model"]
-        records: list[Target] = [
-            r for r in bundle.artifacts if r.path
-            and (not wanted or r.format in wanted)
-            and (not wanted_precisions or r.precision in wanted_precisions)]
-        records += [InProcessTarget(f) for f in in_process]
-        missing = [f for f in wanted if f not in in_process
-                   and not any(r.format == f for r in records)]
-        if missing:
-            only = f" in {'/'.join(wanted_precisions)}" if wanted_precisions else ""
-            raise UsageError(f"{bundle.root} has no {', '.join(missing)} artifact{only}; have: "
-                             f"{bundle.listing()}")
-        if not records:
-            only = f" in {'/'.join(wanted_precisions)}" if wanted_precisions else ""
-            raise UsageError(f"{bundle.root} has no artifacts to verify{only} (it has: "
-                             f"{bundle.listing()})")
-        outcome = VerifyOutcome(bundle, [])
-        known = {o.name for o in bundle.outputs}
-        tolerance = tolerance or ToleranceOptions()
-        for name in tolerance.output_names():
-            if name not in known:
-                raise UsageError(f"--tol {name}:...: '{name}' is not an output of "
-                                 f"{bundle.root} ({', '.join(sorted(known))})")
         bundle.allow_modified = allow_modified
-        try:
-            bundle.golden()
-        except ArtifactModified as err:  # the reference itself was changed: nothing can pass
-            raise CheckFailed(str(err)) from None
-
-        live_model = None
-        if against:
-            from toolkit.source.load import load_model
-            from toolkit.source.model_args import parse_model_args
-            from toolkit.source.rebuild import as_bundle_model
-
-            live_model = as_bundle_model(bundle, load_model(
-                against, model_ref=model, inputs=bundle.inputs, trust_checkpoint=trust_checkpoint,
-                model_args=parse_model_args(model_args)))
-        elif in_process:
-            # asked for by name: the manifest's source is imported, and the user is told so
-            outcome.notes.append(f"rebuilding the eager model from the manifest's source: "
-                                 f"{describe_source(bundle)}")
-            try:
-                live_model = source_model(bundle, trust_checkpoint=trust_checkpoint)
-            except UsageError as err:
-                outcome.notes.append(f"no live PyTorch reference: {err}")
-        elif data:
-            raise UsageError("--data needs a live PyTorch reference: pass --against SOURCE "
-                             f"(the manifest names {describe_source(bundle)}), or --reference "
-                             "FORMAT to compare with another artifact")
-        feeds = []
-        if data:
-            from toolkit.source.data import load_feeds
-
-            feeds = load_feeds(data, bundle.inputs, max_batches=data_batches)
-
-        ref = Reference()
-        ref_record = None
-        if reference:
-            fmt = format_table.canonical(reference)
-            ref_record = bundle.artifact(fmt, "fp32")
-            if ref_record is None:
-                raise UsageError(f"--reference {reference}: {bundle.root} has no fp32 {fmt}")
-            ref = Reference(f"{fmt}/fp32", runner_for(bundle, ref_record, device=device),
-                            live_for_golden=True)
-            records = [r for r in records if r is not ref_record]
-        elif live_model is not None and (against or feeds):
-            ref = Reference(format_table.REFERENCE,
-                            model_runner(live_model, format_table.REFERENCE, device=device),
-                            live_for_golden=bool(against))
-        checked: list[tuple[Target, ParityReport]] = []
-        if ref.runner is not None:
-            ref.runner.activate()
-        try:
-            for rec in records:
-                tols = tolerance.for_precision(preset_for(rec))
-                try:
-                    report = verify_record(bundle, rec, device=device, model=live_model,
-                                           tolerances=tols, reference=ref, data=feeds)
-                except BackendUnavailable as err:
-                    if rec.format in wanted:
-                        raise  # asked for by name: exit 3 with the reason
-                    outcome.notes.append(f"{artifact_label(rec)} not "
-                                         f"checked here: {err}")
-                    continue
-                outcome.reports.append(report)
-                outcome.notes += [f"{report.artifact}: {w}" for w in report.warnings]
-                checked.append((rec, report))
-                if (localize and not report.passed
-                        and format_table.get(rec.format).localize):
-                    sample = report.failures[0].sample if report.failures else 0
-                    feed = _sample_feed(bundle, feeds, sample)
-                    fp32_graph = bundle.artifact(rec.format, "fp32")
-                    outcome.divergences[report.artifact] = localize_failure(
-                        bundle, rec, feed, model=live_model,
-                        reference_record=ref_record or (fp32_graph if rec is not fp32_graph
-                                                        else None),
-                        tolerances=tols)
-        finally:
-            if ref.runner is not None:
-                ref.runner.deactivate()
-        if not outcome.reports:
-            raise BackendUnavailable(f"{bundle.root}: no artifact can run on this machine; "
-                                     + "; ".join(outcome.notes))
+        plan = plan_verify(bundle, formats=formats, precisions=precisions, against=against,
+                           model=model, model_args=model_args, reference=reference,
+                           data=data, data_batches=data_batches, tolerance=tolerance,
+                           localize=localize, device=device,
+                           trust_checkpoint=trust_checkpoint)
+        outcome, checked = run_verify(plan)
         if record and not record_results(bundle.root, lambda fresh: [
                 record_parity(fresh, rec, report) for rec, report in checked]):
             outcome.notes.append(f"{bundle.root} is read-only: the results were not recorded in "

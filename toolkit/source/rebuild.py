@@ -88,3 +88,17 @@ def as_bundle_model(bundle: Bundle, loaded: Any) -> Any:
     from toolkit.source.detection import as_detector
 
     return as_detector(loaded, options_from_record(detection))
+
+
+def reference_model(bundle: Bundle, *, against: str | None = None, model_ref: str | None = None,
+                    model_args: Any = (), trust_checkpoint: bool = False) -> Any:
+    """The eager model parity is judged against, wrapped as the bundle's artifacts are: from
+    `against` (a checkpoint or factory the user names), else from the manifest's source."""
+    if not against:
+        return source_model(bundle, trust_checkpoint=trust_checkpoint)
+    from toolkit.source.load import load_model
+    from toolkit.source.model_args import parse_model_args
+
+    return as_bundle_model(bundle, load_model(
+        against, model_ref=model_ref, inputs=bundle.inputs, trust_checkpoint=trust_checkpoint,
+        model_args=parse_model_args(model_args)))

@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from toolkit import tasks
 from toolkit.bundle import Bundle, atomic_path
 from toolkit.errors import UsageError
 from toolkit.export.job import PrecisionOptions
+from toolkit.tasks import Task
 
 NETWORK_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
@@ -38,7 +40,8 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
                                where="--calib-data")
             # A detector's post-processing (box decoding, NMS, padding) stays fp32: only the
             # network's heavy ops are quantized, as boxes in int8 would move by whole pixels.
-            op_types = NETWORK_OPS if bundle.manifest.get("detection") else None
+            network_only = tasks.of(bundle.manifest.get("detection")).quantize_network_only
+            op_types = NETWORK_OPS if network_only else None
             calibration = [_inputs_only(f) for f in feeds]
             summary = quantize_int8(source, tmp, calibration,
                                     method=options.calib_method, op_types=op_types,
@@ -84,31 +87,22 @@ def layout_note(summary: dict[str, Any]) -> str:
 
 
 def check_precision_data(inputs: Any, precisions: Any, options: PrecisionOptions,
-                         detection: bool = False) -> dict[str, Any] | None:
+                         task: Task) -> dict[str, Any] | None:
     """Validate calibration / evaluation data before anything is exported, so a bad option
     costs one line, not a half-made bundle. Returns one real input batch (or None)."""
     from toolkit.source.data import load_feeds
 
     real = None
-    if "int8" in precisions or (detection and options.calib_data):
+    if "int8" in precisions or (task.golden_needs_real_data and options.calib_data):
         if not options.calib_data:
             raise UsageError("--precision int8 needs calibration samples: --calib-data "
                              "FILE.npz|DIR|pkg.module:DataModule")
-        real = load_feeds(options.calib_data, inputs, max_batches=1, split="val",
-                          where="--calib-data")[0]
-    if options.eval_data and detection:
-        from toolkit.source.data import load_detection_data
-
-        data = load_detection_data(options.eval_data, inputs)
-        real = real or {name: value[:4] for name, value in data.inputs.items()}
-    elif options.eval_data:
-        feeds = load_feeds(options.eval_data, inputs, max_batches=1, split="test",
-                           where="--eval-data")
-        if "labels" not in feeds[0]:
-            raise UsageError(f"--eval-data {options.eval_data}: needs 'labels' beside the "
-                             "inputs")
-        real = real or feeds[0]
-    return _inputs_only(real) if real is not None else None
+        real = _inputs_only(load_feeds(options.calib_data, inputs, max_batches=1, split="val",
+                                       where="--calib-data")[0])
+    if options.eval_data:
+        (first,) = task.hook("eval_inputs")(options.eval_data, inputs, max_batches=1)
+        real = real or first
+    return real
 
 
 SLOWER = 0.9  # INT8 below 0.9x fp32's speed is called slower; closer is within the noise
@@ -117,30 +111,25 @@ JUDGING_BATCH_SIZE = 8
 
 
 def judging_feeds(inputs: Any, options: PrecisionOptions,
-                  detection: bool = False) -> tuple[list[dict[str, Any]], str | None]:
+                  task: Task) -> tuple[list[dict[str, Any]], str | None]:
     """Real input batches reduced precisions are judged on, and where they came from:
     --eval-data (held out from calibration) when given, else --calib-data."""
-    from toolkit.source.data import load_detection_data, load_feeds
+    from toolkit.source.data import load_feeds
     from toolkit.spec import batch_range
 
-    source, where, split = ((options.eval_data, "--eval-data", "test") if options.eval_data
-                            else (options.calib_data, "--calib-data", "val"))
-    if not source:
-        return [], None
     rng = batch_range(inputs)
     size = min(JUDGING_BATCH_SIZE, rng[2]) if rng else None
-    if detection and options.eval_data:
-        images = load_detection_data(source, inputs).inputs
-        count = len(next(iter(images.values())))
-        step = size or 1
-        feeds = [{k: v[i:i + step] for k, v in images.items()}
-                 for i in range(0, min(count, step * JUDGING_BATCHES), step)]
-    else:
-        feeds = [_inputs_only(f) for f in load_feeds(source, inputs,
-                                                      max_batches=JUDGING_BATCHES,
-                                                      batch_size=size, split=split,
-                                                      where=where)]
-    return feeds, f"{where} {source}"
+    if options.eval_data:
+        feeds = task.hook("eval_inputs")(options.eval_data, inputs,
+                                         max_batches=JUDGING_BATCHES, batch_size=size)
+        return feeds, f"--eval-data {options.eval_data}"
+    if not options.calib_data:
+        return [], None
+    feeds = [_inputs_only(f) for f in load_feeds(options.calib_data, inputs,
+                                                  max_batches=JUDGING_BATCHES,
+                                                  batch_size=size, split="val",
+                                                  where="--calib-data")]
+    return feeds, f"--calib-data {options.calib_data}"
 
 
 def _calibration_batch(bundle: Bundle) -> int | None:
@@ -174,10 +163,9 @@ def accuracy_between(bundle: Bundle, fp32: Any, reduced: Any,
     """The accuracy gate between two runners (not yet activated) of any format: the task's
     score of each on --eval-data, and the verdict on the drop."""
     from toolkit.parity.accuracy import score_gate
-    from toolkit.parity.task_eval import task_evaluation
-
-    evaluation = task_evaluation(str(options.eval_data), bundle.inputs,
-                                 bundle.manifest.get("detection"))
+    section = bundle.manifest.get("detection")
+    evaluation = tasks.of(section).hook("evaluation")(str(options.eval_data), bundle.inputs,
+                                                      section)
     scores = {}
     for label, runner in (("fp32", fp32), ("reduced", reduced)):
         with runner:

@@ -1,5 +1,8 @@
-"""The Torch-TensorRT routes (`--via`) on a machine without it, and the renaming runner that
-runs their engines under the bundle's tensor names."""
+"""The TensorRT format on a machine without TensorRT: the ONNX it builds from is written and
+the engine step exits 3 naming the extra; the Torch-TensorRT routes (`--via`) and the renaming
+runner that runs their engines under the bundle's tensor names. The builder and runner
+themselves are tried against strict fakes of TensorRT's API (conformance, never counted as
+run on TensorRT): tests/trt/."""
 
 from __future__ import annotations
 
@@ -102,3 +105,13 @@ def test_a_refused_route_option_exits_2_before_anything_is_built(tmp_path):
                                  "--out", str(out)])
     assert result.exit_code == 2, result.output
     assert "--dla-core" in result.output and "Traceback" not in result.output
+
+
+def test_tensorrt_missing_writes_onnx_then_exits_3(tmp_path):
+    out = tmp_path / "trt"
+    result = runner.invoke(app, ["export", "tests.models:plain_mlp", "--input", "x:1-4x5",
+                                  "--to", "trt", "--out", str(out)])
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    assert (out / "model.onnx").is_file()
+    assert not list(out.glob("*.engine")) and not list(out.glob(".*engine*"))

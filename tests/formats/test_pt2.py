@@ -1,0 +1,35 @@
+"""pt2: torch.export + AOTInductor, a package torch loads without the Python model; Triton
+serves it on the torch_aoti platform (beta, batch 1)."""
+
+from __future__ import annotations
+
+import numpy as np
+from typer.testing import CliRunner
+
+from toolkit import runtime
+from toolkit.bundle import Bundle
+from toolkit.cli.app import app
+
+cli = CliRunner()
+
+
+def test_the_package_reproduces_the_golden_outputs_without_the_model_class(two_io_bundle):
+    bundle = Bundle.open(two_io_bundle)
+    assert bundle.artifact("pt2", "fp32").path.endswith(".pt2")
+    with runtime.load(bundle, format="pt2") as runner:
+        for sample in bundle.golden():
+            outputs = runner.infer(sample.inputs)
+            for name, expected in sample.outputs.items():
+                np.testing.assert_allclose(outputs[name], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_triton_serves_it_on_torch_aoti_at_batch_one(two_io_bundle, tmp_path):
+    repo = tmp_path / "repo"
+    result = cli.invoke(app, ["deploy", str(two_io_bundle), "--triton", str(repo),
+                              "--format", "pt2", "--name", "net"])
+    assert result.exit_code == 0, result.output
+    config = (repo / "net" / "config.pbtxt").read_text()
+    assert 'platform: "torch_aoti"' in config
+    # batch 1 spelled as Triton's fixed shape: no batching dimension, the 1 in the dims
+    assert "max_batch_size: 0" in config and "dims: [ 1, 3 ]" in config
+    assert (repo / "net" / "1" / "model.pt2").is_file()

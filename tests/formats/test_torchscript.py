@@ -1,0 +1,35 @@
+"""TorchScript: a frozen module plain `torch.jit.load` reads, served by Triton's libtorch
+platform with indexed tensor names."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from typer.testing import CliRunner
+
+from toolkit import runtime
+from toolkit.bundle import Bundle
+from toolkit.cli.app import app
+
+cli = CliRunner()
+
+
+def test_the_artifact_is_a_script_module_that_reproduces_the_golden_outputs(two_io_bundle):
+    bundle = Bundle.open(two_io_bundle)
+    record = bundle.artifact("torchscript", "fp32")
+    assert isinstance(torch.jit.load(str(bundle.path_of(record))), torch.jit.ScriptModule)
+    with runtime.load(bundle, format="torchscript") as runner:
+        for sample in bundle.golden():
+            outputs = runner.infer(sample.inputs)
+            for name, expected in sample.outputs.items():
+                np.testing.assert_allclose(outputs[name], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_triton_serves_it_on_libtorch_with_indexed_names(two_io_bundle, tmp_path):
+    repo = tmp_path / "repo"
+    result = cli.invoke(app, ["deploy", str(two_io_bundle), "--triton", str(repo),
+                              "--format", "torchscript", "--name", "net"])
+    assert result.exit_code == 0, result.output
+    config = (repo / "net" / "config.pbtxt").read_text()
+    assert 'platform: "pytorch_libtorch"' in config and "INPUT__0" in config
+    assert (repo / "net" / "1" / "model.pt").is_file()

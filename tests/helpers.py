@@ -64,3 +64,19 @@ def damaged_onnx_copy(bundle_dir: Path, dest: Path, name_part: str,
                 record["sha256"] = sha256_file(dest / "model.onnx")
         (dest / "manifest.json").write_text(json.dumps(manifest))
     return dest
+
+
+def assert_reproduces_golden(bundle_dir: Path, format: str, *, rtol: float,
+                             atol: float) -> None:
+    """The bundle's artifact of `format`, through its runner, gives the golden outputs."""
+    import numpy as np
+
+    from toolkit import runtime
+    from toolkit.bundle import Bundle
+
+    bundle = Bundle.open(bundle_dir)
+    with runtime.load(bundle, format=format) as runner:
+        for sample in bundle.golden():
+            outputs = runner.infer(sample.inputs)
+            for name, expected in sample.outputs.items():
+                np.testing.assert_allclose(outputs[name], expected, rtol=rtol, atol=atol)

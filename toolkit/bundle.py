@@ -56,8 +56,8 @@ def atomic_path(destination: str | os.PathLike[str], suffix: str = "") -> Iterat
     if journal is not None:
         journal.before_change(destination)  # undone if the command fails or is interrupted
     handle, tmp = tempfile.mkstemp(
-        prefix=f".{destination.name}.", suffix=suffix or ".tmp", dir=destination.parent
-    )
+        prefix=f"{transaction.TEMP_PREFIX}{destination.name}.", suffix=suffix or ".tmp",
+        dir=destination.parent)
     os.close(handle)
     tmp_path = Path(tmp)
     try:
@@ -78,7 +78,13 @@ def publish(written: Path, destination: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(written, 0o666 & ~umask)
+    fd = os.open(written, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the data is on disk before the name points at it
+    finally:
+        os.close(fd)
     os.replace(written, destination)
+    transaction.crash_point("after-publish")
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:

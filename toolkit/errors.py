@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 
 
@@ -33,6 +34,20 @@ class ExportFailed(ToolkitError):
     """An exporter could not convert the model; the message names the op or module."""
 
     exit_code = 2
+
+
+#: what a full or read-only disk raises: bad input (the place given), not a bug
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+def disk_error(err: BaseException) -> UsageError | None:
+    """A full disk, an exhausted quota, a read-only mount or a file-size limit, as one line
+    naming the file; None for any other error."""
+    if not isinstance(err, OSError) or err.errno not in DISK_ERRNOS:
+        return None
+    where = f"{err.filename}: " if err.filename else ""
+    return UsageError(f"{where}{err.strerror or err} — nothing partial was kept; free space "
+                      "(or choose a writable place) and run the command again")
 
 
 def did_you_mean(word: str, choices: object) -> str:

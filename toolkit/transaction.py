@@ -1,81 +1,210 @@
-"""One writer per bundle, and writes that can be undone until the command succeeds.
+"""One writer per bundle, and writes that are undone, even after a kill -9, until the command
+succeeds.
 
-`writing(root)` takes an exclusive lock on the bundle directory (flock on the directory
-itself, so a read-only bundle needs no lock file) and opens a journal: every file the command
-creates is remembered, every file it replaces or removes is first hard-linked aside. An
-exception or an interrupt rolls the directory back to what it was; success drops the backups.
-`bundle.atomic_path` and `remove_file` consult the journal, so writers need no extra calls.
+`writing(root)` takes an exclusive lock on the bundle directory (flock on the directory itself,
+so a read-only bundle needs no lock file) and opens a journal on disk, `root/.toolkit-journal/`:
+before a file is created its name is written there, before one is replaced or removed it is
+hard-linked there, each record flushed (fsync) before the change it announces. The manifest is
+written last (an atomic rename); then the journal is marked committed and removed. An exception
+or an interrupt rolls the directory back at once. A killed process leaves the journal behind:
+the next toolkit command to open the bundle (export, verify, bench, select, deploy, inspect)
+takes the exclusive lock, which no live writer holds, and finishes the job — an uncommitted
+journal is rolled back (files it created and temp files removed, replaced ones put back), a
+committed one just removed. `bundle.atomic_path`, `bundle.publish` and `remove_file` consult
+the journal, so writers need no extra calls.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from toolkit.errors import UsageError
 
-BACKUP_PREFIX = ".toolkit-undo-"
+JOURNAL = ".toolkit-journal"  # the journal directory inside the bundle
+INTENT = "intent.json"
+TEMP_PREFIX = ".toolkit-tmp-"  # files being written (renamed into place when finished)
+OLD_BACKUP_PREFIX = ".toolkit-undo-"  # left by versions whose journal lived in memory
+#: test-only: the named point at which the process kills itself (SIGKILL), to prove recovery
+CRASH_ENV = "TOOLKIT_TEST_CRASH_AT"
 
 # keyed by (bundle, thread): nested use in one thread joins; another thread is another writer
 _journals: dict[tuple[Path, int], Journal] = {}
-_locks: dict[tuple[Path, int], tuple[int, int]] = {}  # -> (fd, depth)
+_locks: dict[tuple[Path, int], tuple[int, int, bool]] = {}  # -> (fd, depth, shared)
 
 
 def _key(root: Path) -> tuple[Path, int]:
     return root.resolve(), threading.get_ident()
 
 
+def crash_point(name: str) -> None:
+    """Die here, as kill -9 would, when the test hook names this point."""
+    if os.environ.get(CRASH_ENV) == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or link in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on a directory; the rename still holds
+        pass
+    finally:
+        os.close(fd)
+
+
 class Journal:
-    """What one command changed in a bundle directory, and how to undo it."""
+    """What one command changes in a bundle directory, and how to undo it, kept on disk."""
 
     def __init__(self, root: Path, created_root: bool, created_top: Path | None = None) -> None:
         self.root = root
         self.created_root = created_root
         self.created_top = created_top or root  # the outermost directory this command made
-        self.created: list[Path] = []
-        self.saved: dict[str, Path] = {}  # file name -> its copy from before the command
-        self._backups: Path | None = None
+        self.created: list[str] = []  # names of files the command creates
+        self.saved: list[str] = []  # names of files it replaces or removes (copies kept)
+        self.dir = root / JOURNAL
+        os.mkdir(self.dir, 0o700)  # O_EXCL: recovery has removed any earlier one
+        self._write("open")
+        crash_point("journal-open")
+
+    def _write(self, state: str) -> None:
+        data = {"version": 1, "state": state, "pid": os.getpid(),
+                "created_root": self.created_root, "created": self.created,
+                "saved": self.saved}
+        tmp = self.dir / (INTENT + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.dir / INTENT)
+        fsync_directory(self.dir)
 
     def before_change(self, path: Path) -> None:
         """Call before `path` (a file in the bundle) is created, replaced or removed."""
-        if path.name in self.saved or path in self.created:
+        name = path.name
+        if name in self.saved or name in self.created:
             return
         if not path.exists():
-            self.created.append(path)
+            self.created.append(name)
+            self._write("open")
             return
-        if self._backups is None:
-            # a fresh, unguessable directory (O_EXCL): a bundle can't plant a link here
-            self._backups = Path(tempfile.mkdtemp(prefix=BACKUP_PREFIX, dir=self.root))
-        copy = self._backups / path.name
+        copy = self.dir / name
         try:
             os.link(path, copy)  # instant, and survives the rename that replaces `path`
         except OSError:
             shutil.copy2(path, copy)
-        self.saved[path.name] = copy
+        self.saved.append(name)
+        self._write("open")
+        crash_point("after-backup")
 
     def rollback(self) -> None:
         if self.created_root:
             shutil.rmtree(self.created_top, ignore_errors=True)
             return
-        for path in self.created:
-            path.unlink(missing_ok=True)
-        for name, copy in self.saved.items():
-            os.replace(copy, self.root / name)
-        self._drop_backups()
+        _undo(self.root, self.created, self.saved)
 
     def commit(self) -> None:
-        self._drop_backups()
+        fsync_directory(self.root)  # every rename of the command is on disk before the mark
+        crash_point("before-commit")
+        self._write("committed")
+        crash_point("committed")
+        _remove_journal(self.root)
 
-    def _drop_backups(self) -> None:
-        if self._backups is not None:
-            shutil.rmtree(self._backups, ignore_errors=True)
-            self._backups = None
+
+def _undo(root: Path, created: list[str], saved: list[str]) -> None:
+    """Put a bundle directory back: created files go, replaced ones come back from the
+    journal, temp files and the journal itself are removed."""
+    journal = root / JOURNAL
+    for name in created:
+        if name not in saved:
+            (root / name).unlink(missing_ok=True)
+    for name in saved:
+        copy = journal / name
+        if copy.is_file() and not copy.is_symlink():
+            os.replace(copy, root / name)
+    fsync_directory(root)
+    _remove_journal(root)
+
+
+def _remove_journal(root: Path) -> None:
+    for entry in list(os.scandir(root)):
+        if entry.name == JOURNAL or entry.name.startswith((TEMP_PREFIX, OLD_BACKUP_PREFIX)):
+            path = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path, ignore_errors=True)
+            else:  # a file, or a link planted in a hostile bundle: removed, never followed
+                path.unlink(missing_ok=True)
+
+
+def _plain_names(values: Any) -> list[str]:
+    """File names a journal lists, each a plain name inside the bundle (a hostile bundle's
+    journal may say anything)."""
+    if not isinstance(values, list):
+        raise ValueError("not a list")
+    names = [v for v in values if isinstance(v, str) and v and "/" not in v and "\\" not in v
+             and "\0" not in v and v not in (".", "..", JOURNAL)]
+    if len(names) != len(values):
+        raise ValueError("a name that is not a plain file name")
+    return names
+
+
+def needs_recovery(root: Path) -> bool:
+    try:
+        return any(entry.name == JOURNAL or entry.name.startswith((TEMP_PREFIX,
+                                                                   OLD_BACKUP_PREFIX))
+                   for entry in os.scandir(root))
+    except OSError:
+        return False
+
+
+def recover(root: Path, *, wait_s: float = 600.0) -> str | None:
+    """Finish what a killed writer left in `root`, under the exclusive lock; returns what was
+    done, for a note (None when nothing was left). A journal of this process's own running
+    command is never touched."""
+    root = Path(root)
+    if _key(root) in _journals or not needs_recovery(root):
+        return None
+    if not os.access(root, os.W_OK):
+        raise UsageError(f"{root}: an export was interrupted here (kill, power loss) and the "
+                         "directory is read-only, so it can't be put back; make it writable "
+                         "and run the command again")
+    with locked(root, wait_s=wait_s, what="use it"):
+        if not needs_recovery(root):  # another command recovered it meanwhile
+            return None
+        journal = root / JOURNAL
+        state, created_root, created, saved = "absent", False, [], []
+        if journal.is_dir() and not journal.is_symlink():
+            try:
+                data = json.loads((journal / INTENT).read_text(encoding="utf-8"))
+                state = str(data["state"])
+                created_root = bool(data["created_root"])
+                created, saved = _plain_names(data["created"]), _plain_names(data["saved"])
+            except (OSError, ValueError, KeyError, TypeError):
+                state = "unreadable"
+        if state == "open":
+            _undo(root, created, saved)
+            if created_root:
+                with contextlib.suppress(OSError):
+                    os.rmdir(root)  # the killed command made it, and it is empty again
+            what = "rolled back an export that was killed before it finished"
+        else:  # committed, unreadable, or only temp files: nothing to put back
+            _remove_journal(root)
+            what = ("removed what a finished export left behind" if state == "committed"
+                    else "removed temp files a killed command left behind")
+        import logging
+
+        logging.getLogger("toolkit").warning("note: %s: %s", root, what)
+        return f"{root}: {what}"
 
 
 def journal_for(directory: Path) -> Journal | None:
@@ -152,6 +281,10 @@ def reading(root: Path, *, wait_s: float = 600.0) -> Iterator[None]:
     if not root.is_dir():
         yield
         return
+    recover(root, wait_s=wait_s)
+    if not root.is_dir():  # a killed export made it, and its rollback took it away
+        yield
+        return
     with locked(root, wait_s=wait_s, what="read it", shared=True):
         yield
 
@@ -163,6 +296,8 @@ def writing(root: Path) -> Iterator[Journal]:
     if root.exists() and _key(root) in _journals:
         yield _journals[_key(root)]
         return
+    if root.is_dir():
+        recover(root)  # a killed export's leftovers first (a directory it made goes with them)
     created_root = not root.exists()
     top = root
     while created_root and not top.parent.exists():
@@ -172,14 +307,15 @@ def writing(root: Path) -> Iterator[Journal]:
     with contextlib.ExitStack() as stack:
         # busy: the directory is the other writer's now, even if this call created it
         stack.enter_context(locked(root, what="export"))
+        if not created_root:
+            recover(root)  # a killed export's leftovers first (the lock is ours: joined)
         journal = Journal(key[0], created_root, top.resolve())
         _journals[key] = journal
         try:
             yield journal
+            journal.commit()  # a commit that fails (a full disk) is rolled back too
         except BaseException:
             journal.rollback()
             raise
-        else:
-            journal.commit()
         finally:
             del _journals[key]

@@ -3,10 +3,9 @@ serves it on the torch_aoti platform (beta, batch 1)."""
 
 from __future__ import annotations
 
-import numpy as np
 from typer.testing import CliRunner
 
-from toolkit import runtime
+from tests.helpers import assert_reproduces_golden
 from toolkit.bundle import Bundle
 from toolkit.cli.app import app
 
@@ -16,11 +15,7 @@ cli = CliRunner()
 def test_the_package_reproduces_the_golden_outputs_without_the_model_class(two_io_bundle):
     bundle = Bundle.open(two_io_bundle)
     assert bundle.artifact("pt2", "fp32").path.endswith(".pt2")
-    with runtime.load(bundle, format="pt2") as runner:
-        for sample in bundle.golden():
-            outputs = runner.infer(sample.inputs)
-            for name, expected in sample.outputs.items():
-                np.testing.assert_allclose(outputs[name], expected, rtol=1e-4, atol=1e-5)
+    assert_reproduces_golden(two_io_bundle, "pt2", rtol=1e-4, atol=1e-5)
 
 
 def test_triton_serves_it_on_torch_aoti_at_batch_one(two_io_bundle, tmp_path):

@@ -3,11 +3,10 @@ platform with indexed tensor names."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from typer.testing import CliRunner
 
-from toolkit import runtime
+from tests.helpers import assert_reproduces_golden
 from toolkit.bundle import Bundle
 from toolkit.cli.app import app
 
@@ -18,11 +17,7 @@ def test_the_artifact_is_a_script_module_that_reproduces_the_golden_outputs(two_
     bundle = Bundle.open(two_io_bundle)
     record = bundle.artifact("torchscript", "fp32")
     assert isinstance(torch.jit.load(str(bundle.path_of(record))), torch.jit.ScriptModule)
-    with runtime.load(bundle, format="torchscript") as runner:
-        for sample in bundle.golden():
-            outputs = runner.infer(sample.inputs)
-            for name, expected in sample.outputs.items():
-                np.testing.assert_allclose(outputs[name], expected, rtol=1e-5, atol=1e-5)
+    assert_reproduces_golden(two_io_bundle, "torchscript", rtol=1e-5, atol=1e-5)
 
 
 def test_triton_serves_it_on_libtorch_with_indexed_names(two_io_bundle, tmp_path):

@@ -19,7 +19,7 @@ from toolkit import interrupts
 from toolkit.cli import bench, demo, deploy, export, inspect, select, verify
 from toolkit.cli.console import err_console
 from toolkit.cli.console import reset_consoles as finally_reset
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, disk_error
 
 app = typer.Typer(
     name="toolkit",
@@ -75,6 +75,11 @@ def _run(command: Callable[..., int | None], args: Any, kwargs: Any) -> int:
             return _interrupted()
         if os.environ.get("TOOLKIT_DEBUG"):
             raise
+        disk = disk_error(error)
+        if disk is not None:  # a full or read-only disk: bad input, exit 2
+            err_console.print(f"[bold red]error:[/] {escape(str(disk))}", highlight=False,
+                              soft_wrap=True)
+            return disk.exit_code
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         err_console.print(
             f"[bold red]internal error:[/] {type(error).__name__}: {escape(first[:300])} "

@@ -22,7 +22,10 @@ def inspect_command(
     check_writable_file(json_path, "--json")
     json_to_stdout(json_path)
     if target.is_dir():
-        info = _bundle_info(Bundle.open(target))
+        from toolkit.transaction import reading
+
+        with reading(target):  # an export running meanwhile is waited for; a killed one undone
+            info = _bundle_info(Bundle.open(target))
     elif target.is_file():
         info = _file_info(target)
     else:

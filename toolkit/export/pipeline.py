@@ -148,6 +148,8 @@ def export(
 def _check_writable(out_dir: Path) -> None:
     from toolkit.bundle import writable
 
+    if out_dir.is_dir() and not out_dir.is_symlink():
+        transaction.recover(out_dir)  # what a killed export left is put back first
     if out_dir.is_symlink() and not out_dir.exists():
         raise UsageError(f"--out {out_dir} is a link to nothing; choose another --out")
     if Bundle.is_bundle(out_dir) and not writable(out_dir):

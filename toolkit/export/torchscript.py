@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from pathlib import Path
@@ -90,7 +91,12 @@ def _export(model: LoadedModel, dest: Path, mode: str) -> dict[str, Any]:
     except Exception as err:  # freezing is an optimisation: keep the unfrozen module
         frozen = module
         notes.append(f"not frozen ({first_line(err)})")
-    torch.jit.save(frozen, str(dest))
+    # to memory first: on a full disk torch.jit.save aborts the whole process (a C++
+    # exception escapes its zip writer); a Python write raises ENOSPC, which is exit 2
+    buffer = io.BytesIO()
+    torch.jit.save(frozen, buffer)
+    with open(dest, "wb") as handle:
+        handle.write(buffer.getbuffer())
     return {"exporter": f"torch.jit.{method}", "legacy": True, "notes": notes,
             "call_style": "flat" if method == "trace" else model.call_style}
 

@@ -236,6 +236,10 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
 
 def _check_out(out: Path, force: bool) -> None:
     from toolkit.bundle import Bundle
+    from toolkit.transaction import recover
+
+    if out.is_dir() and not out.is_symlink():
+        recover(out)  # what a killed export left is put back first
 
     probe = out
     while not probe.exists():

@@ -252,7 +252,11 @@ def quantize_int8(
     }[method]
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="toolkit-int8-") as tmp:
+    from toolkit.transaction import TEMP_PREFIX
+
+    # beside the destination (the bundle), named as a temp file: what a kill -9 leaves here is
+    # removed by the next command, and the calibration copies don't fill another disk
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}int8-", dir=Path(dst).parent) as tmp:
         pre = Path(tmp) / "pre.onnx"
         quantized = Path(tmp) / "int8.onnx"
         source = src

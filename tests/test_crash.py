@@ -72,6 +72,16 @@ def test_an_export_killed_before_it_commits_is_rolled_back_by_the_next_command(b
     assert toolkit("verify", bundle).returncode == 0
 
 
+def test_a_killed_force_over_another_models_bundle_gets_the_old_bundle_back(bundle):
+    before = snapshot(bundle)
+    result = toolkit("export", "tests.models:small_cnn", "--to", "onnx,torchscript", "--out",
+                     bundle, "--force", crash_at="after-publish")
+    assert killed(result), result.stderr
+    verified = toolkit("verify", bundle, "--no-record")  # recovers first, then reads
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert snapshot(bundle) == before and leftovers(bundle) == []
+
+
 def test_an_export_killed_after_it_committed_is_kept(bundle):
     result = toolkit("export", bundle, "--to", "onnx", "--precision", "fp32,fp16",
                      crash_at="committed")
@@ -156,3 +166,47 @@ def test_a_full_disk_leaves_an_existing_bundle_as_it_was(small_disk, exported):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "No space left on device" in result.stderr
     assert snapshot(bundle) == before and leftovers(bundle) == []
+
+
+# -- writers and readers ----------------------------------------------------------------------
+def test_steady_readers_cannot_starve_an_export(bundle):
+    """Readers keep overlapping (one always holds the shared lock); an export announces that
+    it waits, new readers let it go first, and it gets the bundle within a second or two."""
+    import threading
+    import time
+
+    from toolkit.transaction import reading, writing
+
+    stop = time.monotonic() + 8.0
+    got_it: list[float] = []
+
+    def reader(offset: float) -> None:
+        time.sleep(offset)
+        while time.monotonic() < stop:
+            with reading(bundle):
+                time.sleep(0.3)
+
+    readers = [threading.Thread(target=reader, args=(i * 0.1,)) for i in range(4)]
+    for thread in readers:
+        thread.start()
+    time.sleep(1.0)
+    asked = time.monotonic()
+    with writing(bundle):
+        got_it.append(time.monotonic() - asked)
+    for thread in readers:
+        thread.join()
+    assert got_it and got_it[0] < 3.0, got_it
+    assert not any(p.name.startswith(".toolkit-writer-") for p in bundle.iterdir())
+
+
+def test_a_usage_error_is_found_before_the_lock(bundle):
+    """An export with a bad precision is told so at once, even while the bundle is busy."""
+    import time
+
+    from toolkit.transaction import locked
+
+    with locked(bundle):
+        started = time.monotonic()
+        result = toolkit("export", bundle, "--to", "torchscript", "--precision", "fp16")
+        assert result.returncode == 2 and "not supported for torchscript" in result.stderr
+        assert time.monotonic() - started < 60

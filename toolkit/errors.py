@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import re
 
@@ -40,14 +41,21 @@ class ExportFailed(ToolkitError):
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 
-def disk_error(err: BaseException) -> UsageError | None:
+def disk_error(err: BaseException, directory: object = None) -> UsageError | None:
     """A full disk, an exhausted quota, a read-only mount or a file-size limit, as one line
-    naming the file; None for any other error."""
+    naming the directory written (and what is free there); None for any other error."""
     if not isinstance(err, OSError) or err.errno not in DISK_ERRNOS:
         return None
-    where = f"{err.filename}: " if err.filename else ""
-    return UsageError(f"{where}{err.strerror or err} — nothing partial was kept; free space "
-                      "(or choose a writable place) and run the command again")
+    where = directory or err.filename
+    prefix = f"{where}: " if where else ""
+    free = ""
+    if directory is not None and err.errno == errno.ENOSPC:
+        import shutil
+
+        with contextlib.suppress(OSError):
+            free = f" ({shutil.disk_usage(str(directory)).free // 1024} KiB free there)"
+    return UsageError(f"{prefix}{err.strerror or err}{free} — nothing partial was kept; free "
+                      "space (or choose a writable place) and run the command again")
 
 
 def did_you_mean(word: str, choices: object) -> str:

@@ -219,19 +219,80 @@ def remove_file(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+WRITER_PREFIX = ".toolkit-writer-"  # a writer waiting for readers to finish: <pid>
+WRITER_WAIT_S = 600.0  # how long an export waits for the commands using its bundle
+
+
 def _acquire(fd: int, mode: int, root: Path, wait_s: float, what: str) -> None:
+    """flock with a bound. A writer that has to wait says so in the directory, and readers
+    arriving meanwhile let it go first: steady reads can't starve an export."""
     import fcntl
 
     deadline = time.monotonic() + wait_s
+    if mode == fcntl.LOCK_SH:
+        _wait_for_writers(root, deadline, what)
+    marker: Path | None = None
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    waited = f" (waited {wait_s:.0f} s)" if wait_s >= 1 else ""
+                    raise UsageError(f"{root}: another toolkit command is using this bundle"
+                                     f"{waited}; {what} again when it has finished") from None
+                if mode == fcntl.LOCK_EX and marker is None:
+                    marker = _announce_writer(root)
+                time.sleep(0.05)
+    finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)
+
+
+def _announce_writer(root: Path) -> Path | None:
+    marker = root / f"{WRITER_PREFIX}{os.getpid()}-{threading.get_ident()}"
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except OSError:  # a read-only bundle: it has no writers to wait for anyway
+        return None
+    return marker
+
+
+def _wait_for_writers(root: Path, deadline: float, what: str) -> None:
+    """A reader waits while a live writer waits (a dead one's marker is removed: its PID is
+    gone); bounded by the reader's own deadline."""
     while True:
+        waiting = False
         try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            entries = [e.name for e in os.scandir(root) if e.name.startswith(WRITER_PREFIX)]
+        except OSError:
             return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise UsageError(f"{root}: another toolkit command is using this bundle; "
-                                 f"{what} again when it has finished") from None
-            time.sleep(0.2)
+        for name in entries:
+            pid = name[len(WRITER_PREFIX):].split("-")[0]
+            if pid.isascii() and pid.isdigit() and _alive(int(pid)):
+                waiting = True
+            else:
+                with contextlib.suppress(OSError):
+                    (root / name).unlink()
+        if not waiting:
+            return
+        if time.monotonic() >= deadline:
+            raise UsageError(f"{root}: an export is waiting to change this bundle; {what} "
+                             "again when it has finished")
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -306,7 +367,7 @@ def writing(root: Path) -> Iterator[Journal]:
     key = _key(root)
     with contextlib.ExitStack() as stack:
         # busy: the directory is the other writer's now, even if this call created it
-        stack.enter_context(locked(root, what="export"))
+        stack.enter_context(locked(root, wait_s=WRITER_WAIT_S, what="export"))
         if not created_root:
             recover(root)  # a killed export's leftovers first (the lock is ours: joined)
         journal = Journal(key[0], created_root, top.resolve())

@@ -6,9 +6,10 @@ comes from the format table (`toolkit.formats`): this module names no format.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,13 @@ from typing import Any
 from toolkit import environment, formats, interrupts, tasks, transaction
 from toolkit.bundle import Bundle, GoldenSample, atomic_path, now, publish, sha256_file
 from toolkit.detection.options import DetectionOptions
-from toolkit.errors import BackendUnavailable, ExportFailed, ToolkitError, UsageError
+from toolkit.errors import (
+    BackendUnavailable,
+    ExportFailed,
+    ToolkitError,
+    UsageError,
+    disk_error,
+)
 from toolkit.export.golden import GOLDEN_EXTRA_BATCHES, golden_samples
 from toolkit.export.job import (
     ExportJob,
@@ -126,15 +133,15 @@ def export(
         raise UsageError("--out can't be used with a bundle source; it is exported in place")
     created = not out_dir.exists()
     run = _Executor(ExportPlan(asked, opts), on_step)
+    # usage errors before the lock: a bad precision is told so, not "busy"
+    run.check_precisions(single_target_strict=kind in ("bundle", "onnx"))
     # locked, and undone on failure or Ctrl-C: nothing partial is left behind
-    with transaction.writing(out_dir):
+    with _disk_errors_named(out_dir), transaction.writing(out_dir):
         if kind == "bundle":
-            run.check_precisions(single_target_strict=True)
             bundle = Bundle.open(source)
             bundle.allow_modified = opts.allow_modified
             run.from_bundle(bundle)
         elif kind == "onnx":
-            run.check_precisions(single_target_strict=True)
             run.from_bundle(_bundle_from_onnx(Path(source), out_dir, specs, opts))
         else:
             run.from_model(source, out_dir, specs, model, weights, static, trust_checkpoint,
@@ -143,6 +150,19 @@ def export(
     if created and not result.bundle.artifacts and out_dir.exists():
         shutil.rmtree(out_dir, ignore_errors=True)
     return result
+
+
+@contextlib.contextmanager
+def _disk_errors_named(out_dir: Path) -> Iterator[None]:
+    """A full disk or a read-only mount while writing the bundle: exit 2 naming it (the
+    journal has rolled the bundle back by then)."""
+    try:
+        yield
+    except OSError as err:
+        disk = disk_error(err, out_dir)
+        if disk is None:
+            raise
+        raise disk from None
 
 
 def _check_writable(out_dir: Path) -> None:
@@ -524,7 +544,7 @@ def export_loaded(
     _check_writable(out_dir)
     run = _Executor(ExportPlan(formats.parse_targets([to] if isinstance(to, str) else to), opts),
                     on_step)
-    with transaction.writing(out_dir):
+    with _disk_errors_named(out_dir), transaction.writing(out_dir):
         run.from_loaded(loaded, out_dir)
     return ExportResult(run.bundle, run.steps, run.notes)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -108,3 +108,82 @@ def test_any_manifest_is_read_or_refused_in_one_line(bundle: Path, data: st.Data
 def test_verify_and_bench_survive_any_manifest(bundle: Path, data: st.DataObject) -> None:
     _check(bundle, _mutated(bundle, data), [["verify", "--no-record"],
                              ["bench", "--budget", "0.01", "--batch", "1", "--min-iters", "2"]])
+
+
+# -- options: every group, the device and the deploy name ----------------------------------
+NUMBERISH = st.sampled_from(["nan", "inf", "-inf", "1e309", "²", "١", "-1", "0", "0.5", "3",
+                             "1,8", "1,,2", " 4 ", "1e-3", "x:1-2-4x3", "iou=2", "ampere+"])
+VALUE = st.one_of(NUMBERISH, st.text(max_size=12))
+
+
+def _groups_command():
+    """A command taking every option group, as the CLI expands them."""
+    import typer
+
+    from toolkit import (
+        BenchOptions,
+        BuildOptions,
+        DetectionOptions,
+        PrecisionOptions,
+        ToleranceOptions,
+    )
+    from toolkit.cli.groups import takes_groups
+    from toolkit.groups import flags_of
+
+    groups = (PrecisionOptions, BuildOptions, DetectionOptions, BenchOptions, ToleranceOptions)
+
+    def command(p=None, t=None, d=None, b=None, o=None) -> None:  # noqa: ANN001
+        pass
+
+    for name, group in zip("ptdbo", groups, strict=True):
+        command.__annotations__[name] = group
+    app_ = typer.Typer()
+    app_.command()(takes_groups(command))
+    flags = [how.name.split()[0] for group in groups for _, how in flags_of(group)]
+    return app_, flags
+
+
+GROUPS_APP, GROUP_FLAGS = _groups_command()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(GROUP_FLAGS), VALUE), max_size=4))
+def test_any_option_group_value_works_or_is_one_line_exit_2(pairs) -> None:
+    argv = [part for flag, value in pairs for part in
+            ((flag,) if flag in ("--version-compatible",) else (flag, value))]
+    result = runner.invoke(GROUPS_APP, argv)
+    if result.exit_code == 0:
+        return
+    error = result.exception
+    # typer's own usage errors exit 2 (SystemExit); the groups' own checks raise UsageError
+    assert isinstance(error, (UsageError, SystemExit)), (argv, repr(error))
+    if isinstance(error, UsageError):
+        assert "\n" not in str(error) and "--" in str(error), (argv, str(error))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=10))
+@example("cuda:١")  # an Arabic-Indic digit: `\d` took it, torch then failed (exit 1)
+@example("cuda:0\n")
+def test_a_device_is_cpu_or_cuda_n_in_ascii_or_refused(text: str) -> None:
+    from toolkit.spec import check_device
+
+    try:
+        device = check_device(text)
+    except UsageError as err:
+        assert "\n" not in str(err).replace(repr(text), "")
+        return
+    assert device.isascii() and (device == "cpu" or device.startswith("cuda"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=140))
+def test_a_deploy_name_is_plain_ascii_or_refused(text: str) -> None:
+    from toolkit.deploy.triton import model_name
+
+    try:
+        name = model_name(None, text)  # type: ignore[arg-type]
+    except UsageError:
+        return
+    assert name == text and name.isascii() and name.isprintable() and "\n" not in name
+    assert 1 <= len(name) <= 128 and "/" not in name

@@ -68,7 +68,7 @@ PRECISION_ALIASES: dict[str, str] = {
 }
 
 
-_DEVICE = re.compile(r"^(cpu|cuda(:\d{1,3})?)$")
+_DEVICE = re.compile(r"^(cpu|cuda(:[0-9]{1,3})?)$")  # ASCII digits: \d takes any script's
 
 
 def check_device(device: str) -> str:

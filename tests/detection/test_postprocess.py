@@ -251,6 +251,42 @@ def test_class_aware_nms_keeps_one_box_per_class_and_handles_no_candidates() -> 
     assert none[0].tolist() == [0]
 
 
+def test_single_label_and_class_agnostic_conventions() -> None:
+    """Multi-label (torchvision, TensorRT) keeps every (box, class) pair above the score;
+    single-label (Ultralytics) a box's best class only; agnostic one NMS across classes."""
+    apart = torch.tensor([[[0.0, 0, 10, 10], [20.0, 0, 30, 10]]])
+    scores = torch.tensor([[[0.9, 0.6], [0.2, 0.7]]])
+    multi = ClassAwareNMS(0.5, 0.3, 4)(apart, scores)
+    assert multi[0].tolist() == [3] and multi[3][0, :3].tolist() == [0, 1, 1]  # box 0 twice
+    single = ClassAwareNMS(0.5, 0.3, 4, multi_label=False)(apart, scores)
+    assert single[0].tolist() == [2] and single[3][0, :2].tolist() == [0, 1]
+    overlapping = torch.tensor([[[0.0, 0, 10, 10], [0.0, 0, 10, 10.5]]])
+    two_classes = torch.tensor([[[0.9, 0.0], [0.0, 0.8]]])
+    assert ClassAwareNMS(0.5, 0.3, 4)(overlapping, two_classes)[0].tolist() == [2]
+    agnostic = ClassAwareNMS(0.5, 0.3, 4, agnostic=True)(overlapping, two_classes)
+    assert agnostic[0].tolist() == [1] and agnostic[3][0, 0].item() == 0
+    assert agnostic[2][0, 0].item() == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("conventions", [{"multi_label": False}, {"agnostic": True}])
+def test_each_convention_exports_to_onnx_and_scripts_with_the_same_rows(conventions) -> None:
+    nms = ClassAwareNMS(0.45, 0.3, K, **conventions).eval()
+    boxes, scores = _raw_head(2, seed=4)
+    buffer = io.BytesIO()
+    torch.onnx.export(nms, (boxes, scores), buffer, dynamo=False, opset_version=17,
+                      input_names=["raw_boxes", "raw_scores"], output_names=list(OUTPUT_NAMES),
+                      dynamic_axes=contract_dynamic_axes(["raw_boxes", "raw_scores"]))
+    session = _session(buffer.getvalue())
+    for batch, seed in ((1, 7), (3, 8)):
+        boxes, scores = _raw_head(batch, seed=seed)
+        want = nms(boxes, scores)
+        got = session.run(None, {"raw_boxes": boxes.numpy(), "raw_scores": scores.numpy()})
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w.numpy())
+        for g, w in zip(torch.jit.script(nms)(boxes, scores), want):
+            assert torch.equal(g, w)
+
+
 def test_class_aware_nms_exports_onnx_nms_with_a_dynamic_batch(
     nms_onnx: tuple[ClassAwareNMS, bytes]
 ) -> None:

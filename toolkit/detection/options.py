@@ -17,8 +17,14 @@ from toolkit.groups import flag
 DEFAULT_IOU = 0.45
 DEFAULT_SCORE = 0.25
 DEFAULT_MAX_DETECTIONS = 100
-_KEYS = ("iou", "score", "max")
-_EXAMPLE = "e.g. --nms iou=0.45,score=0.25,max=100"
+#: Ultralytics' own prediction defaults (its `predict`: conf 0.25, iou 0.7, max_det 300, one
+#: label per box), taken for a YOLO head when --nms doesn't say
+YOLO_DEFAULTS = {"iou": 0.7, "score": 0.25, "max": 300, "multi_label": False}
+#: how the raw head's outputs are laid out: `boxes` [B,N,4] xyxy + `scores` [B,N,C], or
+#: Ultralytics' one tensor [B,4+C,N] (or [B,N,4+C]) of cx, cy, w, h and class scores
+LAYOUTS = ("boxes", "yolo")
+_KEYS = ("iou", "score", "max", "layout", "multi_label", "agnostic")
+_EXAMPLE = "e.g. --nms iou=0.45,score=0.25,max=100[,layout=yolo,multi_label=0,agnostic=0]"
 
 
 @dataclass(frozen=True)
@@ -28,8 +34,16 @@ class NmsOptions:
     iou_threshold: float = DEFAULT_IOU
     score_threshold: float = DEFAULT_SCORE
     max_detections: int = DEFAULT_MAX_DETECTIONS
+    layout: str = "boxes"
+    #: keep every (box, class) pair above the score (torchvision's and TensorRT's NMS) or only
+    #: each box's best class (Ultralytics' predictions); None: the model family's own
+    multi_label: bool | None = None
+    agnostic: bool = False  # one NMS across classes instead of one per class
 
     def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise UsageError(f"--nms: layout must be {' or '.join(LAYOUTS)}, got "
+                             f"{self.layout!r}; {_EXAMPLE}")
         if not 0.0 <= self.iou_threshold <= 1.0:
             raise UsageError(f"--nms: iou must be in [0, 1], got {self.iou_threshold}; {_EXAMPLE}")
         if not 0.0 <= self.score_threshold <= 1.0:
@@ -41,8 +55,21 @@ class NmsOptions:
 
     def to_option(self) -> str:
         """The canonical text form; `parse_nms_option(o.to_option()) == o`."""
-        return (f"iou={self.iou_threshold!r},score={self.score_threshold!r},"
+        text = (f"iou={self.iou_threshold!r},score={self.score_threshold!r},"
                 f"max={self.max_detections}")
+        if self.layout != "boxes":
+            text += f",layout={self.layout}"
+        if self.multi_label is not None:
+            text += f",multi_label={int(self.multi_label)}"
+        return text + (",agnostic=1" if self.agnostic else "")
+
+    @property
+    def keeps_one_label_per_box(self) -> bool:
+        """The convention in force: Ultralytics' single label for a YOLO head, else
+        torchvision's multi-label, unless the user said."""
+        if self.multi_label is not None:
+            return not self.multi_label
+        return self.layout == "yolo"
 
 
 def _float(key: str, text: str) -> float:
@@ -89,11 +116,25 @@ def parse_nms_option(
         if key in values:
             raise UsageError(f"--nms: {key} given twice in {text!r}")
         values[key] = value
+    yolo = values.get("layout", "").lower() == "yolo"
+    defaults = (YOLO_DEFAULTS if yolo else
+                {"iou": DEFAULT_IOU, "score": DEFAULT_SCORE, "max": default_max_detections})
     return NmsOptions(
-        iou_threshold=_float("iou", values["iou"]) if "iou" in values else DEFAULT_IOU,
-        score_threshold=_float("score", values["score"]) if "score" in values else DEFAULT_SCORE,
-        max_detections=_int("max", values["max"]) if "max" in values else default_max_detections,
+        iou_threshold=_float("iou", values["iou"]) if "iou" in values else defaults["iou"],
+        score_threshold=(_float("score", values["score"]) if "score" in values
+                         else defaults["score"]),
+        max_detections=_int("max", values["max"]) if "max" in values else defaults["max"],
+        layout=values.get("layout", "boxes").lower(),
+        multi_label=_switch("multi_label", values["multi_label"]) if "multi_label" in values
+        else None,
+        agnostic=_switch("agnostic", values["agnostic"]) if "agnostic" in values else False,
     )
+
+
+def _switch(key: str, text: str) -> bool:
+    if text not in ("0", "1"):
+        raise UsageError(f"--nms: {key}={text!r}: use 0 or 1; {_EXAMPLE}")
+    return text == "1"
 
 
 TASKS = ("auto", "detection", "none")
@@ -139,4 +180,7 @@ def options_from_record(info: Mapping[str, Any] | None) -> DetectionOptions:
     k = int(info.get("max_detections", 100))
     return DetectionOptions(
         task="detection", max_detections=k,
-        nms=NmsOptions(float(nms["iou"]), float(nms["score"]), k) if nms else None)
+        nms=NmsOptions(float(nms["iou"]), float(nms["score"]), k,
+                       layout=str(nms.get("layout", "boxes")),
+                       multi_label=nms.get("multi_label"),
+                       agnostic=bool(nms.get("agnostic", False))) if nms else None)

@@ -331,6 +331,10 @@ class ClassAwareNMS(nn.Module):
     `NonMaxSuppression`), then the top K per image by score. Eager and scripted it runs
     torchvision's NMS; the TorchScript-based ONNX exporter writes one `NonMaxSuppression`
     node; the batch stays dynamic in both.
+
+    `multi_label=False` keeps only each box's best class (Ultralytics' predictions) instead of
+    every (box, class) pair above the score; `agnostic=True` runs one NMS across classes, each
+    kept box labelled with its best class.
     """
 
     def __init__(
@@ -338,6 +342,8 @@ class ClassAwareNMS(nn.Module):
         iou_threshold: float = 0.45,
         score_threshold: float = 0.25,
         max_detections: int = DEFAULT_MAX_DETECTIONS,
+        multi_label: bool = True,
+        agnostic: bool = False,
     ) -> None:
         super().__init__()
         if max_detections < 1:
@@ -345,17 +351,27 @@ class ClassAwareNMS(nn.Module):
         self.iou_threshold = float(iou_threshold)
         self.score_threshold = float(score_threshold)
         self.max_detections = int(max_detections)
+        self.multi_label = bool(multi_label)
+        self.agnostic = bool(agnostic)
 
     def forward(self, boxes: Tensor, scores: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         boxes = boxes.to(torch.float32)
         scores = scores.to(torch.float32)
+        best, best_class = scores.max(dim=2, keepdim=True)
+        if not self.multi_label:  # each box's best class alone competes (ties: all tied)
+            scores = scores * (scores >= best).to(scores.dtype)
+        ranked = best if self.agnostic else scores
         if torch.jit.is_scripting():
-            selected = _select_reference(boxes, scores, self.iou_threshold, self.score_threshold)
+            selected = _select_reference(boxes, ranked, self.iou_threshold, self.score_threshold)
         else:
             # More than K per class is never needed: the K best of an image are, at worst,
             # all of one class.
-            selected = _select(boxes, scores, self.max_detections, self.iou_threshold,
+            selected = _select(boxes, ranked, self.max_detections, self.iou_threshold,
                                self.score_threshold)
+        if self.agnostic:  # one class column was ranked: label each kept box with its best
+            flat = selected[:, 0] * scores.shape[1] + selected[:, 2]
+            selected = torch.stack(
+                [selected[:, 0], best_class.reshape(-1)[flat], selected[:, 2]], dim=1)
         return pad_selected(selected, boxes, scores, self.max_detections)
 
 
@@ -374,16 +390,42 @@ class RawHeadNMS(nn.Module):
         max_detections: int = DEFAULT_MAX_DETECTIONS,
         boxes: str | int = "boxes",
         scores: str | int = "scores",
+        multi_label: bool = True,
+        agnostic: bool = False,
     ) -> None:
         super().__init__()
         self.model = model.eval()
-        self.nms = ClassAwareNMS(iou_threshold, score_threshold, max_detections)
+        self.nms = ClassAwareNMS(iou_threshold, score_threshold, max_detections, multi_label,
+                                 agnostic)
         self.boxes_key = boxes
         self.scores_key = scores
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         out = self.model(images)
         return self.nms(out[self.boxes_key], out[self.scores_key])
+
+
+class YoloDecode(nn.Module):
+    """Ultralytics' raw Detect output as `boxes` [B,N,4] xyxy and `scores` [B,N,C].
+
+    v5u/v8/v11 heads return one tensor [B, 4+C, N]: cx, cy, w, h in input pixels, then each
+    class's score (sigmoid, no objectness); some exports transpose it to [B, N, 4+C].
+    `index` picks it from the model's flattened outputs (Ultralytics adds its feature maps in
+    eval mode)."""
+
+    def __init__(self, model: nn.Module, index: int = 0, channels_first: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.index = index
+        self.channels_first = channels_first
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        prediction = self.model(images)[self.index]
+        if self.channels_first:
+            prediction = prediction.transpose(1, 2)
+        centre, size = prediction[..., 0:2], prediction[..., 2:4]
+        boxes = torch.cat([centre - size / 2, centre + size / 2], dim=-1)
+        return {"boxes": boxes, "scores": prediction[..., 4:]}
 
 
 def find_raw_head_outputs(outputs: Sequence[tuple[str, Sequence[int]]]) -> tuple[int, int]:

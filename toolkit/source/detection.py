@@ -96,8 +96,13 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
             raise UsageError(f"detection export takes one image input; the model has "
                              f"{[s.name for s in loaded.inputs]}")
         return loaded
+    head = ultralytics_head(loaded.module)
+    if head is not None and (options.nms is None or options.nms.layout == "yolo"):
+        return _yolo(loaded, options, head)
     raw = loaded.raw_output(loaded.example_feed(batch=None))
     info: dict[str, Any] = {"max_detections": options.k}
+    if options.nms is not None and options.nms.layout == "yolo":
+        return _yolo(loaded, options, None)
     if looks_like_torchvision_detections(raw):
         if options.nms is not None:
             raise UsageError("--nms appends NMS to raw-head outputs (boxes [B,N,4], scores "
@@ -125,12 +130,14 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
             head, keys = loaded.module, names
         else:
             head, keys = _FlatOutputs(loaded.module), (boxes_i, scores_i)
-        module = _Contract(RawHeadNMS(head, nms.iou_threshold, nms.score_threshold,
-                                      nms.max_detections, boxes=keys[0], scores=keys[1]))
+        module = _Contract(RawHeadNMS(
+            head, nms.iou_threshold, nms.score_threshold, nms.max_detections, boxes=keys[0],
+            scores=keys[1], multi_label=not nms.keeps_one_label_per_box,
+            agnostic=nms.agnostic))
         info.update(convention="raw-head", score_threshold=nms.score_threshold,
                     nms_iou=nms.iou_threshold,
-                    nms={"iou": nms.iou_threshold, "score": nms.score_threshold,
-                         "boxes": pairs[boxes_i][0], "scores": pairs[scores_i][0]})
+                    nms={**_nms_record(nms), "boxes": pairs[boxes_i][0],
+                         "scores": pairs[scores_i][0]})
     else:
         names = [n for n, _ in flatten_outputs(raw)]
         if options.task == "detection" and names != list(OUTPUT_NAMES):
@@ -143,6 +150,90 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
             return loaded
         return _with_detection(loaded, loaded.module, {**info, "convention": "contract"})
     return _with_detection(loaded, module, info)
+
+
+#: Ultralytics heads whose outputs are more than boxes and class scores
+_ULTRALYTICS_OTHER_HEADS = {"Segment": "masks", "Pose": "keypoints", "OBB": "rotated boxes",
+                            "v10Detect": "NMS-free [B,K,6] rows", "WorldDetect": "text embeddings"}
+
+
+def ultralytics_head(module: nn.Module) -> nn.Module | None:
+    """The Ultralytics Detect head inside a model (its class name, `nc`, `stride` and
+    `reg_max`: Ultralytics' own markers), or None for any other model."""
+    heads = [sub for sub in module.modules()
+             if type(sub).__module__.startswith("ultralytics.") and hasattr(sub, "nc")
+             and hasattr(sub, "stride") and hasattr(sub, "reg_max")]
+    return heads[-1] if heads else None
+
+
+def _nms_record(nms: Any) -> dict[str, Any]:
+    return {"iou": nms.iou_threshold, "score": nms.score_threshold, "layout": nms.layout,
+            "multi_label": not nms.keeps_one_label_per_box, "agnostic": nms.agnostic}
+
+
+def _yolo(loaded: LoadedModel, options: DetectionOptions, head: nn.Module | None
+          ) -> LoadedModel:
+    """An Ultralytics-style raw head ([B,4+C,N] cx,cy,w,h + class scores): decoded in the graph
+    and NMS appended, with Ultralytics' prediction defaults where --nms doesn't say."""
+    import torch
+
+    from toolkit.detection.options import YOLO_DEFAULTS, NmsOptions
+    from toolkit.detection.postprocess import RawHeadNMS, YoloDecode
+
+    kind = type(head).__name__ if head is not None else None
+    if kind in _ULTRALYTICS_OTHER_HEADS or getattr(head, "end2end", False):
+        what = _ULTRALYTICS_OTHER_HEADS.get(kind or "", "NMS-free [B,K,6] rows")
+        raise UsageError(f"{kind} head: its outputs carry {what}, which the detection "
+                         "contract (boxes, scores, labels) doesn't hold yet; export it with "
+                         "--task none for the raw tensors, or a Detect model")
+    notes = []
+    nms = options.nms
+    if nms is None:
+        nms = NmsOptions(YOLO_DEFAULTS["iou"], YOLO_DEFAULTS["score"], YOLO_DEFAULTS["max"],
+                         layout="yolo")
+        notes.append(f"Ultralytics {kind} head: decoded in the graph, NMS with Ultralytics' "
+                     f"prediction defaults (iou {nms.iou_threshold}, conf "
+                     f"{nms.score_threshold}, max_det {nms.max_detections}, one label per "
+                     "box); --nms iou=..,score=..,max=..,multi_label=1,agnostic=1 to change")
+    if head is not None:
+        head.export = True  # Ultralytics' own switch: the head returns its prediction alone
+    flat = _FlatOutputs(loaded.module)
+    with torch.inference_mode():
+        outputs = flat(loaded.to_tensors(loaded.example_feed(batch=None))[0])
+    index, channels_first = _yolo_prediction(outputs, getattr(head, "nc", None))
+    decode = YoloDecode(flat, index, channels_first)
+    module = _Contract(RawHeadNMS(decode, nms.iou_threshold, nms.score_threshold,
+                                  nms.max_detections,
+                                  multi_label=not nms.keeps_one_label_per_box,
+                                  agnostic=nms.agnostic))
+    info: dict[str, Any] = {
+        "max_detections": nms.max_detections, "convention": "yolo",
+        "score_threshold": nms.score_threshold, "nms_iou": nms.iou_threshold,
+        "nms": _nms_record(nms), "classes": int(outputs[index].shape[1 if channels_first
+                                                                       else 2]) - 4}
+    if notes:
+        info["note"] = notes[0]
+    return _with_detection(loaded, module, info)
+
+
+def _yolo_prediction(outputs: tuple[Any, ...], classes: int | None) -> tuple[int, bool]:
+    """Which output is the [B,4+C,N] (or [B,N,4+C]) prediction, and whether channels come
+    first; `classes` is the head's `nc` when known."""
+    found = []
+    for i, tensor in enumerate(outputs):
+        if tensor.dim() != 3:
+            continue
+        a, b = int(tensor.shape[1]), int(tensor.shape[2])
+        for channels, first in ((a, True), (b, False)):
+            if (classes is not None and channels == classes + 4) or (
+                    classes is None and channels >= 5 and channels < (b if first else a)):
+                found.append((i, first))
+                break
+    if not found:
+        shapes = ", ".join(str(list(t.shape)) for t in outputs) or "nothing"
+        raise UsageError(f"layout=yolo needs an output [B,4+C,N] (cx, cy, w, h, class scores)"
+                         f"; the model returns {shapes}")
+    return found[0]
 
 
 def _torchvision_core(loaded: LoadedModel, k: int) -> tuple[nn.Module, str | None]:

@@ -1,0 +1,99 @@
+"""Ultralytics YOLO, first-class: a Detect head built from Ultralytics' packaged YAML (random
+weights, nothing downloaded) exports as a detector with no wrapper — decoded in the graph,
+Ultralytics' NMS convention and defaults, said in the export's notes — and matches eager by
+IoU in every format, at batch 1 and 3."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("ultralytics", reason="ultralytics (a test dependency, in the dev extra) "
+                    "is not installed")
+
+from toolkit.cli.app import app  # noqa: E402
+
+cli = CliRunner()
+YOLO = "tests.detection.yolo_models:yolov8n"
+
+
+@pytest.fixture(scope="module")
+def yolo_bundle(tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("yolo") / "v8n"
+    result = cli.invoke(app, ["export", YOLO, "--input", "images:1-4x3x320x320", "--to",
+                              "onnx,torchscript", "--out", str(out)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_a_yolo_head_exports_as_a_detector_with_ultralytics_defaults(yolo_bundle):
+    out, output = yolo_bundle
+    manifest = json.loads((out / "manifest.json").read_text())
+    detection = manifest["detection"]
+    assert detection["convention"] == "yolo" and detection["classes"] == 80
+    assert detection["nms"] == {"iou": 0.7, "score": 0.25, "layout": "yolo",
+                                "multi_label": False, "agnostic": False}
+    assert detection["max_detections"] == 300
+    assert "Ultralytics' prediction defaults" in " ".join(output.split())
+    for record in manifest["artifacts"]:
+        assert record["parity"]["passed"], record["format"]
+        assert record["parity"]["detection"]["matched"] > 0
+
+
+def test_the_batch_stays_dynamic_through_decode_and_nms(yolo_bundle):
+    out, _ = yolo_bundle
+    import numpy as np
+
+    with np.load(out / "golden.npz") as golden:
+        batches = {golden[k].shape[0] for k in golden.files if "/in/" in k}
+    assert batches == {1, 3}  # every artifact was judged at batch 3 too (parity above)
+
+
+def test_verify_agrees_and_nms_options_change_the_convention(yolo_bundle, tmp_path):
+    out, _ = yolo_bundle
+    assert cli.invoke(app, ["verify", str(out), "--no-record"]).exit_code == 0
+    # the eager model rebuilt from the manifest gets the same decode and NMS
+    eager = cli.invoke(app, ["verify", str(out), "--format", "eager", "--no-record"])
+    assert eager.exit_code == 0, eager.output
+    multi = tmp_path / "multi"
+    result = cli.invoke(app, ["export", YOLO, "--input", "images:1x3x320x320", "--to", "onnx",
+                              "--nms", "layout=yolo,score=0.3,multi_label=1,agnostic=1",
+                              "--out", str(multi)])
+    assert result.exit_code == 0, result.output
+    nms = json.loads((multi / "manifest.json").read_text())["detection"]["nms"]
+    assert nms["multi_label"] is True and nms["agnostic"] is True and nms["score"] == 0.3
+
+
+def test_heads_beyond_boxes_are_refused_with_what_is_supported(tmp_path):
+    result = cli.invoke(app, ["export", "tests.detection.yolo_models:yolov8n_seg", "--input",
+                              "images:1x3x320x320", "--to", "onnx", "--out",
+                              str(tmp_path / "seg")])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "Segment head" in text and "masks" in text and "--task none" in text
+    assert not (tmp_path / "seg").exists()
+
+
+def test_fp16_onnx_of_a_yolo_bundle_matches_by_iou(yolo_bundle, tmp_path):
+    import shutil
+
+    out = tmp_path / "v8n"
+    shutil.copytree(yolo_bundle[0], out)
+    result = cli.invoke(app, ["export", str(out), "--to", "onnx", "--precision", "fp32,fp16"])
+    assert result.exit_code == 0, result.output
+    record = next(a for a in json.loads((out / "manifest.json").read_text())["artifacts"]
+                  if a["precision"] == "fp16")
+    assert record["parity"]["passed"] and record["parity"]["detection"]["matched"] > 0
+
+
+def test_yolo11_is_recognised_the_same_way(tmp_path):
+    out = tmp_path / "v11n"
+    result = cli.invoke(app, ["export", "tests.detection.yolo_models:yolo11n", "--input",
+                              "images:1x3x320x320", "--to", "onnx", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["detection"]["convention"] == "yolo"
+    assert manifest["artifacts"][0]["parity"]["passed"]

@@ -1,0 +1,51 @@
+"""Ultralytics detectors built from their packaged YAMLs (random weights, nothing downloaded),
+for the YOLO detection path. Ultralytics is a test dependency only."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def _spread_class_scores(model: nn.Module) -> nn.Module:
+    """Random weights are degenerate: Ultralytics' init with identity BatchNorm statistics
+    shrinks activations to ~1e-7 by the head, so every box gets the class prior (0.0001) and
+    all scores tie. BatchNorm recalibrated on one batch of noise images (its statistics taken
+    from that batch) gives activations of unit scale, so scores vary by place and class, as a
+    trained model's do; a class prior of sigmoid(-3) then puts some dozens of boxes over
+    Ultralytics' 0.25."""
+    generator = torch.Generator().manual_seed(0)
+    # the toolkit draws example images from N(0, 1); calibrate on the same
+    images = torch.randn(8, 3, 320, 320, generator=generator)
+    for layer in model.modules():
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.reset_running_stats()
+            layer.momentum = None  # a cumulative average: one batch sets it
+    model.train()
+    with torch.no_grad():
+        model(images)
+        for branch in model.model[-1].cv3:  # the class prior of a model that finds things
+            branch[-1].bias.fill_(-3.0)
+    return model.eval()
+
+
+def yolov8n(classes: int = 80) -> nn.Module:
+    from ultralytics.nn.tasks import DetectionModel
+
+    return _spread_class_scores(DetectionModel("yolov8n.yaml", nc=classes, verbose=False)).eval()
+
+
+def yolo11n(classes: int = 80) -> nn.Module:
+    from ultralytics.nn.tasks import DetectionModel
+
+    return _spread_class_scores(DetectionModel("yolo11n.yaml", nc=classes, verbose=False)).eval()
+
+
+def yolov8n_seg() -> nn.Module:
+    from ultralytics.nn.tasks import SegmentationModel
+
+    return SegmentationModel("yolov8n-seg.yaml", nc=80, verbose=False).eval()

@@ -258,7 +258,19 @@ def test_a_reference_whose_detections_are_all_tied_at_the_cut_is_vacuous():
     result = match_detections(batch([ref], k=4), batch([act], k=4))
     assert result.vacuous and not result.passed
     assert result.tolerated_missing == 4 and result.matched == 0
-    assert "only detections tied at a cut" in result.summary()
+    # the cut that bit is named, with the option that moves it
+    assert "tied at the top-K cut (4 of 4" in result.summary()
+    assert "--max-detections" in result.summary()
+
+
+def test_a_reference_at_the_score_threshold_names_that_cut():
+    at = ([[10.0 * j, 0.0, 10.0 * j + 8, 8.0] for j in range(3)], [0.3001] * 3, [1] * 3)
+    result = match_detections(batch([at], k=10), batch([at], k=10), score_threshold=0.3)
+    assert result.vacuous
+    assert "at the score threshold" in result.summary() and "--nms score" in result.summary()
+    empty = batch([([], [], [])])
+    nothing = match_detections(empty, empty, score_threshold=0.25)
+    assert "no detection above the score threshold 0.25" in nothing.summary()
 
 
 def test_tied_boxes_on_the_cut_that_overlap_are_not_judged_as_a_pair():

@@ -153,3 +153,11 @@ def test_precision_filter_picks_artifacts_and_names_what_is_missing(cnn_bundle, 
     assert missing.exit_code == 2 and "no onnx artifact in int8" in missing.output
     unknown = runner.invoke(app, ["verify", str(cnn_bundle), "--precision", "fp64"])
     assert unknown.exit_code == 2 and "unknown precision" in unknown.output
+
+
+def test_localize_without_a_reference_names_the_command_to_type(cnn_bundle, tmp_path):
+    damaged = damaged_copy(cnn_bundle, tmp_path, "features.3.weight", lambda w: w * 1.05)
+    result = runner.invoke(app, ["verify", damaged, "--localize"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "--against tests.models:small_cnn" in text and "--reference onnx" in text

@@ -259,6 +259,7 @@ class ImageParity:
     tolerated_missing: int = 0  # borderline: within score_margin of a cut
     tolerated_extra: int = 0
     confident: int = 0  # reference detections clear of every cut of the reference itself
+    at_top_k: int = 0  # reference detections clear of the score threshold, tied at the top-K
     worst_iou: float | None = None  # over all IoU-matched pairs
     max_score_diff: float | None = None
     max_box_shift: float | None = None  # pixels
@@ -280,7 +281,7 @@ class ImageParity:
 
 _COUNTS = ("reference", "actual", "matched", "swapped", "moved", "score_changed",
            "label_changed", "missing", "extra", "tolerated_missing", "tolerated_extra",
-           "confident")
+           "confident", "at_top_k")
 
 
 @dataclass(frozen=True)
@@ -309,6 +310,7 @@ class DetectionParity:
     tolerated_missing: int
     tolerated_extra: int
     confident: int = 0
+    at_top_k: int = 0
 
     @classmethod
     def from_images(cls, tolerance: DetectionTolerance, iou_threshold: float,
@@ -322,6 +324,22 @@ class DetectionParity:
         a cut, like a random-weight detector whose scores are all equal). A property of the
         reference alone, so every artifact compared with it gets the same answer."""
         return self.confident <= 0
+
+    def vacuity_reason(self) -> str:
+        """Which cut left nothing to judge, and the option that moves it."""
+        margin = self.tolerance.score_margin
+        if self.reference == 0:
+            return (f"has no detection above the score threshold {self.score_threshold} in any "
+                    "image: lower it (--nms score=..., or the model's own threshold), or use "
+                    "inputs (and weights) on which the model detects something")
+        if self.at_top_k * 2 >= self.reference:
+            return (f"has only detections tied at the top-K cut ({self.at_top_k} of "
+                    f"{self.reference} within {margin} of the K-th score: the model's scores "
+                    "saturate); keep more with --max-detections N (or --nms max=N), or use "
+                    "inputs on which fewer boxes tie")
+        return (f"has only detections at the score threshold ({self.reference} within "
+                f"{margin} of {self.score_threshold}); lower it (--nms score=..., or the model's "
+                "own threshold), or use inputs on which the model is confident")
 
     @property
     def matched_fraction(self) -> float:
@@ -354,11 +372,7 @@ class DetectionParity:
     def failures(self) -> list[str]:
         """Each reason the check fails, one short phrase each; empty when it passes."""
         if self.vacuous:
-            why = ("has no detection in any image" if self.reference == 0 else
-                   f"has only detections tied at a cut ({self.reference} within "
-                   f"{self.tolerance.score_margin} of the score threshold or the top-K cut)")
-            return [f"vacuous: the reference {why}, so nothing was compared; use inputs (and "
-                    "weights) on which the model detects something with distinct scores"]
+            return [f"vacuous: the reference {self.vacuity_reason()}, so nothing was compared"]
         tol, out = self.tolerance, []
         if self.moved:
             out.append(f"{self.moved} box(es) moved (worst IoU {_fmt(self.worst_iou)} < "
@@ -574,9 +588,13 @@ def _match_image(index: int, ref: _Set, act: _Set, tol: DetectionTolerance,
     if not padding_ok:
         problems.append("rows past num_detections are not zero")
     confident = sum(not _borderline(float(s), ref, tol, score_threshold) for s in ref.scores)
+    top_k = ref.cut
+    at_top_k = 0 if top_k is None else sum(
+        score_threshold + tol.score_margin <= float(s) <= top_k + tol.score_margin
+        for s in ref.scores)
     return ImageParity(
         index=index, reference=ref.scores.size, actual=act.scores.size, **counts, **lone,
-        confident=confident,
+        confident=confident, at_top_k=at_top_k,
         worst_iou=_extreme([float(iou[r, a]) for r, a in pairs], min),
         max_score_diff=_extreme([float(abs(ref.scores[r] - act.scores[a])) for r, a in pairs],
                                 max),

@@ -55,15 +55,16 @@ def detecting_example(loaded: Any, real: dict[str, Any] | None) -> dict[str, Any
         candidates.append(("the --eval-data / --calib-data images", dict(real)))
     candidates.append(("the model's example", loaded.example_feed(batch=None)))
     threshold = float((loaded.detection or {}).get("score_threshold") or 0.0)
+    reasons = []
     for _, feed in candidates:
         outputs = loaded.run(feed)
         # the same test verify applies: some detection clear of every cut (not vacuous)
-        if not match_detections(outputs, outputs, score_threshold=threshold).vacuous:
+        parity = match_detections(outputs, outputs, score_threshold=threshold)
+        if not parity.vacuous:
             return feed
+        reasons.append(parity.vacuity_reason())
     tried = " and ".join(name for name, _ in candidates)
     raise UsageError(
-        f"the detector finds nothing distinct in {tried} (score threshold {threshold}: no "
-        "detection clear of the threshold and of ties), so parity "
-        "could not be proven on them; pass real images with --eval-data FILE.npz (x, boxes, "
-        "labels) or --calib-data, or lower the score threshold (--nms score=... or the "
-        "model's own, e.g. --model-arg box_score_thresh=0.05)")
+        f"the detector finds nothing distinct in {tried}: on them it {reasons[-1]}; so parity "
+        "could not be proven. Real images help most: --eval-data FILE.npz (x, boxes, labels) "
+        "or --calib-data")

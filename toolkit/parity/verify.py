@@ -173,8 +173,10 @@ def localize_failure(bundle: Bundle, record: ArtifactRecord, feed: Feed, *, mode
           and format_table.get(reference_record.format).localize):
         reference = str(bundle.path_of(reference_record))
     else:
-        raise UsageError("--localize needs a reference: the source model (--against SOURCE, "
-                         "or the bundle's checkpoint on this machine) or --reference onnx")
+        from toolkit.source.rebuild import against_command
+
+        raise UsageError(f"--localize needs a reference: {against_command(bundle)}, or "
+                         "--reference onnx (another ONNX of the same graph)")
     tolerance = tolerances.default if tolerances is not None else record.precision
     divergence = declared.hook("localize")(str(bundle.path_of(record)), feed, reference,
                                            tolerance=tolerance)

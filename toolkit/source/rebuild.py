@@ -102,3 +102,17 @@ def reference_model(bundle: Bundle, *, against: str | None = None, model_ref: st
     return as_bundle_model(bundle, load_model(
         against, model_ref=model_ref, inputs=bundle.inputs, trust_checkpoint=trust_checkpoint,
         model_args=parse_model_args(model_args)))
+
+
+def against_command(bundle: Bundle) -> str:
+    """What to type to give verify a live reference, from the manifest's source. Named, not
+    done: a bundle is input nobody here wrote, and its source is code to import."""
+    source = bundle.manifest.get("source") or {}
+    kind, path = source.get("kind"), source.get("path")
+    if kind == "lightning-checkpoint" and path:
+        where = "" if Path(path).is_file() else " (copy the checkpoint here first)"
+        return (f"pass --against {path} --model {source.get('class') or 'pkg.module:Class'}"
+                f"{where}")
+    if kind == "factory" and path:
+        return f"pass --against {path} (the factory the bundle was exported from)"
+    return "pass --against SOURCE (the checkpoint or factory the bundle came from)"

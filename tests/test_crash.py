@@ -210,3 +210,44 @@ def test_a_usage_error_is_found_before_the_lock(bundle):
         result = toolkit("export", bundle, "--to", "torchscript", "--precision", "fp16")
         assert result.returncode == 2 and "not supported for torchscript" in result.stderr
         assert time.monotonic() - started < 60
+
+
+def test_enospc_at_each_write_of_an_export_rolls_the_bundle_back(bundle, monkeypatch):
+    """Where a small filesystem can't be mounted, the same logic: a full disk injected at the
+    first, second, ... rename an export makes (its artifacts, golden samples, manifest)."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    import toolkit.bundle
+    import toolkit.export.pipeline
+    from toolkit.cli.app import app
+
+    real = toolkit.bundle.publish
+    argv = ["export", *MLP, "--to", "onnx,torchscript", "--out", str(bundle), "--force"]
+    calls: list[int] = []
+
+    def failing_at(n: int):
+        def publish(written, destination):
+            calls.append(1)
+            if len(calls) == n:
+                raise OSError(errno.ENOSPC, "No space left on device", str(destination))
+            return real(written, destination)
+        return publish
+
+    before = snapshot(bundle)
+    n = 1
+    while True:
+        calls.clear()
+        patched = failing_at(n)
+        monkeypatch.setattr(toolkit.bundle, "publish", patched)
+        monkeypatch.setattr(toolkit.export.pipeline, "publish", patched)
+        result = CliRunner().invoke(app, argv)
+        if len(calls) < n:  # every write has had its turn; the last run succeeded
+            assert result.exit_code == 0, result.output
+            break
+        assert result.exit_code == 2, (n, result.output)
+        assert "No space left on device" in result.output, (n, result.output)
+        assert snapshot(bundle) == before and leftovers(bundle) == [], n
+        n += 1
+    assert n > 3  # artifacts, golden samples and the manifest were each tried

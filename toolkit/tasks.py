@@ -28,8 +28,8 @@ class Task:
     report: str
     #: (path, inputs, section) -> TaskEvaluation: the gate's metric on labelled data
     evaluation: str
-    #: (path, inputs, *, max_batches, batch_size) -> input batches of the labelled data, the
-    #: labels checked (what judges reduced precisions beside the metric)
+    #: (path, inputs, *, max_batches, batch_size, section) -> input batches of the labelled
+    #: data, the labels checked (what judges reduced precisions beside the metric)
     eval_inputs: str
     #: (loaded, real feed or None) -> the example golden samples are drawn from
     golden_example: str | None = None

@@ -208,3 +208,20 @@ def test_a_raw_head_exported_without_nms_gets_a_hint(trained, tmp_path):
     notes = json.loads((tmp_path / "r.json").read_text())["notes"]
     assert any("add --nms" in note for note in notes)
     assert "detection" not in Bundle.open(tmp_path / "plain").manifest  # exported as it is
+
+
+def test_labels_past_the_detectors_classes_are_bad_input(trained, data, tmp_path):
+    """The raw head's scores say how many classes there are: a label past them can never be
+    matched, and would drag both sides' mAP down alike (the gate then proves nothing)."""
+    arrays = dict(np.load(data["eval"]))
+    arrays["labels"] = np.where(arrays["labels"] >= 0, arrays["labels"] + 99, -1)
+    np.savez(tmp_path / "eval.npz", **arrays)
+    out = tmp_path / "b"
+    result = run("export", trained["dir"] / "shapes_detector.ckpt",
+                 "--model", "toolkit.demo.detector:ShapesDetector",
+                 "--nms", "iou=0.5,score=0.3,max=20", "--to", "onnx", "--precision",
+                 "fp32,fp16", "--eval-data", tmp_path / "eval.npz", "--out", out)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "labels of image 0 include" in text and "classes" in text
+    assert not out.exists()

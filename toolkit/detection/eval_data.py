@@ -63,6 +63,18 @@ def load_detection_eval_data(path: str | Path, input_names: Sequence[str]) -> De
     return DetectionEvalData(path=where, inputs=inputs, ground_truth=gt)
 
 
+def check_classes(data: DetectionEvalData, classes: int | None) -> None:
+    """Labels the detector can output: a label past its class count can never be matched, and
+    would only drag both sides' mAP down alike (exit 2, naming the image and the label)."""
+    if not classes:
+        return
+    for index, (_, labels) in enumerate(data.ground_truth):
+        bad = labels[labels >= classes]
+        if bad.size:
+            raise UsageError(f"{data.path}: labels of image {index} include {int(bad[0])}; the "
+                             f"detector has {classes} classes (0-{classes - 1})")
+
+
 def ground_truth_from_arrays(boxes: Any, labels: Any, *, where: str = "eval data") -> GroundTruth:
     """Padded `boxes` [n, M, 4] and `labels` [n, M] (-1 = no object) -> per-image lists."""
     boxes, labels = np.asarray(boxes), np.asarray(labels)

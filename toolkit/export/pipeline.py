@@ -246,7 +246,8 @@ class _Executor:
                 task.golden_needs_real_data and (data.eval_data or data.calib_data)):
             from toolkit.export.precision.steps import check_precision_data
 
-            real = check_precision_data(loaded.inputs, self.opts.precisions, data, task)
+            real = check_precision_data(loaded.inputs, self.opts.precisions, data, task,
+                                        loaded.detection)
             if loaded.example is None and real is not None:
                 # Golden samples from real data: reduced precisions are calibrated for it,
                 # and random noise would fail a healthy INT8 model.

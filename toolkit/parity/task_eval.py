@@ -45,10 +45,11 @@ def classification_evaluation(path: str, inputs: Sequence[TensorSpec],
 def detection_evaluation(path: str, inputs: Sequence[TensorSpec],
                          section: Mapping[str, Any] | None = None) -> TaskEvaluation:
     from toolkit.detection.coco_map import detection_map
-    from toolkit.detection.eval_data import predictions_from_outputs
+    from toolkit.detection.eval_data import check_classes, predictions_from_outputs
     from toolkit.source.data import load_detection_data
 
     data = load_detection_data(path, inputs)
+    check_classes(data, (section or {}).get("classes"))
     max_detections = int((section or {}).get("max_detections", 100))
 
     def run(predict: Predict) -> dict[str, Any]:
@@ -96,7 +97,9 @@ def _labelled_feeds(path: str, inputs: Sequence[TensorSpec], *, max_batches: int
 
 
 def classification_inputs(path: str, inputs: Sequence[TensorSpec], *, max_batches: int,
-                          batch_size: int | None = None) -> list[dict[str, np.ndarray]]:
+                          batch_size: int | None = None,
+                          section: Mapping[str, Any] | None = None
+                          ) -> list[dict[str, np.ndarray]]:
     """Input batches of labelled classification data (the labels checked, then dropped)."""
     from toolkit.source.data import split_labels
 
@@ -105,12 +108,16 @@ def classification_inputs(path: str, inputs: Sequence[TensorSpec], *, max_batche
 
 
 def detection_inputs(path: str, inputs: Sequence[TensorSpec], *, max_batches: int,
-                     batch_size: int | None = None) -> list[dict[str, np.ndarray]]:
+                     batch_size: int | None = None,
+                     section: Mapping[str, Any] | None = None) -> list[dict[str, np.ndarray]]:
     """Image batches of detection data (its boxes and labels checked on load): of
     `batch_size`, else of a fixed batch's size, else of up to 4 images."""
+    from toolkit.detection.eval_data import check_classes
     from toolkit.source.data import load_detection_data
 
-    images = load_detection_data(path, inputs).inputs
+    data = load_detection_data(path, inputs)
+    check_classes(data, (section or {}).get("classes"))
+    images = data.inputs
     count = len(next(iter(images.values())))
     rng = batch_range(inputs)
     step = batch_size or (min(4, rng[2]) if rng

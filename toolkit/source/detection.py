@@ -137,7 +137,8 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
         info.update(convention="raw-head", score_threshold=nms.score_threshold,
                     nms_iou=nms.iou_threshold,
                     nms={**_nms_record(nms), "boxes": pairs[boxes_i][0],
-                         "scores": pairs[scores_i][0]})
+                         "scores": pairs[scores_i][0]},
+                    classes=int(pairs[scores_i][1].shape[-1]))
     else:
         names = [n for n, _ in flatten_outputs(raw)]
         if options.task == "detection" and names != list(OUTPUT_NAMES):

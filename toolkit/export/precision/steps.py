@@ -87,7 +87,8 @@ def layout_note(summary: dict[str, Any]) -> str:
 
 
 def check_precision_data(inputs: Any, precisions: Any, options: PrecisionOptions,
-                         task: Task) -> dict[str, Any] | None:
+                         task: Task, section: Mapping[str, Any] | None = None
+                         ) -> dict[str, Any] | None:
     """Validate calibration / evaluation data before anything is exported, so a bad option
     costs one line, not a half-made bundle. Returns one real input batch (or None)."""
     from toolkit.source.data import load_feeds
@@ -100,7 +101,8 @@ def check_precision_data(inputs: Any, precisions: Any, options: PrecisionOptions
         real = _inputs_only(load_feeds(options.calib_data, inputs, max_batches=1, split="val",
                                        where="--calib-data")[0])
     if options.eval_data:
-        (first,) = task.hook("eval_inputs")(options.eval_data, inputs, max_batches=1)
+        (first,) = task.hook("eval_inputs")(options.eval_data, inputs, max_batches=1,
+                                            section=section)
         real = real or first
     return real
 

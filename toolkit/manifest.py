@@ -71,6 +71,7 @@ PlainName = Annotated[str, AfterValidator(plain_file_name)]
 Sha256 = Annotated[str, AfterValidator(_sha256)]
 TensorName = Annotated[str, AfterValidator(_tensor_name)]
 Dim = Annotated[int, Field(ge=0, le=MAX_DIM)]
+DimName = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,31}$")]  # as --input spells it
 Count = Annotated[int, Field(ge=0)]
 
 
@@ -125,13 +126,17 @@ class InputRecord(TensorRecord):
     min: list[Dim]
     opt: list[Dim]
     max: list[Dim]
+    dims: list[DimName | None] | None = None  # named dimensions (shared between inputs)
+    values: Annotated[list[int], Field(min_length=2, max_length=2)] | None = None  # [low, high)
 
     @model_validator(mode="after")
     def _consistent(self) -> InputRecord:
         from toolkit.spec import TensorSpec
 
         try:
-            TensorSpec(self.name, self.dtype, tuple(self.min), tuple(self.opt), tuple(self.max))
+            TensorSpec(self.name, self.dtype, tuple(self.min), tuple(self.opt), tuple(self.max),
+                       dims=tuple(self.dims or ()),
+                       values=(self.values[0], self.values[1]) if self.values else None)
         except UsageError as err:
             raise ValueError(str(err)) from None
         return self

@@ -118,10 +118,25 @@ class TensorSpec:
     min: tuple[int, ...] = ()
     opt: tuple[int, ...] = ()
     max: tuple[int, ...] = ()
+    #: a name per dimension (None: unnamed); inputs' dims of one name are one symbolic dim
+    dims: tuple[str | None, ...] = ()
+    #: integer inputs: the values they take, [low, high) (token ids: 0 to the vocabulary size)
+    values: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not (len(self.min) == len(self.opt) == len(self.max)):
             raise UsageError(f"input '{self.name}': min/opt/max shapes have different ranks")
+        if self.dims and len(self.dims) != len(self.opt):
+            raise UsageError(f"input '{self.name}': {len(self.dims)} dimension names for "
+                             f"{len(self.opt)} dimensions")
+        if self.values is not None:
+            if not np.issubdtype(numpy_dtype(self.dtype), np.integer):
+                raise UsageError(f"input '{self.name}': a value range is for integer inputs, "
+                                 f"not {self.dtype}")
+            low, high = self.values
+            if not low < high:
+                raise UsageError(f"input '{self.name}': values {low}-{high} is empty; give "
+                                 "LOW-HIGH with LOW < HIGH (HIGH excluded)")
         for lo, mid, hi in zip(self.min, self.opt, self.max):
             if not (1 <= lo <= mid <= hi):
                 raise UsageError(
@@ -176,24 +191,38 @@ class TensorSpec:
             lo <= d <= hi for d, lo, hi in zip(shape, self.min, self.max)
         )
 
+    def dim_name(self, axis: int) -> str | None:
+        return self.dims[axis] if self.dims else None
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "name": self.name, "dtype": self.dtype, "shape": self.shape,
             "min": list(self.min), "opt": list(self.opt), "max": list(self.max),
         }
+        if any(self.dims):
+            data["dims"] = list(self.dims)
+        if self.values is not None:
+            data["values"] = list(self.values)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TensorSpec:
+        values = data.get("values")
         return cls(
             str(data["name"]), canonical_dtype(str(data["dtype"])),
             tuple(data["min"]), tuple(data["opt"]), tuple(data["max"]),
+            dims=tuple(data.get("dims") or ()),
+            values=(int(values[0]), int(values[1])) if values else None,
         )
 
     def describe(self) -> str:
         dims = []
-        for lo, mid, hi in zip(self.min, self.opt, self.max):
-            dims.append(str(lo) if lo == hi else f"{lo}-{mid}-{hi}")
-        return f"{self.name}:{'x'.join(dims) or 'scalar'}:{self.dtype}"
+        for axis, (lo, mid, hi) in enumerate(zip(self.min, self.opt, self.max)):
+            extent = str(lo) if lo == hi else f"{lo}-{mid}-{hi}"
+            name = self.dim_name(axis)
+            dims.append(f"{name}={extent}" if name else extent)
+        values = f":{self.values[0]}-{self.values[1]}" if self.values else ""
+        return f"{self.name}:{'x'.join(dims) or 'scalar'}:{self.dtype}{values}"
 
 
 @dataclass(frozen=True)
@@ -211,32 +240,53 @@ class OutputSpec:
 
 # C0, DEL and C1 controls: U+009B is a one-character CSI, U+0085 a line break to a terminal
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_DIM = re.compile(r"^(\d{1,12})(?:-(\d{1,12}))?(?:-(\d{1,12}))?$")
+_DIM = re.compile(r"^(?:([A-Za-z_][A-Za-z0-9_]{0,31})=)?([0-9]{1,12})(?:-([0-9]{1,12}))?"
+                  r"(?:-([0-9]{1,12}))?$")
+_DIM_REFERENCE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
+_VALUES = re.compile(r"^([0-9]{1,12})-([0-9]{1,12})$")
 
 
-def parse_input(text: str) -> TensorSpec:
-    """Parse `NAME:SHAPE[:DTYPE]`, e.g. `x:1-8x3x224x224` or `ids:1-4-16x128:int64`.
+def parse_input(text: str, named: Mapping[str, str] | None = None) -> TensorSpec:
+    """Parse `NAME:SHAPE[:DTYPE[:LOW-HIGH]]`, e.g. `x:1-8x3x224x224` or
+    `input_ids:1-4xseq=8-32:int64:0-30522`.
 
-    A dimension `A-B` is dynamic from A to B with opt = A; `A-B-C` is min-opt-max.
+    A dimension `A-B` is dynamic from A to B with opt = A; `A-B-C` is min-opt-max; `seq=A-B`
+    names it, and a bare `seq` in another input is the same dimension (`named` maps the names
+    defined elsewhere to their extents; see `parse_inputs`). `LOW-HIGH` is an integer input's
+    values, HIGH excluded.
     """
     if CONTROL_CHARS.search(text):
         raise UsageError(f"--input {text!r}: control characters are not allowed")
     parts = text.strip().split(":")
-    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
-        raise UsageError(
-            f"--input '{text}' is malformed; expected NAME:SHAPE[:DTYPE], e.g. x:1-8x3x224x224"
-        )
+    if len(parts) not in (2, 3, 4) or not parts[0] or not parts[1]:
+        raise UsageError(f"--input '{text}' is malformed; expected NAME:SHAPE[:DTYPE[:LOW-HIGH]]"
+                         ", e.g. x:1-8x3x224x224 or ids:1-4xseq=8-32:int64:0-30522")
+    # case-insensitive, as always (1X3 reads 1x3): dimension names are lower case
     name, shape_text = parts[0].strip(), parts[1].strip().lower()
-    dtype = canonical_dtype(parts[2]) if len(parts) == 3 else "float32"
-    lo_dims, opt_dims, hi_dims = [], [], []
-    if shape_text not in ("", "scalar"):
+    dtype = canonical_dtype(parts[2]) if len(parts) >= 3 else "float32"
+    values = None
+    if len(parts) == 4:
+        match = _VALUES.match(parts[3].strip())
+        if not match:
+            raise UsageError(f"--input '{text}': values '{parts[3]}' are not LOW-HIGH, e.g. "
+                             "0-30522")
+        values = (int(match.group(1)), int(match.group(2)))
+    lo_dims, opt_dims, hi_dims, names = [], [], [], []
+    if shape_text.lower() not in ("", "scalar"):
         for dim in shape_text.split("x"):
-            match = _DIM.match(dim.strip())
+            dim = dim.strip()
+            if _DIM_REFERENCE.match(dim) and not dim.isdigit():
+                if dim not in (named or {}):
+                    raise UsageError(f"--input '{text}': dimension '{dim}' names no dimension "
+                                     f"given a size; define it once, e.g. {dim}=8-32")
+                dim = f"{dim}={named[dim]}"  # type: ignore[index]
+            match = _DIM.match(dim)
             if not match:
-                raise UsageError(
-                    f"--input '{text}': dimension '{dim}' is not N, MIN-MAX or MIN-OPT-MAX"
-                )
-            a, b, c = (int(g) if g is not None else None for g in match.groups())
+                raise UsageError(f"--input '{text}': dimension '{dim}' is not N, MIN-MAX, "
+                                 "MIN-OPT-MAX or NAME=one of them (a name has no 'x': it "
+                                 "separates dimensions)")
+            label = match.group(1)
+            a, b, c = (int(g) if g is not None else None for g in match.groups()[1:])
             if b is None:
                 lo, mid, hi = a, a, a
             elif c is None:
@@ -246,10 +296,62 @@ def parse_input(text: str) -> TensorSpec:
             lo_dims.append(lo)
             opt_dims.append(mid)
             hi_dims.append(hi)
+            names.append(label)
     try:
-        return TensorSpec(name, dtype, tuple(lo_dims), tuple(opt_dims), tuple(hi_dims))
+        return TensorSpec(name, dtype, tuple(lo_dims), tuple(opt_dims), tuple(hi_dims),
+                          dims=tuple(names) if any(names) else (), values=values)
     except UsageError as err:
         raise UsageError(f"--input '{text}': {err}") from None
+
+
+def parse_inputs(texts: Sequence[str]) -> list[TensorSpec]:
+    """Several `--input`s, a dimension named in one (`seq=8-32`) usable by name in the others
+    (`seq`); one name has one extent."""
+    defined: dict[str, str] = {}
+    for text in texts:
+        parts = text.split(":")
+        for dim in (parts[1].lower().split("x") if len(parts) > 1 else []):
+            label, sep, extent = dim.strip().partition("=")
+            if not sep:
+                continue
+            if label in defined and defined[label] != extent:
+                raise UsageError(f"--input: dimension '{label}' is given two sizes, "
+                                 f"{defined[label]} and {extent}; give its size once")
+            defined[label] = extent
+    return [parse_input(text, defined) for text in texts]
+
+
+def shared_dims(specs: Sequence[TensorSpec]) -> tuple[dict[tuple[str, int], str], list[str]]:
+    """The symbolic dimension of each dynamic (input, axis): the batch, the names the user
+    gave, and, for unnamed axes, one name per position and extent that several inputs share
+    (token ids and their attention mask: torch.export insists they be declared equal). Also
+    returns notes saying which were shared without being named."""
+    rng = batch_range(specs)
+    names: dict[tuple[str, int], str] = {}
+    groups: dict[tuple[int, int, int, int], list[str]] = {}
+    for spec in specs:
+        for axis in spec.dynamic_dims:
+            if axis == 0 and rng is not None:
+                names[(spec.name, axis)] = "batch"
+            elif spec.dim_name(axis):
+                names[(spec.name, axis)] = spec.dim_name(axis)  # type: ignore[assignment]
+            else:
+                key = (axis, spec.min[axis], spec.opt[axis], spec.max[axis])
+                groups.setdefault(key, []).append(spec.name)
+    notes = []
+    taken = set(names.values())
+    for (axis, lo, mid, hi), members in groups.items():
+        shared = len(members) > 1
+        for member in members:
+            name = f"dim{axis}_{lo}_{hi}" if shared else f"{member}_{axis}"
+            if shared and name in taken:
+                name = f"{name}_{axis}"
+            names[(member, axis)] = name
+        if shared:
+            notes.append(f"dimension {axis} of {', '.join(members)} ({lo}-{mid}-{hi}) is taken "
+                         "as one dimension (same place, same range); name dims to say "
+                         "otherwise, e.g. ids:1-4xseq=8-32 mask:1-4xseq")
+    return names, notes
 
 
 def with_dynamic_batch(
@@ -304,8 +406,8 @@ def random_inputs(
             # is invalid input for most attention code, so nothing is masked.
             out[spec.name] = np.ones(shape, dtype=bool)
         elif np.issubdtype(dtype, np.integer):
-            high = max(1, (int_high or {}).get(spec.name, 2))
-            out[spec.name] = rng.integers(0, high, size=shape).astype(dtype)
+            low, high = spec.values or (0, max(1, (int_high or {}).get(spec.name, 2)))
+            out[spec.name] = rng.integers(low, high, size=shape).astype(dtype)
         else:
             out[spec.name] = rng.standard_normal(size=shape).astype(dtype)
     return out

@@ -179,3 +179,37 @@ def test_bundle_files_are_readable_by_others(tmp_path):
     for name in ("manifest.json", "golden.npz", "model.onnx"):
         mode = stat.S_IMODE((tmp_path / "m" / name).stat().st_mode)
         assert mode == 0o644, (name, oct(mode))
+
+
+def test_named_dims_are_one_dimension_and_integer_ranges_feed_the_golden_samples(tmp_path):
+    """`seq=8-32` in one input and `seq` in another are one symbolic dimension (torch.export
+    insists), and `:0-30` is what integer inputs take: golden samples draw token ids from it."""
+    out = tmp_path / "tagger"
+    result = export("tests.models:tiny_tagger", ["onnx", "torchscript", "pt2"], out,
+                    inputs=["input_ids:1-4xseq=8-32:int64:0-30",
+                            "attention_mask:1-4xseq:bool"])
+    assert result.exit_code == 0, result.to_dict()
+    bundle = Bundle.open(out)
+    ids, mask = bundle.inputs
+    assert ids.dims == mask.dims == (None, "seq") and ids.values == (0, 30)
+    samples = bundle.golden()
+    assert any(s.inputs["input_ids"].max() > 1 for s in samples)  # not just {0, 1}
+    assert all(s.inputs["input_ids"].max() < 30 for s in samples)
+    import onnx
+
+    graph = onnx.load(str(bundle.path_of(bundle.artifact("onnx")))).graph
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+            for i in graph.input}
+    assert dims["input_ids"][1] == dims["attention_mask"][1]  # one dim_param
+
+
+def test_a_dimension_named_without_a_size_or_with_two_is_bad_input():
+    from toolkit.errors import UsageError
+    from toolkit.spec import parse_inputs
+
+    with pytest.raises(UsageError, match="'seq' names no dimension given a size"):
+        parse_inputs(["ids:1-4xseq:int64"])
+    with pytest.raises(UsageError, match="'seq' is given two sizes"):
+        parse_inputs(["ids:1-4xseq=8-32:int64", "mask:1-4xseq=8-16:bool"])
+    with pytest.raises(UsageError, match="a value range is for integer inputs"):
+        parse_inputs(["x:1-4x3:float32:0-10"])

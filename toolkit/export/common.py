@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from toolkit.source.wrapper import LoadedModel
-from toolkit.spec import batch_range
+from toolkit.spec import batch_range, shared_dims
 
 
 def export_batch(model: LoadedModel) -> int | None:
@@ -29,22 +29,25 @@ def example_args(model: LoadedModel, device: str = "cpu") -> tuple:
 
 
 def dynamic_shapes(model: LoadedModel) -> tuple[Any, ...] | None:
-    """torch.export dynamic_shapes for FlatModule(*args): one shared Dim for dim 0."""
+    """torch.export dynamic_shapes for FlatModule(*args): one Dim per symbolic dimension, the
+    batch and every dimension several inputs share being one object (`spec.shared_dims`)."""
     from torch.export import Dim
 
     if not any(s.dynamic_dims for s in model.inputs):
         return None
     rng = batch_range(model.inputs)
-    batch = Dim("batch", min=rng[0], max=rng[2]) if rng else None
+    names, _ = shared_dims(model.inputs)
+    made: dict[str, Any] = {}
     per_input = []
     for spec in model.inputs:
         dims: dict[int, Any] = {}
         for axis in spec.dynamic_dims:
-            if axis == 0 and batch is not None:
-                dims[axis] = batch
-            else:
-                dims[axis] = Dim(f"{_ident(spec.name)}_{axis}", min=spec.min[axis],
-                                 max=spec.max[axis])
+            name = names[(spec.name, axis)]
+            if name not in made:
+                lo, hi = ((rng[0], rng[2]) if name == "batch" and rng
+                          else (spec.min[axis], spec.max[axis]))
+                made[name] = Dim(_ident(name), min=lo, max=hi)
+            dims[axis] = made[name]
         per_input.append(dims or None)
     return (tuple(per_input),)  # FlatModule takes *args: one entry holding them all
 

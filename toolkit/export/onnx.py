@@ -65,10 +65,12 @@ def _export_dynamo(model: LoadedModel, dest: Path, opset: int | None) -> None:
 def _export_legacy(model: LoadedModel, dest: Path, opset: int | None) -> None:
     import torch
 
+    from toolkit.spec import shared_dims
+
+    names, _ = shared_dims(model.inputs)  # one ONNX dim_param per symbolic dimension
     axes: dict[str, dict[int, str]] = {}
     for spec in model.inputs:
-        axes[spec.name] = {a: ("batch" if a == 0 else f"{spec.name}_{a}")
-                           for a in spec.dynamic_dims}
+        axes[spec.name] = {a: names[(spec.name, a)] for a in spec.dynamic_dims}
     if any(s.has_dynamic_batch for s in model.inputs):
         for out in model.outputs:
             axes[out.name] = {0: "batch"}

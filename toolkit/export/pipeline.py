@@ -113,11 +113,13 @@ def export(
     """
     from toolkit.source.load import source_kind
     from toolkit.source.model_args import parse_model_args
-    from toolkit.spec import parse_input
+    from toolkit.spec import parse_inputs
 
     opts = make_options(options, **option_fields)
     asked = formats.parse_targets([to] if isinstance(to, str) else to)
-    specs = [s if isinstance(s, TensorSpec) else parse_input(s) for s in inputs or []]
+    texts = [s for s in inputs or [] if not isinstance(s, TensorSpec)]
+    parsed = iter(parse_inputs(texts))  # a dimension named in one --input, used in another
+    specs = [s if isinstance(s, TensorSpec) else next(parsed) for s in inputs or []]
     names = [s.name for s in specs]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:

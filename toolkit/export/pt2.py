@@ -10,6 +10,7 @@ from toolkit.errors import ExportFailed, first_line
 from toolkit.export.common import dynamic_shapes, example_args, lightning_export_mode, quiet
 from toolkit.export.job import ExportJob
 from toolkit.source.wrapper import LoadedModel
+from toolkit.spec import shared_dims
 
 
 def export_pt2(model: LoadedModel, dest: Path, *, device: str = "cpu") -> dict[str, Any]:
@@ -31,8 +32,9 @@ def export_pt2(model: LoadedModel, dest: Path, *, device: str = "cpu") -> dict[s
         raise ExportFailed(f"AOTInductor compile failed: {first_line(err)}") from err
     finally:
         model.module.to("cpu")
+    _, notes = shared_dims(model.inputs)
     return {"exporter": "torch.export + AOTInductor", "device": device,
-            "compile_s": round(time.perf_counter() - started, 2)}
+            "compile_s": round(time.perf_counter() - started, 2), "notes": notes}
 
 
 def _known_limit(err: BaseException) -> str:
@@ -44,6 +46,10 @@ def _known_limit(err: BaseException) -> str:
             hint = (" — torchvision's batched_nms branches on the number of boxes, which "
                     "torch.export can't guard (pytorch/vision#9306, pytorch/pytorch#118884)")
         return f"{hint}; the onnx and torchscript formats go through"
+    if "Constraints violated" in text:
+        return (" — the model needs dimensions to be equal (or fixed) that --input left "
+                "apart: name the ones that are one, e.g. --input ids:1-4xseq=8-32 --input "
+                "mask:1-4xseq")
     return ""
 
 

@@ -75,7 +75,7 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
     ) -> None:
         from toolkit import formats
         from toolkit.export.pipeline import make_options
-        from toolkit.spec import canonical_precision, parse_input
+        from toolkit.spec import canonical_precision, parse_inputs
 
         # Everything is checked here, before training starts: a typo costs a second, not a run.
         self.targets = formats.parse_targets([to] if isinstance(to, str) else to)
@@ -113,7 +113,7 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
         if any(p not in ("fp32",) for p in precisions) and not any(
                 len(formats.get(t).precisions) > 1 for t in self.targets):
             formats.check_precisions(self.targets[0], precisions)
-        self.inputs = [parse_input(s) for s in inputs or []]
+        self.inputs = parse_inputs(list(inputs or []))
         self.detection = detection or DetectionOptions()
         #: how the artifacts are timed after export: short runs unless the caller says
         self.bench = (bench if isinstance(bench, BenchOptions)

@@ -1,0 +1,20 @@
+"""Hugging Face transformers built from a config (random weights, nothing downloaded), for the
+shared-dimension and integer-range paths. transformers is a test dependency only."""
+
+from __future__ import annotations
+
+import os
+
+from torch import nn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+VOCAB = 1000
+
+
+def tiny_bert() -> nn.Module:
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=64)
+    return BertModel(config).eval()

@@ -1,0 +1,31 @@
+"""A BERT built from a config (random weights, nothing downloaded) with a named sequence
+dimension shared by its two inputs and token ids over the whole vocabulary: ONNX, TorchScript
+and pt2 (where torch.export needs the two lengths declared equal) all match eager."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers", reason="transformers (a test dependency, in the dev "
+                    "extra) is not installed")
+
+from tests.source.hf_models import VOCAB  # noqa: E402
+from toolkit.bundle import Bundle  # noqa: E402
+from toolkit.export.pipeline import export  # noqa: E402
+
+
+def test_a_bert_with_a_shared_sequence_and_its_vocabulary_passes_every_format(tmp_path):
+    out = tmp_path / "bert"
+    result = export("tests.source.hf_models:tiny_bert", ["onnx", "torchscript", "pt2"], out,
+                    inputs=[f"input_ids:1-4xseq=8-32:int64:0-{VOCAB}",
+                            "attention_mask:1-4xseq:int64:0-2"])
+    assert result.exit_code == 0, result.to_dict()
+    assert [s.status.value for s in result.steps] == ["ok", "ok", "ok"]
+    bundle = Bundle.open(out)
+    ids = bundle.inputs[0]
+    assert ids.dims == (None, "seq") and ids.values == (0, VOCAB)
+    assert max(int(s.inputs["input_ids"].max()) for s in bundle.golden()) > VOCAB // 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"][1]["dims"] == [None, "seq"]

@@ -241,3 +241,32 @@ def output_then_relu() -> OutputThenRelu:
 def unseeded_mlp() -> nn.Module:
     """A factory that draws random weights without seeding, as torchvision's do."""
     return nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 2))
+
+
+class RowsDetector(nn.Module):
+    """An NMS-free detector head in miniature (RT-DETR / YOLO26 style): per image, 8 query
+    boxes from a conv, then its own TopK into [B,K,6] rows of x1, y1, x2, y2, score, class."""
+
+    def __init__(self, queries: int = 8, classes: int = 3, k: int = 5) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.boxes = nn.Linear(32, queries * 4)
+        self.logits = nn.Linear(32, queries * classes)
+        self.queries, self.classes, self.k = queries, classes, k
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.features(images)
+        raw = self.boxes(features).view(-1, self.queries, 4).sigmoid() * 64
+        corners = torch.cat([raw[..., :2], raw[..., :2] + raw[..., 2:] / 2 + 1], dim=-1)
+        scores = self.logits(features).view(-1, self.queries, self.classes).sigmoid()
+        best, label = scores.max(dim=-1)
+        top, index = best.topk(self.k, dim=1)
+        picked = torch.gather(corners, 1, index[..., None].expand(-1, -1, 4))
+        return torch.cat([picked, top[..., None],
+                          torch.gather(label, 1, index)[..., None].float()], dim=-1)
+
+
+def rows_detector() -> RowsDetector:
+    torch.manual_seed(0)
+    return RowsDetector().eval()

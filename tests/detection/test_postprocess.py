@@ -368,3 +368,40 @@ def test_class_aware_nms_passes_torch_export_with_a_dynamic_batch() -> None:
     for b, s in ((boxes, scores), (boxes[:1], scores[:1] * 0.1), _raw_head(3, n=60, seed=5)):
         for g, w in zip(exported(b, s), nms(b, s)):
             assert torch.equal(g, w)
+
+
+def test_nms_free_rows_are_judged_by_iou_in_every_format(tmp_path):
+    """[B,K,6] rows (x1, y1, x2, y2, score, class after the model's own TopK) become the
+    contract with --task detection, and are matched by IoU, at batch 1 and 3; without it the
+    export says how to get there."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from toolkit.cli.app import app
+
+    cli = CliRunner()
+    out = tmp_path / "rows"
+    result = cli.invoke(app, ["export", "tests.models:rows_detector", "--input",
+                              "images:1-4x3x32x32", "--task", "detection", "--to",
+                              "onnx,torchscript", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["detection"]["convention"] == "rows"
+    assert manifest["detection"]["max_detections"] == 5  # the rows' own K
+    for record in manifest["artifacts"]:
+        detection = record["parity"]["detection"]
+        assert record["parity"]["passed"] and detection["matched"] == detection["reference"]
+    plain = cli.invoke(app, ["export", "tests.models:rows_detector", "--input",
+                             "images:1-4x3x32x32", "--to", "onnx", "--out",
+                             str(tmp_path / "plain")])
+    assert "add --task detection" in " ".join(plain.output.split())
+
+
+def test_rows_to_contract_keeps_rows_over_the_score_best_first_and_pads_to_k() -> None:
+    from toolkit.detection.postprocess import RowsToContract
+
+    rows = torch.tensor([[[0.0, 0, 4, 4, 0.2, 1], [5, 5, 9, 9, 0.9, 2], [1, 1, 3, 3, 0.05, 0]]])
+    num, boxes, scores, labels = RowsToContract(lambda x: (x,), 0, 0.1, 4)(rows)
+    assert num.tolist() == [2] and scores[0].tolist() == pytest.approx([0.9, 0.2, 0, 0])
+    assert labels[0].tolist() == [2, 1, 0, 0] and boxes[0, 2:].abs().sum() == 0

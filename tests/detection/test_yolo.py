@@ -97,3 +97,17 @@ def test_yolo11_is_recognised_the_same_way(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["detection"]["convention"] == "yolo"
     assert manifest["artifacts"][0]["parity"]["passed"]
+
+
+def test_an_end_to_end_head_is_taken_as_its_rows(tmp_path):
+    """YOLOv10 (and YOLO26) one-to-one heads post-process themselves into [B,300,6] rows: no
+    NMS is added, the rows over Ultralytics' conf are the detections, judged by IoU."""
+    out = tmp_path / "v10"
+    result = cli.invoke(app, ["export", "tests.detection.yolo_models:yolov10n_end2end",
+                              "--input", "images:1-4x3x320x320", "--to", "onnx", "--out",
+                              str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["detection"]["convention"] == "rows"
+    assert manifest["detection"]["max_detections"] == 300
+    assert manifest["artifacts"][0]["parity"]["passed"]

@@ -28,8 +28,10 @@ def _spread_class_scores(model: nn.Module) -> nn.Module:
     model.train()
     with torch.no_grad():
         model(images)
-        for branch in model.model[-1].cv3:  # the class prior of a model that finds things
-            branch[-1].bias.fill_(-3.0)
+        head = model.model[-1]
+        for branches in (head.cv3, getattr(head, "one2one_cv3", None) or ()):
+            for branch in branches:  # the class prior of a model that finds things
+                branch[-1].bias.fill_(-3.0)
     return model.eval()
 
 
@@ -49,3 +51,12 @@ def yolov8n_seg() -> nn.Module:
     from ultralytics.nn.tasks import SegmentationModel
 
     return SegmentationModel("yolov8n-seg.yaml", nc=80, verbose=False).eval()
+
+
+def yolov10n_end2end() -> nn.Module:
+    """An NMS-free head (one-to-one, end-to-end): [B,300,6] rows after its own TopK."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    model = _spread_class_scores(DetectionModel("yolov10n.yaml", nc=80, verbose=False))
+    model.model[-1].end2end = True
+    return model.eval()

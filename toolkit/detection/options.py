@@ -21,8 +21,9 @@ DEFAULT_MAX_DETECTIONS = 100
 #: label per box), taken for a YOLO head when --nms doesn't say
 YOLO_DEFAULTS = {"iou": 0.7, "score": 0.25, "max": 300, "multi_label": False}
 #: how the raw head's outputs are laid out: `boxes` [B,N,4] xyxy + `scores` [B,N,C], or
-#: Ultralytics' one tensor [B,4+C,N] (or [B,N,4+C]) of cx, cy, w, h and class scores
-LAYOUTS = ("boxes", "yolo")
+#: Ultralytics' one tensor [B,4+C,N] (or [B,N,4+C]) of cx, cy, w, h and class scores, or
+#: `rows` [B,K,6] (x1, y1, x2, y2, score, class) a model post-processed itself (no NMS added)
+LAYOUTS = ("boxes", "yolo", "rows")
 _KEYS = ("iou", "score", "max", "layout", "multi_label", "agnostic")
 _EXAMPLE = "e.g. --nms iou=0.45,score=0.25,max=100[,layout=yolo,multi_label=0,agnostic=0]"
 
@@ -178,6 +179,10 @@ def options_from_record(info: Mapping[str, Any] | None) -> DetectionOptions:
         return DetectionOptions(task="none")
     nms = info.get("nms")
     k = int(info.get("max_detections", 100))
+    if info.get("convention") == "rows":
+        return DetectionOptions(task="detection", max_detections=k, nms=NmsOptions(
+            score_threshold=float(info.get("score_threshold") or 0.0), max_detections=k,
+            layout="rows"))
     return DetectionOptions(
         task="detection", max_detections=k,
         nms=NmsOptions(float(nms["iou"]), float(nms["score"]), k,

@@ -428,6 +428,38 @@ class YoloDecode(nn.Module):
         return {"boxes": boxes, "scores": prediction[..., 4:]}
 
 
+class RowsToContract(nn.Module):
+    """Post-processed detection rows -> the contract: a model (an NMS-free head: YOLOv10,
+    YOLO26 end-to-end, RT-DETR style) that returns [B,K,6] rows of x1, y1, x2, y2, score,
+    class after its own TopK. Rows above `score_threshold` are kept, best first, up to
+    `max_detections`; the rest are zero, as the contract says."""
+
+    def __init__(self, model: nn.Module, index: int = 0, score_threshold: float = 0.25,
+                 max_detections: int = DEFAULT_MAX_DETECTIONS) -> None:
+        super().__init__()
+        self.model = model
+        self.index = index
+        self.score_threshold = float(score_threshold)
+        self.max_detections = int(max_detections)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        rows = self.model(images)[self.index].to(torch.float32)
+        k = min(self.max_detections, rows.shape[1])
+        scores, order = torch.topk(rows[..., 4], k, dim=1)
+        picked = torch.gather(rows, 1, order[..., None].expand(-1, -1, rows.shape[2]))
+        valid = scores > self.score_threshold
+        keep = valid.to(torch.float32)
+        boxes = picked[..., 0:4] * keep[..., None]
+        labels = picked[..., 5].to(torch.int64) * valid.to(torch.int64)
+        pad = self.max_detections - k
+        if pad > 0:  # fewer rows than K: the contract still has K
+            boxes = torch.nn.functional.pad(boxes, (0, 0, 0, pad))
+            scores = torch.nn.functional.pad(scores, (0, pad))
+            labels = torch.nn.functional.pad(labels, (0, pad))
+            keep = torch.nn.functional.pad(keep, (0, pad))
+        return valid.sum(dim=1).to(torch.int64), boxes, scores * keep, labels
+
+
 def find_raw_head_outputs(outputs: Sequence[tuple[str, Sequence[int]]]) -> tuple[int, int]:
     """Indices of the `boxes` [B,N,4] and `scores` [B,N,C] outputs among (name, shape) pairs,
     e.g. a model's flattened outputs. Found by name (`boxes`, `pred.boxes`, ...), otherwise by

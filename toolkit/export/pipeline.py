@@ -230,6 +230,7 @@ class _Executor:
             loaded.source["trusted_at_export"] = True
         loaded = as_detector(loaded, detection)
         names = {o.name.rsplit(".", 1)[-1] for o in loaded.outputs}
+        self.notes += loaded.hints
         if not loaded.detection and detection.task == "auto" and {"boxes", "scores"} <= names:
             self.notes.append("the model returns boxes and scores: to export it as a detector "
                               "(NMS in the graph, the detection contract, IoU-matched parity) "

@@ -118,6 +118,10 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
                             "through unchanged (same detections on the example)")
         return _with_detection(loaded, module, info, core=detector,
                                user_prefix=inner_name or "")
+    elif _rows_shaped(raw) and (options.task == "detection" or (
+            options.nms is not None and options.nms.layout == "rows")):
+        return _rows(loaded, options, "post-processed detection rows [B,K,6]",
+                     default_score=0.0, default_k=int(flatten_outputs(raw)[0][1].shape[1]))
     elif options.nms is not None:
         from toolkit.detection.postprocess import find_raw_head_outputs
 
@@ -141,12 +145,19 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
                     classes=int(pairs[scores_i][1].shape[-1]))
     else:
         names = [n for n, _ in flatten_outputs(raw)]
+        if options.task == "auto" and len(names) == 1 and _rows_shaped(raw):
+            loaded.hints.append("the model returns one [B,K,6] tensor, as NMS-free detectors "
+                                "do (x1, y1, x2, y2, score, class): add --task detection to "
+                                "judge it by IoU matching instead of element by element")
+            return loaded
         if options.task == "detection" and names != list(OUTPUT_NAMES):
             raise UsageError(
                 f"--task detection: the model returns {names or 'nothing'}; a detector "
                 "either follows torchvision's convention (list of dicts with boxes, scores, "
                 "labels), returns raw boxes [B,N,4] and scores [B,N,C] (add --nms "
-                "iou=0.45,score=0.25), or returns num_detections, boxes, scores, labels")
+                "iou=0.45,score=0.25), one [B,4+C,N] YOLO prediction (--nms layout=yolo), "
+                "rows [B,K,6] of x1, y1, x2, y2, score, class, or num_detections, boxes, "
+                "scores, labels")
         if names != list(OUTPUT_NAMES):
             return loaded
         return _with_detection(loaded, loaded.module, {**info, "convention": "contract"})
@@ -155,7 +166,7 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
 
 #: Ultralytics heads whose outputs are more than boxes and class scores
 _ULTRALYTICS_OTHER_HEADS = {"Segment": "masks", "Pose": "keypoints", "OBB": "rotated boxes",
-                            "v10Detect": "NMS-free [B,K,6] rows", "WorldDetect": "text embeddings"}
+                            "WorldDetect": "text embeddings"}
 
 
 def ultralytics_head(module: nn.Module) -> nn.Module | None:
@@ -182,11 +193,16 @@ def _yolo(loaded: LoadedModel, options: DetectionOptions, head: nn.Module | None
     from toolkit.detection.postprocess import RawHeadNMS, YoloDecode
 
     kind = type(head).__name__ if head is not None else None
-    if kind in _ULTRALYTICS_OTHER_HEADS or getattr(head, "end2end", False):
-        what = _ULTRALYTICS_OTHER_HEADS.get(kind or "", "NMS-free [B,K,6] rows")
-        raise UsageError(f"{kind} head: its outputs carry {what}, which the detection "
-                         "contract (boxes, scores, labels) doesn't hold yet; export it with "
-                         "--task none for the raw tensors, or a Detect model")
+    if kind in _ULTRALYTICS_OTHER_HEADS:
+        raise UsageError(f"{kind} head: its outputs carry {_ULTRALYTICS_OTHER_HEADS[kind]}, "
+                         "which the detection contract (boxes, scores, labels) doesn't hold "
+                         "yet; export it with --task none for the raw tensors, or a Detect "
+                         "model")
+    if getattr(head, "end2end", False):
+        head.export = True  # type: ignore[union-attr]
+        return _rows(loaded, options, f"Ultralytics {kind} head, end-to-end (NMS-free)",
+                     default_score=YOLO_DEFAULTS["score"],
+                     default_k=int(getattr(head, "max_det", YOLO_DEFAULTS["max"])))
     notes = []
     nms = options.nms
     if nms is None:
@@ -214,6 +230,29 @@ def _yolo(loaded: LoadedModel, options: DetectionOptions, head: nn.Module | None
                                                                        else 2]) - 4}
     if notes:
         info["note"] = notes[0]
+    return _with_detection(loaded, module, info)
+
+
+def _rows_shaped(raw: Any) -> bool:
+    """One output (or the first) of [B,K,6] rows: x1, y1, x2, y2, score, class."""
+    flat = flatten_outputs(raw)
+    return bool(flat) and flat[0][1].dim() == 3 and int(flat[0][1].shape[2]) == 6
+
+
+def _rows(loaded: LoadedModel, options: DetectionOptions, what: str,
+          default_score: float, default_k: int | None = None) -> LoadedModel:
+    """A model that post-processes itself into [B,K,6] rows (x1, y1, x2, y2, score, class):
+    its rows above the score threshold become the contract, judged by IoU like any detector."""
+    from toolkit.detection.postprocess import RowsToContract
+
+    nms = options.nms
+    score = nms.score_threshold if nms is not None else default_score
+    k = nms.max_detections if nms is not None else (default_k or options.max_detections)
+    module = _Contract(RowsToContract(_FlatOutputs(loaded.module), 0, score, k))
+    info = {"max_detections": k, "convention": "rows", "score_threshold": score,
+            "nms_iou": None,
+            "note": f"{what}: rows scoring over {score} are the detections, best first "
+                    f"(K {k}); --nms score=..,max=.. to change"}
     return _with_detection(loaded, module, info)
 
 

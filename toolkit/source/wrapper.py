@@ -111,6 +111,8 @@ class LoadedModel:
     #: set for detectors wrapped to the output contract (source/detection.py): the manifest's
     #: `detection` record (convention, max_detections, score_threshold, nms)
     detection: dict[str, Any] | None = None
+    #: what the export should tell the user about this model (a likely detector, ...)
+    hints: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.module.eval()

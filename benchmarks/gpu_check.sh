@@ -134,7 +134,8 @@ make_image_venv() {  # make_image_venv VENV
   base=$("$source_python" -c 'import sys; print(sys._base_executable)') || return
   "$base" -m venv --without-pip "$venv" || return
   bash benchmarks/gpu_wheels.sh --image-packages >"$WORK/image_packages.txt" || return
-  "$source_python" - "$WORK/image_packages.txt" "$WORK/image_site" <<'PY' || return
+  "$source_python" - "$WORK/image_packages.txt" "$WORK/image_site" \
+    "$REPO/benchmarks/gpu_wheels.sh" <<'PY' || return
 import csv
 import re
 import sys
@@ -147,10 +148,29 @@ target.mkdir()
 site = Path(sysconfig.get_path("purelib"))
 norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
 exposed, hidden = set(), []
+infos, needs = {}, {}
 for info in sorted(site.glob("*.dist-info")):
     meta = (info / "METADATA").read_text(errors="replace")
     name = norm(re.search(r"^Name:\s*(\S+)", meta, re.M).group(1))
-    if name not in image:
+    infos[name] = info
+    # what it needs to import (extras aside)
+    needs[name] = {norm(re.match(r"[A-Za-z0-9_.-]+", req).group(0))
+                   for req in re.findall(r"^Requires-Dist:\s*(.+)$", meta, re.M)
+                   if "extra ==" not in req and "extra==" not in req}
+# The image's packages, plus what this venv's versions of them need to import (a newer
+# huggingface-hub needs httpx2, where the image has its own older pair): stand-ins for the
+# image's own dependencies. Never the wheels gpu_wheels.sh brings: those must come offline.
+pins = {norm(m) for m in re.findall(r"^\s+([A-Za-z0-9_.-]+)==", Path(sys.argv[3]).read_text(),
+                                   re.M)}
+shown = {name for name in infos if name in image}
+while True:
+    more = {dep for name in shown for dep in needs[name]
+            if dep in infos and dep not in shown and dep not in pins and dep != "toolkit"}
+    if not more:
+        break
+    shown |= more
+for name, info in sorted(infos.items()):
+    if name not in shown:
         hidden.append(name)
         continue
     entries = {info.name}

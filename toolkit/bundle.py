@@ -371,6 +371,9 @@ class Bundle:
             "path": GOLDEN,
             "samples": len(samples),
             "batches": [s.batch for s in samples],
+            # every shape judged, so a reader sees which corners of the declared range were
+            "shapes": [{name: list(value.shape) for name, value in s.inputs.items()}
+                       for s in samples],
             "sha256": sha256_file(self.golden_path),
             **({"real": list(real), "real_source": real_source} if real else {}),
         }

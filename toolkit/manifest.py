@@ -160,6 +160,7 @@ class GoldenRecord(_Record):
     reference: str | None = None
     real: list[Count] = []  # samples drawn from --eval-data / --calib-data
     real_source: str | None = None
+    shapes: list[dict[str, list[Dim]]] = []  # each sample's input shapes, as judged
 
     @field_validator("path")
     @classmethod

@@ -76,7 +76,7 @@ def test_manifest_records_io_artifacts_and_environment(two_io_bundle):
         assert record["parity"]["passed"] is True
         assert record["tools"]["torch"]
     assert formats["onnx"]["opset"] >= 17
-    assert manifest["golden"]["batches"] == [2, 1, 3]
+    assert manifest["golden"]["batches"] == [2, 1, 3, 64]  # 64: the declared maximum
     assert manifest["environment"]["cpu"]
 
 

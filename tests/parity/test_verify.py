@@ -39,7 +39,10 @@ def test_healthy_bundle_passes_and_records(cnn_bundle, tmp_path):
                                  "--markdown", str(md)])
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
-    assert data["passed"] and data["reports"][0]["samples"] == 3
+    # the example (batch 2), batches 1 and 3, and the declared maximum, 64
+    golden = Bundle.open(cnn_bundle).manifest["golden"]
+    assert golden["batches"] == [2, 1, 3, 64] and golden["shapes"][3]["x"][0] == 64
+    assert data["passed"] and data["reports"][0]["samples"] == 4
     assert "| onnx/fp32 |" in md.read_text()
     record = Bundle.open(cnn_bundle).artifact("onnx")
     assert record["parity"]["passed"] and record["parity"]["tolerance"]

@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from toolkit.bundle import GoldenSample
-from toolkit.spec import batch_range, random_inputs
+from toolkit.spec import batch_range, feed_bytes, random_inputs
 
 GOLDEN_EXTRA_BATCHES = (1, 3)  # besides the example's own batch, when the batch is dynamic
+#: the declared maximum batch is judged when its inputs take at most this much (a 1-64 default
+#: range on 224x224 images would be 37 MiB of golden samples); else the largest batch that fits
+MAX_BATCH_SAMPLE_BYTES = 16 * 2**20
 
 
 def golden_samples(loaded: Any) -> list[GoldenSample]:
-    """The example, then batches 1 and 3 when the batch is dynamic.
+    """The example, then batches 1, 3 and the declared maximum when the batch is dynamic.
 
     Extra batches are cut from (or tiled out of) the module's own example when it has one,
     since reduced precisions are calibrated for real data and random noise would fail them;
@@ -22,7 +25,8 @@ def golden_samples(loaded: Any) -> list[GoldenSample]:
     rng = batch_range(loaded.inputs)
     if rng is not None:
         seen = {samples[0].batch}
-        for i, batch in enumerate(GOLDEN_EXTRA_BATCHES, start=1):
+        extra = (*GOLDEN_EXTRA_BATCHES, largest_judged_batch(loaded.inputs, rng))
+        for i, batch in enumerate(extra, start=1):
             if rng[0] <= batch <= rng[2] and batch not in seen:
                 seen.add(batch)
                 feed = loaded.example_feed(batch=batch, seed=i)
@@ -36,6 +40,15 @@ def golden_samples(loaded: Any) -> list[GoldenSample]:
                                  int_high=loaded.int_high(), at=at)
             samples.append(GoldenSample(feed, loaded.run(feed)))
     return samples
+
+
+def largest_judged_batch(specs: Any, rng: tuple[int, int, int]) -> int:
+    """The declared maximum batch, or the largest below it whose inputs fit
+    MAX_BATCH_SAMPLE_BYTES (at the opt shape of every other dimension)."""
+    per_item = sum(feed_bytes(s, s.shape_at(1) if s.has_dynamic_batch else s.opt)
+                   for s in specs)
+    fits = max(rng[0], MAX_BATCH_SAMPLE_BYTES // max(per_item, 1))
+    return min(rng[2], fits)
 
 
 def detecting_example(loaded: Any, real: dict[str, Any] | None) -> dict[str, Any] | None:

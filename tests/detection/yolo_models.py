@@ -35,16 +35,22 @@ def _spread_class_scores(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def yolov8n(classes: int = 80) -> nn.Module:
+def _detector(yaml: str, classes: int = 80) -> nn.Module:
+    """Built with torch seeded: every call gives the same weights (the toolkit seeds a
+    factory it calls, but a benchmark or a test calling this directly must get the same)."""
     from ultralytics.nn.tasks import DetectionModel
 
-    return _spread_class_scores(DetectionModel("yolov8n.yaml", nc=classes, verbose=False)).eval()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return _spread_class_scores(DetectionModel(yaml, nc=classes, verbose=False)).eval()
+
+
+def yolov8n(classes: int = 80) -> nn.Module:
+    return _detector("yolov8n.yaml", classes)
 
 
 def yolo11n(classes: int = 80) -> nn.Module:
-    from ultralytics.nn.tasks import DetectionModel
-
-    return _spread_class_scores(DetectionModel("yolo11n.yaml", nc=classes, verbose=False)).eval()
+    return _detector("yolo11n.yaml", classes)
 
 
 def yolov8n_seg() -> nn.Module:
@@ -55,8 +61,6 @@ def yolov8n_seg() -> nn.Module:
 
 def yolov10n_end2end() -> nn.Module:
     """An NMS-free head (one-to-one, end-to-end): [B,300,6] rows after its own TopK."""
-    from ultralytics.nn.tasks import DetectionModel
-
-    model = _spread_class_scores(DetectionModel("yolov10n.yaml", nc=80, verbose=False))
+    model = _detector("yolov10n.yaml")
     model.model[-1].end2end = True
     return model.eval()

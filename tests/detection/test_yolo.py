@@ -59,7 +59,7 @@ def test_verify_agrees_and_nms_options_change_the_convention(yolo_bundle, tmp_pa
     eager = cli.invoke(app, ["verify", str(out), "--format", "eager", "--no-record"])
     assert eager.exit_code == 0, eager.output
     multi = tmp_path / "multi"
-    result = cli.invoke(app, ["export", YOLO, "--input", "images:1x3x320x320", "--to", "onnx",
+    result = cli.invoke(app, ["export", YOLO, "--input", "images:1x3x256x256", "--to", "onnx",
                               "--nms", "layout=yolo,score=0.3,multi_label=1,agnostic=1",
                               "--out", str(multi)])
     assert result.exit_code == 0, result.output
@@ -92,7 +92,7 @@ def test_fp16_onnx_of_a_yolo_bundle_matches_by_iou(yolo_bundle, tmp_path):
 def test_yolo11_is_recognised_the_same_way(tmp_path):
     out = tmp_path / "v11n"
     result = cli.invoke(app, ["export", "tests.detection.yolo_models:yolo11n", "--input",
-                              "images:1x3x320x320", "--to", "onnx", "--out", str(out)])
+                              "images:1x3x256x256", "--to", "onnx", "--out", str(out)])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["detection"]["convention"] == "yolo"
@@ -104,7 +104,7 @@ def test_an_end_to_end_head_is_taken_as_its_rows(tmp_path):
     NMS is added, the rows over Ultralytics' conf are the detections, judged by IoU."""
     out = tmp_path / "v10"
     result = cli.invoke(app, ["export", "tests.detection.yolo_models:yolov10n_end2end",
-                              "--input", "images:1-4x3x320x320", "--to", "onnx", "--out",
+                              "--input", "images:1x3x256x256", "--to", "onnx", "--out",
                               str(out)])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())

@@ -262,30 +262,46 @@ def write(bundle: Bundle, model: TritonModel, repo: Path, *, force: bool = False
         raise UsageError(f"--triton {repo} is a link to nothing; choose another repository")
     if repo.exists() and not repo.is_dir():
         raise UsageError(f"--triton {repo} is a file, not a model repository directory")
-    created = _missing_top(repo)
+    created: list[Path] = []
     try:
-        repo.mkdir(parents=True, exist_ok=True)
+        created = _make_dirs(repo)
         with transaction.locked(repo, wait_s=60, what="deploy"):
             return _write_locked(bundle, model, repo, force)
     except OSError as err:
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
+        _remove_if_empty(created)
         raise UsageError(f"--triton {repo}: {err.strerror or err} while writing "
                          f"{model.name}; nothing was written") from None
     except BaseException:
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
+        _remove_if_empty(created)
         raise
 
 
-def _missing_top(path: Path) -> Path | None:
-    """The outermost directory of `path` that doesn't exist yet (what mkdir -p creates)."""
-    top = None
+def _make_dirs(path: Path) -> list[Path]:
+    """mkdir -p, returning the directories this call itself created (outermost first): one
+    that a concurrent deploy made in the meantime is not ours to remove."""
+    missing = []
     for candidate in (path, *path.parents):
         if candidate.exists() or candidate.is_symlink():
             break
-        top = candidate
-    return top
+        missing.append(candidate)
+    made = []
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            continue
+        made.append(directory)
+    return made
+
+
+def _remove_if_empty(created: list[Path]) -> None:
+    """Take back the directories this call created, innermost first, only while empty:
+    another deploy may have written into them since (it waited for our lock)."""
+    for directory in reversed(created):
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 def _write_locked(bundle: Bundle, model: TritonModel, repo: Path, force: bool) -> Path:

@@ -80,3 +80,18 @@ def assert_reproduces_golden(bundle_dir: Path, format: str, *, rtol: float,
             outputs = runner.infer(sample.inputs)
             for name, expected in sample.outputs.items():
                 np.testing.assert_allclose(outputs[name], expected, rtol=rtol, atol=atol)
+
+
+def triton_config(bundle_dir: Path, format: str, repo: Path) -> str:
+    """`toolkit deploy BUNDLE --triton REPO --format F --name net`: the config.pbtxt written
+    (asserting the deploy succeeded and put the served file in version 1)."""
+    from typer.testing import CliRunner
+
+    from toolkit import formats
+    from toolkit.cli.app import app
+
+    result = CliRunner().invoke(app, ["deploy", str(bundle_dir), "--triton", str(repo),
+                                      "--format", format, "--name", "net"])
+    assert result.exit_code == 0, result.output
+    assert (repo / "net" / "1" / formats.get(format).triton.filename).is_file()
+    return (repo / "net" / "config.pbtxt").read_text()

@@ -1,6 +1,8 @@
 """Option groups, declared once (Polygraphy's `tools/args` is the model).
 
-A group is a frozen dataclass that checks itself in `__post_init__` (UsageError naming the flag).
+A group is a frozen dataclass that checks itself, and reads the command line's spellings (a size
+text, a comma list), in `__post_init__` (UsageError naming the flag): one place, whether the
+values came from typer or from Python.
 Each field the command line sets carries its flag and help through `flag(...)`; the CLI expands a
 group into those flags (`toolkit/cli/groups.py`), and `toolkit.export(...)`, `ExportCallback`
 and the commands take the same objects. Pure: no typer, no torch.
@@ -9,7 +11,6 @@ and the commands take the same objects. Pure: no typer, no torch.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +27,6 @@ class Flag:
     #: the type typer parses (None: the field's own); e.g. str for a size the group reads itself
     cli_type: Any = None
     cli_default: Any = FIELD_DEFAULT
-    #: turns what typer parsed into the field's value (a comma list into a tuple of ints)
-    convert: Callable[[Any], Any] | None = None
 
     @property
     def parameter(self) -> str:

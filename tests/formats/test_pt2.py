@@ -3,13 +3,8 @@ serves it on the torch_aoti platform (beta, batch 1)."""
 
 from __future__ import annotations
 
-from typer.testing import CliRunner
-
-from tests.helpers import assert_reproduces_golden
+from tests.helpers import assert_reproduces_golden, triton_config
 from toolkit.bundle import Bundle
-from toolkit.cli.app import app
-
-cli = CliRunner()
 
 
 def test_the_package_reproduces_the_golden_outputs_without_the_model_class(two_io_bundle):
@@ -19,12 +14,7 @@ def test_the_package_reproduces_the_golden_outputs_without_the_model_class(two_i
 
 
 def test_triton_serves_it_on_torch_aoti_at_batch_one(two_io_bundle, tmp_path):
-    repo = tmp_path / "repo"
-    result = cli.invoke(app, ["deploy", str(two_io_bundle), "--triton", str(repo),
-                              "--format", "pt2", "--name", "net"])
-    assert result.exit_code == 0, result.output
-    config = (repo / "net" / "config.pbtxt").read_text()
+    config = triton_config(two_io_bundle, "pt2", tmp_path / "repo")
     assert 'platform: "torch_aoti"' in config
     # batch 1 spelled as Triton's fixed shape: no batching dimension, the 1 in the dims
     assert "max_batch_size: 0" in config and "dims: [ 1, 3 ]" in config
-    assert (repo / "net" / "1" / "model.pt2").is_file()

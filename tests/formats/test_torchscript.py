@@ -4,13 +4,9 @@ platform with indexed tensor names."""
 from __future__ import annotations
 
 import torch
-from typer.testing import CliRunner
 
-from tests.helpers import assert_reproduces_golden
+from tests.helpers import assert_reproduces_golden, triton_config
 from toolkit.bundle import Bundle
-from toolkit.cli.app import app
-
-cli = CliRunner()
 
 
 def test_the_artifact_is_a_script_module_that_reproduces_the_golden_outputs(two_io_bundle):
@@ -21,10 +17,5 @@ def test_the_artifact_is_a_script_module_that_reproduces_the_golden_outputs(two_
 
 
 def test_triton_serves_it_on_libtorch_with_indexed_names(two_io_bundle, tmp_path):
-    repo = tmp_path / "repo"
-    result = cli.invoke(app, ["deploy", str(two_io_bundle), "--triton", str(repo),
-                              "--format", "torchscript", "--name", "net"])
-    assert result.exit_code == 0, result.output
-    config = (repo / "net" / "config.pbtxt").read_text()
+    config = triton_config(two_io_bundle, "torchscript", tmp_path / "repo")
     assert 'platform: "pytorch_libtorch"' in config and "INPUT__0" in config
-    assert (repo / "net" / "1" / "model.pt").is_file()

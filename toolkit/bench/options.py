@@ -25,7 +25,7 @@ DEFAULTS: dict[str, Any] = {
 def parse_batches(values: Any) -> tuple[int, ...] | None:
     """`--batch 1,8 --batch 16` -> (1, 8, 16); None when none is given (the default sweep)."""
     out = []
-    for part in comma_list(values) if not isinstance(values, tuple) else values:
+    for part in comma_list(values):
         text = str(part)
         # ASCII digits only: '²'.isdigit() is True, and int('²') fails
         if not (text.isascii() and text.isdigit()) or len(text) > 12 or int(text) < 1:
@@ -42,8 +42,7 @@ class BenchOptions:
 
     batches: tuple[int, ...] | None = flag(
         None, "--batch -b", "Batch sizes, e.g. 1,2,4,8. Default: powers of two up to 8 within "
-        "the bundle's batch range, plus its opt batch.", cli_type=list[str] | None,
-        convert=parse_batches)
+        "the bundle's batch range, plus its opt batch.", cli_type=list[str] | None)
     threads: int | None = flag(None, "--threads",
                                "CPU threads for every backend (default: all cores).")
     budget_s: float = flag(DEFAULTS["budget_s"], "--budget", "Seconds of timed iterations per "
@@ -55,8 +54,8 @@ class BenchOptions:
     max_iters: int = DEFAULTS["max_iters"]
 
     def __post_init__(self) -> None:
-        if self.batches is not None:
-            object.__setattr__(self, "batches", parse_batches(tuple(self.batches)))
+        if self.batches is not None:  # 1,8 texts from the command line, or ints
+            object.__setattr__(self, "batches", parse_batches(self.batches))
         for option, value in (("--budget", self.budget_s), ("--warmup", self.warmup_s)):
             if not math.isfinite(value) or value < 0:
                 raise UsageError(f"{option} must be a finite number of seconds >= 0, got "

@@ -22,7 +22,7 @@ from toolkit.groups import FIELD_DEFAULT, Flag, flags_of, is_group
 def takes_groups(command: Callable[..., Any]) -> Callable[..., Any]:
     hints = get_type_hints(command, include_extras=True)
     parameters: list[inspect.Parameter] = []
-    groups: dict[str, tuple[type, list[tuple[str, str, Flag]]]] = {}
+    groups: dict[str, tuple[type, list[tuple[str, str]]]] = {}
     for param in inspect.signature(command).parameters.values():
         annotation = hints.get(param.name, param.annotation)
         if not is_group(annotation):
@@ -31,7 +31,7 @@ def takes_groups(command: Callable[..., Any]) -> Callable[..., Any]:
         expanded = []
         for field, how in flags_of(annotation):
             parameters.append(_cli_parameter(annotation, field, how, param.kind))
-            expanded.append((field.name, how.parameter, how))
+            expanded.append((field.name, how.parameter))
         groups[param.name] = (annotation, expanded)
     names = [p.name for p in parameters]
     clashes = sorted({n for n in names if names.count(n) > 1})
@@ -41,11 +41,8 @@ def takes_groups(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def run(**values: Any) -> Any:
         for name, (group, expanded) in groups.items():
-            given = {}
-            for field, parameter, how in expanded:
-                value = values.pop(parameter)
-                given[field] = how.convert(value) if how.convert else value
-            values[name] = group(**given)
+            values[name] = group(**{field: values.pop(parameter)
+                                    for field, parameter in expanded})
         return command(**values)
 
     del run.__wrapped__  # typer reads the signature below, not the command's

@@ -67,9 +67,10 @@ class PrecisionOptions:
         "auto", "--int8-layout",
         "INT8 ONNX layout: cpu (uint8 activations, fastest on ONNX Runtime CPU), trt "
         "(symmetric int8 Q/DQ for TensorRT), both, or auto: cpu for --to onnx, trt for --to "
-        "trt.", convert=lambda text: text.strip().lower())
+        "trt.")
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "int8_layout", str(self.int8_layout).strip().lower())
         if self.calib_method not in CALIB_METHODS:
             raise UsageError(f"--calib-method {self.calib_method}: use one of "
                              f"{', '.join(CALIB_METHODS)}")

@@ -25,10 +25,10 @@ class ToleranceOptions:
     min_cosine: float | None = flag(None, "--min-cosine", "Minimum cosine similarity.")
     per_output: tuple[str, ...] = flag(
         (), "--tol", "Per output: NAME:atol=..,rtol=.. Repeatable.", cli_type=list[str] | None,
-        cli_default=None, convert=lambda texts: tuple(texts or ()))
+        cli_default=None)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "per_output", tuple(self.per_output))
+        object.__setattr__(self, "per_output", tuple(self.per_output or ()))
         for name in ("atol", "rtol", "min_cosine"):
             value = getattr(self, name)
             if value is not None and (not math.isfinite(value) or value < 0):

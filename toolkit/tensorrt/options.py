@@ -97,7 +97,7 @@ class BuildOptions:
     #: path; loaded when present, written back after the build
     timing_cache: str | None = flag(
         None, "--timing-cache", "TensorRT timing cache file, reused across builds.",
-        cli_type=Path | None, convert=lambda path: str(path) if path else None)
+        cli_type=Path | None)
     #: BuilderFlag.VERSION_COMPATIBLE (embeds a lean runtime)
     version_compatible: bool = flag(False, "--version-compatible",
                                     "TensorRT: build a version-compatible engine.")
@@ -112,7 +112,7 @@ class BuildOptions:
     #: at build time (the CLI may not know the inputs yet); see `resolve_profiles`
     extra_profiles: tuple[Profile | str, ...] = flag(
         (), "--profile", "Extra TensorRT optimization profile, --input syntax. Repeatable.",
-        cli_type=list[str] | None, cli_default=None, convert=lambda texts: tuple(texts or ()))
+        cli_type=list[str] | None, cli_default=None)
     #: how the engine is made: TensorRT's ONNX parser, or Torch-TensorRT from the model
     via: str = flag("onnx", "--via", "TensorRT route: onnx (parser), torch-compile or "
                     "torchscript (Torch-TensorRT).")
@@ -124,7 +124,9 @@ class BuildOptions:
         object.__setattr__(self, "hardware_compatibility",
                            parse_hardware_compatibility(self.hardware_compatibility))
         object.__setattr__(self, "via", check_route(self.via))
-        object.__setattr__(self, "extra_profiles", tuple(self.extra_profiles))
+        object.__setattr__(self, "extra_profiles", tuple(self.extra_profiles or ()))
+        if self.timing_cache is not None:
+            object.__setattr__(self, "timing_cache", str(self.timing_cache) or None)
         if self.workspace is not None and self.workspace <= 0:
             raise UsageError(f"--workspace must be positive, got {self.workspace} bytes")
         if not 0 <= self.optimization_level <= 5:

@@ -72,12 +72,12 @@ class PrecisionOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "int8_layout", str(self.int8_layout).strip().lower())
         if self.calib_method not in CALIB_METHODS:
-            raise UsageError(f"--calib-method {self.calib_method}: use one of "
+            raise UsageError(f"--calib-method {self.calib_method!r}: use one of "
                              f"{', '.join(CALIB_METHODS)}")
         if self.calib_batches < 1:
             raise UsageError(f"--calib-batches must be >= 1, got {self.calib_batches}")
         if self.int8_layout not in INT8_LAYOUT_CHOICES:
-            raise UsageError(f"--int8-layout {self.int8_layout}: use one of "
+            raise UsageError(f"--int8-layout {self.int8_layout!r}: use one of "
                              f"{', '.join(INT8_LAYOUT_CHOICES)}")
         if not math.isfinite(self.max_accuracy_drop) or self.max_accuracy_drop < 0:
             raise UsageError(f"--max-accuracy-drop must be a finite number >= 0, got "

@@ -6,6 +6,7 @@
 #
 #   bash benchmarks/gpu_wheels.sh [--python 3.12|3.11] [--dest DIR]
 #   bash benchmarks/gpu_wheels.sh --list             # the pinned NAME==VERSION, one a line
+#   bash benchmarks/gpu_wheels.sh --list-models      # the test models' pins (ultralytics)
 #   bash benchmarks/gpu_wheels.sh --image-packages   # what the image already has, one a line
 #
 # Default: Python 3.12 (the GPU machine's python3) into .whl/ (git-ignored); the device tool
@@ -29,6 +30,14 @@ PACKAGES=(
                              #   2.71.0: gencode with no protobuf runtime check (2.73.0 needs
                              #   protobuf>=6.33.5 at import) and grpcio>=1.67.1
   python-rapidjson==1.25     #   tritonclient: python-rapidjson>=0.9.1
+)
+# Test-only models the image lacks (the dev extra's, never the toolkit's own requirements): an
+# Ultralytics YOLO built from its packaged YAML. Building and running one imports neither
+# polars nor the rest of ultralytics' requirements that the image lacks.
+MODEL_PACKAGES=(
+  ultralytics==8.4.190
+  ultralytics-thop==2.2.3      #   ultralytics: ultralytics-thop>=2.0.18
+  ultralytics-platform==0.1.99 #   ultralytics: imported by ultralytics.utils
 )
 
 # The image 'cuda' of the nvidia-h200 machine: /work/.library/device/KINDS.md, "Python packages
@@ -70,6 +79,7 @@ while (($#)); do
     --python) PY=${2:?--python needs 3.12 or 3.11}; shift 2 ;;
     --dest) DEST=${2:?--dest needs a directory}; shift 2 ;;
     --list) printf '%s\n' "${PACKAGES[@]}"; exit 0 ;;
+    --list-models) printf '%s\n' "${MODEL_PACKAGES[@]}"; exit 0 ;;
     --image-packages) tr -s ' ' '\n' <<<"$IMAGE_PACKAGES"; exit 0 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "gpu_wheels.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -94,7 +104,7 @@ fits() {  # fits FILE VERSION
      || $base == *-"$PYTAG"-"$PYTAG"-*.whl || $base == *-"$PYTAG"-abi3-*.whl ]]
 }
 
-for spec in "${PACKAGES[@]}"; do
+for spec in "${PACKAGES[@]}" "${MODEL_PACKAGES[@]}"; do
   name=${spec%%==*}
   version=${spec#*==}
   stem=${name//-/_}  # wheel file names spell the distribution with underscores
@@ -141,7 +151,7 @@ done
 
 total=0
 count=0
-for spec in "${PACKAGES[@]}"; do
+for spec in "${PACKAGES[@]}" "${MODEL_PACKAGES[@]}"; do
   stem=${spec%%==*}
   stem=${stem//-/_}
   shopt -s nocaseglob
@@ -155,8 +165,8 @@ for spec in "${PACKAGES[@]}"; do
 done
 awk -v n="$count" -v b="$total" -v d="$DEST" -v py="$PY" \
   'BEGIN { printf "total: %d wheels, %d bytes (%.1f MiB) in %s for Python %s\n", n, b, b / 1048576, d, py }' 
-if ((count != ${#PACKAGES[@]})); then
-  echo "gpu_wheels.sh: FAILED: $count wheels for ${#PACKAGES[@]} packages" >&2
+if ((count != ${#PACKAGES[@]} + ${#MODEL_PACKAGES[@]})); then
+  echo "gpu_wheels.sh: FAILED: $count wheels for $((${#PACKAGES[@]} + ${#MODEL_PACKAGES[@]})) packages" >&2
   exit 1
 fi
 if ((total > 40 * 1048576)); then

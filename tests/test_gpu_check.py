@@ -85,6 +85,22 @@ def applies(requirement: Requirement, extras: set[str]) -> bool:
 
 
 # -- the wheel list, without downloading -----------------------------------------------------
+def test_model_wheels_are_test_dependencies_only() -> None:
+    """The test models' wheels (ultralytics) travel for the GPU run, and stay out of what the
+    toolkit itself requires."""
+    tomllib = pytest.importorskip("tomllib")
+    done = _bash(str(GPU_WHEELS), "--list-models", timeout=60)
+    assert done.returncode == 0, done.stderr
+    models = {canonicalize_name(line.split("==")[0]) for line in done.stdout.split()}
+    assert "ultralytics" in models
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    dev = {canonicalize_name(Requirement(r).name) for r in project["optional-dependencies"]["dev"]}
+    assert "ultralytics" in dev
+    required = {canonicalize_name(req.name) for req, _ in project_requirements()}
+    assert not models & required, models & required
+    assert not models & set(pins()), "a model wheel pinned twice"
+
+
 def test_the_image_list_is_read() -> None:
     assert {"torch", "onnxruntime", "cuda-bindings", "typer"} <= IMAGE_PACKAGES
     assert "pydantic" not in IMAGE_PACKAGES  # what the wheels exist for
@@ -196,7 +212,8 @@ def test_pinned_wheels_agree_with_each_other(rehearsal_wheels: Path) -> None:
 # -- the rehearsal ---------------------------------------------------------------------------
 CUDA_STEPS = ("nvidia-smi", "pytest -m gpu (the run)", "export demo_cnn", "bench demo_cnn",
               "export resnet18", "bench mobilenet_v3_small", "train the shapes detector",
-              "export frcnn", "verify shapes", "bench frcnn", "select resnet18",
+              "export frcnn", "verify shapes", "bench det_frcnn", "select resnet18",
+              "export yolov8n", "export bert_base", "export convnext_tiny",
               "deploy resnet18 pt2")
 
 

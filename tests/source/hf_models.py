@@ -18,3 +18,11 @@ def tiny_bert() -> nn.Module:
                         num_attention_heads=2, intermediate_size=64,
                         max_position_embeddings=64)
     return BertModel(config).eval()
+
+
+def bert_base() -> nn.Module:
+    """BERT-base's shape (12 layers, hidden 768, vocabulary 30522), random weights: what the GPU
+    check times (benchmarks/gpu_check.sh)."""
+    from transformers import BertConfig, BertModel
+
+    return BertModel(BertConfig()).eval()

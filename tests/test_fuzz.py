@@ -103,6 +103,21 @@ def test_any_manifest_is_read_or_refused_in_one_line(bundle: Path, data: st.Data
     _check(bundle, _mutated(bundle, data), [["inspect"]])
 
 
+@pytest.mark.parametrize("value", [True, 0, "x", {"format": "onnx"}])
+def test_artifacts_that_are_not_a_list_are_refused(bundle: Path, value: Any) -> None:
+    """Found by the fuzz above: `"artifacts": true` was iterated before validation (an
+    internal error), and `0` would have read as an empty list."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["artifacts"] = value
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "b"
+        shutil.copytree(bundle, copy)
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        result = runner.invoke(app, ["inspect", str(copy)])
+    assert result.exit_code == 2, result.output
+    assert "field 'artifacts'" in result.output, result.output
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_verify_and_bench_survive_any_manifest(bundle: Path, data: st.DataObject) -> None:

@@ -473,6 +473,11 @@ def artifact(data: Mapping[str, Any] | ArtifactRecord, origin: str = "artifact")
 
 
 def to_json(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """The manifest as its JSON file holds it (typed records dumped)."""
+    """The manifest as its JSON file holds it (typed records dumped). Anything but a list
+    of artifacts is left as it is, for validation to refuse (a file's `"artifacts": true`
+    or `0` is not an empty list)."""
+    records = manifest.get("artifacts", [])
+    if not isinstance(records, (list, tuple)):
+        return dict(manifest)
     return {**manifest, "artifacts": [a.to_json() if isinstance(a, _Record) else a
-                                      for a in manifest.get("artifacts") or []]}
+                                      for a in records]}

@@ -4,6 +4,7 @@ graph. Graph inputs and outputs stay fp32."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -195,6 +196,18 @@ def _qdq_placement(model: Any, op_types: Sequence[str]) -> dict[str, Any]:
     return {"quantized_nodes": wrapped, "unquantized_nodes": bare}
 
 
+@contextlib.contextmanager
+def _working_directory(path: str | Path) -> Iterator[None]:
+    """The process's working directory set to `path` for the block (ORT's quantisation tools
+    write scratch files into it); the CLI runs one export at a time."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 def quantize_int8(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -263,23 +276,26 @@ def quantize_int8(
         if _detach_observed_activation_inputs(model):
             source = Path(tmp) / "detached.onnx"
             onnx.save(model, str(source))
-        try:
-            quant_pre_process(str(source), str(pre), skip_symbolic_shape=False)
-        except Exception:  # symbolic shape inference fails on some graphs; plain ONNX is fine
-            quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
-        try:
-            quantize_static(
-                str(pre), str(quantized), _feed_reader(calib_feeds, names),
-                quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
-                per_channel=per_channel, reduce_range=reduce_range,
-                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-                weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude_nodes),
-                calibrate_method=calib_method, extra_options=extra,
-            )
-        except UsageError:
-            raise
-        except Exception as err:
-            raise ExportFailed(f"{src}: INT8 quantisation failed: {err}") from None
+        # ORT's symbolic shape inference, when it can't finish, dumps sym_shape_infer_temp.onnx
+        # and its external data into the working directory: ORT runs from the temp folder.
+        with _working_directory(tmp):
+            try:
+                quant_pre_process(str(source), str(pre), skip_symbolic_shape=False)
+            except Exception:  # symbolic shape inference fails on some graphs; plain ONNX is
+                quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)  # fine
+            try:
+                quantize_static(
+                    str(pre), str(quantized), _feed_reader(calib_feeds, names),
+                    quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
+                    per_channel=per_channel, reduce_range=reduce_range,
+                    activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude_nodes),
+                    calibrate_method=calib_method, extra_options=extra,
+                )
+            except UsageError:
+                raise
+            except Exception as err:
+                raise ExportFailed(f"{src}: INT8 quantisation failed: {err}") from None
         qmodel = onnx.load(str(quantized))
     dedicated = _dedicate_qdq(qmodel)
     onnx.checker.check_model(qmodel)

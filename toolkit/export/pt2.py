@@ -23,7 +23,8 @@ def export_pt2(model: LoadedModel, dest: Path, *, device: str = "cpu") -> dict[s
                 module, example_args(model, device=device), dynamic_shapes=dynamic_shapes(model)
             )
     except Exception as err:
-        raise ExportFailed(f"torch.export failed: {first_line(err)}{_known_limit(err)}") from err
+        raise ExportFailed(f"torch.export failed: {first_line(err)}"
+                           f"{_known_limit(err, len(model.inputs))}") from err
     started = time.perf_counter()
     try:
         with quiet():
@@ -37,7 +38,7 @@ def export_pt2(model: LoadedModel, dest: Path, *, device: str = "cpu") -> dict[s
             "compile_s": round(time.perf_counter() - started, 2), "notes": notes}
 
 
-def _known_limit(err: BaseException) -> str:
+def _known_limit(err: BaseException, inputs: int = 1) -> str:
     """The upstream limitation behind a failure users hit often, to put in the one line."""
     text = f"{type(err).__name__} {err}"
     if "DataDependent" in text or "data-dependent" in text.lower():
@@ -47,9 +48,13 @@ def _known_limit(err: BaseException) -> str:
                     "torch.export can't guard (pytorch/vision#9306, pytorch/pytorch#118884)")
         return f"{hint}; the onnx and torchscript formats go through"
     if "Constraints violated" in text:
-        return (" — the model needs dimensions to be equal (or fixed) that --input left "
-                "apart: name the ones that are one, e.g. --input ids:1-4xseq=8-32 --input "
-                "mask:1-4xseq")
+        if inputs > 1:
+            return (" — the model needs dimensions to be equal (or fixed) that --input left "
+                    "apart: name the ones that are one, e.g. --input ids:1-4xseq=8-32 "
+                    "--input mask:1-4xseq")
+        return (" — the model fixes a dimension that --input declares dynamic (a shape it "
+                "caches or checks); export that dimension static, or see which line with "
+                "TORCH_LOGS=+dynamic")
     return ""
 
 

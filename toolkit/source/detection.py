@@ -198,6 +198,11 @@ def _yolo(loaded: LoadedModel, options: DetectionOptions, head: nn.Module | None
                          "which the detection contract (boxes, scores, labels) doesn't hold "
                          "yet; export it with --task none for the raw tensors, or a Detect "
                          "model")
+    if head is not None and any(spec.dynamic_dims for spec in loaded.inputs):
+        # Ultralytics' own switch for a dynamic export: anchors rebuilt on every call. Else
+        # the head caches them with the last input's shape, and torch.export guards the
+        # batch on that shape ("Constraints violated (batch)").
+        head.dynamic = True
     if getattr(head, "end2end", False):
         head.export = True  # type: ignore[union-attr]
         return _rows(loaded, options, f"Ultralytics {kind} head, end-to-end (NMS-free)",

@@ -29,3 +29,25 @@ def test_a_bert_with_a_shared_sequence_and_its_vocabulary_passes_every_format(tm
     assert max(int(s.inputs["input_ids"].max()) for s in bundle.golden()) > VOCAB // 2
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["inputs"][1]["dims"] == [None, "seq"]
+    # the range's corners were judged: everything at its min, everything at its max
+    shapes = [s["input_ids"] for s in manifest["golden"]["shapes"]]
+    assert [1, 8] in shapes and [4, 32] in shapes, shapes
+    assert not any("no value range" in note for note in result.notes)
+
+
+def test_an_embedding_without_a_value_range_is_named_with_the_fix():
+    """Ids drawn from {0, 1} would read 2 rows of a 1000-row table: the note says so, names
+    the table, the inputs without a range and the spelling that gives one."""
+    from toolkit.source.load import load_model
+    from toolkit.spec import parse_inputs
+
+    unranged = load_model("tests.source.hf_models:tiny_bert", inputs=parse_inputs(
+        ["input_ids:1-4xseq=8-32:int64", "attention_mask:1-4xseq:int64"]), static=False)
+    [note] = [h for h in unranged.hints if "no value range" in h]
+    assert f"embedding of {VOCAB} rows (embeddings.word_embeddings)" in note, note
+    assert "inputs input_ids, attention_mask have no value range" in note, note
+    assert f"--input input_ids:SHAPE:int64:0-{VOCAB}" in note, note
+    ranged = load_model("tests.source.hf_models:tiny_bert", inputs=parse_inputs(
+        [f"input_ids:1-4xseq=8-32:int64:0-{VOCAB}", "attention_mask:1-4xseq:int64:0-2"]),
+        static=False)
+    assert not any("no value range" in h for h in ranged.hints), ranged.hints

@@ -14,7 +14,8 @@ MAX_BATCH_SAMPLE_BYTES = 16 * 2**20
 
 
 def golden_samples(loaded: Any) -> list[GoldenSample]:
-    """The example, then batches 1, 3 and the declared maximum when the batch is dynamic.
+    """The example, then batches 1, 3 and the declared maximum when the batch is dynamic, then
+    the range's min and max corners when another dimension is dynamic.
 
     Extra batches are cut from (or tiled out of) the module's own example when it has one,
     since reduced precisions are calibrated for real data and random noise would fail them;
@@ -32,21 +33,28 @@ def golden_samples(loaded: Any) -> list[GoldenSample]:
                 feed = loaded.example_feed(batch=batch, seed=i)
                 samples.append(GoldenSample(feed, loaded.run(feed)))
     if any(axis > 0 for s in loaded.inputs for axis in s.dynamic_dims):
-        # Other dynamic dimensions (sequence length, image size) at their min and their max:
-        # an artifact that baked the example's size in fails here, not on the device.
+        # The range's corners: every dimension (sequence length, image size, batch) at its
+        # min, then every one at its max (the batch as large as MAX_BATCH_SAMPLE_BYTES lets
+        # it be there): an artifact that baked the example's size in, or that overflows only
+        # where the largest sizes meet, fails here, not on the device.
         for i, at in enumerate(("min", "max"), start=len(samples)):
-            batch = rng[0] if (rng and at == "min") else (min(rng[2], 2) if rng else None)
+            batch = None
+            if rng:
+                batch = rng[0] if at == "min" else largest_judged_batch(loaded.inputs, rng, at)
             feed = random_inputs(loaded.inputs, batch=batch, seed=i,
                                  int_high=loaded.int_high(), at=at)
             samples.append(GoldenSample(feed, loaded.run(feed)))
     return samples
 
 
-def largest_judged_batch(specs: Any, rng: tuple[int, int, int]) -> int:
+def largest_judged_batch(specs: Any, rng: tuple[int, int, int], at: str = "opt") -> int:
     """The declared maximum batch, or the largest below it whose inputs fit
-    MAX_BATCH_SAMPLE_BYTES (at the opt shape of every other dimension)."""
-    per_item = sum(feed_bytes(s, s.shape_at(1) if s.has_dynamic_batch else s.opt)
-                   for s in specs)
+    MAX_BATCH_SAMPLE_BYTES (every other dimension at its `at` size: 'opt' or 'max')."""
+    def one_item(spec: Any) -> tuple[int, ...]:
+        shape = tuple(getattr(spec, at))
+        return (1, *shape[1:]) if spec.has_dynamic_batch else shape
+
+    per_item = sum(feed_bytes(s, one_item(s)) for s in specs)
     fits = max(rng[0], MAX_BATCH_SAMPLE_BYTES // max(per_item, 1))
     return min(rng[2], fits)
 

@@ -120,8 +120,35 @@ def build_loaded_model(
             "the model has no example_input_array; describe its inputs with "
             "--input NAME:SHAPE[:DTYPE], e.g. --input x:1-16x3x224x224"
         )
-    return LoadedModel(module=module, inputs=specs, call_style=style,
-                       example=values, source=source)
+    loaded = LoadedModel(module=module, inputs=specs, call_style=style,
+                         example=values, source=source)
+    loaded.hints += embedding_hints(module, specs, values)
+    return loaded
+
+
+def embedding_hints(module: Any, specs: Sequence[TensorSpec],
+                    example: Mapping[str, Any] | None) -> list[str]:
+    """A note when the model looks rows up in an embedding table and an integer input has no
+    value range (neither `:LOW-HIGH` in --input nor an example's values): golden samples would
+    draw ids from {0, 1}, so parity would read two rows of the table and pass on the rest
+    unseen."""
+    import numpy as np
+    from torch import nn
+
+    from toolkit.spec import numpy_dtype
+
+    tables = [(name, layer.num_embeddings) for name, layer in module.named_modules()
+              if isinstance(layer, (nn.Embedding, nn.EmbeddingBag))]
+    unranged = [s.name for s in specs if np.issubdtype(numpy_dtype(s.dtype), np.integer)
+                and s.values is None and not (example and s.name in example)]
+    if not tables or not unranged:
+        return []
+    name, rows = max(tables, key=lambda table: table[1])
+    return [f"the model has an embedding of {rows} rows ({name or 'the model'}) and integer "
+            f"input{'s' if len(unranged) > 1 else ''} {', '.join(unranged)} "
+            f"{'have' if len(unranged) > 1 else 'has'} no value range: golden samples draw "
+            f"from {{0, 1}}, so parity looks up 2 of its rows; give the range of the ids, "
+            f"e.g. --input {unranged[0]}:SHAPE:int64:0-{rows} (0-2 for a mask)"]
 
 
 def load_model(

@@ -156,3 +156,7 @@ def test_int8_leaves_nothing_in_the_working_directory(tmp_path, monkeypatch):
     assert result.exit_code in (0, 1), result.output  # random weights: INT8 may miss its gate
     assert "int8" in result.output  # the quantisation ran
     assert not list(cwd.iterdir()), list(cwd.iterdir())
+    # the DFL conv (the expectation over each box side's 16 bins) stays fp32
+    record = next(a for a in json.loads((tmp_path / "out" / "manifest.json").read_text())
+                  ["artifacts"] if a["precision"] == "int8")
+    assert len(record["transform"]["kept_fp32"]) == 1, record["transform"]

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from toolkit.errors import UsageError  # noqa: E402
 from toolkit.export.precision.fp16 import convert_float16  # noqa: E402
-from toolkit.export.precision.int8 import quantize_int8  # noqa: E402
+from toolkit.export.precision.int8 import expectation_convs, quantize_int8  # noqa: E402
 from toolkit.export.precision.onnx_graph import op_counts  # noqa: E402
 from toolkit.formats import check_precisions  # noqa: E402
 from toolkit.parity.accuracy import accuracy_gate, classification_accuracy  # noqa: E402
@@ -211,6 +211,43 @@ def test_int8_wraps_conv_and_matmul_in_qdq(int8_cnn: tuple[Path, dict]) -> None:
             zp = inits[node.input[2]]
             assert zp.dtype == np.int8 and not zp.any(), node.name
     assert summary["warnings"] == []
+
+
+class SoftmaxExpectation(torch.nn.Module):
+    """A DFL-style head: 16-bin logits, a Softmax over the bins, a fixed 1x1 Conv with weights
+    0..15 (the expectation), beside a plain Conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = torch.nn.Conv2d(4, 16, 1)
+        self.expect = torch.nn.Conv2d(16, 1, 1, bias=False)
+        self.expect.weight.data = torch.arange(16.0).view(1, 16, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bins = self.logits(x).view(x.shape[0], 16, -1).transpose(1, 2).softmax(-1)
+        return self.expect(bins.transpose(1, 2).unsqueeze(-1))
+
+
+def test_int8_keeps_an_expectation_over_softmax_bins_in_fp32(workdir: Path) -> None:
+    """8-bit bin probabilities lose the sub-bin precision the expectation exists for (a
+    trained YOLOv8n's worst box IoU fell to 0.885, benchmarks/yolo_trained.py): the Conv that
+    reads a Softmax (through reshapes) stays fp32; the Conv that makes the logits doesn't."""
+    torch.manual_seed(0)
+    src = _export(SoftmaxExpectation(), torch.randn(4, 4, 2, 3), workdir / "dfl.onnx")
+    model = onnx.load(str(src))
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    kept = expectation_convs(model)
+    assert len(convs) == 2 and kept == [convs[1]], (convs, kept)
+    dst = workdir / "dfl.int8.onnx"
+    calib = [{"x": np.random.default_rng(i).standard_normal((4, 4, 2, 3)).astype(np.float32)}
+             for i in range(4)]
+    summary = quantize_int8(src, dst, calib, op_types=["Conv"])
+    assert summary["kept_fp32"] == kept
+    quantized = onnx.load(str(dst))
+    producers = {o: n.op_type for n in quantized.graph.node for o in n.output}
+    by_name = {n.name: n for n in quantized.graph.node}
+    assert producers.get(by_name[convs[0]].input[0]) == "DequantizeLinear"
+    assert producers.get(by_name[kept[0]].input[0]) != "DequantizeLinear"
 
 
 def test_int8_stays_accurate(cnn: Path, int8_cnn: tuple[Path, dict]) -> None:

@@ -253,7 +253,14 @@ def test_deploy_waits_for_the_repository_lock(two_io_bundle, tmp_path):
     with transaction.locked(repo):
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
-        time.sleep(8)  # far longer than a deploy takes here (~3 s)
+        # a writer kept waiting announces itself in REPO: proof it reached the lock
+        marker = f"{transaction.WRITER_PREFIX}{proc.pid}-"
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith(marker) for p in repo.iterdir()):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the deploy never reached the lock"
+            time.sleep(0.05)
+        time.sleep(0.5)
         assert proc.poll() is None, proc.stdout.read()
         assert not (repo / "net").exists()
     assert proc.wait(timeout=120) == 0, proc.stdout.read()

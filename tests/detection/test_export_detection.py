@@ -177,10 +177,17 @@ def test_torchvision_detector_through_model_args(tmp_path):
 
 
 @pytest.mark.slow
-def test_detection_demo_runs_end_to_end(tmp_path):
+def test_detection_demo_runs_end_to_end(trained, tmp_path):
+    """The demo's steps after training (which is `train_detector`, as the shared fixture's):
+    the demo takes a checkpoint already in its folder, and says so."""
+    import shutil
+
     out = tmp_path / "demo"
+    out.mkdir()
+    shutil.copy(trained["dir"] / "shapes_detector.ckpt", out)
     result = run("demo", "--task", "detection", "--quick", "--out", out)
     assert result.exit_code == 0, result.output
+    assert "reusing" in result.output
     assert "mAP@[.5:.95]" in result.output and "eager PyTorch" in result.output
     manifest = Bundle.open(out / "bundle").manifest
     assert {(r["format"], r["precision"]) for r in manifest["artifacts"]} >= {

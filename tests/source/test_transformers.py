@@ -32,6 +32,9 @@ def test_a_bert_with_a_shared_sequence_and_its_vocabulary_passes_every_format(tm
     # the range's corners were judged: everything at its min, everything at its max
     shapes = [s["input_ids"] for s in manifest["golden"]["shapes"]]
     assert [1, 8] in shapes and [4, 32] in shapes, shapes
+    for record in manifest["artifacts"]:  # each artifact's parity record says so too
+        judged = [s["input_ids"] for s in record["parity"]["shapes"]]
+        assert [1, 8] in judged and [4, 32] in judged, (record["format"], judged)
     assert not any("no value range" in note for note in result.notes)
 
 

@@ -126,6 +126,13 @@ class ParityReport:
     #: what the runner said of this machine (a bf16 IR made on another CPU, an engine tuned
     #: on another GPU model)
     warnings: list[str] = field(default_factory=list)
+    #: the input shapes the artifact was judged at, each once (the range's corners among them)
+    shapes: list[dict[str, list[int]]] = field(default_factory=list)
+
+    def judged_at(self, feed: Mapping[str, Any]) -> None:
+        shape = {name: [int(d) for d in np.shape(value)] for name, value in feed.items()}
+        if shape not in self.shapes:
+            self.shapes.append(shape)
 
     def count_sample(self, index: int) -> None:
         if index not in self.compared:
@@ -212,7 +219,8 @@ class ParityReport:
             "artifact": self.artifact, "precision": self.precision,
             "reference": self.reference, "judged_on": self.judged_on,
             "passed": self.passed, "date": self.date,
-            "samples": self.samples, "tolerance": self.tolerances.to_dict(),
+            "samples": self.samples, "shapes": list(self.shapes),
+            "tolerance": self.tolerances.to_dict(),
             "outputs": {s.output: s.to_dict() for s in self.summaries()},
             "task_failures": self.task_failures(),
             "errors": list(self.errors),

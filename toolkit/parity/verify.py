@@ -125,6 +125,7 @@ def verify_record(
                                      f"{first_line(err, 200)}")
                 continue
             report.add_sample(expected, actual, sample_index=index)
+            report.judged_at(feed)
     return report
 
 

@@ -164,7 +164,8 @@ def small_disk(tmp_path):
 @pytest.mark.parametrize("to", ["torchscript"])  # onnx: the existing bundle's test below
 def test_a_full_disk_is_one_line_exit_2_and_leaves_nothing(small_disk, to):
     out = small_disk(24) / "b"  # the golden samples fit; the model doesn't
-    result = toolkit("export", "tests.models:small_cnn", "--to", to, "--out", out)
+    # in process: the disk is really full, and only a kill needs a process of its own
+    result = command("export", "tests.models:small_cnn", "--to", to, "--out", out)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
@@ -175,7 +176,7 @@ def test_a_full_disk_leaves_an_existing_bundle_as_it_was(small_disk, exported):
     bundle = small_disk(size + 12) / "mlp"
     shutil.copytree(exported, bundle)
     before = snapshot(bundle)
-    result = toolkit("export", *MLP, "--to", "onnx,torchscript", "--out", bundle, "--force")
+    result = command("export", *MLP, "--to", "onnx,torchscript", "--out", bundle, "--force")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "No space left on device" in result.stderr
     assert snapshot(bundle) == before and leftovers(bundle) == []

@@ -242,7 +242,8 @@ def test_rehearsal_installs_offline_and_skips_cuda(
     assert "pip install --no-index --no-deps --no-build-isolation -e ." in log, log
     assert "Successfully installed toolkit-" in log, log
     assert "toolkit --help: ok" in log, log
-    # gpu-marked tests collect without what the image lacks
+    # gpu-marked tests collect without what the image lacks, from the files that hold them
+    assert re.search(r"gpu-marked tests are in: .*tests/runtime/test_cuda\.py", log), log
     assert re.search(r"\d+/\d+ tests collected", log), log
     for name in CUDA_STEPS:
         assert f"skipped (no CUDA): {name}" in log, name

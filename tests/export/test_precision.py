@@ -264,10 +264,15 @@ def test_int8_stays_accurate(cnn: Path, int8_cnn: tuple[Path, dict]) -> None:
 
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
-def test_int8_other_calibrators_and_cpu_profile(cnn: Path, workdir: Path, method: str) -> None:
+def test_int8_other_calibrators_and_cpu_profile(cnn: Path, workdir: Path, method: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative paths, as `make demo` passes them (ORT runs from a temp folder: they were
+    resolved there, and the demo's INT8 step failed)."""
     calib = [{"x": f["x"]} for f in _labelled(32, seed=9)]
     dst = workdir / f"cnn.int8.{method}.onnx"
-    summary = quantize_int8(cnn, dst, calib, method=method, profile="cpu")
+    monkeypatch.chdir(workdir)
+    summary = quantize_int8(Path(cnn.name), Path(dst.name), calib, method=method,
+                            profile="cpu")
     assert summary["activation_type"] == "uint8" and not summary["trt_compatible"]
     assert "only 32 calibration samples" in summary["warnings"][0]
     x, _ = _images(16, seed=2)

@@ -261,7 +261,8 @@ def quantize_int8(
         raise UsageError(f"--calib-method {method}: use one of {', '.join(CALIB_METHODS)}")
     if profile not in INT8_PROFILES:
         raise UsageError(f"int8 profile '{profile}': use one of {', '.join(INT8_PROFILES)}")
-    src, dst = Path(src), Path(dst)
+    # absolute: ORT runs from a temp folder (below), where a relative path means nothing
+    src, dst = Path(src).absolute(), Path(dst).absolute()
     model = _load(src)
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
         raise UsageError(f"{src}: already quantised (Q/DQ); quantise the fp32 model instead")

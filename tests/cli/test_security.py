@@ -137,6 +137,42 @@ def test_concurrent_exports_never_lose_an_artifact(tmp_path):
     assert listed == on_disk and len(listed) == 2 - len(busy), (listed, on_disk, outcomes)
 
 
+def test_an_export_waits_for_one_that_has_just_made_the_directory(tmp_path, cnn_onnx_bundle):
+    """The race the test above hit once in a fresh clone: the other export had made --out and
+    published a first file, its manifest not yet written; this one must wait for its lock,
+    not call the directory foreign."""
+    import shutil
+    import time
+
+    from toolkit import transaction
+    from toolkit.export.pipeline import export
+
+    out = tmp_path / "shared"
+    out.mkdir()
+    outcome: list[object] = []
+
+    def second() -> None:
+        try:
+            outcome.append(export("tests.models:small_cnn", ["torchscript"], out).exit_code)
+        except UsageError as err:
+            outcome.append(err)
+
+    with transaction.locked(out):  # the first export, mid-way
+        shutil.copy(cnn_onnx_bundle / "model.onnx", out)
+        thread = threading.Thread(target=second)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith(transaction.WRITER_PREFIX) for p in out.iterdir()):
+            assert thread.is_alive(), outcome  # it must wait, not give up
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        for name in ("golden.npz", "manifest.json"):  # the first export commits
+            shutil.copy(cnn_onnx_bundle / name, out)
+    thread.join(timeout=300)
+    assert outcome == [0], outcome
+    assert {"model.onnx", "model.ts"} <= {p.name for p in out.iterdir()}
+
+
 # -- 5: another factory into the same bundle ---------------------------------------------
 def test_another_factory_with_the_same_shapes_is_refused(copy):
     result = run("export", "tests.models:interrupting_cnn", "--to", "torchscript",

@@ -183,9 +183,22 @@ def _check_writable(out_dir: Path) -> None:
         raise UsageError(f"--out {out_dir}: {probe} is a file, not a directory")
     if not os.access(probe, os.W_OK):
         raise UsageError(f"--out {out_dir}: {probe} is not writable; choose another --out")
-    if out_dir.exists() and not Bundle.is_bundle(out_dir) and any(out_dir.iterdir()):
-        raise UsageError(f"--out {out_dir} exists and is not a bundle; choose an empty or new "
-                         "directory")
+    if _taken(out_dir):
+        # An export that has just made this directory may be writing its first files, its
+        # manifest not yet there: its lock says so. Wait for it, then look again.
+        try:
+            with transaction.locked(out_dir, wait_s=transaction.WRITER_WAIT_S, what="export"):
+                taken = _taken(out_dir)
+        except FileNotFoundError:  # it failed, and took the directory it made with it
+            return
+        if taken:
+            raise UsageError(f"--out {out_dir} exists and is not a bundle; choose an empty or "
+                             "new directory")
+
+
+def _taken(out_dir: Path) -> bool:
+    """A directory that holds something and is not a bundle."""
+    return out_dir.is_dir() and not Bundle.is_bundle(out_dir) and any(out_dir.iterdir())
 
 
 class _Exists(UsageError):

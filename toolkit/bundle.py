@@ -92,9 +92,10 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def artifact_key(record: ArtifactRecord) -> tuple[str, str, str | None]:
-    """What makes an artifact unique in a bundle: format, precision and INT8 layout."""
-    return record.format, record.precision, record.layout
+def artifact_key(record: ArtifactRecord) -> tuple[str, str, str | None, str | None]:
+    """What makes an artifact unique in a bundle: format, precision, INT8 layout, and the
+    device it was built on (an engine per device)."""
+    return record.format, record.precision, record.layout, record.target
 
 
 def variant_label(record: ArtifactRecord | schema.InProcessTarget) -> str:
@@ -256,7 +257,17 @@ class Bundle:
     # -- artifacts -------------------------------------------------------------------------
     @property
     def artifacts(self) -> list[ArtifactRecord]:
+        """The artifacts this machine may run: those built on a device over SSH (`target`)
+        are valid there only, and commands reach them with `--on`."""
+        return [r for r in self.manifest["artifacts"] if r.target is None]
+
+    @property
+    def all_artifacts(self) -> list[ArtifactRecord]:
         return self.manifest["artifacts"]
+
+    def target_artifacts(self, target: str) -> list[ArtifactRecord]:
+        """What was built on the device `target`."""
+        return [r for r in self.manifest["artifacts"] if r.target == target]
 
     def artifact(self, fmt: str, precision: str = "fp32",
                  layout: str | None = None) -> ArtifactRecord | None:
@@ -331,11 +342,11 @@ class Bundle:
         typed = schema.artifact(record, f"{self.root / MANIFEST}: artifact")
         key = artifact_key(typed)
         self.manifest["artifacts"] = [
-            r for r in self.artifacts if artifact_key(r) != key] + [typed]
+            r for r in self.all_artifacts if artifact_key(r) != key] + [typed]
         return typed
 
     def remove_artifact(self, record: ArtifactRecord) -> None:
-        self.manifest["artifacts"] = [r for r in self.artifacts if r is not record]
+        self.manifest["artifacts"] = [r for r in self.all_artifacts if r is not record]
 
     def update_artifact(self, fmt: str, precision: str, layout: str | None = None,
                         **fields: Any) -> None:

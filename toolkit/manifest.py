@@ -30,7 +30,10 @@ from toolkit.spec import CONTROL_CHARS, MAX_DIM
 #    identity. 1 (the first layout) reads the same and is migrated on load.
 # 3: an artifact may have companion files (`files`: OpenVINO's .bin beside its .xml), each
 #    hashed. 2 and 1 read the same (no companions) and are migrated on load.
-SCHEMA_VERSION = 3
+# 4: devices reached over SSH (`--on`): `targets` (each device's identity and selection), an
+#    artifact built on one device (`target`), results of an artifact on devices (`on_device`).
+#    3 and older read the same (no devices) and are migrated on load.
+SCHEMA_VERSION = 4
 OLDEST_READABLE = 1
 GOLDEN_NAME = "golden.npz"
 
@@ -72,6 +75,8 @@ Sha256 = Annotated[str, AfterValidator(_sha256)]
 TensorName = Annotated[str, AfterValidator(_tensor_name)]
 Dim = Annotated[int, Field(ge=0, le=MAX_DIM)]
 DimName = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,31}$")]  # as --input spells it
+# a device's name: a targets-file name or an SSH Host alias; it becomes part of file names
+TargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 Count = Annotated[int, Field(ge=0)]
 
 
@@ -231,6 +236,14 @@ class FileRecord(_Record):
     size_bytes: Count
 
 
+class DeviceResults(_Record):
+    """What one device found for an artifact made elsewhere (`verify --on`, `bench --on`)."""
+
+    parity: ParityRecord | None = None
+    bench: BenchRecord | None = None
+    accuracy: AccuracyRecord | None = None
+
+
 class ArtifactRecord(_Record):
     """One artifact of a bundle. Formats add fields of their own (TensorRT's engine record,
     OpenVINO's inference precision); those read most often are declared here, typed."""
@@ -264,6 +277,10 @@ class ArtifactRecord(_Record):
     nodes: Count | None = None
     device: str | None = None
     created_at: str | None = None
+    # built on this device (`export --to trt --on NAME`): valid there only; its own parity and
+    # bench are that device's
+    target: TargetName | None = None
+    on_device: dict[TargetName, DeviceResults] = {}
 
     @field_validator("format")
     @classmethod
@@ -330,6 +347,26 @@ class DetectionRecord(_Record):
     nms_iou: float | None = None
 
 
+class DeviceRecord(_Record):
+    """A device reached over SSH, as it described itself (untrusted, for display and
+    matching): never the destination, a user name or a key."""
+
+    hostname: str | None = None
+    toolkit_version: str | None = None
+    python: str | None = None
+    machine: str | None = None
+    cpu: str | None = None
+    cpu_flags: list[str] = []
+    gpu: str | None = None
+    compute_capability: str | None = None
+    driver: str | None = None
+    tensorrt: str | None = None
+    l4t: str | None = None
+    backends: list[str] = []
+    probed_at: str | None = None
+    selected: SelectedRecord | None = None
+
+
 class EnvironmentRecord(_Record):
     cpu: str | None = None
     python: str | None = None
@@ -350,6 +387,7 @@ class Manifest(_Record):
     bench: dict[str, BenchRecord] | None = None
     environment: EnvironmentRecord | None = None
     selected: SelectedRecord | None = None
+    targets: dict[TargetName, DeviceRecord] = {}
     training: dict[str, Any] | None = None
     created_at: str | None = None
     updated_at: str | None = None
@@ -360,9 +398,9 @@ class Manifest(_Record):
                             ("output", [t.name for t in self.outputs])):
             if len(set(names)) != len(names):
                 raise ValueError(f"{what} names repeat: {names}")
-        keys = [(a.format, a.precision, a.layout) for a in self.artifacts]
+        keys = [(a.format, a.precision, a.layout, a.target) for a in self.artifacts]
         if len(set(keys)) != len(keys):
-            raise ValueError("two artifacts share a format, precision and layout")
+            raise ValueError("two artifacts share a format, precision, layout and target")
         paths = [a.path for a in self.artifacts if a.path is not None]
         paths += [f.name for a in self.artifacts for f in a.files]
         if len(set(paths)) != len(paths) or GOLDEN_NAME in paths or "manifest.json" in paths:

@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 
 from toolkit import interrupts
-from toolkit.cli import bench, demo, deploy, export, inspect, select, verify
+from toolkit.cli import bench, demo, deploy, export, inspect, remote, select, verify
 from toolkit.cli.console import err_console
 from toolkit.cli.console import reset_consoles as finally_reset
 from toolkit.errors import ToolkitError, disk_error
@@ -101,6 +101,16 @@ app.command("bench")(exit_codes(bench.bench_command))
 app.command("select")(exit_codes(select.select_command))
 app.command("deploy")(exit_codes(deploy.deploy_command))
 app.command("demo")(exit_codes(demo.demo_command))
+
+targets_app = typer.Typer(help="Devices reached over SSH (--on): what each one has.",
+                          no_args_is_help=True, add_completion=False)
+targets_app.command("probe")(exit_codes(remote.probe_command))
+app.add_typer(targets_app, name="targets")
+# the far end of --on: what the workstation runs on a device over SSH
+device_app = typer.Typer(hidden=True, no_args_is_help=True, add_completion=False)
+for _name in ("probe", "put", "run", "get"):
+    device_app.command(_name)(exit_codes(getattr(remote, f"device_{_name}")))
+app.add_typer(device_app, name="_device", hidden=True)
 
 
 class _PipeSafe:

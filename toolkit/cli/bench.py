@@ -51,8 +51,15 @@ def bench_command(
         "--eager/--no-eager", help="Also time eager PyTorch, rebuilt from the manifest's "
         "source (imports its factory or checkpoint class; same as --format eager,...).")
     ] = False,
+    on: opt.On = None,
+    targets: opt.TargetsFile = None,
+    parallel: opt.Parallel = None,
 ) -> int:
     """Time each artifact's latency (p50/p90/p99, throughput, cold start) per batch size."""
+    if on:
+        from toolkit.cli.remote import on_devices
+
+        return on_devices("bench", Path(target), on, targets, parallel, json_path)
     from toolkit import bench as tb
     from toolkit import formats as format_table
     from toolkit.bench.driver import environment, plan_bench, run_plan

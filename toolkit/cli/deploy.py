@@ -27,6 +27,9 @@ def deploy_command(
         help="Replace REPO/NAME; deploy an artifact that failed or skipped parity.")] = False,
     allow_modified: opt.AllowModified = False,
     json_file: opt.JsonPath = None,
+    target: Annotated[str | None, typer.Option(
+        help="A device reached with --on: deploy what was selected (or built) for it.",
+        rich_help_panel="Devices (SSH)")] = None,
 ) -> int:
     """Write a Triton model repository entry: config.pbtxt (checked against Triton's schema),
     the model file, a warm-up request and a client example that checks the served model."""
@@ -46,8 +49,12 @@ def deploy_command(
         bundle = Bundle.open(bundle_dir)
         bundle.allow_modified = allow_modified
         record = deployable(bundle, format,
-                            canonical_precision(precision) if precision else None, force)
+                            canonical_precision(precision) if precision else None, force,
+                            target=target)
         selected = bundle.manifest.get("selected") or {}
+        if target is not None:
+            selected = ((bundle.manifest.get("targets") or {}).get(target) or {}).get(
+                "selected") or {}
         model = build(bundle, record, model_name(bundle, name),
                       device=device or (selected.get("device") if format is None else None))
         target = write(bundle, model, triton, force=force)

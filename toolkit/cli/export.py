@@ -56,9 +56,15 @@ def export_command(
     detection: DetectionOptions = DetectionOptions(),  # noqa: B008
     model_arg: opt.ModelArgs = None,
     json_path: opt.JsonPath = None,
+    on: opt.On = None,
+    targets: opt.TargetsFile = None,
+    parallel: opt.Parallel = None,
 ) -> int:
     """Export SOURCE into a bundle of artifacts, each checked against the PyTorch outputs."""
     from toolkit.export.pipeline import export
+
+    if on:  # built on the devices themselves (TensorRT engines, OpenVINO IR) from a bundle
+        return _export_on(source, split_list(to), on, targets, parallel, json_path)
 
     check_writable_file(json_path, "--json")
     json_to_stdout(json_path)
@@ -138,3 +144,23 @@ def parity_figure(parity: dict[str, Any]) -> str:
     worst = max((o.get("max_abs", 0) or 0 for o in parity.get("outputs", {}).values()),
                 default=None)
     return f"max abs err {worst:.2e}" if worst is not None else "—"
+
+
+def _export_on(source: str, to: list[str], on: list[str], targets: str | None,
+               parallel: int | None, json_path: Path | None) -> int:
+    from toolkit import formats
+    from toolkit.bundle import Bundle
+    from toolkit.cli.remote import on_devices
+    from toolkit.errors import UsageError
+
+    if not Bundle.is_bundle(source):
+        raise UsageError(f"--on builds from a bundle: export {source} here first (--out DIR), "
+                         "then toolkit export DIR --to trt --on TARGET")
+    names = [formats.canonical(f) for f in to]
+    from_model = [n for n in names if not formats.get(n).builds_from]
+    if from_model:
+        raise UsageError(f"--to {','.join(from_model)} --on: these are exported from the model "
+                         "here; on a device the toolkit builds what comes from the bundle's "
+                         "ONNX (trt, openvino)")
+    return on_devices("export", Path(source), on, targets, parallel, json_path,
+                      builds=tuple(names))

@@ -14,10 +14,19 @@ from toolkit.cli.console import check_writable_file, console, human_size, json_t
 def inspect_command(
     target: Annotated[Path, typer.Argument(help="A bundle directory or an artifact file.")],
     json_path: opt.JsonPath = None,
+    on: opt.On = None,
+    targets: opt.TargetsFile = None,
+    parallel: opt.Parallel = None,
 ) -> int:
-    """Show what a bundle or artifact holds, with each artifact's parity and latest p50."""
+    """Show what a bundle or artifact holds, with each artifact's parity and latest p50 (and
+    per device, for devices reached with --on)."""
     from toolkit.bundle import Bundle
     from toolkit.errors import UsageError
+
+    if on:
+        from toolkit.cli.remote import on_devices
+
+        return on_devices("inspect", target, on, targets, parallel, json_path)
 
     check_writable_file(json_path, "--json")
     json_to_stdout(json_path)
@@ -39,10 +48,16 @@ def _bundle_info(bundle: Any) -> dict[str, Any]:
     from toolkit.bundle import variant_label
 
     artifacts = []
-    for record in bundle.artifacts:
+    for record in bundle.all_artifacts:
         row = {k: getattr(record, k) for k in ("format", "precision", "layout", "path",
                                                "size_bytes", "exporter", "opset", "nodes",
-                                               "device", "sha256")}
+                                               "device", "sha256", "target")}
+        row["on_device"] = {
+            name: {"parity": None if found.parity is None else
+                   ("pass" if found.parity.passed else "FAIL"),
+                   "bench": latest_p50(found.bench.to_json() if found.bench and
+                                       found.bench.sha256 == record.sha256 else None)}
+            for name, found in record.on_device.items()}
         row["variant"] = variant_label(record)
         row["files"] = [f.name for f in record.files]
         parity = record.parity
@@ -63,6 +78,9 @@ def _bundle_info(bundle: Any) -> dict[str, Any]:
         "golden": manifest.get("golden"), "artifacts": artifacts,
         "environment": manifest.get("environment"), "reference_bench": reference,
         "task": manifest.get("task"), "detection": manifest.get("detection"),
+        "devices": {name: {k: v for k, v in device.items() if k != "selected"}
+                    | {"selected": (device.get("selected") or {}).get("artifact")}
+                    for name, device in (manifest.get("targets") or {}).items()},
     }
 
 
@@ -148,6 +166,8 @@ def _render(info: dict[str, Any]) -> None:
         for name, bench in (info.get("reference_bench") or {}).items():
             table.add_row(name, "fp32", "(in-process)", "", "", "", "", "", _p50_text(bench))
         console.print(table)
+    if info.get("devices"):
+        _device_matrix(info)
     for key in ("opset", "nodes", "producer"):
         if key in info:
             console.print(f"{key}: {info[key]}")
@@ -175,3 +195,40 @@ def _render(info: dict[str, Any]) -> None:
         console.print(f"exported on: {env.get('cpu')} · python {env.get('python')} · {libs}")
     if info.get("note"):
         console.print(info["note"])
+
+
+def _device_matrix(info: dict[str, Any]) -> None:
+    """Artifact × device: parity and the smallest batch's p50 as each device found them (an
+    artifact built on a device shows only there)."""
+    from rich.table import Table
+
+    devices = list(info["devices"])
+    table = Table("artifact", "built on", *devices, title="on devices (parity · p50 ms)",
+                  title_justify="left")
+    for a in info["artifacts"]:
+        cells = []
+        for name in devices:
+            if a.get("target") not in (None, name):
+                cells.append("")
+                continue
+            found = {"parity": a.get("parity"), "bench": a.get("bench")} \
+                if a.get("target") == name else (a.get("on_device") or {}).get(name)
+            cells.append(_cell(found))
+        table.add_row(f"{a['format']}/{a.get('variant') or a['precision']}",
+                      a.get("target") or "here", *cells)
+    console.print(table)
+    for name, device in info["devices"].items():
+        what = ", ".join(str(device[k]) for k in ("gpu", "cpu", "tensorrt", "l4t")
+                         if device.get(k))
+        chosen = f" · selected {device['selected']}" if device.get("selected") else ""
+        console.print(f"{name}: {device.get('hostname')} · {what} · toolkit "
+                      f"{device.get('toolkit_version')}{chosen}")
+
+
+def _cell(found: dict[str, Any] | None) -> str:
+    if not found or (found.get("parity") is None and not found.get("bench")):
+        return "—"
+    bench = found.get("bench") or {}
+    p50 = [ms for ms in (bench.get("p50_ms") or {}).values() if ms is not None]
+    mark = {"pass": "[green]✓[/]", "FAIL": "[red]✗[/]"}.get(found.get("parity") or "", "·")
+    return f"{mark} {p50[0]:.2f}" if p50 else mark

@@ -55,3 +55,16 @@ def finite(**options: float | None) -> None:
     for name, value in options.items():
         if value is not None and not math.isfinite(value):
             raise UsageError(f"--{name.replace('_', '-')} {value}: give a finite number")
+
+
+# --on: devices over SSH (toolkit/remote)
+On = Annotated[list[str] | None, typer.Option(
+    "--on", help="Run this on devices over SSH: targets-file names, @groups or SSH "
+    "destinations (Host aliases, user@host), comma list. Results come back into the bundle.",
+    rich_help_panel="Devices (SSH)")]
+TargetsFile = Annotated[str | None, typer.Option(
+    "--targets", help="The targets file (default $TOOLKIT_TARGETS, else "
+    "~/.config/toolkit/targets.toml).", rich_help_panel="Devices (SSH)")]
+Parallel = Annotated[int | None, typer.Option(
+    "--parallel", help="Devices at once (default: the targets file's fleet.parallel, 8).",
+    rich_help_panel="Devices (SSH)")]

@@ -24,6 +24,9 @@ def select_command(
         help="Accuracy points a reduced precision may have lost against fp32.")] = None,
     device: opt.Device = "cpu",
     json_file: opt.JsonPath = None,
+    target: Annotated[str | None, typer.Option(
+        help="A device reached with --on: rank on what it measured (bench --on), among the "
+        "artifacts it verified.", rich_help_panel="Devices (SSH)")] = None,
 ) -> int:
     """Choose the fastest artifact that passed parity (and its accuracy gate) for a device."""
     opt.finite(latency_budget=latency_budget, max_accuracy_drop=max_accuracy_drop)
@@ -35,7 +38,7 @@ def select_command(
     try:
         selection = select(bundle_dir, objective=objective.strip().lower(), batch=batch,
                            latency_budget_ms=latency_budget,
-                           max_accuracy_drop=max_accuracy_drop, device=device)
+                           max_accuracy_drop=max_accuracy_drop, device=device, target=target)
     except NothingQualifies as failed:
         _report(failed.selection, json_file)
         raise
@@ -44,10 +47,12 @@ def select_command(
     assert winner is not None and winner.row is not None
     from rich.markup import escape
 
+    where = f"{selection.target} ({selection.device})" if selection.target else selection.device
     console.print(f"selected [bold]{winner.label}[/] ({escape(str(winner.record.path))}) for "
-                  f"{escape(selection.device)}, batch {winner.row.batch}"
+                  f"{escape(where)}, batch {winner.row.batch}"
                   + ("" if selection.recorded else " — not recorded"), highlight=False)
-    console.print(f"next: toolkit deploy {escape(str(bundle_dir))} --triton REPO",
+    console.print(f"next: toolkit deploy {escape(str(bundle_dir))} --triton REPO"
+                  + (f" --target {escape(selection.target)}" if selection.target else ""),
                   highlight=False)
     return 0
 

@@ -37,10 +37,18 @@ def verify_command(
         "--record/--no-record", help="Store results in the manifest.")] = True,
     trust_checkpoint: opt.TrustCheckpoint = False,
     allow_modified: opt.AllowModified = False,
+    on: opt.On = None,
+    targets: opt.TargetsFile = None,
+    parallel: opt.Parallel = None,
 ) -> int:
     """Prove every artifact computes what the model computes (exit 1 when one doesn't)."""
     from toolkit.cli.console import check_writable_file
     from toolkit.parity.verify import verify_bundle
+
+    if on:
+        from toolkit.cli.remote import on_devices
+
+        return on_devices("verify", bundle_dir, on, targets, parallel, json_file)
 
     check_writable_file(json_file, "--json")
     check_writable_file(markdown, "--markdown")

@@ -44,6 +44,7 @@ class Selection:
     candidates: list[Candidate] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     recorded: bool = False
+    target: str | None = None  # a device reached over SSH: ranked on its own findings
 
     @property
     def winner(self) -> Candidate | None:
@@ -53,7 +54,7 @@ class Selection:
     def to_dict(self) -> dict[str, Any]:
         return {"bundle": str(self.bundle.root), "objective": self.objective,
                 "batch": self.batch, "device": self.device,
-                "latency_budget_ms": self.latency_budget_ms,
+                "latency_budget_ms": self.latency_budget_ms, "target": self.target,
                 "selected": selected_record(self) if self.winner and self.winner.row else None,
                 "candidates": [{"artifact": c.label,
                                 "row": c.row.to_json() if c.row is not None else None,
@@ -80,9 +81,14 @@ def rank(
     device: str = "cpu",
     bench: Callable[..., Any] | None = None,
     record: bool = True,
+    target: str | None = None,
 ) -> Selection:
     """Rank the bundle's verified artifacts; `bench(root, record, batches, device)`
-    measures the ones without fresh results (default: `toolkit.bench.driver.bench_bundle`)."""
+    measures the ones without fresh results (default: `toolkit.bench.driver.bench_bundle`).
+    With `target`, rank for that device on what it found (`verify --on`, `bench --on`)."""
+    if target is not None:
+        return _rank_for_target(bundle_dir, target, objective, batch, latency_budget_ms,
+                                max_accuracy_drop, record)
     check_device(device)
     if objective not in OBJECTIVES:
         raise UsageError(f"--objective {objective}: use one of {', '.join(OBJECTIVES)}")
@@ -115,6 +121,62 @@ def rank(
     if selection.winner is None:
         reasons = "; ".join(f"{c.label}: {c.excluded}" for c in selection.candidates)
         raise NothingQualifies(selection, f"no artifact meets the constraints — {reasons}")
+    return selection
+
+
+def on_target(record: ArtifactRecord, target: str) -> ArtifactRecord:
+    """The record as the device `target` sees it: its parity, accuracy and bench are that
+    device's findings (an artifact built there carries them itself)."""
+    if record.target == target:
+        return record
+    found = record.on_device.get(target)
+    return record.model_copy(update={
+        "parity": found.parity if found else None,
+        "accuracy": (found.accuracy if found and found.accuracy else record.accuracy),
+        "bench": found.bench if found else None})
+
+
+def _rank_for_target(bundle_dir: str | Path, target: str, objective: str, batch: int | None,
+                     latency_budget_ms: float | None, max_accuracy_drop: float | None,
+                     record: bool) -> Selection:
+    if objective not in OBJECTIVES:
+        raise UsageError(f"--objective {objective}: use one of {', '.join(OBJECTIVES)}")
+    bundle = Bundle.open(bundle_dir)
+    if target not in (bundle.manifest.get("targets") or {}):
+        known = ", ".join(bundle.manifest.get("targets") or {}) or "none yet"
+        raise UsageError(f"--target {target}: no device of that name has worked on "
+                         f"{bundle.root} (devices: {known}); run toolkit verify "
+                         f"{bundle.root} --on {target} first")
+    batch = _batch(bundle, batch, latency_budget_ms)
+    views = [on_target(r, target) for r in [*bundle.target_artifacts(target), *bundle.artifacts]
+             if r.path]
+    benched = {r.bench.device for r in views if r.bench and r.bench.sha256 == r.sha256}
+    device = sorted(benched, key=lambda d: not d.startswith("cuda"))[0] if benched else "cpu"
+    selection = Selection(bundle, objective, batch, device, latency_budget_ms, target=target)
+    for view in views:
+        excluded = _gate(view, max_accuracy_drop, device)
+        if excluded == "never verified (run toolkit verify)":
+            excluded = f"never verified on {target} (run toolkit verify --on {target})"
+        selection.candidates.append(Candidate(view, excluded=excluded))
+    for candidate in selection.candidates:
+        if candidate.excluded is None and not _fresh_rows(candidate.record, device, batch):
+            candidate.excluded = (f"no bench result on {target} for this file (run toolkit "
+                                  f"bench {bundle.root} --on {target})")
+    _rank(selection)
+    if record and selection.winner is not None:
+        chosen = selected_record(selection)
+
+        def keep(fresh: Bundle) -> None:
+            devices = dict(fresh.manifest.get("targets") or {})
+            if target in devices:
+                devices[target] = {**devices[target], "selected": chosen}
+                fresh.manifest["targets"] = devices
+
+        selection.recorded = record_results(bundle.root, keep)
+    if selection.winner is None:
+        reasons = "; ".join(f"{c.label}: {c.excluded}" for c in selection.candidates)
+        raise NothingQualifies(selection, f"no artifact meets the constraints on {target} — "
+                               f"{reasons}")
     return selection
 
 
@@ -274,6 +336,9 @@ def selected_record(selection: Selection) -> dict[str, Any]:
     assert winner is not None and winner.row is not None
     record, row = winner.record, winner.row
     env = describe()
+    if selection.target is not None:  # the device's identity, as it described itself
+        device = (selection.bundle.manifest.get("targets") or {}).get(selection.target) or {}
+        env = {"cpu": device.get("cpu"), "cores": None, "gpu": device.get("gpu")}
     return {
         "artifact": winner.label, "format": record.format,
         "precision": record.precision, "layout": record.layout,
@@ -283,6 +348,7 @@ def selected_record(selection: Selection) -> dict[str, Any]:
         "latency_budget_ms": selection.latency_budget_ms, "batch": row.batch,
         "p50_ms": row.p50_ms, "p99_ms": row.p99_ms,
         "throughput": items_per_s(row), "device": selection.device, "date": now(),
-        "machine": f"{env.get('cpu')} ({env.get('cores')} cores)" + (
-            f", {env['gpu']}" if env.get("gpu") else ""),
+        "machine": (f"{selection.target}: " if selection.target else "")
+        + f"{env.get('cpu')}" + (f" ({env.get('cores')} cores)" if env.get("cores") else "")
+        + (f", {env['gpu']}" if env.get("gpu") else ""),
     }

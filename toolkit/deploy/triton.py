@@ -69,10 +69,13 @@ def model_name(bundle: Bundle, name: str | None) -> str:
 
 
 def deployable(bundle: Bundle, fmt: str | None, precision: str | None,
-               force: bool) -> ArtifactRecord:
+               force: bool, target: str | None = None) -> ArtifactRecord:
     """The record to serve: the bundle's `selected` one, or --format/--precision; one that
-    failed or never ran parity only with --force."""
-    if fmt is None:
+    failed or never ran parity only with --force. With `target`, for that device: its
+    selection, its own artifacts first, judged on its own findings."""
+    if target is not None:
+        record = _for_target(bundle, target, fmt, precision)
+    elif fmt is None:
         selected = bundle.manifest.get("selected")
         if not selected:
             raise UsageError(f"{bundle.root}: nothing selected yet; run toolkit select "
@@ -91,9 +94,42 @@ def deployable(bundle: Bundle, fmt: str | None, precision: str | None,
     _served(record.format)
     parity = record.parity
     if not (parity and parity.passed) and not force:
+        if target is not None:
+            verdict = "failed parity" if parity else "was never verified"
+            raise UsageError(f"{artifact_label(record)} {verdict} on {target}; deploy it "
+                             "anyway with --force")
         verdict = "failed parity" if parity else "was never verified"
         raise UsageError(f"{artifact_label(record)} {verdict}; deploy it anyway with --force")
     return record
+
+
+def _for_target(bundle: Bundle, target: str, fmt: str | None,
+                precision: str | None) -> ArtifactRecord:
+    from toolkit.deploy.select import on_target
+
+    device = (bundle.manifest.get("targets") or {}).get(target)
+    if device is None:
+        raise UsageError(f"--target {target}: no device of that name has worked on "
+                         f"{bundle.root}; run toolkit verify {bundle.root} --on {target} first")
+    records = [*bundle.target_artifacts(target), *bundle.artifacts]
+    if fmt is None:
+        selected = device.get("selected")
+        if not selected:
+            raise UsageError(f"--target {target}: nothing selected for it yet; run toolkit "
+                             f"select {bundle.root} --target {target}, or pass --format")
+        found = [r for r in records if r.sha256 == selected.get("sha256")
+                 and r.format == selected.get("format")]
+        if not found:
+            raise UsageError(f"{bundle.root}: the artifact selected for {target} changed since "
+                             "it was selected; run toolkit select --target again")
+    else:
+        name = _served(format_table.canonical(fmt))
+        found = [r for r in records if r.format == name and r.precision == (precision or
+                                                                              "fp32")]
+        if not found:
+            raise UsageError(f"{bundle.root} has no {name} ({precision or 'fp32'}) artifact for "
+                             f"{target}")
+    return on_target(found[0], target)
 
 
 def _served(fmt: str) -> str:

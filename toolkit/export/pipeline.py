@@ -499,7 +499,7 @@ def source_identity(source: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 def _clear_bundle(bundle: Bundle) -> None:
-    for record in bundle.artifacts:
+    for record in bundle.all_artifacts:  # the engines built on devices too
         if record.path:
             for path in bundle.files_of(record):
                 transaction.remove_file(path)

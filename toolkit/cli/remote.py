@@ -1,0 +1,250 @@
+"""`--on TARGET,...` for export, verify, bench, select and inspect; `toolkit targets probe`;
+and the device side's hidden `toolkit _device ...` (what the workstation runs over SSH).
+
+The command line given here is the one run there: the same options, the bundle's place taken
+by the device's copy, minus what names this machine (`--on`, `--targets`, `--json`) and
+refused where it names a local file the device can't see.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from toolkit.cli.console import console, err_console, json_to_stdout, table_console, write_json
+
+# options whose value is a path on this machine: meaningless on a device
+LOCAL_PATHS = ("--markdown", "--plot", "--baseline", "--data", "--against", "--calib-data",
+               "--eval-data", "--timing-cache", "--out")
+DROPPED = ("--on", "--targets", "--parallel", "--json")
+
+
+
+def forwarded_args(command: str, bundle: Path, argv: list[str] | None = None) -> list[str]:
+    """This command's arguments for the device: '{bundle}' for the bundle, local-only options
+    dropped, local paths refused (exit 2)."""
+    import click
+
+    from toolkit.errors import UsageError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if command in argv:
+        argv = argv[argv.index(command) + 1:]
+    params = click.get_current_context().command.params
+    takes_value = {opt for p in params if isinstance(p, click.Option) and not p.is_flag
+                   for opt in p.opts}
+    out: list[str] = []
+    bundle_done = False
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        name = word.split("=", 1)[0]
+        if name.startswith("-"):
+            has_inline = "=" in word
+            value = [] if has_inline or name not in takes_value else argv[i + 1:i + 2]
+            if name in LOCAL_PATHS:
+                raise UsageError(f"{name} names a file on this machine; with --on it can't be "
+                                 "used yet (run the command on the device, or without --on)")
+            if name not in DROPPED:
+                out += [word, *value]
+            i += 1 + len(value)
+            continue
+        if not bundle_done and Path(word) == bundle:
+            out.append("{bundle}")
+            bundle_done = True
+        else:
+            out.append(word)
+        i += 1
+    if not bundle_done:
+        raise UsageError(f"--on: can't find the bundle {bundle} on the command line")
+    return out
+
+
+def on_devices(command: str, bundle: Path, on: list[str], targets_file: str | None,
+               parallel: int | None, json_path: Path | None, builds: tuple[str, ...] = ()
+               ) -> int:
+    """Run `command` on every device and bring the results home; the exit code is the worst
+    device's."""
+    from toolkit.bundle import Bundle
+    from toolkit.remote.fleet import run_fleet
+    from toolkit.remote.session import Job
+    from toolkit.remote.targets import resolve
+
+    fleet = resolve(on, targets_file, parallel)
+    args = forwarded_args(command, bundle)
+    json_to_stdout(json_path)
+    Bundle.open(bundle)  # a bad bundle is one line here, before any connection
+    job = Job(command, tuple(args), builds)
+    names = [t.name for t in fleet.targets]
+    console.print(f"[bold]toolkit {command}[/] {escape(str(bundle))} on "
+                  f"{escape(', '.join(names))} ({min(fleet.parallel, len(names))} at a time)",
+                  highlight=False, soft_wrap=True)
+    width = max(len(n) for n in names)
+
+    def line(target: str, text: str) -> None:
+        err_console.print(f"[dim]{escape(target):<{width}} │[/] {escape(text)}",
+                          highlight=False, soft_wrap=True)
+
+    def phase(target: str, name: str) -> None:
+        if name != "done":
+            err_console.print(f"[cyan]{escape(target):<{width}} ▸ {name}[/]", highlight=False)
+
+    result = run_fleet(bundle, fleet, job, on_line=line, on_phase=phase)
+    _summary(result)
+    for note in result.notes:
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    write_json(json_path, {"command": command, "bundle": str(bundle),
+                           "wall_s": round(result.wall_s, 3), "recorded": result.recorded,
+                           "targets": result.to_dict()})
+    return result.exit_code
+
+
+def _summary(result: Any) -> None:
+    from rich.table import Table
+
+    from toolkit.cli.console import human_size
+
+    table = Table("target", "exit", "device", "sent", "result", title="devices",
+                  title_justify="left")
+    for o in result.outcomes:
+        device = o.device
+        what = ", ".join(filter(None, [device.gpu, device.cpu])) if device else "—"
+        verdict = {0: "[green]ok[/]", 1: "[red]check failed[/]", 2: "[red]bad input[/]",
+                   3: "[yellow]backend missing[/]", 130: "[red]interrupted[/]"}[o.code]
+        pulled = "; pulled " + ", ".join(p.record.path or "" for p in o.pulled) \
+            if o.pulled else ""
+        table.add_row(escape(o.target.name), f"{o.code} {verdict}", escape(what[:48]),
+                      f"{o.sent_files} files, {human_size(o.sent_bytes)}",
+                      escape(((o.message or "") + pulled)[:160]) or "—")
+    table_console().print(table)
+    console.print(f"{len(result.outcomes)} devices in {result.wall_s:.1f} s", highlight=False)
+
+
+# -- toolkit targets ------------------------------------------------------------------------------
+def probe_command(
+    on: Annotated[list[str], typer.Argument(metavar="TARGET...",
+                                            help="Targets, @groups or SSH destinations.")],
+    targets_file: Annotated[str | None, typer.Option(
+        "--targets", help="The targets file (default $TOOLKIT_TARGETS or "
+        "~/.config/toolkit/targets.toml).")] = None,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="Write one record per target as JSON ('-' for standard output).")
+    ] = None,
+) -> int:
+    """What each device has: Python, the toolkit, backends, GPU, TensorRT/JetPack, CPU, disk."""
+    import concurrent.futures
+    import json
+
+    from toolkit.errors import ToolkitError
+    from toolkit.manifest import SCHEMA_VERSION
+    from toolkit.remote import ssh
+    from toolkit.remote.session import device_record
+    from toolkit.remote.targets import resolve
+
+    fleet = resolve(on, targets_file)
+    json_to_stdout(json_path)
+
+    def one(target: Any, control: str) -> dict[str, Any]:
+        connection = ssh.Connection(target, fleet.ssh_config, control)
+        try:
+            reply = connection.run(["_device", "probe", "--workdir", target.workdir],
+                                   stdin=b"{}", max_stdout=1 << 20, timeout_s=120)
+            info = json.loads(reply.stdout) if reply.code == 0 else None
+            if not isinstance(info, dict):
+                last = (reply.stderr.strip().splitlines() or ["no answer"])[-1]
+                code = reply.code if reply.code in (2, 3) else 2
+                return {"target": target.name, "exit": code,
+                        "message": f"the toolkit doesn't run there: {last[:200]}"}
+            record = device_record(info).to_json()
+            problem = None
+            if not isinstance(info.get("schema"), int) or info["schema"] < SCHEMA_VERSION:
+                problem = (f"its toolkit {info.get('toolkit_version')} reads manifest schema "
+                           f"{info.get('schema')}; bundles here are {SCHEMA_VERSION}: upgrade "
+                           "it there")
+            return {"target": target.name, "exit": 2 if problem else 0, "message": problem,
+                    "device": record, "free_bytes": info.get("free_bytes")}
+        except (ToolkitError, ValueError) as err:
+            return {"target": target.name, "exit": getattr(err, "exit_code", 2),
+                    "message": str(err)}
+        finally:
+            connection.close()
+
+    with ssh.control_directory() as control, \
+            concurrent.futures.ThreadPoolExecutor(fleet.parallel) as pool:
+        rows = list(pool.map(lambda t: one(t, control), fleet.targets))
+    _probe_table(rows)
+    write_json(json_path, rows)
+    return max(r["exit"] for r in rows)
+
+
+def _probe_table(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    from toolkit.cli.console import human_size
+
+    table = Table("target", "toolkit", "python", "backends", "GPU (cc, driver)", "TensorRT",
+                  "L4T", "CPU", "free", title="devices", title_justify="left")
+    for row in rows:
+        d = row.get("device")
+        if not d:
+            table.add_row(escape(row["target"]), f"[red]{escape(row['message'] or '')}[/]",
+                          *[""] * 7)
+            continue
+        gpu = f"{d.get('gpu')} ({d.get('compute_capability')}, {d.get('driver')})" \
+            if d.get("gpu") else "—"
+        flags = " ".join(d.get("cpu_flags") or [])
+        table.add_row(escape(row["target"]), escape(str(d.get("toolkit_version"))),
+                      escape(str(d.get("python"))), escape(", ".join(d.get("backends") or [])),
+                      escape(gpu), escape(str(d.get("tensorrt") or "—")),
+                      escape(str(d.get("l4t") or "—")),
+                      escape(f"{d.get('cpu')} [{flags}]"[:60]),
+                      human_size(row.get("free_bytes")))
+        if row.get("message"):
+            err_console.print(f"[red]{escape(row['target'])}:[/] {escape(row['message'])}",
+                              highlight=False, soft_wrap=True)
+    table_console().print(table)
+
+
+# -- toolkit _device (the far end) --------------------------------------------------------------
+Workdir = Annotated[str, typer.Option("--workdir")]
+BundleId = Annotated[str, typer.Option("--bundle")]
+
+
+def device_probe(workdir: Workdir) -> int:
+    import json
+
+    from toolkit.remote.device import probe
+
+    raw = sys.stdin.buffer.read(16 << 20)
+    try:
+        want = json.loads(raw or b"{}").get("want") or []
+    except (ValueError, AttributeError):
+        want = []
+    sys.stdout.write(json.dumps(probe(workdir, [str(w) for w in want][:100_000])))
+    return 0
+
+
+def device_put(workdir: Workdir) -> int:
+    import json
+
+    from toolkit.remote.device import put
+
+    sys.stdout.write(json.dumps(put(workdir, sys.stdin.buffer)))
+    return 0
+
+
+def device_run(workdir: Workdir, bundle: BundleId) -> int:
+    from toolkit.remote.device import run
+
+    return run(workdir, bundle, sys.stdin.buffer, sys.stdout.buffer)
+
+
+def device_get(workdir: Workdir, bundle: BundleId,
+               names: Annotated[list[str], typer.Argument()]) -> int:
+    from toolkit.remote.device import get
+
+    return get(workdir, bundle, names, sys.stdout.buffer)

@@ -1,0 +1,320 @@
+"""The device side of `--on`: what `toolkit _device ...` does on the far end of the SSH link.
+
+It needs no torch: only the toolkit's core (numpy, onnx, pydantic) and the runtimes the device
+has. Files arrive content-addressed in `WORKDIR/store/<sha256>` (a second run sends nothing
+the device already holds); a bundle is laid out in `WORKDIR/bundles/<id>/` from the store and
+the manifest the workstation sends, and the toolkit command runs on it in this process, its
+own journal and locks protecting the remote bundle as they protect any other. While the
+command runs, standard input stays open: its end means the workstation has gone (Ctrl-C, a
+dropped link), and the command is stopped as SIGTERM would (rolled back, exit 130).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import sys
+import tarfile
+import threading
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from toolkit.errors import UsageError
+
+STORE = "store"
+BUNDLES = "bundles"
+RESULTS = "results"
+MAX_HEADER = 64 << 20
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_BUNDLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# the pip extra of a format -> the module whose import makes it runnable here
+EXTRA_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "trt": "tensorrt",
+                 "export": "torch"}
+
+
+def _workdir(path: str) -> Path:
+    root = Path(path).expanduser()
+    try:
+        (root / STORE).mkdir(parents=True, exist_ok=True)
+        (root / BUNDLES).mkdir(exist_ok=True)
+        (root / RESULTS).mkdir(exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"working directory {root}: {err.strerror}") from None
+    return root
+
+
+def copy_hashed(source: BinaryIO, path: Path) -> str:
+    """Copy a stream into a new file, flushed to disk; its sha256."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as handle:
+        while block := source.read(1 << 20):
+            digest.update(block)
+            handle.write(block)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return digest.hexdigest()
+
+
+def free_bytes(path: Path) -> int:
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
+def _disk_full(root: Path) -> UsageError:
+    return UsageError(f"{socket.gethostname()}: disk full in {root} "
+                      f"({free_bytes(root) / 2**20:.0f} MiB free); free space on the device")
+
+
+# -- probe ------------------------------------------------------------------------------------
+def _available(module: str) -> bool:
+    import importlib.util
+
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _read_text(path: str, limit: int = 4096) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read(limit).strip() or None
+    except OSError:
+        return None
+
+
+def _nvidia_smi() -> dict[str, str]:
+    """GPU name, compute capability and driver from nvidia-smi, when the device has one."""
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return {}
+    try:
+        out = subprocess.run([smi, "--query-gpu=name,compute_cap,driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=20).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if not out:
+        return {}
+    parts = [p.strip() for p in out[0].split(",")]
+    return dict(zip(("gpu", "compute_capability", "driver"), parts))
+
+
+def _tensorrt_version() -> str | None:
+    module = sys.modules.get("tensorrt")
+    if module is None and _available("tensorrt"):
+        with contextlib.suppress(Exception):
+            import tensorrt as module  # type: ignore[no-redef]
+    return str(getattr(module, "__version__", "")) or None if module is not None else None
+
+
+def probe(workdir: str, want: list[str]) -> dict[str, Any]:
+    """What this device is and has, and which of `want` (sha256) its store lacks."""
+    from toolkit import __version__, environment
+    from toolkit.manifest import SCHEMA_VERSION
+
+    root = _workdir(workdir)
+    backends = sorted(extra for extra, module in EXTRA_MODULES.items() if _available(module))
+    store = root / STORE
+    missing = [h for h in want if not _SHA.match(h) or not (store / h).is_file()]
+    l4t = _read_text("/etc/nv_tegra_release", 200)
+    return {
+        "hostname": socket.gethostname(),
+        "toolkit_version": __version__,
+        "schema": SCHEMA_VERSION,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu": environment.cpu_model(),
+        "cpu_flags": environment.cpu_flags(),
+        **_nvidia_smi(),
+        "tensorrt": _tensorrt_version() if "trt" in backends else None,
+        "l4t": l4t.splitlines()[0][:120] if l4t else None,
+        "backends": backends,
+        "free_bytes": free_bytes(root),
+        "missing": missing,
+    }
+
+
+# -- store ------------------------------------------------------------------------------------
+def put(workdir: str, stream: BinaryIO) -> dict[str, Any]:
+    """Files from a tar stream on stdin into the store, each named by its sha256 and checked
+    against it before it is renamed into place (a cut link leaves only temp files, which the
+    next put removes)."""
+    root = _workdir(workdir)
+    store = root / STORE
+    for stale in store.glob(".tmp-*"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    received = []
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as archive:
+            for member in archive:
+                if not member.isfile() or not _SHA.match(member.name):
+                    raise UsageError(f"store: refusing tar member {member.name[:80]!r}")
+                source = archive.extractfile(member)
+                assert source is not None
+                tmp = store / f".tmp-{member.name}-{os.getpid()}"
+                if copy_hashed(source, tmp) != member.name:
+                    tmp.unlink()
+                    raise UsageError(f"store: {member.name[:12]}… arrived with another sha256")
+                os.replace(tmp, store / member.name)
+                received.append(member.name)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _disk_full(root) from None
+        raise
+    except tarfile.TarError as err:
+        raise UsageError(f"store: the stream was cut ({err}); run the command again") from None
+    return {"received": received}
+
+
+# -- run --------------------------------------------------------------------------------------
+def _bundle_dir(root: Path, bundle_id: str) -> Path:
+    if not _BUNDLE_ID.match(bundle_id):
+        raise UsageError(f"bundle id {bundle_id!r} is not a plain name")
+    return root / BUNDLES / bundle_id
+
+
+def stage(root: Path, bundle_id: str, manifest: dict[str, Any], files: dict[str, str]) -> Path:
+    """Lay the bundle out from the store: each listed file linked to its content, the
+    manifest written last. A journal left by a killed command there is recovered first."""
+    from toolkit import transaction
+    from toolkit.bundle import MANIFEST, write_json_atomic
+    from toolkit.manifest import plain_file_name, validate
+
+    directory = _bundle_dir(root, bundle_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    transaction.recover(directory)
+    validate(manifest, "the workstation's manifest")
+    with transaction.locked(directory, wait_s=600, what="lay out the bundle"):
+        for name, digest in files.items():
+            plain_file_name(name)
+            if not _SHA.match(digest) or not (root / STORE / digest).is_file():
+                raise UsageError(f"{name}: not in the device's store; run the command again")
+            target = directory / name
+            if target.is_file() and not target.is_symlink() and _same_inode(
+                    target, root / STORE / digest):
+                continue
+            tmp = directory / f"{transaction.TEMP_PREFIX}{name}"
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            try:
+                os.link(root / STORE / digest, tmp)
+            except OSError:  # a filesystem without hard links
+                shutil.copyfile(root / STORE / digest, tmp)
+            os.replace(tmp, target)
+        write_json_atomic(directory / MANIFEST, manifest)
+    return directory
+
+
+def _same_inode(a: Path, b: Path) -> bool:
+    sa, sb = a.stat(), b.stat()
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _watch_stdin(done: threading.Event, stream: BinaryIO) -> None:
+    """The workstation holds our stdin open while the command runs; EOF means it is gone."""
+    def watch() -> None:
+        while stream.read(1 << 16):
+            pass
+        if not done.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def run(workdir: str, bundle_id: str, stdin: BinaryIO, stdout: BinaryIO) -> int:
+    """Read the header (one JSON line: manifest, files, args), stage, run the toolkit command
+    on the staged bundle, and answer with one JSON document: the exit code, the command's
+    own --json result, and the bundle's manifest afterwards."""
+    root = _workdir(workdir)
+    line = stdin.readline(MAX_HEADER)
+    try:
+        header = json.loads(line)
+        manifest, files, args = header["manifest"], header["files"], header["args"]
+        if not (isinstance(files, dict) and isinstance(args, list)
+                and all(isinstance(a, str) for a in args)):
+            raise ValueError("bad header")
+    except (ValueError, KeyError, TypeError):
+        raise UsageError("run: the request is not one the toolkit sends") from None
+    done = threading.Event()
+    _watch_stdin(done, stdin)
+    try:
+        directory = stage(root, bundle_id, manifest, files)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _disk_full(root) from None
+        raise
+    result_path = root / RESULTS / f"{bundle_id}.{os.getpid()}.json"
+    argv = [str(directory) if a == "{bundle}" else a for a in args]
+    argv += ["--json", str(result_path)]
+    code = _run_cli(argv)
+    done.set()
+    result = None
+    if result_path.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            result = json.loads(result_path.read_text(encoding="utf-8"))
+        result_path.unlink(missing_ok=True)
+    answer = {"exit": code, "result": result, "bundle": str(directory),
+              "manifest": _read_manifest(directory)}
+    stdout.write(json.dumps(answer, default=str).encode())
+    stdout.flush()
+    return 0
+
+
+def _read_manifest(directory: Path) -> Any:
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+    return None
+
+
+def _run_cli(argv: list[str]) -> int:
+    """The toolkit command, in this process, its human output on stderr (streamed to the
+    workstation line by line); stdout is kept for the answer."""
+    import click
+
+    from toolkit.cli.app import app
+
+    real_stdout = sys.stdout
+    sys.stdout = sys.stderr
+    try:
+        code = app(args=argv, prog_name="toolkit", standalone_mode=False)
+        return int(code or 0)
+    except click.ClickException as err:
+        err.show()
+        return 2
+    except SystemExit as err:
+        return int(err.code or 0) if isinstance(err.code, int) else 2
+    finally:
+        sys.stdout = real_stdout
+
+
+# -- get --------------------------------------------------------------------------------------
+def get(workdir: str, bundle_id: str, names: list[str], stdout: BinaryIO) -> int:
+    """The named files of the remote bundle, as a tar stream."""
+    from toolkit.manifest import plain_file_name
+
+    directory = _bundle_dir(_workdir(workdir), bundle_id)
+    buffer = stdout
+    with tarfile.open(fileobj=buffer, mode="w|") as archive:
+        for name in names:
+            plain_file_name(name)
+            path = directory / name
+            if path.is_symlink() or not path.is_file():
+                raise UsageError(f"{name}: not a file of the bundle on this device")
+            archive.add(path, arcname=name, recursive=False)
+    stdout.flush()
+    return 0
+

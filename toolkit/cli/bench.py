@@ -28,6 +28,7 @@ DEFAULT_THRESHOLD = 5.0  # percent, for the comparison's status column without a
 
 @takes_groups
 def bench_command(
+    ctx: typer.Context,
     target: Annotated[str, typer.Argument(
         help="A bundle directory, or one artifact file (an .onnx runs on its own).")],
     format: opt.Formats = None,
@@ -59,7 +60,7 @@ def bench_command(
     if on:
         from toolkit.cli.remote import on_devices
 
-        return on_devices("bench", Path(target), on, targets, parallel, json_path)
+        return on_devices(ctx, Path(target), on, targets, parallel, json_path)
     from toolkit import bench as tb
     from toolkit import formats as format_table
     from toolkit.bench.driver import environment, plan_bench, run_plan

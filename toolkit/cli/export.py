@@ -29,6 +29,7 @@ STATUS_STYLE = {"ok": "green", "exists": "dim", "parity-failed": "red", "failed"
 
 @takes_groups
 def export_command(
+    ctx: typer.Context,
     source: Annotated[str, typer.Argument(
         help="A Lightning .ckpt, a factory pkg.module:fn, an .onnx file, or a bundle dir.")],
     to: opt.ExportFormats = ["onnx"],  # noqa: B006 - typer reads the default
@@ -64,7 +65,7 @@ def export_command(
     from toolkit.export.pipeline import export
 
     if on:  # built on the devices themselves (TensorRT engines, OpenVINO IR) from a bundle
-        return _export_on(source, split_list(to), on, targets, parallel, json_path)
+        return _export_on(ctx, source, split_list(to), on, targets, parallel, json_path)
 
     check_writable_file(json_path, "--json")
     json_to_stdout(json_path)
@@ -146,7 +147,8 @@ def parity_figure(parity: dict[str, Any]) -> str:
     return f"max abs err {worst:.2e}" if worst is not None else "—"
 
 
-def _export_on(source: str, to: list[str], on: list[str], targets: str | None,
+def _export_on(ctx: typer.Context, source: str, to: list[str], on: list[str],
+               targets: str | None,
                parallel: int | None, json_path: Path | None) -> int:
     from toolkit import formats
     from toolkit.bundle import Bundle
@@ -162,5 +164,5 @@ def _export_on(source: str, to: list[str], on: list[str], targets: str | None,
         raise UsageError(f"--to {','.join(from_model)} --on: these are exported from the model "
                          "here; on a device the toolkit builds what comes from the bundle's "
                          "ONNX (trt, openvino)")
-    return on_devices("export", Path(source), on, targets, parallel, json_path,
+    return on_devices(ctx, Path(source), on, targets, parallel, json_path,
                       builds=tuple(names))

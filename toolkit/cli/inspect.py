@@ -12,6 +12,7 @@ from toolkit.cli.console import check_writable_file, console, human_size, json_t
 
 
 def inspect_command(
+    ctx: typer.Context,
     target: Annotated[Path, typer.Argument(help="A bundle directory or an artifact file.")],
     json_path: opt.JsonPath = None,
     on: opt.On = None,
@@ -26,7 +27,7 @@ def inspect_command(
     if on:
         from toolkit.cli.remote import on_devices
 
-        return on_devices("inspect", target, on, targets, parallel, json_path)
+        return on_devices(ctx, target, on, targets, parallel, json_path)
 
     check_writable_file(json_path, "--json")
     json_to_stdout(json_path)

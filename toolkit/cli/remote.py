@@ -1,9 +1,10 @@
 """`--on TARGET,...` for export, verify, bench, select and inspect; `toolkit targets probe`;
 and the device side's hidden `toolkit _device ...` (what the workstation runs over SSH).
 
-The command line given here is the one run there: the same options, the bundle's place taken
-by the device's copy, minus what names this machine (`--on`, `--targets`, `--json`) and
-refused where it names a local file the device can't see.
+The command run there is the one given here: the options given on the command line (as
+parsed), the bundle's place taken by the device's copy, minus what names this machine
+(`--on`, `--targets`, `--json`), and refused where an option names a local file the device
+can't see.
 """
 
 from __future__ import annotations
@@ -24,47 +25,40 @@ DROPPED = ("--on", "--targets", "--parallel", "--json")
 
 
 
-def forwarded_args(command: str, bundle: Path, argv: list[str] | None = None) -> list[str]:
-    """This command's arguments for the device: '{bundle}' for the bundle, local-only options
-    dropped, local paths refused (exit 2)."""
-    import click
-
+def forwarded_args(ctx: typer.Context) -> list[str]:
+    """This command's options as given on the command line, for the device: '{bundle}' for
+    the bundle, local-only options dropped, options naming local files refused (exit 2)."""
     from toolkit.errors import UsageError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if command in argv:
-        argv = argv[argv.index(command) + 1:]
-    params = click.get_current_context().command.params
-    takes_value = {opt for p in params if isinstance(p, click.Option) and not p.is_flag
-                   for opt in p.opts}
     out: list[str] = []
-    bundle_done = False
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        name = word.split("=", 1)[0]
-        if name.startswith("-"):
-            has_inline = "=" in word
-            value = [] if has_inline or name not in takes_value else argv[i + 1:i + 2]
-            if name in LOCAL_PATHS:
-                raise UsageError(f"{name} names a file on this machine; with --on it can't be "
-                                 "used yet (run the command on the device, or without --on)")
-            if name not in DROPPED:
-                out += [word, *value]
-            i += 1 + len(value)
-            continue
-        if not bundle_done and Path(word) == bundle:
+    for param in ctx.command.params:
+        if param.param_type_name == "argument":
             out.append("{bundle}")
-            bundle_done = True
-        else:
-            out.append(word)
-        i += 1
-    if not bundle_done:
-        raise UsageError(f"--on: can't find the bundle {bundle} on the command line")
+            continue
+        source = ctx.get_parameter_source(param.name)
+        if source is None or source.name != "COMMANDLINE":
+            continue
+        flag = param.opts[0]
+        if flag in LOCAL_PATHS:
+            raise UsageError(f"{flag} names a file on this machine; with --on it can't be used "
+                             "yet (run the command on the device, or without --on)")
+        if flag in DROPPED:
+            continue
+        value = ctx.params[param.name]
+        if getattr(param, "is_flag", False):
+            if param.secondary_opts:
+                out.append(flag if value else param.secondary_opts[0])
+            elif value:
+                out.append(flag)
+        elif getattr(param, "multiple", False):
+            for item in value or ():
+                out += [flag, str(item)]
+        elif value is not None:
+            out += [flag, str(value)]
     return out
 
 
-def on_devices(command: str, bundle: Path, on: list[str], targets_file: str | None,
+def on_devices(ctx: typer.Context, bundle: Path, on: list[str], targets_file: str | None,
                parallel: int | None, json_path: Path | None, builds: tuple[str, ...] = ()
                ) -> int:
     """Run `command` on every device and bring the results home; the exit code is the worst
@@ -74,8 +68,9 @@ def on_devices(command: str, bundle: Path, on: list[str], targets_file: str | No
     from toolkit.remote.session import Job
     from toolkit.remote.targets import resolve
 
+    command = ctx.command.name or ""
     fleet = resolve(on, targets_file, parallel)
-    args = forwarded_args(command, bundle)
+    args = forwarded_args(ctx)
     json_to_stdout(json_path)
     Bundle.open(bundle)  # a bad bundle is one line here, before any connection
     job = Job(command, tuple(args), builds)
@@ -115,11 +110,11 @@ def _summary(result: Any) -> None:
         what = ", ".join(filter(None, [device.gpu, device.cpu])) if device else "—"
         verdict = {0: "[green]ok[/]", 1: "[red]check failed[/]", 2: "[red]bad input[/]",
                    3: "[yellow]backend missing[/]", 130: "[red]interrupted[/]"}[o.code]
-        pulled = "; pulled " + ", ".join(p.record.path or "" for p in o.pulled) \
+        pulled = "built " + ", ".join(p.record.path or "" for p in o.pulled) \
             if o.pulled else ""
         table.add_row(escape(o.target.name), f"{o.code} {verdict}", escape(what[:48]),
                       f"{o.sent_files} files, {human_size(o.sent_bytes)}",
-                      escape(((o.message or "") + pulled)[:160]) or "—")
+                      escape("; ".join(filter(None, [o.message, pulled]))[:160]) or "—")
     table_console().print(table)
     console.print(f"{len(result.outcomes)} devices in {result.wall_s:.1f} s", highlight=False)
 

@@ -15,6 +15,7 @@ from toolkit.parity.options import ToleranceOptions
 
 @takes_groups
 def verify_command(
+    ctx: typer.Context,
     bundle_dir: Annotated[Path, typer.Argument(metavar="BUNDLE", help="A bundle directory.")],
     format: opt.Formats = None,
     precision: opt.Precisions = None,
@@ -48,7 +49,7 @@ def verify_command(
     if on:
         from toolkit.cli.remote import on_devices
 
-        return on_devices("verify", bundle_dir, on, targets, parallel, json_file)
+        return on_devices(ctx, bundle_dir, on, targets, parallel, json_file)
 
     check_writable_file(json_file, "--json")
     check_writable_file(markdown, "--markdown")

@@ -219,15 +219,31 @@ def stage(root: Path, bundle_id: str, manifest: dict[str, Any], files: dict[str,
     return directory
 
 
+def _read_line(fd: int) -> bytes:
+    """One line from the descriptor, unbuffered (nothing past it is taken from the stream
+    the watcher reads next)."""
+    data = bytearray()
+    while len(data) <= MAX_HEADER:
+        block = os.read(fd, 1)
+        if not block or block == b"\n":
+            break
+        data += block
+    return bytes(data)
+
+
 def _same_inode(a: Path, b: Path) -> bool:
     sa, sb = a.stat(), b.stat()
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def _watch_stdin(done: threading.Event, stream: BinaryIO) -> None:
-    """The workstation holds our stdin open while the command runs; EOF means it is gone."""
+    """The workstation holds our stdin open while the command runs; EOF means it is gone.
+    (Read from the file descriptor: a thread blocked inside the buffered reader would hold its
+    lock at exit and abort the interpreter.)"""
+    fd = stream.fileno()
+
     def watch() -> None:
-        while stream.read(1 << 16):
+        while os.read(fd, 1 << 16):
             pass
         if not done.is_set():
             os.kill(os.getpid(), signal.SIGTERM)
@@ -240,7 +256,7 @@ def run(workdir: str, bundle_id: str, stdin: BinaryIO, stdout: BinaryIO) -> int:
     on the staged bundle, and answer with one JSON document: the exit code, the command's
     own --json result, and the bundle's manifest afterwards."""
     root = _workdir(workdir)
-    line = stdin.readline(MAX_HEADER)
+    line = _read_line(stdin.fileno())
     try:
         header = json.loads(line)
         manifest, files, args = header["manifest"], header["files"], header["args"]

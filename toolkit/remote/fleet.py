@@ -77,9 +77,12 @@ def run_fleet(root: Path, fleet: Fleet, job: Job, *,
             for connection in connections.values():
                 connection.close()
     result = FleetResult(outcomes, time.perf_counter() - started)
+    # only what a device ran to the end (passed or failed its checks) is recorded: a device
+    # that was unreachable, refused or interrupted leaves the bundle exactly as it was
+    finished = [o for o in outcomes if o.code in (0, 1) and o.manifest is not None]
     try:
-        if record:
-            result.recorded = merge(root, job, outcomes)
+        if record and finished:
+            result.recorded = merge(root, job, finished)
             if not result.recorded:
                 result.notes.append(f"{root} is read-only: the devices' results were not "
                                     "recorded")
@@ -129,9 +132,10 @@ def _merge_one(bundle: Bundle, job: Job, outcome: DeviceOutcome) -> None:
         findings = DeviceResults(parity=remote.parity, bench=remote.bench,
                                  accuracy=remote.accuracy)
         mine = _match(bundle.target_artifacts(name), remote)
-        if mine is not None:  # built on this device: its own results
-            mine.parity, mine.bench, mine.accuracy = remote.parity, remote.bench, \
-                remote.accuracy
+        if mine is not None:  # built on this device: its own results, the newest of each kind
+            mine.parity = remote.parity or mine.parity
+            mine.bench = remote.bench or mine.bench
+            mine.accuracy = remote.accuracy or mine.accuracy
             continue
         here = _match(bundle.artifacts, remote)
         if here is not None and (findings.parity or findings.bench or findings.accuracy):

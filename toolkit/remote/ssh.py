@@ -66,7 +66,8 @@ class Connection:
             "-o", "ConnectTimeout=15",
             "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
             "-o", "ControlMaster=auto",
-            "-o", f"ControlPath={self.control_dir}/%C",
+            # one master per target, even for aliases of one host (%C hashes host, port, user)
+            "-o", f"ControlPath={self.control_dir}/{self.target.name[:24]}-%C",
             "-o", "ControlPersist=30",  # bounded: a killed toolkit leaves no master for long
             "-T",  # no terminal: binary streams stay binary
         ]
@@ -117,6 +118,7 @@ class Connection:
                     process.stdin.write(stdin)
                 elif stdin is not None:
                     shutil.copyfileobj(stdin, process.stdin, 1 << 20)
+                process.stdin.flush()
             except (BrokenPipeError, OSError):
                 pass  # the remote stopped reading: its exit code says why
             finally:

@@ -1,0 +1,157 @@
+"""`--on`: a bundle made here built, verified and timed on devices over a real SSH server, and
+what they found brought back into the one manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.remote.conftest import Lab
+from toolkit.cli.app import app
+
+FAST = ["--budget", "0.2", "--warmup", "0.05", "--min-iters", "5", "--batch", "1"]
+
+
+def toolkit(*args: object) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file of a directory, by content: the bundle byte for byte."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def made_here(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle exported on the workstation: ONNX (which devices run) and TorchScript (which
+    a device without torch can't)."""
+    from toolkit.export.pipeline import export
+
+    out = tmp_path_factory.mktemp("remote") / "cnn"
+    result = export("tests.models:small_cnn", ["onnx", "torchscript"], out)
+    assert result.exit_code == 0, result.to_dict()
+    return out
+
+
+@pytest.fixture
+def bundle(made_here: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "cnn"
+    shutil.copytree(made_here, copy)
+    return copy
+
+
+def manifest(bundle: Path) -> dict:
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+def test_the_whole_loop(lab: Lab, bundle: Path, tmp_path: Path):
+    """export here -> engine built on dev-trt -> verify and bench on three devices -> select
+    and deploy per device; the manifest holds each device's records and the engine."""
+    on = ["--targets", lab.targets]
+    code, out = toolkit("export", bundle, "--to", "trt", "--on", "dev-trt", *on)
+    assert code == 0, out
+    doc = manifest(bundle)
+    engines = [a for a in doc["artifacts"] if a["format"] == "trt"]
+    assert [(e["path"], e["target"]) for e in engines] == [("model.dev-trt.engine", "dev-trt")]
+    assert engines[0]["parity"]["passed"]
+    assert (bundle / "model.dev-trt.engine").is_file()
+    # the device as it described itself: TensorRT there is the conformance fake's 10.13
+    assert doc["targets"]["dev-trt"]["tensorrt"].startswith("10.13")
+    assert "trt" in doc["targets"]["dev-trt"]["backends"]
+
+    code, out = toolkit("verify", bundle, "--on", "dev-a,dev-ov,dev-trt", *on)
+    assert code == 0, out
+    doc = manifest(bundle)
+    onnx = next(a for a in doc["artifacts"] if a["format"] == "onnx")
+    assert set(onnx["on_device"]) == {"dev-a", "dev-ov", "dev-trt"}
+    assert all(r["parity"]["passed"] for r in onnx["on_device"].values())
+    ts = next(a for a in doc["artifacts"] if a["format"] == "torchscript")
+    assert ts.get("on_device", {}) == {}  # no torch on any device: never sent, never judged
+
+    code, out = toolkit("bench", bundle, "--on", "dev-a,dev-ov,dev-trt", *on, *FAST)
+    assert code == 0, out
+    doc = manifest(bundle)
+    onnx = next(a for a in doc["artifacts"] if a["format"] == "onnx")
+    assert all(r["bench"]["rows"][0]["p50_ms"] > 0 for r in onnx["on_device"].values())
+    engine = next(a for a in doc["artifacts"] if a["format"] == "trt")
+    assert engine["bench"]["rows"][0]["p50_ms"] > 0  # the fake's timing: conformance
+
+    code, out = toolkit("select", bundle, "--target", "dev-a", "--json", "-")
+    assert code == 0, out
+    assert json.loads(out[out.index("{"):])["selected"]["artifact"] == "onnx/fp32"
+    assert manifest(bundle)["targets"]["dev-a"]["selected"]["artifact"] == "onnx/fp32"
+    code, out = toolkit("deploy", bundle, "--triton", tmp_path / "repo", "--target", "dev-a")
+    assert code == 0, out
+    assert (tmp_path / "repo" / "cnn" / "1" / "model.onnx").is_file()
+
+    code, out = toolkit("inspect", bundle, "--json", "-")
+    assert code == 0, out
+    info = json.loads(out[out.index("{"):])
+    assert set(info["devices"]) == {"dev-a", "dev-ov", "dev-trt"}
+    assert info["devices"]["dev-a"]["selected"] == "onnx/fp32"
+    rows = {(a["format"], a["target"]): a for a in info["artifacts"]}
+    assert rows[("trt", "dev-trt")]["parity"] == "pass"
+    assert rows[("onnx", None)]["on_device"]["dev-ov"]["parity"] == "pass"
+    assert rows[("onnx", None)]["on_device"]["dev-ov"]["bench"]["p50_ms"]["1"] > 0
+
+
+def test_second_run_sends_nothing(lab: Lab, bundle: Path):
+    on = ["--targets", lab.targets, "--json", "-"]
+    code, first = toolkit("verify", bundle, "--on", "fan-00", *on)  # a fresh store
+    assert code == 0, first
+    code, second = toolkit("verify", bundle, "--on", "fan-00", *on)
+    assert code == 0, second
+    sent = [json.loads(o[o.index("{"):])["targets"][0]["sent_files"] for o in (first, second)]
+    assert sent[0] >= 2 and sent[1] == 0
+
+
+def test_unknown_host_key_is_exit_2_naming_the_host(lab: Lab, bundle: Path):
+    before = tree(bundle)
+    code, out = toolkit("verify", bundle, "--on", "stranger", "--targets", lab.targets)
+    assert code == 2, out
+    assert "host key" in out and "127.0.0.1" not in out.split("stranger")[0]
+    assert tree(bundle) == before
+
+
+def test_a_device_missing_the_backend_is_exit_3_and_the_others_finish(lab: Lab, bundle: Path):
+    code, out = toolkit("export", bundle, "--to", "trt", "--on", "dev-a,dev-trt", "--targets",
+                        lab.targets, "--json", "-")
+    assert code == 3, out
+    rows = {r["target"]: r for r in json.loads(out[out.index("{"):])["targets"]}
+    assert rows["dev-a"]["exit"] == 3 and "tensorrt" in rows["dev-a"]["message"]
+    assert rows["dev-trt"]["exit"] == 0
+    assert (bundle / "model.dev-trt.engine").is_file()
+
+
+def test_a_toolkit_too_old_for_the_schema_is_refused_before_any_work(lab: Lab, bundle: Path):
+    before = tree(bundle)
+    code, out = toolkit("verify", bundle, "--on", "dev-old", "--targets", lab.targets)
+    assert code == 2, out
+    assert "upgrade" in out and "schema" in out
+    assert not (lab.workdir("dev-old") / "bundles").exists() or not any(
+        (lab.workdir("dev-old") / "bundles").iterdir())
+    assert tree(bundle) == {k: v for k, v in before.items()}
+
+
+def test_a_hostile_device_is_refused_and_nothing_lands(lab: Lab, bundle: Path, tmp_path: Path):
+    before = tree(bundle)
+    code, out = toolkit("export", bundle, "--to", "trt", "--on", "dev-hostile", "--targets",
+                        lab.targets)
+    assert code == 2, out
+    assert "did not ask for" in out
+    assert tree(bundle) == before
+    assert not list(lab.dir.parent.rglob("escaped.txt"))
+
+
+@pytest.mark.parametrize("name", ["dev-a;touch /tmp/x", "$(id)", "a\nb", "-oProxyCommand=x"])
+def test_target_names_with_shell_characters_are_refused(lab: Lab, bundle: Path, name: str):
+    code, out = toolkit("verify", bundle, "--on", name, "--targets", lab.targets)
+    assert code == 2, out
+    assert "Traceback" not in out

@@ -294,7 +294,7 @@ def test_device_allocations_stay_bounded_over_many_inferences(proc, tmp_path):
         assert proc.cuda.calls.count("cudaMalloc") == mallocs  # nothing allocated per call
         for batch in (16, 1, 8, 16, 2):  # shapes within what was allocated reuse it
             r.infer({"x": np.ones((batch, 4), np.float32)})
-        assert proc.cuda.live_allocations <= after_one + 2
+        assert proc.cuda.live_allocations == after_one  # a grown buffer replaces the old
     assert proc.cuda.live_allocations == 0
     assert proc.cuda.live_graphs == 0
     assert proc.cuda.streams == {}
@@ -547,4 +547,139 @@ def test_open_device_tries_the_next_backend(cp_proc, monkeypatch):
     monkeypatch.setitem(cuda_module.BACKENDS, "torch", broken)
     device = cuda_module.open_device("cuda", "test")
     assert device.backend == "cuda-python"
+    device.release()
+
+
+# -- cuda:N on a host with several GPUs ----------------------------------------------------
+@pytest.mark.parametrize("backend", ["cuda-python", "torch"])
+def test_cuda_n_reaches_the_build_preflight_and_the_runner(backend, monkeypatch, tmp_path):
+    """GPU 0 and GPU 1 differ: an engine built for cuda:1 is built on it (TensorRT builds on
+    the current device), recorded as it, checked against it and run on it."""
+    machine = Machine(other_gpus=(("NVIDIA H200", "9.0"),))
+    proc = FakeProcess("10.13", monkeypatch, machine, backend=backend)
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC], device="cuda:1")
+    assert engine_header(engine)["gpu"] == "NVIDIA H200"
+    assert record["gpu"]["name"] == "NVIDIA H200"
+    assert record["gpu"]["compute_capability"] == "9.0"
+    proc.restart()
+    with runner(engine, [DYNAMIC], record=record, device="cuda:1") as r:
+        np.testing.assert_allclose(r.infer({"x": X})["y"],
+                                   reference(onnx_path, {"x": X})["y"], rtol=1e-6)
+    proc.restart()
+    with pytest.raises(BackendUnavailable, match="this GPU is NVIDIA Fake GPU"):
+        runner(engine, [DYNAMIC], record=record, device="cuda:0").activate()
+    assert "Runtime.deserialize_cuda_engine" not in proc.calls  # refused by preflight
+
+
+def test_export_device_cuda_n_is_the_build_device():
+    from toolkit.export.trt import cuda_device
+
+    assert cuda_device("cuda:1") == "cuda:1"
+    assert cuda_device("cuda") == "cuda"
+    assert cuda_device("cpu") == "cuda"  # the export's own device; the engine needs a GPU
+
+
+# -- misuses the fakes must catch ----------------------------------------------------------
+def test_a_refused_enqueue_outside_a_capture_is_an_error(proc, tmp_path):
+    """execute_async_v3 returning False (outside any capture) fails the call with TensorRT's
+    reason instead of returning whatever the output buffers held."""
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC])
+    with runner(engine, [DYNAMIC], record=record) as r:
+        r.infer({"x": X})
+        proc.machine.refuse_enqueue = True
+        with pytest.raises(BackendUnavailable, match="failed to run the engine: .*refused"):
+            r.infer({"x": X})
+        with pytest.raises(BackendUnavailable, match="failed to run the engine"):
+            r.prepare({"x": X})()
+
+
+def test_workspace_reaches_the_memory_pool(proc, tmp_path):
+    """--workspace sets MemoryPoolType.WORKSPACE (config.max_workspace_size is gone in 10)."""
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC], build_options(None, workspace="256M"))
+    assert engine_header(engine)["pools"] == {"WORKSPACE": 256 * 2**20}
+    assert record["build"]["options"]["workspace"] == 256 * 2**20
+
+
+def test_growing_a_buffer_frees_the_one_it_replaces(proc, tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC])
+    with runner(engine, [DYNAMIC], record=record) as r:
+        r.infer({"x": X[:1]})
+        held = proc.cuda.live_allocations  # x and y
+        for batch in (2, 8, 16, 4, 16):
+            r.infer({"x": np.ones((batch, 4), np.float32)})
+            assert proc.cuda.live_allocations == held, batch
+        prepared = r.prepare({"x": np.ones((16, 4), np.float32)})
+        prepared()
+        assert proc.cuda.live_allocations == held + 2  # the prepared feed's own pair
+
+
+def test_the_fake_cuda_runtime_takes_the_real_bindings_arguments():
+    """Each modelled function has the real binding's parameters, none of them optional where
+    the binding's aren't (the real `cudaGraphInstantiate(graph, flags)` needs both)."""
+    import inspect
+    import re
+
+    from cuda.bindings import runtime as real
+
+    from tests.trt.conformance.fake_cuda import FakeCudaRuntime
+
+    checked = 0
+    for name, method in vars(FakeCudaRuntime).items():
+        if not name.startswith("cuda") or not callable(method):
+            continue
+        doc = (getattr(real, name).__doc__ or "").splitlines()[0]
+        match = re.match(rf"{name}\((.*)\)", doc)
+        assert match, (name, doc)
+        real_params = [p for p in match.group(1).split(",") if p.strip()]
+        fake_params = list(inspect.signature(method).parameters.values())[1:]
+        assert len(fake_params) == len(real_params), (name, doc)
+        assert all(p.default is inspect.Parameter.empty for p in fake_params), name
+        checked += 1
+    assert checked >= 15
+    fake = FakeCudaRuntime()
+    with pytest.raises(TypeError):
+        fake.cudaGraphInstantiate(real.cudaGraph_t(1))  # type: ignore[call-arg]
+
+
+def test_the_torch_cuda_stand_in_holds_the_code_to_torchs_api(monkeypatch):
+    """What TorchCuda calls on torch.cuda, bound against torch's own signatures: a wrong
+    keyword, a device torch rejects, a stream of another kind or an unmodelled name fails."""
+    import torch
+
+    from tests.trt.conformance.fake_cuda import FakeCudaRuntime
+    from tests.trt.conformance.harness import StrictTorchCuda
+    from toolkit.tensorrt.cuda import TorchCuda
+
+    api = StrictTorchCuda(FakeCudaRuntime(devices=2))
+    public = [n for n in dir(api) if not n.startswith("_") and n not in ("rt", "current",
+                                                                           "calls")]
+    assert all(hasattr(torch.cuda, n) for n in public), public
+    device = TorchCuda(torch, "cuda:1", api=api, tensor_device="cpu")
+    assert api.current == 1 and device.stream.device == torch.device("cuda", 1)
+    assert device.facts()["name"] == "NVIDIA Fake GPU"
+    assert device.memory_info()[1] > 0
+    with pytest.raises(TypeError):
+        api.set_device(device=1, index=1)
+    with pytest.raises(TypeError):
+        api.Stream(devic=0)
+    with pytest.raises(ValueError, match="Expected a cuda device"):
+        api.set_device("cpu")
+    with pytest.raises(RuntimeError, match="invalid device ordinal"):
+        api.get_device_properties(2)
+    with pytest.raises(TypeError, match="torch.cuda.Stream"):
+        api.stream(device.stream_handle)  # an int handle is not a torch stream
+    with pytest.raises(TypeError):
+        api.graph(api.CUDAGraph(), stream=device.stream, error_mode="thread_local")
+    with pytest.raises(RuntimeError, match="capture error mode"):
+        api.graph(api.CUDAGraph(), stream=device.stream, capture_error_mode="local")
+    with pytest.raises(NotImplementedError, match="ipc_collect"):
+        api.ipc_collect()
+    with pytest.raises(AttributeError):
+        api.no_such_function()
+    graph = device.capture(lambda: None)
+    graph()
     device.release()

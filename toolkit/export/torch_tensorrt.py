@@ -48,9 +48,11 @@ def require_cuda(action: str = "build a TensorRT engine") -> Any:
     return torch
 
 
-def gpu_facts(torch: Any) -> dict[str, Any]:
-    """Name, compute capability and kind of the current CUDA device (recorded per engine)."""
-    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+def gpu_facts(torch: Any, device: str = "cuda") -> dict[str, Any]:
+    """Name, compute capability and kind of `device` (recorded per engine)."""
+    index = torch.device(device).index
+    props = torch.cuda.get_device_properties(
+        torch.cuda.current_device() if index is None else index)
     return {
         "name": props.name,
         "compute_capability": f"{props.major}.{props.minor}",
@@ -127,8 +129,9 @@ def export_settings(version: str | None, options: trt_build.BuildOptions) -> dic
 
 
 def build_engine_from_model(model: LoadedModel, dest: Path, options: trt_build.BuildOptions,
-                            via: str) -> dict[str, Any]:
-    """Build `dest` from the PyTorch model through Torch-TensorRT; returns the engine record."""
+                            via: str, device: str = "cuda") -> dict[str, Any]:
+    """Build `dest` from the PyTorch model through Torch-TensorRT, on `device` (cuda,
+    cuda:N); returns the engine record."""
     check_route_options(options, via)
     torch_tensorrt = import_torch_tensorrt()
     version = getattr(torch_tensorrt, "__version__", None)
@@ -137,13 +140,16 @@ def build_engine_from_model(model: LoadedModel, dest: Path, options: trt_build.B
     torch = require_cuda()
     inputs = [torch_tensorrt.Input(min_shape=s.min, opt_shape=s.opt, max_shape=s.max,
                                    dtype=TORCH_DTYPES[s.dtype]) for s in model.inputs]
-    module = model.flat.to("cuda").eval()
+    module = model.flat.to(device).eval()
     started = time.perf_counter()
     try:
-        if via == "torch-compile":
-            engine = _via_export(torch, torch_tensorrt, model, module, inputs, settings)
-        else:
-            engine = _via_torchscript(torch, torch_tensorrt, model, module, inputs)
+        # TensorRT builds on the current device: make it the one asked for
+        with torch.cuda.device(torch.device(device)):
+            if via == "torch-compile":
+                engine = _via_export(torch, torch_tensorrt, model, module, inputs, settings,
+                                     device)
+            else:
+                engine = _via_torchscript(torch, torch_tensorrt, model, module, inputs, device)
     except (BackendUnavailable, UsageError):
         raise
     except Exception as err:  # Torch-TensorRT's own conversion errors
@@ -156,7 +162,7 @@ def build_engine_from_model(model: LoadedModel, dest: Path, options: trt_build.B
     with atomic_path(dest, suffix=".engine") as tmp:
         tmp.write_bytes(bytes(engine))
     record = trt_compat.engine_record(
-        trt_version=trt.__version__, gpu=gpu_facts(torch), platform=platform.machine(),
+        trt_version=trt.__version__, gpu=gpu_facts(torch, device), platform=platform.machine(),
         options=options, profiles=trt_profiles.resolve_profiles(model.inputs, options),
         build_seconds=seconds, size_bytes=dest.stat().st_size, network_layers=None,
         engine_layers=None, timing_cache=None, built_at=now(),
@@ -167,15 +173,15 @@ def build_engine_from_model(model: LoadedModel, dest: Path, options: trt_build.B
 
 
 def _via_export(torch: Any, torch_tensorrt: Any, model: LoadedModel, module: Any,
-                inputs: list[Any], settings: dict[str, Any]) -> Any:
-    program = torch.export.export(module, example_args(model, device="cuda"),
+                inputs: list[Any], settings: dict[str, Any], device: str = "cuda") -> Any:
+    program = torch.export.export(module, example_args(model, device=device),
                                   dynamic_shapes=dynamic_shapes(model))
     convert = torch_tensorrt.dynamo.convert_exported_program_to_serialized_trt_engine
     return convert(program, arg_inputs=inputs, **settings)
 
 
 def _via_torchscript(torch: Any, torch_tensorrt: Any, model: LoadedModel, module: Any,
-                     inputs: list[Any]) -> Any:
+                     inputs: list[Any], device: str = "cuda") -> Any:
     frontend = getattr(torch_tensorrt, "ts", None)
     convert = getattr(frontend, "convert_method_to_trt_engine", None)
     if convert is None:
@@ -183,7 +189,7 @@ def _via_torchscript(torch: Any, torch_tensorrt: Any, model: LoadedModel, module
             f"Torch-TensorRT {getattr(torch_tensorrt, '__version__', '')} has no TorchScript "
             "frontend any more; use --via torch-compile or the default --via onnx"
         )
-    traced = torch.jit.trace(module, example_args(model, device="cuda"))
+    traced = torch.jit.trace(module, example_args(model, device=device))
     return convert(traced, "forward", inputs=inputs)
 
 

@@ -160,7 +160,7 @@ class TensorRTRunner(Runner):
             import tensorrt as trt
         except ImportError:
             trt = None
-        gpu = device_facts("run a TensorRT engine")
+        gpu = device_facts("run a TensorRT engine", self.device)
         if self.record:
             dla_cores = None
             if trt is not None and self.record.get("dla_core") is not None:  # engine JSON

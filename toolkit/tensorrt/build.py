@@ -50,8 +50,12 @@ def build_engine(
     inputs: list[TensorSpec],
     options: BuildOptions,
     precision: str = "fp32",
+    device: str = "cuda",
 ) -> dict[str, Any]:
     """Parse `onnx_path` into a strongly typed network, build and write `engine_path`.
+
+    `device` (cuda, cuda:N) is the GPU it is built for: TensorRT builds on the current CUDA
+    device, which opening it makes current for the whole build.
 
     Returns the engine record (see `trt_compat.engine_record`). Raises UsageError for bad
     options or paths, BackendUnavailable (exit 3) without TensorRT or a CUDA GPU, ExportFailed
@@ -69,11 +73,16 @@ def build_engine(
             "add --precision fp16 (or int8 with --calib-data), or leave --dla-core out"
         )
     trt = import_tensorrt()
-    cuda = open_device("cuda", "build a TensorRT engine")
+    cuda = open_device(device, "build a TensorRT engine")
     try:
-        gpu = cuda.facts()
+        return _build(trt, cuda.facts(), onnx_path, engine_path, inputs, options, profiles)
     finally:
         cuda.release()
+
+
+def _build(trt: Any, gpu: dict[str, Any], onnx_path: Path, engine_path: Path,
+           inputs: list[TensorSpec], options: BuildOptions,
+           profiles: list[trt_profiles.Profile]) -> dict[str, Any]:
     plan = trt_compat.api_plan(trt.__version__)
     trt_compat.check_options_supported(options, plan)
 

@@ -55,6 +55,14 @@ class Machine:
     dla_cores: int = 0
     #: engines the GPU refuses to capture in a CUDA graph (execute_async_v3 returns False)
     refuse_capture: bool = False
+    #: every enqueue fails (execute_async_v3 returns False, as on a lost or broken context)
+    refuse_enqueue: bool = False
+    #: GPUs 1, 2, ... of a multi-GPU host: (name, compute capability) each
+    other_gpus: tuple[tuple[str, str], ...] = ()
+
+    def gpu_of(self, index: int) -> tuple[str, str]:
+        """(name, compute capability) of CUDA device `index`."""
+        return (self.gpu, self.compute_capability) if index == 0 else self.other_gpus[index - 1]
 
 
 @dataclass
@@ -82,6 +90,11 @@ class State(CallLog):
                      "already provided for an existing builder, runtime, or refitter. Uses of "
                      "the global logger, returned by nvinfer1::getLogger(), will return the "
                      "existing value.")
+
+    def gpu(self) -> tuple[str, str]:
+        """The current CUDA device's (name, compute capability): TensorRT builds for it and
+        loads engines on it."""
+        return self.machine.gpu_of(self.cuda.current)
 
     def log(self, severity: str, message: str) -> None:
         if self.logger is not None:
@@ -354,7 +367,7 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
         def create_timing_cache(self, serialized_timing_cache: Any) -> Any:
             blob = bytes(serialized_timing_cache)
             if not blob:
-                return new("ITimingCache", state.machine.gpu)
+                return new("ITimingCache", state.gpu()[0])
             try:
                 data = json.loads(blob)
                 return new("ITimingCache", data["timing_cache"], int(data["entries"]))
@@ -365,7 +378,7 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
         def set_timing_cache(self, cache: Any, ignore_mismatch: bool) -> bool:
             if cache is None:
                 raise TypeError("set_timing_cache(): cache is None (nullptr)")
-            if cache._gpu != state.machine.gpu and not ignore_mismatch:
+            if cache._gpu != state.gpu()[0] and not ignore_mismatch:
                 state.log("WARNING", "Timing cache was created on another device; ignored")
                 return False
             self._cache = cache
@@ -442,8 +455,8 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
             level = config._props["hardware_compatibility_level"]
             header = {
                 "tensorrt": trt.__version__,
-                "gpu": state.machine.gpu,
-                "compute_capability": state.machine.compute_capability,
+                "gpu": state.gpu()[0],
+                "compute_capability": state.gpu()[1],
                 "strongly_typed": network._strongly_typed(),
                 "version_compatible": "VERSION_COMPATIBLE" in config._flags,
                 "hardware": level.name,
@@ -451,6 +464,7 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
                 "gpu_fallback": "GPU_FALLBACK" in config._flags,
                 "dla_layers": dla_layers,
                 "plugins": network._plugins,
+                "pools": dict(config._pools),
                 "layers": network.num_layers,
                 "shape_inputs": sorted(_shape_inputs(network._model)),
                 "profiles": [
@@ -492,7 +506,7 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
                           f"{header['tensorrt']}, please rebuild.")
                 return None
             if header["hardware"] == "NONE" and header["compute_capability"] != (
-                    state.machine.compute_capability):
+                    state.gpu()[1]):
                 state.log("ERROR", "The engine plan file is generated on an incompatible device")
                 return None
             if header["plugins"] and not state.plugins_initialised:
@@ -688,6 +702,10 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
             return None
 
         def execute_async_v3(self, stream_handle: int) -> bool:
+            if state.machine.refuse_enqueue:
+                state.log("ERROR", "IExecutionContext::enqueueV3: Error Code 1: Cuda Runtime "
+                          "(the launch was refused)")
+                return False
             problem = self._problems()
             if problem:
                 state.log("ERROR", f"IExecutionContext::enqueueV3: Error Code 3: API Usage "

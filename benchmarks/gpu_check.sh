@@ -204,6 +204,10 @@ import sysconfig
 from pathlib import Path
 
 image = {line.strip() for line in open(sys.argv[1]) if line.strip()}
+# Distributions that install the same modules: the image's opencv-python-headless is cv2, as
+# is this venv's opencv-python (Ultralytics imports cv2)
+SAME = {"opencv-python-headless": {"opencv-python", "opencv-contrib-python"}}
+image |= {twin for name in image & set(SAME) for twin in SAME[name]}
 target = Path(sys.argv[2])
 target.mkdir()
 site = Path(sysconfig.get_path("purelib"))

@@ -460,19 +460,59 @@ def test_hardware_compatibility_levels_per_version(proc, tmp_path):
 
 def test_dla_builds_fp16_and_refuses_an_fp32_engine_that_would_not_use_it(monkeypatch, tmp_path):
     proc = FakeProcess("10.3", monkeypatch, Machine(dla_cores=2, compute_capability="8.7"))
-    spec = parse_input("x:1-4x4")
+    spec = parse_input("x:3x4")  # DLA: static shapes only
     half = fp16_onnx(tmp_path / "half.onnx")
     engine, record = build(half, [spec], BuildOptions(dla_core=1), precision="fp16")
     header = engine_header(engine)
     assert header["dla_core"] == 1 and header["dla_layers"] > 0 and record["dla_core"] == 1
+    # where the layers run, from TensorRT's own query (can_run_on_DLA per layer)
+    assert record["layers"]["placement"] == {"dla": 3, "gpu": 0}
+    proc.restart()
     with runner(engine, [spec], record=record) as r:
         np.testing.assert_allclose(r.infer({"x": X})["y"], np.maximum(X, 0), rtol=1e-3)
-    assert "Runtime.DLA_core=" in proc.calls
+    calls = proc.calls
+    # the runtime's DLA core is where a DLA engine runs: set before deserializing it
+    assert calls.index("Runtime.DLA_core=") < calls.index("Runtime.deserialize_cuda_engine")
     full = tiny_onnx(tmp_path / "full.onnx")
     with pytest.raises(UsageError, match="DLA runs fp16 and int8"):
         build(full, [DYNAMIC], BuildOptions(dla_core=0), precision="fp32")
     with pytest.raises(UsageError, match="has 2 DLA core"):
         build(half, [spec], BuildOptions(dla_core=2), precision="fp16")
+
+
+def test_dla_with_a_dynamic_shape_is_refused_before_building(monkeypatch, tmp_path):
+    """DLA needs min = opt = max: a dynamic batch would put every layer on the GPU (fallback
+    is on) while the record said DLA. Refused, in the bundle's range or a --profile."""
+    proc = FakeProcess("10.13", monkeypatch, Machine(dla_cores=2))
+    half = fp16_onnx(tmp_path / "half.onnx")
+    with pytest.raises(UsageError, match=r"DLA runs static shapes only.*'x' dimension 0 "
+                                         r"ranges 1-4") as info:
+        build(half, [parse_input("x:1-4x4")], BuildOptions(dla_core=0), precision="fp16")
+    assert info.value.exit_code == 2
+    assert "Builder.build_serialized_network" not in proc.calls
+    assert not (tmp_path / "half.engine").exists()
+
+
+def test_the_fake_runs_no_dynamic_shape_on_dla(monkeypatch, tmp_path):
+    """The fake's DLA is the real one's: a dynamic profile puts no layer on DLA."""
+    proc = FakeProcess("10.13", monkeypatch, Machine(dla_cores=1))
+    trt = proc.trt
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    assert trt.OnnxParser(network, logger).parse_from_file(str(fp16_onnx(tmp_path / "h.onnx")))
+    config = builder.create_builder_config()
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = 0
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    profile = builder.create_optimization_profile()
+    profile.set_shape("x", (1, 4), (2, 4), (4, 4))
+    config.add_optimization_profile(profile)
+    assert not any(config.can_run_on_DLA(network.get_layer(i)) for i in range(3))
+    blob = builder.build_serialized_network(network, config)
+    path = tmp_path / "h.engine"
+    path.write_bytes(bytes(blob))
+    assert engine_header(path)["dla_layers"] == 0
 
 
 def test_an_engine_for_another_gpu_is_refused_before_deserializing(proc, tmp_path):
@@ -683,3 +723,47 @@ def test_the_torch_cuda_stand_in_holds_the_code_to_torchs_api(monkeypatch):
     graph = device.capture(lambda: None)
     graph()
     device.release()
+
+
+# -- plugins: serialized into version-compatible engines, registered by every runner -------
+def test_a_version_compatible_engine_serializes_the_plugin_libraries_it_uses(proc, tmp_path):
+    """RoiAlign -> ROIAlign_TRT in a version-compatible engine: the parser's plugin
+    libraries go into config.plugins_to_serialize (NVIDIA's rule) and into the record."""
+    onnx_path = roi_align_onnx(tmp_path / "model.onnx")
+    inputs = [TensorSpec.static("x", (1, 2, 8, 8)), TensorSpec.static("rois", (3, 4)),
+              TensorSpec.static("index", (3,), "int64")]
+    engine, record = build(onnx_path, inputs, BuildOptions(version_compatible=True))
+    major = proc.trt.__version__.split(".")[0]
+    libraries = [f"/usr/lib/x86_64-linux-gnu/libnvinfer_vc_plugin.so.{major}"]
+    assert engine_header(engine)["serialized_plugins"] == libraries
+    assert record["plugins"] == {"register": ["tensorrt"], "serialized": libraries}
+    plain, plain_record = build(tiny_onnx(tmp_path / "plain.onnx"), [DYNAMIC],
+                                BuildOptions(version_compatible=True))
+    assert plain_record["plugins"]["serialized"] == []  # no plugin layer, nothing to carry
+    assert proc.calls.count("IBuilderConfig.plugins_to_serialize=") == 1
+
+
+@pytest.mark.parametrize("backend", ["cuda-python", "torch"])
+def test_a_torch_tensorrt_engine_registers_its_plugins_in_a_new_process(backend, monkeypatch,
+                                                                        tmp_path):
+    """An engine the TorchScript route built holds Torch-TensorRT's plugins: verify and bench
+    run in a new process, where they load only once torch_tensorrt is imported there."""
+    from tests.trt.conformance.fake_trt import with_plugins
+
+    proc = FakeProcess("10.13", monkeypatch, Machine(torch_tensorrt=True), backend=backend)
+    engine, record = build(tiny_onnx(tmp_path / "model.onnx"), [DYNAMIC])
+    with_plugins(engine, ["torch_tensorrt::Interpolate", "torch_tensorrt::NormalizePlugin"])
+    record = {**record, "via": "torchscript",
+              "plugins": {"register": ["tensorrt", "torch_tensorrt"], "serialized": []}}
+    proc.restart()
+    with runner(engine, [DYNAMIC], record=record) as r:
+        assert r.infer({"x": X})["y"].shape == (3, 3)
+    del record["plugins"]  # a record from before the field: --via says Torch-TensorRT
+    proc.restart()
+    with runner(engine, [DYNAMIC], record=record) as r:
+        r.infer({"x": X})
+    proc.machine.torch_tensorrt = False
+    proc.restart()
+    with pytest.raises(BackendUnavailable, match="could not find plugin: torch_tensorrt::"
+                                                 ".*pip install torch-tensorrt"):
+        runner(engine, [DYNAMIC], record=record).activate()

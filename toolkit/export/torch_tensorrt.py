@@ -168,7 +168,10 @@ def build_engine_from_model(model: LoadedModel, dest: Path, options: trt_build.B
         engine_layers=None, timing_cache=None, built_at=now(),
     )
     record.update(via=via, tensor_names=names,
-                  torch_tensorrt=getattr(torch_tensorrt, "__version__", None))
+                  torch_tensorrt=getattr(torch_tensorrt, "__version__", None),
+                  # its plugins (Interpolate, Normalize...) load in a new process only once
+                  # torch_tensorrt is imported there: the runner does, as recorded
+                  plugins={"register": ["tensorrt", "torch_tensorrt"], "serialized": []})
     return record
 
 

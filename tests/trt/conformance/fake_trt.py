@@ -57,6 +57,9 @@ class Machine:
     refuse_capture: bool = False
     #: every enqueue fails (execute_async_v3 returns False, as on a lost or broken context)
     refuse_enqueue: bool = False
+    #: Torch-TensorRT is installed: importing it registers its plugins (namespace
+    #: torch_tensorrt) in the process
+    torch_tensorrt: bool = False
     #: GPUs 1, 2, ... of a multi-GPU host: (name, compute capability) each
     other_gpus: tuple[tuple[str, str], ...] = ()
 
@@ -74,6 +77,9 @@ class State(CallLog):
     logger: Any = None  # TensorRT's one logger for the process
     trt: Any = None  # the module this state belongs to
     plugins_initialised: bool = False
+    #: plugin namespaces registered in this process: "" (TensorRT's library, by
+    #: init_libnvinfer_plugins), "torch_tensorrt" (by importing Torch-TensorRT)
+    namespaces: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         CallLog.__init__(self)
@@ -191,6 +197,19 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
         def dtype(self) -> Any:
             return enum("DataType", self._dtype)
 
+    class ILayer(Strict):
+        def __init__(self, network: Any, node: onnx.NodeProto) -> None:
+            self._network, self._node = network, node
+
+        @property
+        def name(self) -> str:
+            return self._node.name
+
+        @property
+        def type(self) -> Any:
+            plugin = self._node.op_type in PLUGIN_OPS
+            return enum("LayerType", "PLUGIN_V2" if plugin else "UNARY")
+
     class INetworkDefinition(Strict):
         def __init__(self, flags: int) -> None:
             self._flags = flags
@@ -213,6 +232,16 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
 
         def get_input(self, index: int) -> Any:
             return self._inputs[index]
+
+        def get_layer(self, index: int) -> Any:
+            return new("ILayer", self, self._model.graph.node[index])
+
+        def _reduced(self) -> bool:
+            """fp16 or int8 anywhere: what DLA can run (it has no fp32 layers)."""
+            model = self._model
+            return any(i.data_type == onnx.TensorProto.FLOAT16 for i in
+                       model.graph.initializer) or any(
+                n.op_type in ("QuantizeLinear", "Cast") for n in model.graph.node)
 
         def get_output(self, index: int) -> Any:
             return self._outputs[index]
@@ -267,6 +296,9 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
                 return False
             return self._import(proto)
 
+        def get_used_vc_plugin_libraries(self) -> list[str]:
+            return vc_libraries(self._network)
+
         def parse(self, model: Any, path: Any = None) -> bool:
             return self._import(onnx.load_from_string(bytes(model)))
 
@@ -288,6 +320,12 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
                                for v in proto.graph.input if v.name not in initializers]
             network._outputs = [trt_tensor(*_io(v)) for v in proto.graph.output]
             return True
+
+    def vc_libraries(network: Any) -> list[str]:
+        """The plugin library a version-compatible engine must carry for its plugin layers."""
+        major = trt.__version__.split(".")[0]
+        return [f"/usr/lib/x86_64-linux-gnu/libnvinfer_vc_plugin.so.{major}"] if (
+            network._plugins) else []
 
     def trt_tensor(name: str, dtype: str, shape: list[int], shape_tensor: bool = False) -> Any:
         return new("ITensor", name, dtype, shape, shape_tensor)
@@ -387,6 +425,14 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
         def get_timing_cache(self) -> Any:
             return self._cache
 
+        def _dynamic(self) -> bool:
+            return any(lo != hi for p in self._profiles for lo, _, hi in p._shapes.values())
+
+        def can_run_on_DLA(self, layer: Any) -> bool:  # noqa: N802 - TensorRT's name
+            # DLA runs reduced-precision layers of static shape (min = opt = max) only
+            return (self._props["default_device_type"] == enum("DeviceType", "DLA")
+                    and layer._network._reduced() and not self._dynamic())
+
     class IHostMemory(Strict, bytes):
         @property
         def nbytes(self) -> int:
@@ -439,16 +485,22 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
                     return None
             dla = config._props["default_device_type"] == enum("DeviceType", "DLA")
             # DLA runs fp16 and int8 layers only: a strongly typed fp32 network has none.
+            # ... and static shapes only: with a dynamic profile every layer falls back.
             dla_layers = 0
             if dla:
-                model = network._model
-                reduced = any(i.data_type == onnx.TensorProto.FLOAT16 for i in
-                              model.graph.initializer) or any(
-                    n.op_type in ("QuantizeLinear", "Cast") for n in model.graph.node)
-                dla_layers = network.num_layers if reduced else 0
+                on_dla = network._reduced() and not config._dynamic()
+                dla_layers = network.num_layers if on_dla else 0
                 if not dla_layers and "GPU_FALLBACK" not in config._flags:
                     state.log("ERROR", "DLA: no layer of this network can run on DLA and GPU "
                               "fallback is off")
+                    return None
+            serialized = list(config._props.get("plugins_to_serialize", []))
+            if "VERSION_COMPATIBLE" in config._flags and network._plugins:
+                needed = [lib for lib in vc_libraries(network) if lib not in serialized]
+                if needed:
+                    state.log("ERROR", f"a version-compatible engine with plugin layers "
+                              f"{network._plugins} must serialize {needed} "
+                              "(IBuilderConfig::setPluginsToSerialize)")
                     return None
             if config._cache is not None:
                 config._cache._entries += 1
@@ -465,6 +517,7 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
                 "dla_layers": dla_layers,
                 "plugins": network._plugins,
                 "pools": dict(config._pools),
+                "serialized_plugins": serialized,
                 "layers": network.num_layers,
                 "shape_inputs": sorted(_shape_inputs(network._model)),
                 "profiles": [
@@ -509,9 +562,13 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
                     state.gpu()[1]):
                 state.log("ERROR", "The engine plan file is generated on an incompatible device")
                 return None
-            if header["plugins"] and not state.plugins_initialised:
+            # a plugin named "namespace::name" needs its namespace registered; a version-
+            # compatible plan carries the libraries it serialized
+            missing = [p for p in header["plugins"] if (p.split("::")[0] if "::" in p else "")
+                       not in state.namespaces]
+            if missing and not header["serialized_plugins"]:
                 state.log("ERROR", f"getPluginCreator could not find plugin: "
-                          f"{header['plugins'][0]} version: 1")
+                          f"{missing[0]} version: 1")
                 state.log("ERROR", "IRuntime::deserializeCudaEngine: Error Code 1: Serialization "
                           "(Serialization assertion creator failed.Cannot deserialize plugin "
                           "since corresponding IPluginCreator not found in Plugin Registry)")
@@ -739,13 +796,14 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
         if logger is not None:
             state.take_logger(logger)
         state.plugins_initialised = True
+        state.namespaces.add("")
         return True
 
     behaviours = {
         "ILogger": ILogger, "Logger": Logger, "Dims": Dims, "ITensor": ITensor,
         "INetworkDefinition": INetworkDefinition, "ParserError": ParserError,
         "OnnxParser": OnnxParser, "IOptimizationProfile": IOptimizationProfile,
-        "ITimingCache": ITimingCache, "IBuilderConfig": IBuilderConfig,
+        "ITimingCache": ITimingCache, "IBuilderConfig": IBuilderConfig, "ILayer": ILayer,
         "IHostMemory": IHostMemory, "Builder": Builder, "Runtime": Runtime,
         "ICudaEngine": ICudaEngine, "IExecutionContext": IExecutionContext,
     }
@@ -760,3 +818,14 @@ def engine_header(path: str | Path) -> dict[str, Any]:
     blob = Path(path).read_bytes()
     size = int.from_bytes(blob[8:16], "little")
     return json.loads(blob[16:16 + size])
+
+
+def with_plugins(path: str | Path, plugins: list[str]) -> None:
+    """Rewrite a fake engine's plugin layers (what Torch-TensorRT's TorchScript route places:
+    `torch_tensorrt::Interpolate`), for tests of engines this fake can't build itself."""
+    blob = Path(path).read_bytes()
+    size = int.from_bytes(blob[8:16], "little")
+    header = json.loads(blob[16:16 + size])
+    header["plugins"] = list(plugins)
+    head = json.dumps(header).encode()
+    Path(path).write_bytes(MAGIC + len(head).to_bytes(8, "little") + head + blob[16 + size:])

@@ -41,11 +41,45 @@ class FakeProcess:
             self.cuda.device_props[index] = dict(name=name, major=int(major), minor=int(minor))
         self.trt = make_tensorrt(self.line, self.cuda, self.machine)
         self.monkeypatch.setitem(sys.modules, "tensorrt", self.trt)
+        self._torch_tensorrt()
         self.monkeypatch.setattr(cuda_module, "_import_cudart", lambda: self.cuda)
         self.monkeypatch.setattr(cuda_module, "_torch_with_cuda", lambda: None)
         if self.backend == "torch":
             use_torch_backend(self)
         return self
+
+    def _torch_tensorrt(self) -> None:
+        """`import torch_tensorrt` in this new process: absent, or a module whose import
+        registers its plugins with this process's TensorRT (as the real one's does)."""
+        import importlib.abc
+        import importlib.util
+        import types
+
+        # (setitem first: undoing it removes a module a test imported after this point)
+        self.monkeypatch.setitem(sys.modules, "torch_tensorrt", None)
+        del sys.modules["torch_tensorrt"]
+        state = self.trt._state
+        installed = self.machine.torch_tensorrt
+
+        class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+            fake_torch_tensorrt = True
+
+            def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+                if name != "torch_tensorrt":
+                    return None
+                if not installed:
+                    raise ModuleNotFoundError("No module named 'torch_tensorrt'")
+                return importlib.util.spec_from_loader(name, self)
+
+            def create_module(self, spec: Any) -> Any:
+                return types.ModuleType(spec.name)
+
+            def exec_module(self, module: Any) -> None:
+                module.__version__ = "2.9.0"
+                state.namespaces.add("torch_tensorrt")
+
+        meta_path = [f for f in sys.meta_path if not getattr(f, "fake_torch_tensorrt", False)]
+        self.monkeypatch.setattr(sys, "meta_path", [Finder(), *meta_path])
 
     @property
     def calls(self) -> list[str]:

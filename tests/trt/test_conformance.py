@@ -767,3 +767,22 @@ def test_a_torch_tensorrt_engine_registers_its_plugins_in_a_new_process(backend,
     with pytest.raises(BackendUnavailable, match="could not find plugin: torch_tensorrt::"
                                                  ".*pip install torch-tensorrt"):
         runner(engine, [DYNAMIC], record=record).activate()
+
+
+def test_export_with_workspace_from_the_command_line(cp_proc, tmp_path):
+    """`toolkit export ... --to trt --workspace 256M` end to end over the fakes: the option
+    reaches MemoryPoolType.WORKSPACE (TensorRT 10 removed config.max_workspace_size) and the
+    manifest, and the engine verifies."""
+    from typer.testing import CliRunner
+
+    from toolkit.cli.app import app
+
+    out = tmp_path / "b"
+    result = CliRunner().invoke(app, ["export", "tests.models:plain_mlp", "--input", "x:1-4x5",
+                                      "--to", "trt", "--workspace", "256M", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    (engine,) = [a for a in manifest["artifacts"] if a["format"] == "trt"]
+    assert engine["build"]["options"]["workspace"] == 256 * 2**20
+    assert engine_header(out / engine["path"])["pools"] == {"WORKSPACE": 256 * 2**20}
+    assert engine["parity"]["passed"], engine["parity"]

@@ -722,6 +722,15 @@ def test_the_torch_cuda_stand_in_holds_the_code_to_torchs_api(monkeypatch):
         api.no_such_function()
     graph = device.capture(lambda: None)
     graph()
+    # every buffer call goes through the stand-in too: upload, device copy, download
+    values = np.arange(6, dtype=np.float32).reshape(2, 3)
+    source = device.upload(values, "float32")
+    copy = device.empty((2, 3), "float32")
+    device.copy_device(copy, source)
+    np.testing.assert_array_equal(device.download(copy), values)
+    assert device.live_allocations == 2
+    device.free(source)
+    assert device.live_allocations == 1
     device.release()
 
 

@@ -795,3 +795,35 @@ def test_export_with_workspace_from_the_command_line(cp_proc, tmp_path):
     assert engine["build"]["options"]["workspace"] == 256 * 2**20
     assert engine_header(out / engine["path"])["pools"] == {"WORKSPACE": 256 * 2**20}
     assert engine["parity"]["passed"], engine["parity"]
+
+
+def test_the_via_route_keeps_tensorrt_errors_in_toolkits_logger(monkeypatch, tmp_path):
+    """Torch-TensorRT builds with a logger of its own; TensorRT keeps the first logger of the
+    process. The route claims it first, so the read-back's reason reaches the user."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    import torch
+
+    from toolkit.export import torch_tensorrt as route
+    from toolkit.source.load import load_model
+
+    proc = FakeProcess("10.13", monkeypatch, Machine(torch_tensorrt=True))
+    import torch_tensorrt  # the fake: registers its plugins on import
+
+    trt = proc.trt
+
+    def convert(program, arg_inputs, **settings):
+        trt.Builder(trt.Logger(trt.Logger.WARNING))  # Torch-TensorRT's own logger
+        return b"not a plan"
+
+    monkeypatch.setattr(torch_tensorrt, "Input", SimpleNamespace, raising=False)
+    monkeypatch.setattr(torch_tensorrt, "dynamo", SimpleNamespace(
+        convert_exported_program_to_serialized_trt_engine=convert), raising=False)
+    monkeypatch.setattr(route, "require_cuda", lambda *a: torch)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: nullcontext())  # CPU stands in
+    model = load_model("tests.models:plain_mlp", inputs=[parse_input("x:1-4x5")])
+    with pytest.raises(ExportFailed, match="does not load back: .*magicTagRead"):
+        route.build_engine_from_model(model, tmp_path / "m.engine", BuildOptions(),
+                                      "torch-compile", device="cpu")
+    assert not (tmp_path / "m.engine").exists()

@@ -27,7 +27,7 @@ from toolkit.tensorrt import compat as trt_compat
 from toolkit.tensorrt import options as trt_build
 from toolkit.tensorrt import profiles as trt_profiles
 from toolkit.tensorrt.build import import_tensorrt, init_plugins
-from toolkit.tensorrt.logger import errors_since, process_logger
+from toolkit.tensorrt.logger import claim_process_logger, errors_since, process_logger
 
 #: Torch-TensorRT releases that changed what the export route can honour
 EXPORT_ENTRY_SINCE = (2, 5)  # convert_exported_program_to_serialized_trt_engine
@@ -138,6 +138,8 @@ def build_engine_from_model(model: LoadedModel, dest: Path, options: trt_build.B
     settings = export_settings(version, options) if via == "torch-compile" else {}
     trt = import_tensorrt()
     torch = require_cuda()
+    logger = claim_process_logger(trt)  # before Torch-TensorRT's Builder takes the process
+    mark = logger.mark()
     inputs = [torch_tensorrt.Input(min_shape=s.min, opt_shape=s.opt, max_shape=s.max,
                                    dtype=TORCH_DTYPES[s.dtype]) for s in model.inputs]
     module = model.flat.to(device).eval()
@@ -153,7 +155,9 @@ def build_engine_from_model(model: LoadedModel, dest: Path, options: trt_build.B
     except (BackendUnavailable, UsageError):
         raise
     except Exception as err:  # Torch-TensorRT's own conversion errors
-        raise ExportFailed(f"Torch-TensorRT ({via}) failed: {first_line(err)}") from err
+        logged = errors_since(logger, mark, "")
+        raise ExportFailed(f"Torch-TensorRT ({via}) failed: {first_line(err)}"
+                           + (f" (TensorRT: {logged})" if logged else "")) from err
     finally:
         model.module.to("cpu")
     seconds = time.perf_counter() - started

@@ -40,6 +40,7 @@
 #   here:    bash benchmarks/gpu_wheels.sh                       # .whl/, for Python 3.12
 #   there:   OUT=dir bash benchmarks/gpu_check.sh                # device run, carry=[".whl"]
 #   here:    bash benchmarks/gpu_check.sh --rehearse             # on CPU, offline install
+#   here:    bash benchmarks/gpu_check.sh --pretend-gpu          # on CPU, the GPU branch
 #
 # --rehearse runs the same script here, on CPU: a fresh venv that sees the packages of
 # .venv which the GPU image also has (torch, onnx, onnxruntime, lightning, typer, rich, ...)
@@ -49,7 +50,17 @@
 # one step that uses the network). Then `toolkit --help`, `pytest -m gpu --collect-only` and
 # cuda_python_check.py (which reports "skipped: no CUDA device") run; every step that needs
 # CUDA prints "skipped (no CUDA): ...". $OUT defaults to a fresh temporary folder.
+#
+# --pretend-gpu is the same offline install, then the GPU branch itself, line for line, against
+# a pretend CUDA device: a sitecustomize put first on PYTHONPATH makes torch report one CUDA
+# device (torch.cuda.is_available() is True), and anything that touches it fails as it does
+# without a driver. Every CUDA step runs its command line and fails (or is skipped for time)
+# with its reason; the summary lists them and the script exits 1. What it proves: no line of
+# the GPU branch dies of a shell error (an unbound variable, a missing command) before its
+# summary, as `DEADLINE: unbound variable` once did on the GPU right after the install.
 #   WHEELS=dir   the wheels to install (default .whl, or fetched for a rehearsal)
+#   DEADLINE=s   no CUDA step starts after s seconds (default 390)
+#   STEP_LIMIT=s each CUDA step's time limit (default 200)
 #   REHEARSE_PYTHON=path   the interpreter whose site-packages stand in for the image
 #                          (default .venv/bin/python)
 set -euo pipefail
@@ -58,18 +69,45 @@ MODE=gpu
 while (($#)); do
   case $1 in
     --rehearse) MODE=rehearse; shift ;;
+    --pretend-gpu) MODE=pretend-gpu; shift ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
-    *) echo "gpu_check.sh: unknown argument '$1' (--rehearse, --help)" >&2; exit 2 ;;
+    *) echo "gpu_check.sh: unknown argument '$1' (--rehearse, --pretend-gpu, --help)" >&2
+       exit 2 ;;
   esac
 done
+# STANDIN: install into a fresh venv standing in for the GPU image (not the machine's python3);
+# RUN_CUDA: run the CUDA steps (a rehearsal skips them).
+STANDIN=1 RUN_CUDA=1
+case $MODE in
+  gpu) STANDIN=0 ;;
+  rehearse) RUN_CUDA=0 ;;
+esac
+
+# The CUDA steps run in the order of what matters most, each under a time limit, and none starts
+# once DEADLINE seconds have passed since the script began: the device tool's command limit and
+# the session's device minutes are short, and what ran must come back. A step skipped for time
+# is said so, and counted in the summary. (Set here, before any function reads them.)
+DEADLINE=${DEADLINE:-390}
+STEP_LIMIT=${STEP_LIMIT:-200}
+BENCH=(--budget 2 --warmup 1)
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 export PYTHONUNBUFFERED=1
 WORK=$(mktemp -d -t gpu_check.XXXXXX)
-cleanup() { [[ -n ${KEEP_WORK:-} ]] || rm -rf "$WORK"; }
+SUMMARY_REACHED=0
+# On any exit before the summary (a setup step stopped it, or a shell error such as an unbound
+# variable inside a block whose output goes to a file), say so, with what $OUT/gpu.txt holds.
+cleanup() {
+  local rc=$?
+  if ((rc && !SUMMARY_REACHED)); then
+    echo "gpu_check.sh: exited with $rc before its summary" >&2
+    [[ -s ${OUT:-}/gpu.txt ]] && tail -n 5 "$OUT/gpu.txt" >&2
+  fi
+  [[ -n ${KEEP_WORK:-} ]] || rm -rf "$WORK"
+}
 trap cleanup EXIT
-if [[ $MODE == rehearse ]]; then
+if ((STANDIN)); then
   OUT=${OUT:-$(mktemp -d -t gpu_check_out.XXXXXX)}
 else
   OUT=${OUT:-gpu_results}
@@ -117,11 +155,11 @@ step() {  # step NAME CMD...
 }
 
 # A step that needs CUDA: skipped, and said so, in a rehearsal, or once DEADLINE has passed.
-# A command (not a shell function) runs under `timeout STEP_LIMIT`.
+# A command (not a shell function) runs under `timeout STEP_LIMIT`; its command line is shown.
 cuda_step() {  # cuda_step NAME CMD...
   local name=$1
   shift
-  if [[ $MODE == rehearse ]]; then
+  if ((!RUN_CUDA)); then
     echo "skipped (no CUDA): $name"
     echo "$name" >>"$SKIPPED"
     return 0
@@ -132,6 +170,7 @@ cuda_step() {  # cuda_step NAME CMD...
     return 0
   fi
   local begun=$SECONDS
+  printf '$ %s\n' "$*"
   if [[ $(type -t "$1") == function ]]; then
     step "$name" "$@"
   else
@@ -165,6 +204,10 @@ import sysconfig
 from pathlib import Path
 
 image = {line.strip() for line in open(sys.argv[1]) if line.strip()}
+# Distributions that install the same modules: the image's opencv-python-headless is cv2, as
+# is this venv's opencv-python (Ultralytics imports cv2)
+SAME = {"opencv-python-headless": {"opencv-python", "opencv-contrib-python"}}
+image |= {twin for name in image & set(SAME) for twin in SAME[name]}
 target = Path(sys.argv[2])
 target.mkdir()
 site = Path(sysconfig.get_path("purelib"))
@@ -212,8 +255,56 @@ PY
   echo "$WORK/image_site" >"$site/_gpu_image.pth"
 }
 
-if [[ $MODE == rehearse ]]; then
-  say "rehearsal: on CPU, offline install; steps that need CUDA are skipped"
+# A pretend CUDA device for --pretend-gpu: torch.cuda says one device is there (its name says
+# it is pretend); the real torch.cuda stays underneath, so using it fails as without a driver.
+pretend_cuda() {  # pretend_cuda DIR
+  mkdir -p "$1" || return
+  cat >"$1/sitecustomize.py" <<'PY'
+import importlib.abc
+import importlib.machinery
+import sys
+
+NAME = "pretend CUDA device (gpu_check.sh --pretend-gpu, no GPU here)"
+
+
+def _pretend(cuda):
+    cuda.is_available = lambda: True
+    cuda.device_count = lambda: 1
+    cuda.current_device = lambda: 0
+    cuda.get_device_name = lambda device=None: NAME
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    # patches torch.cuda once torch imports it (importing torch here would slow every python3)
+    def find_spec(self, name, path, target=None):
+        if name != "torch.cuda":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _pretend(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _Finder())
+PY
+}
+
+if ((STANDIN)); then
+  if [[ $MODE == rehearse ]]; then
+    say "rehearsal: on CPU, offline install; steps that need CUDA are skipped"
+  else
+    say "rehearsal of the GPU branch: on CPU, offline install, a pretend CUDA device; each CUDA" \
+      "step runs and fails (or is skipped for time) with its reason"
+    pretend_cuda "$WORK/pretend_cuda"
+    export PYTHONPATH="$WORK/pretend_cuda${PYTHONPATH:+:$PYTHONPATH}"
+  fi
   VENV=$WORK/venv
   must "fresh venv standing in for the GPU image" make_image_venv "$VENV"
   export PATH="$VENV/bin:$PATH"
@@ -231,7 +322,8 @@ names = ('torch', 'torchvision', 'onnx', 'onnxruntime', 'onnxscript', 'lightning
 missing = [n for n in names if u.find_spec(n) is None]
 assert not missing, f'the image stand-in lacks {missing}'
 print('visible:', ' '.join(names))"
-else
+fi
+if ((RUN_CUDA)); then
   must "a CUDA device for torch (on a machine without one: --rehearse)" \
     python3 -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA device'; \
 print('torch', torch.__version__, 'sees', torch.cuda.get_device_name(0))"
@@ -249,7 +341,7 @@ if ((${#wheels[@]} == 0)); then
 fi
 say "python3 is $(command -v python3) ($(python3 -c 'import sys; print(sys.version.split()[0])'))"
 if python3 -c "import pydantic" 2>/dev/null; then
-  if [[ $MODE == rehearse ]]; then
+  if ((STANDIN)); then
     echo "FAILED: pydantic imports before the wheels: the image stand-in leaks" >&2
     exit 1
   fi
@@ -322,7 +414,7 @@ step "cuda-python check" python3 benchmarks/cuda_python_check.py 2>&1 | tee -a "
 mapfile -t GPU_TESTS < <(grep -rlE "pytest\.mark\.gpu|pytestmark = .*gpu" tests \
   --include='test_*.py' | sort)
 say "gpu-marked tests are in: ${GPU_TESTS[*]}"
-if [[ $MODE == rehearse ]]; then
+if ((!RUN_CUDA)); then
   say "pytest -m gpu --collect-only"
   step "pytest -m gpu --collect-only" \
     python3 -m pytest -m gpu --collect-only -q -p no:cacheprovider "${GPU_TESTS[@]}" 2>&1 \
@@ -334,14 +426,6 @@ else
     --durations=0 -p no:cacheprovider "${GPU_TESTS[@]}" 2>&1 \
     | tee "$OUT/pytest_gpu.log"
 fi
-
-# The CUDA steps run in the order of what matters most, each under a time limit, and none starts
-# once DEADLINE seconds have passed since the script began: the device tool's command limit and
-# the session's device minutes are short, and what ran must come back. A step skipped for time
-# is said so, and counted in the summary.
-DEADLINE=${DEADLINE:-390}
-STEP_LIMIT=${STEP_LIMIT:-200}
-BENCH=(--budget 2 --warmup 1)
 
 # Every `toolkit bench --json` lands in one file, cuda_bench.json ({name: results}), rewritten
 # after each bench: the device tool brings back 8 files, and a run cut short keeps what it had.
@@ -367,8 +451,8 @@ bench() {  # bench NAME BUNDLE BATCHES
   keep_json "$1" "$WORK/$1.json"
 }
 
-train_detector() {
-  python3 -c "from toolkit.demo.detector import train_detector; \
+train_detector() {  # a function: its python3 gets the time limit itself
+  timeout -k 10 "$STEP_LIMIT" python3 -c "from toolkit.demo.detector import train_detector; \
 train_detector(epochs=4, n_train=1200, checkpoint_dir='$WORK/det')" >"$WORK/train.log" 2>&1 \
     || { cat "$WORK/train.log"; return 1; }
   tail -n 1 "$WORK/train.log"
@@ -443,6 +527,7 @@ x=np.random.default_rng(1).random((4, 3, 320, 320), dtype=np.float32))"
 } 2>&1 | tee "$OUT/models.log"
 
 # -------------------------------------------------------------------------------------- summary
+SUMMARY_REACHED=1
 {
   say "summary ($MODE, $((SECONDS - STARTED)) s)"
   if [[ -s $SKIPPED ]]; then

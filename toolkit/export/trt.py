@@ -24,7 +24,8 @@ def _from_onnx(job: ExportJob) -> dict[str, Any]:
     bundle = job.bundle
     try:
         record = build_engine(bundle.checked_path(onnx_record), job.dest, bundle.inputs,
-                              job.options.tensorrt, precision=job.precision)
+                              job.options.tensorrt, precision=job.precision,
+                              device=cuda_device(job.options.device))
     except BackendUnavailable as missing:
         flag = f" --precision {job.precision}" if job.precision != "fp32" else ""
         raise BackendUnavailable(
@@ -44,4 +45,10 @@ def _from_model(job: ExportJob) -> dict[str, Any]:
                          "comes from the ONNX (--via onnx --precision ...)")
     assert job.dest is not None
     return build_engine_from_model(job.need_model(), job.dest, job.options.tensorrt,
-                                   job.options.tensorrt.via)
+                                   job.options.tensorrt.via,
+                                   device=cuda_device(job.options.device))
+
+
+def cuda_device(device: str) -> str:
+    """The GPU an engine is built for: --device cuda:N names one; otherwise the current."""
+    return device if device.startswith("cuda") else "cuda"

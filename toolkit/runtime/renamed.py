@@ -28,9 +28,15 @@ class RenamedRunner(Runner):
         self.to_backend = dict(names)
         self.to_bundle = {backend: bundle for bundle, backend in names.items()}
 
+    # What a device timer reads of a runner (toolkit.runtime.cuda_timer.timer_for): the
+    # inner runner's answers, so a renamed TensorRT engine is timed as the engine is.
     @property
     def stream(self) -> Any:
         return getattr(self.inner, "stream", None)
+
+    @property
+    def cuda_events_bracket_work(self) -> bool:
+        return bool(getattr(self.inner, "cuda_events_bracket_work", True))
 
     def _activate_impl(self) -> None:
         self.inner.activate()

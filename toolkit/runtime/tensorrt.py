@@ -25,7 +25,7 @@ from toolkit.spec import OutputSpec, TensorSpec
 from toolkit.tensorrt import bindings as trt_bindings
 from toolkit.tensorrt import compat as trt_compat
 from toolkit.tensorrt import profiles as trt_profiles
-from toolkit.tensorrt.build import import_tensorrt, init_plugins
+from toolkit.tensorrt.build import import_tensorrt, register_plugins
 from toolkit.tensorrt.cuda import (
     CapturedGraph,
     CudaDevice,
@@ -133,7 +133,8 @@ class TensorRTRunner(Runner):
         self._cuda = open_device(self.device, "run a TensorRT engine")
         self._logger = process_logger(trt)
         mark = self._logger.mark()
-        init_plugins(trt, self._logger)  # before deserializing: an engine may hold plugins
+        # before deserializing: the plugins its build recorded (TensorRT's, Torch-TensorRT's)
+        unregistered = register_plugins(trt, self._logger, self.record)
         self._runtime = trt.Runtime(self._logger)
         if ((self.record or {}).get("compatibility") or {}).get("version_compatible"):
             # A version-compatible plan carries its own lean runtime, which runs host code.
@@ -144,6 +145,8 @@ class TensorRTRunner(Runner):
         self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self._engine is None:
             detail = errors_since(self._logger, mark)
+            if unregistered:
+                detail = f"{detail}; {unregistered}"
             raise BackendUnavailable(
                 f"{self.path}: TensorRT {trt.__version__} could not load the engine ({detail}); "
                 f"rebuild it here: {trt_compat.rebuild_command(self.bundle_dir)}"
@@ -160,7 +163,7 @@ class TensorRTRunner(Runner):
             import tensorrt as trt
         except ImportError:
             trt = None
-        gpu = device_facts("run a TensorRT engine")
+        gpu = device_facts("run a TensorRT engine", self.device)
         if self.record:
             dla_cores = None
             if trt is not None and self.record.get("dla_core") is not None:  # engine JSON

@@ -8,6 +8,7 @@ used and which of them have run.
 
 from __future__ import annotations
 
+import importlib
 import platform
 import time
 from collections.abc import Sequence
@@ -44,14 +45,53 @@ def init_plugins(trt: Any, logger: Any) -> None:
         trt.init_libnvinfer_plugins(logger, "")
 
 
+#: what registers each plugin namespace an engine's build may have used: TensorRT's own
+#: library, and Torch-TensorRT's (its import registers the `torch_tensorrt` plugins, such as
+#: the TorchScript route's Interpolate and Normalize)
+PLUGIN_SOURCES = ("tensorrt", "torch_tensorrt")
+
+
+def recorded_plugins(record: dict[str, Any] | None) -> list[str]:
+    """The plugin sources an engine's record says to register before deserializing it
+    (records older than the field: TensorRT's, and Torch-TensorRT's for a --via engine)."""
+    record = record or {}
+    listed = (record.get("plugins") or {}).get("register")
+    if listed is None:
+        listed = ["tensorrt"] + (["torch_tensorrt"] if record.get("via") not in (None, "onnx")
+                                 else [])
+    return [name for name in listed if name in PLUGIN_SOURCES]
+
+
+def register_plugins(trt: Any, logger: Any, record: dict[str, Any] | None) -> str | None:
+    """Register, in this process, the plugins the engine's build recorded: a verify or bench
+    runs in a new process, where only what is registered deserializes. Returns what could
+    not be registered (said if the engine then fails to load), else None."""
+    missing = None
+    for source in recorded_plugins(record):
+        if source == "tensorrt":
+            init_plugins(trt, logger)
+            continue
+        try:
+            importlib.import_module(source)
+        except ImportError as err:
+            missing = (f"the engine was built by Torch-TensorRT, whose plugins it may hold, "
+                       f"and torch_tensorrt doesn't import here ({err.__class__.__name__}): "
+                       "pip install torch-tensorrt")
+    return missing
+
+
 def build_engine(
     onnx_path: Path,
     engine_path: Path,
     inputs: list[TensorSpec],
     options: BuildOptions,
     precision: str = "fp32",
+    device: str = "cuda",
 ) -> dict[str, Any]:
     """Parse `onnx_path` into a strongly typed network, build and write `engine_path`.
+
+    `device` (cuda, cuda:N) is the GPU it is built for: TensorRT builds on the current CUDA
+    device, which opening it makes current for the whole build.
 
     Returns the engine record (see `trt_compat.engine_record`). Raises UsageError for bad
     options or paths, BackendUnavailable (exit 3) without TensorRT or a CUDA GPU, ExportFailed
@@ -68,12 +108,19 @@ def build_engine(
             f"--dla-core: DLA runs fp16 and int8 layers only, and this engine is {precision}: "
             "add --precision fp16 (or int8 with --calib-data), or leave --dla-core out"
         )
+    if options.dla_core is not None:
+        _check_dla_static(profiles)
     trt = import_tensorrt()
-    cuda = open_device("cuda", "build a TensorRT engine")
+    cuda = open_device(device, "build a TensorRT engine")
     try:
-        gpu = cuda.facts()
+        return _build(trt, cuda.facts(), onnx_path, engine_path, inputs, options, profiles)
     finally:
         cuda.release()
+
+
+def _build(trt: Any, gpu: dict[str, Any], onnx_path: Path, engine_path: Path,
+           inputs: list[TensorSpec], options: BuildOptions,
+           profiles: list[trt_profiles.Profile]) -> dict[str, Any]:
     plan = trt_compat.api_plan(trt.__version__)
     trt_compat.check_options_supported(options, plan)
 
@@ -82,13 +129,15 @@ def build_engine(
     init_plugins(trt, logger)
     builder = trt.Builder(logger)
     network = _create_network(trt, builder, plan)
-    _parse_onnx(trt, network, logger, onnx_path)
+    parser = _parse_onnx(trt, network, logger, onnx_path)
     network_dims = _check_inputs(network, inputs, onnx_path)
 
     config = builder.create_builder_config()
     _configure(trt, builder, config, options)
     if trt_profiles.needs_profiles(profiles, network_dims):
         _add_profiles(builder, config, profiles)
+    placement = _dla_placement(config, network, options, onnx_path)
+    serialized_plugins = _serialize_plugins(parser, config, options)
     cache_status = _load_timing_cache(config, options.timing_cache)
 
     started = time.perf_counter()
@@ -105,7 +154,7 @@ def build_engine(
     size = engine_path.stat().st_size
     _save_timing_cache(config, options.timing_cache)
 
-    return trt_compat.engine_record(
+    record = trt_compat.engine_record(
         trt_version=trt.__version__,
         gpu=gpu,
         platform=platform.machine(),
@@ -118,6 +167,10 @@ def build_engine(
         timing_cache=cache_status,
         built_at=now(),
     )
+    record["plugins"] = {"register": ["tensorrt"], "serialized": serialized_plugins}
+    if placement is not None:
+        record["layers"]["placement"] = placement
+    return record
 
 
 # -- steps (each a few TensorRT calls) -----------------------------------------------------
@@ -134,11 +187,11 @@ def _create_network(trt: Any, builder: Any, plan: trt_compat.ApiPlan) -> Any:
     return network
 
 
-def _parse_onnx(trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:
+def _parse_onnx(trt: Any, network: Any, logger: Any, onnx_path: Path) -> Any:
     parser = trt.OnnxParser(network, logger)
     # parse_from_file resolves external weight files next to the model.
     if parser.parse_from_file(str(onnx_path)):
-        return
+        return parser
     errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
     raise ExportFailed(trt_compat.format_parser_errors(str(onnx_path), errors))
 
@@ -197,6 +250,48 @@ def _configure(trt: Any, builder: Any, config: Any, options: BuildOptions) -> No
         config.DLA_core = options.dla_core
         if options.gpu_fallback:
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+
+
+def _check_dla_static(profiles: Sequence[trt_profiles.Profile]) -> None:
+    """DLA runs static shapes only (min = opt = max): with a dynamic range every layer would
+    fall back to the GPU (GPU fallback is on) while the record said DLA. Refused (exit 2)."""
+    for profile in profiles:
+        for name, (lo, _, hi) in profile.items():
+            for dim, (a, b) in enumerate(zip(lo, hi, strict=True)):
+                if a != b:
+                    raise UsageError(
+                        f"--dla-core: DLA runs static shapes only, and input '{name}' dimension "
+                        f"{dim} ranges {a}-{b}; export with a static --input (e.g. "
+                        f"{name}:{'x'.join(map(str, hi))}) and no --profile, or leave "
+                        "--dla-core out"
+                    )
+
+
+def _dla_placement(config: Any, network: Any, options: BuildOptions,
+                   onnx_path: Path) -> dict[str, int] | None:
+    """Where the layers of a DLA build run, from TensorRT's own query (can_run_on_DLA per
+    layer, after the profiles are set); None without --dla-core. A network none of whose
+    layers DLA can run is refused: the record would say DLA for a GPU engine."""
+    if options.dla_core is None:
+        return None
+    count = int(network.num_layers)
+    on_dla = sum(bool(config.can_run_on_DLA(network.get_layer(i))) for i in range(count))
+    if count and not on_dla:
+        raise UsageError(f"--dla-core: TensorRT can run none of the {count} layers of "
+                         f"{onnx_path} on DLA; leave --dla-core out")
+    return {"dla": on_dla, "gpu": count - on_dla}
+
+
+def _serialize_plugins(parser: Any, config: Any, options: BuildOptions) -> list[str]:
+    """A version-compatible engine carries the plugin libraries its layers use (the ONNX
+    parser's RoiAlign -> ROIAlign_TRT...): the parser names them, the config serializes them
+    (NVIDIA's rule for version-compatible engines with plugins). Their paths, for the record."""
+    if not options.version_compatible:
+        return []
+    libraries = [str(path) for path in parser.get_used_vc_plugin_libraries()]
+    if libraries:
+        config.plugins_to_serialize = libraries
+    return libraries
 
 
 def _add_profiles(builder: Any, config: Any, profiles: Sequence[trt_profiles.Profile]) -> None:

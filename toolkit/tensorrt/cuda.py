@@ -191,7 +191,9 @@ class TorchCuda(CudaDevice):
         self._live: dict[int, Any] = {}
 
     def facts(self) -> dict[str, Any]:
-        props = self.api.get_device_properties(self.api.current_device())
+        index = self.device.index if self.device.index is not None else (
+            self.api.current_device())
+        props = self.api.get_device_properties(index)
         return {"name": props.name, "compute_capability": f"{props.major}.{props.minor}",
                 "integrated": bool(getattr(props, "is_integrated", False)),
                 "memory_gib": round(props.total_memory / 2**30, 1)}
@@ -473,10 +475,11 @@ def open_device(device: str = "cuda", action: str = "run a TensorRT engine",
                              f"{INSTALL_CUDA}")
 
 
-def device_facts(action: str = "build a TensorRT engine") -> dict[str, Any] | None:
-    """The current GPU's facts, or None when no CUDA device is reachable (for preflight)."""
+def device_facts(action: str = "build a TensorRT engine",
+                 device: str = "cuda") -> dict[str, Any] | None:
+    """The facts of `device` (cuda, cuda:N), or None when it can't be reached (preflight)."""
     try:
-        cuda = open_device("cuda", action)
+        cuda = open_device(device, action)
     except BackendUnavailable:
         return None
     try:

@@ -51,6 +51,15 @@ def _make(trt: Any) -> Any:
     return _Logger()
 
 
+def claim_process_logger(trt: Any) -> Any:
+    """Make toolkit's logger the process's before a library that brings its own (Torch-
+    TensorRT) makes its first Builder: a Runtime given ours first keeps every later message,
+    so the errors of a step toolkit runs after that library reach the user. Returns it."""
+    logger = process_logger(trt)
+    trt.Runtime(logger)
+    return logger
+
+
 def errors_since(logger: Any, mark: int, fallback: str = "no reason given") -> str:
     """The last error lines TensorRT logged after `mark`, for the message the user sees."""
     return last_errors(logger.since(mark)) or fallback

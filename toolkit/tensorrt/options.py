@@ -20,7 +20,8 @@ from toolkit.tensorrt.profiles import (
 )
 
 INSTALL_HINT = ("pip install 'toolkit[trt]' on the target GPU machine (CUDA 12 driver; "
-                "'toolkit[trt-cu13]' for a CUDA 13 driver)")
+                "'toolkit[trt-cu13]' for a CUDA 13 driver); on a Jetson, use the TensorRT "
+                "JetPack ships (JetPack 6: 10.3, apt's python3-libnvinfer), never pip's")
 MIN_MAJOR = 10  # strongly typed networks and the name-based tensor API
 SAME_CC_SINCE = (10, 9)  # HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY appeared in 10.9
 AMPERE = (8, 0)

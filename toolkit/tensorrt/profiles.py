@@ -23,7 +23,10 @@ Shape = tuple[int, ...]
 Profile = dict[str, tuple[Shape, Shape, Shape]]
 def parse_profile(text: str, inputs: Sequence[TensorSpec]) -> Profile:
     """One extra optimization profile, written with the --input syntax, inputs separated by
-    commas: `x:1-2-4x3x224x224,mask:1-2-4x224`. Inputs left out keep the bundle's range."""
+    commas: `x:1-2-4x3x224x224,mask:1-2-4x224`. An input left out takes, for each dimension it
+    shares with a named one (the batch, `seq`...), the named input's range, and the bundle's
+    range for the rest; two inputs giving one shared dimension different ranges are refused
+    here, before a build TensorRT would reject ("kOPT values violate shape constraints")."""
     by_name = {spec.name: spec for spec in inputs}
     profile: Profile = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -41,9 +44,41 @@ def parse_profile(text: str, inputs: Sequence[TensorSpec]) -> Profile:
         profile[spec.name] = (spec.min, spec.opt, spec.max)
     if not profile:
         raise UsageError(f"--profile '{text}' names no input; write e.g. x:1-2-4x3x224x224")
+    return _fill_shared(text, inputs, profile)
+
+
+def _fill_shared(text: str, inputs: Sequence[TensorSpec], given: Profile) -> Profile:
+    """Every input's range in a profile: shared dimensions (one symbol of `spec.shared_dims`)
+    take the one range the named inputs give them."""
+    from toolkit.spec import shared_dims
+
+    symbols, _ = shared_dims(inputs)
+    ranges: dict[str, tuple[tuple[int, int, int], str]] = {}  # symbol -> range, who gave it
+    for name, (lo, mid, hi) in given.items():
+        for (owner, axis), symbol in symbols.items():
+            if owner != name:
+                continue
+            extent = (lo[axis], mid[axis], hi[axis])
+            seen = ranges.setdefault(symbol, (extent, f"{name} dimension {axis}"))
+            if seen[0] != extent:
+                raise UsageError(
+                    f"--profile '{text}': dimension '{symbol}' is one dimension of several "
+                    f"inputs, and {seen[1]} gives it {'-'.join(map(str, seen[0]))} while "
+                    f"{name} dimension {axis} gives {'-'.join(map(str, extent))}; give it one "
+                    "range (or leave the other input out: it follows)"
+                )
+    profile: Profile = {}
     for spec in inputs:
-        profile.setdefault(spec.name, (spec.min, spec.opt, spec.max))
-    return {spec.name: profile[spec.name] for spec in inputs}
+        if spec.name in given:
+            profile[spec.name] = given[spec.name]
+            continue
+        lo, mid, hi = list(spec.min), list(spec.opt), list(spec.max)
+        for axis in spec.dynamic_dims:
+            symbol = symbols.get((spec.name, axis))
+            if symbol in ranges:
+                lo[axis], mid[axis], hi[axis] = ranges[symbol][0]  # type: ignore[index]
+        profile[spec.name] = (tuple(lo), tuple(mid), tuple(hi))
+    return profile
 
 
 def _profile_problem(base: TensorSpec, spec: TensorSpec) -> str | None:

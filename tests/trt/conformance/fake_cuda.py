@@ -52,6 +52,8 @@ class FakeCudaRuntime:
         self.devices = devices
         self.props = dict(name=name, major=major, minor=minor, integrated=integrated,
                           memory=memory)
+        #: device index -> what differs from `props` (a multi-GPU host)
+        self.device_props: dict[int, dict[str, Any]] = {}
         self.driver_version = driver_version
         self.memory: dict[int, np.ndarray] = {}  # device pointer -> backing host array
         self.streams: dict[int, Capture | None] = {}  # stream handle -> capture in progress
@@ -134,12 +136,16 @@ class FakeCudaRuntime:
         self._record("cudaGetDeviceProperties")
         if not isinstance(device, int) or not 0 <= device < self.devices:
             return (Err.cudaErrorInvalidDevice, None)
+        mine = self.props_of(device)
         props = real.cudaDeviceProp()
-        props.name = self.props["name"].encode().ljust(256, b"\0")
-        props.major, props.minor = self.props["major"], self.props["minor"]
-        props.integrated = int(self.props["integrated"])
-        props.totalGlobalMem = self.props["memory"]
+        props.name = mine["name"].encode().ljust(256, b"\0")
+        props.major, props.minor = mine["major"], mine["minor"]
+        props.integrated = int(mine["integrated"])
+        props.totalGlobalMem = mine["memory"]
         return (OK, props)
+
+    def props_of(self, device: int) -> dict[str, Any]:
+        return {**self.props, **self.device_props.get(device, {})}
 
     def cudaMemGetInfo(self) -> tuple:
         self._record("cudaMemGetInfo")
@@ -242,8 +248,12 @@ class FakeCudaRuntime:
         self.graphs[handle] = Graph(capture.nodes)
         return (OK, real.cudaGraph_t(handle))
 
-    def cudaGraphInstantiate(self, graph: Any, flags: int = 0) -> tuple:
+    def cudaGraphInstantiate(self, graph: Any, flags: int) -> tuple:
+        """As the bindings declare it: `cudaGraphInstantiate(graph, unsigned long long flags)`,
+        both required (the real call without flags is a TypeError)."""
         self._record("cudaGraphInstantiate")
+        if isinstance(flags, bool) or not isinstance(flags, int) or flags < 0:
+            raise TypeError(f"cudaGraphInstantiate flags must be an unsigned int, got {flags!r}")
         if not isinstance(graph, real.cudaGraph_t):
             raise TypeError(f"graph must be a cudaGraph_t, got {type(graph).__name__}")
         source = self.graphs.get(int(graph))

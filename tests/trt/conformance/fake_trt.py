@@ -55,6 +55,17 @@ class Machine:
     dla_cores: int = 0
     #: engines the GPU refuses to capture in a CUDA graph (execute_async_v3 returns False)
     refuse_capture: bool = False
+    #: every enqueue fails (execute_async_v3 returns False, as on a lost or broken context)
+    refuse_enqueue: bool = False
+    #: Torch-TensorRT is installed: importing it registers its plugins (namespace
+    #: torch_tensorrt) in the process
+    torch_tensorrt: bool = False
+    #: GPUs 1, 2, ... of a multi-GPU host: (name, compute capability) each
+    other_gpus: tuple[tuple[str, str], ...] = ()
+
+    def gpu_of(self, index: int) -> tuple[str, str]:
+        """(name, compute capability) of CUDA device `index`."""
+        return (self.gpu, self.compute_capability) if index == 0 else self.other_gpus[index - 1]
 
 
 @dataclass
@@ -66,6 +77,9 @@ class State(CallLog):
     logger: Any = None  # TensorRT's one logger for the process
     trt: Any = None  # the module this state belongs to
     plugins_initialised: bool = False
+    #: plugin namespaces registered in this process: "" (TensorRT's library, by
+    #: init_libnvinfer_plugins), "torch_tensorrt" (by importing Torch-TensorRT)
+    namespaces: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         CallLog.__init__(self)
@@ -82,6 +96,11 @@ class State(CallLog):
                      "already provided for an existing builder, runtime, or refitter. Uses of "
                      "the global logger, returned by nvinfer1::getLogger(), will return the "
                      "existing value.")
+
+    def gpu(self) -> tuple[str, str]:
+        """The current CUDA device's (name, compute capability): TensorRT builds for it and
+        loads engines on it."""
+        return self.machine.gpu_of(self.cuda.current)
 
     def log(self, severity: str, message: str) -> None:
         if self.logger is not None:
@@ -178,6 +197,19 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
         def dtype(self) -> Any:
             return enum("DataType", self._dtype)
 
+    class ILayer(Strict):
+        def __init__(self, network: Any, node: onnx.NodeProto) -> None:
+            self._network, self._node = network, node
+
+        @property
+        def name(self) -> str:
+            return self._node.name
+
+        @property
+        def type(self) -> Any:
+            plugin = self._node.op_type in PLUGIN_OPS
+            return enum("LayerType", "PLUGIN_V2" if plugin else "UNARY")
+
     class INetworkDefinition(Strict):
         def __init__(self, flags: int) -> None:
             self._flags = flags
@@ -200,6 +232,16 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
 
         def get_input(self, index: int) -> Any:
             return self._inputs[index]
+
+        def get_layer(self, index: int) -> Any:
+            return new("ILayer", self, self._model.graph.node[index])
+
+        def _reduced(self) -> bool:
+            """fp16 or int8 anywhere: what DLA can run (it has no fp32 layers)."""
+            model = self._model
+            return any(i.data_type == onnx.TensorProto.FLOAT16 for i in
+                       model.graph.initializer) or any(
+                n.op_type in ("QuantizeLinear", "Cast") for n in model.graph.node)
 
         def get_output(self, index: int) -> Any:
             return self._outputs[index]
@@ -254,6 +296,9 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
                 return False
             return self._import(proto)
 
+        def get_used_vc_plugin_libraries(self) -> list[str]:
+            return vc_libraries(self._network)
+
         def parse(self, model: Any, path: Any = None) -> bool:
             return self._import(onnx.load_from_string(bytes(model)))
 
@@ -275,6 +320,12 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
                                for v in proto.graph.input if v.name not in initializers]
             network._outputs = [trt_tensor(*_io(v)) for v in proto.graph.output]
             return True
+
+    def vc_libraries(network: Any) -> list[str]:
+        """The plugin library a version-compatible engine must carry for its plugin layers."""
+        major = trt.__version__.split(".")[0]
+        return [f"/usr/lib/x86_64-linux-gnu/libnvinfer_vc_plugin.so.{major}"] if (
+            network._plugins) else []
 
     def trt_tensor(name: str, dtype: str, shape: list[int], shape_tensor: bool = False) -> Any:
         return new("ITensor", name, dtype, shape, shape_tensor)
@@ -354,7 +405,7 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
         def create_timing_cache(self, serialized_timing_cache: Any) -> Any:
             blob = bytes(serialized_timing_cache)
             if not blob:
-                return new("ITimingCache", state.machine.gpu)
+                return new("ITimingCache", state.gpu()[0])
             try:
                 data = json.loads(blob)
                 return new("ITimingCache", data["timing_cache"], int(data["entries"]))
@@ -365,7 +416,7 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
         def set_timing_cache(self, cache: Any, ignore_mismatch: bool) -> bool:
             if cache is None:
                 raise TypeError("set_timing_cache(): cache is None (nullptr)")
-            if cache._gpu != state.machine.gpu and not ignore_mismatch:
+            if cache._gpu != state.gpu()[0] and not ignore_mismatch:
                 state.log("WARNING", "Timing cache was created on another device; ignored")
                 return False
             self._cache = cache
@@ -373,6 +424,14 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
 
         def get_timing_cache(self) -> Any:
             return self._cache
+
+        def _dynamic(self) -> bool:
+            return any(lo != hi for p in self._profiles for lo, _, hi in p._shapes.values())
+
+        def can_run_on_DLA(self, layer: Any) -> bool:  # noqa: N802 - TensorRT's name
+            # DLA runs reduced-precision layers of static shape (min = opt = max) only
+            return (self._props["default_device_type"] == enum("DeviceType", "DLA")
+                    and layer._network._reduced() and not self._dynamic())
 
     class IHostMemory(Strict, bytes):
         @property
@@ -426,24 +485,30 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
                     return None
             dla = config._props["default_device_type"] == enum("DeviceType", "DLA")
             # DLA runs fp16 and int8 layers only: a strongly typed fp32 network has none.
+            # ... and static shapes only: with a dynamic profile every layer falls back.
             dla_layers = 0
             if dla:
-                model = network._model
-                reduced = any(i.data_type == onnx.TensorProto.FLOAT16 for i in
-                              model.graph.initializer) or any(
-                    n.op_type in ("QuantizeLinear", "Cast") for n in model.graph.node)
-                dla_layers = network.num_layers if reduced else 0
+                on_dla = network._reduced() and not config._dynamic()
+                dla_layers = network.num_layers if on_dla else 0
                 if not dla_layers and "GPU_FALLBACK" not in config._flags:
                     state.log("ERROR", "DLA: no layer of this network can run on DLA and GPU "
                               "fallback is off")
+                    return None
+            serialized = list(config._props.get("plugins_to_serialize", []))
+            if "VERSION_COMPATIBLE" in config._flags and network._plugins:
+                needed = [lib for lib in vc_libraries(network) if lib not in serialized]
+                if needed:
+                    state.log("ERROR", f"a version-compatible engine with plugin layers "
+                              f"{network._plugins} must serialize {needed} "
+                              "(IBuilderConfig::setPluginsToSerialize)")
                     return None
             if config._cache is not None:
                 config._cache._entries += 1
             level = config._props["hardware_compatibility_level"]
             header = {
                 "tensorrt": trt.__version__,
-                "gpu": state.machine.gpu,
-                "compute_capability": state.machine.compute_capability,
+                "gpu": state.gpu()[0],
+                "compute_capability": state.gpu()[1],
                 "strongly_typed": network._strongly_typed(),
                 "version_compatible": "VERSION_COMPATIBLE" in config._flags,
                 "hardware": level.name,
@@ -451,6 +516,8 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
                 "gpu_fallback": "GPU_FALLBACK" in config._flags,
                 "dla_layers": dla_layers,
                 "plugins": network._plugins,
+                "pools": dict(config._pools),
+                "serialized_plugins": serialized,
                 "layers": network.num_layers,
                 "shape_inputs": sorted(_shape_inputs(network._model)),
                 "profiles": [
@@ -492,12 +559,16 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
                           f"{header['tensorrt']}, please rebuild.")
                 return None
             if header["hardware"] == "NONE" and header["compute_capability"] != (
-                    state.machine.compute_capability):
+                    state.gpu()[1]):
                 state.log("ERROR", "The engine plan file is generated on an incompatible device")
                 return None
-            if header["plugins"] and not state.plugins_initialised:
+            # a plugin named "namespace::name" needs its namespace registered; a version-
+            # compatible plan carries the libraries it serialized
+            missing = [p for p in header["plugins"] if (p.split("::")[0] if "::" in p else "")
+                       not in state.namespaces]
+            if missing and not header["serialized_plugins"]:
                 state.log("ERROR", f"getPluginCreator could not find plugin: "
-                          f"{header['plugins'][0]} version: 1")
+                          f"{missing[0]} version: 1")
                 state.log("ERROR", "IRuntime::deserializeCudaEngine: Error Code 1: Serialization "
                           "(Serialization assertion creator failed.Cannot deserialize plugin "
                           "since corresponding IPluginCreator not found in Plugin Registry)")
@@ -688,6 +759,10 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
             return None
 
         def execute_async_v3(self, stream_handle: int) -> bool:
+            if state.machine.refuse_enqueue:
+                state.log("ERROR", "IExecutionContext::enqueueV3: Error Code 1: Cuda Runtime "
+                          "(the launch was refused)")
+                return False
             problem = self._problems()
             if problem:
                 state.log("ERROR", f"IExecutionContext::enqueueV3: Error Code 3: API Usage "
@@ -721,13 +796,14 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
         if logger is not None:
             state.take_logger(logger)
         state.plugins_initialised = True
+        state.namespaces.add("")
         return True
 
     behaviours = {
         "ILogger": ILogger, "Logger": Logger, "Dims": Dims, "ITensor": ITensor,
         "INetworkDefinition": INetworkDefinition, "ParserError": ParserError,
         "OnnxParser": OnnxParser, "IOptimizationProfile": IOptimizationProfile,
-        "ITimingCache": ITimingCache, "IBuilderConfig": IBuilderConfig,
+        "ITimingCache": ITimingCache, "IBuilderConfig": IBuilderConfig, "ILayer": ILayer,
         "IHostMemory": IHostMemory, "Builder": Builder, "Runtime": Runtime,
         "ICudaEngine": ICudaEngine, "IExecutionContext": IExecutionContext,
     }
@@ -742,3 +818,14 @@ def engine_header(path: str | Path) -> dict[str, Any]:
     blob = Path(path).read_bytes()
     size = int.from_bytes(blob[8:16], "little")
     return json.loads(blob[16:16 + size])
+
+
+def with_plugins(path: str | Path, plugins: list[str]) -> None:
+    """Rewrite a fake engine's plugin layers (what Torch-TensorRT's TorchScript route places:
+    `torch_tensorrt::Interpolate`), for tests of engines this fake can't build itself."""
+    blob = Path(path).read_bytes()
+    size = int.from_bytes(blob[8:16], "little")
+    header = json.loads(blob[16:16 + size])
+    header["plugins"] = list(plugins)
+    head = json.dumps(header).encode()
+    Path(path).write_bytes(MAGIC + len(head).to_bytes(8, "little") + head + blob[16 + size:])

@@ -33,16 +33,53 @@ class FakeProcess:
             from cuda import bindings
 
             kwargs["driver_version"] = int(bindings.__version__.split(".")[0]) * 1000 + 20
-        self.cuda = FakeCudaRuntime(name=self.machine.gpu, **kwargs)
-        major, minor = self.machine.compute_capability.split(".")
-        self.cuda.props.update(major=int(major), minor=int(minor))
+        self.cuda = FakeCudaRuntime(name=self.machine.gpu,
+                                    devices=1 + len(self.machine.other_gpus), **kwargs)
+        for index in range(1 + len(self.machine.other_gpus)):
+            name, capability = self.machine.gpu_of(index)
+            major, minor = capability.split(".")
+            self.cuda.device_props[index] = dict(name=name, major=int(major), minor=int(minor))
         self.trt = make_tensorrt(self.line, self.cuda, self.machine)
         self.monkeypatch.setitem(sys.modules, "tensorrt", self.trt)
+        self._torch_tensorrt()
         self.monkeypatch.setattr(cuda_module, "_import_cudart", lambda: self.cuda)
         self.monkeypatch.setattr(cuda_module, "_torch_with_cuda", lambda: None)
         if self.backend == "torch":
             use_torch_backend(self)
         return self
+
+    def _torch_tensorrt(self) -> None:
+        """`import torch_tensorrt` in this new process: absent, or a module whose import
+        registers its plugins with this process's TensorRT (as the real one's does)."""
+        import importlib.abc
+        import importlib.util
+        import types
+
+        # (setitem first: undoing it removes a module a test imported after this point)
+        self.monkeypatch.setitem(sys.modules, "torch_tensorrt", None)
+        del sys.modules["torch_tensorrt"]
+        state = self.trt._state
+        installed = self.machine.torch_tensorrt
+
+        class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+            fake_torch_tensorrt = True
+
+            def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+                if name != "torch_tensorrt":
+                    return None
+                if not installed:
+                    raise ModuleNotFoundError("No module named 'torch_tensorrt'")
+                return importlib.util.spec_from_loader(name, self)
+
+            def create_module(self, spec: Any) -> Any:
+                return types.ModuleType(spec.name)
+
+            def exec_module(self, module: Any) -> None:
+                module.__version__ = "2.9.0"
+                state.namespaces.add("torch_tensorrt")
+
+        meta_path = [f for f in sys.meta_path if not getattr(f, "fake_torch_tensorrt", False)]
+        self.monkeypatch.setattr(sys, "meta_path", [Finder(), *meta_path])
 
     @property
     def calls(self) -> list[str]:
@@ -147,26 +184,45 @@ def reference(path: Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 # -- the torch buffer backend over the same fake CUDA runtime ------------------------------
-class FakeTorchCudaApi:
-    """The part of `torch.cuda` that `TorchCuda` uses, over the fake CUDA runtime: streams,
-    graph capture and replay, device properties. Tensors stay real torch CPU tensors."""
+class StrictTorchCuda:
+    """A stand-in for `torch.cuda`, over the fake CUDA runtime, held to the installed torch's
+    real API: every call is bound against the real function's signature (a wrong keyword or
+    a missing argument is the TypeError torch raises); devices must be what torch accepts (an
+    int, "cuda[:N]", a cuda torch.device) and name a device that exists; streams must be this
+    stand-in's Stream; a name torch.cuda lacks is an AttributeError, and one it has that isn't
+    modelled a NotImplementedError. Tensors stay real torch CPU tensors (`TorchCuda`'s
+    tensor_device)."""
 
     def __init__(self, runtime: FakeCudaRuntime) -> None:
+        import torch
+
         self.rt = runtime
+        self.current = 0
+        self.calls: list[str] = []
         api = self
 
         class Stream:
-            def __init__(self, device: Any = None) -> None:
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                bound = api._bind("Stream", torch.cuda.Stream.__new__, None, *args, **kwargs)
+                internal = {"stream_id", "device_index", "device_type"}  # torch's own **kwargs
+                if set(bound.arguments.get("kwargs", {})) - internal:
+                    raise TypeError(f"Stream() got unexpected keywords {sorted(kwargs)}")
+                index = bound.arguments.get("device")
+                self.device = torch.device("cuda", api._index(index) if index is not None
+                                           else api.current)
                 self.cuda_stream = int(api._ok(runtime.cudaStreamCreate()))
 
             def synchronize(self) -> None:
                 api._ok(runtime.cudaStreamSynchronize(self.cuda_stream))
 
         class CUDAGraph:
-            def __init__(self) -> None:
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                api._bind("CUDAGraph", torch.cuda.CUDAGraph, *args, **kwargs)
                 self.graph = self.exec = self.stream = None
 
             def replay(self) -> None:
+                if self.exec is None:
+                    raise RuntimeError("CUDAGraph.replay: the graph was never captured")
                 api._ok(runtime.cudaGraphLaunch(self.exec, self.stream))
 
             def reset(self) -> None:
@@ -177,42 +233,117 @@ class FakeTorchCudaApi:
 
         self.Stream, self.CUDAGraph = Stream, CUDAGraph
 
+    def __getattr__(self, name: str) -> Any:
+        import torch
+
+        if name.startswith("_") or not hasattr(torch.cuda, name):
+            raise AttributeError(f"torch.cuda has no attribute '{name}'")
+        raise NotImplementedError(f"the torch.cuda stand-in doesn't model {name}; add it")
+
+    def _bind(self, name: str, real: Any, *args: Any, **kwargs: Any) -> Any:
+        import inspect
+
+        self.calls.append(name)
+        return inspect.signature(real).bind(*args, **kwargs)  # TypeError as torch raises
+
+    def _index(self, device: Any) -> int:
+        """What torch.cuda's device arguments accept: int, 'cuda[:N]', torch.device('cuda')."""
+        import torch
+
+        if isinstance(device, bool) or not isinstance(device, (int, str, torch.device)):
+            raise TypeError(f"a CUDA device is an int, str or torch.device, not "
+                            f"{type(device).__name__}")
+        if not isinstance(device, int):
+            device = torch.device(device)
+            if device.type != "cuda":
+                raise ValueError(f"Expected a cuda device, but got: {device}")
+            device = self.current if device.index is None else device.index
+        if not 0 <= device < self.rt.devices:
+            raise RuntimeError("CUDA error: invalid device ordinal")
+        return device
+
+    def _check_stream(self, stream: Any) -> None:
+        if stream is not None and not isinstance(stream, self.Stream):
+            raise TypeError(f"expected a torch.cuda.Stream, got {type(stream).__name__}")
+
     @staticmethod
     def _ok(result: tuple) -> Any:
         if int(result[0]) != 0:
             raise RuntimeError(f"CUDA error: {result[0].name}")
         return result[1] if len(result) > 1 else None
 
-    def set_device(self, device: Any) -> None:
-        return None
+    # -- the modelled part of torch.cuda ---------------------------------------------------
+    def set_device(self, *args: Any, **kwargs: Any) -> None:
+        import torch
 
-    def current_device(self) -> int:
-        return 0
+        device = self._bind("set_device", torch.cuda.set_device, *args, **kwargs).arguments[
+            "device"]
+        self.current = self._index(device)
+        self._ok(self.rt.cudaSetDevice(self.current))
 
-    def get_device_properties(self, index: int) -> Any:
+    def current_device(self, *args: Any, **kwargs: Any) -> int:
+        import torch
+
+        self._bind("current_device", torch.cuda.current_device, *args, **kwargs)
+        return self.current
+
+    def get_device_properties(self, *args: Any, **kwargs: Any) -> Any:
         from types import SimpleNamespace
 
-        p = self.rt.props
-        return SimpleNamespace(name=p["name"], major=p["major"], minor=p["minor"],
-                               total_memory=p["memory"], is_integrated=p["integrated"])
+        import torch
 
-    def mem_get_info(self, device: Any = None) -> tuple[int, int]:
+        bound = self._bind("get_device_properties", torch.cuda.get_device_properties, *args,
+                           **kwargs)
+        device = bound.arguments.get("device")
+        p = self.rt.props_of(self.current if device is None else self._index(device))
+        values = dict(name=p["name"], major=p["major"], minor=p["minor"],
+                      total_memory=p["memory"], is_integrated=int(p["integrated"]))
+        missing = [k for k in values if not hasattr(torch._C._CudaDeviceProperties, k)]
+        assert not missing, f"torch's device properties have no {missing}"
+        return SimpleNamespace(**values)
+
+    def mem_get_info(self, *args: Any, **kwargs: Any) -> tuple[int, int]:
+        import torch
+
+        device = self._bind("mem_get_info", torch.cuda.mem_get_info, *args, **kwargs
+                            ).arguments.get("device")
+        if device is not None:
+            self._index(device)
         _, free, total = self.rt.cudaMemGetInfo()
         return free, total
 
-    def stream(self, stream: Any) -> Any:
+    def stream(self, *args: Any, **kwargs: Any) -> Any:
         from contextlib import nullcontext
 
+        import torch
+
+        bound = self._bind("stream", torch.cuda.stream, *args, **kwargs)
+        self._check_stream(bound.arguments["stream"])
         return nullcontext()
 
-    def graph(self, graph: Any, stream: Any, capture_error_mode: str = "global") -> Any:
+    def graph(self, *args: Any, **kwargs: Any) -> Any:
         from contextlib import contextmanager
 
+        import torch
         from cuda.bindings import runtime as real
+
+        bound = self._bind("graph", torch.cuda.graph, *args, **kwargs)
+        bound.apply_defaults()
+        graph, stream = bound.arguments["cuda_graph"], bound.arguments["stream"]
+        if not isinstance(graph, self.CUDAGraph):
+            raise TypeError(f"expected a torch.cuda.CUDAGraph, got {type(graph).__name__}")
+        self._check_stream(stream)
+        modes = {"global": "Global", "thread_local": "ThreadLocal", "relaxed": "Relaxed"}
+        mode_name = bound.arguments["capture_error_mode"]
+        if mode_name not in modes:
+            raise RuntimeError(f"Unknown capture error mode. Expected `global`, "
+                               f"`thread_local`, or `relaxed`, got {mode_name}")
+        if stream is None:
+            raise NotImplementedError("the stand-in captures on the stream it is given")
 
         @contextmanager
         def capturing() -> Any:
-            mode = real.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+            mode = getattr(real.cudaStreamCaptureMode, f"cudaStreamCaptureMode{modes[mode_name]}")
             self._ok(self.rt.cudaStreamBeginCapture(stream.cuda_stream, mode))
             try:
                 yield
@@ -255,7 +386,7 @@ def use_torch_backend(process: FakeProcess) -> None:
             runtime.cudaStreamDestroy(self.stream.cuda_stream)
 
     def open_torch(device: str) -> Any:
-        return ConformanceTorchCuda(torch, device, api=FakeTorchCudaApi(runtime),
+        return ConformanceTorchCuda(torch, device, api=StrictTorchCuda(runtime),
                                     tensor_device="cpu")
 
     process.monkeypatch.setitem(cuda_module.BACKENDS, "torch", open_torch)

@@ -17,6 +17,7 @@ bindings at the boundary:
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import re
 import types
@@ -343,6 +344,9 @@ class StrictModule(types.ModuleType):
                  functions: Mapping[str, Callable[..., Any]], state: Any) -> None:
         snapshot = load_snapshot(line)
         super().__init__("tensorrt")
+        # an installed module has a spec: importlib.util.find_spec("tensorrt") (which other
+        # libraries call to see what is installed) raises ValueError on a None one
+        self.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
         self._snapshot = snapshot
         self._version = snapshot["tensorrt"]
         self._state = state

@@ -8,6 +8,7 @@ config file of its own (`Host dev-*` aliases), exactly as `--on` uses it.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -24,6 +25,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = {"dev-a": "plain", "dev-ov": "ov", "dev-trt": "trt", "dev-old": "old",
          "dev-hostile": "hostile"}
+# devices for faults: (kind, working directory, environment); two names on one working
+# directory are one device, once misbehaving and once healthy (the rerun)
+FAULTS = {
+    "dev-stall-put": ("plain", "shared-a", {"TOOLKIT_TEST_DEVICE_STALL": "put"}),
+    "dev-stall-run": ("plain", "shared-a", {"TOOLKIT_TEST_DEVICE_STALL": "run"}),
+    "dev-resume": ("plain", "shared-a", {}),
+    "dev-crash": ("trt", "shared-t", {"TOOLKIT_TEST_CRASH_AT": "before-commit"}),
+    "dev-trt-again": ("trt", "shared-t", {}),
+}
 FANOUT = 16
 
 
@@ -87,9 +97,10 @@ MaxStartups 200
 MaxSessions 200
 LogLevel ERROR
 """)
-    process = subprocess.Popen([sshd, "-D", "-e", "-f", str(d / "sshd_config")],
-                               stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "wb"),
-                               start_new_session=True)
+    with open(d / "sshd.log", "wb") as log:
+        process = subprocess.Popen([sshd, "-D", "-e", "-f", str(d / "sshd_config")],
+                                   stdout=subprocess.DEVNULL, stderr=log,
+                                   start_new_session=True)
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -118,11 +129,14 @@ LogLevel ERROR
     python = sys.executable
     launcher = str(ROOT / "tests" / "remote" / "device_env.py")
     lines = [f'[ssh]\nconfig = "{d}/ssh_config"\n\n[fleet]\nparallel = 16\n']
-    names = {**KINDS, **{f"fan-{i:02d}": "plain" for i in range(FANOUT)}}
-    for name, kind in names.items():
+    devices = {name: (kind, name, {}) for name, kind in KINDS.items()}
+    devices.update({f"fan-{i:02d}": ("plain", f"fan-{i:02d}", {}) for i in range(FANOUT)})
+    devices.update(FAULTS)
+    for name, (kind, workdir, extra) in devices.items():
+        env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}
+        pairs = ", ".join(f'{k} = "{v}"' for k, v in env.items())
         lines.append(f"[targets.{name}]\ntoolkit = {_toml_list([python, launcher, kind])}\n"
-                     f'workdir = "{d}/devices/{name}"\n'
-                     f'env = {{ PYTHONPATH = "{ROOT}", OMP_NUM_THREADS = "1" }}\n')
+                     f'workdir = "{d}/devices/{workdir}"\nenv = {{ {pairs} }}\n')
     lines.append("[groups]\nfan = " + _toml_list([f"fan-{i:02d}" for i in range(FANOUT)])
                  + "\n")
     (d / "targets.toml").write_text("\n".join(lines))
@@ -130,9 +144,7 @@ LogLevel ERROR
         yield Lab(d, port, d / "ssh_config", d / "targets.toml", process)
     finally:
         # the server and every session it forked (one per connection) go together
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         process.wait(timeout=10)
         subprocess.run(["pkill", "-f", f"sshd.*{d}"], check=False)

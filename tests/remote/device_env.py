@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 KIND = sys.argv[1]
+STALL = os.environ.get("TOOLKIT_TEST_DEVICE_STALL")  # put | run: hang there, to be cut off
 BLOCK = {"plain": "openvino", "ov": "", "trt": "openvino", "old": "openvino",
          "hostile": "openvino"}[KIND]
 os.environ["TOOLKIT_TEST_BLOCK"] = BLOCK
@@ -37,6 +38,35 @@ def _fake_tensorrt() -> None:
     sys.modules["tensorrt"] = make_tensorrt("10.13", runtime, machine)
     cuda_module._import_cudart = lambda: runtime
     cuda_module._torch_with_cuda = lambda: None
+
+
+def _stall(where: str) -> None:
+    """Hang half-way through `put` (a file partly written) or `run` (the bundle staged, the
+    command not finished), so a test can cut the connection or press Ctrl-C there."""
+    import time
+
+    from toolkit.remote import device
+
+    if where == "put":
+        original = device.copy_hashed
+
+        def copy_then_hang(source, path):  # noqa: ANN001, ANN202 - the device side's signature
+            path.write_bytes(source.read(10))  # a partial file in the store
+            time.sleep(120)
+            return original(source, path)
+
+        device.copy_hashed = copy_then_hang
+    else:
+        original_cli = device._run_cli
+
+        def run_then_hang(argv):  # noqa: ANN001, ANN202
+            workdir = os.path.dirname(os.path.dirname(argv[1]))  # WORKDIR/bundles/ID
+            with open(os.path.join(workdir, "stalled.pid"), "w") as handle:
+                handle.write(str(os.getpid()))
+            time.sleep(120)
+            return original_cli(argv)
+
+        device._run_cli = run_then_hang
 
 
 def _old() -> None:
@@ -66,7 +96,8 @@ def _hostile() -> None:
 
 
 if __name__ == "__main__":
-    exec(open(os.path.join(ROOT, "tests", "no_torch.py")).read().split("if __name__")[0])
+    with open(os.path.join(ROOT, "tests", "no_torch.py")) as blocker:
+        exec(blocker.read().split("if __name__")[0])
     sys.meta_path.insert(0, _Blocker())  # noqa: F821 - defined by the exec above
     if KIND == "trt":
         _fake_tensorrt()
@@ -75,6 +106,8 @@ if __name__ == "__main__":
     elif KIND == "hostile":  # builds engines (the fake), then answers with what wasn't asked
         _fake_tensorrt()
         _hostile()
+    if STALL:
+        _stall(STALL)
     sys.argv = ["toolkit", *sys.argv[2:]]
     from toolkit.cli.app import main
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -155,3 +160,77 @@ def test_target_names_with_shell_characters_are_refused(lab: Lab, bundle: Path, 
     code, out = toolkit("verify", bundle, "--on", name, "--targets", lab.targets)
     assert code == 2, out
     assert "Traceback" not in out
+
+
+# -- faults, played for real ---------------------------------------------------------------------
+def _start(*args: object) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "toolkit.cli.app", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _wait_for(condition, what: str, timeout_s: float = 60) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text(
+        ).split()[2]
+
+
+def test_a_connection_cut_mid_sync_leaves_the_bundle_and_the_rerun_completes(lab: Lab,
+                                                                              bundle: Path):
+    before = tree(bundle)
+    store = lab.workdir("shared-a") / "store"
+    running = _start("verify", bundle, "--on", "dev-stall-put", "--targets", lab.targets)
+    _wait_for(lambda: store.is_dir() and any(store.glob(".tmp-*")), "a partial upload")
+    # the link drops: the workstation's ssh dies mid-transfer
+    subprocess.run(["pkill", "-KILL", "-f", "ssh .*dev-stall-put"], check=False)
+    out, _ = running.communicate(timeout=60)
+    assert running.returncode == 2, out
+    assert "Traceback" not in out
+    assert tree(bundle) == before  # byte for byte
+    code, out = toolkit("verify", bundle, "--on", "dev-resume", "--targets", lab.targets)
+    assert code == 0, out
+    assert not list(store.glob(".tmp-*"))  # the cut upload's leftovers went with the rerun
+    assert manifest(bundle)["artifacts"][0]["on_device"]["dev-resume"]["parity"]["passed"]
+
+
+def test_a_device_killed_mid_build_leaves_the_bundle_and_the_rerun_recovers(lab: Lab,
+                                                                            bundle: Path):
+    before = tree(bundle)
+    # the device's export kills itself (SIGKILL) with the engine and its manifest written,
+    # just before its journal commits: the remote bundle keeps the journal
+    code, out = toolkit("export", bundle, "--to", "trt", "--on", "dev-crash", "--targets",
+                        lab.targets)
+    assert code == 2, out
+    assert tree(bundle) == before
+    remote = next((lab.workdir("shared-t") / "bundles").iterdir())
+    assert (remote / ".toolkit-journal").exists()
+    code, out = toolkit("export", bundle, "--to", "trt", "--on", "dev-trt-again", "--targets",
+                        lab.targets)
+    assert code == 0, out
+    assert (bundle / "model.dev-trt-again.engine").is_file()
+    assert not (remote / ".toolkit-journal").exists()
+
+
+def test_ctrl_c_ends_the_remote_command(lab: Lab, bundle: Path):
+    before = tree(bundle)
+    marker = lab.workdir("shared-a") / "stalled.pid"
+    marker.unlink(missing_ok=True)
+    running = _start("verify", bundle, "--on", "dev-stall-run", "--targets", lab.targets)
+    _wait_for(marker.is_file, "the remote command to start")
+    remote_pid = int(marker.read_text())
+    os.killpg(running.pid, signal.SIGINT)
+    out, _ = running.communicate(timeout=60)
+    assert running.returncode == 130, out
+    _wait_for(lambda: not _alive(remote_pid), "the remote command to end", timeout_s=20)
+    assert tree(bundle) == before

@@ -185,11 +185,19 @@ def _ssh_error(target: Target, stderr: str) -> UsageError:
             f"{target.name}: the host key of {host} is unknown or has changed; the toolkit "
             "never accepts one by itself: check it, then add it to known_hosts (connect once "
             "with ssh, or ssh-keyscan)")
-    if "Permission denied" in text:
+    if "Permission denied" in text and "publickey" in text:
         return Unreachable(f"{target.name}: {host} refused the login (no usable key; the "
                            "toolkit never asks for a password: load a key in ssh-agent or "
                            f"name one in ~/.ssh/config) — {text[-160:]}")
-    return Unreachable(f"{target.name}: can't reach {host}: {text or 'ssh failed'}")
+    ssh_own = ("ssh:", "Connection refused", "Connection closed", "Connection reset",
+               "Could not resolve", "timed out", "kex_exchange", "Broken pipe",
+               "Connection to ", "No route")
+    if any(marker in text for marker in ssh_own) or not text:
+        return Unreachable(f"{target.name}: can't reach {host} or the link dropped: "
+                           f"{text[-200:] or 'ssh ended without a word'}")
+    return Unreachable(f"{target.name}: the command there ended abruptly (killed, or the link "
+                       "dropped); nothing was recorded here, and the device's own bundle "
+                       "recovers on the next run")
 
 
 def stop_all() -> None:

@@ -33,6 +33,7 @@ FAULTS = {
     "dev-resume": ("plain", "shared-a", {}),
     "dev-crash": ("trt", "shared-t", {"TOOLKIT_TEST_CRASH_AT": "before-commit"}),
     "dev-trt-again": ("trt", "shared-t", {}),
+    "dev-full": ("plain", "full", {}),  # a test mounts a small disk there
 }
 FANOUT = 16
 

@@ -234,3 +234,40 @@ def test_ctrl_c_ends_the_remote_command(lab: Lab, bundle: Path):
     assert running.returncode == 130, out
     _wait_for(lambda: not _alive(remote_pid), "the remote command to end", timeout_s=20)
     assert tree(bundle) == before
+
+
+def test_sixteen_devices_take_about_as_long_as_the_slowest(lab: Lab, bundle: Path):
+    """Fan-out: 16 targets (aliases onto the loopback server), a bench each, in parallel; the
+    wall time is near the slowest device's, not the sum (benchmarks/remote_fleet.py says by
+    how much, per fleet size)."""
+    code, out = toolkit("bench", bundle, "--on", "@fan", "--targets", lab.targets, "--budget",
+                        "0.05", "--warmup", "0", "--min-iters", "3", "--batch", "1", "--json",
+                        "-")
+    assert code == 0, out
+    doc = json.loads(out[out.index("{"):])
+    times = [t["phases_s"]["done"] for t in doc["targets"]]
+    assert len(times) == 16 and all(t["exit"] == 0 for t in doc["targets"])
+    assert doc["wall_s"] < 0.5 * sum(times), (doc["wall_s"], times)
+    assert doc["wall_s"] < 1.5 * max(times), (doc["wall_s"], times)
+    onnx = manifest(bundle)["artifacts"][0]
+    assert len([r for r in onnx["on_device"].values() if r["bench"]]) == 16
+
+
+def test_a_full_disk_on_the_device_is_exit_2_naming_it_and_the_free_space(lab: Lab,
+                                                                         bundle: Path):
+    where = lab.workdir("full")
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"can't mount a small tmpfs here to fill ({done.stderr.strip()})")
+    try:
+        before = tree(bundle)
+        code, out = toolkit("verify", bundle, "--on", "dev-full", "--targets", lab.targets,
+                            "--json", "-")
+        assert code == 2, out
+        row = json.loads(out[out.index("{"):])["targets"][0]
+        assert "disk full" in row["message"] and "KiB free" in row["message"], row
+        assert tree(bundle) == before
+    finally:
+        subprocess.run(["umount", str(where)], check=False)

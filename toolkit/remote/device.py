@@ -69,8 +69,10 @@ def free_bytes(path: Path) -> int:
 
 
 def _disk_full(root: Path) -> UsageError:
-    return UsageError(f"{socket.gethostname()}: disk full in {root} "
-                      f"({free_bytes(root) / 2**20:.0f} MiB free); free space on the device")
+    free = free_bytes(root)
+    amount = f"{free / 2**20:.1f} MiB" if free >= 2**20 else f"{free // 1024} KiB"
+    return UsageError(f"disk full on {socket.gethostname()} in {root} ({amount} free); free "
+                      "space there, or give the target another workdir")
 
 
 # -- probe ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.remote.conftest import Lab
+from tests.remote.lab import Lab
 from toolkit.cli.app import app
 
 FAST = ["--budget", "0.2", "--warmup", "0.05", "--min-iters", "5", "--batch", "1"]

@@ -219,8 +219,8 @@ def _device_matrix(info: dict[str, Any]) -> None:
                       a.get("target") or "here", *cells)
     console.print(table)
     for name, device in info["devices"].items():
-        what = ", ".join(str(device[k]) for k in ("gpu", "cpu", "tensorrt", "l4t")
-                         if device.get(k))
+        labels = {"gpu": "", "cpu": "", "tensorrt": "TensorRT ", "l4t": ""}
+        what = ", ".join(f"{label}{device[k]}" for k, label in labels.items() if device.get(k))
         chosen = f" · selected {device['selected']}" if device.get("selected") else ""
         console.print(f"{name}: {device.get('hostname')} · {what} · toolkit "
                       f"{device.get('toolkit_version')}{chosen}")

@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"runtime"},
     {"parity", "bench"},
     {"export"},
-    {"lightning", "deploy", "demo"},
+    {"lightning", "deploy", "demo", "remote"},
     {"cli", "__init__"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -57,7 +57,9 @@ def _stall(where: str) -> None:
 
         device.copy_hashed = copy_then_hang
     else:
-        original_cli = device._run_cli
+        from toolkit.cli import app
+
+        original_cli = app.run_cli
 
         def run_then_hang(argv):  # noqa: ANN001, ANN202
             workdir = os.path.dirname(os.path.dirname(argv[1]))  # WORKDIR/bundles/ID
@@ -66,7 +68,7 @@ def _stall(where: str) -> None:
             time.sleep(120)
             return original_cli(argv)
 
-        device._run_cli = run_then_hang
+        app.run_cli = run_then_hang
 
 
 def _old() -> None:

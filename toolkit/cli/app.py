@@ -108,8 +108,40 @@ targets_app.command("probe")(exit_codes(remote.probe_command))
 app.add_typer(targets_app, name="targets")
 # the far end of --on: what the workstation runs on a device over SSH
 device_app = typer.Typer(hidden=True, no_args_is_help=True, add_completion=False)
-for _name in ("probe", "put", "run", "get"):
-    device_app.command(_name)(exit_codes(getattr(remote, f"device_{_name}")))
+
+
+def device_run(workdir: remote.Workdir, bundle: remote.BundleId) -> int:
+    import sys
+
+    from toolkit.remote.device import run
+
+    return run(workdir, bundle, sys.stdin.buffer, sys.stdout.buffer, run_cli)
+
+
+def run_cli(argv: list[str]) -> int:
+    """A toolkit command in this process (the device side of --on), its human output on
+    stderr (streamed to the workstation line by line); stdout is kept for the answer."""
+    import sys
+
+    real_stdout = sys.stdout
+    sys.stdout = sys.stderr
+    try:
+        return int(app(args=argv, prog_name="toolkit", standalone_mode=False) or 0)
+    except SystemExit as err:
+        return err.code if isinstance(err.code, int) else 2
+    except Exception as err:  # typer's usage errors, raised in non-standalone mode
+        show = getattr(err, "show", None)
+        if show is None:
+            raise
+        show()
+        return int(getattr(err, "exit_code", 2) or 2)
+    finally:
+        sys.stdout = real_stdout
+
+
+for _name, _command in (("probe", remote.device_probe), ("put", remote.device_put),
+                        ("run", device_run), ("get", remote.device_get)):
+    device_app.command(_name)(exit_codes(_command))
 app.add_typer(device_app, name="_device", hidden=True)
 
 

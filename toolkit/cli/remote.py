@@ -232,12 +232,6 @@ def device_put(workdir: Workdir) -> int:
     return 0
 
 
-def device_run(workdir: Workdir, bundle: BundleId) -> int:
-    from toolkit.remote.device import run
-
-    return run(workdir, bundle, sys.stdin.buffer, sys.stdout.buffer)
-
-
 def device_get(workdir: Workdir, bundle: BundleId,
                names: Annotated[list[str], typer.Argument()]) -> int:
     from toolkit.remote.device import get

@@ -24,6 +24,7 @@ import socket
 import sys
 import tarfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -253,7 +254,8 @@ def _watch_stdin(done: threading.Event, stream: BinaryIO) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def run(workdir: str, bundle_id: str, stdin: BinaryIO, stdout: BinaryIO) -> int:
+def run(workdir: str, bundle_id: str, stdin: BinaryIO, stdout: BinaryIO,
+        run_cli: Callable[[list[str]], int]) -> int:
     """Read the header (one JSON line: manifest, files, args), stage, run the toolkit command
     on the staged bundle, and answer with one JSON document: the exit code, the command's
     own --json result, and the bundle's manifest afterwards."""
@@ -278,7 +280,7 @@ def run(workdir: str, bundle_id: str, stdin: BinaryIO, stdout: BinaryIO) -> int:
     result_path = root / RESULTS / f"{bundle_id}.{os.getpid()}.json"
     argv = [str(directory) if a == "{bundle}" else a for a in args]
     argv += ["--json", str(result_path)]
-    code = _run_cli(argv)
+    code = run_cli(argv)
     done.set()
     result = None
     if result_path.is_file():
@@ -296,27 +298,6 @@ def _read_manifest(directory: Path) -> Any:
     with contextlib.suppress(OSError, ValueError):
         return json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
     return None
-
-
-def _run_cli(argv: list[str]) -> int:
-    """The toolkit command, in this process, its human output on stderr (streamed to the
-    workstation line by line); stdout is kept for the answer."""
-    import click
-
-    from toolkit.cli.app import app
-
-    real_stdout = sys.stdout
-    sys.stdout = sys.stderr
-    try:
-        code = app(args=argv, prog_name="toolkit", standalone_mode=False)
-        return int(code or 0)
-    except click.ClickException as err:
-        err.show()
-        return 2
-    except SystemExit as err:
-        return int(err.code or 0) if isinstance(err.code, int) else 2
-    finally:
-        sys.stdout = real_stdout
 
 
 # -- get --------------------------------------------------------------------------------------

@@ -51,13 +51,14 @@ def init_plugins(trt: Any, logger: Any) -> None:
 PLUGIN_SOURCES = ("tensorrt", "torch_tensorrt")
 
 
-def recorded_plugins(record: dict[str, Any] | None) -> list[str]:
-    """The plugin sources an engine's record says to register before deserializing it
-    (records older than the field: TensorRT's, and Torch-TensorRT's for a --via engine)."""
-    record = record or {}
-    listed = (record.get("plugins") or {}).get("register")
+def recorded_plugins(engine: dict[str, Any] | None) -> list[str]:
+    """The plugin sources an engine's record (its JSON, as preflight reads it) says to
+    register before deserializing it (records older than the field: TensorRT's, and
+    Torch-TensorRT's for a --via engine)."""
+    engine = engine or {}
+    listed = (engine.get("plugins") or {}).get("register")
     if listed is None:
-        listed = ["tensorrt"] + (["torch_tensorrt"] if record.get("via") not in (None, "onnx")
+        listed = ["tensorrt"] + (["torch_tensorrt"] if engine.get("via") not in (None, "onnx")
                                  else [])
     return [name for name in listed if name in PLUGIN_SOURCES]
 
@@ -154,7 +155,7 @@ def _build(trt: Any, gpu: dict[str, Any], onnx_path: Path, engine_path: Path,
     size = engine_path.stat().st_size
     _save_timing_cache(config, options.timing_cache)
 
-    record = trt_compat.engine_record(
+    engine_json = trt_compat.engine_record(
         trt_version=trt.__version__,
         gpu=gpu,
         platform=platform.machine(),
@@ -167,10 +168,10 @@ def _build(trt: Any, gpu: dict[str, Any], onnx_path: Path, engine_path: Path,
         timing_cache=cache_status,
         built_at=now(),
     )
-    record["plugins"] = {"register": ["tensorrt"], "serialized": serialized_plugins}
+    engine_json["plugins"] = {"register": ["tensorrt"], "serialized": serialized_plugins}
     if placement is not None:
-        record["layers"]["placement"] = placement
-    return record
+        engine_json["layers"]["placement"] = placement
+    return engine_json
 
 
 # -- steps (each a few TensorRT calls) -----------------------------------------------------

@@ -435,3 +435,67 @@ def test_a_closed_output_pipe_does_not_undo_the_export(tmp_path):
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr.decode()
     assert (tmp_path / "b" / "model.ts").is_file() and b"Traceback" not in stderr
+
+
+# -- round 3 (issue 29) ---------------------------------------------------------------------
+@pytest.mark.parametrize("args", [
+    ["bench", "{b}", "--budget", "0.05", "--batch", "1", "--json", "{b}/manifest.json"],
+    ["bench", "{b}", "--budget", "0.05", "--batch", "1", "--markdown", "{b}/notes.md"],
+    ["bench", "{b}", "--budget", "0.05", "--batch", "1", "--plot", "{b}/golden.npz"],
+    ["bench", "{b}/model.onnx", "--budget", "0.05", "--batch", "1", "--json",
+     "{b}/model.onnx"],
+    ["verify", "{b}", "--markdown", "{b}/model.onnx"],
+    ["verify", "{b}", "--json", "{b}/golden.npz"],
+    ["verify", "{b}", "--json", "{b}/../bundle/sub.json"],
+    ["select", "{b}", "--json", "{b}/manifest.json"],
+    ["inspect", "{b}", "--json", "{b}/x.json"],
+    ["export", "tests.models:small_cnn", "--out", "{b}", "--force", "--json",
+     "{b}/manifest.json"],
+])
+def test_an_output_path_inside_the_bundle_is_refused(copy, args):
+    before = snapshot(copy)
+    result = run(*[a.format(b=copy) for a in args])
+    one_clean_line(result, 2, "reads")
+    assert snapshot(copy) == before
+
+
+def test_an_output_link_into_the_bundle_is_refused(copy, tmp_path):
+    (tmp_path / "report.json").symlink_to(copy / "manifest.json")
+    before = snapshot(copy)
+    one_clean_line(run("verify", copy, "--json", tmp_path / "report.json"), 2, "reads")
+    assert snapshot(copy) == before
+
+
+def test_a_report_outside_the_bundle_replaces_the_file_named(copy, tmp_path):
+    """The rule the README states: a report file the user names is replaced."""
+    report = tmp_path / "verify.json"
+    report.write_text("old")
+    assert run("verify", copy, "--no-record", "--json", report).exit_code == 0
+    assert json.loads(report.read_text())["passed"]
+
+
+@pytest.mark.parametrize("where", ["inside", "equal", "holds"])
+def test_deploy_into_or_over_the_bundle_is_refused(copy, tmp_path, where):
+    before = snapshot(copy)
+    if where == "inside":
+        args = ["--triton", copy, "--name", "golden.npz"]
+    elif where == "equal":
+        args = ["--triton", copy.parent, "--name", copy.name]
+    else:
+        args = ["--triton", copy.parent.parent, "--name", copy.parent.name]
+    result = run("deploy", copy, *args, "--format", "onnx", "--force")
+    one_clean_line(result, 2, "bundle")
+    assert snapshot(copy) == before and (copy / "golden.npz").is_file()
+
+
+def test_a_killed_deploys_stage_is_cleaned_by_the_next_deploy(copy, tmp_path):
+    repo = tmp_path / "repo"
+    stage = repo / ".toolkit-stage-m.k1ll3d00"  # killed while building REPO/m
+    (stage / "1").mkdir(parents=True)
+    moved = repo / ".toolkit-old-kept.k1ll3d00" / "kept"  # killed while replacing REPO/kept
+    moved.mkdir(parents=True)
+    (moved / "config.pbtxt").write_text("name: 'kept'")
+    result = run("deploy", copy, "--triton", repo, "--format", "onnx", "--name", "m")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in repo.iterdir()) == ["kept", "m"]
+    assert (repo / "kept" / "config.pbtxt").read_text() == "name: 'kept'"

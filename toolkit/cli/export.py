@@ -60,7 +60,7 @@ def export_command(
     """Export SOURCE into a bundle of artifacts, each checked against the PyTorch outputs."""
     from toolkit.export.pipeline import export
 
-    check_writable_file(json_path, "--json")
+    check_writable_file(json_path, "--json", [out, source, weights])
     json_to_stdout(json_path)
     from rich.markup import escape
 

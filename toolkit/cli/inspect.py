@@ -19,7 +19,7 @@ def inspect_command(
     from toolkit.bundle import Bundle
     from toolkit.errors import UsageError
 
-    check_writable_file(json_path, "--json")
+    check_writable_file(json_path, "--json", [target])
     json_to_stdout(json_path)
     if target.is_dir():
         from toolkit.transaction import reading

@@ -42,8 +42,9 @@ def verify_command(
     from toolkit.cli.console import check_writable_file
     from toolkit.parity.verify import verify_bundle
 
-    check_writable_file(json_file, "--json")
-    check_writable_file(markdown, "--markdown")
+    reads = [bundle_dir, data, against]
+    check_writable_file(json_file, "--json", reads)
+    check_writable_file(markdown, "--markdown", reads)
     json_to_stdout(json_file)
     outcome = verify_bundle(
         bundle_dir, formats=split_list(format), against=against, model=model,

@@ -100,6 +100,7 @@ def test_an_interrupt_exits_130_and_leaves_the_bundle_as_it_was(tmp_path, at, si
                  "--out", bundle, "--force")
     assert result.exit_code == 130, result.output
     assert "interrupted" in result.output and "Traceback" not in result.output
+    assert "was rolled back" in result.output
     assert snapshot(bundle) == before
 
 
@@ -499,3 +500,82 @@ def test_a_killed_deploys_stage_is_cleaned_by_the_next_deploy(copy, tmp_path):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in repo.iterdir()) == ["kept", "m"]
     assert (repo / "kept" / "config.pbtxt").read_text() == "name: 'kept'"
+
+
+def test_an_interrupted_reader_says_nothing_was_being_changed(copy, monkeypatch):
+    import toolkit.bundle
+
+    def interrupted(path):
+        raise KeyboardInterrupt("SIGTERM")
+
+    monkeypatch.setattr(toolkit.bundle, "load_golden", interrupted)
+    result = run("verify", copy)
+    assert result.exit_code == 130, result.output
+    assert "nothing was being changed" in result.output and "rolled back" not in result.output
+
+
+def test_a_deploy_interrupted_after_its_final_rename_says_it_was_kept(copy, tmp_path,
+                                                                      monkeypatch):
+    from toolkit.deploy import triton
+
+    repo = tmp_path / "repo"
+    assert run("deploy", copy, "--triton", repo, "--format", "onnx", "--name", "m").exit_code == 0
+    (repo / "m" / "old").write_text("the entry being replaced")
+    real = triton.shutil.rmtree
+
+    def interrupted_after_rename(path, *args, **kwargs):
+        if Path(path).name.startswith(triton.OLD_PREFIX):  # the new entry is in place
+            raise KeyboardInterrupt("SIGTERM")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(triton.shutil, "rmtree", interrupted_after_rename)
+    result = run("deploy", copy, "--triton", repo, "--format", "onnx", "--name", "m", "--force")
+    assert result.exit_code == 130, result.output
+    assert "completed and was kept" in result.output, result.output
+    assert not (repo / "m" / "old").exists() and (repo / "m" / "config.pbtxt").is_file()
+
+
+# -- the journal is bundle input: hostile intent.json ----------------------------------------
+def _plant_intent(bundle: Path, kind: str, tmp_path: Path) -> None:
+    from toolkit.transaction import INTENT, JOURNAL
+
+    journal = bundle / JOURNAL
+    journal.mkdir()
+    intent = journal / INTENT
+    if kind == "symlink":  # an outside list that would delete model.onnx
+        outside = tmp_path / "outside.json"
+        outside.write_text('{"version": 1, "state": "open", "created_root": false, '
+                           '"created": ["model.onnx"], "saved": []}')
+        intent.symlink_to(outside)
+    elif kind == "fifo":
+        os.mkfifo(intent)
+    elif kind == "dev-zero":
+        intent.symlink_to("/dev/zero")
+    elif kind == "huge":
+        with open(intent, "wb") as handle:
+            handle.truncate(8 << 30)  # sparse: 8 GB that take no disk
+    elif kind == "nested":
+        intent.write_text("[" * 100_000)
+    elif kind == "directory":
+        (bundle / "sub").mkdir()
+        intent.write_text('{"version": 1, "state": "open", "created_root": false, '
+                          '"created": ["sub"], "saved": []}')
+    elif kind == "types":
+        intent.write_text('{"version": 1, "state": ["open"], "created_root": "yes", '
+                          '"created": [], "saved": []}')
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "dev-zero", "huge", "nested", "directory",
+                                  "types"])
+def test_a_hostile_journal_is_exit_2_naming_it_and_never_obeyed(copy, tmp_path, kind):
+    import time
+
+    _plant_intent(copy, kind, tmp_path)
+    before = snapshot(copy)
+    for args in (("inspect", copy), ("verify", copy, "--no-record"),
+                 ("export", "tests.models:small_cnn", "--out", copy, "--force")):
+        started = time.monotonic()
+        result = run(*args)
+        one_clean_line(result, 2, "intent.json", "not a journal")
+        assert time.monotonic() - started < 60  # never blocked on it
+    assert snapshot(copy) == before and (copy / "model.onnx").is_file()

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from toolkit import formats as format_table
+from toolkit import interrupts
 from toolkit import manifest as schema
 from toolkit.bundle import GOLDEN, MANIFEST, Bundle, artifact_label, write_json_atomic
 from toolkit.errors import BackendUnavailable, UsageError
@@ -351,6 +352,7 @@ def _write_locked(bundle: Bundle, model: TritonModel, repo: Path, force: bool) -
     umask = os.umask(0)
     os.umask(umask)
     staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the model from the server's user
+    trash: Path | None = None
     try:
         (staging / "config.pbtxt").write_text(model.config)
         (staging / VERSION).mkdir()
@@ -371,11 +373,18 @@ def _write_locked(bundle: Bundle, model: TritonModel, repo: Path, force: bool) -
             trash = Path(tempfile.mkdtemp(prefix=f"{OLD_PREFIX}{model.name}.", dir=repo))
             target.rename(trash / model.name)
             staging.rename(target)
+            interrupts.record_change("completed")
             shutil.rmtree(trash, ignore_errors=True)
         else:
             staging.rename(target)
+            interrupts.record_change("completed")
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging.exists():  # not placed: nothing of this deploy stays, the old entry back
+            shutil.rmtree(staging, ignore_errors=True)
+            if trash is not None and (trash / model.name).exists() and not target.exists():
+                (trash / model.name).rename(target)
+                shutil.rmtree(trash, ignore_errors=True)
+            interrupts.record_change("rolled back")
         raise
     return target
 

@@ -579,3 +579,19 @@ def test_a_hostile_journal_is_exit_2_naming_it_and_never_obeyed(copy, tmp_path, 
         one_clean_line(result, 2, "intent.json", "not a journal")
         assert time.monotonic() - started < 60  # never blocked on it
     assert snapshot(copy) == before and (copy / "model.onnx").is_file()
+
+
+@pytest.mark.parametrize("args", [
+    ["bench", "{b}", "--threads", "100000", "--budget", "0.05", "--batch", "1"],
+    ["verify", "{b}", "--tol", "output:cos=1.5"],
+    ["verify", "{b}", "--tol", "output:atol=1,atol=2"],
+    ["verify", "{b}", "--tol", "cos=0.9,cosine=0.8"],
+    ["verify", "{b}", "--tol", "frac=2"],
+    ["verify", "{b}", "--min-cosine", "1.5"],
+])
+def test_options_that_exhaust_the_machine_or_can_not_pass_are_bad_input(copy, args):
+    before = snapshot(copy)
+    result = run(*[a.format(b=copy) for a in args])
+    one_clean_line(result, 2, next(a for a in args if a in ("--threads", "--tol",
+                                                             "--min-cosine")))
+    assert "PASS" not in result.output and snapshot(copy) == before

@@ -595,3 +595,26 @@ def test_options_that_exhaust_the_machine_or_can_not_pass_are_bad_input(copy, ar
     one_clean_line(result, 2, next(a for a in args if a in ("--threads", "--tol",
                                                              "--min-cosine")))
     assert "PASS" not in result.output and snapshot(copy) == before
+
+
+@pytest.mark.parametrize(("inputs", "needle"), [
+    (["x:1-4x5"], None),  # the control: accepted
+    (["ids:1-4xseq=8-2147483647:int64:0-100", "mask:1-4xseq:int64:0-2"], "GiB"),
+    (["ids:1-4xbatch=8-16:int64:0-100", "mask:1-4xbatch:int64:0-2"], "'batch'"),
+    (["ids:1-4x8:int64:0-100", "mask:2-6x8:int64:0-2"], "same batch range"),
+])
+def test_input_shapes_that_lie_or_exhaust_memory_are_refused(inputs, needle):
+    from toolkit.spec import parse_inputs
+
+    if needle is None:
+        assert parse_inputs(inputs)[0].max == (4, 5)
+        return
+    with pytest.raises(UsageError, match=needle):
+        parse_inputs(inputs)
+
+
+def test_a_range_too_large_for_memory_is_refused_before_exporting(tmp_path):
+    result = run("export", "tests.models:TwoInTwoOut", "--input", "image:1-2147483647x6",
+                 "--input", "meta:1-2147483647x3", "--out", tmp_path / "o")
+    one_clean_line(result, 2, "--input", "GiB")
+    assert not (tmp_path / "o").exists()

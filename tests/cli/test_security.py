@@ -618,3 +618,17 @@ def test_a_range_too_large_for_memory_is_refused_before_exporting(tmp_path):
                  "--input", "meta:1-2147483647x3", "--out", tmp_path / "o")
     one_clean_line(result, 2, "--input", "GiB")
     assert not (tmp_path / "o").exists()
+
+
+def test_select_on_a_read_only_bundle_selects_from_what_it_measured(copy, tmp_path):
+    before = snapshot(copy)
+    _read_only(copy)
+    try:
+        result = run("select", copy, "--json", tmp_path / "s.json")
+        one_clean_line(result, 0, "timing it now", "read-only", "not recorded")
+        doc = json.loads((tmp_path / "s.json").read_text())
+        assert doc["selected"]["artifact"] == "onnx/fp32" and doc["recorded"] is False
+        assert snapshot(copy) == before
+    finally:
+        for path in [copy, *copy.iterdir()]:
+            path.chmod(stat.S_IMODE(path.stat().st_mode) | 0o200)

@@ -170,6 +170,16 @@ def test_a_full_disk_is_one_line_exit_2_and_leaves_nothing(small_disk, to):
     assert not out.exists()
 
 
+def test_a_full_disk_during_a_pt2_package_is_exit_2_and_no_abort(small_disk):
+    """torch's zip writer, failing inside, used to abort the process (exit 134) as the error
+    was collected; in a process of its own, since that abort would take pytest with it."""
+    out = small_disk(200) / "b"  # the golden samples fit; the package doesn't
+    result = toolkit("export", "tests.models:small_cnn", "--to", "pt2", "--out", out)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "No space left on device" in result.stderr and "terminate" not in result.stderr
+    assert not out.exists()
+
+
 def test_a_full_disk_leaves_an_existing_bundle_as_it_was(small_disk, exported):
     size = sum(p.stat().st_size for p in exported.iterdir()) // 1024
     bundle = small_disk(size + 12) / "mlp"

@@ -309,6 +309,15 @@ def parse_input(text: str, named: Mapping[str, str] | None = None) -> TensorSpec
 def parse_inputs(texts: Sequence[str]) -> list[TensorSpec]:
     """Several `--input`s, a dimension named in one (`seq=8-32`) usable by name in the others
     (`seq`); one name has one extent."""
+    defined = named_dims(texts)
+    specs = [parse_input(text, defined) for text in texts]
+    check_shapes(specs)
+    return specs
+
+
+def named_dims(texts: Sequence[str]) -> dict[str, str]:
+    """The extent each dimension name is given in `texts` (`seq=8-32` -> seq: 8-32), for
+    `parse_input(text, named)`: --input and --profile resolve names alike."""
     defined: dict[str, str] = {}
     for text in texts:
         parts = text.split(":")
@@ -320,9 +329,7 @@ def parse_inputs(texts: Sequence[str]) -> list[TensorSpec]:
                 raise UsageError(f"--input: dimension '{label}' is given two sizes, "
                                  f"{defined[label]} and {extent}; give its size once")
             defined[label] = extent
-    specs = [parse_input(text, defined) for text in texts]
-    check_shapes(specs)
-    return specs
+    return defined
 
 
 def check_shapes(specs: Sequence[TensorSpec]) -> None:

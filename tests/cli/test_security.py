@@ -632,3 +632,11 @@ def test_select_on_a_read_only_bundle_selects_from_what_it_measured(copy, tmp_pa
     finally:
         for path in [copy, *copy.iterdir()]:
             path.chmod(stat.S_IMODE(path.stat().st_mode) | 0o200)
+
+
+def test_nms_layout_rows_on_a_boxes_and_scores_model_is_refused(tmp_path):
+    """As layout=yolo is: the layout names what the model returns, and this one doesn't."""
+    result = run("export", "toolkit.demo.detector:ShapesDetector", "--nms",
+                 "iou=0.5,score=0.0,layout=rows", "--to", "onnx", "--out", tmp_path / "o")
+    one_clean_line(result, 2, "layout=rows", "[4, 64, 4]")
+    assert not (tmp_path / "o").exists()

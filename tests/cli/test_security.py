@@ -640,3 +640,9 @@ def test_nms_layout_rows_on_a_boxes_and_scores_model_is_refused(tmp_path):
                  "iou=0.5,score=0.0,layout=rows", "--to", "onnx", "--out", tmp_path / "o")
     one_clean_line(result, 2, "layout=rows", "[4, 64, 4]")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("batch", ["", "1,,2", "1,"])
+def test_an_empty_batch_size_is_bad_input(copy, batch):
+    result = run("bench", copy, "--batch", batch, "--budget", "0.05")
+    one_clean_line(result, 2, "--batch")

@@ -35,6 +35,10 @@ def max_threads() -> int:
 def parse_batches(values: Any) -> tuple[int, ...] | None:
     """`--batch 1,8 --batch 16` -> (1, 8, 16); None when none is given (the default sweep)."""
     out = []
+    given = [values] if isinstance(values, str) else list(values or [])
+    for item in given:  # '' and '1,,2' are typos, not the default sweep
+        if isinstance(item, str) and any(not p.strip() for p in item.split(",")):
+            raise UsageError(f"--batch '{item}': an empty batch size; e.g. --batch 1,8")
     for part in comma_list(values):
         text = str(part)
         # ASCII digits only: '²'.isdigit() is True, and int('²') fails

@@ -424,6 +424,9 @@ def random_inputs(
     """
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
+    shared = batch_range(specs)
+    if batch is None and shared is not None:
+        batch = shared[1]  # one batch for every input: a sample never pairs two batches
     for spec in specs:
         shape = list(getattr(spec, at))
         if batch is not None and spec.has_dynamic_batch:

@@ -646,3 +646,15 @@ def test_nms_layout_rows_on_a_boxes_and_scores_model_is_refused(tmp_path):
 def test_an_empty_batch_size_is_bad_input(copy, batch):
     result = run("bench", copy, "--batch", batch, "--budget", "0.05")
     one_clean_line(result, 2, "--batch")
+
+
+def test_a_sample_never_pairs_two_batches():
+    """Specs of a bundle written elsewhere (--input refuses them): inputs made together take
+    one batch, inside every input's range."""
+    from toolkit.spec import TensorSpec, random_inputs
+
+    ids = TensorSpec("ids", "int64", (1, 8), (1, 8), (4, 8))
+    mask = TensorSpec("mask", "int64", (2, 8), (2, 8), (6, 8))
+    for at in ("min", "opt", "max"):
+        feed = random_inputs([ids, mask], at=at)
+        assert feed["ids"].shape[0] == feed["mask"].shape[0] == 2

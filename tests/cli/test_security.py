@@ -658,3 +658,12 @@ def test_a_sample_never_pairs_two_batches():
     for at in ("min", "opt", "max"):
         feed = random_inputs([ids, mask], at=at)
         assert feed["ids"].shape[0] == feed["mask"].shape[0] == 2
+
+
+def test_deploy_json_into_the_entry_it_writes_is_refused(copy, tmp_path):
+    repo = tmp_path / "repo"
+    args = ["deploy", copy, "--triton", repo, "--name", "m", "--format", "onnx"]
+    assert run(*args).exit_code == 0
+    config = (repo / "m" / "config.pbtxt").read_text()
+    one_clean_line(run(*args, "--force", "--json", repo / "m" / "config.pbtxt"), 2, "reads")
+    assert (repo / "m" / "config.pbtxt").read_text() == config

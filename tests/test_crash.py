@@ -134,10 +134,9 @@ def test_a_planted_journal_names_nothing_outside_the_bundle(bundle, tmp_path):
         '{"version": 1, "state": "open", "created_root": true, '
         f'"created": ["../victim.txt", "{victim}"], "saved": []}}')
     before = snapshot(bundle)
-    shown = toolkit("inspect", bundle)
-    assert shown.returncode == 0, shown.stderr
+    shown = toolkit("inspect", bundle)  # a bad journal: exit 2 naming it, nothing obeyed
+    assert shown.returncode == 2 and "intent.json" in shown.stderr, shown.stderr
     assert victim.read_text() == "keep me" and snapshot(bundle) == before
-    assert leftovers(bundle) == []
 
 
 # -- a full disk ------------------------------------------------------------------------------
@@ -168,6 +167,16 @@ def test_a_full_disk_is_one_line_exit_2_and_leaves_nothing(small_disk, to):
     result = command("export", "tests.models:small_cnn", "--to", to, "--out", out)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_a_full_disk_during_a_pt2_package_is_exit_2_and_no_abort(small_disk):
+    """torch's zip writer, failing inside, used to abort the process (exit 134) as the error
+    was collected; in a process of its own, since that abort would take pytest with it."""
+    out = small_disk(200) / "b"  # the golden samples fit; the package doesn't
+    result = toolkit("export", "tests.models:small_cnn", "--to", "pt2", "--out", out)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "No space left on device" in result.stderr and "terminate" not in result.stderr
     assert not out.exists()
 
 
@@ -265,3 +274,135 @@ def test_enospc_at_each_write_of_an_export_rolls_the_bundle_back(bundle, monkeyp
         assert snapshot(bundle) == before and leftovers(bundle) == [], n
         n += 1
     assert n > 3  # artifacts, golden samples and the manifest were each tried
+
+
+# -- power cut: what is on disk before each change (issue 29) ----------------------------------
+class OsCalls:
+    """An interposed os layer: fsync, replace, unlink, link and mkdir, recorded in order with
+    the path each touched (fsync's descriptor read back through /proc)."""
+
+    def __init__(self, monkeypatch, *, hard_links: bool) -> None:
+        import toolkit.transaction as tx
+
+        self.calls: list[tuple[str, str]] = []
+        real = {name: getattr(os, name) for name in ("fsync", "replace", "unlink", "mkdir",
+                                                     "link")}
+
+        def fsync(fd):
+            self.calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+            return real["fsync"](fd)
+
+        def recorded(name):
+            def call(src, *args, **kwargs):
+                self.calls.append((name, os.fspath(Path(src).resolve())))
+                return real[name](src, *args, **kwargs)
+            return call
+
+        def link(src, dst, *args, **kwargs):
+            if not hard_links:
+                raise OSError(1, "Operation not permitted")  # as vfat or some FUSE mounts
+            return real["link"](src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        for name in ("replace", "unlink", "mkdir"):
+            monkeypatch.setattr(os, name, recorded(name))
+        monkeypatch.setattr(os, "link", link)
+        assert tx.os is os  # the module under test calls these very functions
+
+    def index(self, call: str, path: Path, after: int = -1) -> int:
+        wanted = (call, str(path.resolve()))
+        return next(i for i, c in enumerate(self.calls) if i > after and c == wanted)
+
+
+def test_the_journal_directory_is_on_disk_before_the_first_change(bundle, monkeypatch):
+    from toolkit.bundle import write_json_atomic
+    from toolkit.transaction import writing
+
+    calls = OsCalls(monkeypatch, hard_links=True)
+    with writing(bundle):
+        write_json_atomic(bundle / "new.json", {"a": 1})
+    made = calls.index("mkdir", bundle / JOURNAL)
+    synced = calls.index("fsync", bundle, after=made)  # the bundle's entry for the journal
+    first_record = calls.index("replace", bundle / JOURNAL / "intent.json.tmp")
+    first_change = next(i for i, c in enumerate(calls.calls)
+                        if c[0] == "replace" and Path(c[1]).name.startswith(TEMP_PREFIX))
+    assert made < synced < first_record < first_change, calls.calls
+
+
+def test_a_copied_backup_is_on_disk_before_the_original_goes(bundle, monkeypatch):
+    """Without hard links the backup is a copy: its data and its directory entry are synced
+    before the original is unlinked, so a power cut can't leave rollback an empty file."""
+    from toolkit.transaction import remove_file, writing
+
+    original = (bundle / "model.onnx").read_bytes()
+    calls = OsCalls(monkeypatch, hard_links=False)
+    with pytest.raises(RuntimeError), writing(bundle):
+        remove_file(bundle / "model.onnx")
+        copy_synced = calls.index("fsync", bundle / JOURNAL / "model.onnx")
+        dir_synced = calls.index("fsync", bundle / JOURNAL, after=copy_synced)
+        removed = calls.index("unlink", bundle / "model.onnx")
+        assert copy_synced < dir_synced < removed, calls.calls
+        raise RuntimeError("roll it back")
+    assert (bundle / "model.onnx").read_bytes() == original
+
+
+def test_a_journal_that_can_not_be_written_leaves_no_temp_file(bundle, monkeypatch):
+    import errno
+
+    from toolkit.transaction import writing
+
+    real = os.replace
+
+    def full(src, dst, *args, **kwargs):
+        if Path(src).name == "intent.json.tmp":
+            raise OSError(errno.ENOSPC, "No space left on device", str(src))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", full)
+    before = snapshot(bundle)
+    with pytest.raises(OSError), writing(bundle):
+        pass
+    assert leftovers(bundle) == [] and snapshot(bundle) == before
+
+
+def test_a_fresh_export_killed_before_its_first_record_leaves_nothing(tmp_path):
+    out = tmp_path / "fresh"
+    assert killed(toolkit("export", *MLP, "--to", "onnx", "--out", out,
+                          crash_at="journal-made"))
+    assert out.is_dir()  # the kill left the directory and an empty journal
+    shown = command("inspect", out)
+    assert shown.returncode == 2 and "Traceback" not in shown.stderr
+    assert not out.exists()
+
+
+# -- writer markers carry proof ---------------------------------------------------------------
+def test_a_marker_without_proof_is_stale_and_removed(bundle):
+    """`touch B/.toolkit-writer-1`: pid 1 lives, but it is not the writer that made this."""
+    import time
+
+    from toolkit.transaction import WRITER_PREFIX, _wait_for_writers
+
+    touched = bundle / f"{WRITER_PREFIX}1"
+    touched.touch()
+    copied = bundle / f"{WRITER_PREFIX}{os.getpid()}-7"  # copied from another machine
+    copied.write_text(f"{os.getpid()} 12345 00000000-0000-0000-0000-000000000000\n")
+    _wait_for_writers(bundle, time.monotonic() + 1.0, "read it")  # returns: nobody waits
+    assert not touched.exists() and not copied.exists()
+
+
+def test_a_live_writers_marker_is_waited_for(bundle):
+    import time
+
+    from toolkit.errors import UsageError
+    from toolkit.transaction import WRITER_PREFIX, _wait_for_writers, process_proof
+
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        marker = bundle / f"{WRITER_PREFIX}{sleeper.pid}-1"
+        marker.write_text(process_proof(sleeper.pid))
+        with pytest.raises(UsageError, match="waiting to change"):
+            _wait_for_writers(bundle, time.monotonic() + 0.3, "read it")
+        assert marker.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -202,3 +202,36 @@ def test_a_deploy_name_is_plain_ascii_or_refused(text: str) -> None:
         return
     assert name == text and name.isascii() and name.isprintable() and "\n" not in name
     assert 1 <= len(name) <= 128 and "/" not in name
+
+
+JOURNAL_RECORD = st.fixed_dictionaries(
+    {"version": st.sampled_from([1, 1, 2, "1"]), "state": st.sampled_from(
+        ["open", "committed", "other", 1]), "created_root": st.sampled_from([True, False, 0]),
+     "created": st.lists(st.sampled_from(["model.onnx", "", "..", "a/b", "sub", 3]),
+                         max_size=3),
+     "saved": st.lists(st.text(max_size=6), max_size=2)})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(JSON.map(json.dumps), JOURNAL_RECORD.map(json.dumps),
+                 st.binary(max_size=64).map(lambda b: b.decode("latin-1")),
+                 st.integers(0, 3000).map(lambda n: "[" * n + "]" * (n % 2) * n)))
+@example("[" * 100_000)
+def test_any_journal_record_is_read_or_refused_in_one_line(text: str) -> None:
+    """What a bundle's .toolkit-journal/intent.json holds: a record, or exit 2 naming it."""
+    from toolkit.transaction import INTENT, Intent, read_intent
+
+    with tempfile.TemporaryDirectory() as where:
+        journal = Path(where) / "journal"
+        journal.mkdir()
+        (Path(where) / "sub").mkdir()
+        (journal / INTENT).write_text(text, encoding="latin-1")
+        try:
+            intent = read_intent(journal)
+        except UsageError as err:
+            assert "intent.json" in str(err) and "\n" not in str(err)
+            return
+        assert isinstance(intent, Intent) and intent.state in ("open", "committed")
+        assert all(isinstance(n, str) and "/" not in n and n not in ("", "..")
+                   for n in intent.created + intent.saved)
+        assert "sub" not in intent.created  # a directory is never a file to delete

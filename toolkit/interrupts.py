@@ -17,6 +17,22 @@ from types import FrameType
 EXIT_CODE = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 _received: list[int] = []
+_changes: list[str] = []  # what the command's writes came to: "completed", "rolled back"
+
+
+def record_change(outcome: str) -> None:
+    """A bundle or repository change finished ("completed") or was undone ("rolled back"):
+    what an interrupt's message then says."""
+    _changes.append(outcome)
+
+
+def what_happened() -> str:
+    """The interrupt message's account of the command's changes."""
+    if not _changes:
+        return "nothing was being changed"
+    if _changes[-1] == "completed":
+        return "the change it was making had been completed and was kept"
+    return "the change it was making was rolled back"
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
@@ -42,6 +58,7 @@ def handled() -> Iterator[None]:
         return
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     _received.clear()
+    _changes.clear()
     for sig in previous:
         signal.signal(sig, _handler)
     try:
@@ -50,3 +67,4 @@ def handled() -> Iterator[None]:
         for sig, old in previous.items():
             signal.signal(sig, old)
         _received.clear()  # what came belongs to this block; the next starts clean
+        _changes.clear()

@@ -49,10 +49,12 @@ def feed_bytes(spec: TensorSpec, shape: Sequence[int]) -> int:
 
 
 def check_feed_size(specs: Sequence[TensorSpec], batches: Sequence[int | None],
-                    where: str) -> None:
+                    where: str, *, largest: bool = False) -> None:
     """Every input at every batch, made at once (as bench does), must fit what this machine
-    can spare: exit 2 before the allocation, not an out-of-memory kill after it."""
-    total = sum(feed_bytes(spec, spec.shape_at(batch) if batch is not None else spec.opt)
+    can spare: exit 2 before the allocation, not an out-of-memory kill after it. `largest`:
+    each input at its range's maximum shape (what export's golden samples may make)."""
+    total = sum(feed_bytes(spec, spec.max if largest else spec.shape_at(batch)
+                           if batch is not None else spec.opt)
                 for batch in batches for spec in specs)
     if total > max_tensor_bytes():
         raise UsageError(f"{where}: the inputs need {total / 2**30:.1f} GiB, more than this "
@@ -307,6 +309,15 @@ def parse_input(text: str, named: Mapping[str, str] | None = None) -> TensorSpec
 def parse_inputs(texts: Sequence[str]) -> list[TensorSpec]:
     """Several `--input`s, a dimension named in one (`seq=8-32`) usable by name in the others
     (`seq`); one name has one extent."""
+    defined = named_dims(texts)
+    specs = [parse_input(text, defined) for text in texts]
+    check_shapes(specs)
+    return specs
+
+
+def named_dims(texts: Sequence[str]) -> dict[str, str]:
+    """The extent each dimension name is given in `texts` (`seq=8-32` -> seq: 8-32), for
+    `parse_input(text, named)`: --input and --profile resolve names alike."""
     defined: dict[str, str] = {}
     for text in texts:
         parts = text.split(":")
@@ -318,7 +329,26 @@ def parse_inputs(texts: Sequence[str]) -> list[TensorSpec]:
                 raise UsageError(f"--input: dimension '{label}' is given two sizes, "
                                  f"{defined[label]} and {extent}; give its size once")
             defined[label] = extent
-    return [parse_input(text, defined) for text in texts]
+    return defined
+
+
+def check_shapes(specs: Sequence[TensorSpec]) -> None:
+    """Shapes that can't lie: `batch` names only dimension 0 (any other would be declared
+    equal to the batch), inputs that share the batch share its range (else a sample would
+    pair one input's batch with another's), and the largest tensors of every range fit the
+    machine at once (golden samples make them; better exit 2 now than an out-of-memory kill
+    after minutes)."""
+    for spec in specs:
+        for axis, label in enumerate(spec.dims):
+            if label == "batch" and axis != 0:
+                raise UsageError(f"--input '{spec.name}': dimension {axis} is named 'batch', "
+                                 "which is dimension 0's name; name it something else")
+    ranges = {(s.min[0], s.opt[0], s.max[0]): s.name for s in specs if s.has_dynamic_batch}
+    if len(ranges) > 1:
+        shown = ", ".join(f"{name} {lo}-{mid}-{hi}" for (lo, mid, hi), name in ranges.items())
+        raise UsageError(f"--input: inputs share the batch (dimension 0) but give it different "
+                         f"ranges ({shown}); give every input the same batch range")
+    check_feed_size(specs, [None], "--input", largest=True)
 
 
 def shared_dims(specs: Sequence[TensorSpec]) -> tuple[dict[tuple[str, int], str], list[str]]:
@@ -394,6 +424,9 @@ def random_inputs(
     """
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
+    shared = batch_range(specs)
+    if batch is None and shared is not None:
+        batch = shared[1]  # one batch for every input: a sample never pairs two batches
     for spec in specs:
         shape = list(getattr(spec, at))
         if batch is not None and spec.has_dynamic_batch:

@@ -20,18 +20,23 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toolkit import interrupts
 from toolkit.errors import UsageError
 
 JOURNAL = ".toolkit-journal"  # the journal directory inside the bundle
 INTENT = "intent.json"
 TEMP_PREFIX = ".toolkit-tmp-"  # files being written (renamed into place when finished)
 OLD_BACKUP_PREFIX = ".toolkit-undo-"  # left by versions whose journal lived in memory
+MAX_INTENT_BYTES = 1 << 20  # a journal lists file names: kilobytes; more is not one of ours
+MAX_MARKER_BYTES = 256
 #: test-only: the named point at which the process kills itself (SIGKILL), to prove recovery
 CRASH_ENV = "TOOLKIT_TEST_CRASH_AT"
 
@@ -73,8 +78,14 @@ class Journal:
         self.created: list[str] = []  # names of files the command creates
         self.saved: list[str] = []  # names of files it replaces or removes (copies kept)
         self.dir = root / JOURNAL
-        os.mkdir(self.dir, 0o700)  # O_EXCL: recovery has removed any earlier one
-        self._write("open")
+        try:
+            os.mkdir(self.dir, 0o700)  # O_EXCL: recovery has removed any earlier one
+            fsync_directory(root)  # the journal's entry is on disk before the first change
+            crash_point("journal-made")
+            self._write("open")
+        except BaseException:  # a full disk at the first record: nothing of ours stays
+            self.rollback()
+            raise
         crash_point("journal-open")
 
     def _write(self, state: str) -> None:
@@ -101,10 +112,15 @@ class Journal:
         copy = self.dir / name
         try:
             os.link(path, copy)  # instant, and survives the rename that replaces `path`
-        except OSError:
+        except OSError:  # a filesystem without hard links: a copy, on disk before it counts
             shutil.copy2(path, copy)
+            fd = os.open(copy, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         self.saved.append(name)
-        self._write("open")
+        self._write("open")  # fsyncs the journal directory: the backup's entry is durable
         crash_point("after-backup")
 
     def rollback(self) -> None:
@@ -130,15 +146,17 @@ def _undo(root: Path, created: list[str], saved: list[str]) -> None:
             (root / name).unlink(missing_ok=True)
     for name in saved:
         copy = journal / name
-        if copy.is_file() and not copy.is_symlink():
-            os.replace(copy, root / name)
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISREG(os.lstat(copy).st_mode):
+                os.replace(copy, root / name)
     fsync_directory(root)
     _remove_journal(root)
 
 
 def _remove_journal(root: Path) -> None:
     for entry in list(os.scandir(root)):
-        if entry.name == JOURNAL or entry.name.startswith((TEMP_PREFIX, OLD_BACKUP_PREFIX)):
+        if entry.name == JOURNAL or entry.name.startswith((TEMP_PREFIX, OLD_BACKUP_PREFIX,
+                                                           WRITER_TEMP_PREFIX)):
             path = Path(entry.path)
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(path, ignore_errors=True)
@@ -156,6 +174,96 @@ def _plain_names(values: Any) -> list[str]:
     if len(names) != len(values):
         raise ValueError("a name that is not a plain file name")
     return names
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A journal's record, as read back from a bundle (which anyone may have written)."""
+
+    state: str  # "open" or "committed"
+    created_root: bool
+    created: list[str]
+    saved: list[str]
+
+
+def read_intent(journal: Path) -> Intent | None:
+    """The journal's record; None when the killed command made none. A record that is not
+    one this toolkit writes (a link, a FIFO or device, too big, too deep, wrong types, a
+    name that is a directory) is exit 2 naming it: read like any bundle input, never
+    followed, never blocked on."""
+    path = journal / INTENT
+    try:
+        data = read_small_file(path, MAX_INTENT_BYTES)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise _bad_journal(path, str(err)) from None
+    try:
+        if _nesting(data) > 2:  # ours is an object of lists; a deep one would recurse
+            raise ValueError("nested deeper than a journal is")
+        record = json.loads(data.decode("utf-8"))
+        if not isinstance(record, dict) or record.get("version") != 1:
+            raise ValueError("not a version-1 journal record")
+        state, created_root = record.get("state"), record.get("created_root")
+        if state not in ("open", "committed") or not isinstance(created_root, bool):
+            raise ValueError("state or created_root of the wrong kind")
+        intent = Intent(state, created_root, _plain_names(record.get("created")),
+                        _plain_names(record.get("saved")))
+    except (ValueError, RecursionError) as err:
+        raise _bad_journal(path, str(err).splitlines()[0][:120]) from None
+    for name in intent.created:
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISDIR(os.lstat(journal.parent / name).st_mode):
+                raise _bad_journal(path, f"it names the directory '{name}'")
+    return intent
+
+
+def read_small_file(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, at most `limit`: a link is not followed, and a FIFO or device
+    is never opened (lstat first; O_NONBLOCK too, should one be swapped in meanwhile)."""
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        raise ValueError("not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"{info.st_size} bytes, more than {limit}")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"more than {limit} bytes")
+    return data
+
+
+def _nesting(data: bytes) -> int:
+    """How deep JSON brackets go, strings skipped: checked before parsing, which recurses."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def _bad_journal(path: Path, why: str) -> UsageError:
+    return UsageError(f"{path}: not a journal this toolkit writes ({why}); nothing was "
+                      f"changed — remove {path.parent} and check the bundle (toolkit verify)")
 
 
 def needs_recovery(root: Path) -> bool:
@@ -182,25 +290,24 @@ def recover(root: Path, *, wait_s: float = 600.0) -> str | None:
         if not needs_recovery(root):  # another command recovered it meanwhile
             return None
         journal = root / JOURNAL
-        state, created_root, created, saved = "absent", False, [], []
+        intent = None
         if journal.is_dir() and not journal.is_symlink():
-            try:
-                data = json.loads((journal / INTENT).read_text(encoding="utf-8"))
-                state = str(data["state"])
-                created_root = bool(data["created_root"])
-                created, saved = _plain_names(data["created"]), _plain_names(data["saved"])
-            except (OSError, ValueError, KeyError, TypeError):
-                state = "unreadable"
-        if state == "open":
-            _undo(root, created, saved)
-            if created_root:
+            intent = read_intent(journal)
+        if intent is not None and intent.state == "open":
+            _undo(root, intent.created, intent.saved)
+            if intent.created_root:
                 with contextlib.suppress(OSError):
                     os.rmdir(root)  # the killed command made it, and it is empty again
             what = "rolled back an export that was killed before it finished"
-        else:  # committed, unreadable, or only temp files: nothing to put back
+        else:  # committed, or only temp files: nothing to put back
+            unrecorded = intent is None and journal.is_dir() and not journal.is_symlink()
             _remove_journal(root)
-            what = ("removed what a finished export left behind" if state == "committed"
-                    else "removed temp files a killed command left behind")
+            if unrecorded:  # killed before its first record: a directory it made goes too
+                with contextlib.suppress(OSError):
+                    os.rmdir(root)
+            what = ("removed what a finished export left behind"
+                    if intent is not None else "removed temp files a killed command left "
+                    "behind")
         import logging
 
         logging.getLogger("toolkit").warning("note: %s: %s", root, what)
@@ -219,7 +326,8 @@ def remove_file(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-WRITER_PREFIX = ".toolkit-writer-"  # a writer waiting for readers to finish: <pid>
+WRITER_PREFIX = ".toolkit-writer-"  # a writer waiting for readers to finish: <pid>-<thread>
+WRITER_TEMP_PREFIX = ".toolkit-writing-"  # a marker being written (renamed when complete)
 WRITER_WAIT_S = 600.0  # how long an export waits for the commands using its bundle
 
 
@@ -251,17 +359,53 @@ def _acquire(fd: int, mode: int, root: Path, wait_s: float, what: str) -> None:
 
 
 def _announce_writer(root: Path) -> Path | None:
-    marker = root / f"{WRITER_PREFIX}{os.getpid()}-{threading.get_ident()}"
+    """A marker readers trust only while its proof holds: this process's pid, start time and
+    boot, written whole (a temp name, then a rename) so a reader never sees half of it."""
+    suffix = f"{os.getpid()}-{threading.get_ident()}"
+    marker, temp = root / f"{WRITER_PREFIX}{suffix}", root / f"{WRITER_TEMP_PREFIX}{suffix}"
     try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
+        try:
+            os.write(fd, process_proof(os.getpid()).encode())
+        finally:
+            os.close(fd)
+        os.rename(temp, marker)
     except OSError:  # a read-only bundle: it has no writers to wait for anyway
+        with contextlib.suppress(OSError):
+            temp.unlink()
         return None
     return marker
 
 
+def process_proof(pid: int) -> str:
+    """What tells this process from any other with its pid: the boot it runs in and its start
+    time (/proc/<pid>/stat, field 22). Empty where /proc isn't there (then the pid alone)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return f"{pid}\n"
+    # the command name (field 2) is in parentheses and may hold spaces: split after it
+    start = stat_line[stat_line.rindex(")") + 2:].split()[19]
+    return f"{pid} {start} {boot}\n"
+
+
+def _marker_is_live(root: Path, name: str) -> bool:
+    """A marker names a live writer only when its pid's proof is the one it carries: a
+    touched file, or one copied from another machine or left by a dead process, is stale."""
+    pid = name[len(WRITER_PREFIX):].split("-")[0]
+    if not (pid.isascii() and pid.isdigit()) or not _alive(int(pid)):
+        return False
+    try:
+        carried = read_small_file(root / name, MAX_MARKER_BYTES).decode("ascii")
+    except (OSError, ValueError):
+        return False
+    return carried.split() == process_proof(int(pid)).split() and bool(carried.strip())
+
+
 def _wait_for_writers(root: Path, deadline: float, what: str) -> None:
-    """A reader waits while a live writer waits (a dead one's marker is removed: its PID is
-    gone); bounded by the reader's own deadline."""
+    """A reader waits while a live writer waits (a stale marker is removed: its process is
+    gone, or isn't the one that wrote it); bounded by the reader's own deadline."""
     while True:
         waiting = False
         try:
@@ -269,8 +413,7 @@ def _wait_for_writers(root: Path, deadline: float, what: str) -> None:
         except OSError:
             return
         for name in entries:
-            pid = name[len(WRITER_PREFIX):].split("-")[0]
-            if pid.isascii() and pid.isdigit() and _alive(int(pid)):
+            if _marker_is_live(root, name):
                 waiting = True
             else:
                 with contextlib.suppress(OSError):
@@ -377,6 +520,8 @@ def writing(root: Path) -> Iterator[Journal]:
             journal.commit()  # a commit that fails (a full disk) is rolled back too
         except BaseException:
             journal.rollback()
+            interrupts.record_change("rolled back")
             raise
         finally:
             del _journals[key]
+        interrupts.record_change("completed")

@@ -100,6 +100,7 @@ def test_an_interrupt_exits_130_and_leaves_the_bundle_as_it_was(tmp_path, at, si
                  "--out", bundle, "--force")
     assert result.exit_code == 130, result.output
     assert "interrupted" in result.output and "Traceback" not in result.output
+    assert "was rolled back" in result.output
     assert snapshot(bundle) == before
 
 
@@ -435,3 +436,234 @@ def test_a_closed_output_pipe_does_not_undo_the_export(tmp_path):
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr.decode()
     assert (tmp_path / "b" / "model.ts").is_file() and b"Traceback" not in stderr
+
+
+# -- round 3 (issue 29) ---------------------------------------------------------------------
+@pytest.mark.parametrize("args", [
+    ["bench", "{b}", "--budget", "0.05", "--batch", "1", "--json", "{b}/manifest.json"],
+    ["bench", "{b}", "--budget", "0.05", "--batch", "1", "--markdown", "{b}/notes.md"],
+    ["bench", "{b}", "--budget", "0.05", "--batch", "1", "--plot", "{b}/golden.npz"],
+    ["bench", "{b}/model.onnx", "--budget", "0.05", "--batch", "1", "--json",
+     "{b}/model.onnx"],
+    ["verify", "{b}", "--markdown", "{b}/model.onnx"],
+    ["verify", "{b}", "--json", "{b}/golden.npz"],
+    ["verify", "{b}", "--json", "{b}/../bundle/sub.json"],
+    ["select", "{b}", "--json", "{b}/manifest.json"],
+    ["inspect", "{b}", "--json", "{b}/x.json"],
+    ["export", "tests.models:small_cnn", "--out", "{b}", "--force", "--json",
+     "{b}/manifest.json"],
+])
+def test_an_output_path_inside_the_bundle_is_refused(copy, args):
+    before = snapshot(copy)
+    result = run(*[a.format(b=copy) for a in args])
+    one_clean_line(result, 2, "reads")
+    assert snapshot(copy) == before
+
+
+def test_an_output_link_into_the_bundle_is_refused(copy, tmp_path):
+    (tmp_path / "report.json").symlink_to(copy / "manifest.json")
+    before = snapshot(copy)
+    one_clean_line(run("verify", copy, "--json", tmp_path / "report.json"), 2, "reads")
+    assert snapshot(copy) == before
+
+
+def test_a_report_outside_the_bundle_replaces_the_file_named(copy, tmp_path):
+    """The rule the README states: a report file the user names is replaced."""
+    report = tmp_path / "verify.json"
+    report.write_text("old")
+    assert run("verify", copy, "--no-record", "--json", report).exit_code == 0
+    assert json.loads(report.read_text())["passed"]
+
+
+@pytest.mark.parametrize("where", ["inside", "equal", "holds"])
+def test_deploy_into_or_over_the_bundle_is_refused(copy, tmp_path, where):
+    before = snapshot(copy)
+    if where == "inside":
+        args = ["--triton", copy, "--name", "golden.npz"]
+    elif where == "equal":
+        args = ["--triton", copy.parent, "--name", copy.name]
+    else:
+        args = ["--triton", copy.parent.parent, "--name", copy.parent.name]
+    result = run("deploy", copy, *args, "--format", "onnx", "--force")
+    one_clean_line(result, 2, "bundle")
+    assert snapshot(copy) == before and (copy / "golden.npz").is_file()
+
+
+def test_a_killed_deploys_stage_is_cleaned_by_the_next_deploy(copy, tmp_path):
+    repo = tmp_path / "repo"
+    stage = repo / ".toolkit-stage-m.k1ll3d00"  # killed while building REPO/m
+    (stage / "1").mkdir(parents=True)
+    moved = repo / ".toolkit-old-kept.k1ll3d00" / "kept"  # killed while replacing REPO/kept
+    moved.mkdir(parents=True)
+    (moved / "config.pbtxt").write_text("name: 'kept'")
+    result = run("deploy", copy, "--triton", repo, "--format", "onnx", "--name", "m")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in repo.iterdir()) == ["kept", "m"]
+    assert (repo / "kept" / "config.pbtxt").read_text() == "name: 'kept'"
+
+
+def test_an_interrupted_reader_says_nothing_was_being_changed(copy, monkeypatch):
+    import toolkit.bundle
+
+    def interrupted(path):
+        raise KeyboardInterrupt("SIGTERM")
+
+    monkeypatch.setattr(toolkit.bundle, "load_golden", interrupted)
+    result = run("verify", copy)
+    assert result.exit_code == 130, result.output
+    assert "nothing was being changed" in result.output and "rolled back" not in result.output
+
+
+def test_a_deploy_interrupted_after_its_final_rename_says_it_was_kept(copy, tmp_path,
+                                                                      monkeypatch):
+    from toolkit.deploy import triton
+
+    repo = tmp_path / "repo"
+    assert run("deploy", copy, "--triton", repo, "--format", "onnx", "--name", "m").exit_code == 0
+    (repo / "m" / "old").write_text("the entry being replaced")
+    real = triton.shutil.rmtree
+
+    def interrupted_after_rename(path, *args, **kwargs):
+        if Path(path).name.startswith(triton.OLD_PREFIX):  # the new entry is in place
+            raise KeyboardInterrupt("SIGTERM")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(triton.shutil, "rmtree", interrupted_after_rename)
+    result = run("deploy", copy, "--triton", repo, "--format", "onnx", "--name", "m", "--force")
+    assert result.exit_code == 130, result.output
+    assert "completed and was kept" in result.output, result.output
+    assert not (repo / "m" / "old").exists() and (repo / "m" / "config.pbtxt").is_file()
+
+
+# -- the journal is bundle input: hostile intent.json ----------------------------------------
+def _plant_intent(bundle: Path, kind: str, tmp_path: Path) -> None:
+    from toolkit.transaction import INTENT, JOURNAL
+
+    journal = bundle / JOURNAL
+    journal.mkdir()
+    intent = journal / INTENT
+    if kind == "symlink":  # an outside list that would delete model.onnx
+        outside = tmp_path / "outside.json"
+        outside.write_text('{"version": 1, "state": "open", "created_root": false, '
+                           '"created": ["model.onnx"], "saved": []}')
+        intent.symlink_to(outside)
+    elif kind == "fifo":
+        os.mkfifo(intent)
+    elif kind == "dev-zero":
+        intent.symlink_to("/dev/zero")
+    elif kind == "huge":
+        with open(intent, "wb") as handle:
+            handle.truncate(8 << 30)  # sparse: 8 GB that take no disk
+    elif kind == "nested":
+        intent.write_text("[" * 100_000)
+    elif kind == "directory":
+        (bundle / "sub").mkdir()
+        intent.write_text('{"version": 1, "state": "open", "created_root": false, '
+                          '"created": ["sub"], "saved": []}')
+    elif kind == "types":
+        intent.write_text('{"version": 1, "state": ["open"], "created_root": "yes", '
+                          '"created": [], "saved": []}')
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "dev-zero", "huge", "nested", "directory",
+                                  "types"])
+def test_a_hostile_journal_is_exit_2_naming_it_and_never_obeyed(copy, tmp_path, kind):
+    import time
+
+    _plant_intent(copy, kind, tmp_path)
+    before = snapshot(copy)
+    for args in (("inspect", copy), ("verify", copy, "--no-record"),
+                 ("export", "tests.models:small_cnn", "--out", copy, "--force")):
+        started = time.monotonic()
+        result = run(*args)
+        one_clean_line(result, 2, "intent.json", "not a journal")
+        assert time.monotonic() - started < 60  # never blocked on it
+    assert snapshot(copy) == before and (copy / "model.onnx").is_file()
+
+
+@pytest.mark.parametrize("args", [
+    ["bench", "{b}", "--threads", "100000", "--budget", "0.05", "--batch", "1"],
+    ["verify", "{b}", "--tol", "output:cos=1.5"],
+    ["verify", "{b}", "--tol", "output:atol=1,atol=2"],
+    ["verify", "{b}", "--tol", "cos=0.9,cosine=0.8"],
+    ["verify", "{b}", "--tol", "frac=2"],
+    ["verify", "{b}", "--min-cosine", "1.5"],
+])
+def test_options_that_exhaust_the_machine_or_can_not_pass_are_bad_input(copy, args):
+    before = snapshot(copy)
+    result = run(*[a.format(b=copy) for a in args])
+    one_clean_line(result, 2, next(a for a in args if a in ("--threads", "--tol",
+                                                             "--min-cosine")))
+    assert "PASS" not in result.output and snapshot(copy) == before
+
+
+@pytest.mark.parametrize(("inputs", "needle"), [
+    (["x:1-4x5"], None),  # the control: accepted
+    (["ids:1-4xseq=8-2147483647:int64:0-100", "mask:1-4xseq:int64:0-2"], "GiB"),
+    (["ids:1-4xbatch=8-16:int64:0-100", "mask:1-4xbatch:int64:0-2"], "'batch'"),
+    (["ids:1-4x8:int64:0-100", "mask:2-6x8:int64:0-2"], "same batch range"),
+])
+def test_input_shapes_that_lie_or_exhaust_memory_are_refused(inputs, needle):
+    from toolkit.spec import parse_inputs
+
+    if needle is None:
+        assert parse_inputs(inputs)[0].max == (4, 5)
+        return
+    with pytest.raises(UsageError, match=needle):
+        parse_inputs(inputs)
+
+
+def test_a_range_too_large_for_memory_is_refused_before_exporting(tmp_path):
+    result = run("export", "tests.models:TwoInTwoOut", "--input", "image:1-2147483647x6",
+                 "--input", "meta:1-2147483647x3", "--out", tmp_path / "o")
+    one_clean_line(result, 2, "--input", "GiB")
+    assert not (tmp_path / "o").exists()
+
+
+def test_select_on_a_read_only_bundle_selects_from_what_it_measured(copy, tmp_path):
+    before = snapshot(copy)
+    _read_only(copy)
+    try:
+        result = run("select", copy, "--json", tmp_path / "s.json")
+        one_clean_line(result, 0, "timing it now", "read-only", "not recorded")
+        doc = json.loads((tmp_path / "s.json").read_text())
+        assert doc["selected"]["artifact"] == "onnx/fp32" and doc["recorded"] is False
+        assert snapshot(copy) == before
+    finally:
+        for path in [copy, *copy.iterdir()]:
+            path.chmod(stat.S_IMODE(path.stat().st_mode) | 0o200)
+
+
+def test_nms_layout_rows_on_a_boxes_and_scores_model_is_refused(tmp_path):
+    """As layout=yolo is: the layout names what the model returns, and this one doesn't."""
+    result = run("export", "toolkit.demo.detector:ShapesDetector", "--nms",
+                 "iou=0.5,score=0.0,layout=rows", "--to", "onnx", "--out", tmp_path / "o")
+    one_clean_line(result, 2, "layout=rows", "[4, 64, 4]")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("batch", ["", "1,,2", "1,"])
+def test_an_empty_batch_size_is_bad_input(copy, batch):
+    result = run("bench", copy, "--batch", batch, "--budget", "0.05")
+    one_clean_line(result, 2, "--batch")
+
+
+def test_a_sample_never_pairs_two_batches():
+    """Specs of a bundle written elsewhere (--input refuses them): inputs made together take
+    one batch, inside every input's range."""
+    from toolkit.spec import TensorSpec, random_inputs
+
+    ids = TensorSpec("ids", "int64", (1, 8), (1, 8), (4, 8))
+    mask = TensorSpec("mask", "int64", (2, 8), (2, 8), (6, 8))
+    for at in ("min", "opt", "max"):
+        feed = random_inputs([ids, mask], at=at)
+        assert feed["ids"].shape[0] == feed["mask"].shape[0] == 2
+
+
+def test_deploy_json_into_the_entry_it_writes_is_refused(copy, tmp_path):
+    repo = tmp_path / "repo"
+    args = ["deploy", copy, "--triton", repo, "--name", "m", "--format", "onnx"]
+    assert run(*args).exit_code == 0
+    config = (repo / "m" / "config.pbtxt").read_text()
+    one_clean_line(run(*args, "--force", "--json", repo / "m" / "config.pbtxt"), 2, "reads")
+    assert (repo / "m" / "config.pbtxt").read_text() == config

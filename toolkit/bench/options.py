@@ -22,9 +22,23 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+THREADS_PER_CORE = 4  # past this, threads only contend (oversubscription is what is measured)
+
+
+def max_threads() -> int:
+    """The most --threads a machine takes: a small multiple of its cores."""
+    import os
+
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
 def parse_batches(values: Any) -> tuple[int, ...] | None:
     """`--batch 1,8 --batch 16` -> (1, 8, 16); None when none is given (the default sweep)."""
     out = []
+    given = [values] if isinstance(values, str) else list(values or [])
+    for item in given:  # '' and '1,,2' are typos, not the default sweep
+        if isinstance(item, str) and any(not p.strip() for p in item.split(",")):
+            raise UsageError(f"--batch '{item}': an empty batch size; e.g. --batch 1,8")
     for part in comma_list(values):
         text = str(part)
         # ASCII digits only: '²'.isdigit() is True, and int('²') fails
@@ -66,6 +80,9 @@ class BenchOptions:
             raise UsageError(f"max_iters {self.max_iters} is below --min-iters {self.min_iters}")
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {self.threads}")
+        if self.threads is not None and self.threads > max_threads():
+            raise UsageError(f"--threads {self.threads}: at most {max_threads()} here "
+                             f"({THREADS_PER_CORE} per core); more only starves the machine")
 
     def timing(self) -> dict[str, Any]:
         """The knobs a results file records as its settings."""

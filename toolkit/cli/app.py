@@ -89,8 +89,8 @@ def _run(command: Callable[..., int | None], args: Any, kwargs: Any) -> int:
 
 def _interrupted() -> int:
     finally_reset()
-    err_console.print("[bold red]interrupted:[/] stopped; a bundle change still in progress "
-                      "was rolled back", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]interrupted:[/] stopped; {interrupts.what_happened()}",
+                      highlight=False, soft_wrap=True)
     return interrupts.EXIT_CODE
 
 

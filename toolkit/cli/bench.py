@@ -72,7 +72,7 @@ def bench_command(
         raise UsageError("--fail-if-slower needs --baseline OLD.json to compare against")
     baseline_rows = tb.load_results(baseline) if baseline is not None else None
     for option, path in (("--json", json_path), ("--markdown", markdown), ("--plot", plot)):
-        check_writable_file(path, option)
+        check_writable_file(path, option, reads=[target])
     json_to_stdout(json_path)
     formats = [format_table.canonical(f) for f in split_list(format)] or None
     from toolkit.transaction import reading

@@ -37,8 +37,11 @@ def human_size(size: int | None) -> str:
     return f"{value:.1f} GiB"
 
 
-def check_writable_file(path: Any, option: str) -> None:
-    """Fail before the work, not after it, when a report can't be written."""
+def check_writable_file(path: Any, option: str, reads: Sequence[Any] = ()) -> None:
+    """Fail before the work, not after it, when a report can't be written, or would land in
+    what the command reads: a path inside a bundle in `reads` (a directory), or equal to a
+    file in `reads`, is refused (exit 2). A report file the user names is replaced (README:
+    "Reports")."""
     import os
 
     from toolkit.errors import UsageError
@@ -50,6 +53,28 @@ def check_writable_file(path: Any, option: str) -> None:
         raise UsageError(f"{option} {path}: directory {parent} doesn't exist or isn't writable")
     if Path(path).is_dir():
         raise UsageError(f"{option} {path} is a directory; name a file")
+    inside = inside_of(Path(path), reads)
+    if inside is not None:
+        raise UsageError(f"{option} {path}: that is {inside}, which this command reads; "
+                         "write the report somewhere else")
+
+
+def inside_of(path: Path, reads: Sequence[Any]) -> str | None:
+    """How `path` (resolved: links and '..' followed) meets what a command reads: inside a
+    bundle directory, equal to one, or equal to a file; None when apart."""
+    resolved = path.resolve()
+    for read in reads:
+        if read is None or str(read) == "-":
+            continue
+        target = Path(read).resolve()
+        if resolved == target:
+            return f"{read} itself"
+        if target.is_dir() and target in resolved.parents:
+            return f"inside the bundle {read}"
+        if target.is_file() and resolved.parent == target.parent and (
+                target.parent / "manifest.json").is_file():
+            return f"inside the bundle of {read}"
+    return None
 
 
 STDOUT = Path("-")

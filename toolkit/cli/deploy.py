@@ -43,7 +43,8 @@ def deploy_command(
 
     if device is not None:
         check_device(device)  # the same check as every other --device
-    check_writable_file(json_file, "--json")
+    # the entry being written counts as read: --json REPO/NAME/config.pbtxt would replace it
+    check_writable_file(json_file, "--json", [bundle_dir, triton / (name or bundle_dir.name)])
     json_to_stdout(json_file)
     with reading(bundle_dir):  # an export running meanwhile is waited for
         bundle = Bundle.open(bundle_dir)

@@ -64,10 +64,9 @@ def export_command(
     """Export SOURCE into a bundle of artifacts, each checked against the PyTorch outputs."""
     from toolkit.export.pipeline import export
 
+    check_writable_file(json_path, "--json", [out, source, weights])
     if on:  # built on the devices themselves (TensorRT engines, OpenVINO IR) from a bundle
         return _export_on(ctx, source, split_list(to), on, targets, parallel, json_path)
-
-    check_writable_file(json_path, "--json")
     json_to_stdout(json_path)
     from rich.markup import escape
 

@@ -24,12 +24,11 @@ def inspect_command(
     from toolkit.bundle import Bundle
     from toolkit.errors import UsageError
 
+    check_writable_file(json_path, "--json", [target])
     if on:
         from toolkit.cli.remote import on_devices
 
         return on_devices(ctx, target, on, targets, parallel, json_path)
-
-    check_writable_file(json_path, "--json")
     json_to_stdout(json_path)
     if target.is_dir():
         from toolkit.transaction import reading

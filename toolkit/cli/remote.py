@@ -68,7 +68,10 @@ def on_devices(ctx: typer.Context, bundle: Path, on: list[str], targets_file: st
     from toolkit.remote.session import Job
     from toolkit.remote.targets import resolve
 
+    from toolkit.cli.console import check_writable_file
+
     command = ctx.command.name or ""
+    check_writable_file(json_path, "--json", [bundle])
     fleet = resolve(on, targets_file, parallel)
     args = forwarded_args(ctx)
     json_to_stdout(json_path)

@@ -36,7 +36,7 @@ def select_command(
     from toolkit.cli.console import check_writable_file
     from toolkit.deploy.select import NothingQualifies, select
 
-    check_writable_file(json_file, "--json")
+    check_writable_file(json_file, "--json", [bundle_dir])
     json_to_stdout(json_file)
     if on:
         return _select_on(bundle_dir, on, targets, parallel, objective=objective.strip().lower(),

@@ -46,13 +46,14 @@ def verify_command(
     from toolkit.cli.console import check_writable_file
     from toolkit.parity.verify import verify_bundle
 
+    reads = [bundle_dir, data, against]
+    check_writable_file(json_file, "--json", reads)
+    check_writable_file(markdown, "--markdown", reads)
     if on:
         from toolkit.cli.remote import on_devices
 
         return on_devices(ctx, bundle_dir, on, targets, parallel, json_file)
 
-    check_writable_file(json_file, "--json")
-    check_writable_file(markdown, "--markdown")
     json_to_stdout(json_file)
     outcome = verify_bundle(
         bundle_dir, formats=split_list(format), against=against, model=model,

@@ -263,11 +263,13 @@ def _measure(selection: Selection, stale: Sequence[Candidate],
                                 on_note=selection.notes.append)
 
     batches = [selection.batch] if selection.batch is not None else None
+    measured: dict[int, Any] = {}
     for candidate in stale:
         selection.notes.append(f"{candidate.label}: no bench result for this file on "
                                f"{selection.device}; timing it now")
         try:
-            bench(selection.bundle.root, candidate.record, batches, selection.device)
+            measured[id(candidate)] = bench(selection.bundle.root, candidate.record, batches,
+                                            selection.device)
         except (BackendUnavailable, UsageError) as err:
             candidate.excluded = f"can't run here: {err}"
     fresh = Bundle.open(selection.bundle.root)
@@ -276,6 +278,12 @@ def _measure(selection: Selection, stale: Sequence[Candidate],
                                  candidate.record.layout)
         if current is not None:
             candidate.record = current
+        results = measured.get(id(candidate))
+        if results and not _rows(candidate.record, selection.device):
+            # a read-only bundle kept nothing: rank on what was just measured (in memory)
+            candidate.record.bench = {"device": selection.device, "date": now(),
+                                      "sha256": candidate.record.sha256,
+                                      "rows": [m.to_row() for m in results]}
 
 
 def _rank(selection: Selection) -> None:

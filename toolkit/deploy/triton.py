@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from toolkit import formats as format_table
+from toolkit import interrupts
 from toolkit import manifest as schema
 from toolkit.bundle import GOLDEN, MANIFEST, Bundle, artifact_label, write_json_atomic
 from toolkit.errors import BackendUnavailable, UsageError
@@ -298,6 +299,7 @@ def write(bundle: Bundle, model: TritonModel, repo: Path, *, force: bool = False
         raise UsageError(f"--triton {repo} is a link to nothing; choose another repository")
     if repo.exists() and not repo.is_dir():
         raise UsageError(f"--triton {repo} is a file, not a model repository directory")
+    _check_apart(bundle.root, repo, model.name)
     created: list[Path] = []
     try:
         created = _make_dirs(repo)
@@ -310,6 +312,20 @@ def write(bundle: Bundle, model: TritonModel, repo: Path, *, force: bool = False
     except BaseException:
         _remove_if_empty(created)
         raise
+
+
+def _check_apart(bundle_root: Path, repo: Path, name: str) -> None:
+    """REPO may not be the bundle or inside it (an entry would replace a bundle file), and
+    REPO/NAME may not be the bundle or hold it (--force would remove the bundle)."""
+    root = bundle_root.resolve()
+    resolved = repo.resolve()
+    if resolved == root or root in resolved.parents:
+        raise UsageError(f"--triton {repo} is inside the bundle {bundle_root}; choose a "
+                         "repository outside it")
+    target = (repo / name).resolve()
+    if target == root or target in root.parents:
+        raise UsageError(f"--triton {repo} --name {name}: {repo / name} holds the bundle "
+                         f"{bundle_root}; choose another name or repository")
 
 
 def _make_dirs(path: Path) -> list[Path]:
@@ -340,17 +356,39 @@ def _remove_if_empty(created: list[Path]) -> None:
             return
 
 
+STAGE_PREFIX = ".toolkit-stage-"  # REPO/NAME being built; a killed deploy's is removed
+OLD_PREFIX = ".toolkit-old-"  # REPO/NAME being replaced; a killed deploy's is put back
+
+
+def _clean_stages(repo: Path) -> None:
+    """What a killed deploy left in REPO (we hold REPO's lock, so no deploy is running): its
+    stage goes, an entry it had moved aside comes back if nothing replaced it."""
+    for entry in list(os.scandir(repo)):
+        path = Path(entry.path)
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        if entry.name.startswith(OLD_PREFIX):
+            for moved in list(path.iterdir()):
+                if not (repo / moved.name).exists() and not (repo / moved.name).is_symlink():
+                    moved.rename(repo / moved.name)
+            shutil.rmtree(path, ignore_errors=True)
+        elif entry.name.startswith(STAGE_PREFIX):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _write_locked(bundle: Bundle, model: TritonModel, repo: Path, force: bool) -> Path:
+    _clean_stages(repo)
     target = repo / model.name
     if (target.exists() or target.is_symlink()) and not force:
         raise UsageError(f"{target} exists; pass --force to replace it")
     spec = format_table.get(model.record.format).triton
     assert spec is not None
     source = bundle.checked_path(model.record)
-    staging = Path(tempfile.mkdtemp(prefix=f".{model.name}.", dir=repo))
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{model.name}.", dir=repo))
     umask = os.umask(0)
     os.umask(umask)
     staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the model from the server's user
+    trash: Path | None = None
     try:
         (staging / "config.pbtxt").write_text(model.config)
         (staging / VERSION).mkdir()
@@ -368,14 +406,21 @@ def _write_locked(bundle: Bundle, model: TritonModel, repo: Path, force: bool) -
         if target.is_symlink():
             target.unlink()  # --force replaces the link itself, never what it points at
         if target.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{model.name}.old.", dir=repo))
+            trash = Path(tempfile.mkdtemp(prefix=f"{OLD_PREFIX}{model.name}.", dir=repo))
             target.rename(trash / model.name)
             staging.rename(target)
+            interrupts.record_change("completed")
             shutil.rmtree(trash, ignore_errors=True)
         else:
             staging.rename(target)
+            interrupts.record_change("completed")
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging.exists():  # not placed: nothing of this deploy stays, the old entry back
+            shutil.rmtree(staging, ignore_errors=True)
+            if trash is not None and (trash / model.name).exists() and not target.exists():
+                (trash / model.name).rename(target)
+                shutil.rmtree(trash, ignore_errors=True)
+            interrupts.record_change("rolled back")
         raise
     return target
 

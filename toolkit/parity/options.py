@@ -34,6 +34,8 @@ class ToleranceOptions:
             if value is not None and (not math.isfinite(value) or value < 0):
                 raise UsageError(f"--{name.replace('_', '-')} {value}: give a finite number "
                                  ">= 0")
+        if self.min_cosine is not None and self.min_cosine > 1:  # nothing could pass
+            raise UsageError(f"--min-cosine {self.min_cosine}: a cosine is at most 1")
         if self.per_output:
             from toolkit.parity.tolerances import parse_tolerance_option
 

@@ -109,6 +109,10 @@ _TOL_KEYS = {
 }
 
 
+#: tolerance fields that are fractions: above 1 they ask for the impossible
+UNIT_FIELDS = frozenset({"min_cosine", "max_fraction"})
+
+
 def canonical_precision(precision: str) -> str:
     return _canonical_precision(precision, where="parity")
 
@@ -207,6 +211,11 @@ def parse_tolerance_option(text: str) -> tuple[str | None, dict[str, float]]:
             raise UsageError(f"--tol '{text}': '{value}' is not a number") from None
         if not math.isfinite(number) or number < 0:
             raise UsageError(f"--tol '{text}': '{key}' must be a finite number >= 0")
+        field_name = _TOL_KEYS.get(key, key)
+        if field_name in (_TOL_KEYS.get(k, k) for k in overrides):
+            raise UsageError(f"--tol '{text}': '{key}' is given more than once")
+        if field_name in UNIT_FIELDS and number > 1:  # a gate nothing can pass
+            raise UsageError(f"--tol '{text}': '{key}' is a fraction; give a number in 0..1")
         overrides[key] = number
     if not overrides:
         raise UsageError(f"--tol '{text}': no KEY=VALUE given, e.g. logits:atol=1e-3,rtol=1e-2")

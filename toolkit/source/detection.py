@@ -122,6 +122,10 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
             options.nms is not None and options.nms.layout == "rows")):
         return _rows(loaded, options, "post-processed detection rows [B,K,6]",
                      default_score=0.0, default_k=int(flatten_outputs(raw)[0][1].shape[1]))
+    elif options.nms is not None and options.nms.layout == "rows":  # checked as yolo is
+        shapes = ", ".join(str(list(t.shape)) for _, t in flatten_outputs(raw))
+        raise UsageError(f"layout=rows needs one output [B,K,6] (x1, y1, x2, y2, score, "
+                         f"class); the model returns {shapes or 'nothing'}")
     elif options.nms is not None:
         from toolkit.detection.postprocess import find_raw_head_outputs
 

@@ -64,11 +64,10 @@ def on_devices(ctx: typer.Context, bundle: Path, on: list[str], targets_file: st
     """Run `command` on every device and bring the results home; the exit code is the worst
     device's."""
     from toolkit.bundle import Bundle
+    from toolkit.cli.console import check_writable_file
     from toolkit.remote.fleet import run_fleet
     from toolkit.remote.session import Job
     from toolkit.remote.targets import resolve
-
-    from toolkit.cli.console import check_writable_file
 
     command = ctx.command.name or ""
     check_writable_file(json_path, "--json", [bundle])

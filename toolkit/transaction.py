@@ -201,14 +201,14 @@ def read_intent(journal: Path) -> Intent | None:
     try:
         if _nesting(data) > 2:  # ours is an object of lists; a deep one would recurse
             raise ValueError("nested deeper than a journal is")
-        record = json.loads(data.decode("utf-8"))
-        if not isinstance(record, dict) or record.get("version") != 1:
+        raw = json.loads(data.decode("utf-8"))  # the journal's own JSON, checked here
+        if not isinstance(raw, dict) or raw.get("version") != 1:
             raise ValueError("not a version-1 journal record")
-        state, created_root = record.get("state"), record.get("created_root")
+        state, created_root = raw.get("state"), raw.get("created_root")
         if state not in ("open", "committed") or not isinstance(created_root, bool):
             raise ValueError("state or created_root of the wrong kind")
-        intent = Intent(state, created_root, _plain_names(record.get("created")),
-                        _plain_names(record.get("saved")))
+        intent = Intent(state, created_root, _plain_names(raw.get("created")),
+                        _plain_names(raw.get("saved")))
     except (ValueError, RecursionError) as err:
         raise _bad_journal(path, str(err).splitlines()[0][:120]) from None
     for name in intent.created:

@@ -112,3 +112,60 @@ def test_unshared_dimensions_of_an_input_left_out_keep_the_bundle_range():
     inputs = [parse_input("a:1-8x3x32-64"), parse_input("b:1-8x3x16-48")]
     profile = trt_profiles.parse_profile("a:2-2-2x3x32-40-64", inputs)
     assert profile["b"] == ((2, 3, 16), (2, 3, 16), (2, 3, 48))
+
+
+# -- a --profile names dimensions as --input does (issue 29, #20) ---------------------------
+def test_a_dimension_named_in_a_profile_is_reused_by_name_in_its_other_inputs():
+    """`seq=16-64` once, `seq` in the other input: the range --input would give it."""
+    text = "input_ids:1-2xseq=16-32-64,attention_mask:1-2xseq"
+    profile = trt_profiles.parse_profile(text, _bert())
+    assert profile == {"input_ids": ((1, 16), (1, 32), (2, 64)),
+                       "attention_mask": ((1, 16), (1, 32), (2, 64))}
+    # the names mean what they mean in --input: the same shapes as the ranges written out
+    assert profile == trt_profiles.parse_profile(
+        "input_ids:1-2x16-32-64,attention_mask:1-2x16-32-64", _bert())
+    # the option group checks a --profile's syntax before the bundle is read (the CLI's path),
+    # and the build resolves it against the bundle's inputs
+    from toolkit.tensorrt.options import build_options
+
+    options = build_options(extra_profiles=[text])
+    assert trt_profiles.resolve_profiles(_bert(), options)[1] == profile
+
+
+def test_the_cli_takes_a_profile_with_a_shared_dimension_name():
+    from tests.cli.test_groups import capture
+    from toolkit import BuildOptions
+
+    text = "ids:1-2xseq=8-16,mask:1-2xseq"  # the round-3 case
+    result, built = capture(BuildOptions)("--profile", text)
+    assert result.exit_code == 0, result.output
+    assert built.extra_profiles == (text,)
+    inputs = [parse_input("ids:1-4xseq=8-32:int64"), parse_input("mask:1-4xseq=8-32:int64")]
+    assert trt_profiles.parse_profile(text, inputs)["mask"] == ((1, 8), (1, 8), (2, 16))
+
+
+def test_a_name_defined_in_a_profile_fills_an_input_left_out_through_the_bundle():
+    """Unnamed inputs still follow the shared dimensions the profile's inputs give."""
+    inputs = [*_bert(), parse_input("token_type_ids:1-8xseq=16-128:int64:0-2")]
+    profile = trt_profiles.parse_profile("input_ids:1xseq=16-64,attention_mask:1xseq", inputs)
+    assert profile["token_type_ids"] == ((1, 16), (1, 16), (1, 64))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # used, never given a range
+        ("input_ids:1xseq", "dimension 'seq' names no dimension given a size"),
+        # given two ranges
+        ("input_ids:1xseq=16-64,attention_mask:1xseq=16-32", "'seq' is given two sizes"),
+        # a name the bundle gives another dimension: it would say two dimensions are one
+        ("input_ids:seq=1-2x16-64", "'seq' is dimension 1 of input_ids in the bundle"),
+        ("input_ids:1xbatch=16-64", "named 'batch', which is dimension 0's name"),
+    ],
+)
+def test_profile_dimension_names_are_checked_like_inputs(text, message):
+    with pytest.raises(UsageError, match=message) as info:
+        trt_profiles.parse_profile(text, _bert())
+    assert info.value.exit_code == 2
+    assert str(info.value).startswith(f"--profile '{text}'")
+    assert "--input:" not in str(info.value)  # a --profile mistake is named as one

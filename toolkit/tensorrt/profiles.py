@@ -12,11 +12,28 @@ if TYPE_CHECKING:  # pragma: no cover
     from toolkit.spec import TensorSpec
 
 
-def parse_input(text: str) -> TensorSpec:
+def parse_input(text: str, named: Mapping[str, str] | None = None) -> TensorSpec:
     # spec loads numpy; the option group that checks --profile's syntax must not (CLI start-up)
     from toolkit.spec import parse_input as parse
 
-    return parse(text)
+    return parse(text, named)
+
+
+def _parse_parts(text: str) -> list[TensorSpec]:
+    """The inputs of one --profile text, a dimension named in one (`seq=8-16`) usable by name
+    in the others (`seq`), as in --input; one name has one range."""
+    from toolkit.spec import named_dims
+
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise UsageError(f"--profile '{text}' names no input; write e.g. x:1-2-4x3x224x224")
+    try:
+        named = named_dims(parts)
+        return [parse_input(part, named) for part in parts]
+    except UsageError as err:
+        # named_dims speaks for --input; this is a --profile mistake
+        raise UsageError(f"--profile '{text}': {str(err).removeprefix('--input: ')}") from None
+
 
 Shape = tuple[int, ...]
 #: one optimization profile: input name -> (min, opt, max) shapes
@@ -27,23 +44,20 @@ def parse_profile(text: str, inputs: Sequence[TensorSpec]) -> Profile:
     shares with a named one (the batch, `seq`...), the named input's range, and the bundle's
     range for the rest; two inputs giving one shared dimension different ranges are refused
     here, before a build TensorRT would reject ("kOPT values violate shape constraints")."""
+    from toolkit.spec import shared_dims
+
     by_name = {spec.name: spec for spec in inputs}
+    symbols, _ = shared_dims(inputs)
     profile: Profile = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        try:
-            spec = parse_input(part)
-        except UsageError as err:
-            raise UsageError(f"--profile '{text}': {err}") from None
+    for spec in _parse_parts(text):
         base = by_name.get(spec.name)
         if base is None:
             known = ", ".join(by_name) or "none"
             raise UsageError(f"--profile '{text}': no input named '{spec.name}' (inputs: {known})")
-        problem = _profile_problem(base, spec)
+        problem = _profile_problem(base, spec) or _name_problem(spec, symbols)
         if problem:
             raise UsageError(f"--profile '{text}': {problem}")
         profile[spec.name] = (spec.min, spec.opt, spec.max)
-    if not profile:
-        raise UsageError(f"--profile '{text}' names no input; write e.g. x:1-2-4x3x224x224")
     return _fill_shared(text, inputs, profile)
 
 
@@ -98,17 +112,30 @@ def _profile_problem(base: TensorSpec, spec: TensorSpec) -> str | None:
     return None
 
 
+def _name_problem(spec: TensorSpec, symbols: Mapping[tuple[str, int], str]) -> str | None:
+    """Why a dimension name in a profile lies, or None: a name the bundle gives a dimension
+    (`batch`, `seq`...) labels that dimension only, so a profile can't declare two dimensions
+    one; a name the bundle doesn't have is the profile's own shorthand for a range."""
+    where: dict[str, tuple[str, int]] = {}  # symbol -> its first (input, axis)
+    for key, symbol in symbols.items():
+        where.setdefault(symbol, key)
+    for axis, label in enumerate(spec.dims):
+        if not label or symbols.get((spec.name, axis)) == label:
+            continue
+        if label == "batch" and axis != 0:
+            return (f"input '{spec.name}' dimension {axis} is named 'batch', which is "
+                    "dimension 0's name; name it something else")
+        if label in where:
+            owner, at = where[label]
+            return (f"input '{spec.name}' dimension {axis} is named '{label}', but '{label}' is "
+                    f"dimension {at} of {owner} in the bundle; name it something else")
+    return None
+
+
 # -- profiles ------------------------------------------------------------------------------
 def check_profile_syntax(text: str) -> None:
     """Raise UsageError when a --profile text isn't NAME:SHAPE[,NAME:SHAPE...]."""
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
-        raise UsageError(f"--profile '{text}' names no input; write e.g. x:1-2-4x3x224x224")
-    for part in parts:
-        try:
-            parse_input(part)
-        except UsageError as err:
-            raise UsageError(f"--profile '{text}': {err}") from None
+    _parse_parts(text)
 
 
 def resolve_profiles(inputs: Sequence[TensorSpec], options: Any) -> list[Profile]:

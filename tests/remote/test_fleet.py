@@ -96,6 +96,9 @@ def test_the_whole_loop(lab: Lab, bundle: Path, tmp_path: Path):
     assert code == 0, out
     assert (tmp_path / "repo" / "cnn" / "1" / "model.onnx").is_file()
 
+    text = (bundle / "manifest.json").read_text()  # no destination, key path or device paths
+    assert "client_key" not in text and "127.0.0.1" not in text and str(lab.dir) not in text
+
     code, out = toolkit("inspect", bundle, "--json", "-")
     assert code == 0, out
     info = json.loads(out[out.index("{"):])

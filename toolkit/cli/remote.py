@@ -65,7 +65,6 @@ def on_devices(ctx: typer.Context, bundle: Path, on: list[str], targets_file: st
     device's."""
     from toolkit.bundle import Bundle
     from toolkit.cli.console import check_writable_file
-    from toolkit.remote.fleet import run_fleet
     from toolkit.remote.session import Job
     from toolkit.remote.targets import resolve
 
@@ -82,15 +81,7 @@ def on_devices(ctx: typer.Context, bundle: Path, on: list[str], targets_file: st
                   highlight=False, soft_wrap=True)
     width = max(len(n) for n in names)
 
-    def line(target: str, text: str) -> None:
-        err_console.print(f"[dim]{escape(target):<{width}} │[/] {escape(text)}",
-                          highlight=False, soft_wrap=True)
-
-    def phase(target: str, name: str) -> None:
-        if name != "done":
-            err_console.print(f"[cyan]{escape(target):<{width}} ▸ {name}[/]", highlight=False)
-
-    result = run_fleet(bundle, fleet, job, on_line=line, on_phase=phase)
+    result = _with_progress(bundle, fleet, job, names, width)
     _summary(result)
     for note in result.notes:
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
@@ -98,6 +89,31 @@ def on_devices(ctx: typer.Context, bundle: Path, on: list[str], targets_file: st
                            "wall_s": round(result.wall_s, 3), "recorded": result.recorded,
                            "targets": result.to_dict()})
     return result.exit_code
+
+
+def _with_progress(bundle: Path, fleet: Any, job: Any, names: list[str], width: int) -> Any:
+    """Run the fleet with a live line per device (its phase and time, on a terminal) and the
+    devices' own output streamed above them, each line led by the device's name."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from toolkit.remote.fleet import run_fleet
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err_console, transient=True) as progress:
+        tasks = {n: progress.add_task(f"{escape(n):<{width}} waiting", total=None)
+                 for n in names}
+
+        def line(target: str, text: str) -> None:
+            progress.console.print(f"[dim]{escape(target):<{width}} │[/] {escape(text)}",
+                                   highlight=False, soft_wrap=True)
+
+        def phase(target: str, name: str) -> None:
+            progress.update(tasks[target], description=f"{escape(target):<{width}} {name}")
+            if not progress.console.is_terminal and name != "done":  # a log: say it once
+                progress.console.print(f"[cyan]{escape(target):<{width}} ▸ {name}[/]",
+                                       highlight=False)
+
+        return run_fleet(bundle, fleet, job, on_line=line, on_phase=phase)
 
 
 def _summary(result: Any) -> None:

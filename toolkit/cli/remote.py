@@ -116,6 +116,24 @@ def _with_progress(bundle: Path, fleet: Any, job: Any, names: list[str], width: 
         return run_fleet(bundle, fleet, job, on_line=line, on_phase=phase)
 
 
+def _headline(result: Any) -> str:
+    """What the device's own --json says, in a few words (the device's words: bounded)."""
+    if not isinstance(result, dict):
+        return ""
+    parts: list[str] = []
+    for report in result.get("reports") or []:  # verify
+        if isinstance(report, dict):
+            parts.append(f"{report.get('artifact')} {'✓' if report.get('passed') else '✗'}")
+    for row in result.get("results") or []:  # bench
+        if isinstance(row, dict) and isinstance(row.get("p50_ms"), (int, float)):
+            parts.append(f"{row.get('format')}/{row.get('precision')} b{row.get('batch')} "
+                         f"p50 {row['p50_ms']:.2f} ms")
+    for step in result.get("steps") or []:  # export
+        if isinstance(step, dict) and step.get("status") != "exists":
+            parts.append(f"{step.get('target')}/{step.get('precision')} {step.get('status')}")
+    return ", ".join(str(p) for p in parts)[:160]
+
+
 def _summary(result: Any) -> None:
     from rich.table import Table
 
@@ -132,7 +150,8 @@ def _summary(result: Any) -> None:
             if o.pulled else ""
         table.add_row(escape(o.target.name), f"{o.code} {verdict}", escape(what[:48]),
                       f"{o.sent_files} files, {human_size(o.sent_bytes)}",
-                      escape("; ".join(filter(None, [o.message, pulled]))[:160]) or "—")
+                      escape("; ".join(filter(None, [_headline(o.result), o.message, pulled]))
+                             [:200]) or "—")
     table_console().print(table)
     console.print(f"{len(result.outcomes)} devices in {result.wall_s:.1f} s", highlight=False)
 

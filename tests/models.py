@@ -270,3 +270,21 @@ class RowsDetector(nn.Module):
 def rows_detector() -> RowsDetector:
     torch.manual_seed(0)
     return RowsDetector().eval()
+
+
+class NormalisedRowsDetector(RowsDetector):
+    """RT-DETR's convention in miniature: rows of cx, cy, w, h normalised to 0-1 by the
+    input's size, then score and class."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        rows = super().forward(images)  # corners in 0..97 px of a 64-px grid
+        x1, y1, x2, y2 = rows[..., 0], rows[..., 1], rows[..., 2], rows[..., 3]
+        h, w = images.shape[-2], images.shape[-1]
+        box = torch.stack([(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w,
+                           (y2 - y1) / h], dim=-1)
+        return torch.cat([box, rows[..., 4:]], dim=-1)
+
+
+def normalised_rows_detector() -> NormalisedRowsDetector:
+    torch.manual_seed(0)
+    return NormalisedRowsDetector(k=8).eval()

@@ -68,7 +68,9 @@ def detecting_example(loaded: Any, real: dict[str, Any] | None) -> dict[str, Any
     near-threshold scores make a healthy reduced precision look broken. Else the model's own
     example; neither: a UsageError that says what to pass.
     """
-    from toolkit.detection.match import match_detections
+    import numpy as np
+
+    from toolkit.detection.match import check_pixel_boxes, match_detections
     from toolkit.errors import UsageError
 
     candidates = []
@@ -79,6 +81,10 @@ def detecting_example(loaded: Any, real: dict[str, Any] | None) -> dict[str, Any
     reasons = []
     for _, feed in candidates:
         outputs = loaded.run(feed)
+        image = np.asarray(next(iter(feed.values())))
+        if image.ndim == 4:  # boxes in [0, 1] on a large image: a convention read wrong
+            check_pixel_boxes(outputs, (int(image.shape[-2]), int(image.shape[-1])),
+                              "the detector's boxes")
         # the same test verify applies: some detection clear of every cut (not vacuous)
         parity = match_detections(outputs, outputs, score_threshold=threshold)
         if not parity.vacuous:

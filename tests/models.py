@@ -288,3 +288,38 @@ class NormalisedRowsDetector(RowsDetector):
 def normalised_rows_detector() -> NormalisedRowsDetector:
     torch.manual_seed(0)
     return NormalisedRowsDetector(k=8).eval()
+
+
+class IdsAndWeights(nn.Module):
+    """Two inputs of different dtypes: int64 ids and float weights."""
+
+    def __init__(self, vocab: int = 11) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 8)
+        self.proj = nn.Linear(8, 4)
+
+    def forward(self, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return self.proj((self.embed(input_ids) * weights.unsqueeze(-1)).mean(1))
+
+
+def ids_and_weights() -> IdsAndWeights:
+    torch.manual_seed(0)
+    return IdsAndWeights().eval()
+
+
+class Difference(nn.Module):
+    """Two inputs of one shape and dtype, where only their names tell them apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        out = self.linear(a) - 2.0 * b
+        return out if c is None else out * c
+
+
+def difference() -> Difference:
+    torch.manual_seed(0)
+    return Difference().eval()

@@ -323,3 +323,23 @@ class Difference(nn.Module):
 def difference() -> Difference:
     torch.manual_seed(0)
     return Difference().eval()
+
+
+class DriftsAndBranches(nn.Module):
+    """Two failures of different kinds: traced (TorchScript) it computes something else, so
+    parity fails; torch.export can't branch on a computed value, so pt2 can't be made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            return y + 1.0
+        return y if bool(y.sum() > 0) else -y
+
+
+def drifts_and_branches() -> DriftsAndBranches:
+    torch.manual_seed(0)
+    return DriftsAndBranches().eval()

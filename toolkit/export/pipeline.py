@@ -431,10 +431,13 @@ class _Executor:
             return
         except BackendUnavailable as err:
             step.status, step.detail, step.error = StepStatus.UNAVAILABLE, str(err), err
+        except ExportFailed as err:  # the exporter's limit, not the command's mistake
+            step.status, step.detail, step.error = StepStatus.NOT_EXPORTED, str(err), err
         except ToolkitError as err:
             step.status, step.detail, step.error = StepStatus.FAILED, str(err), err
         interrupts.raise_if_pending()  # an exporter may have turned Ctrl-C into a failure
-        if made is not None and step.status in (StepStatus.FAILED, StepStatus.UNAVAILABLE):
+        if made is not None and step.status in (StepStatus.FAILED, StepStatus.NOT_EXPORTED,
+                                                StepStatus.UNAVAILABLE):
             self._drop(made)  # written but unusable (it won't even load): not left listed
         self._done(step)
 

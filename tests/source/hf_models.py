@@ -26,3 +26,14 @@ def bert_base() -> nn.Module:
     from transformers import BertConfig, BertModel
 
     return BertModel(BertConfig()).eval()
+
+
+def tiny_llama() -> nn.Module:
+    """A causal LM: under causal attention a left-leading 0 in the mask leaves a query with no
+    valid key, where eager and ONNX Runtime legitimately differ; a tokenizer never makes one."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         max_position_embeddings=64, use_cache=False)
+    return LlamaForCausalLM(config).eval()

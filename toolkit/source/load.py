@@ -165,6 +165,9 @@ def build_loaded_model(
     loaded = LoadedModel(module=module, inputs=specs, call_style=style,
                          example=values, source=source)
     loaded.hints += embedding_hints(module, specs, values)
+    loaded.hints += [f"{s.name} is drawn as {s.mask}-padded attention masks (a run of ones, "
+                     "then zeros; several lengths, never an empty row) for golden samples and "
+                     "bench; :mask-left pads on the left" for s in specs if s.mask is not None]
     return loaded
 
 
@@ -182,7 +185,8 @@ def embedding_hints(module: Any, specs: Sequence[TensorSpec],
     tables = [(name, layer.num_embeddings) for name, layer in module.named_modules()
               if isinstance(layer, (nn.Embedding, nn.EmbeddingBag))]
     unranged = [s.name for s in specs if np.issubdtype(numpy_dtype(s.dtype), np.integer)
-                and s.values is None and not (example and s.name in example)]
+                and s.values is None and s.mask is None
+                and not (example and s.name in example)]
     if not tables or not unranged:
         return []
     name, rows = max(tables, key=lambda table: table[1])

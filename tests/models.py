@@ -343,3 +343,21 @@ class DriftsAndBranches(nn.Module):
 def drifts_and_branches() -> DriftsAndBranches:
     torch.manual_seed(0)
     return DriftsAndBranches().eval()
+
+
+class Patches14(nn.Module):
+    """A ViT-style patch split: H and W must be multiples of 14 (DINOv2's guard)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(3 * 14 * 14, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        patches = x.reshape(b, c, h // 14, 14, w // 14, 14).permute(0, 2, 4, 1, 3, 5)
+        return self.proj(patches.reshape(b, (h // 14) * (w // 14), c * 14 * 14))
+
+
+def patches14() -> Patches14:
+    torch.manual_seed(0)
+    return Patches14().eval()

@@ -129,6 +129,11 @@ def export(
                     else parse_model_args(model_args))
     detection = detection or DetectionOptions()
     kind = source_kind(source)
+    if kind == "onnx" and detection != DetectionOptions():
+        raise UsageError("--task, --nms and --max-detections wrap a PyTorch model's outputs "
+                         "into the detection contract; an .onnx source is exported as it is. "
+                         "Export the detector from its checkpoint or factory with them, or "
+                         "leave them out")
     out_dir = Path(out) if out else (Path(source) if kind == "bundle" else default_out(source))
     _check_writable(out_dir)
     if kind == "bundle" and Path(out or source).resolve() != Path(source).resolve():

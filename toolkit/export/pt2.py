@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ def export_pt2(model: LoadedModel, dest: Path, *, device: str = "cpu") -> dict[s
                 module, example_args(model, device=device), dynamic_shapes=dynamic_shapes(model)
             )
     except Exception as err:
+        cause = _decisive(err, model)
         raise ExportFailed(f"torch.export failed: {first_line(err)}"
-                           f"{_known_limit(err, len(model.inputs))}") from err
+                           f"{cause or _known_limit(err, len(model.inputs))}") from err
     started = time.perf_counter()
     try:
         with quiet():
@@ -36,6 +38,47 @@ def export_pt2(model: LoadedModel, dest: Path, *, device: str = "cpu") -> dict[s
     _, notes = shared_dims(model.inputs)
     return {"exporter": "torch.export + AOTInductor", "device": device,
             "compile_s": round(time.perf_counter() - started, 2), "notes": notes}
+
+
+_MULTIPLE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*) = (\d+)\*_[A-Za-z0-9_]+\s*$")
+_GUARD = re.compile(r"Not all values of ([A-Za-z_][A-Za-z0-9_]*) = .*? in the specified range "
+                    r".*? satisfy the generated guard (.*?)\.?$")
+_SPECIALIZED = re.compile(r"^\s*-?\s*(.*must be specialized.*?|.*specialized to.*?)\.?$")
+
+
+def _decisive(err: BaseException, model: LoadedModel) -> str:
+    """torch.export's decisive lines, which its first line leaves out: the guard a dimension
+    failed and the fix torch suggests, in --input terms ("x dimension 2 (112-224) must be a
+    multiple of 14"). Empty when the error has none."""
+    from toolkit.export.common import _ident
+
+    text = str(err)
+    where = {}  # torch's Dim name -> "input dimension axis (min-max)"
+    names, _ = shared_dims(model.inputs)
+    for (name, axis), dim in names.items():
+        spec = next(s for s in model.inputs if s.name == name)
+        where.setdefault(_ident(dim), f"{name} dimension {axis} "
+                                      f"({spec.min[axis]}-{spec.max[axis]})")
+    parts = []
+    fixes = text.split("Suggested fixes:", 1)
+    multiples = [m.groups() for m in map(_MULTIPLE.match, fixes[1].splitlines()
+                                         if len(fixes) > 1 else []) if m]
+    for dim, step in multiples:
+        parts.append(f"{where.get(dim, dim)} must be a multiple of {step}: give a fixed size "
+                     f"that is one (a range in steps of {step} can't be declared yet); "
+                     f"torch suggests {dim} = {step}*_{dim}")
+    if not multiples:
+        guards = [m.groups() for m in map(_GUARD.search, text.splitlines()) if m]
+        for dim, guard in guards[:2]:
+            parts.append(f"{where.get(dim, dim)} fails torch's guard {guard[:120]}")
+        special = [m.group(1).strip() for m in map(_SPECIALIZED.match, text.splitlines()) if m]
+        parts += [line[:200] for line in special[:1]]
+        if len(fixes) > 1:
+            fix = "; ".join(ln.strip() for ln in fixes[1].splitlines()[:4] if ln.strip()
+                            and not ln.startswith("The error above"))
+            if fix:
+                parts.append(f"torch suggests: {fix[:200]}")
+    return f" — {'; '.join(parts)}" if parts else ""
 
 
 def _known_limit(err: BaseException, inputs: int = 1) -> str:

@@ -1,0 +1,44 @@
+"""Causes kept: a failed export names upstream's decisive lines in --input terms, and options
+that can't apply to a source are refused with the reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tests import models
+from toolkit.cli.app import app
+
+cli = CliRunner()
+
+
+def test_a_pt2_guard_is_named_in_input_terms_with_torchs_fix(tmp_path):
+    """A patch split needs H, W multiples of 14: torch's first line ('Constraints violated')
+    dropped the guard and the fix, and the hint blamed 'a dimension the model fixes'."""
+    report = tmp_path / "r.json"
+    result = cli.invoke(app, ["export", "tests.models:patches14", "--input",
+                              "x:1x3x112-224x112-224", "--to", "pt2", "--out",
+                              str(tmp_path / "p"), "--json", str(report)])
+    assert result.exit_code == 2, result.output
+    [step] = json.loads(report.read_text())["steps"]
+    assert step["status"] == "not-exported"
+    detail = step["detail"]
+    assert "x dimension 2 (112-224) must be a multiple of 14" in detail, detail
+    assert "x_2 = 14*_x_2" in detail and "fixes a dimension" not in detail
+
+
+@pytest.mark.parametrize("option", [["--task", "detection"], ["--nms", "iou=0.5"],
+                                    ["--task", "none"], ["--max-detections", "10"]])
+def test_detection_options_on_an_onnx_source_are_exit_2_with_the_reason(tmp_path, option):
+    source = tmp_path / "mlp.onnx"
+    torch.onnx.export(models.plain_mlp(), (torch.randn(2, 5),), str(source), dynamo=False,
+                      input_names=["x"])
+    out = tmp_path / "b"
+    result = cli.invoke(app, ["export", str(source), "--to", "onnx", "--out", str(out),
+                              *option])
+    assert result.exit_code == 2, result.output
+    assert "an .onnx source is exported as it is" in " ".join(result.output.split())
+    assert not out.exists()

@@ -42,3 +42,15 @@ def test_detection_options_on_an_onnx_source_are_exit_2_with_the_reason(tmp_path
     assert result.exit_code == 2, result.output
     assert "an .onnx source is exported as it is" in " ".join(result.output.split())
     assert not out.exists()
+
+
+def test_the_dynamo_onnx_exporters_cause_is_kept_not_only_its_step(tmp_path):
+    """torch.onnx's first line only says 'step 1/3'; the fallback note keeps why."""
+    report = tmp_path / "r.json"
+    result = cli.invoke(app, ["export", "tests.models:drifts_and_branches", "--input",
+                              "x:1-4x4", "--to", "onnx", "--out", str(tmp_path / "d"),
+                              "--json", str(report)])
+    assert result.exit_code == 1, result.output  # the traced fallback drifts: a failed check
+    [step] = json.loads(report.read_text())["steps"]
+    assert "step 1/3" in step["detail"]
+    assert "Could not guard on data-dependent expression" in step["detail"], step["detail"]

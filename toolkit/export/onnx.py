@@ -95,6 +95,18 @@ def export_onnx(model: LoadedModel, dest: Path, *, opset: int | None = None) -> 
         return _export_onnx(model, dest, opset)
 
 
+def _with_cause(err: BaseException) -> str:
+    """The error's first line and its innermost cause's: torch.onnx's own line only says
+    which of its steps failed ("step 1/3"), the cause says why (the guard, the op)."""
+    inner, seen = err, {id(err)}
+    while inner.__cause__ is not None and id(inner.__cause__) not in seen:
+        inner = inner.__cause__
+        seen.add(id(inner))
+    if inner is err:
+        return first_line(err)
+    return f"{first_line(err, 120)} Cause: {first_line(inner, 240)}"
+
+
 def _export_onnx(model: LoadedModel, dest: Path, opset: int | None) -> dict[str, Any]:
     import onnx
 
@@ -104,14 +116,14 @@ def _export_onnx(model: LoadedModel, dest: Path, opset: int | None) -> dict[str,
         exporter = "torch.onnx dynamo"
     except Exception as dynamo_error:  # any exporter failure: try the legacy route
         interrupts.raise_if_pending()  # torch.export wraps Ctrl-C: it is not a failure
-        notes.append(f"dynamo exporter failed ({first_line(dynamo_error)}); "
+        notes.append(f"dynamo exporter failed ({_with_cause(dynamo_error)}); "
                      "fell back to the TorchScript-based exporter")
         try:
             _export_legacy(model, dest, opset)
             exporter = "torch.onnx torchscript (fallback)"
         except Exception as legacy_error:
             raise ExportFailed(
-                f"ONNX export failed with both exporters. dynamo: {first_line(dynamo_error)} | "
+                f"ONNX export failed with both exporters. dynamo: {_with_cause(dynamo_error)} | "
                 f"torchscript: {first_line(legacy_error)}"
             ) from legacy_error
     try:

@@ -274,7 +274,8 @@ class _Executor:
                 # and random noise would fail a healthy INT8 model.
                 loaded.example = real
         if task.golden_example:
-            loaded.example = task.hook("golden_example")(loaded, real)
+            chosen_from = data if (data.eval_data or data.calib_data) else None
+            loaded.example = task.hook("golden_example")(loaded, real, chosen_from)
         self.model = loaded
         self.bundle = _open_or_create(out_dir, loaded, self.opts.force)
         self._save_golden(loaded)

@@ -314,9 +314,9 @@ class Difference(nn.Module):
         super().__init__()
         self.linear = nn.Linear(3, 3)
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None
-                ) -> torch.Tensor:
-        out = self.linear(a) - 2.0 * b
+    def forward(self, a: torch.Tensor, b: torch.Tensor | None = None,
+                c: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.linear(a) if b is None else self.linear(a) - 2.0 * b
         return out if c is None else out * c
 
 

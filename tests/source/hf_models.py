@@ -37,3 +37,19 @@ def tiny_llama() -> nn.Module:
                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
                          max_position_embeddings=64, use_cache=False)
     return LlamaForCausalLM(config).eval()
+
+
+def tiny_clip() -> nn.Module:
+    """CLIP: forward(input_ids, pixel_values, attention_mask, ...), an order the README's
+    (ids, mask, then the image) doesn't follow: bound by position, it failed."""
+    from transformers import CLIPConfig, CLIPModel
+
+    config = CLIPConfig(
+        text_config={"vocab_size": VOCAB, "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "max_position_embeddings": 64, "projection_dim": 16},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8,
+                       "projection_dim": 16},
+        projection_dim=16)
+    return CLIPModel(config).eval()

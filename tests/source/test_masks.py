@@ -74,3 +74,19 @@ def test_a_causal_lm_with_its_inputs_swapped_and_the_readme_mask_spelling_passes
     with torch.inference_mode():
         want = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits
     np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+
+
+def test_clip_in_the_readme_order_with_its_mask_exports_and_passes(tmp_path):
+    """CLIP's forward takes (input_ids, pixel_values, attention_mask); given ids, mask, image
+    it failed ("not enough values to unpack"), and i.i.d. masks failed its parity."""
+    pytest.importorskip("transformers")
+    out = tmp_path / "clip"
+    result = cli.invoke(app, ["export", "tests.source.hf_models:tiny_clip", "--input",
+                              "input_ids:1-2xseq=4-8:int64:0-1000", "--input",
+                              "attention_mask:1-2xseq:int64:mask", "--input",
+                              "pixel_values:1-2x3x32x32", "--to", "onnx", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "pixel_values",
+                                                       "attention_mask"]
+    assert manifest["artifacts"][0]["parity"]["passed"]

@@ -125,6 +125,9 @@ class TensorSpec:
     #: an attention mask's padding side, 'right' or 'left': drawn as a run of ones then
     #: padding (zeros), never a row with no valid key (i.i.d. 0/1 is no tokenizer's mask)
     mask: str | None = None
+    #: per dimension, the step its sizes go in (1: any size; 14: 112, 126, ... for a model
+    #: that splits the image into 14-px patches); empty: 1 everywhere
+    steps: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not (len(self.min) == len(self.opt) == len(self.max)):
@@ -149,6 +152,13 @@ class TensorSpec:
                 raise UsageError(f"input '{self.name}': a mask is an integer or bool tensor "
                                  f"of at least one dimension, not {self.dtype} "
                                  f"{list(self.opt)}")
+        if self.steps and len(self.steps) != len(self.opt):
+            raise UsageError(f"input '{self.name}': {len(self.steps)} steps for "
+                             f"{len(self.opt)} dimensions")
+        for lo, mid, hi, step in zip(self.min, self.opt, self.max, self.steps or [1] * 99):
+            if step < 1 or (step > 1 and (lo % step or mid % step or hi % step)):
+                raise UsageError(f"input '{self.name}': sizes {lo}-{mid}-{hi} must each be a "
+                                 f"multiple of the step {step}")
         for lo, mid, hi in zip(self.min, self.opt, self.max):
             if not (1 <= lo <= mid <= hi):
                 raise UsageError(
@@ -200,8 +210,13 @@ class TensorSpec:
 
     def accepts(self, shape: Sequence[int]) -> bool:
         return len(shape) == self.rank and all(
-            lo <= d <= hi for d, lo, hi in zip(shape, self.min, self.max)
+            lo <= d <= hi and d % self.step(axis) == 0
+            for axis, (d, lo, hi) in enumerate(zip(shape, self.min, self.max))
         )
+
+    def step(self, axis: int) -> int:
+        """The step of a dimension's sizes (1: any size)."""
+        return self.steps[axis] if self.steps else 1
 
     def dim_name(self, axis: int) -> str | None:
         return self.dims[axis] if self.dims else None
@@ -217,6 +232,8 @@ class TensorSpec:
             data["values"] = list(self.values)
         if self.mask is not None:
             data["mask"] = self.mask
+        if any(step > 1 for step in self.steps):
+            data["steps"] = list(self.steps)
         return data
 
     @classmethod
@@ -228,12 +245,15 @@ class TensorSpec:
             dims=tuple(data.get("dims") or ()),
             values=(int(values[0]), int(values[1])) if values else None,
             mask=str(data["mask"]) if data.get("mask") else None,
+            steps=tuple(int(v) for v in data.get("steps") or ()),
         )
 
     def describe(self) -> str:
         dims = []
         for axis, (lo, mid, hi) in enumerate(zip(self.min, self.opt, self.max)):
             extent = str(lo) if lo == hi else f"{lo}-{mid}-{hi}"
+            if self.step(axis) > 1:
+                extent += f"/{self.step(axis)}"
             name = self.dim_name(axis)
             dims.append(f"{name}={extent}" if name else extent)
         values = f":{self.values[0]}-{self.values[1]}" if self.values else ""
@@ -258,7 +278,7 @@ class OutputSpec:
 # C0, DEL and C1 controls: U+009B is a one-character CSI, U+0085 a line break to a terminal
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _DIM = re.compile(r"^(?:([A-Za-z_][A-Za-z0-9_]{0,31})=)?([0-9]{1,12})(?:-([0-9]{1,12}))?"
-                  r"(?:-([0-9]{1,12}))?$")
+                  r"(?:-([0-9]{1,12}))?(?:/([0-9]{1,6}))?$")
 _DIM_REFERENCE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
 _VALUES = re.compile(r"^([0-9]{1,12})-([0-9]{1,12})$")
 MASK_SIDES = ("right", "left")
@@ -272,7 +292,8 @@ def parse_input(text: str, named: Mapping[str, str] | None = None) -> TensorSpec
     """Parse `NAME:SHAPE[:DTYPE[:LOW-HIGH]]`, e.g. `x:1-8x3x224x224` or
     `input_ids:1-4xseq=8-32:int64:0-30522`.
 
-    A dimension `A-B` is dynamic from A to B with opt = A; `A-B-C` is min-opt-max; `seq=A-B`
+    A dimension `A-B` is dynamic from A to B with opt = A; `A-B-C` is min-opt-max; `/S` after
+    either takes the sizes in steps of S (`112-224/14`: multiples of 14); `seq=A-B`
     names it, and a bare `seq` in another input is the same dimension (`named` maps the names
     defined elsewhere to their extents; see `parse_inputs`). `LOW-HIGH` is an integer input's
     values, HIGH excluded.
@@ -298,7 +319,7 @@ def parse_input(text: str, named: Mapping[str, str] | None = None) -> TensorSpec
     if (mask is None and name in MASK_NAMES and values in (None, (0, 2))
             and np.issubdtype(numpy_dtype(dtype), np.integer)):
         mask = "right"  # by its name: 0/1 drawn i.i.d. is no tokenizer's mask
-    lo_dims, opt_dims, hi_dims, names = [], [], [], []
+    lo_dims, opt_dims, hi_dims, names, steps = [], [], [], [], []
     if shape_text.lower() not in ("", "scalar"):
         for dim in shape_text.split("x"):
             dim = dim.strip()
@@ -310,10 +331,11 @@ def parse_input(text: str, named: Mapping[str, str] | None = None) -> TensorSpec
             match = _DIM.match(dim)
             if not match:
                 raise UsageError(f"--input '{text}': dimension '{dim}' is not N, MIN-MAX, "
-                                 "MIN-OPT-MAX or NAME=one of them (a name has no 'x': it "
-                                 "separates dimensions)")
+                                 "MIN-OPT-MAX (either with /STEP: 112-224/14) or NAME=one of "
+                                 "them (a name has no 'x': it separates dimensions)")
             label = match.group(1)
-            a, b, c = (int(g) if g is not None else None for g in match.groups()[1:])
+            a, b, c = (int(g) if g is not None else None for g in match.groups()[1:4])
+            steps.append(int(match.group(5)) if match.group(5) else 1)
             if b is None:
                 lo, mid, hi = a, a, a
             elif c is None:
@@ -326,7 +348,8 @@ def parse_input(text: str, named: Mapping[str, str] | None = None) -> TensorSpec
             names.append(label)
     try:
         return TensorSpec(name, dtype, tuple(lo_dims), tuple(opt_dims), tuple(hi_dims),
-                          dims=tuple(names) if any(names) else (), values=values, mask=mask)
+                          dims=tuple(names) if any(names) else (), values=values, mask=mask,
+                          steps=tuple(steps) if any(v > 1 for v in steps) else ())
     except UsageError as err:
         raise UsageError(f"--input '{text}': {err}") from None
 

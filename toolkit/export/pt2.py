@@ -53,24 +53,31 @@ def _decisive(err: BaseException, model: LoadedModel) -> str:
     from toolkit.export.common import _ident
 
     text = str(err)
-    where = {}  # torch's Dim name -> "input dimension axis (min-max)"
+    where: dict[str, Any] = {}  # torch's Dim name -> (words, the range in steps of S)
     names, _ = shared_dims(model.inputs)
     for (name, axis), dim in names.items():
         spec = next(s for s in model.inputs if s.name == name)
-        where.setdefault(_ident(dim), f"{name} dimension {axis} "
-                                      f"({spec.min[axis]}-{spec.max[axis]})")
+        lo, hi = spec.min[axis], spec.max[axis]
+
+        def stepped(step: int, lo: int = lo, hi: int = hi) -> str:
+            low, high = -(-lo // step) * step, hi // step * step
+            return f"{low}-{high}/{step}" if low < high else f"{low or step}"
+
+        where.setdefault(_ident(dim), (f"{name} dimension {axis} ({lo}-{hi})", stepped))
     parts = []
     fixes = text.split("Suggested fixes:", 1)
     multiples = [m.groups() for m in map(_MULTIPLE.match, fixes[1].splitlines()
                                          if len(fixes) > 1 else []) if m]
     for dim, step in multiples:
-        parts.append(f"{where.get(dim, dim)} must be a multiple of {step}: give a fixed size "
-                     f"that is one (a range in steps of {step} can't be declared yet); "
-                     f"torch suggests {dim} = {step}*_{dim}")
+        spot = where.get(dim)
+        parts.append(f"{spot[0] if spot else dim} must be a multiple of {step}: give it in "
+                     f"steps of {step}, e.g. {spot[1](int(step)) if spot else f'A-B/{step}'}"
+                     f", or a fixed size (torch suggests {dim} = {step}*_{dim})")
     if not multiples:
         guards = [m.groups() for m in map(_GUARD.search, text.splitlines()) if m]
         for dim, guard in guards[:2]:
-            parts.append(f"{where.get(dim, dim)} fails torch's guard {guard[:120]}")
+            words = where[dim][0] if dim in where else dim
+            parts.append(f"{words} fails torch's guard {guard[:120]}")
         special = [m.group(1).strip() for m in map(_SPECIALIZED.match, text.splitlines()) if m]
         parts += [line[:200] for line in special[:1]]
         if len(fixes) > 1:

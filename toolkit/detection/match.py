@@ -207,7 +207,8 @@ def check_pixel_boxes(outputs: Mapping[str, Any], image_size: tuple[int, int],
     if not boxes or max(image_size) < NORMALISED_INPUT_PX:
         return
     every = np.concatenate(boxes)
-    if every.min() >= 0.0 and every.max() <= 1.0:
+    # (all-zero boxes are degenerate, not normalised: they say nothing of the convention)
+    if every.min() >= 0.0 and 0.0 < every.max() <= 1.0:
         h, w = image_size
         raise UsageError(
             f"{where}: every box coordinate lies in [0, 1] while the input is {h}x{w} px, so "

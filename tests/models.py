@@ -389,3 +389,27 @@ class BrightDetector(nn.Module):
 
 def bright_detector() -> BrightDetector:
     return BrightDetector().eval()
+
+
+class NormalisedRawHead(nn.Module):
+    """A raw head whose boxes are xyxy normalised to 0-1 (not the contract's pixels)."""
+
+    def __init__(self, anchors: int = 16, classes: int = 3) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.boxes = nn.Linear(32, anchors * 4)
+        self.logits = nn.Linear(32, anchors * classes)
+        self.anchors, self.classes = anchors, classes
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.features(images)
+        raw = self.boxes(features).view(-1, self.anchors, 4).sigmoid() * 0.5
+        boxes = torch.cat([raw[..., :2], raw[..., :2] + raw[..., 2:]], dim=-1)
+        scores = self.logits(features).view(-1, self.anchors, self.classes).sigmoid()
+        return {"boxes": boxes, "scores": scores}
+
+
+def normalised_raw_head() -> NormalisedRawHead:
+    torch.manual_seed(0)
+    return NormalisedRawHead().eval()

@@ -220,3 +220,15 @@ def test_an_ultralytics_rtdetr_exports_and_matches_eager_by_iou_in_pixels(tmp_pa
     assert detection["worst_iou"] > 0.99
     golden = np.load(out / "golden.npz")
     assert max(float(golden[k].max()) for k in golden.files if k.endswith("boxes")) > 100
+
+
+def test_a_raw_head_with_normalised_boxes_is_refused_before_any_artifact(tmp_path):
+    """NMS appended to boxes in 0-1 on a 128-px input: the golden check refuses them, naming
+    the convention, rather than judging IoU in units where every box is sub-pixel."""
+    out = tmp_path / "raw"
+    result = cli.invoke(app, ["export", "tests.models:normalised_raw_head", "--input",
+                              "images:1-2x3x128x128", "--nms", "iou=0.5,score=0.1", "--to",
+                              "onnx", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "every box coordinate lies in [0, 1]" in " ".join(result.output.split())
+    assert not out.exists()

@@ -232,3 +232,24 @@ def test_a_raw_head_with_normalised_boxes_is_refused_before_any_artifact(tmp_pat
     assert result.exit_code == 2, result.output
     assert "every box coordinate lies in [0, 1]" in " ".join(result.output.split())
     assert not out.exists()
+
+
+def test_transformers_rtdetr_is_recognised_and_matches_eager_by_iou_in_pixels(tmp_path):
+    """transformers' RTDetrForObjectDetection (tiny config): logits and normalised cx, cy, w,
+    h boxes per query, taken as its own post-processing does (sigmoid, top K pairs, no NMS)
+    and judged in input pixels. (Its dynamo ONNX differs from eager here, and parity says so:
+    only TorchScript is asserted.)"""
+    pytest.importorskip("transformers")
+    out = tmp_path / "hf_rtdetr"
+    result = cli.invoke(app, ["export", "tests.source.hf_models:tiny_rtdetr", "--input",
+                              "pixel_values:1x3x128x128", "--task", "detection", "--nms",
+                              "layout=rows,score=0.0,max=20", "--to", "torchscript", "--out",
+                              str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["detection"]["convention"], manifest["detection"]["box"]) == (
+        "rows", "cxcywh-norm")
+    detection = manifest["artifacts"][0]["parity"]["detection"]
+    assert detection["matched"] == detection["reference"] == 20
+    golden = np.load(out / "golden.npz")
+    assert max(float(golden[k].max()) for k in golden.files if k.endswith("boxes")) > 10

@@ -53,3 +53,20 @@ def tiny_clip() -> nn.Module:
                        "projection_dim": 16},
         projection_dim=16)
     return CLIPModel(config).eval()
+
+
+def tiny_rtdetr() -> nn.Module:
+    """transformers' RT-DETR from a tiny config: `logits` [B,20,3] and `pred_boxes` [B,20,4]
+    of normalised cx, cy, w, h."""
+    from transformers import RTDetrConfig, RTDetrForObjectDetection
+
+    backbone = {"model_type": "rt_detr_resnet", "embedding_size": 16,
+                "hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 1, 1],
+                "layer_type": "basic", "out_features": ["stage2", "stage3", "stage4"]}
+    config = RTDetrConfig(
+        backbone_config=backbone, use_pretrained_backbone=False, encoder_hidden_dim=32,
+        encoder_in_channels=[32, 64, 128], encoder_ffn_dim=64, encoder_layers=1,
+        encoder_attention_heads=2, d_model=32, decoder_ffn_dim=64, decoder_layers=1,
+        decoder_attention_heads=2, decoder_in_channels=[32, 32, 32], decoder_n_points=2,
+        num_queries=20, num_labels=3)
+    return RTDetrForObjectDetection(config).eval()

@@ -478,6 +478,29 @@ class RowsToContract(nn.Module):
         return valid.sum(dim=1).to(torch.int64), boxes, scores * keep, labels
 
 
+class QueriesToRows(nn.Module):
+    """A DETR-style head (transformers' RT-DETR: `logits` [B,Q,C], `pred_boxes` [B,Q,4] of
+    normalised cx, cy, w, h) as [B,K,6] rows, its own post-processing's way: sigmoid scores,
+    the top K (query, class) pairs over all of them, no NMS. `RowsToContract` with
+    box_format cxcywh-norm makes them the contract."""
+
+    def __init__(self, model: nn.Module, k: int) -> None:
+        super().__init__()
+        self.model = model
+        self.k = int(k)
+
+    def forward(self, images: Tensor) -> tuple[Tensor]:
+        out = self.model(images)
+        logits, boxes = out["logits"], out["pred_boxes"]
+        classes = logits.shape[2]
+        scores = logits.sigmoid().flatten(1)
+        top, index = torch.topk(scores, min(self.k, scores.shape[1]), dim=1)
+        query = torch.div(index, classes, rounding_mode="floor")
+        picked = torch.gather(boxes, 1, query[..., None].expand(-1, -1, 4))
+        labels = (index % classes).to(picked.dtype)
+        return (torch.cat([picked, top[..., None], labels[..., None]], dim=-1),)
+
+
 def find_raw_head_outputs(outputs: Sequence[tuple[str, Sequence[int]]]) -> tuple[int, int]:
     """Indices of the `boxes` [B,N,4] and `scores` [B,N,C] outputs among (name, shape) pairs,
     e.g. a model's flattened outputs. Found by name (`boxes`, `pred.boxes`, ...), otherwise by

@@ -106,6 +106,8 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
                      default_score=YOLO_DEFAULTS["score"],
                      default_k=int(min(detr.num_queries, detr.max_det)),
                      model_box="cxcywh-norm")
+    if _detr_queries(loaded) and (options.nms is None or options.nms.layout == "rows"):
+        return _queries(loaded, options)
     head = ultralytics_head(loaded.module)
     if head is not None and (options.nms is None or options.nms.layout == "yolo"):
         return _yolo(loaded, options, head)
@@ -195,6 +197,31 @@ def rtdetr_head(module: nn.Module) -> nn.Module | None:
              if type(sub).__module__.startswith("ultralytics.")
              and type(sub).__name__ == "RTDETRDecoder"]
     return heads[-1] if heads else None
+
+
+def _detr_queries(loaded: LoadedModel) -> bool:
+    """transformers' RT-DETR (and DETR-style heads like it): `logits` and `pred_boxes` per
+    query, boxes normalised cx, cy, w, h, class scores sigmoids."""
+    return type(loaded.module).__name__ == "RTDetrForObjectDetection"
+
+
+def _queries(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
+    from toolkit.detection.options import DEFAULT_MAX_DETECTIONS
+    from toolkit.detection.postprocess import QueriesToRows, RowsToContract
+
+    nms = options.nms
+    k = nms.max_detections if nms is not None else DEFAULT_MAX_DETECTIONS
+    # transformers' post_process_object_detection keeps scores over 0.5 by default
+    score = nms.score_threshold if nms is not None else 0.5
+    module = _Contract(RowsToContract(QueriesToRows(loaded.module, k), 0, score, k,
+                                      box_format="cxcywh-norm"))
+    info = {"max_detections": k, "convention": "rows", "score_threshold": score,
+            "nms_iou": None, "box": "cxcywh-norm", "queries": True,
+            "note": f"transformers {type(loaded.module).__name__}: sigmoid class scores, the "
+                    f"top {k} (query, class) pairs over {score}, boxes normalised cx, cy, w, "
+                    "h -> xyxy pixels, no NMS (its own post-processing); --nms "
+                    "score=..,max=.. to change"}
+    return _with_detection(loaded, module, info)
 
 
 def _nms_record(nms: Any) -> dict[str, Any]:

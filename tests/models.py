@@ -270,3 +270,146 @@ class RowsDetector(nn.Module):
 def rows_detector() -> RowsDetector:
     torch.manual_seed(0)
     return RowsDetector().eval()
+
+
+class NormalisedRowsDetector(RowsDetector):
+    """RT-DETR's convention in miniature: rows of cx, cy, w, h normalised to 0-1 by the
+    input's size, then score and class."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        rows = super().forward(images)  # corners in 0..97 px of a 64-px grid
+        x1, y1, x2, y2 = rows[..., 0], rows[..., 1], rows[..., 2], rows[..., 3]
+        h, w = images.shape[-2], images.shape[-1]
+        box = torch.stack([(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w,
+                           (y2 - y1) / h], dim=-1)
+        return torch.cat([box, rows[..., 4:]], dim=-1)
+
+
+def normalised_rows_detector() -> NormalisedRowsDetector:
+    torch.manual_seed(0)
+    return NormalisedRowsDetector(k=8).eval()
+
+
+class IdsAndWeights(nn.Module):
+    """Two inputs of different dtypes: int64 ids and float weights."""
+
+    def __init__(self, vocab: int = 11) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 8)
+        self.proj = nn.Linear(8, 4)
+
+    def forward(self, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return self.proj((self.embed(input_ids) * weights.unsqueeze(-1)).mean(1))
+
+
+def ids_and_weights() -> IdsAndWeights:
+    torch.manual_seed(0)
+    return IdsAndWeights().eval()
+
+
+class Difference(nn.Module):
+    """Two inputs of one shape and dtype, where only their names tell them apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor | None = None,
+                c: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.linear(a) if b is None else self.linear(a) - 2.0 * b
+        return out if c is None else out * c
+
+
+def difference() -> Difference:
+    torch.manual_seed(0)
+    return Difference().eval()
+
+
+class DriftsAndBranches(nn.Module):
+    """Two failures of different kinds: traced (TorchScript) it computes something else, so
+    parity fails; torch.export can't branch on a computed value, so pt2 can't be made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            return y + 1.0
+        return y if bool(y.sum() > 0) else -y
+
+
+def drifts_and_branches() -> DriftsAndBranches:
+    torch.manual_seed(0)
+    return DriftsAndBranches().eval()
+
+
+class Patches14(nn.Module):
+    """A ViT-style patch split: H and W must be multiples of 14 (DINOv2's guard)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(3 * 14 * 14, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        patches = x.reshape(b, c, h // 14, 14, w // 14, 14).permute(0, 2, 4, 1, 3, 5)
+        return self.proj(patches.reshape(b, (h // 14) * (w // 14), c * 14 * 14))
+
+
+def patches14() -> Patches14:
+    torch.manual_seed(0)
+    return Patches14().eval()
+
+
+class BrightDetector(nn.Module):
+    """Already in the detection contract: one object, only on an image whose mean is over
+    0.5, its box and score following the brightness. The first images of a data set may hold
+    nothing; later ones do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        mean = images.mean(dim=(1, 2, 3)) * self.gain
+        found = (mean > 0.5).to(torch.float32)
+        bright = torch.clamp(mean, 0.0, 1.0)
+        side = 8.0 + 16.0 * bright
+        corner = torch.full_like(side, 2.0)
+        first = torch.stack([corner, corner, side + 2, side + 2], dim=-1)
+        boxes = torch.stack([first * found[:, None], torch.zeros_like(first)], dim=1)
+        scores = torch.stack([(0.5 + 0.4 * bright) * found,
+                              torch.zeros_like(found)], dim=1)
+        labels = torch.stack([found, torch.zeros_like(found)], dim=1).to(torch.int64)
+        return {"num_detections": found.to(torch.int64), "boxes": boxes, "scores": scores,
+                "labels": labels}
+
+
+def bright_detector() -> BrightDetector:
+    return BrightDetector().eval()
+
+
+class NormalisedRawHead(nn.Module):
+    """A raw head whose boxes are xyxy normalised to 0-1 (not the contract's pixels)."""
+
+    def __init__(self, anchors: int = 16, classes: int = 3) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.boxes = nn.Linear(32, anchors * 4)
+        self.logits = nn.Linear(32, anchors * classes)
+        self.anchors, self.classes = anchors, classes
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.features(images)
+        raw = self.boxes(features).view(-1, self.anchors, 4).sigmoid() * 0.5
+        boxes = torch.cat([raw[..., :2], raw[..., :2] + raw[..., 2:]], dim=-1)
+        scores = self.logits(features).view(-1, self.anchors, self.classes).sigmoid()
+        return {"boxes": boxes, "scores": scores}
+
+
+def normalised_raw_head() -> NormalisedRawHead:
+    torch.manual_seed(0)
+    return NormalisedRawHead().eval()

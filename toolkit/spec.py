@@ -124,6 +124,12 @@ class TensorSpec:
     dims: tuple[str | None, ...] = ()
     #: integer inputs: the values they take, [low, high) (token ids: 0 to the vocabulary size)
     values: tuple[int, int] | None = None
+    #: an attention mask's padding side, 'right' or 'left': drawn as a run of ones then
+    #: padding (zeros), never a row with no valid key (i.i.d. 0/1 is no tokenizer's mask)
+    mask: str | None = None
+    #: per dimension, the step its sizes go in (1: any size; 14: 112, 126, ... for a model
+    #: that splits the image into 14-px patches); empty: 1 everywhere
+    steps: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not (len(self.min) == len(self.opt) == len(self.max)):
@@ -139,6 +145,22 @@ class TensorSpec:
             if not low < high:
                 raise UsageError(f"input '{self.name}': values {low}-{high} is empty; give "
                                  "LOW-HIGH with LOW < HIGH (HIGH excluded)")
+        if self.mask is not None:
+            if self.mask not in MASK_SIDES:
+                raise UsageError(f"input '{self.name}': mask padding '{self.mask}' is not one "
+                                 f"of {', '.join(MASK_SIDES)}")
+            dtype = numpy_dtype(self.dtype)
+            if not (np.issubdtype(dtype, np.integer) or dtype == np.bool_) or not self.rank:
+                raise UsageError(f"input '{self.name}': a mask is an integer or bool tensor "
+                                 f"of at least one dimension, not {self.dtype} "
+                                 f"{list(self.opt)}")
+        if self.steps and len(self.steps) != len(self.opt):
+            raise UsageError(f"input '{self.name}': {len(self.steps)} steps for "
+                             f"{len(self.opt)} dimensions")
+        for lo, mid, hi, step in zip(self.min, self.opt, self.max, self.steps or [1] * 99):
+            if step < 1 or (step > 1 and (lo % step or mid % step or hi % step)):
+                raise UsageError(f"input '{self.name}': sizes {lo}-{mid}-{hi} must each be a "
+                                 f"multiple of the step {step}")
         for lo, mid, hi in zip(self.min, self.opt, self.max):
             if not (1 <= lo <= mid <= hi):
                 raise UsageError(
@@ -190,8 +212,13 @@ class TensorSpec:
 
     def accepts(self, shape: Sequence[int]) -> bool:
         return len(shape) == self.rank and all(
-            lo <= d <= hi for d, lo, hi in zip(shape, self.min, self.max)
+            lo <= d <= hi and d % self.step(axis) == 0
+            for axis, (d, lo, hi) in enumerate(zip(shape, self.min, self.max))
         )
+
+    def step(self, axis: int) -> int:
+        """The step of a dimension's sizes (1: any size)."""
+        return self.steps[axis] if self.steps else 1
 
     def dim_name(self, axis: int) -> str | None:
         return self.dims[axis] if self.dims else None
@@ -205,6 +232,10 @@ class TensorSpec:
             data["dims"] = list(self.dims)
         if self.values is not None:
             data["values"] = list(self.values)
+        if self.mask is not None:
+            data["mask"] = self.mask
+        if any(step > 1 for step in self.steps):
+            data["steps"] = list(self.steps)
         return data
 
     @classmethod
@@ -215,15 +246,21 @@ class TensorSpec:
             tuple(data["min"]), tuple(data["opt"]), tuple(data["max"]),
             dims=tuple(data.get("dims") or ()),
             values=(int(values[0]), int(values[1])) if values else None,
+            mask=str(data["mask"]) if data.get("mask") else None,
+            steps=tuple(int(v) for v in data.get("steps") or ()),
         )
 
     def describe(self) -> str:
         dims = []
         for axis, (lo, mid, hi) in enumerate(zip(self.min, self.opt, self.max)):
             extent = str(lo) if lo == hi else f"{lo}-{mid}-{hi}"
+            if self.step(axis) > 1:
+                extent += f"/{self.step(axis)}"
             name = self.dim_name(axis)
             dims.append(f"{name}={extent}" if name else extent)
         values = f":{self.values[0]}-{self.values[1]}" if self.values else ""
+        if self.mask is not None:
+            values = ":mask" if self.mask == "right" else f":mask-{self.mask}"
         return f"{self.name}:{'x'.join(dims) or 'scalar'}:{self.dtype}{values}"
 
 
@@ -243,16 +280,22 @@ class OutputSpec:
 # C0, DEL and C1 controls: U+009B is a one-character CSI, U+0085 a line break to a terminal
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _DIM = re.compile(r"^(?:([A-Za-z_][A-Za-z0-9_]{0,31})=)?([0-9]{1,12})(?:-([0-9]{1,12}))?"
-                  r"(?:-([0-9]{1,12}))?$")
+                  r"(?:-([0-9]{1,12}))?(?:/([0-9]{1,6}))?$")
 _DIM_REFERENCE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
 _VALUES = re.compile(r"^([0-9]{1,12})-([0-9]{1,12})$")
+MASK_SIDES = ("right", "left")
+_MASK_FORMS = {"mask": "right", "mask-right": "right", "mask-left": "left"}
+#: an integer input of this name is an attention mask (right-padded) unless its values say
+#: otherwise; `:mask-left` for the families that pad on the left
+MASK_NAMES = ("attention_mask",)
 
 
 def parse_input(text: str, named: Mapping[str, str] | None = None) -> TensorSpec:
     """Parse `NAME:SHAPE[:DTYPE[:LOW-HIGH]]`, e.g. `x:1-8x3x224x224` or
     `input_ids:1-4xseq=8-32:int64:0-30522`.
 
-    A dimension `A-B` is dynamic from A to B with opt = A; `A-B-C` is min-opt-max; `seq=A-B`
+    A dimension `A-B` is dynamic from A to B with opt = A; `A-B-C` is min-opt-max; `/S` after
+    either takes the sizes in steps of S (`112-224/14`: multiples of 14); `seq=A-B`
     names it, and a bare `seq` in another input is the same dimension (`named` maps the names
     defined elsewhere to their extents; see `parse_inputs`). `LOW-HIGH` is an integer input's
     values, HIGH excluded.
@@ -266,14 +309,19 @@ def parse_input(text: str, named: Mapping[str, str] | None = None) -> TensorSpec
     # case-insensitive, as always (1X3 reads 1x3): dimension names are lower case
     name, shape_text = parts[0].strip(), parts[1].strip().lower()
     dtype = canonical_dtype(parts[2]) if len(parts) >= 3 else "float32"
-    values = None
-    if len(parts) == 4:
+    values, mask = None, None
+    if len(parts) == 4 and parts[3].strip().lower() in _MASK_FORMS:
+        mask = _MASK_FORMS[parts[3].strip().lower()]
+    elif len(parts) == 4:
         match = _VALUES.match(parts[3].strip())
         if not match:
             raise UsageError(f"--input '{text}': values '{parts[3]}' are not LOW-HIGH, e.g. "
-                             "0-30522")
+                             "0-30522, nor mask, mask-left (an attention mask)")
         values = (int(match.group(1)), int(match.group(2)))
-    lo_dims, opt_dims, hi_dims, names = [], [], [], []
+    if (mask is None and name in MASK_NAMES and values in (None, (0, 2))
+            and np.issubdtype(numpy_dtype(dtype), np.integer)):
+        mask = "right"  # by its name: 0/1 drawn i.i.d. is no tokenizer's mask
+    lo_dims, opt_dims, hi_dims, names, steps = [], [], [], [], []
     if shape_text.lower() not in ("", "scalar"):
         for dim in shape_text.split("x"):
             dim = dim.strip()
@@ -285,10 +333,11 @@ def parse_input(text: str, named: Mapping[str, str] | None = None) -> TensorSpec
             match = _DIM.match(dim)
             if not match:
                 raise UsageError(f"--input '{text}': dimension '{dim}' is not N, MIN-MAX, "
-                                 "MIN-OPT-MAX or NAME=one of them (a name has no 'x': it "
-                                 "separates dimensions)")
+                                 "MIN-OPT-MAX (either with /STEP: 112-224/14) or NAME=one of "
+                                 "them (a name has no 'x': it separates dimensions)")
             label = match.group(1)
-            a, b, c = (int(g) if g is not None else None for g in match.groups()[1:])
+            a, b, c = (int(g) if g is not None else None for g in match.groups()[1:4])
+            steps.append(int(match.group(5)) if match.group(5) else 1)
             if b is None:
                 lo, mid, hi = a, a, a
             elif c is None:
@@ -301,7 +350,8 @@ def parse_input(text: str, named: Mapping[str, str] | None = None) -> TensorSpec
             names.append(label)
     try:
         return TensorSpec(name, dtype, tuple(lo_dims), tuple(opt_dims), tuple(hi_dims),
-                          dims=tuple(names) if any(names) else (), values=values)
+                          dims=tuple(names) if any(names) else (), values=values, mask=mask,
+                          steps=tuple(steps) if any(v > 1 for v in steps) else ())
     except UsageError as err:
         raise UsageError(f"--input '{text}': {err}") from None
 
@@ -434,7 +484,9 @@ def random_inputs(
         elif spec.rank:
             shape[0] = spec.opt[0]
         dtype = numpy_dtype(spec.dtype)
-        if dtype == np.bool_:
+        if spec.mask is not None:
+            out[spec.name] = padded_masks(shape, spec.mask, rng).astype(dtype)
+        elif dtype == np.bool_:
             # Boolean inputs are mostly attention / padding masks: a row padded out entirely
             # is invalid input for most attention code, so nothing is masked.
             out[spec.name] = np.ones(shape, dtype=bool)
@@ -444,6 +496,21 @@ def random_inputs(
         else:
             out[spec.name] = rng.standard_normal(size=shape).astype(dtype)
     return out
+
+
+def padded_masks(shape: Sequence[int], side: str, rng: np.random.Generator) -> np.ndarray:
+    """Attention masks as a tokenizer makes them: per row (the last axis is the sequence) a
+    run of ones, the rest padding (zeros) on `side`. The first row is full, the others take
+    lengths spread over 1..S, so several lengths are judged and no row masks every key."""
+    shape = tuple(int(d) for d in shape)
+    seq = shape[-1] if shape else 1
+    rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+    lengths = np.full(rows, seq)
+    if rows > 1:
+        lengths[1:] = rng.integers(1, seq + 1, size=rows - 1)
+    positions = np.arange(seq)[None, :]
+    ones = positions < lengths[:, None] if side == "right" else positions >= seq - lengths[:, None]
+    return ones.astype(np.int64).reshape(shape)
 
 
 def validate_feed(

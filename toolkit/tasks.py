@@ -31,7 +31,8 @@ class Task:
     #: (path, inputs, *, max_batches, batch_size, section) -> input batches of the labelled
     #: data, the labels checked (what judges reduced precisions beside the metric)
     eval_inputs: str
-    #: (loaded, real feed or None) -> the example golden samples are drawn from
+    #: (loaded, real feed or None, PrecisionOptions with data or None) -> the example golden
+    #: samples are drawn from
     golden_example: str | None = None
     #: INT8 quantizes the network's heavy ops only, not post-processing in the graph
     quantize_network_only: bool = False

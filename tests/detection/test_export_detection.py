@@ -157,7 +157,10 @@ def test_torchvision_detector_through_model_args(tmp_path):
                  "--model-arg", "min_size=160", "--model-arg", "max_size=160",
                  "--input", "x:1-3x3x160x160", "--to", "onnx,torchscript,pt2",
                  "--precision", "fp32,fp16", "--out", out)
-    assert result.exit_code == 2, result.output  # pt2 can't: one line, the others go through
+    # pt2 can't (one line, 'not-exported', 2) and the others go through; fp16's random-weight
+    # scores all tie at the top-K cut, a vacuous check that fails (1): a made artifact failing
+    # a check outranks a format that couldn't be made
+    assert result.exit_code == 1, result.output
     assert "batched_nms" in result.output and "pytorch/vision#9306" in result.output
     manifest = Bundle.open(out).manifest
     assert manifest["detection"]["convention"] == "torchvision"

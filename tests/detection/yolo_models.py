@@ -64,3 +64,13 @@ def yolov10n_end2end() -> nn.Module:
     model = _detector("yolov10n.yaml")
     model.model[-1].end2end = True
     return model.eval()
+
+
+def rtdetr_l() -> nn.Module:
+    """Ultralytics' RT-DETR (rtdetr-l.yaml, random weights, nothing downloaded): its decoder
+    returns [B,300,6] rows of normalised cx, cy, w, h, score, class."""
+    from ultralytics.nn.tasks import RTDETRDetectionModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return RTDETRDetectionModel("rtdetr-l.yaml", nc=80, verbose=False).eval()

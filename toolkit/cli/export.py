@@ -23,7 +23,7 @@ from toolkit.export.job import PrecisionOptions
 from toolkit.tensorrt.options import BuildOptions
 
 STATUS_STYLE = {"ok": "green", "exists": "dim", "parity-failed": "red", "failed": "red",
-                "accuracy-failed": "red",
+                "accuracy-failed": "red", "not-exported": "yellow",
                 "unavailable": "yellow", "skipped": "dim"}
 
 
@@ -111,6 +111,11 @@ def print_summary(result: Any) -> None:
     bundle = result.bundle
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    coded = [s for s in result.steps if s.status.code]
+    if coded:  # each format's own code, and why the process exits with the worst
+        each = ", ".join(f"{s.target} {s.variant} {s.status} ({s.status.code})" for s in coded)
+        console.print(f"exit {result.exit_code}: {escape(each)} [dim](a failed check 1 > "
+                      "not made 2 > backend missing 3)[/]", highlight=False, soft_wrap=True)
     table = Table(title=f"bundle {escape(str(bundle.root))}", title_justify="left")
     for column in ("format", "precision", "file", "size", "parity", "worst error"):
         table.add_column(column)

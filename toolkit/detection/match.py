@@ -9,8 +9,11 @@ score). Hungarian assignment is not needed: after NMS, boxes of one label overla
 most one candidate normally clears the matching IoU.
 
 What is judged:
-- a matched pair must overlap (IoU >= min_iou, or every corner within box_atol pixels, which is
-  what "the same box" means for sub-pixel or degenerate boxes whose IoU is meaningless) and keep
+- a matched pair must overlap (IoU >= min_iou, or every corner within box_atol pixels and within
+  a tenth of the box's size (its longer side, so a box clipped to zero width at the border
+  still counts) for a box of at least MIN_BOX_SIZE pixels: a shift small for its box. A
+  sub-pixel box is never excused by its shift, since every pair of such boxes lies within a
+  fraction of a pixel whatever they are, as normalised boxes read as pixels do) and keep
   its score (|diff| <= max_score_diff). A pair that fails only on overlap while its scores are tied
   (|diff| <= score_margin) is counted as a *swap*: NMS kept a near-tied neighbour instead. Swaps
   are tolerated, but count as unmatched in `matched_fraction`, so a systematic shift still fails;
@@ -190,6 +193,30 @@ def _as_int(a: np.ndarray, name: str, where: str) -> np.ndarray:
                      "non-integral values")
 
 
+#: an input this many pixels wide (or tall) whose boxes all lie in [0, 1] has normalised boxes
+NORMALISED_INPUT_PX = 100
+
+
+def check_pixel_boxes(outputs: Mapping[str, Any], image_size: tuple[int, int],
+                      where: str = "outputs") -> None:
+    """Refuse detections whose boxes are not input pixels: every coordinate in [0, 1] while
+    the input (`image_size` H, W) is hundreds of pixels wide is a box convention read wrong
+    (normalised cx, cy, w, h, RT-DETR's), and IoU in such units judges nothing."""
+    arrays = check_outputs(outputs, where)
+    boxes = [b for b, _, _, _ in _per_image(arrays) if b.size]
+    if not boxes or max(image_size) < NORMALISED_INPUT_PX:
+        return
+    every = np.concatenate(boxes)
+    # (all-zero boxes are degenerate, not normalised: they say nothing of the convention)
+    if every.min() >= 0.0 and 0.0 < every.max() <= 1.0:
+        h, w = image_size
+        raise UsageError(
+            f"{where}: every box coordinate lies in [0, 1] while the input is {h}x{w} px, so "
+            "the boxes are normalised, not the contract's xyxy input pixels (most likely "
+            "normalised cx, cy, w, h, RT-DETR's convention); for rows say so with --nms "
+            "layout=rows,box=cxcywh-norm (or box=xyxy-norm)")
+
+
 def split_outputs(
     outputs: Mapping[str, Any], where: str = "outputs"
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -230,6 +257,30 @@ def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = np.zeros(inter.shape, dtype=np.float64)
     np.divide(inter, union, out=out, where=union > 0)
     return out
+
+
+#: the shift rule excuses only boxes at least this many pixels in size ...
+MIN_BOX_SIZE = 2.0
+#: ... and a shift of at most this fraction of the box's size
+MAX_RELATIVE_SHIFT = 0.1
+
+
+def shift_excused(shift: np.ndarray | float, size: np.ndarray | float,
+                  tol: DetectionTolerance) -> np.ndarray:
+    """Whether a pair's largest corner shift (pixels) makes it the same box although its IoU
+    is under min_iou: only for a box of a few pixels (`size`, the reference's longer side),
+    and only a shift small for that box."""
+    size = np.asarray(size, dtype=np.float64)
+    return ((size >= MIN_BOX_SIZE) & (np.asarray(shift) <= tol.box_atol)
+            & (np.asarray(shift) <= MAX_RELATIVE_SHIFT * size))
+
+
+def box_size(boxes: np.ndarray) -> np.ndarray:
+    """Each xyxy box's longer side (0 for an inverted box) -> [n]."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.shape[0] == 0:
+        return np.zeros(0)
+    return np.clip(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]), 0, None)
 
 
 def _max_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -376,7 +427,8 @@ class DetectionParity:
         tol, out = self.tolerance, []
         if self.moved:
             out.append(f"{self.moved} box(es) moved (worst IoU {_fmt(self.worst_iou)} < "
-                       f"{tol.min_iou}, shift {_fmt(self.max_box_shift)} px > {tol.box_atol})")
+                       f"{tol.min_iou}, shift {_fmt(self.max_box_shift)} px over "
+                       f"{tol.box_atol} px or {MAX_RELATIVE_SHIFT:g} of the box)")
         if self.score_changed:
             out.append(f"{self.score_changed} score(s) changed (max diff "
                        f"{_fmt(self.max_score_diff)} > {tol.max_score_diff})")
@@ -525,7 +577,7 @@ def _greedy_pairs(ref: _Set, act: _Set, iou: np.ndarray, shift: np.ndarray,
                   tol: DetectionTolerance, iou_threshold: float) -> list[tuple[int, int]]:
     """Reference detections by descending score take their best unmatched candidate."""
     same = ref.labels[:, None] == act.labels[None, :]
-    near = shift <= tol.box_atol
+    near = shift_excused(shift, box_size(ref.boxes)[:, None], tol)
     candidate = same & ((iou >= iou_threshold) | near)
     ds = np.abs(ref.scores[:, None] - act.scores[None, :])
     good = candidate & ((iou >= tol.min_iou) | near) & (ds <= tol.max_score_diff)
@@ -566,9 +618,11 @@ def _match_image(index: int, ref: _Set, act: _Set, tol: DetectionTolerance,
                  nms_iou: float | None = None) -> ImageParity:
     iou = pairwise_iou(ref.boxes, act.boxes)
     shift = _max_shift(ref.boxes, act.boxes)
+    sizes = box_size(ref.boxes)
     pairs, kinds = [], []
     for r, a in _greedy_pairs(ref, act, iou, shift, tol, iou_threshold):
-        kind = _judge_pair(iou[r, a], shift[r, a], abs(ref.scores[r] - act.scores[a]), tol)
+        kind = _judge_pair(iou[r, a], shift[r, a], abs(ref.scores[r] - act.scores[a]), tol,
+                           sizes[r])
         # Two different boxes that both sit on a cut are two borderline detections that merely
         # overlap: judge them apart (tolerated) rather than as a pair.
         off_place = kind in ("swapped", "moved")
@@ -607,8 +661,10 @@ _PAIR_WORDS = {"moved": "moved", "score_changed": "score changed",
                "swapped": "off place, score tied"}
 
 
-def _judge_pair(iou: float, shift: float, ds: float, tol: DetectionTolerance) -> str:
-    in_place = iou >= tol.min_iou or shift <= tol.box_atol
+def _judge_pair(iou: float, shift: float, ds: float, tol: DetectionTolerance,
+                side: float) -> str:
+    """`side`: the reference box's size (longer side), in pixels."""
+    in_place = iou >= tol.min_iou or bool(shift_excused(shift, side, tol))
     if in_place:
         return "matched" if ds <= tol.max_score_diff else "score_changed"
     # Off place with tied scores: NMS kept a near-tied neighbour of the reference's box.

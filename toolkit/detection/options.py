@@ -24,8 +24,12 @@ YOLO_DEFAULTS = {"iou": 0.7, "score": 0.25, "max": 300, "multi_label": False}
 #: Ultralytics' one tensor [B,4+C,N] (or [B,N,4+C]) of cx, cy, w, h and class scores, or
 #: `rows` [B,K,6] (x1, y1, x2, y2, score, class) a model post-processed itself (no NMS added)
 LAYOUTS = ("boxes", "yolo", "rows")
-_KEYS = ("iou", "score", "max", "layout", "multi_label", "agnostic")
-_EXAMPLE = "e.g. --nms iou=0.45,score=0.25,max=100[,layout=yolo,multi_label=0,agnostic=0]"
+#: how `rows` hold their box: corners or centre + size, in input pixels or normalised to 0-1
+#: by the input's width and height (RT-DETR: cxcywh-norm)
+BOX_FORMATS = ("xyxy", "cxcywh", "xyxy-norm", "cxcywh-norm")
+_KEYS = ("iou", "score", "max", "layout", "box", "multi_label", "agnostic")
+_EXAMPLE = ("e.g. --nms iou=0.45,score=0.25,max=100[,layout=yolo,multi_label=0,agnostic=0] "
+            "or --nms layout=rows,box=cxcywh-norm")
 
 
 @dataclass(frozen=True)
@@ -40,11 +44,20 @@ class NmsOptions:
     #: each box's best class (Ultralytics' predictions); None: the model family's own
     multi_label: bool | None = None
     agnostic: bool = False  # one NMS across classes instead of one per class
+    #: layout=rows only: the rows' box format (BOX_FORMATS); None: the model's own (RT-DETR's
+    #: recognised), else xyxy pixels
+    box_format: str | None = None
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise UsageError(f"--nms: layout must be {' or '.join(LAYOUTS)}, got "
                              f"{self.layout!r}; {_EXAMPLE}")
+        if self.box_format is not None and self.box_format not in BOX_FORMATS:
+            raise UsageError(f"--nms: box must be one of {', '.join(BOX_FORMATS)}, got "
+                             f"{self.box_format!r}; {_EXAMPLE}")
+        if self.box_format is not None and self.layout != "rows":
+            raise UsageError(f"--nms: box={self.box_format} describes layout=rows; with "
+                             f"layout={self.layout} the boxes are read as that layout says")
         if not 0.0 <= self.iou_threshold <= 1.0:
             raise UsageError(f"--nms: iou must be in [0, 1], got {self.iou_threshold}; {_EXAMPLE}")
         if not 0.0 <= self.score_threshold <= 1.0:
@@ -60,6 +73,8 @@ class NmsOptions:
                 f"max={self.max_detections}")
         if self.layout != "boxes":
             text += f",layout={self.layout}"
+        if self.box_format is not None:
+            text += f",box={self.box_format}"
         if self.multi_label is not None:
             text += f",multi_label={int(self.multi_label)}"
         return text + (",agnostic=1" if self.agnostic else "")
@@ -129,6 +144,7 @@ def parse_nms_option(
         multi_label=_switch("multi_label", values["multi_label"]) if "multi_label" in values
         else None,
         agnostic=_switch("agnostic", values["agnostic"]) if "agnostic" in values else False,
+        box_format=values["box"].lower() if "box" in values else None,
     )
 
 
@@ -182,7 +198,7 @@ def options_from_record(info: Mapping[str, Any] | None) -> DetectionOptions:
     if info.get("convention") == "rows":
         return DetectionOptions(task="detection", max_detections=k, nms=NmsOptions(
             score_threshold=float(info.get("score_threshold") or 0.0), max_detections=k,
-            layout="rows"))
+            layout="rows", box_format=info.get("box")))
     return DetectionOptions(
         task="detection", max_detections=k,
         nms=NmsOptions(float(nms["iou"]), float(nms["score"]), k,

@@ -428,19 +428,33 @@ class YoloDecode(nn.Module):
         return {"boxes": boxes, "scores": prediction[..., 4:]}
 
 
+def rows_to_xyxy_pixels(boxes: Tensor, box_format: str, height: Any, width: Any) -> Tensor:
+    """Rows' boxes [..., 4] in `box_format` (see options.BOX_FORMATS) -> xyxy input pixels;
+    `height` and `width` are the input's (sizes or traced shape values)."""
+    if box_format.endswith("-norm"):
+        scale = torch.stack([torch.as_tensor(width), torch.as_tensor(height)]).to(boxes)
+        boxes = boxes * torch.cat([scale, scale])
+    if box_format.startswith("cxcywh"):
+        centre, size = boxes[..., 0:2], boxes[..., 2:4]
+        boxes = torch.cat([centre - size / 2, centre + size / 2], dim=-1)
+    return boxes
+
+
 class RowsToContract(nn.Module):
     """Post-processed detection rows -> the contract: a model (an NMS-free head: YOLOv10,
-    YOLO26 end-to-end, RT-DETR style) that returns [B,K,6] rows of x1, y1, x2, y2, score,
-    class after its own TopK. Rows above `score_threshold` are kept, best first, up to
-    `max_detections`; the rest are zero, as the contract says."""
+    YOLO26 end-to-end, RT-DETR style) that returns [B,K,6] rows of a box, score, class after
+    its own TopK; the box is x1, y1, x2, y2 in input pixels unless `box_format` says otherwise
+    (RT-DETR: normalised cx, cy, w, h). Rows above `score_threshold` are kept, best first, up
+    to `max_detections`; the rest are zero, as the contract says."""
 
     def __init__(self, model: nn.Module, index: int = 0, score_threshold: float = 0.25,
-                 max_detections: int = DEFAULT_MAX_DETECTIONS) -> None:
+                 max_detections: int = DEFAULT_MAX_DETECTIONS, box_format: str = "xyxy") -> None:
         super().__init__()
         self.model = model
         self.index = index
         self.score_threshold = float(score_threshold)
         self.max_detections = int(max_detections)
+        self.box_format = box_format
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         rows = self.model(images)[self.index].to(torch.float32)
@@ -449,7 +463,11 @@ class RowsToContract(nn.Module):
         picked = torch.gather(rows, 1, order[..., None].expand(-1, -1, rows.shape[2]))
         valid = scores > self.score_threshold
         keep = valid.to(torch.float32)
-        boxes = picked[..., 0:4] * keep[..., None]
+        boxes = picked[..., 0:4]
+        if self.box_format != "xyxy":
+            boxes = rows_to_xyxy_pixels(boxes, self.box_format, images.shape[-2],
+                                        images.shape[-1])
+        boxes = boxes * keep[..., None]
         labels = picked[..., 5].to(torch.int64) * valid.to(torch.int64)
         pad = self.max_detections - k
         if pad > 0:  # fewer rows than K: the contract still has K
@@ -458,6 +476,29 @@ class RowsToContract(nn.Module):
             labels = torch.nn.functional.pad(labels, (0, pad))
             keep = torch.nn.functional.pad(keep, (0, pad))
         return valid.sum(dim=1).to(torch.int64), boxes, scores * keep, labels
+
+
+class QueriesToRows(nn.Module):
+    """A DETR-style head (transformers' RT-DETR: `logits` [B,Q,C], `pred_boxes` [B,Q,4] of
+    normalised cx, cy, w, h) as [B,K,6] rows, its own post-processing's way: sigmoid scores,
+    the top K (query, class) pairs over all of them, no NMS. `RowsToContract` with
+    box_format cxcywh-norm makes them the contract."""
+
+    def __init__(self, model: nn.Module, k: int) -> None:
+        super().__init__()
+        self.model = model
+        self.k = int(k)
+
+    def forward(self, images: Tensor) -> tuple[Tensor]:
+        out = self.model(images)
+        logits, boxes = out["logits"], out["pred_boxes"]
+        classes = logits.shape[2]
+        scores = logits.sigmoid().flatten(1)
+        top, index = torch.topk(scores, min(self.k, scores.shape[1]), dim=1)
+        query = torch.div(index, classes, rounding_mode="floor")
+        picked = torch.gather(boxes, 1, query[..., None].expand(-1, -1, 4))
+        labels = (index % classes).to(picked.dtype)
+        return (torch.cat([picked, top[..., None], labels[..., None]], dim=-1),)
 
 
 def find_raw_head_outputs(outputs: Sequence[tuple[str, Sequence[int]]]) -> tuple[int, int]:

@@ -46,7 +46,10 @@ def dynamic_shapes(model: LoadedModel) -> tuple[Any, ...] | None:
             if name not in made:
                 lo, hi = ((rng[0], rng[2]) if name == "batch" and rng
                           else (spec.min[axis], spec.max[axis]))
-                made[name] = Dim(_ident(name), min=lo, max=hi)
+                step = spec.step(axis)
+                # in steps of S: S * a Dim over lo/S..hi/S, the form torch.export suggests
+                made[name] = (step * Dim(f"_{_ident(name)}", min=lo // step, max=hi // step)
+                              if step > 1 else Dim(_ident(name), min=lo, max=hi))
             dims[axis] = made[name]
         per_input.append(dims or None)
     return (tuple(per_input),)  # FlatModule takes *args: one entry holding them all

@@ -59,33 +59,119 @@ def largest_judged_batch(specs: Any, rng: tuple[int, int, int], at: str = "opt")
     return min(rng[2], fits)
 
 
-def detecting_example(loaded: Any, real: dict[str, Any] | None) -> dict[str, Any] | None:
+#: a detector's golden images are chosen from up to this many batches of each data set given
+POOL_BATCHES = 16
+#: ... and from at most this many images (each is run once through the eager model)
+POOL_IMAGES = 128
+
+
+def detecting_example(loaded: Any, real: dict[str, Any] | None,
+                      data: Any = None) -> dict[str, Any] | None:
     """The example golden samples start from, for a detector: one on which the model detects
     something, since a sample without a detection proves nothing about boxes and scores.
 
-    Real images (--eval-data or --calib-data) when given and the detector finds something
-    distinct in them: an example_input_array is often noise, on which a detector's weak,
-    near-threshold scores make a healthy reduced precision look broken. Else the model's own
-    example; neither: a UsageError that says what to pass.
+    Real images (--eval-data and --calib-data, `data`: all of them up to POOL_IMAGES, not
+    only the first batch) where the reference detects something clear of every cut, spread
+    over the data, as many as the largest judged batch holds within the size budget; else
+    `real` when the detector finds something in it; else the model's own example (an
+    example_input_array is often noise, on which a detector's weak, near-threshold scores
+    make a healthy reduced precision look broken); none: a UsageError that says what to pass.
     """
     from toolkit.detection.match import match_detections
     from toolkit.errors import UsageError
 
+    threshold = float((loaded.detection or {}).get("score_threshold") or 0.0)
+    pool = _real_pool(loaded, data) if data is not None else None
+    if pool is not None:
+        chosen = _detecting_images(loaded, pool, threshold)
+        if chosen is not None:
+            return chosen
     candidates = []
     if real is not None:
         candidates.append(("the --eval-data / --calib-data images", dict(real)))
     candidates.append(("the model's example", loaded.example_feed(batch=None)))
-    threshold = float((loaded.detection or {}).get("score_threshold") or 0.0)
     reasons = []
     for _, feed in candidates:
-        outputs = loaded.run(feed)
+        outputs = _checked_run(loaded, feed)
         # the same test verify applies: some detection clear of every cut (not vacuous)
         parity = match_detections(outputs, outputs, score_threshold=threshold)
         if not parity.vacuous:
             return feed
         reasons.append(parity.vacuity_reason())
     tried = " and ".join(name for name, _ in candidates)
+    if pool is not None:
+        tried = f"any of the {len(next(iter(pool.values())))} images given, nor {tried}"
     raise UsageError(
         f"the detector finds nothing distinct in {tried}: on them it {reasons[-1]}; so parity "
         "could not be proven. Real images help most: --eval-data FILE.npz (x, boxes, labels) "
         "or --calib-data")
+
+
+def _checked_run(loaded: Any, feed: dict[str, Any]) -> dict[str, Any]:
+    """Eager detections, refused when their boxes are plainly not input pixels."""
+    import numpy as np
+
+    from toolkit.detection.match import check_pixel_boxes
+
+    outputs = loaded.run(feed)
+    image = np.asarray(next(iter(feed.values())))
+    if image.ndim == 4:  # boxes in [0, 1] on a large image: a convention read wrong
+        check_pixel_boxes(outputs, (int(image.shape[-2]), int(image.shape[-1])),
+                          "the detector's boxes")
+    return outputs
+
+
+def _real_pool(loaded: Any, data: Any) -> dict[str, Any] | None:
+    """The images of --eval-data and --calib-data, as one batch (those of the first one's
+    shape), up to POOL_IMAGES."""
+    import numpy as np
+
+    from toolkit import tasks
+    from toolkit.source.data import load_feeds, split_labels
+
+    feeds: list[dict[str, Any]] = []
+    if getattr(data, "eval_data", None):
+        feeds += tasks.of(loaded.detection).hook("eval_inputs")(
+            data.eval_data, loaded.inputs, max_batches=POOL_BATCHES, section=loaded.detection)
+    if getattr(data, "calib_data", None):
+        feeds += [split_labels(f)[0] for f in load_feeds(
+            data.calib_data, loaded.inputs, max_batches=POOL_BATCHES, split="val",
+            where="--calib-data")]
+    if not feeds:
+        return None
+    names = [s.name for s in loaded.inputs]
+    first = feeds[0]
+    alike = [f for f in feeds if all(f[n].shape[1:] == first[n].shape[1:] for n in names)]
+    return {n: np.concatenate([f[n] for f in alike])[:POOL_IMAGES] for n in names}
+
+
+def _detecting_images(loaded: Any, pool: dict[str, Any], threshold: float
+                      ) -> dict[str, Any] | None:
+    """The pool's images with a confident detection, evenly spread over the pool, as many as
+    the golden samples' largest batch holds (a static batch: exactly its size)."""
+    import numpy as np
+
+    from toolkit.detection.match import match_detections
+
+    count = len(next(iter(pool.values())))
+    chunk = 8
+    rng = batch_range(loaded.inputs)
+    if rng is not None:
+        chunk = max(rng[0], min(chunk, rng[2]))
+    static = rng is None
+    if static:
+        chunk = next((s.opt[0] for s in loaded.inputs if s.rank), 1)
+    confident = np.zeros(count, dtype=np.int64)
+    for start in range(0, count - chunk + 1 if static else count, chunk):
+        feed = {k: v[start:start + chunk] for k, v in pool.items()}
+        outputs = _checked_run(loaded, feed)
+        parity = match_detections(outputs, outputs, score_threshold=threshold)
+        confident[start:start + chunk] = [im.confident for im in parity.images]
+    found = np.flatnonzero(confident > 0)
+    if found.size == 0:
+        return None
+    want = chunk if static else min(largest_judged_batch(loaded.inputs, rng), found.size)
+    picks = found[np.unique(np.linspace(0, found.size - 1, want).round().astype(int))]
+    if static:  # a fixed batch: tile the detecting images out to it
+        picks = np.resize(picks, want)
+    return {k: v[picks] for k, v in pool.items()}

@@ -25,7 +25,8 @@ class StepStatus(str, Enum):
 
     PENDING = "pending"
     OK = "ok"
-    FAILED = "failed"
+    FAILED = "failed"  # the command was wrong for this format (a usage error)
+    NOT_EXPORTED = "not-exported"  # the exporter couldn't make it (an upstream limit)
     PARITY_FAILED = "parity-failed"
     ACCURACY_FAILED = "accuracy-failed"
     UNAVAILABLE = "unavailable"
@@ -38,6 +39,16 @@ class StepStatus(str, Enum):
     @property
     def check_failed(self) -> bool:
         return self in (StepStatus.PARITY_FAILED, StepStatus.ACCURACY_FAILED)
+
+    @property
+    def code(self) -> int:
+        """This step's own exit code: 1 a made artifact failed a check, 2 it couldn't be made
+        (the command, or an upstream limit), 3 its backend is missing here, else 0."""
+        if self.check_failed:
+            return 1
+        if self in (StepStatus.FAILED, StepStatus.NOT_EXPORTED):
+            return 2
+        return 3 if self is StepStatus.UNAVAILABLE else 0
 
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -146,7 +157,8 @@ class Step:
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "precision": self.precision, "layout": self.layout,
-                "status": self.status.value, "seconds": round(self.seconds, 2),
+                "status": self.status.value, "code": self.status.code,
+                "seconds": round(self.seconds, 2),
                 "path": self.path, "detail": self.detail, "parity": self.parity}
 
 
@@ -176,11 +188,13 @@ class ExportJob:
 
 
 def steps_exit_code(steps: Sequence[Step]) -> int:
-    """Bad input outranks a failed check, which outranks a backend missing here."""
-    codes = [s.error.exit_code for s in steps if s.error is not None]
-    if any(s.status.check_failed for s in steps):
-        codes.append(1)
-    for code in (2, 1, 3):
+    """The worst of the steps: an artifact that was made and failed a check (1) outranks a
+    format that couldn't be made (2: bad input for it, or an upstream limit), which outranks a
+    backend missing here (3). A CI step reading 1 as "the model drifted" is never told 2
+    ("fix your command") because another format couldn't be exported."""
+    codes = {s.status.code for s in steps}
+    codes |= {s.error.exit_code for s in steps if s.error is not None and s.status.code}
+    for code in (1, 2, 3):
         if code in codes:
             return code
     return 0

@@ -95,6 +95,18 @@ def export_onnx(model: LoadedModel, dest: Path, *, opset: int | None = None) -> 
         return _export_onnx(model, dest, opset)
 
 
+def _with_cause(err: BaseException) -> str:
+    """The error's first line and its innermost cause's: torch.onnx's own line only says
+    which of its steps failed ("step 1/3"), the cause says why (the guard, the op)."""
+    inner, seen = err, {id(err)}
+    while inner.__cause__ is not None and id(inner.__cause__) not in seen:
+        inner = inner.__cause__
+        seen.add(id(inner))
+    if inner is err:
+        return first_line(err)
+    return f"{first_line(err, 120)} Cause: {first_line(inner, 240)}"
+
+
 def _export_onnx(model: LoadedModel, dest: Path, opset: int | None) -> dict[str, Any]:
     import onnx
 
@@ -104,14 +116,14 @@ def _export_onnx(model: LoadedModel, dest: Path, opset: int | None) -> dict[str,
         exporter = "torch.onnx dynamo"
     except Exception as dynamo_error:  # any exporter failure: try the legacy route
         interrupts.raise_if_pending()  # torch.export wraps Ctrl-C: it is not a failure
-        notes.append(f"dynamo exporter failed ({first_line(dynamo_error)}); "
+        notes.append(f"dynamo exporter failed ({_with_cause(dynamo_error)}); "
                      "fell back to the TorchScript-based exporter")
         try:
             _export_legacy(model, dest, opset)
             exporter = "torch.onnx torchscript (fallback)"
         except Exception as legacy_error:
             raise ExportFailed(
-                f"ONNX export failed with both exporters. dynamo: {first_line(dynamo_error)} | "
+                f"ONNX export failed with both exporters. dynamo: {_with_cause(dynamo_error)} | "
                 f"torchscript: {first_line(legacy_error)}"
             ) from legacy_error
     try:
@@ -125,13 +137,15 @@ def _export_onnx(model: LoadedModel, dest: Path, opset: int | None) -> dict[str,
             f"--opset {opset}: the exporter produced opset {opset_used} and could not convert "
             f"it (the dynamo exporter starts at 18 and converts down only where ONNX has an "
             f"adapter for every op of the model); try a later --opset, or leave it out")
-    _check_dynamic_dims(model, proto)
+    _check_dynamic_dims(model, proto, exporter)
     return {"exporter": exporter, "opset": opset_used, "nodes": len(proto.graph.node),
             "notes": notes}
 
 
-def _check_dynamic_dims(model: LoadedModel, proto: Any) -> None:
-    """A dimension declared dynamic must not come out fixed: that would fail at run time."""
+def _check_dynamic_dims(model: LoadedModel, proto: Any, exporter: str = "torch.onnx") -> None:
+    """A dimension declared dynamic must not come out fixed: that would fail at run time. The
+    exporter is named: the model may be innocent (torch.onnx's dynamo route fixed RAFT's
+    batch at 2 where torch.export alone kept it dynamic)."""
     by_name = {v.name: v for v in proto.graph.input}
     for spec in model.inputs:
         value = by_name.get(spec.name)
@@ -141,9 +155,10 @@ def _check_dynamic_dims(model: LoadedModel, proto: Any) -> None:
         for axis in spec.dynamic_dims:
             if axis < len(dims) and dims[axis].HasField("dim_value"):
                 raise ExportFailed(
-                    f"input '{spec.name}' dimension {axis} was declared dynamic but the model "
-                    f"fixes it to {dims[axis].dim_value}; pass --static or a fixed --input shape"
-                )
+                    f"input '{spec.name}' dimension {axis} was declared dynamic but the ONNX "
+                    f"that {exporter} wrote fixes it to {dims[axis].dim_value} (the model, or "
+                    "the exporter: other formats, pt2 among them, may keep it dynamic); for "
+                    "ONNX pass --static or a fixed --input shape")
 
 
 def export_artifact(job: ExportJob) -> dict[str, Any]:

@@ -129,6 +129,11 @@ def export(
                     else parse_model_args(model_args))
     detection = detection or DetectionOptions()
     kind = source_kind(source)
+    if kind == "onnx" and detection != DetectionOptions():
+        raise UsageError("--task, --nms and --max-detections wrap a PyTorch model's outputs "
+                         "into the detection contract; an .onnx source is exported as it is. "
+                         "Export the detector from its checkpoint or factory with them, or "
+                         "leave them out")
     out_dir = Path(out) if out else (Path(source) if kind == "bundle" else default_out(source))
     _check_writable(out_dir)
     if kind == "bundle" and Path(out or source).resolve() != Path(source).resolve():
@@ -269,7 +274,8 @@ class _Executor:
                 # and random noise would fail a healthy INT8 model.
                 loaded.example = real
         if task.golden_example:
-            loaded.example = task.hook("golden_example")(loaded, real)
+            chosen_from = data if (data.eval_data or data.calib_data) else None
+            loaded.example = task.hook("golden_example")(loaded, real, chosen_from)
         self.model = loaded
         self.bundle = _open_or_create(out_dir, loaded, self.opts.force)
         self._save_golden(loaded)
@@ -431,10 +437,13 @@ class _Executor:
             return
         except BackendUnavailable as err:
             step.status, step.detail, step.error = StepStatus.UNAVAILABLE, str(err), err
+        except ExportFailed as err:  # the exporter's limit, not the command's mistake
+            step.status, step.detail, step.error = StepStatus.NOT_EXPORTED, str(err), err
         except ToolkitError as err:
             step.status, step.detail, step.error = StepStatus.FAILED, str(err), err
         interrupts.raise_if_pending()  # an exporter may have turned Ctrl-C into a failure
-        if made is not None and step.status in (StepStatus.FAILED, StepStatus.UNAVAILABLE):
+        if made is not None and step.status in (StepStatus.FAILED, StepStatus.NOT_EXPORTED,
+                                                StepStatus.UNAVAILABLE):
             self._drop(made)  # written but unusable (it won't even load): not left listed
         self._done(step)
 

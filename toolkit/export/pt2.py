@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,9 @@ def export_pt2(model: LoadedModel, dest: Path, *, device: str = "cpu") -> dict[s
                 module, example_args(model, device=device), dynamic_shapes=dynamic_shapes(model)
             )
     except Exception as err:
+        cause = _decisive(err, model)
         raise ExportFailed(f"torch.export failed: {first_line(err)}"
-                           f"{_known_limit(err, len(model.inputs))}") from err
+                           f"{cause or _known_limit(err, len(model.inputs))}") from err
     started = time.perf_counter()
     with open(dest, "wb") as raw:
         package = _DiskErrorKept(raw)
@@ -81,6 +83,54 @@ class _DiskErrorKept(io.RawIOBase):
                 self.raw.flush()
             except OSError as err:
                 self.error = err
+
+
+_MULTIPLE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*) = (\d+)\*_[A-Za-z0-9_]+\s*$")
+_GUARD = re.compile(r"Not all values of ([A-Za-z_][A-Za-z0-9_]*) = .*? in the specified range "
+                    r".*? satisfy the generated guard (.*?)\.?$")
+_SPECIALIZED = re.compile(r"^\s*-?\s*(.*must be specialized.*?|.*specialized to.*?)\.?$")
+
+
+def _decisive(err: BaseException, model: LoadedModel) -> str:
+    """torch.export's decisive lines, which its first line leaves out: the guard a dimension
+    failed and the fix torch suggests, in --input terms ("x dimension 2 (112-224) must be a
+    multiple of 14"). Empty when the error has none."""
+    from toolkit.export.common import _ident
+
+    text = str(err)
+    where: dict[str, Any] = {}  # torch's Dim name -> (words, the range in steps of S)
+    names, _ = shared_dims(model.inputs)
+    for (name, axis), dim in names.items():
+        spec = next(s for s in model.inputs if s.name == name)
+        lo, hi = spec.min[axis], spec.max[axis]
+
+        def stepped(step: int, lo: int = lo, hi: int = hi) -> str:
+            low, high = -(-lo // step) * step, hi // step * step
+            return f"{low}-{high}/{step}" if low < high else f"{low or step}"
+
+        where.setdefault(_ident(dim), (f"{name} dimension {axis} ({lo}-{hi})", stepped))
+    parts = []
+    fixes = text.split("Suggested fixes:", 1)
+    multiples = [m.groups() for m in map(_MULTIPLE.match, fixes[1].splitlines()
+                                         if len(fixes) > 1 else []) if m]
+    for dim, step in multiples:
+        spot = where.get(dim)
+        parts.append(f"{spot[0] if spot else dim} must be a multiple of {step}: give it in "
+                     f"steps of {step}, e.g. {spot[1](int(step)) if spot else f'A-B/{step}'}"
+                     f", or a fixed size (torch suggests {dim} = {step}*_{dim})")
+    if not multiples:
+        guards = [m.groups() for m in map(_GUARD.search, text.splitlines()) if m]
+        for dim, guard in guards[:2]:
+            words = where[dim][0] if dim in where else dim
+            parts.append(f"{words} fails torch's guard {guard[:120]}")
+        special = [m.group(1).strip() for m in map(_SPECIALIZED.match, text.splitlines()) if m]
+        parts += [line[:200] for line in special[:1]]
+        if len(fixes) > 1:
+            fix = "; ".join(ln.strip() for ln in fixes[1].splitlines()[:4] if ln.strip()
+                            and not ln.startswith("The error above"))
+            if fix:
+                parts.append(f"torch suggests: {fix[:200]}")
+    return f" — {'; '.join(parts)}" if parts else ""
 
 
 def _known_limit(err: BaseException, inputs: int = 1) -> str:

@@ -96,6 +96,18 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
             raise UsageError(f"detection export takes one image input; the model has "
                              f"{[s.name for s in loaded.inputs]}")
         return loaded
+    detr = rtdetr_head(loaded.module)
+    if detr is not None and (options.nms is None or options.nms.layout == "rows"):
+        from toolkit.detection.options import YOLO_DEFAULTS
+
+        detr.export = True  # Ultralytics' switch: the decoder returns its rows alone
+        return _rows(loaded, options, "Ultralytics RT-DETR decoder (NMS-free; rows of "
+                     "normalised cx, cy, w, h, score, class)",
+                     default_score=YOLO_DEFAULTS["score"],
+                     default_k=int(min(detr.num_queries, detr.max_det)),
+                     model_box="cxcywh-norm")
+    if _detr_queries(loaded) and (options.nms is None or options.nms.layout == "rows"):
+        return _queries(loaded, options)
     head = ultralytics_head(loaded.module)
     if head is not None and (options.nms is None or options.nms.layout == "yolo"):
         return _yolo(loaded, options, head)
@@ -182,6 +194,40 @@ def ultralytics_head(module: nn.Module) -> nn.Module | None:
     return heads[-1] if heads else None
 
 
+def rtdetr_head(module: nn.Module) -> nn.Module | None:
+    """Ultralytics' RT-DETR decoder inside a model (rows of normalised cx, cy, w, h, score,
+    class), or None."""
+    heads = [sub for sub in module.modules()
+             if type(sub).__module__.startswith("ultralytics.")
+             and type(sub).__name__ == "RTDETRDecoder"]
+    return heads[-1] if heads else None
+
+
+def _detr_queries(loaded: LoadedModel) -> bool:
+    """transformers' RT-DETR (and DETR-style heads like it): `logits` and `pred_boxes` per
+    query, boxes normalised cx, cy, w, h, class scores sigmoids."""
+    return type(loaded.module).__name__ == "RTDetrForObjectDetection"
+
+
+def _queries(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
+    from toolkit.detection.options import DEFAULT_MAX_DETECTIONS
+    from toolkit.detection.postprocess import QueriesToRows, RowsToContract
+
+    nms = options.nms
+    k = nms.max_detections if nms is not None else DEFAULT_MAX_DETECTIONS
+    # transformers' post_process_object_detection keeps scores over 0.5 by default
+    score = nms.score_threshold if nms is not None else 0.5
+    module = _Contract(RowsToContract(QueriesToRows(loaded.module, k), 0, score, k,
+                                      box_format="cxcywh-norm"))
+    info = {"max_detections": k, "convention": "rows", "score_threshold": score,
+            "nms_iou": None, "box": "cxcywh-norm", "queries": True,
+            "note": f"transformers {type(loaded.module).__name__}: sigmoid class scores, the "
+                    f"top {k} (query, class) pairs over {score}, boxes normalised cx, cy, w, "
+                    "h -> xyxy pixels, no NMS (its own post-processing); --nms "
+                    "score=..,max=.. to change"}
+    return _with_detection(loaded, module, info)
+
+
 def _nms_record(nms: Any) -> dict[str, Any]:
     return {"iou": nms.iou_threshold, "score": nms.score_threshold, "layout": nms.layout,
             "multi_label": not nms.keeps_one_label_per_box, "agnostic": nms.agnostic}
@@ -227,6 +273,7 @@ def _yolo(loaded: LoadedModel, options: DetectionOptions, head: nn.Module | None
     with torch.inference_mode():
         outputs = flat(loaded.to_tensors(loaded.example_feed(batch=None))[0])
     index, channels_first = _yolo_prediction(outputs, getattr(head, "nc", None))
+    _check_class_scores(outputs[index], channels_first)
     decode = YoloDecode(flat, index, channels_first)
     module = _Contract(RawHeadNMS(decode, nms.iou_threshold, nms.score_threshold,
                                   nms.max_detections,
@@ -242,6 +289,20 @@ def _yolo(loaded: LoadedModel, options: DetectionOptions, head: nn.Module | None
     return _with_detection(loaded, module, info)
 
 
+def _check_class_scores(prediction: Any, channels_first: bool) -> None:
+    """A YOLO prediction's class scores are sigmoids: values outside [0, 1] mean the tensor is
+    something else (rows of box, score, class), which judging would only misread."""
+    scores = prediction[:, 4:, :] if channels_first else prediction[..., 4:]
+    low, high = float(scores.min()), float(scores.max())
+    if low < 0.0 or high > 1.0:
+        raise UsageError(
+            f"layout=yolo reads the output {list(prediction.shape)} as 4 box columns and "
+            f"{int(scores.shape[1 if channels_first else 2])} class scores, but those 'scores' "
+            f"run from {low:.4g} to {high:.4g}, outside [0, 1]: it is not a YOLO prediction. "
+            "Rows of box, score, class (an NMS-free head) take --nms layout=rows,box=FORMAT "
+            "(xyxy, cxcywh, xyxy-norm or cxcywh-norm)")
+
+
 def _rows_shaped(raw: Any) -> bool:
     """One output (or the first) of [B,K,6] rows: x1, y1, x2, y2, score, class."""
     flat = flatten_outputs(raw)
@@ -249,19 +310,40 @@ def _rows_shaped(raw: Any) -> bool:
 
 
 def _rows(loaded: LoadedModel, options: DetectionOptions, what: str,
-          default_score: float, default_k: int | None = None) -> LoadedModel:
-    """A model that post-processes itself into [B,K,6] rows (x1, y1, x2, y2, score, class):
-    its rows above the score threshold become the contract, judged by IoU like any detector."""
+          default_score: float, default_k: int | None = None,
+          model_box: str | None = None) -> LoadedModel:
+    """A model that post-processes itself into [B,K,6] rows (a box, score, class): its rows
+    above the score threshold become the contract, judged by IoU like any detector. The box
+    format is --nms box=.., else the model's own (`model_box`, RT-DETR's), else xyxy pixels."""
+    import torch
+
+    from toolkit.detection.match import check_pixel_boxes
     from toolkit.detection.postprocess import RowsToContract
 
     nms = options.nms
     score = nms.score_threshold if nms is not None else default_score
     k = nms.max_detections if nms is not None else (default_k or options.max_detections)
-    module = _Contract(RowsToContract(_FlatOutputs(loaded.module), 0, score, k))
+    box = (nms.box_format if nms is not None and nms.box_format else None) or model_box or "xyxy"
+    flat = _FlatOutputs(loaded.module)
+    images = loaded.to_tensors(loaded.example_feed(batch=None))[0]
+    if not box.endswith("-norm"):
+        # the rows' own boxes, before any threshold: normalised ones are refused here, not
+        # judged in units where every tiny box overlaps every other
+        with torch.inference_mode():
+            rows = flat(images)[0]
+        n = rows.shape[1]
+        check_pixel_boxes({"num_detections": torch.full((rows.shape[0],), n).numpy(),
+                           "boxes": rows[..., 0:4].float().numpy(),
+                           "scores": rows[..., 4].float().numpy(),
+                           "labels": torch.zeros(rows.shape[:2], dtype=torch.int64).numpy()},
+                          (int(images.shape[-2]), int(images.shape[-1])),
+                          f"the model's rows [B,K,6] read as box={box}")
+    module = _Contract(RowsToContract(flat, 0, score, k, box_format=box))
     info = {"max_detections": k, "convention": "rows", "score_threshold": score,
-            "nms_iou": None,
+            "nms_iou": None, "box": box,
             "note": f"{what}: rows scoring over {score} are the detections, best first "
-                    f"(K {k}); --nms score=..,max=.. to change"}
+                    f"(K {k}; box {box} -> xyxy pixels); --nms score=..,max=..,box=.. to "
+                    "change"}
     return _with_detection(loaded, module, info)
 
 

@@ -87,6 +87,46 @@ def _example_to_specs(module: Any, example: Any) -> tuple[list[TensorSpec], str,
     return specs, style, {k: to_numpy(v) for k, v in named.items()}
 
 
+def bind_by_name(module: Any, given: Sequence[TensorSpec]) -> tuple[list[TensorSpec], str]:
+    """--input specs matched to forward's parameters by name, whatever the order given:
+    returned in forward's order, with the call style that binds them (positional when they
+    are forward's leading parameters, else keyword). One input whose name matches nothing is
+    bound by position (it can't be mixed up); several must each name a parameter."""
+    import inspect
+
+    given = list(given)
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return given, "positional"
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return given, "positional"  # forward(*args): position is all there is
+    named = [p.name for p in params if p.kind != p.VAR_KEYWORD]
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY,
+                                                        p.POSITIONAL_OR_KEYWORD)]
+    names = [s.name for s in given]
+    unknown = [n for n in names if n not in named]
+    if len(given) == 1 and unknown:
+        return given, "positional"
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in params)
+    if unknown and not takes_any:
+        raise UsageError(
+            f"--input {unknown[0]}: {type(module).__name__}.forward has no parameter of that "
+            f"name; its parameters are {', '.join(named) or 'none'}. Name each --input after "
+            "the parameter it feeds (in any order)")
+    by_name = {s.name: s for s in given}
+    ordered = [by_name[n] for n in named if n in by_name] + [by_name[n] for n in unknown]
+    if [s.name for s in ordered] == positional[:len(ordered)]:
+        return ordered, "positional"
+    bad = [n for n in names if n in positional and params[named.index(n)].kind
+           == inspect.Parameter.POSITIONAL_ONLY]
+    if bad:
+        raise UsageError(f"--input {bad[0]}: a positional-only parameter of forward can't be "
+                         f"bound by name; give forward's leading parameters: "
+                         f"{', '.join(positional)}")
+    return ordered, "keyword"
+
+
 def build_loaded_model(
     module: Any,
     *,
@@ -111,6 +151,8 @@ def build_loaded_model(
                 f"--input names {[s.name for s in given]} must match the keys of the "
                 f"model's example_input_array {[s.name for s in specs]}"
             )
+        if style == "positional":
+            given, style = bind_by_name(module, given)
         example_shapes = {s.name: s.opt for s in specs}
         if values and any(example_shapes.get(s.name) != s.opt for s in given):
             values = None  # the example no longer fits the shapes the user asked for
@@ -123,6 +165,9 @@ def build_loaded_model(
     loaded = LoadedModel(module=module, inputs=specs, call_style=style,
                          example=values, source=source)
     loaded.hints += embedding_hints(module, specs, values)
+    loaded.hints += [f"{s.name} is drawn as {s.mask}-padded attention masks (a run of ones, "
+                     "then zeros; several lengths, never an empty row) for golden samples and "
+                     "bench; :mask-left pads on the left" for s in specs if s.mask is not None]
     return loaded
 
 
@@ -140,7 +185,8 @@ def embedding_hints(module: Any, specs: Sequence[TensorSpec],
     tables = [(name, layer.num_embeddings) for name, layer in module.named_modules()
               if isinstance(layer, (nn.Embedding, nn.EmbeddingBag))]
     unranged = [s.name for s in specs if np.issubdtype(numpy_dtype(s.dtype), np.integer)
-                and s.values is None and not (example and s.name in example)]
+                and s.values is None and s.mask is None
+                and not (example and s.name in example)]
     if not tables or not unranged:
         return []
     name, rows = max(tables, key=lambda table: table[1])

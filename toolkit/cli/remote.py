@@ -104,7 +104,7 @@ def _with_progress(bundle: Path, fleet: Any, job: Any, names: list[str], width: 
                  for n in names}
 
         def line(target: str, text: str) -> None:
-            progress.console.print(f"[dim]{escape(target):<{width}} │[/] {escape(text)}",
+            progress.console.print(f"[dim]{escape(target):<{width}} │[/] {_inert(text)}",
                                    highlight=False, soft_wrap=True)
 
         def phase(target: str, name: str) -> None:
@@ -114,6 +114,13 @@ def _with_progress(bundle: Path, fleet: Any, job: Any, names: list[str], width: 
                                        highlight=False)
 
         return run_fleet(bundle, fleet, job, on_line=line, on_phase=phase)
+
+
+def _inert(text: str) -> str:
+    """A device's words as plain text: no markup, no terminal control sequences."""
+    from toolkit.spec import CONTROL_CHARS
+
+    return escape(CONTROL_CHARS.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
 
 
 def _headline(result: Any) -> str:
@@ -148,9 +155,9 @@ def _summary(result: Any) -> None:
                    3: "[yellow]backend missing[/]", 130: "[red]interrupted[/]"}[o.code]
         pulled = "built " + ", ".join(p.record.path or "" for p in o.pulled) \
             if o.pulled else ""
-        table.add_row(escape(o.target.name), f"{o.code} {verdict}", escape(what[:48]),
+        table.add_row(escape(o.target.name), f"{o.code} {verdict}", _inert(what[:48]),
                       f"{o.sent_files} files, {human_size(o.sent_bytes)}",
-                      escape("; ".join(filter(None, [_headline(o.result), o.message, pulled]))
+                      _inert("; ".join(filter(None, [_headline(o.result), o.message, pulled]))
                              [:200]) or "—")
     table_console().print(table)
     console.print(f"{len(result.outcomes)} devices in {result.wall_s:.1f} s", highlight=False)
@@ -223,20 +230,20 @@ def _probe_table(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         d = row.get("device")
         if not d:
-            table.add_row(escape(row["target"]), f"[red]{escape(row['message'] or '')}[/]",
+            table.add_row(escape(row["target"]), f"[red]{_inert(row['message'] or '')}[/]",
                           *[""] * 7)
             continue
         gpu = f"{d.get('gpu')} ({d.get('compute_capability')}, {d.get('driver')})" \
             if d.get("gpu") else "—"
         flags = " ".join(d.get("cpu_flags") or [])
-        table.add_row(escape(row["target"]), escape(str(d.get("toolkit_version"))),
-                      escape(str(d.get("python"))), escape(", ".join(d.get("backends") or [])),
-                      escape(gpu), escape(str(d.get("tensorrt") or "—")),
-                      escape(str(d.get("l4t") or "—")),
-                      escape(f"{d.get('cpu')} [{flags}]"[:60]),
+        table.add_row(escape(row["target"]), _inert(str(d.get("toolkit_version"))),
+                      _inert(str(d.get("python"))), _inert(", ".join(d.get("backends") or [])),
+                      _inert(gpu), _inert(str(d.get("tensorrt") or "—")),
+                      _inert(str(d.get("l4t") or "—")),
+                      _inert(f"{d.get('cpu')} [{flags}]"[:60]),
                       human_size(row.get("free_bytes")))
         if row.get("message"):
-            err_console.print(f"[red]{escape(row['target'])}:[/] {escape(row['message'])}",
+            err_console.print(f"[red]{escape(row['target'])}:[/] {_inert(row['message'])}",
                               highlight=False, soft_wrap=True)
     table_console().print(table)
 

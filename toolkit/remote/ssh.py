@@ -129,7 +129,8 @@ class Connection:
                         process.stdin.close()
 
         def read_err() -> None:
-            for raw in iter(process.stderr.readline, b""):
+            # a line is bounded too: a device can't grow this side's memory with one
+            for raw in iter(lambda: process.stderr.readline(1 << 16), b""):
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 errors.append(line)
                 if len(errors) > 2000:

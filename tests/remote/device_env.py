@@ -85,6 +85,19 @@ def _hostile() -> None:
 
     from toolkit.remote import device
 
+    if os.environ.get("TOOLKIT_TEST_HOSTILE") == "huge":  # claims a 16 TiB engine
+        read = device._read_manifest
+
+        def inflated(directory):  # noqa: ANN001, ANN202 - the device side's signature
+            manifest = read(directory)
+            for record in manifest.get("artifacts", []):
+                if record.get("format") == "trt":
+                    record["size_bytes"] = 1 << 44
+            return manifest
+
+        device._read_manifest = inflated
+        return
+
     def get(workdir, bundle_id, names, stdout):  # noqa: ANN001 - the device side's signature
         with tarfile.open(fileobj=stdout, mode="w|") as archive:
             data = b"x" * 64

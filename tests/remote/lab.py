@@ -33,6 +33,7 @@ FAULTS = {
     "dev-crash": ("trt", "shared-t", {"TOOLKIT_TEST_CRASH_AT": "before-commit"}),
     "dev-trt-again": ("trt", "shared-t", {}),
     "dev-full": ("plain", "full", {}),  # a test mounts a small disk there
+    "dev-huge": ("hostile", "huge", {"TOOLKIT_TEST_HOSTILE": "huge"}),
 }
 FANOUT = 16
 

@@ -156,6 +156,11 @@ def test_a_hostile_device_is_refused_and_nothing_lands(lab: Lab, bundle: Path, t
     assert "did not ask for" in out
     assert tree(bundle) == before
     assert not list(lab.dir.parent.rglob("escaped.txt"))
+    # a device claiming a 16 TiB engine is refused before anything is fetched
+    code, out = toolkit("export", bundle, "--to", "trt", "--on", "dev-huge", "--targets",
+                        lab.targets)
+    assert code == 2 and "refused" in out, out
+    assert tree(bundle) == before
 
 
 @pytest.mark.parametrize("name", ["dev-a;touch /tmp/x", "$(id)", "a\nb", "-oProxyCommand=x"])

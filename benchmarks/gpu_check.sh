@@ -257,14 +257,24 @@ PY
 
 # A pretend CUDA device for --pretend-gpu: torch.cuda says one device is there (its name says
 # it is pretend); the real torch.cuda stays underneath, so using it fails as without a driver.
+# Only the processes that ask torch about the device load torch: `python3 -c "import torch; ..."`
+# and cuda_python_check.py. Every other one (the toolkit's commands, pytest -m gpu, the
+# training) stops where it would load torch, saying so: by then its command line has run and
+# parsed (where the script's own mistakes show), and what would follow is seconds of imports
+# and CPU work that here could only end in the same failure, later.
 pretend_cuda() {  # pretend_cuda DIR
   mkdir -p "$1" || return
   cat >"$1/sitecustomize.py" <<'PY'
 import importlib.abc
 import importlib.machinery
+import os
 import sys
 
 NAME = "pretend CUDA device (gpu_check.sh --pretend-gpu, no GPU here)"
+
+
+class PretendDeviceStop(RuntimeError):
+    pass
 
 
 def _pretend(cuda):
@@ -274,10 +284,24 @@ def _pretend(cuda):
     cuda.get_device_name = lambda device=None: NAME
 
 
+def _cmdline():
+    with open("/proc/self/cmdline", "rb") as cmdline:
+        return [arg.decode(errors="replace") for arg in cmdline.read().split(b"\0")[:-1]]
+
+
+def _asks_the_device():
+    if sys.argv and os.path.basename(sys.argv[0]) == "cuda_python_check.py":
+        return True
+    args = _cmdline()
+    code = args[args.index("-c") + 1] if "-c" in args[:-1] else ""
+    return code.lstrip().startswith("import torch")
+
+
 class _Finder(importlib.abc.MetaPathFinder):
-    # patches torch.cuda once torch imports it (importing torch here would slow every python3)
+    # acts when torch is imported (a find_spec probe imports nothing), and patches torch.cuda
+    # once torch imports it (importing torch here would slow every python3)
     def find_spec(self, name, path, target=None):
-        if name != "torch.cuda":
+        if name not in ("torch", "torch.cuda"):
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:
@@ -285,8 +309,12 @@ class _Finder(importlib.abc.MetaPathFinder):
         run = spec.loader.exec_module
 
         def exec_module(module):
+            if name == "torch" and not _asks_the_device():
+                raise PretendDeviceStop(f"{NAME}: `{' '.join(_cmdline())[:160]}` stops where it "
+                                        "would load torch (its command line has run)")
             run(module)
-            _pretend(module)
+            if name == "torch.cuda":
+                _pretend(module)
 
         spec.loader.exec_module = exec_module
         return spec

@@ -54,10 +54,13 @@
 # --pretend-gpu is the same offline install, then the GPU branch itself, line for line, against
 # a pretend CUDA device: a sitecustomize put first on PYTHONPATH makes torch report one CUDA
 # device (torch.cuda.is_available() is True), and anything that touches it fails as it does
-# without a driver. Every CUDA step runs its command line and fails (or is skipped for time)
-# with its reason; the summary lists them and the script exits 1. What it proves: no line of
-# the GPU branch dies of a shell error (an unbound variable, a missing command) before its
-# summary, as `DEADLINE: unbound variable` once did on the GPU right after the install.
+# without a driver. Only the processes that ask torch about the device load torch; the others
+# (the toolkit's commands, pytest -m gpu, the training) stop where they would, once their
+# command line has parsed. Every CUDA step runs its command line and fails (or is skipped for
+# time) with its reason; the summary lists them and the script exits 1, in about 30 s. What
+# it proves: no line of the GPU branch dies of a shell error (an unbound variable, a missing
+# command) before its summary, as `DEADLINE: unbound variable` once did on the GPU right after
+# the install, and no step's command line is refused.
 #   WHEELS=dir   the wheels to install (default .whl, or fetched for a rehearsal)
 #   DEADLINE=s   no CUDA step starts after s seconds (default 390)
 #   STEP_LIMIT=s each CUDA step's time limit (default 200)

@@ -288,8 +288,11 @@ def _pretend(cuda):
 
 
 def _cmdline():
-    with open("/proc/self/cmdline", "rb") as cmdline:
-        return [arg.decode(errors="replace") for arg in cmdline.read().split(b"\0")[:-1]]
+    try:
+        with open("/proc/self/cmdline", "rb") as cmdline:
+            return [arg.decode(errors="replace") for arg in cmdline.read().split(b"\0")[:-1]]
+    except OSError:  # no /proc: sys.argv, which for -c lacks the code
+        return list(sys.argv)
 
 
 def _asks_the_device():

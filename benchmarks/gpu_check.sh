@@ -54,10 +54,13 @@
 # --pretend-gpu is the same offline install, then the GPU branch itself, line for line, against
 # a pretend CUDA device: a sitecustomize put first on PYTHONPATH makes torch report one CUDA
 # device (torch.cuda.is_available() is True), and anything that touches it fails as it does
-# without a driver. Every CUDA step runs its command line and fails (or is skipped for time)
-# with its reason; the summary lists them and the script exits 1. What it proves: no line of
-# the GPU branch dies of a shell error (an unbound variable, a missing command) before its
-# summary, as `DEADLINE: unbound variable` once did on the GPU right after the install.
+# without a driver. Only the processes that ask torch about the device load torch; the others
+# (the toolkit's commands, pytest -m gpu, the training) stop where they would, once their
+# command line has parsed. Every CUDA step runs its command line and fails (or is skipped for
+# time) with its reason; the summary lists them and the script exits 1, in about 30 s. What
+# it proves: no line of the GPU branch dies of a shell error (an unbound variable, a missing
+# command) before its summary, as `DEADLINE: unbound variable` once did on the GPU right after
+# the install, and no step's command line is refused.
 #   WHEELS=dir   the wheels to install (default .whl, or fetched for a rehearsal)
 #   DEADLINE=s   no CUDA step starts after s seconds (default 390)
 #   STEP_LIMIT=s each CUDA step's time limit (default 200)
@@ -257,14 +260,24 @@ PY
 
 # A pretend CUDA device for --pretend-gpu: torch.cuda says one device is there (its name says
 # it is pretend); the real torch.cuda stays underneath, so using it fails as without a driver.
+# Only the processes that ask torch about the device load torch: `python3 -c "import torch; ..."`
+# and cuda_python_check.py. Every other one (the toolkit's commands, pytest -m gpu, the
+# training) stops where it would load torch, saying so: by then its command line has run and
+# parsed (where the script's own mistakes show), and what would follow is seconds of imports
+# and CPU work that here could only end in the same failure, later.
 pretend_cuda() {  # pretend_cuda DIR
   mkdir -p "$1" || return
   cat >"$1/sitecustomize.py" <<'PY'
 import importlib.abc
 import importlib.machinery
+import os
 import sys
 
 NAME = "pretend CUDA device (gpu_check.sh --pretend-gpu, no GPU here)"
+
+
+class PretendDeviceStop(RuntimeError):
+    pass
 
 
 def _pretend(cuda):
@@ -274,10 +287,27 @@ def _pretend(cuda):
     cuda.get_device_name = lambda device=None: NAME
 
 
+def _cmdline():
+    try:
+        with open("/proc/self/cmdline", "rb") as cmdline:
+            return [arg.decode(errors="replace") for arg in cmdline.read().split(b"\0")[:-1]]
+    except OSError:  # no /proc: sys.argv, which for -c lacks the code
+        return list(sys.argv)
+
+
+def _asks_the_device():
+    if sys.argv and os.path.basename(sys.argv[0]) == "cuda_python_check.py":
+        return True
+    args = _cmdline()
+    code = args[args.index("-c") + 1] if "-c" in args[:-1] else ""
+    return code.lstrip().startswith("import torch")
+
+
 class _Finder(importlib.abc.MetaPathFinder):
-    # patches torch.cuda once torch imports it (importing torch here would slow every python3)
+    # acts when torch is imported (a find_spec probe imports nothing), and patches torch.cuda
+    # once torch imports it (importing torch here would slow every python3)
     def find_spec(self, name, path, target=None):
-        if name != "torch.cuda":
+        if name not in ("torch", "torch.cuda"):
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:
@@ -285,8 +315,12 @@ class _Finder(importlib.abc.MetaPathFinder):
         run = spec.loader.exec_module
 
         def exec_module(module):
+            if name == "torch" and not _asks_the_device():
+                raise PretendDeviceStop(f"{NAME}: `{' '.join(_cmdline())[:160]}` stops where it "
+                                        "would load torch (its command line has run)")
             run(module)
-            _pretend(module)
+            if name == "torch.cuda":
+                _pretend(module)
 
         spec.loader.exec_module = exec_module
         return spec

@@ -272,6 +272,14 @@ SHELL_ERRORS = re.compile(r"unbound variable|command not found|syntax error|bad 
                           r"expected|ambiguous redirect")
 
 
+#: what a process says in the walk where it would load torch (the toolkit's commands, pytest,
+#: the training): the pretend device lets torch load only in the processes that ask about it
+STOPPED = "stops where it would load torch (its command line has run)"
+#: what click/typer (or pytest's argparse) says of a command line it refuses
+USAGE_ERRORS = re.compile(r"No such option|No such command|Invalid value|Missing (argument|option)|"
+                          r"Got unexpected extra argument|Try '.* --help'|unrecognized arguments")
+
+
 @pytest.fixture(scope="module")
 def pretend_gpu(rehearsal_wheels: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         tuple[subprocess.CompletedProcess[str], Path]]:
@@ -287,17 +295,27 @@ def pretend_gpu(rehearsal_wheels: Path, tmp_path_factory: pytest.TempPathFactory
     yield done, out
 
 
+def _cuda_steps(log: str) -> dict[str, tuple[str, str]]:
+    """{step name: (its command line, its output)} for each CUDA step that ran."""
+    found = re.findall(r"^\$ ([^\n]*)\n(.*?)^-- ([^\n]+): \d+ s$", log, re.M | re.S)
+    return {name: (command, output) for command, output, name in found}
+
+
 @pytest.mark.slow
 def test_pretend_gpu_walks_the_gpu_branch_to_its_summary(
         pretend_gpu: tuple[subprocess.CompletedProcess[str], Path]) -> None:
-    """Every line the GPU host runs after the install runs here: each CUDA step shows its
-    command line and fails (no driver) or is skipped for time, with no shell error, and the
-    summary lists them (exit 1: steps failed)."""
+    """Every line the GPU host runs after the install runs here: each CUDA step runs its
+    command line and fails for its own reason (an export, the training and pytest stop where
+    they would load torch, once their command line has parsed; what reads a bundle finds
+    none), or is skipped for time; no shell error and no refused command line anywhere, and
+    the summary lists them (exit 1: steps failed)."""
     done, out = pretend_gpu
     log = done.stdout + done.stderr
     # (gpu.txt too: a block's output goes there, a shell error inside it included)
-    for text in [log] + [p.read_text(errors="replace") for p in out.rglob("*") if p.is_file()]:
+    texts = [log] + [p.read_text(errors="replace") for p in out.rglob("*") if p.is_file()]
+    for text in texts:
         assert not SHELL_ERRORS.search(text), SHELL_ERRORS.search(text).group(0) + "\n" + text
+        assert not USAGE_ERRORS.search(text), USAGE_ERRORS.search(text).group(0) + "\n" + text
     assert "before its summary" not in log, log
     assert done.returncode == 1, log
     assert "toolkit --help: ok" in log, log
@@ -308,13 +326,20 @@ def test_pretend_gpu_walks_the_gpu_branch_to_its_summary(
     failed_names = {line.strip().rsplit(" (exit", 1)[0] for line in failed.group(2).splitlines()}
     for_time = re.search(r"steps skipped for time \(past \d+ s\): (.*)", log)
     skipped = set(for_time.group(1).split(", ")) if for_time else set()
+    steps = _cuda_steps(log)
     for name in GPU_BRANCH_STEPS:
         assert name in failed_names | skipped, f"{name}: neither failed nor skipped\n{log}"
         if name in failed_names and name not in ("cuda-python check", "pytest -m gpu"):
             assert f"FAIL: {name} (exit" in log, name
+            _, output = steps[name]
+            if name.startswith("export ") or name == "train the shapes detector":
+                assert STOPPED in output, f"{name}: not stopped by the pretend device\n{output}"
+            elif name.split()[0] in ("bench", "verify", "select", "deploy"):
+                assert "export one first" in output, f"{name}: {output}"  # its bundle: none
     assert "skipped (no CUDA)" not in log, log  # nothing skipped as in a rehearsal
     assert re.search(r"^\$ toolkit export torchvision\.models:resnet18 .*--device cuda", log,
                      re.M), log  # the step's own command line ran
+    assert STOPPED in (out / "pytest_gpu.log").read_text()  # pytest took its arguments
     files = [p for p in out.rglob("*") if p.is_file()]
     assert 0 < len(files) <= 8, files
     assert "pretend CUDA device" in (out / "gpu.txt").read_text()

@@ -8,9 +8,17 @@ import re
 
 
 class ToolkitError(Exception):
-    """A failure the user can act on; its message is one line, printed without a traceback."""
+    """A failure the user can act on; its message is one line, printed without a traceback.
+    One line by construction: a value the user gave (an option, a name) may hold a newline,
+    which is shown escaped."""
 
     exit_code = 2
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        text = str(message)
+        if "\n" in text or "\r" in text:
+            text = text.replace("\r", "\\r").replace("\n", "\\n")
+        super().__init__(text, *args)
 
 
 class UsageError(ToolkitError):

@@ -38,12 +38,12 @@ def parse_batches(values: Any) -> tuple[int, ...] | None:
     given = [values] if isinstance(values, str) else list(values or [])
     for item in given:  # '' and '1,,2' are typos, not the default sweep
         if isinstance(item, str) and any(not p.strip() for p in item.split(",")):
-            raise UsageError(f"--batch '{item}': an empty batch size; e.g. --batch 1,8")
+            raise UsageError(f"--batch {item!r}: an empty batch size; e.g. --batch 1,8")
     for part in comma_list(values):
         text = str(part)
         # ASCII digits only: '²'.isdigit() is True, and int('²') fails
         if not (text.isascii() and text.isdigit()) or len(text) > 12 or int(text) < 1:
-            raise UsageError(f"--batch '{part}': expected positive integers, e.g. --batch 1,8")
+            raise UsageError(f"--batch {part!r}: expected positive integers, e.g. --batch 1,8")
         out.append(int(text))
     return tuple(out) or None
 

@@ -51,16 +51,16 @@ def parse_size(text: str, option: str = "--workspace") -> int:
     as in trtexec's --memPoolSize."""
     match = _SIZE.match(str(text))
     if not match:
-        raise UsageError(f"{option} '{text}' is not a size; write e.g. 4G, 512M or 1024B")
+        raise UsageError(f"{option} {text!r} is not a size; write e.g. 4G, 512M or 1024B")
     number, unit, tail = match.groups()
     unit = unit.lower()
     # "1024B" is plain bytes; any other unit is binary (K = 1024)
     scale = 1 if not unit and tail.lower() == "b" else _UNITS[unit]
     size = int(float(number) * scale)
     if size <= 0:
-        raise UsageError(f"{option} '{text}' must be larger than zero")
+        raise UsageError(f"{option} {text!r} must be larger than zero")
     if size > 2**40:
-        raise UsageError(f"{option} '{text}' is over 1 TiB; write the size with a unit, e.g. 4G")
+        raise UsageError(f"{option} {text!r} is over 1 TiB; write the size with a unit, e.g. 4G")
     return size
 
 
@@ -76,7 +76,7 @@ def parse_hardware_compatibility(text: str) -> str:
     key = str(text).strip().lower()
     if key not in HARDWARE_LEVELS:
         raise UsageError(
-            f"--hardware-compat '{text}' is unknown; use none, ampere+ or same-compute-capability"
+            f"--hardware-compat {text!r} is unknown; use none, ampere+ or same-compute-capability"
         )
     return HARDWARE_LEVELS[key]
 

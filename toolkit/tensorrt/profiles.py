@@ -26,13 +26,13 @@ def _parse_parts(text: str) -> list[TensorSpec]:
 
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
-        raise UsageError(f"--profile '{text}' names no input; write e.g. x:1-2-4x3x224x224")
+        raise UsageError(f"--profile {text!r} names no input; write e.g. x:1-2-4x3x224x224")
     try:
         named = named_dims(parts)
         return [parse_input(part, named) for part in parts]
     except UsageError as err:
         # named_dims speaks for --input; this is a --profile mistake
-        raise UsageError(f"--profile '{text}': {str(err).removeprefix('--input: ')}") from None
+        raise UsageError(f"--profile {text!r}: {str(err).removeprefix('--input: ')}") from None
 
 
 Shape = tuple[int, ...]
@@ -53,10 +53,10 @@ def parse_profile(text: str, inputs: Sequence[TensorSpec]) -> Profile:
         base = by_name.get(spec.name)
         if base is None:
             known = ", ".join(by_name) or "none"
-            raise UsageError(f"--profile '{text}': no input named '{spec.name}' (inputs: {known})")
+            raise UsageError(f"--profile {text!r}: no input named '{spec.name}' (inputs: {known})")
         problem = _profile_problem(base, spec) or _name_problem(spec, symbols)
         if problem:
-            raise UsageError(f"--profile '{text}': {problem}")
+            raise UsageError(f"--profile {text!r}: {problem}")
         profile[spec.name] = (spec.min, spec.opt, spec.max)
     return _fill_shared(text, inputs, profile)
 
@@ -76,7 +76,7 @@ def _fill_shared(text: str, inputs: Sequence[TensorSpec], given: Profile) -> Pro
             seen = ranges.setdefault(symbol, (extent, f"{name} dimension {axis}"))
             if seen[0] != extent:
                 raise UsageError(
-                    f"--profile '{text}': dimension '{symbol}' is one dimension of several "
+                    f"--profile {text!r}: dimension '{symbol}' is one dimension of several "
                     f"inputs, and {seen[1]} gives it {'-'.join(map(str, seen[0]))} while "
                     f"{name} dimension {axis} gives {'-'.join(map(str, extent))}; give it one "
                     "range (or leave the other input out: it follows)"

@@ -280,6 +280,7 @@ class ArtifactRecord(_Record):
     # built on this device (`export --to trt --on NAME`): valid there only; its own parity and
     # bench are that device's
     target: TargetName | None = None
+    built_from: dict[PlainName, Sha256] = {}  # the files the device built it from, as sent
     on_device: dict[TargetName, DeviceResults] = {}
 
     @field_validator("format")

@@ -64,9 +64,9 @@ def test_the_whole_loop(lab: Lab, bundle: Path, tmp_path: Path):
     assert code == 0, out
     doc = manifest(bundle)
     engines = [a for a in doc["artifacts"] if a["format"] == "trt"]
-    assert [(e["path"], e["target"]) for e in engines] == [("model.dev-trt.engine", "dev-trt")]
+    assert [(e["path"], e["target"]) for e in engines] == [("model@dev-trt.engine", "dev-trt")]
     assert engines[0]["parity"]["passed"]
-    assert (bundle / "model.dev-trt.engine").is_file()
+    assert (bundle / "model@dev-trt.engine").is_file()
     # the device as it described itself: TensorRT there is the conformance fake's 10.13
     assert doc["targets"]["dev-trt"]["tensorrt"].startswith("10.13")
     assert "trt" in doc["targets"]["dev-trt"]["backends"]
@@ -135,7 +135,7 @@ def test_a_device_missing_the_backend_is_exit_3_and_the_others_finish(lab: Lab, 
     rows = {r["target"]: r for r in json.loads(out[out.index("{"):])["targets"]}
     assert rows["dev-a"]["exit"] == 3 and "tensorrt" in rows["dev-a"]["message"]
     assert rows["dev-trt"]["exit"] == 0
-    assert (bundle / "model.dev-trt.engine").is_file()
+    assert (bundle / "model@dev-trt.engine").is_file()
 
 
 def test_a_toolkit_too_old_for_the_schema_is_refused_before_any_work(lab: Lab, bundle: Path):
@@ -151,15 +151,16 @@ def test_a_toolkit_too_old_for_the_schema_is_refused_before_any_work(lab: Lab, b
 def test_a_hostile_device_is_refused_and_nothing_lands(lab: Lab, bundle: Path, tmp_path: Path):
     before = tree(bundle)
     code, out = toolkit("export", bundle, "--to", "trt", "--on", "dev-hostile", "--targets",
-                        lab.targets)
+                        lab.targets, "--json", "-")
     assert code == 2, out
-    assert "did not ask for" in out
+    assert "did not ask for" in json.loads(out[out.index("{"):])["targets"][0]["message"]
     assert tree(bundle) == before
     assert not list(lab.dir.parent.rglob("escaped.txt"))
     # a device claiming a 16 TiB engine is refused before anything is fetched
     code, out = toolkit("export", bundle, "--to", "trt", "--on", "dev-huge", "--targets",
-                        lab.targets)
-    assert code == 2 and "refused" in out, out
+                        lab.targets, "--json", "-")
+    assert code == 2, out
+    assert "refused" in json.loads(out[out.index("{"):])["targets"][0]["message"]
     assert tree(bundle) == before
 
 
@@ -226,7 +227,7 @@ def test_a_device_killed_mid_build_leaves_the_bundle_and_the_rerun_recovers(lab:
     code, out = toolkit("export", bundle, "--to", "trt", "--on", "dev-trt-again", "--targets",
                         lab.targets)
     assert code == 0, out
-    assert (bundle / "model.dev-trt-again.engine").is_file()
+    assert (bundle / "model@dev-trt-again.engine").is_file()
     assert not (remote / ".toolkit-journal").exists()
 
 
@@ -279,3 +280,42 @@ def test_a_full_disk_on_the_device_is_exit_2_naming_it_and_the_free_space(lab: L
         assert tree(bundle) == before
     finally:
         subprocess.run(["umount", str(where)], check=False)
+
+
+def test_a_rerun_keeps_the_engine_and_a_changed_onnx_makes_it_stale(lab: Lab, bundle: Path,
+                                                                    tmp_path: Path):
+    on = ["--on", "dev-trt", "--targets", lab.targets]
+    code, out = toolkit("export", bundle, "--to", "trt", "--precision", "fp32,fp16", *on)
+    assert code == 0, out  # fp16 derived on a device without torch
+    engines = {a["precision"]: a for a in manifest(bundle)["artifacts"] if a["format"] == "trt"}
+    assert set(engines) == {"fp32", "fp16"} and (bundle / "model.fp16@dev-trt.engine").is_file()
+    assert engines["fp32"]["built_from"]["model.onnx"] == manifest(bundle)["artifacts"][0][
+        "sha256"]
+    code, out = toolkit("export", bundle, "--to", "trt", *on, "--json", "-")
+    assert code == 0, out
+    row = json.loads(out[out.index("{"):])["targets"][0]
+    assert row["pulled"] == [] and row["sent_files"] == 0  # kept there, not sent back
+    code, out = toolkit("bench", bundle, *on, *FAST)
+    assert code == 0, out
+    # the bundle's ONNX changes here: the engine built from the old one can't be shipped
+    doc = manifest(bundle)
+    doc["artifacts"][0]["sha256"] = "0" * 64
+    (bundle / "manifest.json").write_text(json.dumps(doc))
+    code, out = toolkit("deploy", bundle, "--triton", tmp_path / "repo", "--target", "dev-trt",
+                        "--format", "trt")
+    assert code == 2 and "changed since" in out, out
+    code, out = toolkit("select", bundle, "--target", "dev-trt", "--json", "-")
+    assert code == 1, out
+    assert all(c["excluded"] for c in json.loads(out[out.index("{"):])["candidates"])
+
+
+def test_export_on_into_a_read_only_bundle_is_refused_before_any_work(lab: Lab, bundle: Path):
+    before = tree(bundle)
+    os.chmod(bundle, 0o555)
+    try:
+        code, out = toolkit("export", bundle, "--to", "trt", "--on", "dev-trt", "--targets",
+                            lab.targets)
+    finally:
+        os.chmod(bundle, 0o755)
+    assert code == 2 and "read-only" in out, out
+    assert tree(bundle) == before

@@ -75,6 +75,9 @@ def test_the_remote_line_is_quoted_words_whatever_the_value(value):
     assert shlex.split(line) == ["env", "X=1", "toolkit", "verify", value]
 
 
-def test_device_files_get_the_device_name():
-    assert local_name("model.engine", "orin") == "model.orin.engine"
-    assert local_name("model.fp16.engine", "orin") == "model.orin.fp16.engine"
+def test_device_files_get_the_device_name_and_never_collide():
+    assert local_name("model.engine", "orin", ".engine") == "model@orin.engine"
+    assert local_name("model.fp16.engine", "orin", ".engine") == "model.fp16@orin.engine"
+    # a bf16 IR built on 'ovx' and an fp32 one built on 'ovx.bf16' stay apart
+    assert local_name("model.bf16.xml", "ovx", ".xml") != local_name("model.xml", "ovx.bf16",
+                                                                     ".xml")

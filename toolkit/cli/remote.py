@@ -63,8 +63,9 @@ def on_devices(ctx: typer.Context, bundle: Path, on: list[str], targets_file: st
                ) -> int:
     """Run `command` on every device and bring the results home; the exit code is the worst
     device's."""
-    from toolkit.bundle import Bundle
+    from toolkit.bundle import Bundle, writable
     from toolkit.cli.console import check_writable_file
+    from toolkit.errors import UsageError
     from toolkit.remote.session import Job
     from toolkit.remote.targets import resolve
 
@@ -72,8 +73,16 @@ def on_devices(ctx: typer.Context, bundle: Path, on: list[str], targets_file: st
     check_writable_file(json_path, "--json", [bundle])
     fleet = resolve(on, targets_file, parallel)
     args = forwarded_args(ctx)
-    json_to_stdout(json_path)
+    if "--allow-modified" in args:
+        raise UsageError("--allow-modified can't travel with --on: files go to devices by the "
+                         "sha256 the manifest records; re-export the changed artifact instead")
     Bundle.open(bundle)  # a bad bundle is one line here, before any connection
+    if command == "export" and not writable(bundle):
+        raise UsageError(f"{bundle} is read-only: what the devices build could not be kept; "
+                         "export into a writable copy")
+    # a read (inspect) or --no-record keeps the manifest as it is
+    record = command != "inspect" and "--no-record" not in args
+    json_to_stdout(json_path)
     job = Job(command, tuple(args), builds)
     names = [t.name for t in fleet.targets]
     console.print(f"[bold]toolkit {command}[/] {escape(str(bundle))} on "
@@ -81,7 +90,7 @@ def on_devices(ctx: typer.Context, bundle: Path, on: list[str], targets_file: st
                   highlight=False, soft_wrap=True)
     width = max(len(n) for n in names)
 
-    result = _with_progress(bundle, fleet, job, names, width)
+    result = _with_progress(bundle, fleet, job, names, width, record)
     _summary(result)
     for note in result.notes:
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
@@ -91,7 +100,8 @@ def on_devices(ctx: typer.Context, bundle: Path, on: list[str], targets_file: st
     return result.exit_code
 
 
-def _with_progress(bundle: Path, fleet: Any, job: Any, names: list[str], width: int) -> Any:
+def _with_progress(bundle: Path, fleet: Any, job: Any, names: list[str], width: int,
+                   record: bool) -> Any:
     """Run the fleet with a live line per device (its phase and time, on a terminal) and the
     devices' own output streamed above them, each line led by the device's name."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -113,7 +123,7 @@ def _with_progress(bundle: Path, fleet: Any, job: Any, names: list[str], width: 
                 progress.console.print(f"[cyan]{escape(target):<{width}} ▸ {name}[/]",
                                        highlight=False)
 
-        return run_fleet(bundle, fleet, job, on_line=line, on_phase=phase)
+        return run_fleet(bundle, fleet, job, on_line=line, on_phase=phase, record=record)
 
 
 def _inert(text: str) -> str:
@@ -178,12 +188,14 @@ def probe_command(
     import concurrent.futures
     import json
 
+    from toolkit.cli.console import check_writable_file
     from toolkit.errors import ToolkitError
     from toolkit.manifest import SCHEMA_VERSION
     from toolkit.remote import ssh
     from toolkit.remote.session import device_record
     from toolkit.remote.targets import resolve
 
+    check_writable_file(json_path, "--json")
     fleet = resolve(on, targets_file)
     json_to_stdout(json_path)
 

@@ -136,6 +136,19 @@ def on_target(record: ArtifactRecord, target: str) -> ArtifactRecord:
         "bench": found.bench if found else None})
 
 
+def stale_basis(bundle: Bundle, record: ArtifactRecord) -> str | None:
+    """Why an artifact built on a device no longer matches the bundle (a file it was built
+    from has changed here since), or None."""
+    basis = record.built_from
+    for name, sha in basis.items():
+        current = next((r for r in bundle.artifacts if r.path == name), None)
+        if current is None or current.sha256 != sha:
+            return (f"built on {record.target} from a {name} that has changed since; rebuild "
+                    f"it: toolkit export {bundle.root} --to {record.format} --on "
+                    f"{record.target} --force")
+    return None
+
+
 def _rank_for_target(bundle_dir: str | Path, target: str, objective: str, batch: int | None,
                      latency_budget_ms: float | None, max_accuracy_drop: float | None,
                      record: bool) -> Selection:
@@ -153,10 +166,14 @@ def _rank_for_target(bundle_dir: str | Path, target: str, objective: str, batch:
     benched = {r.bench.device for r in views if r.bench and r.bench.sha256 == r.sha256}
     device = sorted(benched, key=lambda d: not d.startswith("cuda"))[0] if benched else "cpu"
     selection = Selection(bundle, objective, batch, device, latency_budget_ms, target=target)
+    backends = (bundle.manifest.get("targets") or {}).get(target, {}).get("backends") or []
     for view in views:
         excluded = _gate(view, max_accuracy_drop, device)
-        if excluded == "never verified (run toolkit verify)":
+        if format_table.get(view.format).extra not in backends:
+            excluded = f"can't run on {target} (it has no {format_table.get(view.format).extra})"
+        elif excluded == "never verified (run toolkit verify)":
             excluded = f"never verified on {target} (run toolkit verify --on {target})"
+        excluded = excluded or stale_basis(bundle, view)
         selection.candidates.append(Candidate(view, excluded=excluded))
     for candidate in selection.candidates:
         if candidate.excluded is None and not _fresh_rows(candidate.record, device, batch):

@@ -106,7 +106,7 @@ def deployable(bundle: Bundle, fmt: str | None, precision: str | None,
 
 def _for_target(bundle: Bundle, target: str, fmt: str | None,
                 precision: str | None) -> ArtifactRecord:
-    from toolkit.deploy.select import on_target
+    from toolkit.deploy.select import on_target, stale_basis
 
     device = (bundle.manifest.get("targets") or {}).get(target)
     if device is None:
@@ -130,6 +130,9 @@ def _for_target(bundle: Bundle, target: str, fmt: str | None,
         if not found:
             raise UsageError(f"{bundle.root} has no {name} ({precision or 'fp32'}) artifact for "
                              f"{target}")
+    stale = stale_basis(bundle, found[0])
+    if stale is not None:
+        raise UsageError(f"{artifact_label(found[0])} was {stale}")
     return on_target(found[0], target)
 
 

@@ -9,10 +9,12 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from toolkit.source.wrapper import LoadedModel
 from toolkit.spec import batch_range, shared_dims
+
+if TYPE_CHECKING:  # torch is imported only where a model is exported: a device has none
+    from toolkit.source.wrapper import LoadedModel
 
 
 def export_batch(model: LoadedModel) -> int | None:

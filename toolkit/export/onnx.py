@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit import interrupts
 from toolkit.errors import ExportFailed, UsageError, first_line
 from toolkit.export.common import dynamic_shapes, example_args, lightning_export_mode, quiet
 from toolkit.export.job import ExportJob
-from toolkit.source.wrapper import LoadedModel
+
+if TYPE_CHECKING:  # torch is imported only where a model is exported: a device has none
+    from toolkit.source.wrapper import LoadedModel
 
 TWO_GIB = 2 * 1024**3
 #: test-only: weights at or above this many bytes go to external data (default: protobuf's

@@ -365,12 +365,14 @@ class _Executor:
     def _make(self, fmt: Format, precision: str, layout: str | None = None) -> Target:
         job = ExportJob(fmt, precision, self.bundle, self.opts, model=self.model,
                         ensure=self.ensure, layout=layout)
-        exporter = fmt.export_fn()
         if not fmt.saved:
-            note = exporter(job).get("note")  # compile: checks the model compiles
+            note = fmt.export_fn()(job).get("note")  # compile: checks the model compiles
             return InProcessTarget(fmt.name, precision, created_at=now(),
                                    notes=(note,) if note else ())
+        # what exists is found before the exporter is imported: on a device without torch, a
+        # bundle's fp16 ONNX is there to build an engine from, not to be re-exported
         dest = self._destination(fmt, precision, layout)
+        exporter = fmt.export_fn()
         with atomic_path(dest, suffix=dest.suffix) as tmp:
             job.dest = tmp
             try:

@@ -115,6 +115,26 @@ def _nvidia_smi() -> dict[str, str]:
     return dict(zip(("gpu", "compute_capability", "driver"), parts))
 
 
+def _gpu_without_smi(cuda_reachable: bool) -> dict[str, str]:
+    """A Jetson has no nvidia-smi (JetPack 5 and older): its board name from the device tree,
+    and the GPU's name and compute capability from the CUDA runtime the toolkit's TensorRT
+    code uses, when that is installed."""
+    found: dict[str, str] = {}
+    board = _read_text("/proc/device-tree/model", 200)
+    if board:
+        found["gpu"] = board.rstrip("\x00")
+    if cuda_reachable:
+        with contextlib.suppress(Exception):  # no driver, no bindings: the board is all we say
+            from toolkit.tensorrt.cuda import device_facts
+
+            facts = device_facts("describe the GPU") or {}
+            if facts.get("name"):
+                found["gpu"] = str(facts["name"])
+            if facts.get("compute_capability"):
+                found["compute_capability"] = str(facts["compute_capability"])
+    return found
+
+
 def _tensorrt_version() -> str | None:
     module = sys.modules.get("tensorrt")
     if module is None and _available("tensorrt"):
@@ -133,6 +153,7 @@ def probe(workdir: str, want: list[str]) -> dict[str, Any]:
     store = root / STORE
     missing = [h for h in want if not _SHA.match(h) or not (store / h).is_file()]
     l4t = _read_text("/etc/nv_tegra_release", 200)
+    gpu = _nvidia_smi() or _gpu_without_smi("trt" in backends)
     return {
         "hostname": socket.gethostname(),
         "toolkit_version": __version__,
@@ -141,7 +162,7 @@ def probe(workdir: str, want: list[str]) -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu": environment.cpu_model(),
         "cpu_flags": environment.cpu_flags(),
-        **_nvidia_smi(),
+        **gpu,
         "tensorrt": _tensorrt_version() if "trt" in backends else None,
         "l4t": l4t.splitlines()[0][:120] if l4t else None,
         "backends": backends,
@@ -161,6 +182,7 @@ def put(workdir: str, stream: BinaryIO) -> dict[str, Any]:
         with contextlib.suppress(OSError):
             stale.unlink()
     received = []
+    tmp = store / ".tmp-none"
     try:
         with tarfile.open(fileobj=stream, mode="r|") as archive:
             for member in archive:
@@ -176,9 +198,11 @@ def put(workdir: str, stream: BinaryIO) -> dict[str, Any]:
                 received.append(member.name)
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            tmp.unlink(missing_ok=True)  # the partial file goes first: the free space is real
             raise _disk_full(root) from None
         raise
     except tarfile.TarError as err:
+        tmp.unlink(missing_ok=True)
         raise UsageError(f"store: the stream was cut ({err}); run the command again") from None
     return {"received": received}
 
@@ -287,11 +311,34 @@ def run(workdir: str, bundle_id: str, stdin: BinaryIO, stdout: BinaryIO,
         with contextlib.suppress(ValueError, OSError):
             result = json.loads(result_path.read_text(encoding="utf-8"))
         result_path.unlink(missing_ok=True)
+    manifest_after = _read_manifest(directory)
+    _keep_in_store(root, directory, manifest_after)
     answer = {"exit": code, "result": result, "bundle": str(directory),
-              "manifest": _read_manifest(directory)}
+              "manifest": manifest_after}
     stdout.write(json.dumps(answer, default=str).encode())
     stdout.flush()
     return 0
+
+
+def _keep_in_store(root: Path, directory: Path, manifest: Any) -> None:
+    """Files the command made (an engine) are linked into the store under their sha256, so
+    the next projection that lists them finds them here instead of sending them back."""
+    store = root / STORE
+    records = manifest.get("artifacts") if isinstance(manifest, dict) else None
+    for record in records if isinstance(records, list) else []:
+        if not isinstance(record, dict):
+            continue
+        files = [(record.get("path"), record.get("sha256"))]
+        files += [(f.get("name"), f.get("sha256")) for f in record.get("files") or []
+                  if isinstance(f, dict)]
+        for name, sha in files:
+            if not (isinstance(name, str) and isinstance(sha, str) and _SHA.match(sha)):
+                continue
+            path = directory / name
+            if (store / sha).exists() or path.is_symlink() or not path.is_file():
+                continue
+            with contextlib.suppress(OSError):
+                os.link(path, store / sha)
 
 
 def _read_manifest(directory: Path) -> Any:

@@ -4,7 +4,7 @@ one manifest.
 Each device runs in a thread of its own (at most `parallel` at once) through its own ssh
 connection; one that fails is reported with its exit code and never stops the others. Their
 results are merged at the end, one device after another, under the bundle's exclusive lock
-and journal: an engine a device built becomes that device's artifact (`model.NAME.engine`,
+and journal: an engine a device built becomes that device's artifact (`model@NAME.engine`,
 `target: NAME`), what a device found for an artifact made here goes to the record's
 `on_device[NAME]`, and the device's identity to the manifest's `targets[NAME]`.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import formats, transaction
-from toolkit.bundle import Bundle, atomic_path, writable
+from toolkit.bundle import GOLDEN, Bundle, atomic_path, writable
 from toolkit.manifest import ArtifactRecord, DeviceResults
 from toolkit.remote import ssh
 from toolkit.remote.session import DeviceOutcome, Job, Pulled, run_on
@@ -92,10 +92,12 @@ def run_fleet(root: Path, fleet: Fleet, job: Job, *,
     return result
 
 
-def local_name(remote_name: str, target: str) -> str:
-    """model.engine -> model.NAME.engine; model.fp16.engine -> model.NAME.fp16.engine."""
-    head, _, rest = remote_name.partition(".")
-    return f"{head}.{target}.{rest}" if rest else f"{head}.{target}"
+def local_name(remote_name: str, target: str, suffix: str) -> str:
+    """model.engine -> model@NAME.engine; model.fp16.engine -> model.fp16@NAME.engine. '@'
+    is in no variant and no target name, so two (variant, device) pairs never share a name."""
+    stem = remote_name[: -len(suffix)] if suffix and remote_name.endswith(suffix) else \
+        remote_name
+    return f"{stem}@{target}{suffix if remote_name.endswith(suffix) else ''}"
 
 
 def merge(root: Path, job: Job, outcomes: list[DeviceOutcome]) -> bool:
@@ -119,8 +121,9 @@ def _merge_one(bundle: Bundle, job: Job, outcome: DeviceOutcome) -> None:
         if old is not None and old.get("selected") is not None:
             device["selected"] = old["selected"]
         bundle.manifest["targets"] = {**previous, name: device}
+    basis = {n: sha for n, sha in outcome.basis.items() if n != GOLDEN}
     for pulled in outcome.pulled:
-        _place(bundle, name, pulled)
+        _place(bundle, name, pulled, basis)
     if outcome.manifest is None:
         return
     pulled_keys = {(p.record.format, p.record.precision, p.record.layout)
@@ -155,13 +158,13 @@ def _match(records: list[ArtifactRecord], remote: ArtifactRecord) -> ArtifactRec
     return None
 
 
-def _place(bundle: Bundle, target: str, pulled: Pulled) -> None:
+def _place(bundle: Bundle, target: str, pulled: Pulled, basis: dict[str, str]) -> None:
     """A device-built artifact into the bundle under names of its own, its record marked as
     that device's."""
     remote = pulled.record
     declared = formats.get(remote.format)
     path = local_name(remote.path or declared.filename(remote.precision, remote.layout),
-                      target)
+                      target, declared.suffix)
     renames = {remote.path: path}
     for companion, wanted in zip(remote.files, declared.companions(path)):
         renames[companion.name] = wanted
@@ -178,5 +181,6 @@ def _place(bundle: Bundle, target: str, pulled: Pulled) -> None:
     fields = remote.to_json()
     fields.pop("on_device", None)
     fields.update(path=path, target=target,
-                  files=[{**f.to_json(), "name": renames[f.name]} for f in remote.files])
+                  files=[{**f.to_json(), "name": renames[f.name]} for f in remote.files],
+                  built_from=dict(basis))
     bundle.record_artifact(fields)

@@ -33,7 +33,7 @@ MAX_ANSWER = 64 << 20  # a manifest and a results document
 MAX_PULL = 16 << 30  # the largest artifact a device may send back
 EXIT_CODES = (0, 1, 2, 3, 130)
 # Fields of a record that are one machine's findings: a device starts without them.
-_FINDINGS = ("parity", "bench", "accuracy", "on_device", "target", "notes")
+_FINDINGS = ("parity", "bench", "accuracy", "on_device", "target", "notes", "built_from")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class DeviceOutcome:
     pulled: list[Pulled] = field(default_factory=list)
     sent_bytes: int = 0
     sent_files: int = 0
+    basis: dict[str, str] = field(default_factory=dict)  # file -> sha256 the device had
     phases: dict[str, float] = field(default_factory=dict)
     tempdir: tempfile.TemporaryDirectory | None = None
 
@@ -76,11 +77,14 @@ class DeviceOutcome:
 
 def bundle_id(bundle: Bundle) -> str:
     """The remote bundle's directory name: the local name and the bundle's identity (its
-    source and inputs), so two bundles never share one and a re-run finds its own."""
+    source, inputs and place here), so two bundles — two copies of one included — never
+    share one, and a re-run finds its own. (Its files come from the store: a moved bundle
+    sends nothing again.)"""
     import re
 
     identity = json.dumps([bundle.manifest.get("source"), bundle.manifest.get("inputs"),
-                           bundle.manifest.get("created_at")], sort_keys=True, default=str)
+                           bundle.manifest.get("created_at"), str(bundle.root.resolve())],
+                          sort_keys=True, default=str)
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", bundle.name)[:48].strip("-.") or "bundle"
     return f"{name}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
 
@@ -91,10 +95,12 @@ def _runs_there(record: ArtifactRecord, backends: set[str]) -> bool:
 
 def _wanted(bundle: Bundle, target: Target, job: Job) -> list[ArtifactRecord]:
     """Which records a device needs for the job (before knowing what it can run)."""
-    if job.command == "export":
+    mine = [r for r in bundle.target_artifacts(target.name) if r.path]
+    if job.command == "export":  # what it builds from, and what it built before (kept there
+        # unless --force, as a local export keeps what exists)
         sources = {s for name in job.builds for s in formats.get(name).builds_from}
-        return [r for r in bundle.artifacts if r.format in sources and r.path]
-    return [r for r in bundle.artifacts if r.path] + bundle.target_artifacts(target.name)
+        return [r for r in bundle.artifacts if r.format in sources and r.path] + mine
+    return [r for r in bundle.artifacts if r.path] + mine
 
 
 def projection(bundle: Bundle, records: list[ArtifactRecord]) -> dict[str, Any]:
@@ -208,17 +214,25 @@ def _run_on(bundle: Bundle, target: Target, job: Job, connection: Connection,
             raise _DeviceFailed(3, f"none of the bundle's artifacts runs on {target.name} "
                                 f"(it has: {', '.join(sorted(backends)) or 'no runtime'})")
     hashes = _file_hashes(bundle, records)
+    # what a build there starts from: the bundle's own files (not the device's earlier builds)
+    outcome.basis = {name: sha for name, (sha, _) in
+                     _file_hashes(bundle, [r for r in records if r.target is None]).items()}
     missing = set(info.get("missing") or [])
     send = sorted({(sha, path) for sha, path in hashes.values() if sha in missing})
     if send:
         phase("sync")
-        outcome.sent_files = len(send)
-        outcome.sent_bytes = sum(path.stat().st_size for _, path in send)
+        size = sum(path.stat().st_size for _, path in send)
+        free = info.get("free_bytes")
+        if isinstance(free, int) and size > free:  # said before a byte is sent
+            raise _DeviceFailed(2, f"disk full on {target.name}: the files need "
+                                f"{_size(size)}, {_size(free)} free in {target.workdir}; free "
+                                "space there, or give it another workdir")
         reply = connection.run(["_device", "put", "--workdir", target.workdir],
                                stdin=_tar_stream(send), on_line=on_line, max_stdout=1 << 20)
         if reply.code != 0:
             raise _DeviceFailed(reply.code if reply.code in EXIT_CODES else 2,
                                 _last_line(reply.stderr, "sending the files failed"))
+        outcome.sent_files, outcome.sent_bytes = len(send), size
     phase(job.command)
     bid = bundle_id(bundle)
     doc = projection(bundle, records)
@@ -246,6 +260,10 @@ def _run_on(bundle: Bundle, target: Target, job: Job, connection: Connection,
         if new:
             phase("pull")
             _pull(new, target, bid, connection, outcome)
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count // 1024} KiB"
 
 
 def _sent(record: ArtifactRecord, records: list[ArtifactRecord]) -> bool:

@@ -155,4 +155,6 @@ LogLevel ERROR
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=10)
-        subprocess.run(["pkill", "-f", f"sshd.*{d}"], check=False)
+        # and what a test left running on a "device" (a stalled command whose link was cut):
+        # every such process names its working directory under the lab's
+        subprocess.run(["pkill", "-KILL", "-f", str(d)], check=False)

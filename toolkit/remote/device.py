@@ -325,11 +325,11 @@ def _keep_in_store(root: Path, directory: Path, manifest: Any) -> None:
     the next projection that lists them finds them here instead of sending them back."""
     store = root / STORE
     records = manifest.get("artifacts") if isinstance(manifest, dict) else None
-    for record in records if isinstance(records, list) else []:
-        if not isinstance(record, dict):
+    for entry in records if isinstance(records, list) else []:  # the JSON, as it was written
+        if not isinstance(entry, dict):
             continue
-        files = [(record.get("path"), record.get("sha256"))]
-        files += [(f.get("name"), f.get("sha256")) for f in record.get("files") or []
+        files = [(entry.get("path"), entry.get("sha256"))]
+        files += [(f.get("name"), f.get("sha256")) for f in entry.get("files") or []
                   if isinstance(f, dict)]
         for name, sha in files:
             if not (isinstance(name, str) and isinstance(sha, str) and _SHA.match(sha)):

@@ -15,10 +15,13 @@ demo: $(STAMP)
 	$(BIN)/toolkit demo
 	$(BIN)/toolkit demo --task detection
 
-# ruff first: lint is part of the suite, so it can't drift
+# ruff first: lint is part of the suite, so it can't drift. Two workers (pytest-xdist), each
+# test file whole in one of them (--dist loadfile: a module's fixtures are made once); the
+# session fixtures are made once per worker. JOBS=0 runs it in one process.
+JOBS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check toolkit tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(JOBS)),-n $(JOBS) --dist loadfile)
 
 lint: $(STAMP)
 	$(BIN)/ruff check toolkit tests benchmarks

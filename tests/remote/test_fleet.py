@@ -319,3 +319,11 @@ def test_export_on_into_a_read_only_bundle_is_refused_before_any_work(lab: Lab, 
         os.chmod(bundle, 0o755)
     assert code == 2 and "read-only" in out, out
     assert tree(bundle) == before
+
+
+def test_a_format_the_device_cant_run_is_exit_3_naming_what_it_lacks(lab: Lab, bundle: Path):
+    code, out = toolkit("verify", bundle, "--on", "dev-a", "--format", "torchscript",
+                        "--targets", lab.targets, "--json", "-")
+    assert code == 3, out
+    message = json.loads(out[out.index("{"):])["targets"][0]["message"]
+    assert "torch" in message and "toolkit[export]" in message

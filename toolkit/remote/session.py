@@ -9,6 +9,7 @@ never an exception that stops the other devices.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -209,6 +210,14 @@ def _run_on(bundle: Bundle, target: Target, job: Job, connection: Connection,
                                 f"{EXTRA_MODULES.get(extra, extra)} there, which {target.name} "
                                 f"lacks; install toolkit[{extra}] on the device")
     else:
+        named = _named_formats(job.args)
+        lacking = sorted({r.format for r in records if not _runs_there(r, backends)
+                          and r.format in named})
+        if lacking:  # asked for by name, and the device can't run it: a missing backend
+            extra = formats.get(lacking[0]).extra
+            raise _DeviceFailed(3, f"--format {','.join(lacking)}: {target.name} can't run it "
+                                f"(no {EXTRA_MODULES.get(extra, extra)} there; install "
+                                f"toolkit[{extra}] on the device)")
         records = [r for r in records if _runs_there(r, backends)]
         if not records:
             raise _DeviceFailed(3, f"none of the bundle's artifacts runs on {target.name} "
@@ -264,6 +273,18 @@ def _run_on(bundle: Bundle, target: Target, job: Job, connection: Connection,
 
 def _size(count: int) -> str:
     return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count // 1024} KiB"
+
+
+def _named_formats(args: tuple[str, ...]) -> set[str]:
+    """The formats a command line names with --format/-f (canonical names)."""
+    named: set[str] = set()
+    for flag, value in zip(args, args[1:]):
+        if flag in ("--format", "-f"):
+            for part in value.split(","):
+                # a name the table doesn't know: the device's own command says what's wrong
+                with contextlib.suppress(UsageError):
+                    named.add(formats.canonical(part.strip()))
+    return named
 
 
 def _sent(record: ArtifactRecord, records: list[ArtifactRecord]) -> bool:

@@ -81,3 +81,11 @@ def test_device_files_get_the_device_name_and_never_collide():
     # a bf16 IR built on 'ovx' and an fp32 one built on 'ovx.bf16' stay apart
     assert local_name("model.bf16.xml", "ovx", ".xml") != local_name("model.xml", "ovx.bf16",
                                                                      ".xml")
+
+
+def test_groups_may_name_groups_but_not_themselves(tmp_path):
+    path = write(tmp_path, '[groups]\njetsons = ["orin", "nx"]\nfleet = ["@jetsons", "t4"]\n'
+                 'loop = ["a", "@loop"]\n')
+    assert [t.name for t in resolve(["@fleet"], path).targets] == ["orin", "nx", "t4"]
+    with pytest.raises(UsageError, match="contains itself"):
+        resolve(["@loop"], path)

@@ -203,19 +203,30 @@ def _device_matrix(info: dict[str, Any]) -> None:
     from rich.table import Table
 
     devices = list(info["devices"])
-    table = Table("artifact", "built on", *devices, title="on devices (parity · p50 ms)",
-                  title_justify="left")
-    for a in info["artifacts"]:
-        cells = []
+
+    def cell(a: dict[str, Any], name: str) -> str:
+        if a.get("target") not in (None, name):
+            return ""
+        found = {"parity": a.get("parity"), "bench": a.get("bench")} \
+            if a.get("target") == name else (a.get("on_device") or {}).get(name)
+        return _cell(found)
+
+    def label(a: dict[str, Any]) -> str:
+        return f"{a['format']}/{a.get('variant') or a['precision']}" + (
+            f" @{a['target']}" if a.get("target") else "")
+
+    title = "on devices (parity · p50 ms)"
+    if len(devices) <= 6:  # artifacts down, devices across
+        table = Table("artifact", "built on", *devices, title=title, title_justify="left")
+        for a in info["artifacts"]:
+            table.add_row(label(a), a.get("target") or "here",
+                          *[cell(a, name) for name in devices])
+    else:  # a fleet: devices down, so every column stays readable
+        shown = [a for a in info["artifacts"] if not a.get("target")] + \
+            [a for a in info["artifacts"] if a.get("target")]
+        table = Table("device", *[label(a) for a in shown], title=title, title_justify="left")
         for name in devices:
-            if a.get("target") not in (None, name):
-                cells.append("")
-                continue
-            found = {"parity": a.get("parity"), "bench": a.get("bench")} \
-                if a.get("target") == name else (a.get("on_device") or {}).get(name)
-            cells.append(_cell(found))
-        table.add_row(f"{a['format']}/{a.get('variant') or a['precision']}",
-                      a.get("target") or "here", *cells)
+            table.add_row(name, *[cell(a, name) for a in shown])
     console.print(table)
     for name, device in info["devices"].items():
         labels = {"gpu": "", "cpu": "", "tensorrt": "TensorRT ", "l4t": ""}

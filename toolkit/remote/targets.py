@@ -172,19 +172,26 @@ def resolve(on: Sequence[str], targets_file: str | os.PathLike[str] | None = Non
     describe is an SSH destination with the defaults (`toolkit` on the PATH there)."""
     parsed = read_targets_file(targets_file)
     names: list[str] = []
+
+    def expand(part: str, seen: tuple[str, ...]) -> None:
+        if not part.startswith("@"):
+            names.append(part)
+            return
+        group = part[1:]
+        if group not in parsed.groups:
+            known = ", ".join(f"@{g}" for g in parsed.groups) or "none"
+            raise UsageError(f"--on {part}: no such group in "
+                             f"{parsed.path or 'a targets file'} (groups: {known})")
+        if group in seen:  # a group may name groups, never itself through them
+            raise UsageError(f"group @{group} contains itself ({' -> '.join(seen)} -> "
+                             f"{group})")
+        for member in parsed.groups[group]:
+            expand(member, (*seen, group))
+
     for word in on:
         for part in (p.strip() for p in word.split(",")):
-            if not part:
-                continue
-            if part.startswith("@"):
-                group = part[1:]
-                if group not in parsed.groups:
-                    known = ", ".join(f"@{g}" for g in parsed.groups) or "none"
-                    raise UsageError(f"--on {part}: no such group in "
-                                     f"{parsed.path or 'a targets file'} (groups: {known})")
-                names += parsed.groups[group]
-            else:
-                names.append(part)
+            if part:
+                expand(part, ())
     if not names:
         raise UsageError("--on: name at least one target")
     chosen: list[Target] = []

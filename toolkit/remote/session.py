@@ -236,8 +236,9 @@ def _run_on(bundle: Bundle, target: Target, job: Job, connection: Connection,
             raise _DeviceFailed(2, f"disk full on {target.name}: the files need "
                                 f"{_size(size)}, {_size(free)} free in {target.workdir}; free "
                                 "space there, or give it another workdir")
-        reply = connection.run(["_device", "put", "--workdir", target.workdir],
-                               stdin=_tar_stream(send), on_line=on_line, max_stdout=1 << 20)
+        with _tar_stream(send) as stream:
+            reply = connection.run(["_device", "put", "--workdir", target.workdir],
+                                   stdin=stream, on_line=on_line, max_stdout=1 << 20)
         if reply.code != 0:
             raise _DeviceFailed(reply.code if reply.code in EXIT_CODES else 2,
                                 _last_line(reply.stderr, "sending the files failed"))

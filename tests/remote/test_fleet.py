@@ -327,3 +327,13 @@ def test_a_format_the_device_cant_run_is_exit_3_naming_what_it_lacks(lab: Lab, b
     assert code == 3, out
     message = json.loads(out[out.index("{"):])["targets"][0]["message"]
     assert "torch" in message and "toolkit[export]" in message
+
+
+@pytest.mark.parametrize("option", [["--format", "nosuch"], ["--precision", "fp9"]])
+def test_bad_names_are_refused_here_before_any_connection(bundle: Path, tmp_path: Path,
+                                                          option: list[str]):
+    targets = tmp_path / "targets.toml"  # a device that can't be reached: never tried
+    targets.write_text('[targets.far]\nssh = "far.invalid"\n')
+    code, out = toolkit("verify", bundle, "--on", "far", "--targets", targets, *option)
+    assert code == 2, out
+    assert "unknown" in out and "far.invalid" not in out

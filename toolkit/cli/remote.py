@@ -77,6 +77,7 @@ def on_devices(ctx: typer.Context, bundle: Path, on: list[str], targets_file: st
         raise UsageError("--allow-modified can't travel with --on: files go to devices by the "
                          "sha256 the manifest records; re-export the changed artifact instead")
     Bundle.open(bundle)  # a bad bundle is one line here, before any connection
+    _check_names(args)
     if command == "export" and not writable(bundle):
         raise UsageError(f"{bundle} is read-only: what the devices build could not be kept; "
                          "export into a writable copy")
@@ -98,6 +99,20 @@ def on_devices(ctx: typer.Context, bundle: Path, on: list[str], targets_file: st
                            "wall_s": round(result.wall_s, 3), "recorded": result.recorded,
                            "targets": result.to_dict()})
     return result.exit_code
+
+
+def _check_names(args: list[str]) -> None:
+    """Format and precision names are checked here, once, not by every device after it
+    connected (exit 2 naming the option)."""
+    from toolkit import formats
+    from toolkit.spec import canonical_precision
+
+    for flag, value in zip(args, args[1:]):
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            if flag in ("--format", "-f", "--to", "-t"):
+                formats.canonical(part)
+            elif flag in ("--precision", "-p"):
+                canonical_precision(part)
 
 
 def _with_progress(bundle: Path, fleet: Any, job: Any, names: list[str], width: int,

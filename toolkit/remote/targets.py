@@ -63,7 +63,6 @@ class Fleet:
     targets: tuple[Target, ...]
     parallel: int = DEFAULT_PARALLEL
     ssh_config: str | None = None
-    source: str | None = None  # the targets file read, if any
 
 
 @dataclass
@@ -206,5 +205,4 @@ def resolve(on: Sequence[str], targets_file: str | os.PathLike[str] | None = Non
     limit = parallel if parallel is not None else parsed.parallel
     if not 1 <= limit <= MAX_PARALLEL:
         raise UsageError(f"--parallel {limit}: give 1 to {MAX_PARALLEL}")
-    return Fleet(tuple(chosen), limit, parsed.ssh_config,
-                 str(parsed.path) if parsed.path else None)
+    return Fleet(tuple(chosen), limit, parsed.ssh_config)

@@ -35,14 +35,28 @@ def _spread_class_scores(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def _detector(yaml: str, classes: int = 80) -> nn.Module:
+def _detector(yaml: str, classes: int = 80, kind: str = "DetectionModel") -> nn.Module:
     """Built with torch seeded: every call gives the same weights (the toolkit seeds a
-    factory it calls, but a benchmark or a test calling this directly must get the same)."""
-    from ultralytics.nn.tasks import DetectionModel
+    factory it calls, but a benchmark or a test calling this directly must get the same).
+    `kind` names Ultralytics' model class (SegmentationModel, PoseModel, OBBModel)."""
+    from ultralytics.nn import tasks
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return _spread_class_scores(DetectionModel(yaml, nc=classes, verbose=False)).eval()
+        model = getattr(tasks, kind)(yaml, nc=classes, verbose=False)
+        return _spread_class_scores(model).eval()
+
+
+def yolo11n_seg(classes: int = 80) -> nn.Module:
+    return _detector("yolo11n-seg.yaml", classes, "SegmentationModel")
+
+
+def yolo11n_pose(classes: int = 1) -> nn.Module:
+    return _detector("yolo11n-pose.yaml", classes, "PoseModel")
+
+
+def yolo11n_obb(classes: int = 15) -> nn.Module:
+    return _detector("yolo11n-obb.yaml", classes, "OBBModel")
 
 
 def yolov8n(classes: int = 80) -> nn.Module:

@@ -27,7 +27,7 @@ LAYOUTS = ("boxes", "yolo", "rows")
 #: how `rows` hold their box: corners or centre + size, in input pixels or normalised to 0-1
 #: by the input's width and height (RT-DETR: cxcywh-norm)
 BOX_FORMATS = ("xyxy", "cxcywh", "xyxy-norm", "cxcywh-norm")
-_KEYS = ("iou", "score", "max", "layout", "box", "multi_label", "agnostic")
+_KEYS = ("iou", "score", "max", "layout", "box", "multi_label", "agnostic", "classes")
 _EXAMPLE = ("e.g. --nms iou=0.45,score=0.25,max=100[,layout=yolo,multi_label=0,agnostic=0] "
             "or --nms layout=rows,box=cxcywh-norm")
 
@@ -47,8 +47,13 @@ class NmsOptions:
     #: layout=rows only: the rows' box format (BOX_FORMATS); None: the model's own (RT-DETR's
     #: recognised), else xyxy pixels
     box_format: str | None = None
+    #: layout=yolo with --task pose: how many of the prediction's channels are class scores
+    #: (the rest are keypoints); an Ultralytics head says it itself
+    classes: int | None = None
 
     def __post_init__(self) -> None:
+        if self.classes is not None and self.classes < 1:
+            raise UsageError(f"--nms: classes must be >= 1, got {self.classes}")
         if self.layout not in LAYOUTS:
             raise UsageError(f"--nms: layout must be {' or '.join(LAYOUTS)}, got "
                              f"{self.layout!r}; {_EXAMPLE}")
@@ -145,6 +150,7 @@ def parse_nms_option(
         else None,
         agnostic=_switch("agnostic", values["agnostic"]) if "agnostic" in values else False,
         box_format=values["box"].lower() if "box" in values else None,
+        classes=_int("classes", values["classes"]) if "classes" in values else None,
     )
 
 
@@ -154,7 +160,10 @@ def _switch(key: str, text: str) -> bool:
     return text == "1"
 
 
-TASKS = ("auto", "detection", "none")
+#: detection, and the instance tasks that add an output to its contract (masks, keypoints,
+#: oriented boxes)
+INSTANCE_TASKS = ("segmentation", "pose", "obb")
+TASKS = ("auto", "detection", *INSTANCE_TASKS, "none")
 
 
 @dataclass(frozen=True)
@@ -165,7 +174,7 @@ class DetectionOptions:
     title: ClassVar[str] = "Detection"
 
     task: str = flag("auto", "--task", "auto (a detector following torchvision's convention is "
-                     "found by itself), detection, or none.")
+                     "found by itself), detection, segmentation, pose, obb, or none.")
     max_detections: int = flag(DEFAULT_MAX_DETECTIONS, "--max-detections",
                                "Detection: K, the rows of boxes/scores/labels per image.")
     nms: NmsOptions | None = flag(
@@ -199,9 +208,13 @@ def options_from_record(info: Mapping[str, Any] | None) -> DetectionOptions:
         return DetectionOptions(task="detection", max_detections=k, nms=NmsOptions(
             score_threshold=float(info.get("score_threshold") or 0.0), max_detections=k,
             layout="rows", box_format=info.get("box")))
+    task = str(info.get("task") or "detection")
+    if task not in INSTANCE_TASKS:
+        task = "detection"
     return DetectionOptions(
-        task="detection", max_detections=k,
+        task=task, max_detections=k,
         nms=NmsOptions(float(nms["iou"]), float(nms["score"]), k,
                        layout=str(nms.get("layout", "boxes")),
                        multi_label=nms.get("multi_label"),
-                       agnostic=bool(nms.get("agnostic", False))) if nms else None)
+                       agnostic=bool(nms.get("agnostic", False)),
+                       classes=nms.get("classes")) if nms else None)

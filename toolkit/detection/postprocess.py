@@ -288,15 +288,14 @@ def _select(
     return _select_reference(boxes, scores, iou_threshold, score_threshold)
 
 
-def pad_selected(
-    selected: Tensor, boxes: Tensor, scores: Tensor, max_detections: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Selected (image, class, box) rows in any order -> the fixed-rank contract.
+def _ranked_slots(selected: Tensor, scores: Tensor, max_detections: int
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Selected (image, class, box) rows -> (slot, class, flat box index, score, one-hot of
+    the image) per row, best first: each row's slot in a [B*K + 1] output, the last slot
+    being the spare that takes rows ranked K or lower.
 
-    Each row's rank within its image (after sorting by score) comes from a cumulative sum
-    over a one-hot of the image index; rows ranked < K are scattered into [B*K] slots, the
-    rest into one spare slot that is cut off. No data-dependent shapes reach the outputs.
-    """
+    A row's rank within its image (after sorting by score) comes from a cumulative sum over a
+    one-hot of the image index; no data-dependent shapes reach the outputs."""
     k = max_detections
     batch, num_boxes, num_classes = scores.shape[0], scores.shape[1], scores.shape[2]
     image, cls, box = selected[:, 0], selected[:, 1], selected[:, 2]
@@ -304,11 +303,23 @@ def pad_selected(
     sel_scores = scores.reshape(-1)[flat_box * num_classes + cls]
     order = torch.argsort(sel_scores, descending=True)
     image, cls, flat_box, sel_scores = image[order], cls[order], flat_box[order], sel_scores[order]
-    sel_boxes = boxes.reshape(-1, 4)[flat_box]
     one_hot = (image[:, None] == torch.arange(batch, device=image.device)[None, :]).to(torch.int64)
     rank = (torch.cumsum(one_hot, dim=0) * one_hot).sum(dim=1) - 1
     spare = batch * k
     slot = torch.where(rank < k, image * k + rank, torch.full_like(rank, spare))
+    return slot, cls, flat_box, sel_scores, one_hot
+
+
+def pad_selected(
+    selected: Tensor, boxes: Tensor, scores: Tensor, max_detections: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Selected (image, class, box) rows in any order -> the fixed-rank contract: each
+    image's rows best first, the K best scattered into its K slots, the rest cut off."""
+    k = max_detections
+    batch = scores.shape[0]
+    slot, cls, flat_box, sel_scores, one_hot = _ranked_slots(selected, scores, k)
+    spare = batch * k
+    sel_boxes = boxes.reshape(-1, 4)[flat_box]
     out_scores = torch.zeros([spare + 1], dtype=torch.float32, device=scores.device)
     out_scores = out_scores.scatter(0, slot, sel_scores.to(torch.float32))
     out_labels = torch.zeros([spare + 1], dtype=torch.int64, device=scores.device)
@@ -322,6 +333,20 @@ def pad_selected(
         out_scores[:spare].reshape(batch, k),
         out_labels[:spare].reshape(batch, k),
     )
+
+
+def gather_selected(selected: Tensor, scores: Tensor, features: Tensor,
+                    max_detections: int) -> Tensor:
+    """Per-box features [B,N,F] (mask coefficients, keypoints, an angle) of the selected rows,
+    in the same slots `pad_selected` gives their boxes -> [B,K,F], zero past each image's
+    detections."""
+    k = max_detections
+    batch, width = scores.shape[0], features.shape[2]
+    slot, _, flat_box, _, _ = _ranked_slots(selected, scores, k)
+    picked = features.reshape(-1, width)[flat_box].to(torch.float32)
+    out = torch.zeros([batch * k + 1, width], dtype=torch.float32, device=features.device)
+    out = out.scatter(0, slot[:, None].expand(-1, width), picked)
+    return out[:batch * k].reshape(batch, k, width)
 
 
 class ClassAwareNMS(nn.Module):
@@ -356,6 +381,14 @@ class ClassAwareNMS(nn.Module):
 
     def forward(self, boxes: Tensor, scores: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         boxes = boxes.to(torch.float32)
+        selected, scores = self.select(boxes, scores)
+        return pad_selected(selected, boxes, scores, self.max_detections)
+
+    def select(self, boxes: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
+        """The kept (image, class, box) rows, and the scores they are ranked by (each box's
+        best class alone when not multi_label): what `pad_selected` and `gather_selected`
+        take."""
+        boxes = boxes.to(torch.float32)
         scores = scores.to(torch.float32)
         best, best_class = scores.max(dim=2, keepdim=True)
         if not self.multi_label:  # each box's best class alone competes (ties: all tied)
@@ -372,7 +405,7 @@ class ClassAwareNMS(nn.Module):
             flat = selected[:, 0] * scores.shape[1] + selected[:, 2]
             selected = torch.stack(
                 [selected[:, 0], best_class.reshape(-1)[flat], selected[:, 2]], dim=1)
-        return pad_selected(selected, boxes, scores, self.max_detections)
+        return selected, scores
 
 
 class RawHeadNMS(nn.Module):
@@ -413,11 +446,15 @@ class YoloDecode(nn.Module):
     `index` picks it from the model's flattened outputs (Ultralytics adds its feature maps in
     eval mode)."""
 
-    def __init__(self, model: nn.Module, index: int = 0, channels_first: bool = True) -> None:
+    def __init__(self, model: nn.Module, index: int = 0, channels_first: bool = True,
+                 classes: int | None = None) -> None:
         super().__init__()
         self.model = model
         self.index = index
         self.channels_first = channels_first
+        # the class columns end here when more follow (a Segment head's mask coefficients
+        # exported as boxes only, with --task detection); -1: they run to the end
+        self.classes_end = 4 + classes if classes is not None else -1
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         prediction = self.model(images)[self.index]
@@ -425,7 +462,9 @@ class YoloDecode(nn.Module):
             prediction = prediction.transpose(1, 2)
         centre, size = prediction[..., 0:2], prediction[..., 2:4]
         boxes = torch.cat([centre - size / 2, centre + size / 2], dim=-1)
-        return {"boxes": boxes, "scores": prediction[..., 4:]}
+        scores = prediction[..., 4:] if self.classes_end < 0 else \
+            prediction[..., 4:self.classes_end]
+        return {"boxes": boxes, "scores": scores}
 
 
 def rows_to_xyxy_pixels(boxes: Tensor, box_format: str, height: Any, width: Any) -> Tensor:

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from torch import Tensor, nn
 
 from toolkit.detection.match import OUTPUT_NAMES
-from toolkit.detection.options import DetectionOptions
+from toolkit.detection.options import INSTANCE_TASKS, DetectionOptions
 from toolkit.errors import UsageError
 from toolkit.source.wrapper import LoadedModel, flatten_outputs
 
@@ -111,6 +111,10 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
     head = ultralytics_head(loaded.module)
     if head is not None and (options.nms is None or options.nms.layout == "yolo"):
         return _yolo(loaded, options, head)
+    if options.task in INSTANCE_TASKS and (options.nms is None or options.nms.layout != "yolo"):
+        raise UsageError(f"--task {options.task} takes a raw YOLO-style head: add --nms "
+                         "layout=yolo (with classes=N for pose), or export an Ultralytics "
+                         "Segment, Pose or OBB model, which is recognised by itself")
     raw = loaded.raw_output(loaded.example_feed(batch=None))
     info: dict[str, Any] = {"max_detections": options.k}
     if options.nms is not None and options.nms.layout == "yolo":
@@ -180,9 +184,21 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
     return _with_detection(loaded, module, info)
 
 
-#: Ultralytics heads whose outputs are more than boxes and class scores
-_ULTRALYTICS_OTHER_HEADS = {"Segment": "masks", "Pose": "keypoints", "OBB": "rotated boxes",
-                            "WorldDetect": "text embeddings"}
+#: Ultralytics heads whose outputs are more than boxes and class scores, and the contract
+#: can't carry
+_ULTRALYTICS_OTHER_HEADS = {"WorldDetect": "text embeddings"}
+#: Ultralytics heads (by class, or a class they derive from) of the instance tasks
+_ULTRALYTICS_INSTANCE_HEADS = {"Segment": "segmentation", "Pose": "pose", "OBB": "obb"}
+
+
+def instance_task_of(head: nn.Module | None) -> str | None:
+    """The instance task of an Ultralytics head (Segment, Pose, OBB or a subclass), or None."""
+    if head is None:
+        return None
+    for cls in type(head).__mro__:
+        if cls.__name__ in _ULTRALYTICS_INSTANCE_HEADS:
+            return _ULTRALYTICS_INSTANCE_HEADS[cls.__name__]
+    return None
 
 
 def ultralytics_head(module: nn.Module) -> nn.Module | None:
@@ -248,12 +264,26 @@ def _yolo(loaded: LoadedModel, options: DetectionOptions, head: nn.Module | None
                          "which the detection contract (boxes, scores, labels) doesn't hold "
                          "yet; export it with --task none for the raw tensors, or a Detect "
                          "model")
+    head_task = instance_task_of(head)
+    if head_task is not None and options.task in INSTANCE_TASKS and options.task != head_task:
+        raise UsageError(f"--task {options.task}: the model's Ultralytics {kind} head is a "
+                         f"{head_task} head; leave --task out, or say --task {head_task}")
+    task = head_task or (options.task if options.task in INSTANCE_TASKS else None)
+    dropped = None
+    if head_task is not None and options.task == "detection":
+        from toolkit.detection.yolo_instances import EXTRA_OUTPUT
+
+        dropped, task = EXTRA_OUTPUT[head_task], None  # asked for: boxes alone
     if head is not None and any(spec.dynamic_dims for spec in loaded.inputs):
         # Ultralytics' own switch for a dynamic export: anchors rebuilt on every call. Else
         # the head caches them with the last input's shape, and torch.export guards the
         # batch on that shape ("Constraints violated (batch)").
         head.dynamic = True
     if getattr(head, "end2end", False):
+        if task is not None:
+            raise UsageError(f"Ultralytics {kind} head, end-to-end (NMS-free): its rows carry "
+                             f"{task} data the toolkit doesn't read yet; build the model with "
+                             "end2end=False (NMS in the graph), or --task none for raw tensors")
         head.export = True  # type: ignore[union-attr]
         return _rows(loaded, options, f"Ultralytics {kind} head, end-to-end (NMS-free)",
                      default_score=YOLO_DEFAULTS["score"],
@@ -272,9 +302,16 @@ def _yolo(loaded: LoadedModel, options: DetectionOptions, head: nn.Module | None
     flat = _FlatOutputs(loaded.module)
     with torch.inference_mode():
         outputs = flat(loaded.to_tensors(loaded.example_feed(batch=None))[0])
-    index, channels_first = _yolo_prediction(outputs, getattr(head, "nc", None))
-    _check_class_scores(outputs[index], channels_first)
-    decode = YoloDecode(flat, index, channels_first)
+    if task is not None:
+        return _yolo_instances(loaded, flat, outputs, task, nms, head, notes)
+    classes = getattr(head, "nc", None)
+    index, channels_first = _yolo_prediction(outputs, classes, _extra_width(head))
+    _check_class_scores(outputs[index], channels_first, classes)
+    decode = YoloDecode(flat, index, channels_first,
+                        classes if dropped is not None else None)
+    if dropped is not None:
+        notes.insert(0, f"--task detection: the {kind} head's {dropped} are dropped, as asked; "
+                        "boxes, scores and labels only")
     module = _Contract(RawHeadNMS(decode, nms.iou_threshold, nms.score_threshold,
                                   nms.max_detections,
                                   multi_label=not nms.keeps_one_label_per_box,
@@ -284,15 +321,127 @@ def _yolo(loaded: LoadedModel, options: DetectionOptions, head: nn.Module | None
         "score_threshold": nms.score_threshold, "nms_iou": nms.iou_threshold,
         "nms": _nms_record(nms), "classes": int(outputs[index].shape[1 if channels_first
                                                                        else 2]) - 4}
+    if dropped is not None:
+        info["dropped"] = [dropped]
     if notes:
-        info["note"] = notes[0]
+        info["note"] = "; ".join(notes)
     return _with_detection(loaded, module, info)
 
 
-def _check_class_scores(prediction: Any, channels_first: bool) -> None:
+def _extra_width(head: nn.Module | None) -> int:
+    """Channels an Ultralytics head's prediction carries after its class scores."""
+    task = instance_task_of(head)
+    if task == "segmentation":
+        return int(head.nm)  # type: ignore[union-attr]
+    if task == "pose":
+        return int(head.nk)  # type: ignore[union-attr]
+    if task == "obb":
+        return int(head.ne)  # type: ignore[union-attr]
+    return 0
+
+
+def _yolo_instances(loaded: LoadedModel, flat: nn.Module, outputs: tuple[Any, ...], task: str,
+                    nms: Any, head: nn.Module | None, notes: list[str]) -> LoadedModel:
+    """A Segment / Pose / OBB head (Ultralytics', or a model's declared with --task and
+    --nms layout=yolo): the contract plus masks, keypoints or oriented boxes."""
+    from toolkit.detection.yolo_instances import EXTRA_OUTPUT, OBB_CANDIDATES, YoloInstances
+
+    classes, extra, protos, keypoint_shape = _instance_layout(outputs, task, nms, head)
+    index, channels_first = _yolo_prediction(outputs, classes, extra)
+    if not channels_first:
+        raise UsageError(f"--task {task}: the prediction must be [B,4+C+E,N] (channels "
+                         f"first, Ultralytics' layout); found {list(outputs[index].shape)}")
+    _check_class_scores(outputs[index], channels_first, classes)
+    kwargs: dict[str, Any] = {}
+    instances: dict[str, Any] = {"task": task, "output": EXTRA_OUTPUT[task]}
+    if task == "segmentation":
+        proto_index, grid = protos
+        stride = _mask_stride(loaded, grid)
+        kwargs.update(proto_index=proto_index, mask_stride=stride)
+        instances.update(mask_stride=stride, mask_threshold=0.5, mask_prototypes=extra)
+    elif task == "pose":
+        kwargs["keypoint_shape"] = keypoint_shape
+        instances.update(keypoints=keypoint_shape[0], keypoint_dims=keypoint_shape[1])
+    else:
+        instances.update(angle="radians; the w side along (cos, sin) in image x right, y down "
+                         "(clockwise on screen)", rotated_nms="probiou fast NMS",
+                         candidates=max(OBB_CANDIDATES, nms.max_detections))
+    module = YoloInstances(flat, task, classes, index=index, iou_threshold=nms.iou_threshold,
+                           score_threshold=nms.score_threshold,
+                           max_detections=nms.max_detections,
+                           multi_label=bool(nms.multi_label) if task != "obb" else False,
+                           agnostic=nms.agnostic, **kwargs)
+    what = {"segmentation": f"masks [B,K,H/{kwargs.get('mask_stride')},W/"
+                            f"{kwargs.get('mask_stride')}] (probabilities, zero outside the "
+                            "box; a pixel is in the instance over 0.5)",
+            "pose": f"keypoints [B,K,{keypoint_shape[0]},3] (x, y input pixels, score)",
+            "obb": "oriented_boxes [B,K,5] (cx, cy, w, h, angle in radians) from a rotated "
+                   "NMS by probabilistic IoU (Ultralytics'); boxes enclose them"}[task]
+    kind = (f"Ultralytics {type(head).__name__} head" if head is not None
+            else f"--task {task} (layout=yolo)")
+    notes.insert(0, f"{kind}: the contract plus {what}")
+    info: dict[str, Any] = {
+        "max_detections": nms.max_detections, "convention": "yolo", "task": task,
+        "score_threshold": nms.score_threshold, "nms_iou": nms.iou_threshold,
+        "nms": {**_nms_record(nms), "classes": classes}, "classes": classes,
+        "instances": instances, "note": "; ".join(notes)}
+    return _with_detection(loaded, module, info)
+
+
+def _instance_layout(outputs: tuple[Any, ...], task: str, nms: Any, head: nn.Module | None
+                     ) -> tuple[int, int, tuple[int, int] | None, tuple[int, int]]:
+    """(classes, extra channels, (prototype output index, its grid width) for
+    segmentation, keypoint shape) of an instance head's outputs."""
+    keypoint_shape = (0, 3)
+    protos = None
+    if task == "segmentation":
+        found = [(i, t) for i, t in enumerate(outputs) if t.dim() == 4]
+        if len(found) != 1:
+            shapes = ", ".join(str(list(t.shape)) for t in outputs)
+            raise UsageError(f"--task segmentation: needs one prototype output [B,M,h,w] "
+                             f"beside the prediction; the model returns {shapes}")
+        protos = (found[0][0], int(found[0][1].shape[-1]))
+        extra = int(found[0][1].shape[1])
+    elif task == "pose":
+        shape = getattr(head, "kpt_shape", None)
+        if shape is not None:
+            keypoint_shape = (int(shape[0]), int(shape[1]))
+        extra = keypoint_shape[0] * keypoint_shape[1]
+    else:
+        extra = 1
+    classes = getattr(head, "nc", None) or (nms.classes if nms is not None else None)
+    if classes is None:
+        prediction = [t for t in outputs if t.dim() == 3]
+        if task == "pose" or not prediction:
+            raise UsageError(f"--task {task} with layout=yolo: say how many class scores the "
+                             "prediction holds, e.g. --nms layout=yolo,classes=1")
+        classes = int(prediction[0].shape[1]) - 4 - extra
+    if task == "pose" and head is None:
+        channels = [int(t.shape[1]) for t in outputs if t.dim() == 3]
+        rest = (channels[0] - 4 - int(classes)) if channels else 0
+        if rest <= 0 or rest % 3:
+            raise UsageError(f"--task pose: after 4 box and {classes} class channels the "
+                             f"prediction has {rest} left, not P x 3 keypoint values")
+        keypoint_shape = (rest // 3, 3)
+        extra = rest
+    return int(classes), extra, protos, keypoint_shape
+
+
+def _mask_stride(loaded: LoadedModel, grid: int) -> int:
+    """Input pixels per prototype cell (4 for Ultralytics), from the example's width."""
+    width = int(loaded.to_tensors(loaded.example_feed(batch=None))[0].shape[-1])
+    if grid <= 0 or width % grid:
+        raise UsageError(f"--task segmentation: the prototypes' width {grid} doesn't divide "
+                         f"the input's width {width}")
+    return width // grid
+
+
+def _check_class_scores(prediction: Any, channels_first: bool,
+                        classes: int | None = None) -> None:
     """A YOLO prediction's class scores are sigmoids: values outside [0, 1] mean the tensor is
     something else (rows of box, score, class), which judging would only misread."""
-    scores = prediction[:, 4:, :] if channels_first else prediction[..., 4:]
+    end = 4 + classes if classes is not None else None
+    scores = prediction[:, 4:end, :] if channels_first else prediction[..., 4:end]
     low, high = float(scores.min()), float(scores.max())
     if low < 0.0 or high > 1.0:
         raise UsageError(
@@ -347,16 +496,18 @@ def _rows(loaded: LoadedModel, options: DetectionOptions, what: str,
     return _with_detection(loaded, module, info)
 
 
-def _yolo_prediction(outputs: tuple[Any, ...], classes: int | None) -> tuple[int, bool]:
-    """Which output is the [B,4+C,N] (or [B,N,4+C]) prediction, and whether channels come
-    first; `classes` is the head's `nc` when known."""
+def _yolo_prediction(outputs: tuple[Any, ...], classes: int | None,
+                     extra: int = 0) -> tuple[int, bool]:
+    """Which output is the [B,4+C+E,N] (or [B,N,4+C+E]) prediction, and whether channels
+    come first; `classes` is the head's `nc` when known, `extra` its E (mask coefficients,
+    keypoint values, an angle)."""
     found = []
     for i, tensor in enumerate(outputs):
         if tensor.dim() != 3:
             continue
         a, b = int(tensor.shape[1]), int(tensor.shape[2])
         for channels, first in ((a, True), (b, False)):
-            if (classes is not None and channels == classes + 4) or (
+            if (classes is not None and channels == classes + 4 + extra) or (
                     classes is None and channels >= 5 and channels < (b if first else a)):
                 found.append((i, first))
                 break

@@ -360,8 +360,8 @@ def _points(kpts: np.ndarray, n: int, known: int | None, what: str, where: str) 
         raise UsageError(f"{what}: {where} keypoints have shape {list(kpts.shape)}; expected "
                          f"[{n}, P, 3] (x, y, v), one object per label")
     if known is not None and kpts.shape[1] != known:
-        raise UsageError(f"{what}: {where} has {kpts.shape[1]} keypoints per object, earlier "
-                         f"images {known}")
+        raise UsageError(f"{what}: {where} has {kpts.shape[1]} keypoints per object, entries "
+                         f"before it {known}; every object needs the same number")
     return int(kpts.shape[1])
 
 

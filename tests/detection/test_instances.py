@@ -62,6 +62,18 @@ def test_the_margin_leaves_the_reference_borderline_pixels_out_of_both_sets():
     assert mask_iou(reference, actual, margin=0.05)[0, 0] == pytest.approx(2 / 3)
 
 
+def test_mask_iou_equals_counting_pixels_pair_by_pair():
+    # 100 + 10 masks of 40,000 pixels: the pixel axis is worked through in two slices
+    rng = np.random.default_rng(0)
+    a = rng.random((100, 40, 1000))
+    b = np.clip(a[:10] + rng.normal(0, 0.1, (10, 40, 1000)), 0, 1)
+    a_in, b_in, judged = a > 0.5, b > 0.5, np.abs(a - 0.5) > 0.05
+    for margin, keep in ((0.0, np.ones_like(judged)), (0.05, judged)):
+        expected = np.array([((a_in[i] & b_in & keep[i]).sum((1, 2))
+                              / ((a_in[i] | b_in) & keep[i]).sum((1, 2))) for i in range(100)])
+        assert mask_iou(a, b, margin=margin) == pytest.approx(expected, abs=1e-12)
+
+
 def test_mask_iou_refuses_different_resolutions_in_one_line():
     with pytest.raises(UsageError, match="same resolution") as info:
         mask_iou(np.zeros((1, 4, 4)), np.zeros((1, 8, 8)))

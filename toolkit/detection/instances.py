@@ -61,15 +61,22 @@ def mask_iou(a: np.ndarray, b: np.ndarray, threshold: float = MASK_THRESHOLD,
         raise UsageError(f"mask IoU: masks of {list(a.shape[1:])} and {list(b.shape[1:])} "
                          "pixels; both sets need the same resolution")
     n, m = a.shape[0], b.shape[0]
-    a_bin = binarise(a, threshold).reshape(n, -1)
-    b_bin = binarise(b, threshold).reshape(m, -1).astype(np.float64)
-    judged = np.ones_like(a_bin)
-    if margin > 0:
-        judged = np.abs(a.reshape(n, -1).astype(np.float64) - threshold) > margin
-    a_judged = (a_bin & judged).astype(np.float64)
-    inter = a_judged @ b_bin.T
-    # |A_i or B_j| on the judged pixels of i = |A_i| + |B_j restricted to i's pixels| - inter
-    union = a_judged.sum(1)[:, None] + judged.astype(np.float64) @ b_bin.T - inter
+    a, b = a.reshape(n, -1), b.reshape(m, -1)
+    inter, union = np.zeros((n, m)), np.zeros((n, m))
+    # pixel slices keep the temporaries near 16 MB; float32 counts are exact below 2^24
+    step = max(1, min(2 ** 22 // max(n + m, 1), 2 ** 24))
+    for start in range(0, a.shape[1], step):
+        a_part, b_part = a[:, start:start + step], b[:, start:start + step]
+        a_bin = binarise(a_part, threshold)
+        judged = (np.abs(a_part.astype(np.float64) - threshold) > margin if margin > 0
+                  else np.ones_like(a_bin))
+        a_judged = (a_bin & judged).astype(np.float32)
+        b_bin = binarise(b_part, threshold).astype(np.float32)
+        part = a_judged @ b_bin.T
+        inter += part
+        # |A_i or B_j| on i's judged pixels = |A_i| + |B_j on i's judged pixels| - |A_i and B_j|
+        union += a_judged.sum(1, dtype=np.float64)[:, None] + \
+            judged.astype(np.float32) @ b_bin.T - part
     out = np.ones((n, m), dtype=np.float64)
     np.divide(inter, union, out=out, where=union > 0)
     return out

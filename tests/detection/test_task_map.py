@@ -193,13 +193,16 @@ def test_objects_without_a_labelled_keypoint_are_ignored(backend):
     boxes, kpts, labels = truth[0]
     unlabelled = kpts[:1].copy()
     unlabelled[..., 2] = 0
-    gt = [(np.concatenate([boxes, boxes[:1] + 100]), np.concatenate([kpts, unlabelled + 100]),
+    gt = [(np.concatenate([boxes, boxes[:1] + 100]), np.concatenate([kpts, unlabelled + [100.0, 100.0, 0.0]]),
            np.concatenate([labels, labels[:1]]))]
     # a confident detection on the unlabelled object is neither a hit nor a false positive
     preds = perfect_keypoints(gt)
     b, k, s, labelled = preds[0]
     preds = [(b, k, np.concatenate([s[:-1], [2.0]]), labelled)]
     assert keypoint_map(preds, gt, backend=backend) == pytest.approx(PERFECT)
+    # and without a detection there it is not a miss
+    missed = [(b[:-1], k[:-1], s[:-1], labelled[:-1])]
+    assert keypoint_map(missed, gt, backend=backend) == pytest.approx(PERFECT)
 
 
 def test_keypoint_input_errors_are_one_line():
@@ -274,6 +277,6 @@ def test_obb_input_errors_are_one_line():
             obb_map(preds, truth)
         assert "\n" not in str(info.value)
     with pytest.raises(UsageError, match="unknown backend"):
-        obb_map(gt and [(gt[0][0], [0.5], [0])], gt, backend="torchmetrics")
+        obb_map([(gt[0][0], [0.5], [0])], gt, backend="detectron2")
     with pytest.raises(UsageError, match="max_detections=0"):
         obb_map([(gt[0][0], [0.5], [0])], gt, max_detections=0)

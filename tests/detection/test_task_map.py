@@ -191,9 +191,9 @@ def test_one_object_at_oks_062_passes_3_of_10_thresholds_with_custom_sigmas(back
 def test_objects_without_a_labelled_keypoint_are_ignored(backend):
     truth = keypoint_case(4, images=1)
     boxes, kpts, labels = truth[0]
-    unlabelled = kpts[:1].copy()
+    unlabelled = kpts[:1] + [100.0, 100.0, 0.0]  # a copy of the first object, further on
     unlabelled[..., 2] = 0
-    gt = [(np.concatenate([boxes, boxes[:1] + 100]), np.concatenate([kpts, unlabelled + [100.0, 100.0, 0.0]]),
+    gt = [(np.concatenate([boxes, boxes[:1] + 100]), np.concatenate([kpts, unlabelled]),
            np.concatenate([labels, labels[:1]]))]
     # a confident detection on the unlabelled object is neither a hit nor a false positive
     preds = perfect_keypoints(gt)

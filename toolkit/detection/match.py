@@ -316,6 +316,9 @@ class ImageParity:
     max_box_shift: float | None = None  # pixels
     padding_ok: bool = True
     problems: tuple[str, ...] = ()
+    #: (reference row, actual row) of every pair matched in place: what the instance outputs
+    #: (masks, keypoints, oriented boxes) are judged on
+    pairs: tuple[tuple[int, int], ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -325,6 +328,7 @@ class ImageParity:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["problems"] = list(self.problems)
+        del data["pairs"]
         for name in ("worst_iou", "max_score_diff", "max_box_shift"):
             data[name] = _json(data[name])
         return data
@@ -654,6 +658,8 @@ def _match_image(index: int, ref: _Set, act: _Set, tol: DetectionTolerance,
                                 max),
         max_box_shift=_extreme([float(shift[r, a]) for r, a in pairs], max),
         padding_ok=padding_ok, problems=tuple(problems[:_MAX_PROBLEMS_PER_IMAGE]),
+        pairs=tuple((int(r), int(a)) for (r, a), kind in zip(pairs, kinds)
+                    if kind in ("matched", "score_changed")),
     )
 
 

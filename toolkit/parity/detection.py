@@ -16,6 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.detection.instance_parity import (
+    InstanceParity,
+    extra_output,
+    instance_tolerance,
+    judge_instances,
+)
 from toolkit.detection.match import (
     OUTPUT_NAMES,
     DetectionParity,
@@ -33,6 +39,9 @@ class DetectionParityReport(ParityReport):
     score_threshold: float = 0.0
     nms_iou: float | None = None
     per_sample: list[tuple[int, DetectionParity]] = field(default_factory=list)
+    #: the instance output judged per matched detection (masks, keypoints, oriented_boxes)
+    instances: InstanceParity | None = None
+    mask_threshold: float = 0.5
 
     def add_sample(self, expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray],
                    sample_index: int | None = None) -> list[OutputResult]:
@@ -43,14 +52,26 @@ class DetectionParityReport(ParityReport):
                                f"{missing} (has {sorted(actual)})")
             self.count_sample(index)
             return []
+        extra = self.instances.output if self.instances is not None else None
+        if extra is not None and extra not in actual:
+            self.errors.append(f"sample {index}: the artifact lacks the {extra} output "
+                               f"(has {sorted(actual)})")
+            self.count_sample(index)
+            return []
         parity = match_detections({n: expected[n] for n in OUTPUT_NAMES},
                                   {n: actual[n] for n in OUTPUT_NAMES},
                                   tolerance=self.detection, score_threshold=self.score_threshold,
                                   nms_iou=self.nms_iou)
+        if self.instances is not None and extra in expected:
+            offset = sum(len(p.images) for _, p in self.per_sample)
+            judge_instances(extra, expected, actual, parity, self.instances.tolerance,
+                            image_offset=offset, mask_threshold=self.mask_threshold,
+                            into=self.instances)
         self.per_sample.append((index, parity))
-        others = [n for n in expected if n not in OUTPUT_NAMES]
+        judged_apart = (*OUTPUT_NAMES, extra)
+        others = [n for n in expected if n not in judged_apart]
         found = super().add_sample({n: expected[n] for n in others},
-                                   {n: actual[n] for n in actual if n not in OUTPUT_NAMES},
+                                   {n: actual[n] for n in actual if n not in judged_apart},
                                    index) if others else []
         self.count_sample(index)
         return found
@@ -73,11 +94,16 @@ class DetectionParityReport(ParityReport):
         combined = self.combined
         elementwise_ok = not self.failures and not self.task_failures()
         return (combined is not None and combined.passed and not self.errors
-                and elementwise_ok)
+                and elementwise_ok and not self.instance_failures())
+
+    def instance_failures(self) -> list[str]:
+        return self.instances.failures() if self.instances is not None else []
 
     def detection_failures(self) -> list[str]:
         combined = self.combined
-        return combined.failures() if combined is not None else ["no sample was compared"]
+        if combined is None:
+            return ["no sample was compared"]
+        return combined.failures() + self.instance_failures()
 
     def summary_line(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
@@ -86,6 +112,9 @@ class DetectionParityReport(ParityReport):
         if combined is None:
             return f"{head}: nothing compared" + (f"; {self.errors[0]}" if self.errors else "")
         text = f"{head}: {combined.summary().split(': ', 1)[1]}"
+        if self.instances is not None:
+            text += f"; {self.instances.summary()}"
+            text += "".join(f"; {f}" for f in self.instance_failures())
         if self.errors:
             text += f"; failed to run {len(self.errors)} sample(s): {self.errors[0]}"
         bad = [s for s in self.summaries() if not s.passed]
@@ -99,6 +128,8 @@ class DetectionParityReport(ParityReport):
         data["passed"] = self.passed
         data["summary"] = self.summary_line()
         data["detection"] = combined.to_dict() if combined is not None else None
+        if self.instances is not None:
+            data["instances"] = self.instances.to_dict()
         if details:
             data["detection_samples"] = {str(i): p.to_dict() for i, p in self.per_sample}
         return data
@@ -106,12 +137,19 @@ class DetectionParityReport(ParityReport):
 
 def detection_report(*, artifact: str, precision: str, tolerances: Any, reference: str,
                      preset: str, score_threshold: float = 0.0, nms_iou: float | None = None,
-                     overrides: Mapping[str, float] | None = None) -> DetectionParityReport:
-    """An empty report for one artifact of a detection bundle."""
+                     overrides: Mapping[str, float] | None = None,
+                     instance_output: str | None = None,
+                     mask_threshold: float = 0.5) -> DetectionParityReport:
+    """An empty report for one artifact of a detection bundle; `instance_output` names the
+    extra output (masks, keypoints, oriented_boxes) judged per matched detection."""
+    instances = None
+    if instance_output is not None:
+        instances = InstanceParity(instance_output, instance_tolerance(preset))
     return DetectionParityReport(
         artifact=artifact, precision=precision, tolerances=tolerances, reference=reference,
         detection=detection_tolerance(preset, **dict(overrides or {})),
-        score_threshold=score_threshold, nms_iou=nms_iou)
+        score_threshold=score_threshold, nms_iou=nms_iou, instances=instances,
+        mask_threshold=mask_threshold)
 
 
 def contract_report(section: Mapping[str, Any] | None, *, artifact: str, precision: str,
@@ -121,4 +159,6 @@ def contract_report(section: Mapping[str, Any] | None, *, artifact: str, precisi
     return detection_report(
         artifact=artifact, precision=precision, tolerances=tolerances, reference=reference,
         preset=preset, score_threshold=float(section.get("score_threshold") or 0.0),
-        nms_iou=section.get("nms_iou") or (section.get("nms") or {}).get("iou"))
+        nms_iou=section.get("nms_iou") or (section.get("nms") or {}).get("iou"),
+        instance_output=extra_output(section),
+        mask_threshold=float((section.get("instances") or {}).get("mask_threshold") or 0.5))

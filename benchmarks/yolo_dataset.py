@@ -30,7 +30,10 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -145,33 +148,43 @@ def write_yolo_dataset(root: Path, task: str, size: int = 64, n_train: int = 32,
     return yaml
 
 
-def _offline_ultralytics() -> None:
-    """Ultralytics as an offline trainer: any download attempt raises, and the dataset check's
-    font fetch (Arial.ttf, for plot labels; plots=False does not skip it) becomes a no-op."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_VERBOSE", "False")
+@contextmanager
+def offline_trainer() -> Iterator[None]:
+    """Ultralytics as an offline trainer in this process, put back as it was afterwards: any
+    download attempt raises, the dataset check's font fetch (Arial.ttf, for plot labels; plots=False
+    does not skip it) is a no-op, and the torch threads and determinism the trainer sets globally
+    are restored."""
+    import torch
     import ultralytics.data.utils as data_utils
     from ultralytics.utils import downloads
 
     def refuse(*args, **kwargs):
         raise RuntimeError(f"offline: Ultralytics tried to download {kwargs.get('url', args)}")
 
-    downloads.safe_download = refuse
-    data_utils.safe_download = refuse
+    saved = (downloads.safe_download, data_utils.safe_download, data_utils.check_font)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    downloads.safe_download = data_utils.safe_download = refuse
     data_utils.check_font = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        downloads.safe_download, data_utils.safe_download, data_utils.check_font = saved
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
-def train_one_epoch(yaml: Path, task: str, size: int, work: Path) -> float:
-    """One epoch of yolo11n for `task` from random weights on CPU; the seconds it took."""
-    _offline_ultralytics()
+def train_one_epoch(yaml: Path, task: str, size: int, work: Path) -> tuple[float, Any]:
+    """One epoch of yolo11n for `task` from random weights on CPU: the seconds it took (dataset
+    scan, training, validation) and Ultralytics' trainer."""
     from ultralytics import YOLO
 
-    model = YOLO(MODELS[task])
-    started = time.perf_counter()
-    model.train(data=str(yaml), epochs=1, imgsz=size, batch=16, device="cpu", workers=0,
-                pretrained=False, amp=False, plots=False, project=str(work), name=task,
-                exist_ok=True, seed=0, deterministic=True, verbose=False, val=True)
-    return time.perf_counter() - started
+    with offline_trainer():
+        model = YOLO(MODELS[task])
+        started = time.perf_counter()
+        model.train(data=str(yaml), epochs=1, imgsz=size, batch=16, device="cpu", workers=0,
+                    pretrained=False, amp=False, plots=False, project=str(work), name=task,
+                    exist_ok=True, seed=0, deterministic=False, verbose=False, val=True)
+        return time.perf_counter() - started, model.trainer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="train one epoch of each task's yolo11n on CPU (weights in a "
                              "temporary folder, then removed)")
     args = parser.parse_args(argv)
+    # Before Ultralytics is imported: no hub, no telemetry, no online checks.
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_VERBOSE", "False")
     taken = [str(args.out / t) for t in args.tasks if (args.out / t).exists()]
     if taken:
         print(f"error: {', '.join(taken)} already exist(s); choose a new OUT", file=sys.stderr)
@@ -197,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_check:
         with tempfile.TemporaryDirectory() as work:
             for task, yaml in yamls.items():
-                seconds = train_one_epoch(yaml, task, args.size, Path(work))
+                seconds, _ = train_one_epoch(yaml, task, args.size, Path(work))
                 print(f"{task}: 1 epoch of {MODELS[task]} on {args.train} train / {args.val} "
                       f"val images at {args.size} px took {seconds:.1f} s (CPU)")
     return 0

@@ -106,3 +106,31 @@ def test_ultralytics_reads_every_label_back_as_written(datasets, task):
                                        atol=1e-2)
         else:
             assert len(segments) == (keep.sum() if task == "segment" else 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", TASKS)
+def test_ultralytics_trains_an_epoch_on_each_dataset_offline(datasets, task, tmp_path):
+    pytest.importorskip("ultralytics", reason="ultralytics (a test dependency) is not installed")
+    import torch
+
+    from benchmarks.yolo_dataset import train_one_epoch
+
+    threads = torch.get_num_threads()
+    _, trainer = train_one_epoch(datasets[task], task, SIZE, tmp_path)
+    assert torch.get_num_threads() == threads  # the trainer's global settings are put back
+    assert not torch.are_deterministic_algorithms_enabled()
+    data = make_instance_data(6, "train", seed=1, size=SIZE)
+    labels = trainer.train_loader.dataset.labels
+    assert len(labels) == 6
+    assert sum(len(image["cls"]) for image in labels) == (data["labels"] >= 0).sum()
+    if task == "pose":
+        assert trainer.data["kpt_shape"] == [5, 3] and trainer.data["flip_idx"] == [0, 3, 2, 1, 4]
+        assert all(image["keypoints"].shape[1:] == (5, 3) for image in labels)
+    if task == "segment":
+        assert all(len(image["segments"]) == len(image["cls"]) for image in labels)
+    suffix = {"segment": "(M)", "pose": "(P)", "obb": "(B)"}[task]
+    assert f"metrics/mAP50-95{suffix}" in trainer.metrics
+    losses = trainer.tloss  # the epoch's mean training losses (a dict by name in 8.4)
+    losses = [float(v) for v in (losses.values() if isinstance(losses, dict) else losses)]
+    assert len(losses) >= 3 and np.isfinite(losses).all()

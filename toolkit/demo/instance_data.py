@@ -21,7 +21,9 @@ every task of issue #30 has exact ground truth:
   (cos theta, sin theta) in image coordinates (x right, y down); corners are
   centre +- (w/2)(cos, sin) +- (h/2)(-sin, cos). theta is brought into [-pi/4, 3pi/4)
   (Ultralytics' range) by adding pi where needed: a turn by pi is the same rectangle, so w and h
-  keep their meaning (the shape's width and height) and never swap. `angles` is that theta.
+  keep their meaning (the shape's width and height) and never swap. `angles` is that theta;
+  save it with `obb`: `boxes` turned by `angles` alone is not the oriented box (`boxes` are the
+  tight axis-aligned boxes of the rotated shapes, not their unrotated extents).
 
 Arrays are padded to `max_objects` rows: labels -1, boxes -1, everything else 0.
 """

@@ -35,7 +35,8 @@ def _spread_class_scores(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def _detector(yaml: str, classes: int = 80, kind: str = "DetectionModel") -> nn.Module:
+def _detector(yaml: str, classes: int = 80, kind: str = "DetectionModel",
+              **kwargs: object) -> nn.Module:
     """Built with torch seeded: every call gives the same weights (the toolkit seeds a
     factory it calls, but a benchmark or a test calling this directly must get the same).
     `kind` names Ultralytics' model class (SegmentationModel, PoseModel, OBBModel)."""
@@ -43,7 +44,7 @@ def _detector(yaml: str, classes: int = 80, kind: str = "DetectionModel") -> nn.
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = getattr(tasks, kind)(yaml, nc=classes, verbose=False)
+        model = getattr(tasks, kind)(yaml, nc=classes, verbose=False, **kwargs)
         return _spread_class_scores(model).eval()
 
 
@@ -51,8 +52,9 @@ def yolo11n_seg(classes: int = 80) -> nn.Module:
     return _detector("yolo11n-seg.yaml", classes, "SegmentationModel")
 
 
-def yolo11n_pose(classes: int = 1) -> nn.Module:
-    return _detector("yolo11n-pose.yaml", classes, "PoseModel")
+def yolo11n_pose(classes: int = 1, keypoints: int = 17) -> nn.Module:
+    return _detector("yolo11n-pose.yaml", classes, "PoseModel",
+                     data_kpt_shape=(keypoints, 3))
 
 
 def yolo11n_obb(classes: int = 15) -> nn.Module:

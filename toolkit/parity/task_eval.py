@@ -14,6 +14,8 @@ from toolkit.parity.accuracy import classification_accuracy
 from toolkit.spec import TensorSpec, batch_range
 
 Predict = Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
+#: (each image's boxes, scores, labels; each image's instance output) -> COCO stats
+InstanceScore = Callable[[list[Any], list[np.ndarray]], dict[str, float]]
 EVAL_BATCH = 8  # images per call when the batch is dynamic
 
 
@@ -44,23 +46,82 @@ def classification_evaluation(path: str, inputs: Sequence[TensorSpec],
 
 def detection_evaluation(path: str, inputs: Sequence[TensorSpec],
                          section: Mapping[str, Any] | None = None) -> TaskEvaluation:
+    """COCO box mAP; for an instance bundle whose data holds the task's ground truth (masks,
+    keypoints, oriented boxes) the task's own metric is the score, box mAP beside it."""
     from toolkit.detection.coco_map import detection_map
     from toolkit.detection.eval_data import check_classes, predictions_from_outputs
+    from toolkit.detection.instance_parity import extra_output
     from toolkit.source.data import load_detection_data
 
     data = load_detection_data(path, inputs)
     check_classes(data, (section or {}).get("classes"))
     max_detections = int((section or {}).get("max_detections", 100))
+    extra = extra_output(section)
+    task_metric = _instance_metric(extra, data, section) if extra else None
+    note = None
+    if extra and task_metric is None:
+        note = (f"--eval-data {path} holds no ground truth for {extra}: scored (and gated) on "
+                "box mAP alone")
 
     def run(predict: Predict) -> dict[str, Any]:
-        predictions = []
+        predictions, extras = [], []
         for feed, keep in batches(data.inputs, inputs):
             outputs = predict(feed)
             predictions += predictions_from_outputs(outputs, f"--eval-data {path}")[:keep]
+            if task_metric is not None:
+                extras += _per_image(outputs, extra)[:keep]
         result = detection_map(predictions, data.ground_truth, max_detections=max_detections)
-        return {**result, "n": len(data), "score": result["map"] / 100.0}
+        out: dict[str, Any] = {**result, "n": len(data), "score": result["map"] / 100.0}
+        if task_metric is not None:
+            scores = task_metric[1](predictions, extras)
+            out = {**{f"box_{k}": v for k, v in result.items()}, **scores, "n": len(data),
+                   "score": scores["map"] / 100.0}
+        if note:
+            out["note"] = note
+        return out
 
-    return TaskEvaluation("mAP@[.5:.95]", str(path), run)
+    metric = task_metric[0] if task_metric is not None else "mAP@[.5:.95]"
+    return TaskEvaluation(metric, str(path), run)
+
+
+def _per_image(outputs: Mapping[str, Any], name: str) -> list[np.ndarray]:
+    """Each image's rows of an instance output, cut at num_detections."""
+    if name not in outputs:
+        raise UsageError(f"the artifact returns no {name} output (has {sorted(outputs)})")
+    counts = np.asarray(outputs["num_detections"]).reshape(-1)
+    values = np.asarray(outputs[name])
+    return [values[i, :int(n)] for i, n in enumerate(counts)]
+
+
+def _instance_metric(extra: str, data: Any, section: Mapping[str, Any] | None
+                     ) -> tuple[str, InstanceScore] | None:
+    """(the metric's name, predictions + per-image extras -> its COCO stats), or None when the
+    data has no ground truth for `extra`."""
+    from toolkit.detection import task_map
+
+    info = (section or {}).get("instances") or {}
+    k = int((section or {}).get("max_detections", 100))
+    labels = [lab for _, lab in data.ground_truth]
+    if extra == "masks" and data.has_masks:
+        stride = int(info.get("mask_stride") or 1)
+
+        def masks(predictions: list[Any], extras: list[np.ndarray]) -> dict[str, float]:
+            preds = [(m, s, lab) for (_, s, lab), m in zip(predictions, extras)]
+            return task_map.segmentation_map(preds, list(zip(data.masks, labels)),
+                                             stride=stride, max_detections=k)
+        return "mask mAP@[.5:.95]", masks
+    if extra == "keypoints" and data.has_keypoints:
+        def keypoints(predictions: list[Any], extras: list[np.ndarray]) -> dict[str, float]:
+            preds = [(b, kp, s, lab) for (b, s, lab), kp in zip(predictions, extras)]
+            truth = [(b, kp, lab) for (b, lab), kp in zip(data.ground_truth, data.keypoints)]
+            return task_map.keypoint_map(preds, truth, max_detections=k)
+        return "keypoint mAP@[.5:.95] (OKS)", keypoints
+    if extra == "oriented_boxes" and data.has_obb:
+        def oriented(predictions: list[Any], extras: list[np.ndarray]) -> dict[str, float]:
+            preds = [(o, s, lab) for (_, s, lab), o in zip(predictions, extras)]
+            return task_map.obb_map(preds, list(zip(data.obb, labels)), max_detections=k)
+        return "rotated-box mAP@[.5:.95]", oriented
+    return None
 
 
 def batches(arrays: Mapping[str, np.ndarray], inputs: Sequence[TensorSpec]

@@ -218,6 +218,33 @@ def expectation_convs(model: Any) -> list[str]:
     return found
 
 
+#: ops whose outputs select data (kept boxes, their indices): what follows them is
+#: post-processing
+_SELECTION_OPS = frozenset({"NonMaxSuppression", "TopK", "NonZero"})
+
+
+def post_processing_nodes(model: Any) -> list[str]:
+    """Named nodes computed from a selection op's output (NMS, TopK, NonZero): mask assembly,
+    keypoint gathering, a rotated NMS's IoU. They stay fp32, like detection's
+    post-processing: 8-bit mask coefficients or prototypes would move every mask edge."""
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    frontier = [out for n in model.graph.node if n.op_type in _SELECTION_OPS for out in n.output]
+    seen: set[int] = set()
+    found = []
+    while frontier:
+        for node in consumers.get(frontier.pop(), []):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node.name:
+                found.append(node.name)
+            frontier.extend(node.output)
+    return found
+
+
 @contextlib.contextmanager
 def _working_directory(path: str | Path) -> Iterator[None]:
     """The process's working directory set to `path` for the block (ORT's quantisation tools
@@ -271,7 +298,7 @@ def quantize_int8(
     if reduce_range is None:
         reduce_range = not vnni_available()
     op_types = list(op_types) if op_types else None
-    exclude_nodes = [*exclude_nodes, *expectation_convs(model)]
+    exclude_nodes = [*exclude_nodes, *expectation_convs(model), *post_processing_nodes(model)]
     symmetric = profile == "trt"
     extra: dict[str, Any] = {
         "ActivationSymmetric": symmetric,

@@ -68,16 +68,6 @@ def test_verify_agrees_and_nms_options_change_the_convention(yolo_bundle, tmp_pa
     assert nms["multi_label"] is True and nms["agnostic"] is True and nms["score"] == 0.3
 
 
-def test_heads_beyond_boxes_are_refused_with_what_is_supported(tmp_path):
-    result = cli.invoke(app, ["export", "tests.detection.yolo_models:yolov8n_seg", "--input",
-                              "images:1x3x320x320", "--to", "onnx", "--out",
-                              str(tmp_path / "seg")])
-    assert result.exit_code == 2, result.output
-    text = " ".join(result.output.split())
-    assert "Segment head" in text and "masks" in text and "--task none" in text
-    assert not (tmp_path / "seg").exists()
-
-
 def test_reduced_onnx_of_a_yolo_bundle(yolo_bundle, tmp_path, monkeypatch):
     """fp16 matches eager by IoU. INT8 keeps the DFL conv (the expectation over each box
     side's 16 bins) in fp32, and leaves the working directory empty: ONNX Runtime's symbolic

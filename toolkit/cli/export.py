@@ -144,8 +144,11 @@ def parity_figure(parity: dict[str, Any]) -> str:
     if detection:
         iou = detection.get("worst_iou")
         judged = detection["reference"] - detection.get("tolerated_missing", 0)
+        from toolkit.detection.instance_parity import headline
+
+        extra = headline(parity.get("instances"))
         return (f"matched {detection['matched']}/{judged}, worst IoU "
-                + (f"{iou:.4f}" if iou is not None else "—"))
+                + (f"{iou:.4f}" if iou is not None else "—") + (f", {extra}" if extra else ""))
     worst = max((o.get("max_abs", 0) or 0 for o in parity.get("outputs", {}).values()),
                 default=None)
     return f"max abs err {worst:.2e}" if worst is not None else "—"

@@ -208,6 +208,22 @@ def _check_extra(output: str, values: np.ndarray, boxes: np.ndarray, side: str) 
                          f"{layout} beside boxes {list(boxes.shape)}")
 
 
+#: the measure a table shows for each instance output, and its short name
+HEADLINE = {"masks": ("mask_iou", "mask IoU"), "keypoints": ("oks", "OKS"),
+            "oriented_boxes": ("rotated_iou", "rotated IoU")}
+
+
+def headline(instances: Mapping[str, Any] | None) -> str | None:
+    """'mask IoU 0.9981' from a report's `instances` record (its to_dict), or None."""
+    if not instances or instances.get("output") not in HEADLINE:
+        return None
+    measure, name = HEADLINE[instances["output"]]
+    worst = (instances.get("worst") or {}).get(measure)
+    if instances.get("vacuous"):
+        return f"{name} vacuous"
+    return f"worst {name} " + (f"{worst['value']:.4f}" if worst else "—")
+
+
 def extra_output(section: Mapping[str, Any] | None) -> str | None:
     """The instance output a bundle's detection section declares, or None."""
     instances = (section or {}).get("instances") or {}

@@ -118,6 +118,11 @@ def detection_rows(reports: Sequence[ParityReport]) -> list[list[str]]:
                      f"{combined.worst_iou:.4f}" if combined.worst_iou is not None else "—",
                      _num(combined.max_score_diff), f"{combined.missing}",
                      f"{combined.extra}", "pass" if report.passed else "FAIL"])
+        instances = getattr(report, "instances", None)
+        if instances is not None:  # masks, keypoints or oriented boxes: one more column
+            from toolkit.detection.instance_parity import headline
+
+            rows[-1].insert(-1, headline(instances.to_dict()) or "—")
     return rows
 
 
@@ -163,8 +168,10 @@ def print_reports(
     if rows:
         from rich.table import Table
 
-        table = Table(*DETECTION_COLUMNS, title="Detection parity (IoU-matched)",
-                      title_justify="left")
+        columns = DETECTION_COLUMNS if all(len(r) == len(DETECTION_COLUMNS) for r in rows) \
+            else (*DETECTION_COLUMNS[:-1], "instances", DETECTION_COLUMNS[-1])
+        rows = [r if len(r) == len(columns) else [*r[:-1], "—", r[-1]] for r in rows]
+        table = Table(*columns, title="Detection parity (IoU-matched)", title_justify="left")
         for row in rows:
             style = "green" if row[-1] == "pass" else "bold red"
             table.add_row(*row[:-1], f"[{style}]{row[-1]}[/]")

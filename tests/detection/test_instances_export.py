@@ -77,7 +77,8 @@ def test_segment_head_exports_masks_judged_by_mask_iou(seg, fmt):
     assert names == ["num_detections", "boxes", "scores", "labels", "masks"]
     section = manifest["detection"]
     assert section["task"] == "segmentation"
-    assert section["instances"]["mask_stride"] == 4 and section["instances"]["mask_threshold"] == 0.5
+    assert section["instances"]["mask_stride"] == 4
+    assert section["instances"]["mask_threshold"] == 0.5
     assert "Segment head: the contract plus masks" in text
     instances = _parity_instances(out, fmt)
     assert instances["passed"] and not instances["vacuous"] and instances["judged"] > 10

@@ -177,9 +177,10 @@ def _render(info: dict[str, Any]) -> None:
     if info.get("detection"):
         det = info["detection"]
         nms = f", NMS IoU {det['nms_iou']}" if det.get("nms_iou") is not None else ""
-        console.print(f"task: detection ({det.get('convention')}), K={det.get('max_detections')}"
-                      f", score threshold {det.get('score_threshold')}{nms}; outputs "
-                      "num_detections, boxes (xyxy px), scores, labels")
+        console.print(f"task: {det.get('task') or 'detection'} ({det.get('convention')}), "
+                      f"K={det.get('max_detections')}, score threshold "
+                      f"{det.get('score_threshold')}{nms}; outputs num_detections, boxes "
+                      f"(xyxy px), scores, labels{_instance_outputs(det)}")
     for a in info.get("artifacts") or []:
         acc = a.get("accuracy")
         if acc and acc.get("score") is not None:
@@ -243,3 +244,17 @@ def _cell(found: dict[str, Any] | None) -> str:
     p50 = [ms for ms in (bench.get("p50_ms") or {}).values() if ms is not None]
     mark = {"pass": "[green]✓[/]", "FAIL": "[red]✗[/]"}.get(found.get("parity") or "", "·")
     return f"{mark} {p50[0]:.2f}" if p50 else mark
+
+
+def _instance_outputs(section: dict[str, Any]) -> str:
+    """', masks [.., H/4, W/4] (probability > 0.5)' and the like, from a detection section."""
+    info = section.get("instances") or {}
+    output = info.get("output")
+    if output == "masks":
+        return (f", masks at 1/{info.get('mask_stride')} of the input (probability > "
+                f"{info.get('mask_threshold')})")
+    if output == "keypoints":
+        return f", keypoints [{info.get('keypoints')}, 3] (x, y px, score)"
+    if output == "oriented_boxes":
+        return f", oriented_boxes (cx, cy, w, h px, angle: {info.get('angle')})"
+    return ""

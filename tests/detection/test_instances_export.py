@@ -269,3 +269,38 @@ def test_a_task_the_head_is_not_is_refused(tmp_path):
     assert result.exit_code == 2, result.output
     assert "segmentation head" in " ".join(result.output.split())
     assert not (tmp_path / "x").exists()
+
+
+def _mask_matmul(model) -> object:
+    """The MatMul that assembles masks: the one computed from the NMS's selection."""
+    from toolkit.export.precision.int8 import post_processing_nodes
+
+    after = set(post_processing_nodes(model))
+    found = [n for n in model.graph.node if n.op_type == "MatMul" and n.name in after]
+    assert len(found) == 1, [n.name for n in found]
+    return found[0]
+
+
+def test_reduced_precisions_leave_mask_assembly_in_fp32(seg, tmp_path):
+    """INT8 quantises none of the post-processing (the coefficients x prototypes MatMul has
+    no Q/DQ on its inputs), and fp16 keeps it in float32."""
+    import onnx
+
+    from toolkit.export.precision.fp16 import convert_float16
+    from toolkit.export.precision.int8 import quantize_int8
+
+    out, _ = seg
+    source = out / "model.onnx"
+    assert _mask_matmul(onnx.load(str(source))).name
+    feeds = [s.inputs for s in Bundle.open(out).golden()]
+    quantize_int8(source, tmp_path / "int8.onnx", feeds, profile="cpu", min_samples=1)
+    quantized = onnx.load(str(tmp_path / "int8.onnx"))
+    producers = {o: n for n in quantized.graph.node for o in n.output}
+    matmul = _mask_matmul(quantized)
+    assert all(producers[i].op_type != "DequantizeLinear" for i in matmul.input if i in producers)
+    convert_float16(source, tmp_path / "fp16.onnx")
+    half = onnx.shape_inference.infer_shapes(onnx.load(str(tmp_path / "fp16.onnx")))
+    types = {v.name: v.type.tensor_type.elem_type for v in half.graph.value_info}
+    matmul = _mask_matmul(half)
+    assert all(types.get(i) == onnx.TensorProto.FLOAT for i in matmul.input), \
+        [(i, types.get(i)) for i in matmul.input]

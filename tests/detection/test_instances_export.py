@@ -282,8 +282,10 @@ def _mask_matmul(model) -> object:
 
 
 def test_reduced_precisions_leave_mask_assembly_in_fp32(seg, tmp_path):
-    """INT8 quantises none of the post-processing (the coefficients x prototypes MatMul has
-    no Q/DQ on its inputs), and fp16 keeps it in float32."""
+    """INT8 quantises none of the post-processing: the coefficients x prototypes MatMul
+    takes the selected coefficients in float and its result is never quantised (the
+    prototypes are the network's output, an activation like any other); fp16 keeps it in
+    float32."""
     import onnx
 
     from toolkit.export.precision.fp16 import convert_float16
@@ -297,7 +299,10 @@ def test_reduced_precisions_leave_mask_assembly_in_fp32(seg, tmp_path):
     quantized = onnx.load(str(tmp_path / "int8.onnx"))
     producers = {o: n for n in quantized.graph.node for o in n.output}
     matmul = _mask_matmul(quantized)
-    assert all(producers[i].op_type != "DequantizeLinear" for i in matmul.input if i in producers)
+    kinds = [producers[i].op_type if i in producers else "initializer" for i in matmul.input]
+    assert kinds[0] != "DequantizeLinear", kinds  # the selected coefficients
+    consumers = [n.op_type for n in quantized.graph.node if matmul.output[0] in n.input]
+    assert "QuantizeLinear" not in consumers and consumers, consumers
     convert_float16(source, tmp_path / "fp16.onnx")
     half = onnx.shape_inference.infer_shapes(onnx.load(str(tmp_path / "fp16.onnx")))
     types = {v.name: v.type.tensor_type.elem_type for v in half.graph.value_info}

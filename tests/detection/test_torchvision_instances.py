@@ -307,10 +307,15 @@ def test_onnx_dynamic_batch_matches_eager(case: dict[str, Any], exported: dict[s
                 continue
             g, w = named_got[name][i], named_want[name][i]
             assert not g[n:].any()
+            diff = float(np.abs(g[pairs] - w[:n]).max())
             if name == "masks":
-                assert np.abs(g[pairs] - w[:n]).max() < 1e-3
-                assert min(_mask_iou(g[p], w[j]) for j, p in enumerate(pairs)) >= 0.99
+                iou = min(_mask_iou(g[p], w[j]) for j, p in enumerate(pairs))
+                print(f"\n{case['kind']} batch {batch} image {i}: masks max |diff| {diff:.2g},"
+                      f" min mask IoU@{MASK_THRESHOLD} {iou:.4f}")
+                assert diff < 1e-3 and iou >= 0.99
             else:
+                print(f"\n{case['kind']} batch {batch} image {i}: keypoints max |diff| "
+                      f"{diff:.2g} px")
                 np.testing.assert_allclose(g[pairs], w[:n], atol=2e-3)
 
 
@@ -358,12 +363,12 @@ def test_pad_instances_reorders_every_output_alike() -> None:
     assert int(n) == 2
 
 
-@pytest.mark.parametrize("kind", ["masks", "keypoints"])
 def test_onnx_image_without_detections(cases: dict[str, dict[str, Any]], images: torch.Tensor,
-                                       tmp_path: Path, kind: str) -> None:
+                                       tmp_path: Path) -> None:
     """A score threshold between the two images' best scores: one image keeps detections (the
-    trace's example), the other none; ONNX Runtime zero-fills that image's rows."""
-    case = cases[kind]
+    trace's example), the other none; ONNX Runtime zero-fills that image's rows. The model
+    with both branches runs both of torchvision's ONNX loops (mask pasting, heatmaps) empty."""
+    case = cases["both"]
     model, adapter, names = case["model"], case["adapter"], list(instance_output_names(
         case["extras"]))
     best = [float(det["scores"].max()) for det in case["raw"]]

@@ -30,6 +30,7 @@ from toolkit.detection.torchvision_instances import (
     TorchvisionInstanceAdapter,
     instance_kinds,
     instance_output_names,
+    named_instances,
     pad_instances,
 )
 from toolkit.errors import UsageError
@@ -397,3 +398,22 @@ def test_onnx_image_without_detections(cases: dict[str, dict[str, Any]], images:
     for g, w in zip(got[1:], want[1:]):
         assert g.shape == w.shape and not g[1].any()
         np.testing.assert_allclose(g[0], w[0], atol=2e-3)
+
+
+def test_named_outputs_script_and_hook(case: dict[str, Any], exported: dict[str, Any],
+                                       images: torch.Tensor) -> None:
+    """What source.detection wires in: outputs named by field (as flatten_outputs names
+    them), scriptable, and the legacy ONNX hook returning the batch loop."""
+    from toolkit.source.wrapper import flatten_outputs
+
+    named = named_instances(case["adapter"])
+    with torch.no_grad():
+        eager = named(images)
+        scripted = torch.jit.script(named)(images)
+    names = [name for name, _ in flatten_outputs(eager)]
+    assert tuple(names) == instance_output_names(case["extras"]) == tuple(exported["names"])
+    for want, a, b in zip(case["out"], eager, scripted):
+        assert torch.equal(want, a) and torch.equal(want, b)
+    hook = named.toolkit_legacy_onnx_module(images[:1])
+    assert isinstance(hook, torch.jit.ScriptModule)
+    assert len(hook.forward.schema.returns[0].type.elements()) == len(names)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -241,3 +241,74 @@ class _TwoExtrasLoop(nn.Module):
 
 
 _LOOPS: dict[int, type[nn.Module]] = {1: _OneExtraLoop, 2: _TwoExtrasLoop}
+
+
+# --------------------------------------------------------------------------------------------
+# Named outputs (flatten_outputs names NamedTuple fields): what the exported files call them
+
+
+class DetectionsWithMasks(NamedTuple):
+    num_detections: Tensor
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    masks: Tensor
+
+
+class DetectionsWithKeypoints(NamedTuple):
+    num_detections: Tensor
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    keypoints: Tensor
+
+
+class DetectionsWithMasksAndKeypoints(NamedTuple):
+    num_detections: Tensor
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    masks: Tensor
+    keypoints: Tensor
+
+
+class _NamedBase(nn.Module):
+    def __init__(self, inner: TorchvisionInstanceAdapter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def toolkit_legacy_onnx_module(self, example: Tensor) -> nn.Module:
+        """What the TorchScript-based ONNX exporter traces instead of this module (export.onnx
+        looks this hook up): the scripted loop over the batch, same outputs in the same
+        order."""
+        return self.inner.export_module(example)
+
+
+class _NamedMasks(_NamedBase):
+    def forward(self, images: Tensor) -> DetectionsWithMasks:
+        n, boxes, scores, labels, masks = self.inner(images)
+        return DetectionsWithMasks(n, boxes, scores, labels, masks)
+
+
+class _NamedKeypoints(_NamedBase):
+    def forward(self, images: Tensor) -> DetectionsWithKeypoints:
+        n, boxes, scores, labels, keypoints = self.inner(images)
+        return DetectionsWithKeypoints(n, boxes, scores, labels, keypoints)
+
+
+class _NamedBoth(_NamedBase):
+    def forward(self, images: Tensor) -> DetectionsWithMasksAndKeypoints:
+        n, boxes, scores, labels, masks, keypoints = self.inner(images)
+        return DetectionsWithMasksAndKeypoints(n, boxes, scores, labels, masks, keypoints)
+
+
+_NAMED: dict[tuple[str, ...], type[_NamedBase]] = {
+    ("masks",): _NamedMasks, ("keypoints",): _NamedKeypoints,
+    ("masks", "keypoints"): _NamedBoth}
+
+
+def named_instances(adapter: TorchvisionInstanceAdapter) -> nn.Module:
+    """The adapter with named outputs (num_detections, boxes, scores, labels, masks and/or
+    keypoints) and the `toolkit_legacy_onnx_module` hook, as source.detection's `_Contract`
+    gives the plain adapter: scriptable; the ONNX exporter gets the dynamic-batch loop."""
+    return _NAMED[tuple(adapter.extras)](adapter)

@@ -108,9 +108,12 @@ def case(request: pytest.FixtureRequest, cases: dict[str, dict[str, Any]]) -> di
 
 
 @pytest.fixture(scope="module")
-def exported(case: dict[str, Any], images: torch.Tensor,
+def exported(cases: dict[str, dict[str, Any]], images: torch.Tensor,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The adapter exported once per model: trace + script, then torch.onnx (dynamo=False)."""
+    """The adapter of the model with both branches exported once: trace + script, then
+    torch.onnx (dynamo=False). The one-extra adapters go through the CLI's own export in
+    test_torchvision_instances_cli.py."""
+    case = cases["both"]
     names = list(instance_output_names(case["extras"]))
     path = tmp_path_factory.mktemp("instances") / f"{case['kind']}.onnx"
     start = time.perf_counter()
@@ -280,8 +283,10 @@ def test_export_module_matches_eager_in_torchscript(case: dict[str, Any],
 
 
 @pytest.mark.parametrize("batch", [1, 2])
-def test_onnx_dynamic_batch_matches_eager(case: dict[str, Any], exported: dict[str, Any],
-                                          images: torch.Tensor, batch: int) -> None:
+def test_onnx_dynamic_batch_matches_eager(cases: dict[str, dict[str, Any]],
+                                          exported: dict[str, Any], images: torch.Tensor,
+                                          batch: int) -> None:
+    case = cases["both"]
     names = exported["names"]
     proto = onnx.load(str(exported["path"]), load_external_data=False)
     assert [o.name for o in proto.graph.output] == names
@@ -320,8 +325,9 @@ def test_onnx_dynamic_batch_matches_eager(case: dict[str, Any], exported: dict[s
                 np.testing.assert_allclose(g[pairs], w[:n], atol=2e-3)
 
 
-def test_onnx_export_time(case: dict[str, Any], exported: dict[str, Any]) -> None:
-    """Measured once per model by the module fixture; printed for the README (-s)."""
+def test_onnx_export_time(cases: dict[str, dict[str, Any]], exported: dict[str, Any]) -> None:
+    """Measured once by the module fixture; printed for the README (-s)."""
+    case = cases["both"]
     proto = onnx.load(str(exported["path"]), load_external_data=False)
     ops = sorted(_ops(proto.graph))
     print(f"\n{case['kind']}: trace+script {exported['trace_script_s']:.1f} s, torch.onnx "
@@ -400,8 +406,7 @@ def test_onnx_image_without_detections(cases: dict[str, dict[str, Any]], images:
         np.testing.assert_allclose(g[0], w[0], atol=2e-3)
 
 
-def test_named_outputs_script_and_hook(case: dict[str, Any], exported: dict[str, Any],
-                                       images: torch.Tensor) -> None:
+def test_named_outputs_script_and_hook(case: dict[str, Any], images: torch.Tensor) -> None:
     """What source.detection wires in: outputs named by field (as flatten_outputs names
     them), scriptable, and the legacy ONNX hook returning the batch loop."""
     from toolkit.source.wrapper import flatten_outputs
@@ -411,7 +416,7 @@ def test_named_outputs_script_and_hook(case: dict[str, Any], exported: dict[str,
         eager = named(images)
         scripted = torch.jit.script(named)(images)
     names = [name for name, _ in flatten_outputs(eager)]
-    assert tuple(names) == instance_output_names(case["extras"]) == tuple(exported["names"])
+    assert tuple(names) == instance_output_names(case["extras"])
     for want, a, b in zip(case["out"], eager, scripted):
         assert torch.equal(want, a) and torch.equal(want, b)
     hook = named.toolkit_legacy_onnx_module(images[:1])

@@ -42,6 +42,9 @@ class DetectionParityReport(ParityReport):
     #: the instance output judged per matched detection (masks, keypoints, oriented_boxes)
     instances: InstanceParity | None = None
     mask_threshold: float = 0.5
+    #: masks at input resolution (stride 1, pasted into a box rounded to whole pixels): the
+    #: pixels within one of the reference mask's edge are borderline
+    mask_edge_band: int = 0
 
     def add_sample(self, expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray],
                    sample_index: int | None = None) -> list[OutputResult]:
@@ -66,7 +69,7 @@ class DetectionParityReport(ParityReport):
             offset = sum(len(p.images) for _, p in self.per_sample)
             judge_instances(extra, expected, actual, parity, self.instances.tolerance,
                             image_offset=offset, mask_threshold=self.mask_threshold,
-                            into=self.instances)
+                            edge_band=self.mask_edge_band, into=self.instances)
         self.per_sample.append((index, parity))
         judged_apart = (*OUTPUT_NAMES, extra)
         others = [n for n in expected if n not in judged_apart]
@@ -139,7 +142,8 @@ def detection_report(*, artifact: str, precision: str, tolerances: Any, referenc
                      preset: str, score_threshold: float = 0.0, nms_iou: float | None = None,
                      overrides: Mapping[str, float] | None = None,
                      instance_output: str | None = None,
-                     mask_threshold: float = 0.5) -> DetectionParityReport:
+                     mask_threshold: float = 0.5, mask_stride: int = 4
+                     ) -> DetectionParityReport:
     """An empty report for one artifact of a detection bundle; `instance_output` names the
     extra output (masks, keypoints, oriented_boxes) judged per matched detection."""
     instances = None
@@ -149,7 +153,7 @@ def detection_report(*, artifact: str, precision: str, tolerances: Any, referenc
         artifact=artifact, precision=precision, tolerances=tolerances, reference=reference,
         detection=detection_tolerance(preset, **dict(overrides or {})),
         score_threshold=score_threshold, nms_iou=nms_iou, instances=instances,
-        mask_threshold=mask_threshold)
+        mask_threshold=mask_threshold, mask_edge_band=1 if mask_stride == 1 else 0)
 
 
 def contract_report(section: Mapping[str, Any] | None, *, artifact: str, precision: str,
@@ -161,4 +165,5 @@ def contract_report(section: Mapping[str, Any] | None, *, artifact: str, precisi
         preset=preset, score_threshold=float(section.get("score_threshold") or 0.0),
         nms_iou=section.get("nms_iou") or (section.get("nms") or {}).get("iou"),
         instance_output=extra_output(section),
-        mask_threshold=float((section.get("instances") or {}).get("mask_threshold") or 0.5))
+        mask_threshold=float((section.get("instances") or {}).get("mask_threshold") or 0.5),
+        mask_stride=int((section.get("instances") or {}).get("mask_stride") or 4))

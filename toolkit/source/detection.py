@@ -111,10 +111,6 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
     head = ultralytics_head(loaded.module)
     if head is not None and (options.nms is None or options.nms.layout == "yolo"):
         return _yolo(loaded, options, head)
-    if options.task in INSTANCE_TASKS and (options.nms is None or options.nms.layout != "yolo"):
-        raise UsageError(f"--task {options.task} takes a raw YOLO-style head: add --nms "
-                         "layout=yolo (with classes=N for pose), or export an Ultralytics "
-                         "Segment, Pose or OBB model, which is recognised by itself")
     raw = loaded.raw_output(loaded.example_feed(batch=None))
     info: dict[str, Any] = {"max_detections": options.k}
     if options.nms is not None and options.nms.layout == "yolo":
@@ -128,12 +124,21 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
         module: nn.Module = _Contract(TorchvisionDetectionAdapter(detector, options.k))
         info.update(convention="torchvision", score_threshold=score_threshold_of(detector),
                     nms_iou=nms_iou_of(detector))
+        instance = _torchvision_instances(raw, detector, options, info)
+        if instance is not None:
+            module = instance
         if inner_name is not None:
-            info["note"] = (f"exported the torchvision detector '{inner_name}' inside "
-                            f"{type(loaded.module).__name__}: its forward passes images "
-                            "through unchanged (same detections on the example)")
+            info["note"] = "; ".join(filter(None, (
+                f"exported the torchvision detector '{inner_name}' inside "
+                f"{type(loaded.module).__name__}: its forward passes images through unchanged "
+                "(same detections on the example)", info.get("note"))))
         return _with_detection(loaded, module, info, core=detector,
                                user_prefix=inner_name or "")
+    elif options.task in INSTANCE_TASKS:
+        raise UsageError(f"--task {options.task} takes a raw YOLO-style head: add --nms "
+                         "layout=yolo (with classes=N for pose), or export an Ultralytics "
+                         "Segment, Pose or OBB model or a torchvision Mask / Keypoint R-CNN, "
+                         "which are recognised by themselves")
     elif _rows_shaped(raw) and (options.task == "detection" or (
             options.nms is not None and options.nms.layout == "rows")):
         return _rows(loaded, options, "post-processed detection rows [B,K,6]",
@@ -182,6 +187,64 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
             return loaded
         return _with_detection(loaded, loaded.module, {**info, "convention": "contract"})
     return _with_detection(loaded, module, info)
+
+
+_TORCHVISION_TASK = {"masks": "segmentation", "keypoints": "pose"}
+
+
+def _torchvision_instances(raw: Any, detector: nn.Module, options: DetectionOptions,
+                           info: dict[str, Any]) -> nn.Module | None:
+    """Mask R-CNN's masks and Keypoint R-CNN's keypoints, kept: the adapter that pads them
+    with the detections (None for a box-only detector). `info` gains the task's record; what
+    --task leaves out is dropped, said and recorded."""
+    from toolkit.detection.torchvision_instances import (
+        MASK_THRESHOLD,
+        TorchvisionInstanceAdapter,
+        instance_kinds,
+        named_instances,
+    )
+
+    found = instance_kinds(raw)
+    if not found:
+        if options.task in INSTANCE_TASKS:
+            raise UsageError(f"--task {options.task}: this torchvision detector returns boxes, "
+                             "scores and labels only (no masks or keypoints)")
+        return None
+    wanted = {"segmentation": "masks", "pose": "keypoints"}.get(options.task)
+    if options.task == "obb" or (wanted is not None and wanted not in found):
+        raise UsageError(f"--task {options.task}: this torchvision detector returns "
+                         f"{' and '.join(found)}; say --task "
+                         f"{' or '.join(_TORCHVISION_TASK[k] for k in found)}")
+    if options.task == "detection":
+        info["dropped"] = list(found)
+        info["note"] = (f"--task detection: the detector's {' and '.join(found)} are "
+                        "dropped, as asked; boxes, scores and labels only")
+        return None
+    if wanted is None and len(found) > 1:
+        raise UsageError("this detector returns masks and keypoints; the contract carries one "
+                         "instance output: say --task segmentation (keypoints dropped) or "
+                         "--task pose (masks dropped)")
+    kept = wanted or found[0]
+    dropped = [k for k in found if k != kept]
+    task = _TORCHVISION_TASK[kept]
+    instances: dict[str, Any] = {"task": task, "output": kept}
+    if kept == "masks":
+        instances.update(mask_stride=1, mask_threshold=MASK_THRESHOLD)
+        what = ("masks [B,K,H,W]: torchvision's pasted mask probabilities at the input's size "
+                "(a pixel is in the instance over 0.5; pasted in the box grown by 1/14, as "
+                "torchvision pastes, so they may spill past it)")
+    else:
+        points = int(raw[0]["keypoints"].shape[1])
+        instances.update(keypoints=points, keypoint_dims=3)
+        what = (f"keypoints [B,K,{points},3] (x, y input pixels, torchvision's visibility "
+                "column, 1; its keypoints_scores, heatmap logits, are not kept)")
+    info.update(task=task, instances=instances)
+    note = f"torchvision {type(detector).__name__}: the contract plus {what}"
+    if dropped:
+        info["dropped"] = dropped
+        note += f"; its {' and '.join(dropped)} dropped, as --task {options.task} asks"
+    info["note"] = note
+    return named_instances(TorchvisionInstanceAdapter(detector, options.k, (kept,)))
 
 
 #: Ultralytics heads whose outputs are more than boxes and class scores, and the contract

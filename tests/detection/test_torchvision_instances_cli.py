@@ -1,0 +1,54 @@
+"""torchvision's Mask R-CNN and Keypoint R-CNN through the CLI: recognised from their eager
+output, exported with their masks and keypoints (never dropped in silence), judged per
+matched detection by mask IoU and OKS."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from toolkit.cli.app import app
+
+cli = CliRunner()
+MODELS = "tests.detection.torchvision_instance_models"
+
+
+def _export(out: Path, factory: str, *args: str) -> tuple[int, str]:
+    result = cli.invoke(app, ["export", f"{MODELS}:{factory}", "--model-arg", "per_image=20",
+                              "--input", "images:1-2x3x128x128", "--to", "onnx", "--out",
+                              str(out), *args], env={"COLUMNS": "300"})
+    return result.exit_code, " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("factory, output, measure", [("mask_rcnn", "masks", "mask_iou"),
+                                                     ("keypoint_rcnn", "keypoints", "oks")])
+def test_torchvision_instances_export_and_are_judged(tmp_path, factory, output, measure):
+    code, text = _export(tmp_path / "b", factory)
+    assert code == 0, text
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert [o["name"] for o in manifest["outputs"]][-1] == output
+    assert manifest["detection"]["instances"]["output"] == output
+    assert "the contract plus" in text and "torchvision" in text
+    parity = manifest["artifacts"][0]["parity"]["instances"]
+    assert parity["passed"] and parity["judged"] > 10 and measure in parity["worst"]
+    if output == "masks":
+        assert manifest["detection"]["instances"]["mask_stride"] == 1
+
+
+def test_torchvision_masks_dropped_only_when_asked_and_said(tmp_path):
+    code, text = _export(tmp_path / "b", "mask_rcnn", "--task", "detection")
+    assert code == 0, text
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert "masks" not in [o["name"] for o in manifest["outputs"]]
+    assert manifest["detection"]["dropped"] == ["masks"]
+    assert "masks are dropped, as asked" in text
+
+
+def test_a_task_the_detector_cannot_give_is_refused(tmp_path):
+    code, text = _export(tmp_path / "b", "keypoint_rcnn", "--task", "segmentation")
+    assert code == 2, text
+    assert "returns keypoints" in text and "--task pose" in text
+    assert not (tmp_path / "b").exists()

@@ -252,14 +252,20 @@ def test_task_metrics_score_the_instance_outputs(seg, pose, obb, eval_data):
             assert result["map"] == pytest.approx(100.0), (extra, result)
 
 
-def test_task_detection_on_a_segment_head_drops_masks_and_says_so(tmp_path):
-    out = tmp_path / "boxes"
-    text = _export(out, "yolo11n_seg", "--model-arg", "classes=3", "--task", "detection")
-    manifest = _manifest(out)
-    assert [o["name"] for o in manifest["outputs"]] == ["num_detections", "boxes", "scores",
-                                                       "labels"]
-    assert manifest["detection"]["dropped"] == ["masks"]
-    assert "masks are dropped, as asked" in text
+def test_task_detection_on_a_segment_head_drops_masks_and_says_so():
+    from toolkit.detection.options import DetectionOptions
+    from toolkit.source.detection import as_detector
+    from toolkit.source.load import load_model
+    from toolkit.spec import parse_input
+
+    loaded = load_model(f"{MODELS}:yolo11n_seg", inputs=[parse_input(f"images:1x3x{SIZE}x{SIZE}")],
+                        model_args={"classes": 3})
+    boxes_only = as_detector(loaded, DetectionOptions(task="detection"))
+    assert [o.name for o in boxes_only.outputs] == ["num_detections", "boxes", "scores",
+                                                     "labels"]
+    assert boxes_only.detection["dropped"] == ["masks"]
+    assert "masks are dropped, as asked" in boxes_only.detection["note"]
+    assert boxes_only.detection["classes"] == 3
 
 
 def test_a_task_the_head_is_not_is_refused(tmp_path):

@@ -38,13 +38,20 @@ def test_torchvision_instances_export_and_are_judged(tmp_path, factory, output, 
         assert manifest["detection"]["instances"]["mask_stride"] == 1
 
 
-def test_torchvision_masks_dropped_only_when_asked_and_said(tmp_path):
-    code, text = _export(tmp_path / "b", "mask_rcnn", "--task", "detection")
-    assert code == 0, text
-    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert "masks" not in [o["name"] for o in manifest["outputs"]]
-    assert manifest["detection"]["dropped"] == ["masks"]
-    assert "masks are dropped, as asked" in text
+def test_torchvision_masks_dropped_only_when_asked_and_said():
+    """--task detection keeps boxes alone, and the model's record says what was dropped."""
+    from toolkit.detection.options import DetectionOptions
+    from toolkit.source.detection import as_detector
+    from toolkit.source.load import load_model
+    from toolkit.spec import parse_input
+
+    loaded = load_model(f"{MODELS}:mask_rcnn", inputs=[parse_input("images:1x3x128x128")],
+                        model_args={"per_image": 20})
+    boxes_only = as_detector(loaded, DetectionOptions(task="detection"))
+    assert [o.name for o in boxes_only.outputs] == ["num_detections", "boxes", "scores",
+                                                     "labels"]
+    assert boxes_only.detection["dropped"] == ["masks"]
+    assert "masks are dropped, as asked" in boxes_only.detection["note"]
 
 
 def test_a_task_the_detector_cannot_give_is_refused(tmp_path):

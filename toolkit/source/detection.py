@@ -382,8 +382,9 @@ def _yolo(loaded: LoadedModel, options: DetectionOptions, head: nn.Module | None
     info: dict[str, Any] = {
         "max_detections": nms.max_detections, "convention": "yolo",
         "score_threshold": nms.score_threshold, "nms_iou": nms.iou_threshold,
-        "nms": _nms_record(nms), "classes": int(outputs[index].shape[1 if channels_first
-                                                                       else 2]) - 4}
+        "nms": _nms_record(nms),
+        "classes": int(classes) if classes is not None else
+        int(outputs[index].shape[1 if channels_first else 2]) - 4}
     if dropped is not None:
         info["dropped"] = [dropped]
     if notes:

@@ -298,7 +298,8 @@ def quantize_int8(
     if reduce_range is None:
         reduce_range = not vnni_available()
     op_types = list(op_types) if op_types else None
-    exclude_nodes = [*exclude_nodes, *expectation_convs(model), *post_processing_nodes(model)]
+    exclude_nodes = [*exclude_nodes, *expectation_convs(model)]
+    after_selection = post_processing_nodes(model)
     symmetric = profile == "trt"
     extra: dict[str, Any] = {
         "ActivationSymmetric": symmetric,
@@ -340,7 +341,8 @@ def quantize_int8(
                     quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
                     per_channel=per_channel, reduce_range=reduce_range,
                     activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude_nodes),
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=[*exclude_nodes, *after_selection],
                     calibrate_method=calib_method, extra_options=extra,
                 )
             except UsageError:
@@ -361,6 +363,8 @@ def quantize_int8(
         "calib_samples": samples,
         "per_channel": per_channel,
         "kept_fp32": list(exclude_nodes),
+        # post-processing (after NMS / TopK): never quantised, counted apart from the network
+        "post_processing_fp32": len(after_selection),
         "reduce_range": reduce_range,
         "reduce_range_auto": auto_rr,
         "activation_type": "int8" if symmetric else "uint8",

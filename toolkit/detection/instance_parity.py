@@ -190,7 +190,7 @@ def judge_instances(output: str, expected: Mapping[str, np.ndarray],
                     ok = ok and diff <= tolerance.max_mask_diff
             elif output == "keypoints":
                 result.informative += 1
-                sigmas, _ = instances.keypoint_sigmas(ref.shape[0])
+                sigmas, result.note = instances.keypoint_sigmas(ref.shape[0])
                 area = max(float((box[2] - box[0]) * (box[3] - box[1])), 1.0)
                 judged = ref.copy()
                 judged[:, 2] = 1.0  # every keypoint is judged, whatever its score

@@ -117,9 +117,10 @@ def test_ultralytics_trains_an_epoch_on_each_dataset_offline(datasets, task, tmp
     from benchmarks.yolo_dataset import train_one_epoch
 
     threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
     _, trainer = train_one_epoch(datasets[task], task, SIZE, tmp_path)
     assert torch.get_num_threads() == threads  # the trainer's global settings are put back
-    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
     data = make_instance_data(6, "train", seed=1, size=SIZE)
     labels = trainer.train_loader.dataset.labels
     assert len(labels) == 6

@@ -315,3 +315,44 @@ def test_reduced_precisions_leave_mask_assembly_in_fp32(seg, tmp_path):
     matmul = _mask_matmul(half)
     assert all(types.get(i) == onnx.TensorProto.FLOAT for i in matmul.input), \
         [(i, types.get(i)) for i in matmul.input]
+
+
+def test_every_stage_takes_a_seg_bundle_without_torch(seg, tmp_path):
+    """The device side, torch blocked: inspect names the task and its masks, verify judges the
+    masks by mask IoU, bench times the ONNX, select picks it, and deploy writes a Triton
+    config that lists the masks output."""
+    import shutil
+    import subprocess
+    import sys
+
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    root = Path(__file__).resolve().parents[2]
+    bundle = tmp_path / "bundle"
+    shutil.copytree(seg[0], bundle)
+
+    def no_torch(*args: object) -> str:
+        done = subprocess.run([sys.executable, str(root / "tests" / "no_torch.py"),
+                               *map(str, args)], capture_output=True, text=True, timeout=300,
+                              cwd=root)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    shown = " ".join(no_torch("inspect", bundle).split())
+    assert "segmentation" in shown and "masks" in shown, shown
+    verified = json.loads(no_torch("verify", bundle, "--format", "onnx", "--json", "-"))
+    assert verified["passed"]
+    instances = verified["reports"][0]["instances"]
+    assert instances["output"] == "masks" and instances["passed"], instances
+    assert instances["worst"]["mask_iou"]["value"] >= 0.98
+    no_torch("bench", bundle, "--format", "onnx", "--budget", "0.2", "--warmup", "0.1",
+             "--min-iters", "5", "--batch", "1,2")
+    chosen = json.loads(no_torch("select", bundle, "--batch", "1", "--json", "-"))
+    assert chosen["selected"]["artifact"] == "onnx/fp32"
+    no_torch("deploy", bundle, "--triton", tmp_path / "repo", "--name", "seg")
+    config = text_format.Parse((tmp_path / "repo" / "seg" / "config.pbtxt").read_text(),
+                               model_config_pb2.ModelConfig())
+    masks = next(o for o in config.output if o.name == "masks")
+    k = _manifest(bundle)["detection"]["max_detections"]
+    assert list(masks.dims) == [k, SIZE // 4, SIZE // 4]

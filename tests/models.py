@@ -413,3 +413,24 @@ class NormalisedRawHead(nn.Module):
 def normalised_raw_head() -> NormalisedRawHead:
     torch.manual_seed(0)
     return NormalisedRawHead().eval()
+
+
+class LargeActivations(nn.Module):
+    """A projection whose outputs run to about 1e6 (past fp16's 65504), normalised by a
+    LayerNorm: in fp32 harmless, in plain fp16 inf and then NaN (the weights themselves fit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.project = nn.Linear(16, 32)
+        self.norm = nn.LayerNorm(32)
+        self.head = nn.Linear(32, 4)
+        with torch.no_grad():
+            self.project.weight.mul_(1e5)  # weights up to 25000: in range
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.project(x)))
+
+
+def large_activations() -> LargeActivations:
+    torch.manual_seed(0)
+    return LargeActivations().eval()

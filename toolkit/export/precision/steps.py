@@ -26,8 +26,17 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
     source = bundle.checked_path(base)
     with atomic_path(dest, suffix=".onnx") as tmp:
         if precision in ("fp16", "bf16"):
+            # bf16 has fp32's range: only fp16 needs the values measured
+            scan, skipped = range_scan(bundle, source, options) if precision == "fp16" \
+                else (None, None)
             summary = convert_float16(source, tmp,
-                                      dtype="float16" if precision == "fp16" else "bfloat16")
+                                      dtype="float16" if precision == "fp16" else "bfloat16",
+                                      keep_fp32_nodes=scan.keep_nodes if scan else ())
+            if scan is not None:
+                summary["range_scan"] = scan.to_dict()
+            for note in (scan.note() if scan else None, skipped):
+                if note:
+                    summary.setdefault("warnings", []).append(note)
         elif precision == "int8":
             calib = options.calib_data
             if not calib:
@@ -73,6 +82,25 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
     if options.eval_data:
         extra["accuracy"] = accuracy_check(bundle, source, dest, options)
     return extra
+
+
+def range_scan(bundle: Bundle, source: Path, options: PrecisionOptions
+               ) -> tuple[Any, str | None]:
+    """The fp32 model's values on the golden samples and the real data given (--eval-data,
+    else --calib-data): which nodes fp16 can't hold. A scan that can't run (a model past
+    protobuf's 2 GiB, a session that won't load with every tensor exposed) is said, not fatal:
+    the op-type list still applies."""
+    from toolkit.export.precision.ranges import scan_ranges
+
+    feeds = [sample.inputs for sample in bundle.golden()]
+    task = tasks.of(bundle.manifest.get("detection"))
+    feeds += judging_feeds(bundle.inputs, options, task)[0]
+    try:
+        return scan_ranges(source, feeds), None
+    except Exception as err:  # onnx and onnxruntime raise many types; the reason is kept
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        return None, (f"fp16 range scan skipped ({reason}): only the sensitive op types stay "
+                      "fp32, so a large activation elsewhere may overflow")
 
 
 def layout_note(summary: dict[str, Any]) -> str:

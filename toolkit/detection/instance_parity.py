@@ -148,12 +148,15 @@ class InstanceParity:
 def judge_instances(output: str, expected: Mapping[str, np.ndarray],
                     actual: Mapping[str, np.ndarray], detections: DetectionParity,
                     tolerance: InstanceTolerance, *, image_offset: int = 0,
-                    mask_threshold: float = 0.5, edge_band: int = 0,
+                    mask_threshold: float = 0.5, edge_band: int = 0, crop_stride: int = 0,
                     into: InstanceParity | None = None) -> InstanceParity:
     """Judge `output` of every pair `detections` matched in place, image by image.
     `edge_band`: mask pixels within this many of the reference mask's edge are borderline
     (masks pasted at input resolution into a box rounded to whole pixels: a box edge that
-    moves by 1e-4 px across an integer moves a whole row of the mask)."""
+    moves by 1e-4 px across an integer moves a whole row of the mask). `crop_stride`: masks
+    cropped to their own box in cells of this many pixels (Ultralytics'); only the cells both
+    boxes agree on are judged, since a box edge that moves within the box tolerance across a
+    cell's corner takes a whole column of the mask in or out, and the boxes are judged apart."""
     from toolkit.detection import instances
 
     result = into or InstanceParity(output, tolerance)
@@ -170,6 +173,10 @@ def judge_instances(output: str, expected: Mapping[str, np.ndarray],
             result.judged += 1
             ok = True
             if output == "masks":
+                if crop_stride:
+                    agree = _crop_agreement(ref.shape, box, np.asarray(
+                        actual["boxes"][i, a], dtype=np.float64), crop_stride)
+                    ref, act = ref * agree, act * agree
                 if edge_band:
                     keep = ~_edge_band(ref > mask_threshold, edge_band)
                     ref, act = ref * keep, act * keep
@@ -207,6 +214,20 @@ def judge_instances(output: str, expected: Mapping[str, np.ndarray],
                 ok = value >= tolerance.min_rotated_iou
             result.failed_pairs += not ok
     return result
+
+
+def _crop_agreement(shape: tuple[int, ...], a: np.ndarray, b: np.ndarray,
+                    stride: int) -> np.ndarray:
+    """Cells both xyxy boxes put on the same side of their crop: a cell is inside a box when
+    its top-left input pixel is (yolo_instances.assemble_masks)."""
+    h, w = shape[-2:]
+    cols, rows = np.arange(w) * stride, np.arange(h) * stride
+
+    def inside(box: np.ndarray) -> np.ndarray:
+        return (((rows >= box[1]) & (rows < box[3]))[:, None]
+                & ((cols >= box[0]) & (cols < box[2]))[None, :])
+
+    return inside(a) == inside(b)
 
 
 def _edge_band(mask: np.ndarray, width: int) -> np.ndarray:

@@ -45,6 +45,7 @@ class DetectionParityReport(ParityReport):
     #: masks at input resolution (stride 1, pasted into a box rounded to whole pixels): the
     #: pixels within one of the reference mask's edge are borderline
     mask_edge_band: int = 0
+    mask_crop_stride: int = 0  # masks cropped to their box in cells of this many pixels
 
     def add_sample(self, expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray],
                    sample_index: int | None = None) -> list[OutputResult]:
@@ -69,7 +70,8 @@ class DetectionParityReport(ParityReport):
             offset = sum(len(p.images) for _, p in self.per_sample)
             judge_instances(extra, expected, actual, parity, self.instances.tolerance,
                             image_offset=offset, mask_threshold=self.mask_threshold,
-                            edge_band=self.mask_edge_band, into=self.instances)
+                            edge_band=self.mask_edge_band,
+                            crop_stride=self.mask_crop_stride, into=self.instances)
         self.per_sample.append((index, parity))
         judged_apart = (*OUTPUT_NAMES, extra)
         others = [n for n in expected if n not in judged_apart]
@@ -153,7 +155,8 @@ def detection_report(*, artifact: str, precision: str, tolerances: Any, referenc
         artifact=artifact, precision=precision, tolerances=tolerances, reference=reference,
         detection=detection_tolerance(preset, **dict(overrides or {})),
         score_threshold=score_threshold, nms_iou=nms_iou, instances=instances,
-        mask_threshold=mask_threshold, mask_edge_band=1 if mask_stride == 1 else 0)
+        mask_threshold=mask_threshold, mask_edge_band=1 if mask_stride == 1 else 0,
+        mask_crop_stride=mask_stride if mask_stride > 1 else 0)
 
 
 def contract_report(section: Mapping[str, Any] | None, *, artifact: str, precision: str,

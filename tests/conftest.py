@@ -56,19 +56,43 @@ def cnn_onnx_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> tuple[Path, Any]:
+    """A folder every xdist worker of this run sees (the workers' common temp root), and an
+    open lock file on it: the first worker to take the lock builds the folder's contents,
+    the others wait, then reuse them. Without xdist, the run's own temp root."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    lock = open(root / f"{name}.lock", "w")  # noqa: SIM115 (held by the caller's `with`)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return root / name, lock
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The demo raw-head detector, trained small: model, checkpoint dir, val data."""
+    """The demo raw-head detector, trained small (once for all workers: the trained module is
+    saved whole beside its checkpoint): model, checkpoint dir, val data."""
+    import json
+
     import torch
 
     from toolkit.demo.detection_data import make_detection_data
     from toolkit.demo.detector import train_detector
 
     torch.set_num_threads(2)
-    out = tmp_path_factory.mktemp("detector")
-    start = time.perf_counter()
-    model = train_detector(epochs=6, n_train=1200, n_val=64, seed=0, checkpoint_dir=out)
-    seconds = time.perf_counter() - start
+    out, lock = shared_dir(tmp_path_factory, "detector")
+    with lock:
+        if not (out / "done.json").is_file():
+            out.mkdir(exist_ok=True)
+            start = time.perf_counter()
+            model = train_detector(epochs=6, n_train=1200, n_val=64, seed=0,
+                                   checkpoint_dir=out)
+            seconds = time.perf_counter() - start
+            torch.save(model, out / "module.pt")
+            (out / "done.json").write_text(json.dumps({"seconds": seconds}))
+    model = torch.load(out / "module.pt", weights_only=False).eval()
+    seconds = json.loads((out / "done.json").read_text())["seconds"]
     val = make_detection_data(128, split="val", seed=1)
     return {"model": model, "dir": out, "seconds": seconds, "val": val,
             "x": torch.from_numpy(val["x"])}

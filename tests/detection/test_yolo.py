@@ -99,7 +99,7 @@ def test_reduced_onnx_of_a_yolo_bundle(yolo_bundle, tmp_path, monkeypatch):
 def test_yolo11_is_recognised_the_same_way(tmp_path):
     out = tmp_path / "v11n"
     result = cli.invoke(app, ["export", "tests.detection.yolo_models:yolo11n", "--input",
-                              "images:1x3x256x256", "--to", "torchscript", "--out", str(out)])
+                              "images:1x3x128x128", "--to", "torchscript", "--out", str(out)])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["detection"]["convention"] == "yolo"
@@ -111,7 +111,7 @@ def test_an_end_to_end_head_is_taken_as_its_rows(tmp_path):
     NMS is added, the rows over Ultralytics' conf are the detections, judged by IoU."""
     out = tmp_path / "v10"
     result = cli.invoke(app, ["export", "tests.detection.yolo_models:yolov10n_end2end",
-                              "--input", "images:1x3x256x256", "--to", "torchscript",
+                              "--input", "images:1x3x128x128", "--to", "torchscript",
                               "--out", str(out)])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())

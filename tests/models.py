@@ -434,3 +434,56 @@ class LargeActivations(nn.Module):
 def large_activations() -> LargeActivations:
     torch.manual_seed(0)
     return LargeActivations().eval()
+
+
+class OutlierDigits(nn.Module):
+    """A digits classifier with one hidden unit scaled up 1000x and its outgoing weights down
+    as much: the same function in fp32 (ReLU is positively homogeneous), but the hidden
+    activation's range is 1000x what the other 63 units need, so per-tensor INT8 rounds them
+    all to zero. A CNN with an outlier-heavy layer, built on purpose."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Flatten())
+        self.hidden = nn.Linear(32 * 64, 64)
+        self.out = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.hidden(self.features(x))))
+
+
+def train_outlier_digits(steps: int = 300, scale: float = 1000.0
+                         ) -> tuple[OutlierDigits, dict[str, np.ndarray]]:
+    """OutlierDigits trained on the embedded digits (seconds), then its unit 0 made to fire
+    (bias +1: that changes the model a little) and scaled (that changes nothing in fp32)."""
+    from toolkit.demo.data import load_raw
+
+    raw = load_raw()
+    x = (raw["images"].astype(np.float32) / 16.0)[:, None]
+    y = raw["labels"].astype(np.int64)
+    train = raw["split"] == 0
+    torch.manual_seed(0)
+    model = OutlierDigits()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    xt, yt = torch.from_numpy(x[train]), torch.from_numpy(y[train])
+    for _ in range(steps):
+        index = torch.randint(0, len(xt), (64,))
+        loss = nn.functional.cross_entropy(model(xt[index]), yt[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        model.hidden.bias[0] = model.hidden.bias[0].abs() + 1.0  # the unit fires
+        model.hidden.weight[0] *= scale
+        model.hidden.bias[0] *= scale
+        model.out.weight[:, 0] /= scale
+    model.eval()
+    return model, {"x_train": x[train], "x_test": x[~train], "y_test": y[~train]}
+
+
+def outlier_digits(path: str) -> OutlierDigits:
+    """The factory an export loads: OutlierDigits with saved weights."""
+    model = OutlierDigits()
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return model.eval()

@@ -56,6 +56,29 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 INT8_LAYOUT_CHOICES = ("auto", "cpu", "trt", "both")
 
+#: the layer cap that goes with a MAC-share budget, and the share that goes with a count
+FALLBACK_LAYER_CAP = 16
+
+
+def fallback_budget(text: str | int | float) -> tuple[float, int]:
+    """`--max-fallback` as (share of MACs, layer count): '5%' -> (0.05, 16), '8' -> (1.0, 8),
+    '0' -> (0.0, 0), off."""
+    raw = str(text).strip()
+    try:
+        if raw.endswith("%"):
+            share = float(raw[:-1]) / 100.0
+            if not (math.isfinite(share) and 0 <= share <= 1):
+                raise ValueError
+            return share, FALLBACK_LAYER_CAP if share > 0 else 0
+        count = int(raw)
+        if count < 0:
+            raise ValueError
+        return (1.0 if count else 0.0), count
+    except ValueError:
+        raise UsageError(f"--max-fallback {raw!r}: a share of the MACs such as 5% (0-100%), or "
+                         "a count of layers such as 8; 0 turns it off") from None
+
+
 @dataclass(frozen=True)
 class PrecisionOptions:
     """Calibration and the accuracy gate of reduced precision: the `--calib-*`, `--eval-data`,
@@ -74,6 +97,10 @@ class PrecisionOptions:
         "Labelled data (.npz with 'labels', or DataModule) for the accuracy gate.")
     max_accuracy_drop: float = flag(1.0, "--max-accuracy-drop",
                                     "Accuracy points a reduced precision may lose.")
+    max_fallback: str = flag(
+        "5%", "--max-fallback",
+        "Accuracy-controlled INT8: when INT8 misses --max-accuracy-drop, keep up to this share "
+        "of the MACs (5%) or this many layers (8) in float, the most sensitive first; 0: off.")
     int8_layout: str = flag(
         "auto", "--int8-layout",
         "INT8 ONNX layout: cpu (uint8 activations, fastest on ONNX Runtime CPU), trt "
@@ -90,6 +117,7 @@ class PrecisionOptions:
         if self.int8_layout not in INT8_LAYOUT_CHOICES:
             raise UsageError(f"--int8-layout {self.int8_layout!r}: use one of "
                              f"{', '.join(INT8_LAYOUT_CHOICES)}")
+        fallback_budget(self.max_fallback)  # refused here, before anything is exported
         if not math.isfinite(self.max_accuracy_drop) or self.max_accuracy_drop < 0:
             raise UsageError(f"--max-accuracy-drop must be a finite number >= 0, got "
                              f"{self.max_accuracy_drop}")

@@ -24,6 +24,7 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
     from toolkit.export.precision.speed import default_session_speedup
 
     source = bundle.checked_path(base)
+    calibration: list[dict[str, Any]] = []
     with atomic_path(dest, suffix=".onnx") as tmp:
         if precision in ("fp16", "bf16"):
             # bf16 has fp32's range: only fp16 needs the values measured
@@ -81,6 +82,11 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
             "stay fp32): this artifact computes in fp32")
     if options.eval_data:
         extra["accuracy"] = accuracy_check(bundle, source, dest, options)
+        if precision == "int8" and not extra["accuracy"]["passed"]:
+            from toolkit.export.precision.controlled import accuracy_controlled
+
+            accuracy_controlled(bundle, source, dest, options, calibration, extra,
+                                lambda: accuracy_check(bundle, source, dest, options))
     return extra
 
 

@@ -1,0 +1,92 @@
+"""Accuracy-controlled INT8: a classifier with one hidden unit scaled 1000x (the same function
+in fp32) collapses to chance in plain INT8, since per-tensor activation ranges serve the
+outlier; the fallback measures which layer costs it, keeps that one in float and passes the
+gate, and says what it kept, what it cost and what it reached."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from toolkit.cli.app import app
+
+cli = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    import torch
+
+    from tests.models import train_outlier_digits
+
+    root = tmp_path_factory.mktemp("outlier")
+    model, splits = train_outlier_digits()
+    torch.save(model.state_dict(), root / "weights.pt")
+    np.savez(root / "calib.npz", x=splits["x_train"][:256])
+    np.savez(root / "eval.npz", x=splits["x_test"], labels=splits["y_test"])
+    return {"weights": root / "weights.pt", "calib": root / "calib.npz",
+            "eval": root / "eval.npz", "root": root}
+
+
+def _export(data: dict[str, Path], out: Path, *extra: str) -> tuple[int, str, dict]:
+    result = cli.invoke(app, ["export", "tests.models:outlier_digits", "--model-arg",
+                              f"path={str(data['weights'])!r}", "--input", "x:1-8x1x8x8",
+                              "--to", "onnx", "--precision", "fp32,int8", "--calib-data",
+                              str(data["calib"]), "--eval-data", str(data["eval"]), "--out",
+                              str(out), *extra], env={"COLUMNS": "300"})
+    manifest = json.loads((out / "manifest.json").read_text()) if out.is_dir() else {}
+    record = next((a for a in manifest.get("artifacts", []) if a["precision"] == "int8"), {})
+    return result.exit_code, " ".join(result.output.split()), record
+
+
+def test_plain_int8_collapses_and_the_refusal_names_the_layer(data, tmp_path):
+    """--max-fallback 0 is today's behaviour: refused; a budget too small for any layer is
+    refused too, naming the layer that would have to stay in float."""
+    code, text, record = _export(data, tmp_path / "off", "--max-fallback", "0")
+    assert code == 1 and "accuracy-failed" in text
+    assert record["accuracy"]["reduced"]["score"] < 0.5 < record["accuracy"]["fp32"]["score"]
+    assert "fallback" not in record["transform"]
+    code, text, record = _export(data, tmp_path / "tiny", "--max-fallback", "0.01%")
+    assert code == 1
+    fallback = record["transform"]["fallback"]
+    assert not fallback["passed"] and fallback["kept_fp32"] == []
+    assert fallback["ranking"][0]["op"] == "Gemm"
+    assert fallback["ranking"][0]["node"] in text  # the refusal names it
+
+
+def test_the_fallback_keeps_the_outliers_reader_in_float_and_passes(data, tmp_path):
+    code, text, record = _export(data, tmp_path / "on")
+    assert code == 0, text
+    fallback = record["transform"]["fallback"]
+    assert fallback["passed"] and len(fallback["kept_fp32"]) == 1
+    assert fallback["kept_mac_share"] < 0.05
+    assert fallback["ranking"][0]["node"] == fallback["kept_fp32"][0]
+    assert set(fallback["kept_fp32"]) <= set(record["transform"]["kept_fp32"])
+    accuracy = record["accuracy"]
+    assert accuracy["passed"] and accuracy["full_int8"]["score"] < 0.5
+    assert accuracy["reduced"]["score"] >= accuracy["fp32"]["score"] - 0.01
+    assert record["parity"]["passed"]
+    assert "accuracy-controlled INT8" in text and "of the MACs" in text
+    if "latency" in fallback:
+        assert fallback["latency"]["p50_ms"] > 0
+    # the file on disk is the one that passed: ONNX Runtime agrees with the record
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "on" / "model.int8.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    split = np.load(data["eval"])
+    logits = np.concatenate([session.run(None, {"x": split["x"][i:i + 8]})[0]
+                             for i in range(0, len(split["x"]), 8)])
+    assert (logits.argmax(1) == split["labels"]).mean() == pytest.approx(
+        accuracy["reduced"]["score"])
+
+
+@pytest.mark.parametrize("bad", ["-1", "5x", "200%", "abc"])
+def test_a_bad_budget_is_one_line_and_exit_2(data, tmp_path, bad):
+    code, text, _ = _export(data, tmp_path / "bad", "--max-fallback", bad)
+    assert code == 2 and "--max-fallback" in text and "Traceback" not in text
+    assert not (tmp_path / "bad").exists()

@@ -1,0 +1,302 @@
+"""Accuracy-controlled INT8: when a Q/DQ model misses its accuracy gate, the layers that cost
+the most are measured and the fewest of them read float again until the gate holds.
+
+Measured, not guessed: each quantised layer in turn is reverted to float in the full INT8
+graph (its inputs rewired to the fp32 tensors and weights, no recalibration), and what that
+recovers of the network's output error against fp32 on calibration feeds is its sensitivity.
+For a detector the network's outputs are what feeds the selection (NMS, TopK): the boxes and
+scores before it, not the kept rows, which move by whole detections. Then the top-ranked
+layers, up to a budget (a share of the model's MACs and a count), are kept in float one at a
+time, the ranking measured again after each pick, until the task metric passes the gate."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+QUANTISED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+_SELECTION_OPS = frozenset({"NonMaxSuppression", "TopK", "NonZero"})
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One quantised layer: what reverting it alone recovers, and its share of the MACs."""
+
+    node: str
+    op: str
+    recovered: float  # output error of full INT8 minus that with this layer in float
+    macs: int
+    mac_share: float
+
+
+@dataclass
+class FallbackResult:
+    ranking: list[LayerCost]
+    budget_share: float
+    budget_count: int
+    tried: list[dict[str, Any]] = field(default_factory=list)  # one per greedy round
+    kept: list[str] = field(default_factory=list)
+    passed: bool = False
+    seconds: float = 0.0
+    full_int8_error: float = 0.0
+
+    @property
+    def kept_share(self) -> float:
+        shares = {c.node: c.mac_share for c in self.ranking}
+        return float(sum(shares.get(n, 0.0) for n in self.kept))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "kept_fp32": self.kept,
+                "kept_mac_share": round(self.kept_share, 5),
+                "budget_mac_share": self.budget_share, "budget_layers": self.budget_count,
+                "tried": self.tried, "seconds": round(self.seconds, 1),
+                "full_int8_output_error": self.full_int8_error,
+                "ranking": [{"node": c.node, "op": c.op, "recovered": c.recovered,
+                             "mac_share": round(c.mac_share, 5)} for c in self.ranking[:20]]}
+
+
+def judged_tensors(model: Any) -> list[str]:
+    """The float tensors a layer's error is measured on: the inputs of every selection op
+    (a detector's boxes and scores before NMS) and every graph output not computed from one."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    after: set[str] = set()
+    frontier = [out for n in model.graph.node if n.op_type in _SELECTION_OPS for out in n.output]
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    while frontier:
+        name = frontier.pop()
+        if name in after:
+            continue
+        after.add(name)
+        for node in consumers.get(name, []):
+            frontier.extend(node.output)
+    judged = [i for n in model.graph.node if n.op_type == "NonMaxSuppression"
+              for i in n.input[:2]]
+    judged += [o.name for o in model.graph.output if o.name not in after]
+    return [t for t in dict.fromkeys(judged) if t in producers]
+
+
+def revert_to_float(qmodel: Any, fp32: Any, nodes: Sequence[str]) -> Any:
+    """A copy of the Q/DQ model in which `nodes` read the fp32 model's own inputs: activations
+    before their QuantizeLinear, weights and biases as the float initializers (added back)."""
+    from toolkit.export.precision.int8 import _toposort
+
+    model = copy.deepcopy(qmodel)
+    originals = {n.name: n for n in fp32.graph.node if n.name}
+    source = _Source(model, fp32)
+    wanted = set(nodes)
+    for node in list(model.graph.node):
+        if node.name not in wanted or node.name not in originals:
+            continue
+        inputs = [source.tensor(name) for name in originals[node.name].input]
+        if all(name is not None for name in inputs):
+            node.input[:] = inputs
+    _drop_dead(model)
+    _toposort(model)
+    return model
+
+
+class _Source:
+    """fp32 tensors made available in the Q/DQ graph. A name there holds the same tensor only
+    when the same node makes it (the quantiser folds a Relu into its Q by handing the Relu's
+    output name to the op before it, whose values are the pre-activation ones); otherwise the
+    fp32 graph's own nodes recompute it, under a new name, from what the Q/DQ graph has."""
+
+    def __init__(self, model: Any, fp32: Any) -> None:
+        self.model = model
+        self.initializers = {i.name: i for i in fp32.graph.initializer}
+        self.fp32_producers = {out: n for n in fp32.graph.node for out in n.output}
+        self.producers = {out: n for n in model.graph.node for out in n.output}
+        self.inputs = {i.name for i in model.graph.input} | {""}
+        self.present = {i.name for i in model.graph.initializer}
+        self.names = {n.name for n in model.graph.node}
+        self.made: dict[str, str | None] = {}
+
+    def tensor(self, name: str, depth: int = 0) -> str | None:
+        if name in self.inputs:
+            return name
+        if name in self.initializers:
+            # the quantiser may name a DequantizeLinear's output after the float weight
+            kept = name if name not in self.producers else f"{name}__float"
+            if kept not in self.present:
+                weight = copy.deepcopy(self.initializers[name])
+                weight.name = kept
+                self.model.graph.initializer.append(weight)
+                self.present.add(kept)
+            return kept
+        node = self.fp32_producers.get(name)
+        here = self.producers.get(name)
+        if node is None:
+            return None
+        if here is not None and here.op_type == node.op_type and here.name == node.name:
+            return name
+        if name not in self.made:
+            self.made[name] = self._recompute(node, name, depth)
+        return self.made[name]
+
+    def _recompute(self, node: Any, name: str, depth: int) -> str | None:
+        if depth > 8 or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            return None
+        inputs = [self.tensor(i, depth + 1) for i in node.input]
+        if any(i is None for i in inputs):
+            return None
+        copied = copy.deepcopy(node)
+        copied.input[:] = inputs
+        copied.output[:] = [f"{out}__float" for out in node.output]
+        copied.name = f"{node.name or node.op_type}__float"
+        while copied.name in self.names:
+            copied.name += "_"
+        self.names.add(copied.name)
+        self.model.graph.node.append(copied)
+        return f"{name}__float"
+
+
+def _drop_dead(model: Any) -> None:
+    """Remove nodes nothing reads (the bypassed Q/DQ pairs) and initializers nothing uses."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    while True:
+        read = {name for node in graph.node for name in node.input} | outputs
+        dead = [n for n in graph.node if not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    read = {name for node in graph.node for name in node.input}
+    for init in [i for i in graph.initializer if i.name not in read]:
+        graph.initializer.remove(init)
+
+
+def _session(model: Any, outputs: Sequence[str]) -> Any:
+    import onnx
+    import onnxruntime as ort
+
+    from toolkit.runtime.onnxruntime import ORT_QDQ_DISABLED_OPTIMIZERS
+
+    model = copy.deepcopy(model)
+    present = {o.name for o in model.graph.output}
+    for name in outputs:
+        if name not in present:
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(ORT_QDQ_DISABLED_OPTIMIZERS))
+
+
+def _error(session: Any, feeds: Sequence[Mapping[str, np.ndarray]], names: Sequence[str],
+           reference: list[list[np.ndarray]]) -> float:
+    """Mean relative L2 error of the judged tensors against fp32's, over feeds and tensors."""
+    errors = []
+    for feed, want in zip(feeds, reference, strict=True):
+        got = session.run(list(names), dict(feed))
+        for g, w in zip(got, want, strict=True):
+            g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
+            if g.shape != w.shape:
+                errors.append(1.0)
+                continue
+            errors.append(float(np.linalg.norm(g - w) / (np.linalg.norm(w) + 1e-12)))
+    return float(np.mean(errors)) if errors else 0.0
+
+
+def layer_macs(fp32: Any, feed: Mapping[str, np.ndarray], nodes: Sequence[str]) -> dict[str, int]:
+    """Multiply-accumulates of each named Conv/MatMul/Gemm on one sample of `feed`, from the
+    shapes of its output and weight (observed, not inferred)."""
+    from onnx import numpy_helper
+
+    by_name = {n.name: n for n in fp32.graph.node}
+    weights = {i.name: numpy_helper.to_array(i).shape for i in fp32.graph.initializer}
+    chosen = [by_name[n] for n in nodes if n in by_name]
+    tensors = [t for node in chosen for t in (node.output[0], node.input[0])]
+    session = _session(fp32, tensors)
+    values = dict(zip(tensors, session.run(tensors, dict(feed)), strict=True))
+    batch = max(int(np.asarray(next(iter(feed.values()))).shape[0]), 1)
+    macs = {}
+    for node in chosen:
+        out = np.asarray(values[node.output[0]]).size // batch
+        if node.op_type in ("Conv", "ConvTranspose") and node.input[1] in weights:
+            w = weights[node.input[1]]
+            per = int(np.prod(w[1:])) if node.op_type == "Conv" else int(np.prod(w[2:])) * w[0]
+            macs[node.name] = out * per
+        else:  # MatMul / Gemm: each output element sums over the inner dimension
+            inner = np.asarray(values[node.input[0]]).shape[-1]
+            macs[node.name] = out * int(inner)
+    return macs
+
+
+def _quantised_layers(qmodel: Any) -> list[Any]:
+    producers = {out: n for n in qmodel.graph.node for out in n.output}
+    return [n for n in qmodel.graph.node if n.op_type in QUANTISED_OPS and n.name
+            and any((p := producers.get(i)) is not None and p.op_type == "DequantizeLinear"
+                    for i in n.input[:2])]
+
+
+class _Judge:
+    """The output error of a candidate (some layers reverted to float) against fp32."""
+
+    def __init__(self, qmodel: Any, fp32: Any, feeds: Sequence[Mapping[str, np.ndarray]]):
+        self.qmodel, self.fp32, self.feeds = qmodel, fp32, feeds
+        self.names = judged_tensors(fp32)
+        reference_session = _session(fp32, self.names)
+        self.reference = [reference_session.run(self.names, dict(f)) for f in feeds]
+
+    def error(self, kept: Sequence[str]) -> float:
+        model = revert_to_float(self.qmodel, self.fp32, kept) if kept else self.qmodel
+        return _error(_session(model, self.names), self.feeds, self.names, self.reference)
+
+
+def find_fallback(qmodel: Any, fp32: Any, feeds: Sequence[Mapping[str, np.ndarray]],
+                  passes: Callable[[Any], tuple[bool, float]], *, max_share: float = 0.05,
+                  max_layers: int = 16, time_limit: float = 600.0) -> tuple[FallbackResult, Any]:
+    """The fewest layers kept in float for which `passes(model)` holds (it runs the gate on a
+    candidate and returns its verdict and score), within `max_share` of the MACs and
+    `max_layers`. Greedy and re-measured: each round reverts, one at a time, every layer that
+    still fits the budget on top of those already kept, keeps the one that recovers the most
+    output error, and runs the gate; layers interact (an outlier's reader only helps once the
+    writer is float too), so the ranking is measured again after each pick. The first round's
+    ranking is the layers' own sensitivity, reported."""
+    started = time.monotonic()
+    judge = _Judge(qmodel, fp32, feeds)
+    layers = _quantised_layers(qmodel)
+    ops = {n.name: n.op_type for n in layers}
+    macs = layer_macs(fp32, {k: np.asarray(v)[:1] for k, v in feeds[0].items()}, list(ops))
+    total = sum(macs.values()) or 1
+    share = {name: macs.get(name, 0) / total for name in ops}
+    full = judge.error([])
+    result = FallbackResult([], max_share, max_layers, full_int8_error=full)
+    kept: list[str] = []
+    current, best = full, None
+    while len(kept) < max_layers and time.monotonic() - started < time_limit:
+        used = sum(share[n] for n in kept)
+        trials = {name: judge.error([*kept, name]) for name in ops
+                  if name not in kept and used + share[name] <= max_share + 1e-12}
+        if not result.ranking:
+            result.ranking = sorted(
+                (LayerCost(n, ops[n], full - judge.error([n]) if n not in trials else
+                           full - trials[n], macs.get(n, 0), share[n]) for n in ops),
+                key=lambda c: -c.recovered)
+        if not trials:
+            break
+        pick = min(trials, key=lambda n: trials[n])
+        if trials[pick] >= current:  # nothing left that helps
+            break
+        kept.append(pick)
+        current = trials[pick]
+        candidate = revert_to_float(qmodel, fp32, kept)
+        ok, score = passes(candidate)
+        result.tried.append({"kept": len(kept), "added": pick, "output_error": current,
+                             "score": score, "passed": ok})
+        result.kept, best = list(kept), candidate
+        if ok:
+            result.passed = True
+            break
+    result.seconds = time.monotonic() - started
+    return result, best

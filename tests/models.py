@@ -112,15 +112,22 @@ class Digits8x8(pl.LightningModule):
 def train_digits8x8(steps: int = 300) -> tuple[Digits8x8, dict[str, np.ndarray]]:
     """Digits8x8 trained on the embedded digits' train split (seconds on a CPU); returns the
     model and the splits as float32 images (n, 1, 8, 8) in [0, 1] and int64 labels."""
+    torch.manual_seed(0)
+    model = Digits8x8()
+    splits = _train_on_digits(model, steps, lr=1e-2)
+    return model.eval(), splits
+
+
+def _train_on_digits(model: nn.Module, steps: int, lr: float) -> dict[str, np.ndarray]:
+    """Adam on the embedded digits' train split, batches of 64; the splits as float32 images
+    (n, 1, 8, 8) in [0, 1] and int64 labels."""
     from toolkit.demo.data import load_raw
 
     raw = load_raw()
     x = (raw["images"].astype(np.float32) / 16.0)[:, None]
     y = raw["labels"].astype(np.int64)
     train = raw["split"] == 0
-    torch.manual_seed(0)
-    model = Digits8x8()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     xt, yt = torch.from_numpy(x[train]), torch.from_numpy(y[train])
     for _ in range(steps):
         index = torch.randint(0, len(xt), (64,))
@@ -128,8 +135,7 @@ def train_digits8x8(steps: int = 300) -> tuple[Digits8x8, dict[str, np.ndarray]]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    model.eval()
-    return model, {"x_train": x[train], "x_test": x[~train], "y_test": y[~train]}
+    return {"x_train": x[train], "x_test": x[~train], "y_test": y[~train]}
 
 
 class InterruptingCNN(SmallCNN):
@@ -457,29 +463,15 @@ def train_outlier_digits(steps: int = 300, scale: float = 1000.0
                          ) -> tuple[OutlierDigits, dict[str, np.ndarray]]:
     """OutlierDigits trained on the embedded digits (seconds), then its unit 0 made to fire
     (bias +1: that changes the model a little) and scaled (that changes nothing in fp32)."""
-    from toolkit.demo.data import load_raw
-
-    raw = load_raw()
-    x = (raw["images"].astype(np.float32) / 16.0)[:, None]
-    y = raw["labels"].astype(np.int64)
-    train = raw["split"] == 0
     torch.manual_seed(0)
     model = OutlierDigits()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(x[train]), torch.from_numpy(y[train])
-    for _ in range(steps):
-        index = torch.randint(0, len(xt), (64,))
-        loss = nn.functional.cross_entropy(model(xt[index]), yt[index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    splits = _train_on_digits(model, steps, lr=3e-3)
     with torch.no_grad():
         model.hidden.bias[0] = model.hidden.bias[0].abs() + 1.0  # the unit fires
         model.hidden.weight[0] *= scale
         model.hidden.bias[0] *= scale
         model.out.weight[:, 0] /= scale
-    model.eval()
-    return model, {"x_train": x[train], "x_test": x[~train], "y_test": y[~train]}
+    return model.eval(), splits
 
 
 def outlier_digits(path: str) -> OutlierDigits:

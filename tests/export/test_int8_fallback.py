@@ -44,14 +44,11 @@ def _export(data: dict[str, Path], out: Path, *extra: str) -> tuple[int, str, di
 
 
 def test_plain_int8_collapses_and_the_refusal_names_the_layer(data, tmp_path):
-    """--max-fallback 0 is today's behaviour: refused; a budget too small for any layer is
-    refused too, naming the layer that would have to stay in float."""
-    code, text, record = _export(data, tmp_path / "off", "--max-fallback", "0")
+    """A budget too small for any layer: refused as plain INT8 is, naming the layer that
+    would have to stay in float."""
+    code, text, record = _export(data, tmp_path / "tiny", "--max-fallback", "0.01%")
     assert code == 1 and "accuracy-failed" in text
     assert record["accuracy"]["reduced"]["score"] < 0.5 < record["accuracy"]["fp32"]["score"]
-    assert "fallback" not in record["transform"]
-    code, text, record = _export(data, tmp_path / "tiny", "--max-fallback", "0.01%")
-    assert code == 1
     fallback = record["transform"]["fallback"]
     assert not fallback["passed"] and fallback["kept_fp32"] == []
     assert fallback["ranking"][0]["op"] == "Gemm"
@@ -90,3 +87,11 @@ def test_a_bad_budget_is_one_line_and_exit_2(data, tmp_path, bad):
     code, text, _ = _export(data, tmp_path / "bad", "--max-fallback", bad)
     assert code == 2 and "--max-fallback" in text and "Traceback" not in text
     assert not (tmp_path / "bad").exists()
+
+
+def test_budget_forms():
+    from toolkit.export.job import FALLBACK_LAYER_CAP, fallback_budget
+
+    assert fallback_budget("5%") == (0.05, FALLBACK_LAYER_CAP)
+    assert fallback_budget("8") == (1.0, 8)
+    assert fallback_budget("0") == fallback_budget("0%") == (0.0, 0)  # off: refused as before

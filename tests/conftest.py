@@ -97,35 +97,3 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"model": model, "dir": out, "seconds": seconds, "val": val,
             "x": torch.from_numpy(val["x"])}
 
-
-# The files that take longest (seconds of one run on the 2-core EPYC), started first: with
-# `--dist loadfile` a worker takes whole files in collection order, so a heavy file collected
-# last would run alone at the end while the other worker idles.
-HEAVY_FIRST = (
-    "detection/test_export_detection.py",  # 112
-    "detection/test_instances_export.py",  # 95
-    "test_crash.py",  # 87
-    "detection/test_yolo.py",  # 78
-    "remote/test_fleet.py",  # 77
-    "lightning/test_callback.py",  # 73
-    "test_gpu_check.py",  # 67
-    "detection/test_torchvision_instances_cli.py",  # 65
-    "detection/test_wrong_boxes.py",  # 56
-    "formats/test_openvino.py",  # 54
-    "detection/test_torchvision_instances.py",  # 45
-)
-
-
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
-                                  items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
-    tests = Path(__file__).resolve().parent
-
-    def key(item: pytest.Item) -> int:
-        try:
-            name = Path(str(item.path)).resolve().relative_to(tests).as_posix()
-        except ValueError:
-            return len(rank)
-        return rank.get(name, len(rank))
-
-    items.sort(key=key)  # stable: each file keeps its own order, the rest their place

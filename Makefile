@@ -18,10 +18,13 @@ demo: $(STAMP)
 # ruff first: lint is part of the suite, so it can't drift. Two workers (pytest-xdist), each
 # test file whole in one of them (--dist loadfile: a module's fixtures are made once); the
 # session fixtures are made once per worker. JOBS=0 runs it in one process.
+# With workers, each gets one OpenMP thread: two workers of two threads each on two cores spent
+# their time waiting on each other's spinning threads.
 JOBS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check toolkit tests benchmarks
-	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(JOBS)),-n $(JOBS) --dist loadfile)
+	$(if $(filter-out 0,$(JOBS)),OMP_NUM_THREADS=1) $(BIN)/python -m pytest -q \
+		$(if $(filter-out 0,$(JOBS)),-n $(JOBS) --dist loadfile)
 
 lint: $(STAMP)
 	$(BIN)/ruff check toolkit tests benchmarks

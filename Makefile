@@ -19,7 +19,8 @@ demo: $(STAMP)
 # test file whole in one of them (--dist loadfile: a module's fixtures are made once); the
 # session fixtures are made once per worker. JOBS=0 runs it in one process.
 # With workers, each gets one OpenMP thread: two workers of two threads each on two cores spent
-# their time waiting on each other's spinning threads.
+# their time spinning (fresh clone on the 2-core EPYC: pytest 654 s -> 600 s, CPU time
+# 19 min 52 s -> 10 min 14 s, same 1108 tests).
 JOBS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check toolkit tests benchmarks

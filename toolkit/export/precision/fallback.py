@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 QUANTISED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-_SELECTION_OPS = frozenset({"NonMaxSuppression", "TopK", "NonZero"})
 
 
 @dataclass(frozen=True)
@@ -63,20 +62,10 @@ class FallbackResult:
 def judged_tensors(model: Any) -> list[str]:
     """The float tensors a layer's error is measured on: the inputs of every selection op
     (a detector's boxes and scores before NMS) and every graph output not computed from one."""
+    from toolkit.export.precision.int8 import after_selection
+
     producers = {out: node for node in model.graph.node for out in node.output}
-    after: set[str] = set()
-    frontier = [out for n in model.graph.node if n.op_type in _SELECTION_OPS for out in n.output]
-    consumers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    while frontier:
-        name = frontier.pop()
-        if name in after:
-            continue
-        after.add(name)
-        for node in consumers.get(name, []):
-            frontier.extend(node.output)
+    after = {out for node in after_selection(model) for out in node.output}
     judged = [i for n in model.graph.node if n.op_type == "NonMaxSuppression"
               for i in n.input[:2]]
     judged += [o.name for o in model.graph.output if o.name not in after]
@@ -175,21 +164,10 @@ def _drop_dead(model: Any) -> None:
 
 
 def _session(model: Any, outputs: Sequence[str]) -> Any:
-    import onnx
-    import onnxruntime as ort
-
+    from toolkit.export.precision.onnx_graph import exposing_session
     from toolkit.runtime.onnxruntime import ORT_QDQ_DISABLED_OPTIMIZERS
 
-    model = copy.deepcopy(model)
-    present = {o.name for o in model.graph.output}
-    for name in outputs:
-        if name not in present:
-            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options,
-                                providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(ORT_QDQ_DISABLED_OPTIMIZERS))
+    return exposing_session(model, outputs, disabled_optimizers=ORT_QDQ_DISABLED_OPTIMIZERS)
 
 
 def _error(session: Any, feeds: Sequence[Mapping[str, np.ndarray]], names: Sequence[str],

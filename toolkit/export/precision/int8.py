@@ -223,10 +223,9 @@ def expectation_convs(model: Any) -> list[str]:
 _SELECTION_OPS = frozenset({"NonMaxSuppression", "TopK", "NonZero"})
 
 
-def post_processing_nodes(model: Any) -> list[str]:
-    """Named nodes computed from a selection op's output (NMS, TopK, NonZero): mask assembly,
-    keypoint gathering, a rotated NMS's IoU. They stay fp32, like detection's
-    post-processing: 8-bit mask coefficients or prototypes would move every mask edge."""
+def after_selection(model: Any) -> list[Any]:
+    """The nodes computed from a selection op's output (NMS, TopK, NonZero), in the order the
+    walk reaches them."""
     consumers: dict[str, list[Any]] = {}
     for node in model.graph.node:
         for name in node.input:
@@ -239,10 +238,16 @@ def post_processing_nodes(model: Any) -> list[str]:
             if id(node) in seen:
                 continue
             seen.add(id(node))
-            if node.name:
-                found.append(node.name)
+            found.append(node)
             frontier.extend(node.output)
     return found
+
+
+def post_processing_nodes(model: Any) -> list[str]:
+    """Named nodes computed from a selection op's output (NMS, TopK, NonZero): mask assembly,
+    keypoint gathering, a rotated NMS's IoU. They stay fp32, like detection's
+    post-processing: 8-bit mask coefficients or prototypes would move every mask edge."""
+    return [node.name for node in after_selection(model) if node.name]
 
 
 @contextlib.contextmanager

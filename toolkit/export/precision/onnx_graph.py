@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +46,27 @@ def op_counts(model_or_path: Any) -> dict[str, int]:
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model_or_path), load_external_data=False)
     return dict(Counter(n.op_type for n in model.graph.node))
+
+
+def exposing_session(model: Any, outputs: Sequence[str], *, optimize: bool = True,
+                     disabled_optimizers: Sequence[str] = ()) -> Any:
+    """An ONNX Runtime CPU session of `model` (a ModelProto, left unchanged) whose outputs also
+    include the tensors named in `outputs`, for measuring inside the graph. optimize=False
+    keeps every tensor as the graph names it (no fusion hides one)."""
+    import copy
+
+    import onnx
+    import onnxruntime as ort
+
+    model = copy.deepcopy(model)
+    present = {o.name for o in model.graph.output}
+    for name in outputs:
+        if name not in present:
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled_optimizers))

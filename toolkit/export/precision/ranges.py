@@ -65,24 +65,18 @@ def scan_ranges(path: str | Path, feeds: Iterable[Mapping[str, np.ndarray]],
     """Run the fp32 model at `path` on `feeds` with every float tensor of the main graph as an
     output; the tensors whose largest finite magnitude exceeds `limit` and the nodes to keep."""
     import onnx
-    import onnxruntime as ort
+
+    from toolkit.export.precision.onnx_graph import exposing_session
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     graph = model.graph
     types = {v.name: v.type.tensor_type.elem_type
              for v in [*graph.value_info, *graph.input, *graph.output]}
-    present = {o.name for o in graph.output}
     producers = {out: node for node in graph.node for out in node.output}
-    floats = [name for name, elem in types.items() if elem == onnx.TensorProto.FLOAT]
-    for name in floats:
-        if name not in present and name in producers:
-            graph.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    floats = [name for name, elem in types.items()
+              if elem == onnx.TensorProto.FLOAT and name in producers]
     # no graph optimisation: fused nodes would hide the tensors asked for
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    session = exposing_session(model, floats, optimize=False)
     names = [o.name for o in session.get_outputs()]
     wanted = [i.name for i in session.get_inputs()]
     peaks: dict[str, float] = {}

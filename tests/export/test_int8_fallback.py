@@ -32,12 +32,14 @@ def data(tmp_path_factory) -> dict[str, Path]:
             "eval": root / "eval.npz", "root": root}
 
 
-def _export(data: dict[str, Path], out: Path, *extra: str) -> tuple[int, str, dict]:
+def _export(data: dict[str, Path], out: Path, *extra: str,
+            eval_data: bool = True) -> tuple[int, str, dict]:
+    judged = ["--eval-data", str(data["eval"])] if eval_data else []
     result = cli.invoke(app, ["export", "tests.models:outlier_digits", "--model-arg",
                               f"path={str(data['weights'])!r}", "--input", "x:1-8x1x8x8",
                               "--to", "onnx", "--precision", "fp32,int8", "--calib-data",
-                              str(data["calib"]), "--eval-data", str(data["eval"]), "--out",
-                              str(out), *extra], env={"COLUMNS": "300"})
+                              str(data["calib"]), *judged, "--out", str(out), *extra],
+                        env={"COLUMNS": "300"})
     manifest = json.loads((out / "manifest.json").read_text()) if out.is_dir() else {}
     record = next((a for a in manifest.get("artifacts", []) if a["precision"] == "int8"), {})
     return result.exit_code, " ".join(result.output.split()), record
@@ -80,6 +82,18 @@ def test_the_fallback_keeps_the_outliers_reader_in_float_and_passes(data, tmp_pa
                              for i in range(0, len(split["x"]), 8)])
     assert (logits.argmax(1) == split["labels"]).mean() == pytest.approx(
         accuracy["reduced"]["score"])
+
+
+def test_without_eval_data_the_parity_preset_is_the_gate(data, tmp_path):
+    """No labels: plain INT8 fails parity on the real-data golden samples, and the same
+    search keeps the layer in float until the int8 preset holds, as verify then confirms."""
+    code, text, record = _export(data, tmp_path / "parity", eval_data=False)
+    assert code == 0, text
+    fallback = record["transform"]["fallback"]
+    assert fallback["gate"] == "parity" and fallback["passed"]
+    assert len(fallback["kept_fp32"]) == 1 and fallback["kept_mac_share"] < 0.05
+    assert record["parity"]["passed"] and "accuracy" not in record
+    assert "missed the parity gate" in text
 
 
 @pytest.mark.parametrize("bad", ["-1", "5x", "200%", "abc"])

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from toolkit.errors import UsageError  # noqa: E402
 from toolkit.export.precision.fp16 import convert_float16  # noqa: E402
-from toolkit.export.precision.int8 import expectation_convs, quantize_int8  # noqa: E402
+from toolkit.export.precision.int8 import quantize_int8  # noqa: E402
 from toolkit.export.precision.onnx_graph import op_counts  # noqa: E402
 from toolkit.formats import check_precisions  # noqa: E402
 from toolkit.parity.accuracy import accuracy_gate, classification_accuracy  # noqa: E402
@@ -228,26 +228,34 @@ class SoftmaxExpectation(torch.nn.Module):
         return self.expect(bins.transpose(1, 2).unsqueeze(-1))
 
 
-def test_int8_keeps_an_expectation_over_softmax_bins_in_fp32(workdir: Path) -> None:
-    """8-bit bin probabilities lose the sub-bin precision the expectation exists for (a
-    trained YOLOv8n's worst box IoU fell to 0.885, benchmarks/yolo_trained.py): the Conv that
-    reads a Softmax (through reshapes) stays fp32; the Conv that makes the logits doesn't."""
+def test_the_fallback_finds_an_expectation_over_softmax_bins(workdir: Path) -> None:
+    """8-bit bin probabilities lose the sub-bin precision an expectation exists for (YOLOv8's
+    DFL: a trained YOLOv8n lost 1.37 mAP points with it quantised, benchmarks/yolo_trained.py).
+    No rule names the pattern: the measured search keeps the Conv that reads the Softmax in
+    float, not the one that makes the logits."""
+    from toolkit.export.precision.fallback import find_fallback
+
     torch.manual_seed(0)
     src = _export(SoftmaxExpectation(), torch.randn(4, 4, 2, 3), workdir / "dfl.onnx")
-    model = onnx.load(str(src))
-    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
-    kept = expectation_convs(model)
-    assert len(convs) == 2 and kept == [convs[1]], (convs, kept)
     dst = workdir / "dfl.int8.onnx"
     calib = [{"x": np.random.default_rng(i).standard_normal((4, 4, 2, 3)).astype(np.float32)}
              for i in range(4)]
-    summary = quantize_int8(src, dst, calib, op_types=["Conv"])
-    assert summary["kept_fp32"] == kept
-    quantized = onnx.load(str(dst))
-    producers = {o: n.op_type for n in quantized.graph.node for o in n.output}
-    by_name = {n.name: n for n in quantized.graph.node}
-    assert producers.get(by_name[convs[0]].input[0]) == "DequantizeLinear"
-    assert producers.get(by_name[kept[0]].input[0]) != "DequantizeLinear"
+    quantize_int8(src, dst, calib, op_types=["Conv"])
+    fp32, full = onnx.load(str(src)), onnx.load(str(dst))
+    logits, expect = [n.name for n in fp32.graph.node if n.op_type == "Conv"]
+    reference = ort.InferenceSession(str(src)).run(None, calib[0])[0]
+
+    def worst_error(model) -> float:
+        session = ort.InferenceSession(model.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        return float(np.abs(session.run(None, calib[0])[0] - reference).max())
+
+    limit = worst_error(full) / 3
+    result, kept = find_fallback(full, fp32, calib,
+                                 lambda m: (worst_error(m) < limit, -worst_error(m)),
+                                 max_share=1.0, max_layers=2)
+    assert result.passed and result.kept == [expect], result.to_dict()
+    assert result.ranking[0].node == expect and logits in {c.node for c in result.ranking}
 
 
 def test_int8_stays_accurate(cnn: Path, int8_cnn: tuple[Path, dict]) -> None:

@@ -1,13 +1,17 @@
 """Accuracy-controlled INT8 in the export: an INT8 file that missed its gate is handed to
-precision.fallback, and the file, its accuracy record and its notes are replaced by what the
-search found (or the refusal says what it reached and what would have to stay in float)."""
+precision.fallback, and the file, its records and its notes are replaced by what the search
+found (or the refusal says what it reached and what would have to stay in float).
+
+The gate is the one the artifact will be judged by: the task metric on --eval-data when given
+(AccuracyGate), else the parity preset on the bundle's real-data golden samples (ParityGate)."""
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -16,6 +20,62 @@ from toolkit.bundle import Bundle
 from toolkit.export.job import PrecisionOptions, fallback_budget
 
 RANKING_SAMPLES = 16  # calibration samples the layers are ranked on
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    score: float | None  # the task metric; None for the parity gate
+    line: str
+
+
+class Gate(Protocol):
+    kind: str
+
+    def judge(self, path: Path) -> Verdict: ...
+
+
+class AccuracyGate:
+    """The task metric of a candidate on --eval-data against fp32's, within
+    --max-accuracy-drop."""
+
+    kind = "accuracy"
+
+    def __init__(self, bundle: Bundle, options: PrecisionOptions, fp32_score: float) -> None:
+        section = bundle.manifest.get("detection")
+        self.evaluation = tasks.of(section).hook("evaluation")(str(options.eval_data),
+                                                               bundle.inputs, section)
+        self.bundle, self.fp32_score, self.max_drop = bundle, fp32_score, \
+            options.max_accuracy_drop
+
+    def judge(self, path: Path) -> Verdict:
+        from toolkit.parity.accuracy import score_gate
+        from toolkit.runtime.onnxruntime import OnnxRuntimeRunner
+
+        runner = OnnxRuntimeRunner(path, inputs=self.bundle.inputs, outputs=self.bundle.outputs)
+        with runner:
+            score = self.evaluation(runner.infer)["score"]
+        passed, line = score_gate(self.evaluation.metric, self.fp32_score, score, self.max_drop)
+        return Verdict(passed, score, line)
+
+
+class ParityGate:
+    """The parity preset of the precision on the golden samples that judge it (the real-data
+    ones), as verify will judge the artifact after export."""
+
+    kind = "parity"
+
+    def __init__(self, bundle: Bundle, precision: str) -> None:
+        self.bundle, self.precision = bundle, precision
+
+    def judge(self, path: Path) -> Verdict:
+        from toolkit.manifest import InProcessTarget
+        from toolkit.parity.verify import verify_record
+        from toolkit.runtime.onnxruntime import OnnxRuntimeRunner
+
+        runner = OnnxRuntimeRunner(path, inputs=self.bundle.inputs, outputs=self.bundle.outputs)
+        report = verify_record(self.bundle, InProcessTarget("onnx", self.precision), runner)
+        return Verdict(report.passed, None, report.summary_line())
 
 
 def ranking_feeds(calibration: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, Any]]:
@@ -33,65 +93,61 @@ def ranking_feeds(calibration: Sequence[Mapping[str, np.ndarray]]) -> list[dict[
 
 def accuracy_controlled(bundle: Bundle, source: Path, dest: Path, options: PrecisionOptions,
                         calibration: Sequence[Mapping[str, np.ndarray]],
-                        extra: dict[str, Any],
-                        accuracy_check: Callable[[], dict[str, Any]]) -> None:
-    """After `extra["accuracy"]` failed: search for the fewest float layers that pass, within
-    --max-fallback; on success `dest` and `extra` hold the result, else only the notes grow.
-    `accuracy_check()` gives the gate's verdict on the file at `dest` (steps.accuracy_check)."""
+                        extra: dict[str, Any], gate: Gate, missed: Verdict,
+                        accuracy_check: Callable[[], dict[str, Any]] | None = None) -> bool:
+    """After the INT8 file at `dest` missed `gate` (`missed`): search for the fewest float
+    layers that pass, within --max-fallback. On success `dest` and `extra` hold the result
+    (`accuracy_check()` gives the accuracy record again, for the accuracy gate) and True is
+    returned; else only the notes grow, naming what the search reached."""
     import onnx
 
     from toolkit.export.precision.fallback import find_fallback
     from toolkit.export.precision.onnx_graph import _save
     from toolkit.export.precision.speed import default_session_speedup
-    from toolkit.parity.accuracy import score_gate
-    from toolkit.runtime.onnxruntime import OnnxRuntimeRunner
     from toolkit.transaction import TEMP_PREFIX
 
     share, count = fallback_budget(options.max_fallback)
-    failed = extra["accuracy"]
-    if count == 0 or failed["fp32"]["score"] <= 0:  # off, or a vacuous gate: nothing to find
-        return
-    section = bundle.manifest.get("detection")
-    evaluation = tasks.of(section).hook("evaluation")(str(options.eval_data), bundle.inputs,
-                                                      section)
-    fp32_score = failed["fp32"]["score"]
+    if count == 0:
+        return False
     fp32_model, full = onnx.load(str(source)), onnx.load(str(dest))
     with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}fallback-", dir=dest.parent) as tmp:
         trial = Path(tmp) / "trial.onnx"
+        verdicts: list[Verdict] = []
 
-        def passes(candidate: Any) -> tuple[bool, float]:
+        def passes(candidate: Any) -> tuple[bool, float | None]:
             onnx.save(candidate, str(trial))
-            runner = OnnxRuntimeRunner(trial, inputs=bundle.inputs, outputs=bundle.outputs)
-            with runner:
-                score = evaluation(runner.infer)["score"]
-            return score_gate(evaluation.metric, fp32_score, score,
-                              options.max_accuracy_drop)[0], score
+            verdicts.append(gate.judge(trial))
+            return verdicts[-1].passed, verdicts[-1].score
 
         result, best = find_fallback(full, fp32_model, ranking_feeds(calibration), passes,
                                      max_share=share, max_layers=count)
         report = result.to_dict()
-        summary = extra["transform"]
-        summary["fallback"] = report
+        report["gate"] = gate.kind
+        extra["transform"]["fallback"] = report
         budget = (f"{share:.0%} of the MACs, {count} layers" if share < 1 else f"{count} layers")
-        best_score = max((t["score"] for t in result.tried), default=None)
         if not result.passed:
             top = ", ".join(c.node for c in result.ranking[:5]) or "none measured"
-            reached = (f"the best reached {best_score:.2%} vs fp32 {fp32_score:.2%}"
-                       if best_score is not None else "no layer fits the budget")
-            said = (f"accuracy-controlled INT8: within --max-fallback ({budget}) {reached}; "
-                    f"the most sensitive layers, which would have to stay in float: {top}")
+            reached = _best_reached(verdicts, getattr(gate, "fp32_score", None))
+            said = (f"accuracy-controlled INT8 ({gate.kind} gate): within --max-fallback "
+                    f"({budget}) {reached}; the most sensitive layers, which would have to "
+                    f"stay in float: {top}")
             extra.setdefault("notes", []).append(said)
-            failed["message"] = f"{failed['message']}; {said}"  # the refusal's own line
-            return
+            if "accuracy" in extra:
+                extra["accuracy"]["message"] = f"{extra['accuracy']['message']}; {said}"
+            return False
         full_copy = Path(tmp) / "full_int8.onnx"
         full_copy.write_bytes(dest.read_bytes())
         _save(best, dest)
+        summary = extra["transform"]
         summary["kept_fp32"] = [*summary.get("kept_fp32", []), *result.kept]
         first = {k: np.asarray(v)[:1] for k, v in calibration[0].items()}
         timing = default_session_speedup(full_copy, dest, first)
-    extra["accuracy"] = accuracy_check()
-    extra["accuracy"]["full_int8"] = {"score": failed["reduced"]["score"],
-                                      "message": failed["message"]}
+    if accuracy_check is not None:
+        extra["accuracy"] = accuracy_check()
+        extra["accuracy"]["full_int8"] = {"score": missed.score, "message": missed.line}
+        now = extra["accuracy"]["message"]
+    else:
+        now = verdicts[-1].line
     cost = ""
     if timing is not None:
         report["latency"] = {"full_int8_p50_ms": timing["fp32_p50_ms"],
@@ -101,6 +157,17 @@ def accuracy_controlled(bundle: Bundle, source: Path, dest: Path, options: Preci
                 "at batch 1 on this CPU")
     names = ", ".join(result.kept[:6]) + (" ..." if len(result.kept) > 6 else "")
     extra.setdefault("notes", []).append(
-        f"accuracy-controlled INT8: full INT8 missed the gate ({failed['message']}); kept "
-        f"{len(result.kept)} layer(s) in float ({result.kept_share:.2%} of the MACs: {names}), "
-        f"ranked by measured sensitivity; now {extra['accuracy']['message']}{cost}")
+        f"accuracy-controlled INT8: full INT8 missed the {gate.kind} gate ({missed.line}); "
+        f"kept {len(result.kept)} layer(s) in float ({result.kept_share:.2%} of the MACs: "
+        f"{names}), ranked by measured sensitivity; now {now}{cost}")
+    return True
+
+
+def _best_reached(verdicts: Sequence[Verdict], fp32_score: float | None) -> str:
+    if not verdicts:
+        return "no layer fits the budget"
+    scored = [v.score for v in verdicts if v.score is not None]
+    if scored:
+        against = f" vs fp32 {fp32_score:.2%}" if fp32_score is not None else ""
+        return f"the best reached {max(scored):.2%}{against}"
+    return f"with every layer it could keep: {verdicts[-1].line}"

@@ -87,9 +87,43 @@ def revert_to_float(qmodel: Any, fp32: Any, nodes: Sequence[str]) -> Any:
         inputs = [source.tensor(name) for name in originals[node.name].input]
         if all(name is not None for name in inputs):
             node.input[:] = inputs
+            _float_output(model, node, originals[node.name], source, wanted)
     _drop_dead(model)
     _toposort(model)
     return model
+
+
+def _float_output(model: Any, node: Any, original: Any, source: _Source,
+                  reverted: set[str]) -> None:
+    """A layer kept in float keeps its output in float too: the Q/DQ pair the quantiser put
+    on its output (for a fused int8 kernel) is bypassed, unless an int8 layer reads through
+    it (that layer's own input quantisation). A YOLO DFL's box sides, quantised to 8 bits
+    after its conv, lose the precision the float conv kept."""
+    consumers: dict[str, list[Any]] = {}
+    for other in model.graph.node:
+        for name in other.input:
+            consumers.setdefault(name, []).append(other)
+    outputs = {o.name for o in model.graph.output}
+    for quant in [q for out in node.output for q in consumers.get(out, [])
+                  if q.op_type == "QuantizeLinear"]:
+        for dequant in [d for d in consumers.get(quant.output[0], [])
+                        if d.op_type == "DequantizeLinear"]:
+            readers = consumers.get(dequant.output[0], [])
+            if any(r.op_type in QUANTISED_OPS and r.name not in reverted for r in readers):
+                continue
+            if not readers and dequant.output[0] not in outputs:
+                continue
+            # the node's own output is the float tensor unless the quantiser folded an
+            # activation into the Q (then its output carries the activation's name)
+            named = original.output[list(node.output).index(quant.input[0])]
+            float_tensor = (quant.input[0] if named in (quant.input[0], dequant.output[0])
+                            else source.tensor(quant.input[0]))
+            if float_tensor is None:
+                continue
+            dequant.op_type = "Identity"
+            dequant.input[:] = [float_tensor]
+            del dequant.attribute[:]
+            dequant.domain = ""
 
 
 class _Source:

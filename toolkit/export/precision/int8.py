@@ -196,28 +196,6 @@ def _qdq_placement(model: Any, op_types: Sequence[str]) -> dict[str, Any]:
     return {"quantized_nodes": wrapped, "unquantized_nodes": bare}
 
 
-# Ops that move or reshape a tensor without computing on it
-_MOVES = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
-
-
-def expectation_convs(model: Any) -> list[str]:
-    """Convs that take an expectation over a Softmax's bins (YOLOv8/11's DFL: box sides as the
-    mean of 16 bin probabilities): stay fp32, since 8-bit probabilities lose the sub-bin
-    precision the boxes come from (a trained YOLOv8n's worst IoU against eager was 0.885
-    with them quantised)."""
-    producers = {out: node for node in model.graph.node for out in node.output}
-    found = []
-    for node in model.graph.node:
-        if node.op_type != "Conv" or not node.name or not node.input:
-            continue
-        source = producers.get(node.input[0])
-        while source is not None and source.op_type in _MOVES and source.input:
-            source = producers.get(source.input[0])
-        if source is not None and source.op_type == "Softmax":
-            found.append(node.name)
-    return found
-
-
 #: ops whose outputs select data (kept boxes, their indices): what follows them is
 #: post-processing
 _SELECTION_OPS = frozenset({"NonMaxSuppression", "TopK", "NonZero"})
@@ -303,7 +281,7 @@ def quantize_int8(
     if reduce_range is None:
         reduce_range = not vnni_available()
     op_types = list(op_types) if op_types else None
-    exclude_nodes = [*exclude_nodes, *expectation_convs(model)]
+    exclude_nodes = list(exclude_nodes)
     after_selection = post_processing_nodes(model)
     symmetric = profile == "trt"
     extra: dict[str, Any] = {

@@ -10,7 +10,7 @@ from typing import Any
 from toolkit import tasks
 from toolkit.bundle import Bundle, atomic_path
 from toolkit.errors import UsageError
-from toolkit.export.job import PrecisionOptions
+from toolkit.export.job import PrecisionOptions, fallback_budget
 from toolkit.tasks import Task
 
 NETWORK_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -82,12 +82,39 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
             "stay fp32): this artifact computes in fp32")
     if options.eval_data:
         extra["accuracy"] = accuracy_check(bundle, source, dest, options)
-        if precision == "int8" and not extra["accuracy"]["passed"]:
-            from toolkit.export.precision.controlled import accuracy_controlled
-
-            accuracy_controlled(bundle, source, dest, options, calibration, extra,
-                                lambda: accuracy_check(bundle, source, dest, options))
+    if precision == "int8":
+        controlled_int8(bundle, source, dest, options, calibration, extra)
     return extra
+
+
+def controlled_int8(bundle: Bundle, source: Path, dest: Path, options: PrecisionOptions,
+                    calibration: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+    """INT8 that misses the gate it will be judged by (the task metric on --eval-data, else
+    the parity preset on the real-data golden samples) gets the accuracy-controlled search."""
+    from toolkit.export.precision.controlled import (
+        AccuracyGate,
+        ParityGate,
+        Verdict,
+        accuracy_controlled,
+    )
+
+    if fallback_budget(options.max_fallback)[1] == 0:
+        return
+    accuracy = extra.get("accuracy")
+    if accuracy is not None:
+        if accuracy["passed"] or accuracy["fp32"]["score"] <= 0:  # passed, or a vacuous gate
+            return
+        gate: Any = AccuracyGate(bundle, options, accuracy["fp32"]["score"])
+        missed = Verdict(False, accuracy["reduced"]["score"], accuracy["message"])
+        accuracy_controlled(bundle, source, dest, options, calibration, extra, gate, missed,
+                            lambda: accuracy_check(bundle, source, dest, options))
+        return
+    if not (bundle.manifest.get("golden") or {}).get("real"):
+        return  # judged on noise only: no gate worth searching for
+    gate = ParityGate(bundle, "int8")
+    missed = gate.judge(dest)
+    if not missed.passed:
+        accuracy_controlled(bundle, source, dest, options, calibration, extra, gate, missed)
 
 
 def range_scan(bundle: Bundle, source: Path, options: PrecisionOptions

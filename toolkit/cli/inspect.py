@@ -18,6 +18,10 @@ def inspect_command(
     on: opt.On = None,
     targets: opt.TargetsFile = None,
     parallel: opt.Parallel = None,
+    layers: Annotated[bool, typer.Option(
+        "--layers", help="Each artifact's compute layers: the precision each runs in (int8, "
+                         "fp16, bf16, fp32), the share of MACs at each, and the measured "
+                         "sensitivity of the layers INT8 kept in float.")] = False,
 ) -> int:
     """Show what a bundle or artifact holds, with each artifact's parity and latest p50 (and
     per device, for devices reached with --on)."""
@@ -34,12 +38,25 @@ def inspect_command(
         from toolkit.transaction import reading
 
         with reading(target):  # an export running meanwhile is waited for; a killed one undone
-            info = _bundle_info(Bundle.open(target))
+            bundle = Bundle.open(target)
+            info = _bundle_info(bundle)
+            if layers:
+                from toolkit.cli.layers import bundle_layers
+
+                bundle_layers(bundle, info)
     elif target.is_file():
         info = _file_info(target)
+        if layers:
+            from toolkit.cli.layers import file_layers
+
+            file_layers(target, info)
     else:
         raise UsageError(f"{target} not found")
     _render(info)
+    if layers:
+        from toolkit.cli.layers import render_layers
+
+        render_layers(info)
     write_json(json_path, info)
     return 0
 

@@ -78,6 +78,9 @@ class Format:
     inspect: str | None = None
     #: (path, feed, reference, tolerance) -> the first node that diverges (--localize)
     localize: str | None = None
+    #: (path, input shapes, inference precision) -> source.layers.LayerReport: each compute
+    #: layer's precision and MACs (`inspect --layers`)
+    layers: str | None = None
     legacy: bool = False
     #: preference when a bundle is run without naming a format (lower first)
     load_priority: int = 100

@@ -18,6 +18,7 @@ FORMAT = Format(
     describe="toolkit.source.onnx_file:describe_file",
     inspect="toolkit.source.onnx_file:inspect_file",
     localize="toolkit.parity.localize:localize_onnx",
+    layers="toolkit.source.layers:onnx_layers",
     load_priority=0,
     int8_layouts=("cpu", "trt"),
     triton=TritonSpec(platform="onnxruntime_onnx", filename="model.onnx"),

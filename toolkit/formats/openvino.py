@@ -39,6 +39,7 @@ FORMAT = Format(
     extra="openvino",
     load_priority=1,
     builds_from=("onnx",),
+    layers="toolkit.source.openvino_layers:openvino_layers",
     # the INT8 IR is converted from the ONNX Runtime (CPU) layout of the Q/DQ ONNX
     int8_layout_needed="cpu",
     triton=TritonSpec(platform="", backend="openvino", filename="model.xml",

@@ -87,14 +87,13 @@ def revert_to_float(qmodel: Any, fp32: Any, nodes: Sequence[str]) -> Any:
         inputs = [source.tensor(name) for name in originals[node.name].input]
         if all(name is not None for name in inputs):
             node.input[:] = inputs
-            _float_output(model, node, originals[node.name], source, wanted)
+            _float_output(model, node, source, wanted)
     _drop_dead(model)
     _toposort(model)
     return model
 
 
-def _float_output(model: Any, node: Any, original: Any, source: _Source,
-                  reverted: set[str]) -> None:
+def _float_output(model: Any, node: Any, source: _Source, reverted: set[str]) -> None:
     """A layer kept in float keeps its output in float too: the Q/DQ pair the quantiser put
     on its output (for a fused int8 kernel) is bypassed, unless an int8 layer reads through
     it (that layer's own input quantisation). A YOLO DFL's box sides, quantised to 8 bits
@@ -113,11 +112,9 @@ def _float_output(model: Any, node: Any, original: Any, source: _Source,
                 continue
             if not readers and dequant.output[0] not in outputs:
                 continue
-            # the node's own output is the float tensor unless the quantiser folded an
-            # activation into the Q (then its output carries the activation's name)
-            named = original.output[list(node.output).index(quant.input[0])]
-            float_tensor = (quant.input[0] if named in (quant.input[0], dequant.output[0])
-                            else source.tensor(quant.input[0]))
+            # the fp32 tensor of that name (recomputing an activation the quantiser folded
+            # into the Q), else the node's own output (renamed for a graph output's Q)
+            float_tensor = source.tensor(quant.input[0]) or quant.input[0]
             if float_tensor is None:
                 continue
             dequant.op_type = "Identity"
@@ -127,10 +124,11 @@ def _float_output(model: Any, node: Any, original: Any, source: _Source,
 
 
 class _Source:
-    """fp32 tensors made available in the Q/DQ graph. A name there holds the same tensor only
-    when the same node makes it (the quantiser folds a Relu into its Q by handing the Relu's
-    output name to the op before it, whose values are the pre-activation ones); otherwise the
-    fp32 graph's own nodes recompute it, under a new name, from what the Q/DQ graph has."""
+    """fp32 tensors made available in the Q/DQ graph. A tensor is the same when the same node
+    makes it, under whatever name (the quantiser folds a Relu into its Q by handing the
+    Relu's output name to the op before it, whose values are the pre-activation ones); a
+    tensor no shared node makes (that Relu's) is recomputed by the fp32 graph's own nodes,
+    under a new name, from what the Q/DQ graph has."""
 
     def __init__(self, model: Any, fp32: Any) -> None:
         self.model = model
@@ -141,6 +139,15 @@ class _Source:
         self.present = {i.name for i in model.graph.initializer}
         self.names = {n.name for n in model.graph.node}
         self.made: dict[str, str | None] = {}
+        # a node both graphs share makes the same values, whatever the quantiser renamed
+        # its outputs to (a folded Relu's name, a graph output's Q input)
+        here = {n.name: n for n in model.graph.node if n.name}
+        self.aliases = {}
+        for node in fp32.graph.node:
+            twin = here.get(node.name) if node.name else None
+            if twin is not None and twin.op_type == node.op_type and \
+                    len(twin.output) == len(node.output):
+                self.aliases.update(zip(node.output, twin.output, strict=True))
 
     def tensor(self, name: str, depth: int = 0) -> str | None:
         if name in self.inputs:
@@ -154,12 +161,11 @@ class _Source:
                 self.model.graph.initializer.append(weight)
                 self.present.add(kept)
             return kept
+        if name in self.aliases:
+            return self.aliases[name]
         node = self.fp32_producers.get(name)
-        here = self.producers.get(name)
         if node is None:
             return None
-        if here is not None and here.op_type == node.op_type and here.name == node.name:
-            return name
         if name not in self.made:
             self.made[name] = self._recompute(node, name, depth)
         return self.made[name]

@@ -32,16 +32,17 @@ def data(tmp_path_factory) -> dict[str, Path]:
             "eval": root / "eval.npz", "root": root}
 
 
-def _export(data: dict[str, Path], out: Path, *extra: str,
-            eval_data: bool = True) -> tuple[int, str, dict]:
+def _export(data: dict[str, Path], out: Path, *extra: str, eval_data: bool = True,
+            to: str = "onnx") -> tuple[int, str, dict]:
     judged = ["--eval-data", str(data["eval"])] if eval_data else []
     result = cli.invoke(app, ["export", "tests.models:outlier_digits", "--model-arg",
                               f"path={str(data['weights'])!r}", "--input", "x:1-8x1x8x8",
-                              "--to", "onnx", "--precision", "fp32,int8", "--calib-data",
+                              "--to", to, "--precision", "fp32,int8", "--calib-data",
                               str(data["calib"]), *judged, "--out", str(out), *extra],
                         env={"COLUMNS": "300"})
     manifest = json.loads((out / "manifest.json").read_text()) if out.is_dir() else {}
-    record = next((a for a in manifest.get("artifacts", []) if a["precision"] == "int8"), {})
+    record = next((a for a in manifest.get("artifacts", []) if a["precision"] == "int8"
+                   and a["format"] == "onnx"), {})
     return result.exit_code, " ".join(result.output.split()), record
 
 
@@ -58,7 +59,7 @@ def test_plain_int8_collapses_and_the_refusal_names_the_layer(data, tmp_path):
 
 
 def test_the_fallback_keeps_the_outliers_reader_in_float_and_passes(data, tmp_path):
-    code, text, record = _export(data, tmp_path / "on")
+    code, text, record = _export(data, tmp_path / "on", to="onnx,openvino")
     assert code == 0, text
     fallback = record["transform"]["fallback"]
     assert fallback["passed"] and len(fallback["kept_fp32"]) == 1
@@ -82,6 +83,7 @@ def test_the_fallback_keeps_the_outliers_reader_in_float_and_passes(data, tmp_pa
                              for i in range(0, len(split["x"]), 8)])
     assert (logits.argmax(1) == split["labels"]).mean() == pytest.approx(
         accuracy["reduced"]["score"])
+    _inspect_layers_shows_what_stayed_in_float(tmp_path / "on", fallback["kept_fp32"], tmp_path)
 
 
 def test_without_eval_data_the_parity_preset_is_the_gate(data, tmp_path):
@@ -109,3 +111,22 @@ def test_budget_forms():
     assert fallback_budget("5%") == (0.05, FALLBACK_LAYER_CAP)
     assert fallback_budget("8") == (1.0, 8)
     assert fallback_budget("0") == fallback_budget("0%") == (0.0, 0)  # off: refused as before
+
+
+def _inspect_layers_shows_what_stayed_in_float(out: Path, kept: list[str], tmp_path: Path):
+    """`inspect --layers`: ONNX read from its graph, OpenVINO from its runtime model on this
+    CPU; both name the one layer the search kept in float, at its share of the MACs."""
+    result = cli.invoke(app, ["inspect", str(out), "--layers", "--json", str(tmp_path / "l.json")],
+                        env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = {(a["format"], a["precision"]): a["layers"]
+            for a in json.loads((tmp_path / "l.json").read_text())["artifacts"]}
+    for fmt in ("onnx", "openvino"):
+        report = rows[(fmt, "int8")]
+        floats = [layer["name"] for layer in report["layers"] if layer["precision"] != "int8"]
+        assert floats == kept, (fmt, report)
+        assert 0 < report["mac_share"]["fp32"] < 0.05 and report["layer_counts"]["int8"] == 3
+        assert [k["node"] for k in report["fallback"]["kept_fp32"]] == kept
+        assert set(rows[(fmt, "fp32")]["layer_counts"]) == {"fp32"}
+    assert "runtime model" in rows[("openvino", "int8")]["source"]
+    assert kept[0] in result.output and "of MACs" in result.output

@@ -354,3 +354,18 @@ def test_int8_keeps_an_output_that_a_relu_also_reads(tmp_path):
         "--out", str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
     assert Bundle.open(tmp_path / "b").artifact("onnx", "int8").parity.passed
+
+
+def test_layer_report_reads_each_layers_precision_and_macs(cnn, int8_cnn, workdir) -> None:
+    """`inspect --layers` on ONNX: per compute layer its precision from the graph and its
+    MACs from shape inference at the given shapes (TinyCNN on 8x8: 8*64*9, 8*64*72, 8*2)."""
+    from toolkit.source.layers import onnx_layers
+
+    fp16 = workdir / "cnn.layers.fp16.onnx"
+    convert_float16(cnn, fp16)
+    shapes = {"x": [4, 1, 8, 8]}
+    for path, precision in ((cnn, "fp32"), (fp16, "fp16"), (int8_cnn[0], "int8")):
+        report = onnx_layers(path, shapes)
+        assert [layer.precision for layer in report.layers] == [precision] * 3, report
+        assert [layer.macs for layer in report.layers] == [8 * 64 * 9, 8 * 64 * 72, 8 * 2]
+        assert report.mac_shares() == {precision: 1.0}

@@ -116,9 +116,7 @@ def nncf_controlled(case: dict[str, Any], fp32_onnx: Path, out: Path,
     calib = [split_labels(f)[0] for f in load_feeds(str(case["calib"]), inputs, batch_size=1,
                                                      max_batches=300, split="val",
                                                      where="--calib-data")]
-    held_out = [split_labels(f)[0] for f in load_feeds(str(case["eval"]), inputs, batch_size=1,
-                                                        max_batches=100, split="test",
-                                                        where="--eval-data")]
+    held_out = [split_labels(f)[0] for f in eval_inputs(case, fp32_onnx.parent)]
     model = ov.Core().read_model(str(fp32_onnx))
     ignored = None
     if case["detector"]:  # as the toolkit does for a detector: only the network's heavy ops
@@ -136,6 +134,17 @@ def nncf_controlled(case: dict[str, Any], fp32_onnx: Path, out: Path,
     seconds = time.perf_counter() - started
     ov.save_model(quantized, str(out))
     return {"seconds": round(seconds, 1), "file": out}
+
+
+def eval_inputs(case: dict[str, Any], bundle: Path) -> list[dict[str, Any]]:
+    """The held-out inputs one at a time, read as the task reads --eval-data."""
+    from toolkit import tasks
+    from toolkit.bundle import Bundle
+
+    opened = Bundle.open(bundle)
+    section = opened.manifest.get("detection")
+    return tasks.of(section).hook("eval_inputs")(str(case["eval"]), opened.inputs,
+                                                 max_batches=100, batch_size=1, section=section)
 
 
 def _ov_infer(compiled: Any) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
@@ -242,7 +251,7 @@ def markdown(doc: dict[str, Any], tag: str) -> str:
              f"({doc['rounds']} rounds of 20).", ""]
     for case in doc["cases"]:
         fp32 = case["scores"]["onnx fp32"]
-        lines += [f"## {case['model']}", "",
+        lines += [f"## {case['model']}", "", f"Measured {case.get('measured_at')} UTC.", "",
                   "| artifact | score | drop (points) | gate | layers in float | MACs in float "
                   "| p50 ms |", "|---|---|---|---|---|---|---|"]
         for label, score in case["scores"].items():
@@ -281,6 +290,12 @@ def main() -> None:
             cases.append(run_case(digits_case(work), work, args.rounds))
         if args.only in (None, "yolo"):
             cases.append(run_case(yolo_case(work, args.cache), work, args.rounds))
+    for case in cases:
+        case["measured_at"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    path = RESULTS / f"int8_fallback_{tag}.json"
+    if args.only and path.is_file():  # keep the other model's earlier run on this machine
+        ran = {case["model"] for case in cases}
+        cases += [c for c in json.loads(path.read_text())["cases"] if c["model"] not in ran]
     doc = {"machine": env, "nncf": version("nncf"), "rounds": args.rounds, "cases": cases}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"int8_fallback_{tag}.json").write_text(json.dumps(doc, indent=1, default=str))

@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 LIBRARIES = ("torch", "torchvision", "pytorch-lightning", "onnx", "onnxruntime",
-             "onnxruntime-gpu", "onnxscript", "tensorrt", "torch-tensorrt", "openvino",
+             "onnxruntime-gpu", "onnxscript", "tensorrt", "torch-tensorrt", "openvino", "nncf",
              "numpy")
 
 

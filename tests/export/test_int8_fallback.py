@@ -58,8 +58,15 @@ def test_plain_int8_collapses_and_the_refusal_names_the_layer(data, tmp_path):
     assert fallback["ranking"][0]["node"] in text  # the refusal names it
 
 
-def test_the_fallback_keeps_the_outliers_reader_in_float_and_passes(data, tmp_path):
+def test_the_fallback_keeps_the_outliers_reader_in_float_and_passes(data, tmp_path,
+                                                                     monkeypatch):
+    """ONNX, and the OpenVINO IR converted from it where NNCF is not installed: both carry
+    the one float layer."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "nncf", None)  # import nncf fails: not installed
     code, text, record = _export(data, tmp_path / "on", to="onnx,openvino")
+    assert "NNCF not installed" in text
     assert code == 0, text
     fallback = record["transform"]["fallback"]
     assert fallback["passed"] and len(fallback["kept_fp32"]) == 1
@@ -84,6 +91,24 @@ def test_the_fallback_keeps_the_outliers_reader_in_float_and_passes(data, tmp_pa
     assert (logits.argmax(1) == split["labels"]).mean() == pytest.approx(
         accuracy["reduced"]["score"])
     _inspect_layers_shows_what_stayed_in_float(tmp_path / "on", fallback["kept_fp32"], tmp_path)
+
+
+def test_openvino_int8_by_nncf_uses_its_accuracy_control(data, tmp_path):
+    """With NNCF installed the IR is NNCF's: plain, it misses the gate too (by less than the
+    ONNX: its calibration is not plain minmax); its accuracy control, given the same gate,
+    passes."""
+    out = tmp_path / "nncf"
+    code, text, _ = _export(data, out, to="openvino")
+    assert code == 0, text
+    manifest = json.loads((out / "manifest.json").read_text())
+    record = next(a for a in manifest["artifacts"]
+                  if a["format"] == "openvino" and a["precision"] == "int8")
+    assert record["transform"]["quantizer"].startswith("nncf ")
+    assert record["transform"]["accuracy_control"]["passed"]
+    accuracy = record["accuracy"]
+    assert accuracy["passed"]
+    assert accuracy["full_int8"]["score"] < accuracy["fp32"]["score"] - 0.01
+    assert "NNCF's accuracy control" in text
 
 
 def test_without_eval_data_the_parity_preset_is_the_gate(data, tmp_path):

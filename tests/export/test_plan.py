@@ -36,3 +36,18 @@ def test_precision_names_are_settled_and_checked_before_any_step():
         planned(["torchscript"], ("fp32", "fp16"))
     # in a list, an fp32-only format exports fp32 beside the formats that carry fp16
     assert ("torchscript", "fp32", None) in planned(["onnx", "torchscript"], ("fp32", "fp16"))
+
+
+def test_openvino_int8_by_nncf_needs_no_int8_onnx(monkeypatch):
+    """NNCF quantises the fp32 IR (when installed and given calibration data): the Q/DQ ONNX
+    the IR would otherwise be converted from is not made."""
+    import importlib.util
+    import sys
+
+    calibrated = PrecisionOptions(calib_data="calib.npz")
+    if importlib.util.find_spec("nncf") is not None:
+        assert planned(["openvino"], ("fp32", "int8"), precision_options=calibrated) == [
+            ("onnx", "fp32", None), ("openvino", "fp32", None), ("openvino", "int8", None)]
+    monkeypatch.setitem(sys.modules, "nncf", None)  # not installed
+    assert ("onnx", "int8", "cpu") in planned(["openvino"], ("fp32", "int8"),
+                                              precision_options=calibrated)

@@ -168,8 +168,9 @@ def test_a_bundle_written_before_companion_files_still_verifies(cnn_onnx_bundle,
     assert json.loads((old / "manifest.json").read_text())["schema"] == SCHEMA_VERSION
 
 
-def test_int8_from_the_cpu_layout_onnx_on_a_trained_classifier(tmp_path):
-    """A trained digits classifier: INT8 IR from the calibrated Q/DQ ONNX keeps its accuracy."""
+def test_int8_ir_by_nncf_on_a_trained_classifier(tmp_path):
+    """A trained digits classifier: the INT8 IR, quantised by NNCF (installed here), keeps its
+    accuracy. Without NNCF the Q/DQ ONNX is converted: tests/export/test_int8_fallback.py."""
     from tests.models import save_checkpoint, train_digits8x8
 
     model, splits = train_digits8x8(steps=200)
@@ -183,7 +184,9 @@ def test_int8_from_the_cpu_layout_onnx_on_a_trained_classifier(tmp_path):
                  "--eval-data", tmp_path / "eval.npz", "--out", out)
     assert result.exit_code == 0, result.output
     record = Bundle.open(out).artifact("openvino", "int8")
-    assert record["from_onnx"] == "model.int8.onnx" and record["inference_precision"] == "f32"
+    assert record["inference_precision"] == "f32" and record["from_onnx"] == "model.onnx"
+    assert record["transform"]["quantizer"].startswith("nncf ")
+    assert any("quantised by NNCF" in note for note in record["notes"])
     assert record["parity"]["passed"] and record["accuracy"]["passed"]
     assert record["accuracy"]["reduced"]["score"] >= record["accuracy"]["fp32"]["score"] - 1.0
 

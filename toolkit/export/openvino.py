@@ -1,9 +1,11 @@
 """The OpenVINO format's exporter: the bundle's ONNX converted to IR (model.xml + model.bin).
 
 fp32 and bf16 convert the fp32 ONNX (bf16 is an inference precision, set when the IR is
-compiled, not a graph transform); int8 converts the CPU-layout Q/DQ ONNX, which OpenVINO runs
-with its INT8 kernels. Weights are saved as they are (`compress_to_fp16=False`: OpenVINO's
-default would halve fp32 weights silently). Works from a bundle alone, without torch.
+compiled, not a graph transform); int8 is NNCF's quantisation of the IR where NNCF is installed
+and calibration data given (toolkit.export.openvino_nncf), else the CPU-layout Q/DQ ONNX
+converted, which OpenVINO runs with its INT8 kernels. Weights are saved as they are
+(`compress_to_fp16=False`: OpenVINO's default would halve fp32 weights silently). Works from a
+bundle alone, without torch.
 """
 
 from __future__ import annotations
@@ -38,6 +40,17 @@ def export_artifact(job: ExportJob) -> dict[str, Any]:
         check_bf16_here()
     ov = require_module("openvino", "exporting OpenVINO IR", extra=job.format.extra)
     assert job.ensure is not None and job.dest is not None
+    from toolkit.export.openvino_nncf import nncf_available, quantize_with_nncf
+
+    nncf = nncf_available(job)
+    if nncf is not None:
+        try:
+            made = quantize_with_nncf(job, nncf, ov, lambda: _accuracy(job, "f32"))
+        except Exception as err:  # NNCF and OpenVINO raise their own error types
+            raise ExportFailed(f"NNCF could not quantise the IR: {first_line(err, 300)}") from err
+        return {**made, "inference_precision": "f32", "cpu_flags": cpu_flags(),
+                "openvino": library_version("openvino") or getattr(ov, "__version__", None),
+                "notes": ["runs with INFERENCE_PRECISION_HINT=f32", *made["notes"]]}
     (source_format,) = job.format.builds_from
     source_precision = "int8" if job.precision == "int8" else "fp32"
     onnx_record = job.ensure(source_format, source_precision, job.format.int8_layout_needed)
@@ -50,6 +63,11 @@ def export_artifact(job: ExportJob) -> dict[str, Any]:
                            f"{first_line(err, 300)}") from err
     hint = INFERENCE_PRECISION[job.precision]
     notes = [f"runs with INFERENCE_PRECISION_HINT={hint}"]
+    if job.precision == "int8":
+        notes.append("converted from the Q/DQ ONNX (" + (
+            "no --calib-data here" if not job.options.precision_options.calib_data else
+            "NNCF not installed") + "; with both, NNCF quantises the IR: pip install "
+            "'toolkit[nncf]')")
     if job.precision == "bf16":
         notes.append("bf16 compute on this CPU's " + "/".join(
             f for f in BF16_FLAGS if f in cpu_flags()))

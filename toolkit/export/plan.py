@@ -39,11 +39,13 @@ class ExportPlan:
     def precisions_for(self, fmt: Format) -> list[str]:
         """Every requested precision the format carries (fp32-only formats: fp32). A format
         only built as another's source (onnx for --to openvino) gets the precisions that
-        format needs of it, not every one it could carry."""
+        format needs of it, not every one it could carry (no INT8 for an IR NNCF quantises)."""
         wanted = [p for p in self.opts.precisions if p in fmt.precisions]
         if fmt not in self.asked:
             needed = {p for t in self.asked if fmt.name in t.dependencies(self.opts)
-                      for p in t.precisions}
+                      for p in t.precisions
+                      if p != "int8" or t.int8_from_layout is None
+                      or t.int8_from_layout(self.opts)}
             wanted = [p for p in wanted if p in needed]
         return wanted or ["fp32"]
 
@@ -77,7 +79,8 @@ class ExportPlan:
         wanted = [fmt.default_layout] if fmt in self.asked else []
         wanted += [t.int8_layout_needed for t in self.asked
                    if fmt.name in t.dependencies(self.opts) and t.int8_layout_needed
-                   and "int8" in t.precisions]
+                   and "int8" in t.precisions
+                   and (t.int8_from_layout is None or t.int8_from_layout(self.opts))]
         return list(dict.fromkeys(wanted)) or [fmt.default_layout]
 
 

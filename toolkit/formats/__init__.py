@@ -95,6 +95,9 @@ class Format:
     int8_layouts: tuple[str, ...] = ()
     #: the INT8 layout this format needs from the one it is built from
     int8_layout_needed: str | None = None
+    #: options -> False when this run's INT8 is made from the fp32 of the format it is built
+    #: from (OpenVINO quantised by NNCF), so that format's INT8 file isn't needed
+    int8_from_layout: Callable[[Any], bool] | None = None
     #: how Triton Inference Server serves it (None: it can't)
     triton: TritonSpec | None = None
 

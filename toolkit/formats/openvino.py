@@ -2,9 +2,21 @@
 on Intel (bf16 on AMX / AVX-512 BF16, INT8 from the CPU-layout Q/DQ ONNX). The inference
 precision is always set and recorded: OpenVINO's own default is bf16 on such CPUs."""
 
+import importlib.util
 from typing import Any
 
 from toolkit.formats import Format, TritonSpec
+
+
+def nncf_quantises(options: Any) -> bool:
+    """INT8 is NNCF's quantisation of the fp32 IR where NNCF is installed and calibration
+    data is given; else the CPU-layout Q/DQ ONNX is converted."""
+    return bool(options.precision_options.calib_data) and \
+        importlib.util.find_spec("nncf") is not None
+
+
+def _int8_from_layout(options: Any) -> bool:
+    return not nncf_quantises(options)
 
 
 def _triton_parameters(record: Any) -> dict[str, str]:
@@ -40,8 +52,9 @@ FORMAT = Format(
     load_priority=1,
     builds_from=("onnx",),
     layers="toolkit.source.openvino_layers:openvino_layers",
-    # the INT8 IR is converted from the ONNX Runtime (CPU) layout of the Q/DQ ONNX
+    # without NNCF, the INT8 IR is converted from the ONNX Runtime (CPU) layout of the Q/DQ ONNX
     int8_layout_needed="cpu",
+    int8_from_layout=_int8_from_layout,
     triton=TritonSpec(platform="", backend="openvino", filename="model.xml",
                       parameters=_triton_parameters, caveats=_triton_caveats,
                       note="Triton's OpenVINO backend"),

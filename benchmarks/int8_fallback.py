@@ -10,8 +10,10 @@ Models:
   plain INT8 falls to chance.
 
 For each: the toolkit's export with `--max-fallback 0` (plain INT8) and with the default
-budget (5% of MACs), ONNX and OpenVINO (the IR converted from the Q/DQ ONNX), and NNCF's
-`quantize_with_accuracy_control` on the fp32 IR with the same data, metric and 1-point drop.
+budget (5% of MACs), ONNX and OpenVINO. The toolkit's OpenVINO INT8 is NNCF's (installed here:
+`nncf.quantize`, then `quantize_with_accuracy_control` with the same data, metric and 1-point
+drop when the gate is missed); beside it, the IR its route without NNCF converts from the
+plain and the accuracy-controlled Q/DQ ONNX.
 Accuracy from the toolkit's task metric on held-out data; p50 at batch 1, every artifact of a
 runtime timed in one process, interleaved; layers in float from `inspect --layers`' readers.
 
@@ -40,6 +42,7 @@ RESULTS = Path(__file__).parent / "results"
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
 MAX_DROP = 1.0  # points
+TOOLKIT_OV = "openvino int8 toolkit (NNCF, accuracy control)"
 
 
 # -- the models ------------------------------------------------------------------------------
@@ -97,54 +100,23 @@ def toolkit_export(case: dict[str, Any], out: Path, max_fallback: str) -> dict[s
     files = {(a["format"], a["precision"]): out / a["path"] for a in manifest["artifacts"]}
     onnx_int8 = next(a for a in manifest["artifacts"]
                      if a["format"] == "onnx" and a["precision"] == "int8")
+    ov_int8 = next(a for a in manifest["artifacts"]
+                   if a["format"] == "openvino" and a["precision"] == "int8")
     return {"seconds": round(seconds, 1), "files": files,
             "steps": {f"{s.target}/{s.precision}": s.status.value for s in result.steps},
             "fallback": (onnx_int8.get("transform") or {}).get("fallback"),
-            "accuracy": onnx_int8.get("accuracy")}
+            "accuracy": onnx_int8.get("accuracy"),
+            "openvino_int8": {"transform": ov_int8.get("transform"), "notes": ov_int8.get("notes"),
+                              "accuracy": ov_int8.get("accuracy")}}
 
 
-# -- NNCF ------------------------------------------------------------------------------------
-def nncf_controlled(case: dict[str, Any], fp32_onnx: Path, out: Path,
-                    evaluate: Callable[[Any], float]) -> dict[str, Any]:
-    import nncf
+# -- the IR without NNCF ----------------------------------------------------------------------
+def converted_ir(onnx_path: Path, out: Path) -> Path:
+    """The toolkit's OpenVINO route where NNCF is not installed: the Q/DQ ONNX converted."""
     import openvino as ov
 
-    from toolkit.source.data import load_feeds, split_labels
-    from toolkit.spec import parse_input
-
-    inputs = [parse_input(text) for text in case["inputs"]]
-    calib = [split_labels(f)[0] for f in load_feeds(str(case["calib"]), inputs, batch_size=1,
-                                                     max_batches=300, split="val",
-                                                     where="--calib-data")]
-    held_out = [split_labels(f)[0] for f in eval_inputs(case, fp32_onnx.parent)]
-    model = ov.Core().read_model(str(fp32_onnx))
-    ignored = None
-    if case["detector"]:  # as the toolkit does for a detector: only the network's heavy ops
-        kinds = {op.get_type_name() for op in model.get_ordered_ops()}
-        ignored = nncf.IgnoredScope(types=sorted(kinds - {"Convolution", "GroupConvolution",
-                                                          "MatMul"}), validate=False)
-
-    def validate(compiled: Any, _items: Any) -> tuple[float, None]:
-        return evaluate(_ov_infer(compiled)), None
-
-    started = time.perf_counter()
-    quantized = nncf.quantize_with_accuracy_control(
-        model, nncf.Dataset(calib), nncf.Dataset(held_out), validate, max_drop=MAX_DROP / 100,
-        ignored_scope=ignored, subset_size=len(calib))
-    seconds = time.perf_counter() - started
-    ov.save_model(quantized, str(out))
-    return {"seconds": round(seconds, 1), "file": out}
-
-
-def eval_inputs(case: dict[str, Any], bundle: Path) -> list[dict[str, Any]]:
-    """The held-out inputs one at a time, read as the task reads --eval-data."""
-    from toolkit import tasks
-    from toolkit.bundle import Bundle
-
-    opened = Bundle.open(bundle)
-    section = opened.manifest.get("detection")
-    return tasks.of(section).hook("eval_inputs")(str(case["eval"]), opened.inputs,
-                                                 max_batches=100, batch_size=1, section=section)
+    ov.save_model(ov.convert_model(str(onnx_path)), str(out), compress_to_fp16=False)
+    return out
 
 
 def _ov_infer(compiled: Any) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
@@ -185,17 +157,20 @@ def sessions(files: dict[str, Path]) -> dict[str, Callable[[dict[str, np.ndarray
 
 
 def interleaved_p50(runs: dict[str, Callable[..., Any]], feed: dict[str, np.ndarray],
-                    rounds: int, per_round: int = 20) -> dict[str, float]:
+                    rounds: int, per_round: int = 100) -> dict[str, float]:
+    """p50 over rounds x per_round calls each, one call of each artifact in turn (the order
+    reversed every other turn): blocks of calls drift with the machine's load, single calls
+    in turn share it."""
     times: dict[str, list[float]] = {label: [] for label in runs}
     for run in runs.values():
-        for _ in range(5):
+        for _ in range(10):
             run(feed)
-    for _ in range(rounds):
-        for label, run in runs.items():
-            for _ in range(per_round):
-                started = time.perf_counter()
-                run(feed)
-                times[label].append(time.perf_counter() - started)
+    order = list(runs.items())
+    for turn in range(rounds * per_round):
+        for label, run in (order if turn % 2 else order[::-1]):
+            started = time.perf_counter()
+            run(feed)
+            times[label].append(time.perf_counter() - started)
     return {label: 1000 * float(np.median(t)) for label, t in times.items()}
 
 
@@ -216,15 +191,17 @@ def run_case(case: dict[str, Any], work: Path, rounds: int) -> dict[str, Any]:
     plain = toolkit_export(case, work / f"{tag}_plain", "0")
     controlled = toolkit_export(case, work / f"{tag}_controlled", "5%")
     evaluate = evaluator(case, work / f"{tag}_controlled")
-    nncf_result = nncf_controlled(case, controlled["files"][("onnx", "fp32")],
-                                  work / f"{tag}_nncf.xml", evaluate)
     files = {"onnx fp32": controlled["files"][("onnx", "fp32")],
              "onnx int8 plain": plain["files"][("onnx", "int8")],
              "onnx int8 controlled": controlled["files"][("onnx", "int8")],
              "openvino fp32": controlled["files"][("openvino", "fp32")],
-             "openvino int8 plain": plain["files"][("openvino", "int8")],
-             "openvino int8 controlled": controlled["files"][("openvino", "int8")],
-             "openvino int8 NNCF accuracy control": nncf_result["file"]}
+             "openvino int8 from plain Q/DQ ONNX": converted_ir(
+                 plain["files"][("onnx", "int8")], work / f"{tag}_plain_qdq.xml"),
+             "openvino int8 from controlled Q/DQ ONNX": converted_ir(
+                 controlled["files"][("onnx", "int8")], work / f"{tag}_controlled_qdq.xml"),
+             "openvino int8 NNCF plain": plain["files"][("openvino", "int8")],
+             TOOLKIT_OV: controlled["files"][
+                 ("openvino", "int8")]}
     runs = sessions(files)
     scores = {label: evaluate(run) for label, run in runs.items()}
     p50 = interleaved_p50(runs, case["feed"], rounds)
@@ -232,10 +209,9 @@ def run_case(case: dict[str, Any], work: Path, rounds: int) -> dict[str, Any]:
               if "int8" in label}
     return {"model": case["name"], "export_seconds": {"plain": plain["seconds"],
                                                       "controlled": controlled["seconds"]},
-            "nncf_seconds": nncf_result["seconds"], "steps": {"plain": plain["steps"],
-                                                              "controlled": controlled["steps"]},
-            "fallback": controlled["fallback"], "scores": scores, "p50_ms": p50,
-            "layers": layers}
+            "steps": {"plain": plain["steps"], "controlled": controlled["steps"]},
+            "fallback": controlled["fallback"], "openvino_int8": controlled["openvino_int8"],
+            "scores": scores, "p50_ms": p50, "layers": layers}
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -248,7 +224,7 @@ def markdown(doc: dict[str, Any], tag: str) -> str:
              f"nncf {doc['nncf']}.", "",
              f"Gate: at most {MAX_DROP:g} point below fp32 on the held-out data. p50 at batch "
              f"1, every artifact of a model timed in one process, interleaved "
-             f"({doc['rounds']} rounds of 20).", ""]
+             f"(each artifact called in turn, {100 * doc['rounds']} calls each).", ""]
     for case in doc["cases"]:
         fp32 = case["scores"]["onnx fp32"]
         lines += [f"## {case['model']}", "", f"Measured {case.get('measured_at')} UTC.", "",
@@ -263,11 +239,14 @@ def markdown(doc: dict[str, Any], tag: str) -> str:
             lines.append(f"| {label} | {100 * score:.2f} | {drop:+.2f} | {gate} | {kept} | "
                          f"{share} | {case['p50_ms'][label]:.3f} |")
         fb = case["fallback"] or {}
-        lines += ["", f"Toolkit search: kept {fb.get('kept_fp32')} in float "
+        nncf = (case["openvino_int8"].get("transform") or {})
+        lines += ["", f"Toolkit search on the Q/DQ ONNX: kept {fb.get('kept_fp32')} in float "
                   f"({100 * (fb.get('kept_mac_share') or 0):.3f}% of MACs, measured ranking, "
-                  f"{fb.get('seconds')} s); NNCF accuracy control {case['nncf_seconds']} s. "
-                  f"Layers NNCF left in float: "
-                  f"{case['layers']['openvino int8 NNCF accuracy control']['float'][:8]}.", ""]
+                  f"{fb.get('seconds')} s). The toolkit's OpenVINO INT8 ({nncf.get('quantizer')}"
+                  f"; accuracy control: {nncf.get('accuracy_control') or 'not needed'}) left "
+                  f"{case['layers'][TOOLKIT_OV]['float'][:8]} in float; its notes: "
+                  f"{' / '.join(case['openvino_int8'].get('notes') or [])}. Export seconds: "
+                  f"{', '.join(f'{k} {v}' for k, v in case['export_seconds'].items())}.", ""]
     return "\n".join(lines)
 
 

@@ -40,17 +40,20 @@ def export_artifact(job: ExportJob) -> dict[str, Any]:
         check_bf16_here()
     ov = require_module("openvino", "exporting OpenVINO IR", extra=job.format.extra)
     assert job.ensure is not None and job.dest is not None
-    from toolkit.export.openvino_nncf import nncf_available, quantize_with_nncf
+    from toolkit.export.openvino_nncf import OutsideBudget, nncf_available, quantize_with_nncf
 
     nncf = nncf_available(job)
+    handed_over = None
     if nncf is not None:
         try:
             made = quantize_with_nncf(job, nncf, ov, lambda: _accuracy(job, "f32"))
+            return {**made, "inference_precision": "f32", "cpu_flags": cpu_flags(),
+                    "openvino": library_version("openvino") or getattr(ov, "__version__", None),
+                    "notes": ["runs with INFERENCE_PRECISION_HINT=f32", *made["notes"]]}
+        except OutsideBudget as err:
+            handed_over = str(err)
         except Exception as err:  # NNCF and OpenVINO raise their own error types
             raise ExportFailed(f"NNCF could not quantise the IR: {first_line(err, 300)}") from err
-        return {**made, "inference_precision": "f32", "cpu_flags": cpu_flags(),
-                "openvino": library_version("openvino") or getattr(ov, "__version__", None),
-                "notes": ["runs with INFERENCE_PRECISION_HINT=f32", *made["notes"]]}
     (source_format,) = job.format.builds_from
     source_precision = "int8" if job.precision == "int8" else "fp32"
     onnx_record = job.ensure(source_format, source_precision, job.format.int8_layout_needed)
@@ -63,7 +66,9 @@ def export_artifact(job: ExportJob) -> dict[str, Any]:
                            f"{first_line(err, 300)}") from err
     hint = INFERENCE_PRECISION[job.precision]
     notes = [f"runs with INFERENCE_PRECISION_HINT={hint}"]
-    if job.precision == "int8":
+    if handed_over:
+        notes.append(handed_over)
+    elif job.precision == "int8":
         notes.append("converted from the Q/DQ ONNX (" + (
             "no --calib-data here" if not job.options.precision_options.calib_data else
             "NNCF not installed") + "; with both, NNCF quantises the IR: pip install "

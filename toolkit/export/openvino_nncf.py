@@ -11,6 +11,7 @@ converted as before; the record's `quantizer` says which."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -64,30 +65,65 @@ def quantize_with_nncf(job: ExportJob, nncf: Any, ov: Any,
         extra["notes"] = notes
         return extra
     extra["accuracy"] = accuracy()
-    if not extra["accuracy"]["passed"] and fallback_budget(options.max_fallback)[1] > 0:
+    share, count = fallback_budget(options.max_fallback)
+    if not extra["accuracy"]["passed"] and count > 0:
         missed = extra["accuracy"]
         controlled = _accuracy_control(job, nncf, ov.convert_model(
             str(bundle.checked_path(fp32_record))), calibration, ignored, section)
         ov.save_model(controlled, str(job.dest), compress_to_fp16=False)
         extra["accuracy"] = accuracy()
+        floats = _float_layers(job)
+        summary["accuracy_control"] = {"max_drop": options.max_accuracy_drop / 100,
+                                       "passed": extra["accuracy"]["passed"],
+                                       "kept_fp32": floats.names,
+                                       "kept_mac_share": round(floats.share, 5)}
+        said = (f"NNCF's accuracy control: plain NNCF INT8 missed the gate "
+                f"({missed['message']}); it kept {len(floats.names)} layer(s) in float "
+                f"({floats.share:.2%} of the MACs), {extra['accuracy']['message']}")
+        if not extra["accuracy"]["passed"] or floats.share > share + 1e-9 or \
+                len(floats.names) > count:
+            raise OutsideBudget(f"{said}: outside --max-fallback ({options.max_fallback}) or "
+                                "the gate, so the IR is converted from the Q/DQ ONNX, whose "
+                                "own search keeps the fewest layers in float")
         extra["accuracy"]["full_int8"] = {"score": missed["reduced"]["score"],
                                           "message": missed["message"]}
-        summary["accuracy_control"] = {"max_drop": options.max_accuracy_drop / 100,
-                                       "passed": extra["accuracy"]["passed"]}
-        notes.append(f"NNCF's accuracy control: plain NNCF INT8 missed the gate "
-                     f"({missed['message']}); now {extra['accuracy']['message']}")
+        notes.append(said)
     extra["notes"] = notes
     return extra
 
 
+class OutsideBudget(Exception):
+    """NNCF's accuracy control missed the gate or the budget: the Q/DQ route takes over."""
+
+
+@dataclass(frozen=True)
+class _Floats:
+    names: list[str]
+    share: float
+
+
+def _float_layers(job: ExportJob) -> _Floats:
+    """The compute layers the IR at job.dest keeps in float, by the runtime model here."""
+    from toolkit.source.openvino_layers import openvino_layers
+
+    assert job.dest is not None
+    shapes = {spec.name: list(spec.opt) for spec in job.bundle.inputs}
+    report = openvino_layers(job.dest, shapes, "f32")
+    return _Floats([layer.name for layer in report.layers if layer.precision != "int8"],
+                   1.0 - report.mac_shares().get("int8", 0.0))
+
+
 def _samples(job: ExportJob) -> list[dict[str, np.ndarray]]:
-    """Calibration samples one at a time (NNCF counts items, and batch statistics differ)."""
+    """Calibration samples one at a time (NNCF counts items, and batch statistics differ),
+    read as the ONNX route reads them (--calib-batches batches of up to 32)."""
+    from toolkit.export.precision.steps import calibration_batch
     from toolkit.source.data import load_feeds, split_labels
 
     options = job.options.precision_options
     samples: list[dict[str, np.ndarray]] = []
     for feed in load_feeds(options.calib_data, job.bundle.inputs,
-                           max_batches=options.calib_batches, split="val",
+                           max_batches=options.calib_batches,
+                           batch_size=calibration_batch(job.bundle), split="val",
                            where="--calib-data"):
         inputs = split_labels(feed)[0]
         for i in range(len(next(iter(inputs.values())))):

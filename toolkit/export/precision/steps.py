@@ -46,7 +46,7 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
             from toolkit.source.data import load_feeds
 
             feeds = load_feeds(calib, bundle.inputs, max_batches=options.calib_batches,
-                               batch_size=_calibration_batch(bundle), split="val",
+                               batch_size=calibration_batch(bundle), split="val",
                                where="--calib-data")
             # A detector's post-processing (box decoding, NMS, padding) stays fp32: only the
             # network's heavy ops are quantized, as boxes in int8 would move by whole pixels.
@@ -195,7 +195,7 @@ def judging_feeds(inputs: Any, options: PrecisionOptions,
     return feeds, f"--calib-data {options.calib_data}"
 
 
-def _calibration_batch(bundle: Bundle) -> int | None:
+def calibration_batch(bundle: Bundle) -> int | None:
     """Calibrate on batches of up to 32 when the batch is dynamic (--calib-batches counts
     batches: at the opt batch of 1, 32 of them would be only 32 samples)."""
     from toolkit.spec import batch_range

@@ -9,11 +9,11 @@ Models:
   same function in fp32, planted so that per-tensor activation ranges serve the outlier and
   plain INT8 falls to chance.
 
-For each: the toolkit's export with `--max-fallback 0` (plain INT8) and with the default
-budget (5% of MACs), ONNX and OpenVINO. The toolkit's OpenVINO INT8 is NNCF's (installed here:
-`nncf.quantize`, then `quantize_with_accuracy_control` with the same data, metric and 1-point
-drop when the gate is missed); beside it, the IR its route without NNCF converts from the
-plain and the accuracy-controlled Q/DQ ONNX.
+For each: the toolkit's export to ONNX and OpenVINO with `--max-fallback 0` (plain INT8) and
+with the default budget (5% of MACs; the IR is converted from the Q/DQ ONNX and carries its
+float layers), and with `--openvino-quantizer nncf` (`nncf.quantize` of the fp32 IR, then
+`quantize_with_accuracy_control` with the same data, metric and 1-point drop when the gate is
+missed, held to the same budget).
 Accuracy from the toolkit's task metric on held-out data; p50 at batch 1, every artifact of a
 runtime timed in one process, interleaved; layers in float from `inspect --layers`' readers.
 
@@ -42,7 +42,7 @@ RESULTS = Path(__file__).parent / "results"
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
 MAX_DROP = 1.0  # points
-TOOLKIT_OV = "openvino int8 toolkit (NNCF, accuracy control)"
+NNCF_OV = "openvino int8 --openvino-quantizer nncf"
 
 
 # -- the models ------------------------------------------------------------------------------
@@ -85,7 +85,8 @@ def digits_case(work: Path) -> dict[str, Any]:
 
 
 # -- the toolkit's two exports ---------------------------------------------------------------
-def toolkit_export(case: dict[str, Any], out: Path, max_fallback: str) -> dict[str, Any]:
+def toolkit_export(case: dict[str, Any], out: Path, max_fallback: str,
+                   quantizer: str = "qdq") -> dict[str, Any]:
     from toolkit.export.job import PrecisionOptions
     from toolkit.export.pipeline import export
 
@@ -94,7 +95,8 @@ def toolkit_export(case: dict[str, Any], out: Path, max_fallback: str) -> dict[s
                     precisions=["fp32", "int8"], model_args=case["model_args"],
                     precision_options=PrecisionOptions(
                         calib_data=str(case["calib"]), eval_data=str(case["eval"]),
-                        max_accuracy_drop=MAX_DROP, max_fallback=max_fallback))
+                        max_accuracy_drop=MAX_DROP, max_fallback=max_fallback,
+                        openvino_quantizer=quantizer))
     seconds = time.perf_counter() - started
     manifest = json.loads((out / "manifest.json").read_text())
     files = {(a["format"], a["precision"]): out / a["path"] for a in manifest["artifacts"]}
@@ -108,15 +110,6 @@ def toolkit_export(case: dict[str, Any], out: Path, max_fallback: str) -> dict[s
             "accuracy": onnx_int8.get("accuracy"),
             "openvino_int8": {"transform": ov_int8.get("transform"), "notes": ov_int8.get("notes"),
                               "accuracy": ov_int8.get("accuracy")}}
-
-
-# -- the IR without NNCF ----------------------------------------------------------------------
-def converted_ir(onnx_path: Path, out: Path) -> Path:
-    """The toolkit's OpenVINO route where NNCF is not installed: the Q/DQ ONNX converted."""
-    import openvino as ov
-
-    ov.save_model(ov.convert_model(str(onnx_path)), str(out), compress_to_fp16=False)
-    return out
 
 
 def _ov_infer(compiled: Any) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
@@ -190,27 +183,26 @@ def run_case(case: dict[str, Any], work: Path, rounds: int) -> dict[str, Any]:
     tag = case["source"].split(":")[-1]
     plain = toolkit_export(case, work / f"{tag}_plain", "0")
     controlled = toolkit_export(case, work / f"{tag}_controlled", "5%")
+    by_nncf = toolkit_export(case, work / f"{tag}_nncf", "5%", quantizer="nncf")
     evaluate = evaluator(case, work / f"{tag}_controlled")
     files = {"onnx fp32": controlled["files"][("onnx", "fp32")],
              "onnx int8 plain": plain["files"][("onnx", "int8")],
              "onnx int8 controlled": controlled["files"][("onnx", "int8")],
              "openvino fp32": controlled["files"][("openvino", "fp32")],
-             "openvino int8 from plain Q/DQ ONNX": converted_ir(
-                 plain["files"][("onnx", "int8")], work / f"{tag}_plain_qdq.xml"),
-             "openvino int8 from controlled Q/DQ ONNX": converted_ir(
-                 controlled["files"][("onnx", "int8")], work / f"{tag}_controlled_qdq.xml"),
-             "openvino int8 NNCF plain": plain["files"][("openvino", "int8")],
-             TOOLKIT_OV: controlled["files"][
-                 ("openvino", "int8")]}
+             "openvino int8 plain (Q/DQ)": plain["files"][("openvino", "int8")],
+             "openvino int8 controlled (Q/DQ)": controlled["files"][("openvino", "int8")],
+             NNCF_OV: by_nncf["files"][("openvino", "int8")]}
     runs = sessions(files)
     scores = {label: evaluate(run) for label, run in runs.items()}
     p50 = interleaved_p50(runs, case["feed"], rounds)
     layers = {label: float_layers(path, case["inputs"]) for label, path in files.items()
               if "int8" in label}
     return {"model": case["name"], "export_seconds": {"plain": plain["seconds"],
-                                                      "controlled": controlled["seconds"]},
-            "steps": {"plain": plain["steps"], "controlled": controlled["steps"]},
-            "fallback": controlled["fallback"], "openvino_int8": controlled["openvino_int8"],
+                                                      "controlled": controlled["seconds"],
+                                                      "nncf": by_nncf["seconds"]},
+            "steps": {"plain": plain["steps"], "controlled": controlled["steps"],
+                      "nncf": by_nncf["steps"]},
+            "fallback": controlled["fallback"], "openvino_int8": by_nncf["openvino_int8"],
             "scores": scores, "p50_ms": p50, "layers": layers}
 
 
@@ -242,9 +234,9 @@ def markdown(doc: dict[str, Any], tag: str) -> str:
         nncf = (case["openvino_int8"].get("transform") or {})
         lines += ["", f"Toolkit search on the Q/DQ ONNX: kept {fb.get('kept_fp32')} in float "
                   f"({100 * (fb.get('kept_mac_share') or 0):.3f}% of MACs, measured ranking, "
-                  f"{fb.get('seconds')} s). The toolkit's OpenVINO INT8 ({nncf.get('quantizer')}"
+                  f"{fb.get('seconds')} s). With --openvino-quantizer nncf ({nncf.get('quantizer')}"
                   f"; accuracy control: {nncf.get('accuracy_control') or 'not needed'}) left "
-                  f"{case['layers'][TOOLKIT_OV]['float'][:8]} in float; its notes: "
+                  f"{case['layers'][NNCF_OV]['float'][:8]} in float; its notes: "
                   f"{' / '.join(case['openvino_int8'].get('notes') or [])}. Export seconds: "
                   f"{', '.join(f'{k} {v}' for k, v in case['export_seconds'].items())}.", ""]
     return "\n".join(lines)

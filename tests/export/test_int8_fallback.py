@@ -58,15 +58,9 @@ def test_plain_int8_collapses_and_the_refusal_names_the_layer(data, tmp_path):
     assert fallback["ranking"][0]["node"] in text  # the refusal names it
 
 
-def test_the_fallback_keeps_the_outliers_reader_in_float_and_passes(data, tmp_path,
-                                                                     monkeypatch):
-    """ONNX, and the OpenVINO IR converted from it where NNCF is not installed: both carry
-    the one float layer."""
-    import sys
-
-    monkeypatch.setitem(sys.modules, "nncf", None)  # import nncf fails: not installed
+def test_the_fallback_keeps_the_outliers_reader_in_float_and_passes(data, tmp_path):
+    """ONNX, and the OpenVINO IR converted from it: both carry the one float layer."""
     code, text, record = _export(data, tmp_path / "on", to="onnx,openvino")
-    assert "NNCF not installed" in text
     assert code == 0, text
     fallback = record["transform"]["fallback"]
     assert fallback["passed"] and len(fallback["kept_fp32"]) == 1
@@ -94,12 +88,13 @@ def test_the_fallback_keeps_the_outliers_reader_in_float_and_passes(data, tmp_pa
 
 
 def test_openvino_int8_by_nncf_hands_over_when_its_control_breaks_the_budget(data, tmp_path):
-    """With NNCF installed the IR is NNCF's. Plain, it misses the gate (by less than the
+    """--openvino-quantizer nncf: the IR is NNCF's. Plain, it misses the gate (by less than the
     ONNX: its calibration is not plain minmax); its accuracy control, ranking by output
     differences, reverts every layer to float, past --max-fallback: the IR is then converted
     from the Q/DQ ONNX, whose search keeps the one layer, and the note says so."""
+    pytest.importorskip("nncf", reason="the nncf extra is not installed")
     out = tmp_path / "nncf"
-    code, text, _ = _export(data, out, to="openvino")
+    code, text, _ = _export(data, out, "--openvino-quantizer", "nncf", to="openvino")
     assert code == 0, text
     manifest = json.loads((out / "manifest.json").read_text())
     record = next(a for a in manifest["artifacts"]
@@ -156,3 +151,17 @@ def _inspect_layers_shows_what_stayed_in_float(out: Path, kept: list[str], tmp_p
         assert set(rows[(fmt, "fp32")]["layer_counts"]) == {"fp32"}
     assert "runtime model" in rows[("openvino", "int8")]["source"]
     assert kept[0] in result.output and "of MACs" in result.output
+
+
+def test_openvino_quantizer_choices(data, tmp_path, monkeypatch):
+    """A quantiser that isn't one is exit 2 before anything is written; NNCF asked for where
+    it isn't installed is exit 3 naming the extra."""
+    import sys
+
+    code, text, _ = _export(data, tmp_path / "bad", "--openvino-quantizer", "magic",
+                            to="openvino")
+    assert code == 2 and "--openvino-quantizer" in text and not (tmp_path / "bad").exists()
+    monkeypatch.setitem(sys.modules, "nncf", None)  # import nncf fails: not installed
+    code, text, _ = _export(data, tmp_path / "missing", "--openvino-quantizer", "nncf",
+                            to="openvino")
+    assert code == 3 and "toolkit[nncf]" in text, text

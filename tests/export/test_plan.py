@@ -38,16 +38,11 @@ def test_precision_names_are_settled_and_checked_before_any_step():
     assert ("torchscript", "fp32", None) in planned(["onnx", "torchscript"], ("fp32", "fp16"))
 
 
-def test_openvino_int8_by_nncf_needs_no_int8_onnx(monkeypatch):
-    """NNCF quantises the fp32 IR (when installed and given calibration data): the Q/DQ ONNX
-    the IR would otherwise be converted from is not made."""
-    import importlib.util
-    import sys
-
-    calibrated = PrecisionOptions(calib_data="calib.npz")
-    if importlib.util.find_spec("nncf") is not None:
-        assert planned(["openvino"], ("fp32", "int8"), precision_options=calibrated) == [
-            ("onnx", "fp32", None), ("openvino", "fp32", None), ("openvino", "int8", None)]
-    monkeypatch.setitem(sys.modules, "nncf", None)  # not installed
-    assert ("onnx", "int8", "cpu") in planned(["openvino"], ("fp32", "int8"),
-                                              precision_options=calibrated)
+def test_openvino_int8_by_nncf_needs_no_int8_onnx():
+    """NNCF quantises the fp32 IR (--openvino-quantizer nncf): the Q/DQ ONNX the IR is
+    otherwise converted from is not made."""
+    by_nncf = PrecisionOptions(calib_data="calib.npz", openvino_quantizer="nncf")
+    assert planned(["openvino"], ("fp32", "int8"), precision_options=by_nncf) == [
+        ("onnx", "fp32", None), ("openvino", "fp32", None), ("openvino", "int8", None)]
+    assert ("onnx", "int8", "cpu") in planned(
+        ["openvino"], ("fp32", "int8"), precision_options=PrecisionOptions(calib_data="c.npz"))

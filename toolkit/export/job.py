@@ -55,6 +55,8 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 
 INT8_LAYOUT_CHOICES = ("auto", "cpu", "trt", "both")
+#: who quantises OpenVINO INT8: the Q/DQ ONNX converted, or NNCF on the fp32 IR
+OPENVINO_QUANTIZERS = ("qdq", "nncf")
 
 #: the layer cap that goes with a MAC-share budget, and the share that goes with a count
 FALLBACK_LAYER_CAP = 16
@@ -106,6 +108,10 @@ class PrecisionOptions:
         "INT8 ONNX layout: cpu (uint8 activations, fastest on ONNX Runtime CPU), trt "
         "(symmetric int8 Q/DQ for TensorRT), both, or auto: cpu for --to onnx, trt for --to "
         "trt.")
+    openvino_quantizer: str = flag(
+        "qdq", "--openvino-quantizer",
+        "OpenVINO INT8: qdq (the Q/DQ ONNX converted, with its layers kept in float) or nncf "
+        "(NNCF quantises the IR, with its own accuracy control; extra 'nncf').")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "int8_layout", str(self.int8_layout).strip().lower())
@@ -117,6 +123,9 @@ class PrecisionOptions:
         if self.int8_layout not in INT8_LAYOUT_CHOICES:
             raise UsageError(f"--int8-layout {self.int8_layout!r}: use one of "
                              f"{', '.join(INT8_LAYOUT_CHOICES)}")
+        if self.openvino_quantizer not in OPENVINO_QUANTIZERS:
+            raise UsageError(f"--openvino-quantizer {self.openvino_quantizer!r}: use one of "
+                             f"{', '.join(OPENVINO_QUANTIZERS)}")
         fallback_budget(self.max_fallback)  # refused here, before anything is exported
         if not math.isfinite(self.max_accuracy_drop) or self.max_accuracy_drop < 0:
             raise UsageError(f"--max-accuracy-drop must be a finite number >= 0, got "

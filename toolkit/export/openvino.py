@@ -69,10 +69,8 @@ def export_artifact(job: ExportJob) -> dict[str, Any]:
     if handed_over:
         notes.append(handed_over)
     elif job.precision == "int8":
-        notes.append("converted from the Q/DQ ONNX (" + (
-            "no --calib-data here" if not job.options.precision_options.calib_data else
-            "NNCF not installed") + "; with both, NNCF quantises the IR: pip install "
-            "'toolkit[nncf]')")
+        notes.append(f"converted from {onnx_record.path}, with the layers it keeps in float "
+                     "(--openvino-quantizer nncf: NNCF quantises the IR instead)")
     if job.precision == "bf16":
         notes.append("bf16 compute on this CPU's " + "/".join(
             f for f in BF16_FLAGS if f in cpu_flags()))

@@ -2,17 +2,15 @@
 on Intel (bf16 on AMX / AVX-512 BF16, INT8 from the CPU-layout Q/DQ ONNX). The inference
 precision is always set and recorded: OpenVINO's own default is bf16 on such CPUs."""
 
-import importlib.util
 from typing import Any
 
 from toolkit.formats import Format, TritonSpec
 
 
 def nncf_quantises(options: Any) -> bool:
-    """INT8 is NNCF's quantisation of the fp32 IR where NNCF is installed and calibration
-    data is given; else the CPU-layout Q/DQ ONNX is converted."""
-    return bool(options.precision_options.calib_data) and \
-        importlib.util.find_spec("nncf") is not None
+    """INT8 is NNCF's quantisation of the fp32 IR when asked (--openvino-quantizer nncf);
+    by default the CPU-layout Q/DQ ONNX is converted."""
+    return options.precision_options.openvino_quantizer == "nncf"
 
 
 def _int8_from_layout(options: Any) -> bool:

@@ -212,8 +212,7 @@ def markdown(doc: dict[str, Any], tag: str) -> str:
     lines = [f"# Accuracy-controlled INT8 — {tag}", "",
              f"CPU: {env.get('cpu')}, {env.get('cores')} cores, flags "
              f"{', '.join(f for f in env.get('cpu_flags', []) if f.startswith(('avx', 'amx')))}"
-             f"; {', '.join(f'{k} {v}' for k, v in env.get('libraries', {}).items())}, "
-             f"nncf {doc['nncf']}.", "",
+             f"; {', '.join(f'{k} {v}' for k, v in env.get('libraries', {}).items())}.", "",
              f"Gate: at most {MAX_DROP:g} point below fp32 on the held-out data. p50 at batch "
              f"1, every artifact of a model timed in one process, interleaved "
              f"(each artifact called in turn, {100 * doc['rounds']} calls each).", ""]
@@ -234,8 +233,9 @@ def markdown(doc: dict[str, Any], tag: str) -> str:
         nncf = (case["openvino_int8"].get("transform") or {})
         lines += ["", f"Toolkit search on the Q/DQ ONNX: kept {fb.get('kept_fp32')} in float "
                   f"({100 * (fb.get('kept_mac_share') or 0):.3f}% of MACs, measured ranking, "
-                  f"{fb.get('seconds')} s). With --openvino-quantizer nncf ({nncf.get('quantizer')}"
-                  f"; accuracy control: {nncf.get('accuracy_control') or 'not needed'}) left "
+                  f"{fb.get('seconds')} s). With --openvino-quantizer nncf ("
+                  f"{nncf.get('quantizer') or 'handed over to the Q/DQ route'}; accuracy "
+                  f"control: {nncf.get('accuracy_control') or 'see the notes'}) the IR keeps "
                   f"{case['layers'][NNCF_OV]['float'][:8]} in float; its notes: "
                   f"{' / '.join(case['openvino_int8'].get('notes') or [])}. Export seconds: "
                   f"{', '.join(f'{k} {v}' for k, v in case['export_seconds'].items())}.", ""]
@@ -270,6 +270,10 @@ def main() -> None:
     doc = {"machine": env, "nncf": version("nncf"), "rounds": args.rounds, "cases": cases}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"int8_fallback_{tag}.json").write_text(json.dumps(doc, indent=1, default=str))
+    write_markdown(doc, tag)
+
+
+def write_markdown(doc: dict[str, Any], tag: str) -> None:
     text = markdown(doc, tag)
     (RESULTS / f"int8_fallback_{tag}.md").write_text(text)
     print(text)

@@ -165,3 +165,26 @@ def test_openvino_quantizer_choices(data, tmp_path, monkeypatch):
     code, text, _ = _export(data, tmp_path / "missing", "--openvino-quantizer", "nncf",
                             to="openvino")
     assert code == 3 and "toolkit[nncf]" in text, text
+
+
+def test_the_tensorrt_layout_gets_the_same_search(data, tmp_path):
+    """--int8-layout trt (symmetric int8 Q/DQ, what TensorRT builds from): the same search,
+    gated on ONNX Runtime, leaves the kept layer without Q/DQ, which TensorRT then builds in
+    float; the rest stays int8 Q/DQ."""
+    import onnx
+
+    out = tmp_path / "trt"
+    code, text, _ = _export(data, out, "--int8-layout", "trt")
+    assert code == 0, text
+    manifest = json.loads((out / "manifest.json").read_text())
+    record = next(a for a in manifest["artifacts"] if a.get("layout") == "trt")
+    fallback = record["transform"]["fallback"]
+    assert fallback["passed"] and len(fallback["kept_fp32"]) == 1 and record["parity"]["passed"]
+    graph = onnx.load(str(out / record["path"])).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    by_name = {n.name: n for n in graph.node}
+    kept = by_name[fallback["kept_fp32"][0]]
+    assert all(producers[i].op_type != "DequantizeLinear" for i in kept.input if i in producers)
+    zero_points = {i.name: i.data_type for i in graph.initializer if "zero_point" in i.name}
+    assert onnx.TensorProto.INT8 in zero_points.values()  # symmetric int8, no uint8
+    assert onnx.TensorProto.UINT8 not in zero_points.values()

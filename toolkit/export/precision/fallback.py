@@ -140,14 +140,21 @@ class _Source:
         self.names = {n.name for n in model.graph.node}
         self.made: dict[str, str | None] = {}
         # a node both graphs share makes the same values, whatever the quantiser renamed
-        # its outputs to (a folded Relu's name, a graph output's Q input)
+        # its outputs to (a folded Relu's name, a graph output's Q input); but an op that
+        # is not a layer (a Relu, a pool, a reshape) reading dequantised inputs carries their
+        # rounding, and is recomputed from float inputs instead
         here = {n.name: n for n in model.graph.node if n.name}
         self.aliases = {}
         for node in fp32.graph.node:
             twin = here.get(node.name) if node.name else None
-            if twin is not None and twin.op_type == node.op_type and \
-                    len(twin.output) == len(node.output):
-                self.aliases.update(zip(node.output, twin.output, strict=True))
+            if twin is None or twin.op_type != node.op_type or \
+                    len(twin.output) != len(node.output):
+                continue
+            if twin.op_type not in QUANTISED_OPS and any(
+                    (p := self.producers.get(i)) is not None and p.op_type == "DequantizeLinear"
+                    for i in twin.input):
+                continue
+            self.aliases.update(zip(node.output, twin.output, strict=True))
 
     def tensor(self, name: str, depth: int = 0) -> str | None:
         if name in self.inputs:

@@ -69,12 +69,32 @@ def _fallback_of(bundle: Any, record: Any, fmt: Any) -> dict[str, Any] | None:
             ranking = {r.get("node"): r for r in fallback.get("ranking") or []
                        if isinstance(r, dict)}
             kept = [str(n) for n in fallback.get("kept_fp32") or []]
+            gained = _recovered_when_added(fallback)
             return {"gate": fallback.get("gate"), "passed": fallback.get("passed"),
-                    "kept_fp32": [{"node": n, "recovered": ranking.get(n, {}).get("recovered"),
+                    "kept_fp32": [{"node": n, "recovered": gained.get(n),
+                                   "alone": ranking.get(n, {}).get("recovered"),
                                    "mac_share": ranking.get(n, {}).get("mac_share")}
                                   for n in kept],
                     "from": candidate.path}
     return None
+
+
+def _recovered_when_added(fallback: dict[str, Any]) -> dict[str, float]:
+    """What each kept layer recovered of the output error in the round that added it (on top
+    of those kept before: a layer may help only beside another)."""
+    gained: dict[str, float] = {}
+    before = fallback.get("full_int8_output_error")
+    wide = None
+    for trial in fallback.get("tried") or []:
+        if not isinstance(trial, dict):
+            continue
+        if trial.get("wide") != wide:  # the wide pass starts again from full INT8
+            before, wide = fallback.get("full_int8_output_error"), trial.get("wide")
+        error = trial.get("output_error")
+        if isinstance(before, (int, float)) and isinstance(error, (int, float)):
+            gained[str(trial.get("added"))] = float(before) - float(error)
+        before = error
+    return gained
 
 
 def render_layers(info: dict[str, Any]) -> None:
@@ -105,7 +125,8 @@ def render_layers(info: dict[str, Any]) -> None:
             [layer for layer in layers if layer["precision"] != majority]
         kept = {k["node"]: k for k in (report.get("fallback") or {}).get("kept_fp32", [])}
         if shown:
-            table = Table("layer", "op", "precision", "MACs", "kept by the search (recovered)")
+            table = Table("layer", "op", "precision", "MACs",
+                          "kept by the search (output error recovered when added)")
             for layer in shown:
                 sensitivity = kept.get(layer["name"])
                 table.add_row(escape(layer["name"]), layer["op"], layer["precision"],

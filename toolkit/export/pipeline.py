@@ -430,7 +430,7 @@ class _Executor:
             accuracy = record.accuracy
             if accuracy and not accuracy.passed:
                 step.status, step.detail = StepStatus.ACCURACY_FAILED, accuracy.message
-            elif accuracy:
+            elif accuracy and accuracy.message not in step.detail:  # a note may say it
                 step.detail = "; ".join(filter(None, [step.detail, accuracy.message]))
             self.bundle.save()
         except _Exists as err:

@@ -16,7 +16,8 @@ from toolkit.source.layers import LayerPrecision, LayerReport, conv_macs
 
 _COMPUTE = {"Convolution": "Conv", "GroupConvolution": "Conv",
             "ConvolutionBackpropData": "ConvTranspose",
-            "GroupConvolutionBackpropData": "ConvTranspose", "MatMul": "MatMul"}
+            "GroupConvolutionBackpropData": "ConvTranspose", "MatMul": "MatMul",
+            "ScaledDotProductAttention": "Attention"}
 _RUNTIME = {"u8": "int8", "i8": "int8", "bf16": "bf16", "f16": "fp16", "f32": "fp32"}
 _SUFFIX = "/WithoutBiases"  # OpenVINO's name for a Conv split from its bias Add
 
@@ -32,8 +33,17 @@ def openvino_layers(path: Path, shapes: Mapping[str, Sequence[int]],
     except Exception as err:  # OpenVINO raises its own error types
         raise UsageError(f"OpenVINO can't read {path}: {str(err).splitlines()[0][:200]}"
                          ) from None
-    static = [op for op in model.get_ordered_ops() if op.get_type_name() in _COMPUTE]
     warnings: list[str] = []
+    batch = next((int(s[0]) for s in shapes.values() if len(s)), 1) or 1
+    if shapes:
+        try:  # static shapes at the opt shapes: MACs per sample even where the batch and the
+            # tokens are folded into one dynamic dimension
+            model.reshape({name: list(shape) for name, shape in shapes.items()})
+        except Exception as err:  # a model that won't take them keeps its dynamic shapes
+            warnings.append(f"not reshaped to the opt shapes ({str(err).splitlines()[0][:120]})"
+                            ": MACs of dynamic layers unknown")
+            batch = 0
+    static = [op for op in model.get_ordered_ops() if op.get_type_name() in _COMPUTE]
     try:
         compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
         executed = _runtime_precisions(compiled)
@@ -49,7 +59,7 @@ def openvino_layers(path: Path, shapes: Mapping[str, Sequence[int]],
         name = op.get_friendly_name()
         precision = executed.get(name) or ("int8" if _quantised(op) else graph_float)
         layers.append(LayerPrecision(name.removesuffix(_SUFFIX), _COMPUTE[op.get_type_name()],
-                                     precision, _macs(op)))
+                                     precision, _macs(op, batch)))
     return LayerReport(layers, source, tuple(warnings))
 
 
@@ -90,23 +100,29 @@ def _quantised(op: Any) -> bool:
 
 
 def _static(shape: Any) -> list[int] | None:
-    if shape.rank.is_dynamic:
+    if shape.rank.is_dynamic or not shape.is_static:
         return None
-    dims = [d.get_length() if d.is_static else None for d in shape]
-    return None if any(d is None for d in dims[1:]) else [d or 1 for d in dims]
+    return [d.get_length() for d in shape]
 
 
-def _macs(op: Any) -> int | None:
-    out, weight = _static(op.get_output_partial_shape(0)), _static(op.input(1).get_partial_shape())
-    if out is None or weight is None:
+def _macs(op: Any, batch: int) -> int | None:
+    """Per sample, from the static shapes at the opt shapes (None: dynamic, or no batch)."""
+    out = _static(op.get_output_partial_shape(0))
+    first, second = (_static(op.input(i).get_partial_shape()) for i in (0, 1))
+    if out is None or first is None or second is None or batch <= 0:
         return None
-    per_sample = 1
-    for d in out[1:]:
-        per_sample *= d
     kind = op.get_type_name()
+    if kind == "ScaledDotProductAttention":  # Q K^T and the weights times V
+        return 2 * _product(first[:-1]) * second[-2] * first[-1] // batch
+    per_sample = _product(out) // batch
     if kind == "MatMul":
-        first = _static(op.input(0).get_partial_shape())
-        return per_sample * first[-1] if first else None
-    if kind.startswith("Group"):  # [G, Cout/G, Cin/G, k...]: per output, Cin/G x kernel
-        weight = weight[1:]
+        return per_sample * (first[-2] if op.get_transpose_a() else first[-1])
+    weight = second[1:] if kind.startswith("Group") else second  # [G, Cout/G, Cin/G, k...]
     return conv_macs(per_sample, weight, "Backprop" in kind)
+
+
+def _product(values: list[int]) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out

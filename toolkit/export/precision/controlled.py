@@ -126,7 +126,11 @@ def accuracy_controlled(bundle: Bundle, source: Path, dest: Path, options: Preci
         extra["transform"]["fallback"] = report
         budget = (f"{share:.0%} of the MACs, {count} layers" if share < 1 else f"{count} layers")
         if not result.passed:
-            top = ", ".join(c.node for c in result.ranking[:5]) or "none measured"
+            helped = [c for c in result.ranking if c.recovered > 0]
+            picked = [t["added"] for t in result.tried if t["added"] not in
+                      {c.node for c in helped[:5]}]
+            top = ", ".join([c.node for c in helped[:5]] + picked[:3]) or \
+                "none: no single layer in float recovered any output error"
             reached = _best_reached(verdicts, getattr(gate, "fp32_score", None))
             said = (f"accuracy-controlled INT8 ({gate.kind} gate): within --max-fallback "
                     f"({budget}) {reached}; the most sensitive layers, which would have to "

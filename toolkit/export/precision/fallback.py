@@ -43,6 +43,7 @@ class FallbackResult:
     passed: bool = False
     seconds: float = 0.0
     full_int8_error: float = 0.0
+    wide: bool = False  # the kept layers read their inputs back to the previous layers' outputs
 
     @property
     def kept_share(self) -> float:
@@ -54,6 +55,9 @@ class FallbackResult:
                 "kept_mac_share": round(self.kept_share, 5),
                 "budget_mac_share": self.budget_share, "budget_layers": self.budget_count,
                 "tried": self.tried, "seconds": round(self.seconds, 1),
+                "float_inputs": ("back to the previous layers' outputs" if self.wide else
+                                 "as the int8 graph has them before the layer's own "
+                                 "quantisation"),
                 "full_int8_output_error": self.full_int8_error,
                 "ranking": [{"node": c.node, "op": c.op, "recovered": c.recovered,
                              "mac_share": round(c.mac_share, 5)} for c in self.ranking[:20]]}
@@ -72,14 +76,14 @@ def judged_tensors(model: Any) -> list[str]:
     return [t for t in dict.fromkeys(judged) if t in producers]
 
 
-def revert_to_float(qmodel: Any, fp32: Any, nodes: Sequence[str]) -> Any:
+def revert_to_float(qmodel: Any, fp32: Any, nodes: Sequence[str], wide: bool = False) -> Any:
     """A copy of the Q/DQ model in which `nodes` read the fp32 model's own inputs: activations
     before their QuantizeLinear, weights and biases as the float initializers (added back)."""
     from toolkit.export.precision.int8 import _toposort
 
     model = copy.deepcopy(qmodel)
     originals = {n.name: n for n in fp32.graph.node if n.name}
-    source = _Source(model, fp32)
+    source = _Source(model, fp32, wide)
     wanted = set(nodes)
     for node in list(model.graph.node):
         if node.name not in wanted or node.name not in originals:
@@ -130,7 +134,7 @@ class _Source:
     tensor no shared node makes (that Relu's) is recomputed by the fp32 graph's own nodes,
     under a new name, from what the Q/DQ graph has."""
 
-    def __init__(self, model: Any, fp32: Any) -> None:
+    def __init__(self, model: Any, fp32: Any, wide: bool = False) -> None:
         self.model = model
         self.initializers = {i.name: i for i in fp32.graph.initializer}
         self.fp32_producers = {out: n for n in fp32.graph.node for out in n.output}
@@ -140,9 +144,10 @@ class _Source:
         self.names = {n.name for n in model.graph.node}
         self.made: dict[str, str | None] = {}
         # a node both graphs share makes the same values, whatever the quantiser renamed
-        # its outputs to (a folded Relu's name, a graph output's Q input); but an op that
+        # its outputs to (a folded Relu's name, a graph output's Q input). Wide: an op that
         # is not a layer (a Relu, a pool, a reshape) reading dequantised inputs carries their
-        # rounding, and is recomputed from float inputs instead
+        # rounding (the previous layer's output quantisation), and is recomputed from float
+        # inputs instead
         here = {n.name: n for n in model.graph.node if n.name}
         self.aliases = {}
         for node in fp32.graph.node:
@@ -150,7 +155,7 @@ class _Source:
             if twin is None or twin.op_type != node.op_type or \
                     len(twin.output) != len(node.output):
                 continue
-            if twin.op_type not in QUANTISED_OPS and any(
+            if wide and twin.op_type not in QUANTISED_OPS and any(
                     (p := self.producers.get(i)) is not None and p.op_type == "DequantizeLinear"
                     for i in twin.input):
                 continue
@@ -272,10 +277,14 @@ class _Judge:
         self.names = judged_tensors(fp32)
         reference_session = _session(fp32, self.names)
         self.reference = [reference_session.run(self.names, dict(f)) for f in feeds]
+        self.wide = False
+
+    def candidate(self, kept: Sequence[str]) -> Any:
+        return revert_to_float(self.qmodel, self.fp32, kept, self.wide) if kept else self.qmodel
 
     def error(self, kept: Sequence[str]) -> float:
-        model = revert_to_float(self.qmodel, self.fp32, kept) if kept else self.qmodel
-        return _error(_session(model, self.names), self.feeds, self.names, self.reference)
+        return _error(_session(self.candidate(kept), self.names), self.feeds, self.names,
+                      self.reference)
 
 
 def find_fallback(qmodel: Any, fp32: Any, feeds: Sequence[Mapping[str, np.ndarray]],
@@ -287,27 +296,46 @@ def find_fallback(qmodel: Any, fp32: Any, feeds: Sequence[Mapping[str, np.ndarra
     still fits the budget on top of those already kept, keeps the one that recovers the most
     output error, and runs the gate; layers interact (an outlier's reader only helps once the
     writer is float too), so the ranking is measured again after each pick. The first round's
-    ranking is the layers' own sensitivity, reported."""
+    ranking is the layers' own sensitivity, reported.
+
+    A layer in float first reads its inputs as the int8 graph has them before its own input
+    quantisation (the previous layers keep their int8 outputs: their fused kernels stay).
+    When that search fails, it runs again with the inputs read wide: back through ops that
+    are not layers to the previous layers' raw outputs (their output quantisation dropped
+    on that path: an outlier written by the layer before, kept by TensorRT's layout in the
+    Q/DQ after its Relu)."""
     started = time.monotonic()
     judge = _Judge(qmodel, fp32, feeds)
-    layers = _quantised_layers(qmodel)
-    ops = {n.name: n.op_type for n in layers}
+    ops = {n.name: n.op_type for n in _quantised_layers(qmodel)}
     macs = layer_macs(fp32, {k: np.asarray(v)[:1] for k, v in feeds[0].items()}, list(ops))
     total = sum(macs.values()) or 1
     share = {name: macs.get(name, 0) / total for name in ops}
     full = judge.error([])
     result = FallbackResult([], max_share, max_layers, full_int8_error=full)
+    result.ranking = sorted((LayerCost(n, ops[n], full - judge.error([n]), macs.get(n, 0),
+                                       share[n]) for n in ops), key=lambda c: -c.recovered)
+    best = None
+    for wide in (False, True):
+        judge.wide = wide
+        kept, candidate = _greedy(judge, share, full, result, passes, started, time_limit)
+        if candidate is not None:
+            result.kept, best = kept, candidate
+        if result.passed:
+            result.wide = wide
+            break
+    result.seconds = time.monotonic() - started
+    return result, best
+
+
+def _greedy(judge: _Judge, share: Mapping[str, float], full: float, result: FallbackResult,
+            passes: Callable[[Any], tuple[bool, float]], started: float,
+            time_limit: float) -> tuple[list[str], Any]:
     kept: list[str] = []
-    current, best = full, None
-    while len(kept) < max_layers and time.monotonic() - started < time_limit:
+    current, candidate = full, None
+    while len(kept) < result.budget_count and time.monotonic() - started < time_limit:
         used = sum(share[n] for n in kept)
-        trials = {name: judge.error([*kept, name]) for name in ops
-                  if name not in kept and used + share[name] <= max_share + 1e-12}
-        if not result.ranking:
-            result.ranking = sorted(
-                (LayerCost(n, ops[n], full - judge.error([n]) if n not in trials else
-                           full - trials[n], macs.get(n, 0), share[n]) for n in ops),
-                key=lambda c: -c.recovered)
+        trials = {name: judge.error([*kept, name]) for name in share
+                  if name not in kept and used + share[name] <= result.budget_share + 1e-12}
         if not trials:
             break
         pick = min(trials, key=lambda n: trials[n])
@@ -315,13 +343,11 @@ def find_fallback(qmodel: Any, fp32: Any, feeds: Sequence[Mapping[str, np.ndarra
             break
         kept.append(pick)
         current = trials[pick]
-        candidate = revert_to_float(qmodel, fp32, kept)
+        candidate = judge.candidate(kept)
         ok, score = passes(candidate)
         result.tried.append({"kept": len(kept), "added": pick, "output_error": current,
-                             "score": score, "passed": ok})
-        result.kept, best = list(kept), candidate
+                             "score": score, "passed": ok, "wide": judge.wide})
         if ok:
             result.passed = True
             break
-    result.seconds = time.monotonic() - started
-    return result, best
+    return kept, candidate

@@ -135,6 +135,11 @@ def accuracy_controlled(bundle: Bundle, source: Path, dest: Path, options: Preci
             said = (f"accuracy-controlled INT8 ({gate.kind} gate): within --max-fallback "
                     f"({budget}) {reached}; the most sensitive layers, which would have to "
                     f"stay in float: {top}")
+            if result.beyond_budget:
+                said += "; past the budget, " + ", ".join(
+                    f"{c.node} ({c.mac_share:.1%} of the MACs)" for c in result.beyond_budget
+                ) + " would recover the most on top: a larger --max-fallback lets the search "\
+                    "try them"
             extra.setdefault("notes", []).append(said)
             if "accuracy" in extra:
                 extra["accuracy"]["message"] = f"{extra['accuracy']['message']}; {said}"

@@ -44,6 +44,7 @@ class FallbackResult:
     seconds: float = 0.0
     full_int8_error: float = 0.0
     wide: bool = False  # the kept layers read their inputs back to the previous layers' outputs
+    beyond_budget: list[LayerCost] = field(default_factory=list)  # what the budget kept out
 
     @property
     def kept_share(self) -> float:
@@ -60,7 +61,10 @@ class FallbackResult:
                                  "quantisation"),
                 "full_int8_output_error": self.full_int8_error,
                 "ranking": [{"node": c.node, "op": c.op, "recovered": c.recovered,
-                             "mac_share": round(c.mac_share, 5)} for c in self.ranking[:20]]}
+                             "mac_share": round(c.mac_share, 5)} for c in self.ranking[:20]],
+                "beyond_budget": [{"node": c.node, "recovered": c.recovered,
+                                   "mac_share": round(c.mac_share, 5)}
+                                  for c in self.beyond_budget]}
 
 
 def judged_tensors(model: Any) -> list[str]:
@@ -323,6 +327,16 @@ def find_fallback(qmodel: Any, fp32: Any, feeds: Sequence[Mapping[str, np.ndarra
         if result.passed:
             result.wide = wide
             break
+    if not result.passed and time.monotonic() - started < time_limit:
+        # what the budget kept out: the layers that would recover the most on top of the
+        # kept ones, for the refusal to name with their share of the MACs
+        judge.wide = False
+        base = judge.error(result.kept) if result.kept else full
+        outside = {n: base - judge.error([*result.kept, n]) for n in share
+                   if n not in result.kept and share[n] > max_share}
+        result.beyond_budget = sorted(
+            (LayerCost(n, ops[n], gain, macs.get(n, 0), share[n])
+             for n, gain in outside.items() if gain > 0), key=lambda c: -c.recovered)[:3]
     result.seconds = time.monotonic() - started
     return result, best
 

@@ -119,10 +119,13 @@ def test_without_eval_data_the_parity_preset_is_the_gate(data, tmp_path):
     assert "missed the parity gate" in text
 
 
-@pytest.mark.parametrize("bad", ["-1", "5x", "200%", "abc"])
-def test_a_bad_budget_is_one_line_and_exit_2(data, tmp_path, bad):
-    code, text, _ = _export(data, tmp_path / "bad", "--max-fallback", bad)
-    assert code == 2 and "--max-fallback" in text and "Traceback" not in text
+@pytest.mark.parametrize("flag,bad", [("--max-fallback", "-1"), ("--max-fallback", "5x"),
+                                      ("--max-fallback", "200%"), ("--max-fallback", "abc"),
+                                      ("--max-fallback-seconds", "0"),
+                                      ("--max-fallback-seconds", "nan")])
+def test_a_bad_budget_is_one_line_and_exit_2(data, tmp_path, flag, bad):
+    code, text, _ = _export(data, tmp_path / "bad", flag, bad)
+    assert code == 2 and flag in text and "Traceback" not in text
     assert not (tmp_path / "bad").exists()
 
 

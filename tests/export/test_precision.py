@@ -256,6 +256,10 @@ def test_the_fallback_finds_an_expectation_over_softmax_bins(workdir: Path) -> N
                                  max_share=1.0, max_layers=2)
     assert result.passed and result.kept == [expect], result.to_dict()
     assert result.ranking[0].node == expect and logits in {c.node for c in result.ranking}
+    # out of time before the first round: nothing kept, and the result says why
+    stopped, _ = find_fallback(full, fp32, calib, lambda m: (True, 0.0), max_share=1.0,
+                               time_limit=0.0)
+    assert not stopped.passed and stopped.kept == [] and stopped.timed_out
 
 
 def test_int8_stays_accurate(cnn: Path, int8_cnn: tuple[Path, dict]) -> None:

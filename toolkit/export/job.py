@@ -103,6 +103,10 @@ class PrecisionOptions:
         "5%", "--max-fallback",
         "Accuracy-controlled INT8: when INT8 misses --max-accuracy-drop, keep up to this share "
         "of the MACs (5%) or this many layers (8) in float, the most sensitive first; 0: off.")
+    max_fallback_seconds: float = flag(
+        600.0, "--max-fallback-seconds",
+        "Accuracy-controlled INT8: stop searching after this many seconds (the best found so "
+        "far is judged and said).")
     int8_layout: str = flag(
         "auto", "--int8-layout",
         "INT8 ONNX layout: cpu (uint8 activations, fastest on ONNX Runtime CPU), trt "
@@ -127,6 +131,9 @@ class PrecisionOptions:
             raise UsageError(f"--openvino-quantizer {self.openvino_quantizer!r}: use one of "
                              f"{', '.join(OPENVINO_QUANTIZERS)}")
         fallback_budget(self.max_fallback)  # refused here, before anything is exported
+        if not math.isfinite(self.max_fallback_seconds) or self.max_fallback_seconds <= 0:
+            raise UsageError(f"--max-fallback-seconds must be a finite number > 0, got "
+                             f"{self.max_fallback_seconds}")
         if not math.isfinite(self.max_accuracy_drop) or self.max_accuracy_drop < 0:
             raise UsageError(f"--max-accuracy-drop must be a finite number >= 0, got "
                              f"{self.max_accuracy_drop}")

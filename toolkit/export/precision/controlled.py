@@ -120,7 +120,8 @@ def accuracy_controlled(bundle: Bundle, source: Path, dest: Path, options: Preci
             return verdicts[-1].passed, verdicts[-1].score
 
         result, best = find_fallback(full, fp32_model, ranking_feeds(calibration), passes,
-                                     max_share=share, max_layers=count)
+                                     max_share=share, max_layers=count,
+                                     time_limit=options.max_fallback_seconds)
         report = result.to_dict()
         report["gate"] = gate.kind
         extra["transform"]["fallback"] = report
@@ -132,9 +133,11 @@ def accuracy_controlled(bundle: Bundle, source: Path, dest: Path, options: Preci
             top = ", ".join([c.node for c in helped[:5]] + picked[:3]) or \
                 "none: no single layer in float recovered any output error"
             reached = _best_reached(verdicts, getattr(gate, "fp32_score", None))
+            stopped = (f" (stopped at --max-fallback-seconds {options.max_fallback_seconds:g})"
+                       if result.timed_out else "")
             said = (f"accuracy-controlled INT8 ({gate.kind} gate): within --max-fallback "
-                    f"({budget}) {reached}; the most sensitive layers, which would have to "
-                    f"stay in float: {top}")
+                    f"({budget}){stopped} {reached}; the most sensitive layers, which would "
+                    f"have to stay in float: {top}")
             if result.beyond_budget:
                 said += "; past the budget, " + ", ".join(
                     f"{c.node} ({c.mac_share:.1%} of the MACs)" for c in result.beyond_budget

@@ -45,6 +45,7 @@ class FallbackResult:
     full_int8_error: float = 0.0
     wide: bool = False  # the kept layers read their inputs back to the previous layers' outputs
     beyond_budget: list[LayerCost] = field(default_factory=list)  # what the budget kept out
+    timed_out: bool = False  # stopped at the time limit, not at the end of the search
 
     @property
     def kept_share(self) -> float:
@@ -56,6 +57,7 @@ class FallbackResult:
                 "kept_mac_share": round(self.kept_share, 5),
                 "budget_mac_share": self.budget_share, "budget_layers": self.budget_count,
                 "tried": self.tried, "seconds": round(self.seconds, 1),
+                "timed_out": self.timed_out,
                 "float_inputs": ("back to the previous layers' outputs" if self.wide else
                                  "as the int8 graph has them before the layer's own "
                                  "quantisation"),
@@ -338,6 +340,7 @@ def find_fallback(qmodel: Any, fp32: Any, feeds: Sequence[Mapping[str, np.ndarra
             (LayerCost(n, ops[n], gain, macs.get(n, 0), share[n])
              for n, gain in outside.items() if gain > 0), key=lambda c: -c.recovered)[:3]
     result.seconds = time.monotonic() - started
+    result.timed_out = not result.passed and result.seconds >= time_limit
     return result, best
 
 

@@ -84,3 +84,28 @@ def test_fp16_keeps_the_large_nodes_in_fp32_passes_and_says_so(bundle):
     for got in (_in_fp16(out / "model.fp16.onnx", x), _run(out / "model.fp16.onnx", x)):
         assert np.isfinite(got).all()
         np.testing.assert_allclose(got, want, atol=2e-2, rtol=2e-2)
+
+
+def test_fp16_that_misses_parity_keeps_the_costly_block_in_fp32(tmp_path):
+    """Weight rounding the range scan can't see (tests.models:offset_weights): fp16 misses its
+    parity preset, and the search INT8 uses, over blocks (a layer and the ops up to the next
+    layer), keeps the first layer's block in fp32 and passes; `inspect --layers` shows it."""
+    out = tmp_path / "offset"
+    result = cli.invoke(app, ["export", "tests.models:offset_weights", "--input", "x:1-8x16",
+                              "--to", "onnx", "--precision", "fp32,fp16", "--max-fallback",
+                              "1", "--out", str(out)], env={"COLUMNS": "300"})
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0, text
+    assert "full FP16 missed the parity gate" in text and "block(s) in fp32" in text
+    manifest = json.loads((out / "manifest.json").read_text())
+    record = next(a for a in manifest["artifacts"] if a["precision"] == "fp16")
+    fallback = record["transform"]["fallback"]
+    assert fallback["passed"] and fallback["gate"] == "parity" and len(fallback["kept_fp32"]) == 1
+    assert set(fallback["kept_nodes"]) <= set(record["transform"]["keep_fp32_nodes"])
+    assert record["parity"]["passed"]
+    shown = cli.invoke(app, ["inspect", str(out), "--layers", "--json", str(tmp_path / "l.json")])
+    assert shown.exit_code == 0, shown.output
+    layers = {(a["precision"]): a["layers"]
+              for a in json.loads((tmp_path / "l.json").read_text())["artifacts"]}["fp16"]
+    assert {layer["name"]: layer["precision"] for layer in layers["layers"]} == {
+        fallback["kept_fp32"][0]: "fp32", "node_linear_1": "fp16"}

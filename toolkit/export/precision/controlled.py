@@ -91,21 +91,56 @@ def ranking_feeds(calibration: Sequence[Mapping[str, np.ndarray]]) -> list[dict[
     return feeds
 
 
+@dataclass(frozen=True)
+class Search:
+    """What is searched: INT8's layers reverted in the Q/DQ graph, or fp16's blocks kept in
+    fp32 by converting again. run(full, fp32, feeds, passes, share, count, seconds, workdir)
+    -> (FallbackResult, the passing model)."""
+
+    precision: str  # int8, fp16
+    units: str  # what is kept: "layer(s) in float", "block(s) in fp32"
+    run: Callable[..., tuple[Any, Any]]
+
+
+def int8_search() -> Search:
+    from toolkit.export.precision.fallback import find_fallback
+
+    def run(full: Any, fp32: Any, feeds: Any, passes: Any, share: float, count: int,
+            seconds: float, workdir: Path) -> tuple[Any, Any]:
+        return find_fallback(full, fp32, feeds, passes, max_share=share, max_layers=count,
+                             time_limit=seconds)
+
+    return Search("int8", "layer(s) in float", run)
+
+
+def fp16_search(source: Path, dtype: str, scan_nodes: Sequence[str]) -> Search:
+    from toolkit.export.precision.fp16_fallback import find_fp16_fallback
+
+    def run(full: Any, fp32: Any, feeds: Any, passes: Any, share: float, count: int,
+            seconds: float, workdir: Path) -> tuple[Any, Any]:
+        return find_fp16_fallback(source, dtype, scan_nodes, feeds, passes, workdir,
+                                  max_share=share, max_layers=count, time_limit=seconds)
+
+    return Search("fp16" if dtype == "float16" else "bf16", "block(s) in fp32", run)
+
+
 def accuracy_controlled(bundle: Bundle, source: Path, dest: Path, options: PrecisionOptions,
                         calibration: Sequence[Mapping[str, np.ndarray]],
                         extra: dict[str, Any], gate: Gate, missed: Verdict,
-                        accuracy_check: Callable[[], dict[str, Any]] | None = None) -> bool:
-    """After the INT8 file at `dest` missed `gate` (`missed`): search for the fewest float
-    layers that pass, within --max-fallback. On success `dest` and `extra` hold the result
-    (`accuracy_check()` gives the accuracy record again, for the accuracy gate) and True is
-    returned; else only the notes grow, naming what the search reached."""
+                        accuracy_check: Callable[[], dict[str, Any]] | None = None,
+                        searched: Search | None = None) -> bool:
+    """After the reduced file at `dest` missed `gate` (`missed`): search for the fewest
+    float units that pass, within --max-fallback. On success `dest` and `extra` hold the
+    result (`accuracy_check()` gives the accuracy record again, for the accuracy gate) and
+    True is returned; else only the notes grow, naming what the search reached."""
     import onnx
 
-    from toolkit.export.precision.fallback import find_fallback
     from toolkit.export.precision.onnx_graph import _save
     from toolkit.export.precision.speed import default_session_speedup
     from toolkit.transaction import TEMP_PREFIX
 
+    searched = searched or int8_search()
+    name = searched.precision.upper()
     share, count = fallback_budget(options.max_fallback)
     if count == 0:
         return False
@@ -119,9 +154,8 @@ def accuracy_controlled(bundle: Bundle, source: Path, dest: Path, options: Preci
             verdicts.append(gate.judge(trial))
             return verdicts[-1].passed, verdicts[-1].score
 
-        result, best = find_fallback(full, fp32_model, ranking_feeds(calibration), passes,
-                                     max_share=share, max_layers=count,
-                                     time_limit=options.max_fallback_seconds)
+        result, best = searched.run(full, fp32_model, ranking_feeds(calibration), passes,
+                                    share, count, options.max_fallback_seconds, Path(tmp))
         report = result.to_dict()
         report["gate"] = gate.kind
         extra["transform"]["fallback"] = report
@@ -135,7 +169,7 @@ def accuracy_controlled(bundle: Bundle, source: Path, dest: Path, options: Preci
             reached = _best_reached(verdicts, getattr(gate, "fp32_score", None))
             stopped = (f" (stopped at --max-fallback-seconds {options.max_fallback_seconds:g})"
                        if result.timed_out else "")
-            said = (f"accuracy-controlled INT8 ({gate.kind} gate): within --max-fallback "
+            said = (f"accuracy-controlled {name} ({gate.kind} gate): within --max-fallback "
                     f"({budget}){stopped} {reached}; the most sensitive layers, which would "
                     f"have to stay in float: {top}")
             if result.beyond_budget:
@@ -147,30 +181,35 @@ def accuracy_controlled(bundle: Bundle, source: Path, dest: Path, options: Preci
             if "accuracy" in extra:
                 extra["accuracy"]["message"] = f"{extra['accuracy']['message']}; {said}"
             return False
-        full_copy = Path(tmp) / "full_int8.onnx"
+        full_copy = Path(tmp) / f"full_{searched.precision}.onnx"
         full_copy.write_bytes(dest.read_bytes())
         _save(best, dest)
         summary = extra["transform"]
-        summary["kept_fp32"] = [*summary.get("kept_fp32", []), *result.kept]
+        if searched.precision == "int8":
+            summary["kept_fp32"] = [*summary.get("kept_fp32", []), *result.kept]
+        else:  # the conversion's own record of what it kept
+            summary["keep_fp32_nodes"] = sorted({*summary.get("keep_fp32_nodes", []),
+                                                 *result.kept_nodes})
         first = {k: np.asarray(v)[:1] for k, v in calibration[0].items()}
         timing = default_session_speedup(full_copy, dest, first)
     if accuracy_check is not None:
         extra["accuracy"] = accuracy_check()
-        extra["accuracy"]["full_int8"] = {"score": missed.score, "message": missed.line}
+        extra["accuracy"][f"full_{searched.precision}"] = {"score": missed.score,
+                                                           "message": missed.line}
         now = extra["accuracy"]["message"]
     else:
         now = verdicts[-1].line
     cost = ""
     if timing is not None:
-        report["latency"] = {"full_int8_p50_ms": timing["fp32_p50_ms"],
+        report["latency"] = {f"full_{searched.precision}_p50_ms": timing["fp32_p50_ms"],
                              "p50_ms": timing["p50_ms"],
-                             "full_int8_over_fallback": timing["speedup"]}
-        cost = (f"; p50 {timing['p50_ms']:.3g} ms vs full INT8 {timing['fp32_p50_ms']:.3g} ms "
-                "at batch 1 on this CPU")
+                             f"full_{searched.precision}_over_fallback": timing["speedup"]}
+        cost = (f"; p50 {timing['p50_ms']:.3g} ms vs full {name} {timing['fp32_p50_ms']:.3g} "
+                "ms at batch 1 on this CPU")
     names = ", ".join(result.kept[:6]) + (" ..." if len(result.kept) > 6 else "")
     extra.setdefault("notes", []).append(
-        f"accuracy-controlled INT8: full INT8 missed the {gate.kind} gate ({missed.line}); "
-        f"kept {len(result.kept)} layer(s) in float ({result.kept_share:.2%} of the MACs: "
+        f"accuracy-controlled {name}: full {name} missed the {gate.kind} gate ({missed.line});"
+        f" kept {len(result.kept)} {searched.units} ({result.kept_share:.2%} of the MACs: "
         f"{names}), ranked by measured sensitivity; now {now}{cost}")
     return True
 

@@ -46,6 +46,7 @@ class FallbackResult:
     wide: bool = False  # the kept layers read their inputs back to the previous layers' outputs
     beyond_budget: list[LayerCost] = field(default_factory=list)  # what the budget kept out
     timed_out: bool = False  # stopped at the time limit, not at the end of the search
+    kept_nodes: list[str] = field(default_factory=list)  # every node of the units kept (fp16)
 
     @property
     def kept_share(self) -> float:
@@ -58,6 +59,7 @@ class FallbackResult:
                 "budget_mac_share": self.budget_share, "budget_layers": self.budget_count,
                 "tried": self.tried, "seconds": round(self.seconds, 1),
                 "timed_out": self.timed_out,
+                **({"kept_nodes": self.kept_nodes} if self.kept_nodes else {}),
                 "float_inputs": ("back to the previous layers' outputs" if self.wide else
                                  "as the int8 graph has them before the layer's own "
                                  "quantisation"),
@@ -275,18 +277,21 @@ def _quantised_layers(qmodel: Any) -> list[Any]:
                     for i in n.input[:2])]
 
 
-class _Judge:
-    """The output error of a candidate (some layers reverted to float) against fp32."""
+Build = Callable[[Sequence[str], bool], Any]  # (units kept in float, wide) -> candidate
 
-    def __init__(self, qmodel: Any, fp32: Any, feeds: Sequence[Mapping[str, np.ndarray]]):
-        self.qmodel, self.fp32, self.feeds = qmodel, fp32, feeds
+
+class _Judge:
+    """The output error of a candidate (some units kept in float) against fp32."""
+
+    def __init__(self, build: Build, fp32: Any, feeds: Sequence[Mapping[str, np.ndarray]]):
+        self.build, self.feeds = build, feeds
         self.names = judged_tensors(fp32)
         reference_session = _session(fp32, self.names)
         self.reference = [reference_session.run(self.names, dict(f)) for f in feeds]
         self.wide = False
 
     def candidate(self, kept: Sequence[str]) -> Any:
-        return revert_to_float(self.qmodel, self.fp32, kept, self.wide) if kept else self.qmodel
+        return self.build(list(kept), self.wide)
 
     def error(self, kept: Sequence[str]) -> float:
         return _error(_session(self.candidate(kept), self.names), self.feeds, self.names,
@@ -310,10 +315,25 @@ def find_fallback(qmodel: Any, fp32: Any, feeds: Sequence[Mapping[str, np.ndarra
     are not layers to the previous layers' raw outputs (their output quantisation dropped
     on that path: an outlier written by the layer before, kept by TensorRT's layout in the
     Q/DQ after its Relu)."""
-    started = time.monotonic()
-    judge = _Judge(qmodel, fp32, feeds)
     ops = {n.name: n.op_type for n in _quantised_layers(qmodel)}
     macs = layer_macs(fp32, {k: np.asarray(v)[:1] for k, v in feeds[0].items()}, list(ops))
+
+    def build(kept: Sequence[str], wide: bool) -> Any:
+        return revert_to_float(qmodel, fp32, kept, wide) if kept else qmodel
+
+    return search(build, fp32, feeds, ops, macs, passes, max_share=max_share,
+                  max_layers=max_layers, time_limit=time_limit, passes_wide=(False, True))
+
+
+def search(build: Build, fp32: Any, feeds: Sequence[Mapping[str, np.ndarray]],
+           ops: Mapping[str, str], macs: Mapping[str, int],
+           passes: Callable[[Any], tuple[bool, float]], *, max_share: float, max_layers: int,
+           time_limit: float, passes_wide: Sequence[bool] = (False,)
+           ) -> tuple[FallbackResult, Any]:
+    """The greedy search over units (`ops`: name -> op type, `macs`: their MACs), whatever
+    keeping a unit in float means to `build`."""
+    started = time.monotonic()
+    judge = _Judge(build, fp32, feeds)
     total = sum(macs.values()) or 1
     share = {name: macs.get(name, 0) / total for name in ops}
     full = judge.error([])
@@ -321,7 +341,7 @@ def find_fallback(qmodel: Any, fp32: Any, feeds: Sequence[Mapping[str, np.ndarra
     result.ranking = sorted((LayerCost(n, ops[n], full - judge.error([n]), macs.get(n, 0),
                                        share[n]) for n in ops), key=lambda c: -c.recovered)
     best = None
-    for wide in (False, True):
+    for wide in passes_wide:
         judge.wide = wide
         kept, candidate = _greedy(judge, share, full, result, passes, started, time_limit)
         if candidate is not None:
@@ -330,7 +350,7 @@ def find_fallback(qmodel: Any, fp32: Any, feeds: Sequence[Mapping[str, np.ndarra
             result.wide = wide
             break
     if not result.passed and time.monotonic() - started < time_limit:
-        # what the budget kept out: the layers that would recover the most on top of the
+        # what the budget kept out: the units that would recover the most on top of the
         # kept ones, for the refusal to name with their share of the MACs
         judge.wide = False
         base = judge.error(result.kept) if result.kept else full

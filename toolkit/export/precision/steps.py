@@ -25,6 +25,7 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
 
     source = bundle.checked_path(base)
     calibration: list[dict[str, Any]] = []
+    scan = None
     with atomic_path(dest, suffix=".onnx") as tmp:
         if precision in ("fp16", "bf16"):
             # bf16 has fp32's range: only fp16 needs the values measured
@@ -84,7 +85,44 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
         extra["accuracy"] = accuracy_check(bundle, source, dest, options)
     if precision == "int8":
         controlled_int8(bundle, source, dest, options, calibration, extra)
+    elif precision == "fp16":
+        controlled_fp16(bundle, source, dest, options, extra,
+                        scan.keep_nodes if scan is not None else ())
     return extra
+
+
+def controlled_fp16(bundle: Bundle, source: Path, dest: Path, options: PrecisionOptions,
+                    extra: dict[str, Any], scan_nodes: Any) -> None:
+    """fp16 that misses its gate (the task metric on --eval-data, else the fp16 parity
+    preset on the golden samples) gets the same search, over blocks kept in fp32."""
+    from toolkit.export.precision.controlled import (
+        AccuracyGate,
+        ParityGate,
+        Verdict,
+        accuracy_controlled,
+        fp16_search,
+    )
+
+    if fallback_budget(options.max_fallback)[1] == 0:
+        return
+    task = tasks.of(bundle.manifest.get("detection"))
+    feeds = [sample.inputs for sample in bundle.golden()]
+    feeds += judging_feeds(bundle.inputs, options, task)[0]
+    searched = fp16_search(source, "float16", list(scan_nodes))
+    accuracy = extra.get("accuracy")
+    if accuracy is not None:
+        if accuracy["passed"] or accuracy["fp32"]["score"] <= 0:
+            return
+        gate: Any = AccuracyGate(bundle, options, accuracy["fp32"]["score"])
+        missed = Verdict(False, accuracy["reduced"]["score"], accuracy["message"])
+        accuracy_controlled(bundle, source, dest, options, feeds, extra, gate, missed,
+                            lambda: accuracy_check(bundle, source, dest, options), searched)
+        return
+    gate = ParityGate(bundle, "fp16")
+    missed = gate.judge(dest)
+    if not missed.passed:
+        accuracy_controlled(bundle, source, dest, options, feeds, extra, gate, missed,
+                            searched=searched)
 
 
 def controlled_int8(bundle: Bundle, source: Path, dest: Path, options: PrecisionOptions,

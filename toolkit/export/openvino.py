@@ -46,10 +46,11 @@ def export_artifact(job: ExportJob) -> dict[str, Any]:
     handed_over = None
     if nncf is not None:
         try:
-            made = quantize_with_nncf(job, nncf, ov, lambda: _accuracy(job, "f32"))
-            return {**made, "inference_precision": "f32", "cpu_flags": cpu_flags(),
+            by_nncf = quantize_with_nncf(job, nncf, ov, lambda: _accuracy(job, "f32"))
+            notes = ["runs with INFERENCE_PRECISION_HINT=f32", *by_nncf.pop("notes")]
+            return {**by_nncf, "inference_precision": "f32", "cpu_flags": cpu_flags(),
                     "openvino": library_version("openvino") or getattr(ov, "__version__", None),
-                    "notes": ["runs with INFERENCE_PRECISION_HINT=f32", *made["notes"]]}
+                    "notes": notes}
         except OutsideBudget as err:
             handed_over = str(err)
         except Exception as err:  # NNCF and OpenVINO raise their own error types

@@ -168,6 +168,7 @@ def test_openvino_quantizer_choices(data, tmp_path, monkeypatch):
     code, text, _ = _export(data, tmp_path / "missing", "--openvino-quantizer", "nncf",
                             to="openvino")
     assert code == 3 and "toolkit[nncf]" in text, text
+    assert not (tmp_path / "missing").exists()  # said before anything is exported
 
 
 def test_the_tensorrt_layout_gets_the_same_search(data, tmp_path):

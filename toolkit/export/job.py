@@ -130,6 +130,14 @@ class PrecisionOptions:
         if self.openvino_quantizer not in OPENVINO_QUANTIZERS:
             raise UsageError(f"--openvino-quantizer {self.openvino_quantizer!r}: use one of "
                              f"{', '.join(OPENVINO_QUANTIZERS)}")
+        if self.openvino_quantizer == "nncf":  # said before anything is exported
+            import importlib.util
+
+            from toolkit.errors import BackendUnavailable
+
+            if importlib.util.find_spec("nncf") is None:
+                raise BackendUnavailable("--openvino-quantizer nncf needs NNCF: pip install "
+                                         "'toolkit[nncf]'")
         fallback_budget(self.max_fallback)  # refused here, before anything is exported
         if not math.isfinite(self.max_fallback_seconds) or self.max_fallback_seconds <= 0:
             raise UsageError(f"--max-fallback-seconds must be a finite number > 0, got "

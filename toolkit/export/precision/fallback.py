@@ -253,7 +253,7 @@ def layer_macs(fp32: Any, feed: Mapping[str, np.ndarray], nodes: Sequence[str]) 
     by_name = {n.name: n for n in fp32.graph.node}
     weights = {i.name: numpy_helper.to_array(i).shape for i in fp32.graph.initializer}
     chosen = [by_name[n] for n in nodes if n in by_name]
-    tensors = [t for node in chosen for t in (node.output[0], node.input[0])]
+    tensors = list(dict.fromkeys(t for node in chosen for t in (node.output[0], node.input[0])))
     session = _session(fp32, tensors)
     values = dict(zip(tensors, session.run(tensors, dict(feed)), strict=True))
     batch = max(int(np.asarray(next(iter(feed.values()))).shape[0]), 1)

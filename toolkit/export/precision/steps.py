@@ -9,7 +9,7 @@ from typing import Any
 
 from toolkit import tasks
 from toolkit.bundle import Bundle, atomic_path
-from toolkit.errors import UsageError
+from toolkit.errors import ToolkitError, UsageError, first_line
 from toolkit.export.job import PrecisionOptions, fallback_budget
 from toolkit.tasks import Task
 
@@ -83,11 +83,19 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
             "stay fp32): this artifact computes in fp32")
     if options.eval_data:
         extra["accuracy"] = accuracy_check(bundle, source, dest, options)
-    if precision == "int8":
-        controlled_int8(bundle, source, dest, options, calibration, extra)
-    elif precision == "fp16":
-        controlled_fp16(bundle, source, dest, options, extra,
-                        scan.keep_nodes if scan is not None else ())
+    try:
+        if precision == "int8":
+            controlled_int8(bundle, source, dest, options, calibration, extra)
+        elif precision == "fp16" and summary.get("weights_converted_fraction"):
+            controlled_fp16(bundle, source, dest, options, extra,
+                            scan.keep_nodes if scan is not None else ())
+    except ToolkitError:
+        raise
+    except Exception as err:  # onnx and onnxruntime raise many types: the search is a help,
+        # not a step; the file stays as converted and is judged so
+        extra.setdefault("notes", []).append(
+            f"the accuracy-controlled search could not run ({first_line(err, 200)}): this "
+            f"{precision} file is judged as converted")
     return extra
 
 

@@ -101,12 +101,13 @@ class PrecisionOptions:
                                     "Accuracy points a reduced precision may lose.")
     max_fallback: str = flag(
         "5%", "--max-fallback",
-        "Accuracy-controlled INT8: when INT8 misses --max-accuracy-drop, keep up to this share "
-        "of the MACs (5%) or this many layers (8) in float, the most sensitive first; 0: off.")
+        "Accuracy-controlled INT8 and fp16: when the file misses its gate (--max-accuracy-drop, "
+        "else parity), keep up to this share of the MACs (5%) or this many layers (8) in float, "
+        "the most sensitive first; 0: off.")
     max_fallback_seconds: float = flag(
         600.0, "--max-fallback-seconds",
-        "Accuracy-controlled INT8: stop searching after this many seconds (the best found so "
-        "far is judged and said).")
+        "Accuracy-controlled INT8 and fp16: stop searching after this many seconds (said in "
+        "the refusal).")
     int8_layout: str = flag(
         "auto", "--int8-layout",
         "INT8 ONNX layout: cpu (uint8 activations, fastest on ONNX Runtime CPU), trt "

@@ -1,6 +1,7 @@
-"""Accuracy-controlled INT8 in the export: an INT8 file that missed its gate is handed to
-precision.fallback, and the file, its records and its notes are replaced by what the search
-found (or the refusal says what it reached and what would have to stay in float).
+"""Accuracy-controlled INT8 and fp16 in the export: a file that missed its gate is handed to
+the search (precision.fallback for INT8's layers, precision.fp16_fallback for fp16's blocks),
+and the file, its records and its notes are replaced by what the search found (or the
+refusal says what it reached and what would have to stay in float).
 
 The gate is the one the artifact will be judged by: the task metric on --eval-data when given
 (AccuracyGate), else the parity preset on the bundle's real-data golden samples (ParityGate)."""

@@ -240,6 +240,21 @@ def _working_directory(path: str | Path) -> Iterator[None]:
         os.chdir(before)
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ORT's quantiser logs on the root logger (one 'Axis 1 is out-of-range' line per 1-D
+    weight it can't quantise per channel, e.g. each LayerNorm's): not the summary's business."""
+    import logging
+
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(before)
+
+
 def quantize_int8(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -313,7 +328,7 @@ def quantize_int8(
             onnx.save(model, str(source))
         # ORT's symbolic shape inference, when it can't finish, dumps sym_shape_infer_temp.onnx
         # and its external data into the working directory: ORT runs from the temp folder.
-        with _working_directory(tmp):
+        with _working_directory(tmp), _quiet_root_logger():
             try:
                 quant_pre_process(str(source), str(pre), skip_symbolic_shape=False)
             except Exception:  # symbolic shape inference fails on some graphs; plain ONNX is

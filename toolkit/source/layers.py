@@ -58,11 +58,11 @@ def conv_macs(out_per_sample: int, weight: Sequence[int], transposed: bool = Fal
     """A convolution's MACs per sample: every output element sums over its input channels
     (of the group) and the kernel; a transposed one spreads each input over its outputs."""
     if transposed:  # weight [Cin, Cout/g, k...]: an upper bound once the stride is over 1
-        return int(out_per_sample) * _product(weight[2:]) * int(weight[0])
-    return int(out_per_sample) * _product(weight[1:])
+        return int(out_per_sample) * product(weight[2:]) * int(weight[0])
+    return int(out_per_sample) * product(weight[1:])
 
 
-def _product(values: Sequence[int]) -> int:
+def product(values: Sequence[int]) -> int:
     out = 1
     for v in values:
         out *= int(v)
@@ -133,7 +133,7 @@ def _macs(op: str, out: list[int | None] | None, weight: list[int | None] | None
           first: list[int | None] | None, batch: int) -> int | None:
     if not out or any(d is None or d <= 0 for d in out):
         return None
-    per_sample = _product(out) // max(batch, 1)
+    per_sample = product(out) // max(batch, 1)
     if op in ("Conv", "ConvTranspose"):
         if not weight or any(d is None for d in weight):
             return None

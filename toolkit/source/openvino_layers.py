@@ -12,7 +12,7 @@ from typing import Any
 
 from toolkit.environment import require_module
 from toolkit.errors import UsageError
-from toolkit.source.layers import LayerPrecision, LayerReport, conv_macs
+from toolkit.source.layers import LayerPrecision, LayerReport, conv_macs, product
 
 _COMPUTE = {"Convolution": "Conv", "GroupConvolution": "Conv",
             "ConvolutionBackpropData": "ConvTranspose",
@@ -113,16 +113,9 @@ def _macs(op: Any, batch: int) -> int | None:
         return None
     kind = op.get_type_name()
     if kind == "ScaledDotProductAttention":  # Q K^T and the weights times V
-        return 2 * _product(first[:-1]) * second[-2] * first[-1] // batch
-    per_sample = _product(out) // batch
+        return 2 * product(first[:-1]) * second[-2] * first[-1] // batch
+    per_sample = product(out) // batch
     if kind == "MatMul":
         return per_sample * (first[-2] if op.get_transpose_a() else first[-1])
     weight = second[1:] if kind.startswith("Group") else second  # [G, Cout/G, Cin/G, k...]
     return conv_macs(per_sample, weight, "Backprop" in kind)
-
-
-def _product(values: list[int]) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out

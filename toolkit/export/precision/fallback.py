@@ -250,6 +250,8 @@ def layer_macs(fp32: Any, feed: Mapping[str, np.ndarray], nodes: Sequence[str]) 
     shapes of its output and weight (observed, not inferred)."""
     from onnx import numpy_helper
 
+    from toolkit.source.layers import conv_macs
+
     by_name = {n.name: n for n in fp32.graph.node}
     weights = {i.name: numpy_helper.to_array(i).shape for i in fp32.graph.initializer}
     chosen = [by_name[n] for n in nodes if n in by_name]
@@ -261,9 +263,8 @@ def layer_macs(fp32: Any, feed: Mapping[str, np.ndarray], nodes: Sequence[str]) 
     for node in chosen:
         out = np.asarray(values[node.output[0]]).size // batch
         if node.op_type in ("Conv", "ConvTranspose") and node.input[1] in weights:
-            w = weights[node.input[1]]
-            per = int(np.prod(w[1:])) if node.op_type == "Conv" else int(np.prod(w[2:])) * w[0]
-            macs[node.name] = out * per
+            macs[node.name] = conv_macs(out, weights[node.input[1]],
+                                        node.op_type == "ConvTranspose")
         else:  # MatMul / Gemm: each output element sums over the inner dimension
             inner = np.asarray(values[node.input[0]]).shape[-1]
             macs[node.name] = out * int(inner)

@@ -84,11 +84,17 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
     if options.eval_data:
         extra["accuracy"] = accuracy_check(bundle, source, dest, options)
     try:
+        from toolkit.export.precision.controlled import fp16_search, int8_search
+
         if precision == "int8":
-            controlled_int8(bundle, source, dest, options, calibration, extra)
+            controlled(bundle, source, dest, options, calibration, extra, int8_search())
         elif precision == "fp16" and summary.get("weights_converted_fraction"):
-            controlled_fp16(bundle, source, dest, options, extra,
-                            scan.keep_nodes if scan is not None else ())
+            feeds = [sample.inputs for sample in bundle.golden()]
+            feeds += judging_feeds(bundle.inputs, options,
+                                   tasks.of(bundle.manifest.get("detection")))[0]
+            kept = list(scan.keep_nodes) if scan is not None else []
+            controlled(bundle, source, dest, options, feeds, extra,
+                       fp16_search(source, "float16", kept))
     except ToolkitError:
         raise
     except Exception as err:  # onnx and onnxruntime raise many types: the search is a help,
@@ -99,44 +105,11 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
     return extra
 
 
-def controlled_fp16(bundle: Bundle, source: Path, dest: Path, options: PrecisionOptions,
-                    extra: dict[str, Any], scan_nodes: Any) -> None:
-    """fp16 that misses its gate (the task metric on --eval-data, else the fp16 parity
-    preset on the golden samples) gets the same search, over blocks kept in fp32."""
-    from toolkit.export.precision.controlled import (
-        AccuracyGate,
-        ParityGate,
-        Verdict,
-        accuracy_controlled,
-        fp16_search,
-    )
-
-    if fallback_budget(options.max_fallback)[1] == 0:
-        return
-    task = tasks.of(bundle.manifest.get("detection"))
-    feeds = [sample.inputs for sample in bundle.golden()]
-    feeds += judging_feeds(bundle.inputs, options, task)[0]
-    searched = fp16_search(source, "float16", list(scan_nodes))
-    accuracy = extra.get("accuracy")
-    if accuracy is not None:
-        if accuracy["passed"] or accuracy["fp32"]["score"] <= 0:
-            return
-        gate: Any = AccuracyGate(bundle, options, accuracy["fp32"]["score"])
-        missed = Verdict(False, accuracy["reduced"]["score"], accuracy["message"])
-        accuracy_controlled(bundle, source, dest, options, feeds, extra, gate, missed,
-                            lambda: accuracy_check(bundle, source, dest, options), searched)
-        return
-    gate = ParityGate(bundle, "fp16")
-    missed = gate.judge(dest)
-    if not missed.passed:
-        accuracy_controlled(bundle, source, dest, options, feeds, extra, gate, missed,
-                            searched=searched)
-
-
-def controlled_int8(bundle: Bundle, source: Path, dest: Path, options: PrecisionOptions,
-                    calibration: list[dict[str, Any]], extra: dict[str, Any]) -> None:
-    """INT8 that misses the gate it will be judged by (the task metric on --eval-data, else
-    the parity preset on the real-data golden samples) gets the accuracy-controlled search."""
+def controlled(bundle: Bundle, source: Path, dest: Path, options: PrecisionOptions,
+               feeds: list[dict[str, Any]], extra: dict[str, Any], searched: Any) -> None:
+    """A reduced file that misses the gate it will be judged by (the task metric on
+    --eval-data, else the parity preset on the samples that judge it) gets the
+    accuracy-controlled search (`searched`: INT8's layers or fp16's blocks)."""
     from toolkit.export.precision.controlled import (
         AccuracyGate,
         ParityGate,
@@ -146,21 +119,23 @@ def controlled_int8(bundle: Bundle, source: Path, dest: Path, options: Precision
 
     if fallback_budget(options.max_fallback)[1] == 0:
         return
+    precision = searched.precision
     accuracy = extra.get("accuracy")
     if accuracy is not None:
         if accuracy["passed"] or accuracy["fp32"]["score"] <= 0:  # passed, or a vacuous gate
             return
         gate: Any = AccuracyGate(bundle, options, accuracy["fp32"]["score"])
         missed = Verdict(False, accuracy["reduced"]["score"], accuracy["message"])
-        accuracy_controlled(bundle, source, dest, options, calibration, extra, gate, missed,
-                            lambda: accuracy_check(bundle, source, dest, options))
+        accuracy_controlled(bundle, source, dest, options, feeds, extra, gate, missed,
+                            lambda: accuracy_check(bundle, source, dest, options), searched)
         return
-    if not (bundle.manifest.get("golden") or {}).get("real"):
-        return  # judged on noise only: no gate worth searching for
-    gate = ParityGate(bundle, "int8")
+    if precision == "int8" and not (bundle.manifest.get("golden") or {}).get("real"):
+        return  # INT8 judged on noise only: no gate worth searching for
+    gate = ParityGate(bundle, precision)
     missed = gate.judge(dest)
     if not missed.passed:
-        accuracy_controlled(bundle, source, dest, options, calibration, extra, gate, missed)
+        accuracy_controlled(bundle, source, dest, options, feeds, extra, gate, missed,
+                            searched=searched)
 
 
 def range_scan(bundle: Bundle, source: Path, options: PrecisionOptions

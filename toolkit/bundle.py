@@ -120,13 +120,6 @@ def _variant(fmt: str, precision: str, layout: str | None) -> str:
     return declared.variant(precision, layout) if declared is not None else precision
 
 
-def artifact_filename(fmt: str, precision: str = "fp32") -> str:
-    """model.onnx, model.fp16.onnx ...: the format table's file name for (format, precision)."""
-    from toolkit import formats
-
-    return formats.get(fmt).filename(precision)
-
-
 @dataclass
 class GoldenSample:
     inputs: dict[str, np.ndarray]
@@ -225,7 +218,7 @@ class Bundle:
         call: Mapping[str, Any] | None = None,
     ) -> Bundle:
         """A new in-memory bundle; nothing is written until `save()`."""
-        from toolkit import __version__
+        from toolkit.version import __version__
 
         manifest: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
@@ -347,14 +340,6 @@ class Bundle:
 
     def remove_artifact(self, record: ArtifactRecord) -> None:
         self.manifest["artifacts"] = [r for r in self.all_artifacts if r is not record]
-
-    def update_artifact(self, fmt: str, precision: str, layout: str | None = None,
-                        **fields: Any) -> None:
-        record = self.artifact(fmt, precision, layout)
-        if record is None:
-            raise UsageError(f"{self.root}: no {fmt} ({precision}) artifact in the bundle")
-        for name, value in fields.items():
-            setattr(record, name, value)  # validated: a dict becomes its typed record
 
     # -- golden ----------------------------------------------------------------------------
     @property

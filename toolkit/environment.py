@@ -9,9 +9,16 @@ import sys
 from functools import lru_cache
 from typing import Any
 
-LIBRARIES = ("torch", "torchvision", "pytorch-lightning", "onnx", "onnxruntime",
-             "onnxruntime-gpu", "onnxscript", "tensorrt", "torch-tensorrt", "openvino", "nncf",
-             "numpy")
+#: recorded for every run; each format adds its own (`Format.libraries`)
+BASE_LIBRARIES = ("torch", "torchvision", "pytorch-lightning", "numpy")
+
+
+def libraries() -> tuple[str, ...]:
+    """The distributions whose versions a run records: the base ones and every format's."""
+    from toolkit import formats
+
+    named = [lib for fmt in formats.all_formats() for lib in fmt.libraries]
+    return tuple(dict.fromkeys((*BASE_LIBRARIES, *named)))
 
 
 def library_version(dist: str) -> str | None:
@@ -71,7 +78,7 @@ def describe() -> dict[str, Any]:
         "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "gpu": gpu_info(),
-        "libraries": {name: v for name in LIBRARIES if (v := library_version(name))},
+        "libraries": {name: v for name in libraries() if (v := library_version(name))},
     }
 
 

@@ -317,6 +317,11 @@ class ArtifactRecord(_Record):
         if self.layout is not None and (self.precision != "int8"
                                         or self.layout not in declared.int8_layouts):
             raise ValueError(f"layout '{self.layout}' is not an INT8 layout of {self.format}")
+        try:  # the fields only this format writes, checked by its backend's own model
+            declared.fields_of(self)
+        except ValidationError as err:
+            raise ValueError(f"{self.format} field {_where(err).removeprefix('field ')}"
+                             ) from None
         return self
 
 
@@ -417,7 +422,7 @@ def _where(error: ValidationError) -> str:
 
 
 def _version_gate(data: Any, origin: str) -> None:
-    from toolkit import __version__
+    from toolkit.version import __version__
 
     if not isinstance(data, dict):
         raise UsageError(f"{origin}: a manifest is a JSON object, not {type(data).__name__}")

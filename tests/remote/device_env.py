@@ -72,11 +72,10 @@ def _stall(where: str) -> None:
 
 
 def _old() -> None:
-    import toolkit
-    from toolkit import manifest
+    from toolkit import manifest, version
 
     manifest.SCHEMA_VERSION = 3
-    toolkit.__version__ = "0.0.9"
+    version.__version__ = "0.0.9"
 
 
 def _hostile() -> None:

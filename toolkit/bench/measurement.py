@@ -150,9 +150,6 @@ class Measurement:
     def has_device_times(self) -> bool:
         return self._d is not None
 
-    def device_quantile(self, q: float) -> float | None:
-        return None if self._d is None else float(np.quantile(self._d, q))
-
     # -- noise -------------------------------------------------------------------------------
     @property
     def warnings(self) -> list[str]:

@@ -24,7 +24,7 @@ from toolkit.tensorrt.options import BuildOptions
 
 STATUS_STYLE = {"ok": "green", "exists": "dim", "parity-failed": "red", "failed": "red",
                 "accuracy-failed": "red", "not-exported": "yellow",
-                "unavailable": "yellow", "skipped": "dim"}
+                "unavailable": "yellow"}
 
 
 @takes_groups
@@ -89,7 +89,7 @@ def print_step(step: Any) -> None:
     from rich.markup import escape
 
     style = STATUS_STYLE.get(step.status, "white")
-    mark = {"ok": "✓", "exists": "•", "unavailable": "!", "skipped": "-"}.get(step.status, "✗")
+    mark = {"ok": "✓", "exists": "•", "unavailable": "!"}.get(step.status, "✗")
     parity = f"  {parity_figure(step.parity)}" if step.parity else ""
     console.print(
         f"  [{style}]{mark}[/] {step.target:<12} {step.variant:<8} "

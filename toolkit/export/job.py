@@ -30,7 +30,6 @@ class StepStatus(str, Enum):
     PARITY_FAILED = "parity-failed"
     ACCURACY_FAILED = "accuracy-failed"
     UNAVAILABLE = "unavailable"
-    SKIPPED = "skipped"
     EXISTS = "exists"
 
     def __str__(self) -> str:

@@ -91,7 +91,7 @@ def export_artifact(job: ExportJob) -> dict[str, Any]:
 def _accuracy(job: ExportJob, hint: str) -> dict[str, Any]:
     """The accuracy gate on --eval-data: this IR at its precision against the fp32 ONNX, both
     run by OpenVINO in f32 (no other runtime needed on the machine)."""
-    from toolkit.export.precision.steps import accuracy_between
+    from toolkit.export.precision.data import accuracy_between
     from toolkit.runtime.openvino import OpenVinoRunner
 
     bundle = job.bundle

@@ -124,16 +124,10 @@ def _float_layers(job: ExportJob) -> _Floats:
 def _samples(job: ExportJob) -> list[dict[str, np.ndarray]]:
     """Calibration samples one at a time (NNCF counts items, and batch statistics differ),
     read as the ONNX route reads them (--calib-batches batches of up to 32)."""
-    from toolkit.export.precision.steps import calibration_batch
-    from toolkit.source.data import load_feeds, split_labels
+    from toolkit.export.precision.data import calibration_feeds
 
-    options = job.options.precision_options
     samples: list[dict[str, np.ndarray]] = []
-    for feed in load_feeds(options.calib_data, job.bundle.inputs,
-                           max_batches=options.calib_batches,
-                           batch_size=calibration_batch(job.bundle), split="val",
-                           where="--calib-data"):
-        inputs = split_labels(feed)[0]
+    for inputs in calibration_feeds(job.bundle, job.options.precision_options):
         for i in range(len(next(iter(inputs.values())))):
             samples.append({k: np.asarray(v)[i:i + 1] for k, v in inputs.items()})
             if len(samples) >= NNCF_SAMPLES:

@@ -265,7 +265,7 @@ class _Executor:
         task = tasks.of(loaded.detection)
         if any(p != "fp32" for p in self.opts.precisions) or (
                 task.golden_needs_real_data and (data.eval_data or data.calib_data)):
-            from toolkit.export.precision.steps import check_precision_data
+            from toolkit.export.precision.data import check_precision_data
 
             real = check_precision_data(loaded.inputs, self.opts.precisions, data, task,
                                         loaded.detection)
@@ -290,7 +290,7 @@ class _Executor:
         if golden is not None and (golden.get("real") or not reduced
                                    or not (data.eval_data or data.calib_data)):
             return
-        from toolkit.export.precision.steps import judging_feeds
+        from toolkit.export.precision.data import judging_feeds
 
         samples = self.bundle.golden() if golden is not None else golden_samples(loaded)
         feeds, where = judging_feeds(loaded.inputs, data, tasks.of(loaded.detection)) if reduced \
@@ -412,8 +412,8 @@ class _Executor:
                            "size_bytes": p.stat().st_size} for p in companions]}
                if companions else {}),
             "created_at": now(),
-            "tools": {k: v for k, v in environment.describe()["libraries"].items()
-                      if k in ("torch", "onnx", "onnxruntime", "onnxscript", "tensorrt")},
+            "tools": {k: v for k in fmt.recorded_libraries()
+                      if (v := environment.library_version(k))},
             **extra,
         }
         return self.bundle.record_artifact(record)

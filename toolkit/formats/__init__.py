@@ -5,22 +5,21 @@ model) and where its code lives (exporter, runner) as `module:function` referenc
 only when called, so reading the table imports neither torch nor any runtime. Every stage
 (export, runtime, parity, bench, cli) asks this table; none names a format to decide.
 
-Adding a format: write its exporter (`toolkit/export/`) and runner (`toolkit/runtime/`), declare
-it in a module here, and add that module's name to `_MODULES`.
+Adding a format: write its backend (`toolkit/backends/<name>/`: exporter, runner, record
+fields) and declare it in a module here. Declaration modules are found by listing this package
+(nothing to register); `order` places the format among the others.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from toolkit.errors import UsageError
-
-# The declaration modules, in the order formats are listed, tried and exported.
-_MODULES = ("onnx", "torchscript", "pt2", "compile", "trt", "openvino", "eager")
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,8 @@ class Format:
 
     name: str
     description: str
+    #: where it is listed, tried and exported among the formats (lower first)
+    order: int = 100
     aliases: tuple[str, ...] = ()
     #: file suffixes, the first is the one written ('' = not saved to a file)
     suffixes: tuple[str, ...] = ()
@@ -71,6 +72,12 @@ class Format:
     runner: str | None = None
     #: the pip extra a machine needs to run this format
     extra: str = "export"
+    #: the distributions whose versions each of its artifacts records (with those of the
+    #: formats it is built from, and torch's)
+    libraries: tuple[str, ...] = ()
+    #: 'module:Model': the pydantic model of the record fields only this format writes,
+    #: validated with the manifest; read back typed by `fields_of(record)`
+    record_fields: str | None = None
     #: path -> its (inputs, outputs) specs: a lone file of this format says its own IO, so it
     #: runs and benches without a bundle
     describe: str | None = None
@@ -81,7 +88,6 @@ class Format:
     #: (path, input shapes, inference precision) -> source.layers.LayerReport: each compute
     #: layer's precision and MACs (`inspect --layers`)
     layers: str | None = None
-    legacy: bool = False
     #: preference when a bundle is run without naming a format (lower first)
     load_priority: int = 100
     #: formats this one is built from, and therefore exported before it
@@ -167,6 +173,19 @@ class Format:
             raise UsageError(f"{self.name} has no {name} hook")
         return resolve(reference)
 
+    def recorded_libraries(self) -> tuple[str, ...]:
+        """What an artifact of this format records the versions of: torch, its own libraries
+        and those of the formats it is built from."""
+        named = [lib for dep in self.builds_from for lib in get(dep).recorded_libraries()]
+        return tuple(dict.fromkeys(("torch", *named, *self.libraries)))
+
+    def fields_of(self, record: Any) -> Any:
+        """This format's own fields of `record`, typed by its `record_fields` model (None
+        when it declares none)."""
+        if self.record_fields is None:
+            return None
+        return resolve(self.record_fields).model_validate(record.model_extra or {})
+
     def runner_fn(self) -> Callable[..., Any]:
         if self.runner is None:  # pragma: no cover - every declared format has one
             raise UsageError(f"format '{self.name}' has no runner")
@@ -180,11 +199,11 @@ def resolve(reference: str) -> Callable[..., Any]:
 
 
 def _load_table() -> dict[str, Format]:
-    table: dict[str, Format] = {}
-    for module in _MODULES:
-        declared: Format = importlib.import_module(f"{__name__}.{module}").FORMAT
-        table[declared.name] = declared
-    return table
+    declared: list[Format] = [
+        importlib.import_module(f"{__name__}.{module.name}").FORMAT
+        for module in pkgutil.iter_modules(__path__) if not module.name.startswith("_")]
+    declared.sort(key=lambda f: (f.order, f.name))
+    return {f.name: f for f in declared}
 
 
 TABLE: dict[str, Format] = _load_table()
@@ -225,15 +244,6 @@ def by_suffix(suffix: str) -> Format | None:
     for fmt in TABLE.values():
         if suffix and suffix in fmt.suffixes:
             return fmt
-    return None
-
-
-def by_filename(filename: str) -> tuple[Format, str] | None:
-    """'model.fp16.onnx' -> (onnx, 'fp16'); None for a name no format writes."""
-    for fmt in TABLE.values():
-        for precision in fmt.precisions:
-            if fmt.saved and fmt.filename(precision) == filename:
-                return fmt, precision
     return None
 
 

@@ -4,6 +4,8 @@ from toolkit.formats import Format, TritonSpec
 
 FORMAT = Format(
     name="onnx",
+    order=10,
+    libraries=("onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript"),
     description="ONNX via torch.onnx.export(dynamo=True); runs in ONNX Runtime, feeds TensorRT",
     suffixes=(".onnx",),
     # weights past protobuf's 2 GB limit go to model.onnx.data, which the graph names

@@ -36,6 +36,8 @@ def _triton_caveats(record: Any) -> list[str]:
 
 FORMAT = Format(
     name="openvino",
+    order=60,
+    libraries=("openvino", "nncf"),
     aliases=("ov", "ir"),
     description="OpenVINO IR from the ONNX, inference precision explicit (f32, bf16, int8)",
     suffixes=(".xml",),

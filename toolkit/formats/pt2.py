@@ -4,6 +4,7 @@ from toolkit.formats import Format, TritonSpec
 
 FORMAT = Format(
     name="pt2",
+    order=30,
     aliases=("aoti", "aotinductor", "export"),
     description="torch.export + AOTInductor package: torch.compile ahead of time, no Python "
                 "model",

@@ -4,12 +4,12 @@ from toolkit.formats import Format, TritonSpec
 
 FORMAT = Format(
     name="torchscript",
+    order=20,
     aliases=("ts", "jit"),
     description="TorchScript trace (script when tracing is wrong), frozen — legacy upstream",
     suffixes=(".ts",),
     exporter="toolkit.export.torchscript:export_artifact",
     runner="toolkit.runtime.torchscript:open_artifact",
-    legacy=True,
     load_priority=2,
     triton=TritonSpec(platform="pytorch_libtorch", filename="model.pt", indexed_names=True),
 )

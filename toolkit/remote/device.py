@@ -145,8 +145,9 @@ def _tensorrt_version() -> str | None:
 
 def probe(workdir: str, want: list[str]) -> dict[str, Any]:
     """What this device is and has, and which of `want` (sha256) its store lacks."""
-    from toolkit import __version__, environment
+    from toolkit import environment
     from toolkit.manifest import SCHEMA_VERSION
+    from toolkit.version import __version__
 
     root = _workdir(workdir)
     backends = sorted(extra for extra, module in EXTRA_MODULES.items() if _available(module))

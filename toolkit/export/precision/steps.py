@@ -3,7 +3,6 @@ then an accuracy gate on labelled data (fp32 ONNX against the reduced one)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,11 @@ from toolkit import tasks
 from toolkit.bundle import Bundle, atomic_path
 from toolkit.errors import ToolkitError, UsageError, first_line
 from toolkit.export.job import PrecisionOptions, fallback_budget
-from toolkit.tasks import Task
+from toolkit.export.precision.data import (
+    accuracy_between,
+    calibration_feeds,
+    judging_feeds,
+)
 
 NETWORK_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
@@ -40,20 +43,11 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
                 if note:
                     summary.setdefault("warnings", []).append(note)
         elif precision == "int8":
-            calib = options.calib_data
-            if not calib:
-                raise UsageError("--precision int8 needs calibration samples: --calib-data "
-                                 "FILE.npz|DIR|pkg.module:DataModule")
-            from toolkit.source.data import load_feeds
-
-            feeds = load_feeds(calib, bundle.inputs, max_batches=options.calib_batches,
-                               batch_size=calibration_batch(bundle), split="val",
-                               where="--calib-data")
+            calibration = calibration_feeds(bundle, options)
             # A detector's post-processing (box decoding, NMS, padding) stays fp32: only the
             # network's heavy ops are quantized, as boxes in int8 would move by whole pixels.
             network_only = tasks.of(bundle.manifest.get("detection")).quantize_network_only
             op_types = NETWORK_OPS if network_only else None
-            calibration = [_inputs_only(f) for f in feeds]
             summary = quantize_int8(source, tmp, calibration,
                                     method=options.calib_method, op_types=op_types,
                                     profile=layout or "cpu")
@@ -168,67 +162,7 @@ def layout_note(summary: dict[str, Any]) -> str:
             "InferenceSession; for TensorRT export --int8-layout trt")
 
 
-def check_precision_data(inputs: Any, precisions: Any, options: PrecisionOptions,
-                         task: Task, section: Mapping[str, Any] | None = None
-                         ) -> dict[str, Any] | None:
-    """Validate calibration / evaluation data before anything is exported, so a bad option
-    costs one line, not a half-made bundle. Returns one real input batch (or None)."""
-    from toolkit.source.data import load_feeds
-
-    real = None
-    if "int8" in precisions or (task.golden_needs_real_data and options.calib_data):
-        if not options.calib_data:
-            raise UsageError("--precision int8 needs calibration samples: --calib-data "
-                             "FILE.npz|DIR|pkg.module:DataModule")
-        real = _inputs_only(load_feeds(options.calib_data, inputs, max_batches=1, split="val",
-                                       where="--calib-data")[0])
-    if options.eval_data:
-        (first,) = task.hook("eval_inputs")(options.eval_data, inputs, max_batches=1,
-                                            section=section)
-        real = real or first
-    return real
-
-
 SLOWER = 0.9  # INT8 below 0.9x fp32's speed is called slower; closer is within the noise
-JUDGING_BATCHES = 2  # real batches that judge each reduced precision (beside the task metric)
-JUDGING_BATCH_SIZE = 8
-
-
-def judging_feeds(inputs: Any, options: PrecisionOptions,
-                  task: Task) -> tuple[list[dict[str, Any]], str | None]:
-    """Real input batches reduced precisions are judged on, and where they came from:
-    --eval-data (held out from calibration) when given, else --calib-data."""
-    from toolkit.source.data import load_feeds
-    from toolkit.spec import batch_range
-
-    rng = batch_range(inputs)
-    size = min(JUDGING_BATCH_SIZE, rng[2]) if rng else None
-    if options.eval_data:
-        feeds = task.hook("eval_inputs")(options.eval_data, inputs,
-                                         max_batches=JUDGING_BATCHES, batch_size=size)
-        return feeds, f"--eval-data {options.eval_data}"
-    if not options.calib_data:
-        return [], None
-    feeds = [_inputs_only(f) for f in load_feeds(options.calib_data, inputs,
-                                                  max_batches=JUDGING_BATCHES,
-                                                  batch_size=size, split="val",
-                                                  where="--calib-data")]
-    return feeds, f"--calib-data {options.calib_data}"
-
-
-def calibration_batch(bundle: Bundle) -> int | None:
-    """Calibrate on batches of up to 32 when the batch is dynamic (--calib-batches counts
-    batches: at the opt batch of 1, 32 of them would be only 32 samples)."""
-    from toolkit.spec import batch_range
-
-    rng = batch_range(bundle.inputs)
-    return min(rng[2], 32) if rng else None
-
-
-def _inputs_only(feed: Mapping[str, Any]) -> dict[str, Any]:
-    from toolkit.source.data import split_labels
-
-    return split_labels(feed)[0]
 
 
 def accuracy_check(bundle: Bundle, fp32_path: Path, reduced_path: Path,
@@ -240,23 +174,3 @@ def accuracy_check(bundle: Bundle, fp32_path: Path, reduced_path: Path,
     return accuracy_between(
         bundle, OnnxRuntimeRunner(fp32_path, inputs=bundle.inputs, outputs=bundle.outputs),
         OnnxRuntimeRunner(reduced_path, inputs=bundle.inputs, outputs=bundle.outputs), options)
-
-
-def accuracy_between(bundle: Bundle, fp32: Any, reduced: Any,
-                     options: PrecisionOptions) -> dict[str, Any]:
-    """The accuracy gate between two runners (not yet activated) of any format: the task's
-    score of each on --eval-data, and the verdict on the drop."""
-    from toolkit.parity.accuracy import score_gate
-    section = bundle.manifest.get("detection")
-    evaluation = tasks.of(section).hook("evaluation")(str(options.eval_data), bundle.inputs,
-                                                      section)
-    scores = {}
-    for label, runner in (("fp32", fp32), ("reduced", reduced)):
-        with runner:
-            scores[label] = evaluation(runner.infer)
-    max_drop = options.max_accuracy_drop
-    passed, message = score_gate(evaluation.metric, scores["fp32"]["score"],
-                                 scores["reduced"]["score"], max_drop)
-    return {"metric": evaluation.metric, "fp32": scores["fp32"], "reduced": scores["reduced"],
-            "max_drop_points": max_drop, "passed": passed, "message": message,
-            "data": str(options.eval_data)}

@@ -32,14 +32,15 @@ def two_io_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def two_io_bundle(two_io_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The checkpoint exported to onnx, torchscript, pt2 and openvino once (pt2 compiles
     ~20-60 s)."""
-    import importlib.util
 
     from toolkit.export.pipeline import export
 
     out = tmp_path_factory.mktemp("bundles") / "two_io"
-    targets = ["onnx", "torchscript", "pt2"]
-    if importlib.util.find_spec("openvino") is not None:  # the 'openvino' extra (in dev)
-        targets.append("openvino")
+    from toolkit import formats
+
+    # every saved format this machine runs (the extras installed), a GPU's engines aside
+    targets = [f.name for f in formats.exportable() if f.saved and f.installed
+               and not (f.triton and f.triton.gpu)]
     result = export(str(two_io_checkpoint), targets, out, model="tests.models:TwoInTwoOut")
     assert result.exit_code == 0, result.to_dict()
     return out

@@ -9,6 +9,12 @@ from toolkit import formats
 HERE = Path(__file__).resolve().parent
 
 
-def test_every_format_in_the_table_has_a_test_file_of_its_own():
-    missing = [f.name for f in formats.all_formats() if not (HERE / f"test_{f.name}.py").is_file()]
-    assert not missing, f"add tests/formats/test_<name>.py for: {', '.join(missing)}"
+def test_every_format_in_the_table_has_tests_of_its_own():
+    """tests/formats/test_<name>.py, or for a format in a backend package its folder
+    tests/backends/<name>/ with a test file in it."""
+    backends = HERE.parent / "backends"
+    missing = [f.name for f in formats.all_formats()
+               if not (HERE / f"test_{f.name}.py").is_file()
+               and not any((backends / f.name).glob("test_*.py"))]
+    assert not missing, ("add tests/formats/test_<name>.py or tests/backends/<name>/ for: "
+                         f"{', '.join(missing)}")

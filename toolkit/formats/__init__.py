@@ -72,6 +72,8 @@ class Format:
     runner: str | None = None
     #: the pip extra a machine needs to run this format
     extra: str = "export"
+    #: the module whose presence (found, not imported) makes it runnable on a machine
+    runtime_module: str = "torch"
     #: the distributions whose versions each of its artifacts records (with those of the
     #: formats it is built from, and torch's)
     libraries: tuple[str, ...] = ()
@@ -172,6 +174,16 @@ class Format:
         if reference is None:
             raise UsageError(f"{self.name} has no {name} hook")
         return resolve(reference)
+
+    @property
+    def installed(self) -> bool:
+        """Its runtime is installed here (looked up, nothing imported)."""
+        import importlib.util
+
+        try:
+            return importlib.util.find_spec(self.runtime_module) is not None
+        except (ImportError, ValueError):
+            return False
 
     def recorded_libraries(self) -> tuple[str, ...]:
         """What an artifact of this format records the versions of: torch, its own libraries

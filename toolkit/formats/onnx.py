@@ -17,6 +17,7 @@ FORMAT = Format(
     exporter="toolkit.export.onnx:export_artifact",
     runner="toolkit.runtime.onnxruntime:open_artifact",
     extra="onnxruntime",
+    runtime_module="onnxruntime",
     describe="toolkit.source.onnx_file:describe_file",
     inspect="toolkit.source.onnx_file:inspect_file",
     localize="toolkit.parity.localize:localize_onnx",

@@ -49,6 +49,7 @@ FORMAT = Format(
     exporter="toolkit.export.openvino:export_artifact",
     runner="toolkit.runtime.openvino:open_artifact",
     extra="openvino",
+    runtime_module="openvino",
     load_priority=1,
     builds_from=("onnx",),
     layers="toolkit.source.openvino_layers:openvino_layers",

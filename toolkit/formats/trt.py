@@ -23,6 +23,7 @@ FORMAT = Format(
     exporter="toolkit.export.trt:export_artifact",
     runner="toolkit.runtime.tensorrt:open_artifact",
     extra="trt",
+    runtime_module="tensorrt",
     load_priority=3,
     builds_from=("onnx",),
     # An fp32 engine may use TF32 (on by default on Ampere and newer)

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from toolkit import formats
 from toolkit.errors import UsageError
 
 STORE = "store"
@@ -37,8 +38,7 @@ MAX_HEADER = 64 << 20
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _BUNDLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # the pip extra of a format -> the module whose import makes it runnable here
-EXTRA_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "trt": "tensorrt",
-                 "export": "torch"}
+EXTRA_MODULES = {f.extra: f.runtime_module for f in formats.all_formats()}
 
 
 def _workdir(path: str) -> Path:

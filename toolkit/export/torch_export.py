@@ -1,6 +1,5 @@
 """torch.export of a loaded model, with the toolkit's dynamic shapes, and its failures told in
---input terms: the program every torch.export-based format (AOTInductor, ExecuTorch) builds
-from."""
+--input terms: the program every torch.export-based format builds from."""
 
 from __future__ import annotations
 

@@ -1,0 +1,50 @@
+"""Generic code names no format: a format's knowledge lives in its declaration
+(`toolkit/formats/<name>.py`) and its backend package (`toolkit/backends/<name>/`).
+
+A format in a backend package is named by no other module of `toolkit/` (its name and
+aliases, as words, in code, strings and comments alike). The formats declared before backend
+packages existed still keep code by stage (export/, runtime/, tensorrt/) and are named in
+generic modules; how many modules name each is counted here, and the count may only fall
+(lower BEFORE_BACKENDS when a move brings it down)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from toolkit import formats
+
+PACKAGE = Path(__file__).resolve().parent.parent / "toolkit"
+BACKENDS = PACKAGE / "backends"
+
+#: modules outside their format's own files that name it, at the last count
+BEFORE_BACKENDS = {"onnx": 59, "torchscript": 22, "pt2": 10, "compile": 22, "trt": 22,
+                   "openvino": 17, "eager": 25}
+
+
+def _own(fmt: formats.Format, path: Path) -> bool:
+    return (path == PACKAGE / "formats" / f"{fmt.name}.py"
+            or BACKENDS / fmt.name in path.parents)
+
+
+def _naming(fmt: formats.Format, aliases: bool = True) -> list[str]:
+    names = (fmt.name, *fmt.aliases) if aliases else (fmt.name,)
+    words = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(re.escape(n) for n in names)
+                       + r")(?![A-Za-z0-9_])", re.IGNORECASE)
+    return sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                  if not _own(fmt, p) and words.search(p.read_text()))
+
+
+def test_a_format_in_a_backend_package_is_named_nowhere_else():
+    for fmt in formats.all_formats():
+        if (BACKENDS / fmt.name).is_dir():
+            assert not _naming(fmt), (fmt.name, _naming(fmt))
+
+
+def test_the_older_formats_are_named_in_no_more_modules_than_before():
+    # by name only: older aliases are common words (pt2's 'export', trt's 'engine')
+    counts = {f.name: len(_naming(f, aliases=False)) for f in formats.all_formats()
+              if not (BACKENDS / f.name).is_dir()}
+    grown = {name: (count, BEFORE_BACKENDS.get(name, 0)) for name, count in counts.items()
+             if count > BEFORE_BACKENDS.get(name, 0)}
+    assert not grown, f"modules naming a format (now, before): {grown}"

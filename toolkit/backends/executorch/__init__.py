@@ -1,0 +1,1 @@
+"""ExecuTorch (.pte): exporter (`export`), runner (`runner`), record fields (`record`)."""

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-fast lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,21 @@ test: $(STAMP)
 	$(BIN)/ruff check toolkit tests benchmarks
 	$(if $(filter-out 0,$(JOBS)),OMP_NUM_THREADS=1) $(BIN)/python -m pytest -q \
 		$(if $(filter-out 0,$(JOBS)),-n $(JOBS) --dist loadfile)
+
+# The inner loop (under 2 minutes on 2 cores): lint, and the tests that export no model, train
+# nothing and start no server or subprocess: the schema, bundle, spec, transaction, layers and
+# format-table rules, measurement, TensorRT conformance units, data and metric code. Everything
+# else (exports in every format, training, sshd, crash recovery) stays in `make test`.
+FAST_TESTS := tests/test_manifest.py tests/test_bundle.py tests/test_spec.py \
+	tests/test_transaction.py tests/test_layers.py tests/test_records.py \
+	tests/test_format_names.py tests/formats/test_table.py tests/export/test_plan.py \
+	tests/bench/test_measurement.py tests/bench/test_render.py tests/source/test_data.py \
+	tests/source/test_model_args.py tests/remote/test_targets.py tests/detection/test_coco_map.py \
+	tests/detection/test_task_map.py tests/detection/test_instances.py tests/trt/test_build.py \
+	tests/trt/test_compat.py tests/trt/test_options.py tests/trt/test_profiles.py
+test-fast: $(STAMP)
+	$(BIN)/ruff check toolkit tests benchmarks
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile $(FAST_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check toolkit tests benchmarks

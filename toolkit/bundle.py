@@ -178,7 +178,7 @@ def observed_shape(shapes: Sequence[tuple[int, ...]]) -> list[int | None] | None
 class Bundle:
     """A bundle directory and its manifest (held in memory; `save()` writes it atomically)."""
 
-    def __init__(self, root: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
+    def __init__(self, root: str | os.PathLike[str], manifest: schema.Manifest) -> None:
         self.root = Path(root)
         self.manifest = manifest
         self.allow_modified = False  # set by a command given --allow-modified
@@ -220,7 +220,7 @@ class Bundle:
         """A new in-memory bundle; nothing is written until `save()`."""
         from toolkit.version import __version__
 
-        manifest: dict[str, Any] = {
+        manifest = {
             "schema": SCHEMA_VERSION,
             "toolkit_version": __version__,
             "created_at": now(),
@@ -232,7 +232,7 @@ class Bundle:
             "artifacts": [],
             "environment": environment.describe(),
         }
-        return cls(root, manifest)
+        return cls(root, schema.validate(manifest, f"{Path(root) / MANIFEST} (new)"))
 
     # -- specs -----------------------------------------------------------------------------
     @property
@@ -240,27 +240,39 @@ class Bundle:
         return self.root.resolve().name
 
     @property
+    def detection(self) -> dict[str, Any] | None:
+        """The detection contract's section as the JSON holds it (None: not a detector):
+        the mapping the task hooks read."""
+        section = self.manifest.detection
+        return section.to_json() if section is not None else None
+
+    @property
+    def targets(self) -> dict[str, schema.DeviceRecord]:
+        """The devices that have worked on this bundle over SSH, by name."""
+        return self.manifest.targets
+
+    @property
     def inputs(self) -> list[TensorSpec]:
-        return [TensorSpec.from_dict(d) for d in self.manifest["inputs"]]
+        return [TensorSpec.from_dict(i.to_json()) for i in self.manifest.inputs]
 
     @property
     def outputs(self) -> list[OutputSpec]:
-        return [OutputSpec.from_dict(d) for d in self.manifest["outputs"]]
+        return [OutputSpec.from_dict(o.to_json()) for o in self.manifest.outputs]
 
     # -- artifacts -------------------------------------------------------------------------
     @property
     def artifacts(self) -> list[ArtifactRecord]:
         """The artifacts this machine may run: those built on a device over SSH (`target`)
         are valid there only, and commands reach them with `--on`."""
-        return [r for r in self.manifest["artifacts"] if r.target is None]
+        return [r for r in self.manifest.artifacts if r.target is None]
 
     @property
     def all_artifacts(self) -> list[ArtifactRecord]:
-        return self.manifest["artifacts"]
+        return self.manifest.artifacts
 
     def target_artifacts(self, target: str) -> list[ArtifactRecord]:
         """What was built on the device `target`."""
-        return [r for r in self.manifest["artifacts"] if r.target == target]
+        return [r for r in self.manifest.artifacts if r.target == target]
 
     def artifact(self, fmt: str, precision: str = "fp32",
                  layout: str | None = None) -> ArtifactRecord | None:
@@ -334,12 +346,12 @@ class Bundle:
         """Add or replace the record for (format, precision, layout); returns it typed."""
         typed = schema.artifact(record, f"{self.root / MANIFEST}: artifact")
         key = artifact_key(typed)
-        self.manifest["artifacts"] = [
+        self.manifest.artifacts = [
             r for r in self.all_artifacts if artifact_key(r) != key] + [typed]
         return typed
 
     def remove_artifact(self, record: ArtifactRecord) -> None:
-        self.manifest["artifacts"] = [r for r in self.all_artifacts if r is not record]
+        self.manifest.artifacts = [r for r in self.all_artifacts if r is not record]
 
     # -- golden ----------------------------------------------------------------------------
     @property
@@ -347,11 +359,11 @@ class Bundle:
         return self.root / GOLDEN
 
     def golden(self) -> list[GoldenSample]:
-        record = self.manifest.get("golden")
+        record = self.manifest.golden
         if record is None:
             raise UsageError(f"{self.root}: the manifest lists no golden samples; re-export "
                              "the bundle")
-        self.checked_path(GoldenRecord.model_validate(record))
+        self.checked_path(record)
         return load_golden(self.golden_path)
 
     def save_golden(self, samples: Sequence[GoldenSample], *, real: Sequence[int] = (),
@@ -360,10 +372,10 @@ class Bundle:
         reduced precisions (`real_source` says where they came from)."""
         self.root.mkdir(parents=True, exist_ok=True)
         save_golden(self.golden_path, samples)
-        for output in self.manifest["outputs"]:
-            output["shape"] = observed_shape([s.outputs[output["name"]].shape for s in samples
-                                              if output["name"] in s.outputs])
-        self.manifest["golden"] = {
+        for output in self.manifest.outputs:
+            output.shape = observed_shape([s.outputs[output.name].shape for s in samples
+                                           if output.name in s.outputs])
+        self.manifest.golden = {
             "path": GOLDEN,
             "samples": len(samples),
             "batches": [s.batch for s in samples],
@@ -378,17 +390,17 @@ class Bundle:
         """Which golden samples judge this artifact, and how to say so: a reduced precision
         is judged on the real-data samples when the bundle has them (calibrated for real
         data, it would fail on a noise example); everything else on every sample."""
-        golden = self.manifest.get("golden") or {}
-        real = golden.get("real") or []
+        golden = self.manifest.golden
+        real = golden.real if golden is not None else []
         if record.precision in ("fp32", "tf32") or not real:
             return None, "golden samples"
-        return list(real), f"real data ({golden.get('real_source')}): golden samples " + \
+        return list(real), f"real data ({golden.real_source}): golden samples " + \
             ", ".join(map(str, real))
 
     # -- persistence -----------------------------------------------------------------------
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.manifest["updated_at"] = now()
+        self.manifest.updated_at = now()
         # a write is validated like a read: the toolkit never writes what it would refuse
         data = schema.to_json(self.manifest)
         schema.validate(data, f"{self.root / MANIFEST} (writing)")

@@ -380,6 +380,12 @@ class EnvironmentRecord(_Record):
 
 
 class Manifest(_Record):
+    """A bundle's manifest.json, typed: `Bundle.manifest` is one, and each assignment is
+    validated (a dict given for a section becomes its record)."""
+
+    model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True,
+                              validate_assignment=True)
+
     schema_: Annotated[int, Field(ge=1)] = Field(alias="schema")
     toolkit_version: str
     inputs: Annotated[list[InputRecord], Field(min_length=1)]
@@ -489,20 +495,16 @@ def _with_layout(record: Any) -> Any:
     return {**record, "layout": profile if profile in ("cpu", "trt") else "trt"}
 
 
-def validate(data: Any, origin: str) -> dict[str, Any]:
-    """The manifest, checked: a dict of its sections whose `artifacts` are typed
-    `ArtifactRecord`s (with their defaults); UsageError (one line, naming the file and the
-    field) for anything else."""
-    data = to_json(data) if isinstance(data, dict) else data
+def validate(data: Any, origin: str) -> Manifest:
+    """The manifest, checked and typed (sections and artifacts as records, with their
+    defaults); UsageError (one line, naming the file and the field) for anything else."""
+    data = to_json(data) if isinstance(data, (dict, Manifest)) else data
     check_json(data, origin)
     _version_gate(data, origin)
     try:
-        model = Manifest.model_validate(_migrate(data))
+        return Manifest.model_validate(_migrate(data))
     except ValidationError as err:
         raise UsageError(f"{origin}: {_where(err)}") from None
-    manifest = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    manifest["artifacts"] = list(model.artifacts)
-    return manifest
 
 
 def artifact(data: Mapping[str, Any] | ArtifactRecord, origin: str = "artifact") -> \
@@ -516,10 +518,12 @@ def artifact(data: Mapping[str, Any] | ArtifactRecord, origin: str = "artifact")
         raise UsageError(f"{origin}: {_where(err)}") from None
 
 
-def to_json(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """The manifest as its JSON file holds it (typed records dumped). Anything but a list
-    of artifacts is left as it is, for validation to refuse (a file's `"artifacts": true`
-    or `0` is not an empty list)."""
+def to_json(manifest: Mapping[str, Any] | Manifest) -> dict[str, Any]:
+    """The manifest as its JSON file holds it (typed records dumped). In a dict, anything
+    but a list of artifacts is left as it is, for validation to refuse (a file's
+    `"artifacts": true` or `0` is not an empty list)."""
+    if isinstance(manifest, Manifest):
+        return manifest.to_json()
     records = manifest.get("artifacts", [])
     if not isinstance(records, (list, tuple)):
         return dict(manifest)

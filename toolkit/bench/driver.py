@@ -478,8 +478,8 @@ def save_to_manifest(root: Path, entries: Sequence[Entry], done: dict[str, list[
             current = bundle.artifact(entry.format, entry.precision,
                                       entry.record.layout if entry.record else None)
             if from_model(entry.format):
-                bundle.manifest["bench"] = {**(bundle.manifest.get("bench") or {}),
-                                            entry.format: record}
+                bundle.manifest.bench = {**(bundle.manifest.bench or {}),
+                                         entry.format: record}
             elif current is not None and (entry.record is None
                                           or current.sha256 == entry.record.sha256):
                 # only for the very file that was timed, which `select` checks

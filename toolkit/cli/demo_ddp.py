@@ -70,7 +70,7 @@ def ddp_demo(out: Path, *, devices: int, epochs: int, quick: bool, seed: int) ->
     print_summary(result)
     code = result.exit_code
     code = 0 if code == BackendUnavailable.exit_code else code
-    training = result.bundle.manifest.get("training", {})
+    training = result.bundle.manifest.training or {}
     console.print(f"[bold]test accuracy[/] {accuracy:.2%} (PyTorch, world size "
                   f"{training.get('world_size')}, epochs {training.get('epochs_completed')})")
     colour = "green" if code == 0 else "red"

@@ -112,7 +112,7 @@ def _print_map(bundle_dir: Path, eval_path: Path) -> None:
 
     bundle = Bundle.open(bundle_dir)
     evaluation = detection_evaluation(str(eval_path), bundle.inputs,
-                                      bundle.manifest["detection"])
+                                      bundle.detection)
     table = Table("runs", "mAP@[.5:.95]", "mAP@.5", "vs eager", title_justify="left")
     with runtime.model_runner(source_model(bundle), "eager") as eager:
         reference = evaluation(eager.infer)

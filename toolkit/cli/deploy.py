@@ -52,12 +52,13 @@ def deploy_command(
         record = deployable(bundle, format,
                             canonical_precision(precision) if precision else None, force,
                             target=target)
-        selected = bundle.manifest.get("selected") or {}
+        selected = bundle.manifest.selected
         if target is not None:
-            selected = ((bundle.manifest.get("targets") or {}).get(target) or {}).get(
-                "selected") or {}
+            chosen_there = bundle.targets.get(target)
+            selected = chosen_there.selected if chosen_there else None
         model = build(bundle, record, model_name(bundle, name),
-                      device=device or (selected.get("device") if format is None else None))
+                      device=device or (selected.device if selected and format is None
+                                        else None))
         target = write(bundle, model, triton, force=force)
     for note in model.notes:
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)

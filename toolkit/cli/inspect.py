@@ -86,18 +86,18 @@ def _bundle_info(bundle: Any) -> dict[str, Any]:
                                "fp32": accuracy.fp32.score, "score": accuracy.reduced.score,
                                "passed": accuracy.passed}
         artifacts.append(row)
-    manifest = bundle.manifest
+    # what inspect prints is the manifest's JSON (its sections as the file holds them)
+    shown = bundle.manifest.to_json()
     reference = {name: latest_p50(record)
-                 for name, record in (manifest.get("bench") or {}).items()}
+                 for name, record in (bundle.manifest.bench or {}).items()}
     return {
-        "bundle": str(bundle.root), "inputs": manifest["inputs"],
-        "outputs": manifest["outputs"], "source": manifest.get("source"),
-        "golden": manifest.get("golden"), "artifacts": artifacts,
-        "environment": manifest.get("environment"), "reference_bench": reference,
-        "task": manifest.get("task"), "detection": manifest.get("detection"),
-        "devices": {name: {k: v for k, v in device.items() if k != "selected"}
-                    | {"selected": (device.get("selected") or {}).get("artifact")}
-                    for name, device in (manifest.get("targets") or {}).items()},
+        "bundle": str(bundle.root), "inputs": shown["inputs"], "outputs": shown["outputs"],
+        "source": shown.get("source"), "golden": shown.get("golden"), "artifacts": artifacts,
+        "environment": shown.get("environment"), "reference_bench": reference,
+        "task": shown.get("task"), "detection": shown.get("detection"),
+        "devices": {name: {k: v for k, v in device.to_json().items() if k != "selected"}
+                    | {"selected": device.selected.artifact if device.selected else None}
+                    for name, device in bundle.targets.items()},
     }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from toolkit import formats as format_table
 from toolkit.bundle import Bundle, artifact_label, now, record_results
 from toolkit.errors import CheckFailed, UsageError
-from toolkit.manifest import ArtifactRecord, BenchRow
+from toolkit.manifest import ArtifactRecord, BenchRow, SelectedRecord
 from toolkit.spec import check_device
 
 OBJECTIVES = ("latency", "throughput")
@@ -115,7 +115,7 @@ def rank(
     if record and selection.winner is not None:
         chosen = selected_record(selection)
         selection.recorded = record_results(
-            bundle.root, lambda fresh: fresh.manifest.__setitem__("selected", chosen))
+            bundle.root, lambda fresh: setattr(fresh.manifest, "selected", chosen))
         if not selection.recorded:
             selection.notes.append(f"{bundle.root} is read-only: the choice was not recorded")
     if selection.winner is None:
@@ -155,8 +155,8 @@ def _rank_for_target(bundle_dir: str | Path, target: str, objective: str, batch:
     if objective not in OBJECTIVES:
         raise UsageError(f"--objective {objective}: use one of {', '.join(OBJECTIVES)}")
     bundle = Bundle.open(bundle_dir)
-    if target not in (bundle.manifest.get("targets") or {}):
-        known = ", ".join(bundle.manifest.get("targets") or {}) or "none yet"
+    if target not in bundle.targets:
+        known = ", ".join(bundle.targets) or "none yet"
         raise UsageError(f"--target {target}: no device of that name has worked on "
                          f"{bundle.root} (devices: {known}); run toolkit verify "
                          f"{bundle.root} --on {target} first")
@@ -166,7 +166,7 @@ def _rank_for_target(bundle_dir: str | Path, target: str, objective: str, batch:
     benched = {r.bench.device for r in views if r.bench and r.bench.sha256 == r.sha256}
     device = sorted(benched, key=lambda d: not d.startswith("cuda"))[0] if benched else "cpu"
     selection = Selection(bundle, objective, batch, device, latency_budget_ms, target=target)
-    backends = (bundle.manifest.get("targets") or {}).get(target, {}).get("backends") or []
+    backends = bundle.targets[target].backends
     for view in views:
         excluded = _gate(view, max_accuracy_drop, device)
         if format_table.get(view.format).extra not in backends:
@@ -184,10 +184,8 @@ def _rank_for_target(bundle_dir: str | Path, target: str, objective: str, batch:
         chosen = selected_record(selection)
 
         def keep(fresh: Bundle) -> None:
-            devices = dict(fresh.manifest.get("targets") or {})
-            if target in devices:
-                devices[target] = {**devices[target], "selected": chosen}
-                fresh.manifest["targets"] = devices
+            if target in fresh.targets:
+                fresh.targets[target].selected = SelectedRecord.model_validate(chosen)
 
         selection.recorded = record_results(bundle.root, keep)
     if selection.winner is None:
@@ -362,8 +360,9 @@ def selected_record(selection: Selection) -> dict[str, Any]:
     record, row = winner.record, winner.row
     env = describe()
     if selection.target is not None:  # the device's identity, as it described itself
-        device = (selection.bundle.manifest.get("targets") or {}).get(selection.target) or {}
-        env = {"cpu": device.get("cpu"), "cores": None, "gpu": device.get("gpu")}
+        device = selection.bundle.targets.get(selection.target)
+        env = {"cpu": device.cpu if device else None, "cores": None,
+               "gpu": device.gpu if device else None}
     return {
         "artifact": winner.label, "format": record.format,
         "precision": record.precision, "layout": record.layout,

@@ -23,7 +23,6 @@ import numpy as np
 
 from toolkit import formats as format_table
 from toolkit import interrupts
-from toolkit import manifest as schema
 from toolkit.bundle import GOLDEN, MANIFEST, Bundle, artifact_label, write_json_atomic
 from toolkit.errors import BackendUnavailable, UsageError
 from toolkit.manifest import ArtifactRecord
@@ -77,7 +76,7 @@ def deployable(bundle: Bundle, fmt: str | None, precision: str | None,
     if target is not None:
         record = _for_target(bundle, target, fmt, precision)
     elif fmt is None:
-        selected = bundle.manifest.get("selected")
+        selected = bundle.manifest.selected
         if not selected:
             raise UsageError(f"{bundle.root}: nothing selected yet; run toolkit select "
                              f"{bundle.root}, or pass --format (and --precision)")
@@ -108,7 +107,7 @@ def _for_target(bundle: Bundle, target: str, fmt: str | None,
                 precision: str | None) -> ArtifactRecord:
     from toolkit.deploy.select import on_target, stale_basis
 
-    device = (bundle.manifest.get("targets") or {}).get(target)
+    device = bundle.targets.get(target)
     if device is None:
         raise UsageError(f"--target {target}: no device of that name has worked on "
                          f"{bundle.root}; run toolkit verify {bundle.root} --on {target} first")
@@ -154,7 +153,7 @@ def build(bundle: Bundle, record: ArtifactRecord, name: str, *,
                for i, o in enumerate(bundle.outputs)}
     golden = bundle.golden()
     rng = batch_range(bundle.inputs)
-    batched_outputs = all((o.get("shape") or [0])[0] is None for o in bundle.manifest["outputs"])
+    batched_outputs = all((o.shape or [0])[0] is None for o in bundle.manifest.outputs)
     max_batch = 0
     notes = ([spec.note] if spec.note else []) + (spec.caveats(record) if spec.caveats
                                                    else [])
@@ -174,8 +173,8 @@ def build(bundle: Bundle, record: ArtifactRecord, name: str, *,
     lines.append("]")
     lines.append("output [")
     lines.append(",\n".join(
-        _tensor(outputs[o["name"]], o["dtype"], _output_dims(o, golden, max_batch, batch_fixed))
-        for o in bundle.manifest["outputs"]))
+        _tensor(outputs[o.name], o.dtype, _output_dims(o, golden, max_batch, batch_fixed))
+        for o in bundle.manifest.outputs))
     lines.append("]")
     if max_batch:
         rows = record.bench.rows if record.bench else []
@@ -231,11 +230,11 @@ def _input_dims(spec: Any, max_batch: int, batch_fixed: int | None) -> list[int]
     return dims
 
 
-def _output_dims(output: dict[str, Any], golden: list[Any], max_batch: int,
+def _output_dims(output: Any, golden: list[Any], max_batch: int,
                  batch_fixed: int | None) -> list[int]:
-    shape = output.get("shape")
+    shape = output.shape
     if shape is None:  # ranks differ between samples: every dimension varies
-        shape = [None] * golden[0].outputs[output["name"]].ndim
+        shape = [None] * golden[0].outputs[output.name].ndim
     dims = [-1 if d is None else int(d) for d in shape]
     if max_batch:
         return dims[1:]
@@ -436,7 +435,7 @@ def _write_client(bundle: Bundle, model: TritonModel, staging: Path) -> None:
     client_bundle = staging / CLIENT_BUNDLE
     client_bundle.mkdir()
     shutil.copyfile(bundle.golden_path, client_bundle / GOLDEN)
-    manifest = schema.to_json({**bundle.manifest, "artifacts": [model.record]})
+    manifest = bundle.manifest.model_copy(update={"artifacts": [model.record]}).to_json()
     manifest.pop("selected", None)
     write_json_atomic(client_bundle / MANIFEST, manifest)
     (staging / "client.json").write_text(json.dumps(model.client_spec(), indent=2) + "\n")

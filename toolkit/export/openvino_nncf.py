@@ -47,7 +47,7 @@ def quantize_with_nncf(job: ExportJob, nncf: Any, ov: Any,
     bundle, options = job.bundle, job.options.precision_options
     fp32_record = job.ensure("onnx", "fp32")
     model = ov.convert_model(str(bundle.checked_path(fp32_record)))
-    section = bundle.manifest.get("detection")
+    section = bundle.detection
     ignored = None
     if tasks.of(section).quantize_network_only:
         kinds = {op.get_type_name() for op in model.get_ordered_ops()}

@@ -284,10 +284,10 @@ class _Executor:
     def _save_golden(self, loaded: Any) -> None:
         """Golden samples once per bundle; samples drawn from real data are added when a run
         brings reduced precisions and real data, and judge those precisions."""
-        golden = self.bundle.manifest.get("golden")
+        golden = self.bundle.manifest.golden
         reduced = any(p != "fp32" for p in self.opts.precisions)
         data = self.opts.precision_options
-        if golden is not None and (golden.get("real") or not reduced
+        if golden is not None and (golden.real or not reduced
                                    or not (data.eval_data or data.calib_data)):
             return
         from toolkit.export.precision.data import judging_feeds
@@ -480,9 +480,10 @@ def _open_or_create(out_dir: Path, loaded: Any, force: bool) -> Bundle:
     outputs = loaded.outputs
     if Bundle.is_bundle(out_dir):
         bundle = Bundle.open(out_dir)
-        same_io = (bundle.manifest["inputs"] == [s.to_dict() for s in loaded.inputs]
+        same_io = ([i.to_json() for i in bundle.manifest.inputs]
+                   == [s.to_dict() for s in loaded.inputs]
                    and [o.name for o in bundle.outputs] == [o.name for o in outputs])
-        same_source = source_identity(bundle.manifest["source"]) == source_identity(
+        same_source = source_identity(bundle.manifest.source.to_json()) == source_identity(
             loaded.source)
         if same_io and same_source:
             return bundle
@@ -496,8 +497,8 @@ def _open_or_create(out_dir: Path, loaded: Any, force: bool) -> Bundle:
     bundle = Bundle.create(out_dir, inputs=loaded.inputs, outputs=outputs,
                            source=loaded.source, call={"style": loaded.call_style})
     if loaded.detection:
-        bundle.manifest["task"] = "detection"
-        bundle.manifest["detection"] = dict(loaded.detection)
+        bundle.manifest.task = "detection"
+        bundle.manifest.detection = dict(loaded.detection)
     return bundle
 
 
@@ -527,7 +528,7 @@ def _bundle_from_onnx(path: Path, out_dir: Path, specs: list[TensorSpec],
     src = load_onnx_source(path, specs)
     if Bundle.is_bundle(out_dir) and not opts.force:
         bundle = Bundle.open(out_dir)
-        if bundle.manifest["source"].get("sha256") != src.source["sha256"]:
+        if bundle.manifest.source.sha256 != src.source["sha256"]:
             raise UsageError(f"{out_dir} holds a bundle from a different source; choose "
                              "another --out, or pass --force")
         return bundle
@@ -551,7 +552,8 @@ def _bundle_from_onnx(path: Path, out_dir: Path, specs: list[TensorSpec],
             feed = random_inputs(src.inputs, batch=batch, seed=i)
             samples.append(GoldenSample(feed, runner.infer(feed)))
     bundle.save_golden(samples)
-    bundle.manifest["golden"]["reference"] = "onnxruntime (source was an ONNX file)"
+    assert bundle.manifest.golden is not None
+    bundle.manifest.golden.reference = "onnxruntime (source was an ONNX file)"
     bundle.save()
     return bundle
 

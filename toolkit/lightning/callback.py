@@ -171,9 +171,10 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
             self._exported = True
             self.result = result
             bundle = result.bundle
-            training = bundle.manifest["training"] = _training_record(trainer, best, log_dir)
+            training = _training_record(trainer, best, log_dir)
+            bundle.manifest.training = training
             record_results(bundle.root,
-                           lambda fresh: fresh.manifest.__setitem__("training", training))
+                           lambda fresh: setattr(fresh.manifest, "training", training))
             metrics = _parity_metrics(result)
             if self.bench is not None:
                 metrics.update(self._bench(bundle.root, int(trainer.world_size)))

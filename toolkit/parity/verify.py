@@ -132,7 +132,7 @@ def verify_record(
 def new_report(bundle: Bundle, record: Target, tolerances: Tolerances,
                reference: str) -> ParityReport:
     """An empty report of the kind the bundle's task needs (the task table's `report`)."""
-    section = bundle.manifest.get("detection")
+    section = bundle.detection
     return tasks.of(section).hook("report")(
         section, artifact=artifact_label(record), precision=record.precision,
         tolerances=tolerances, reference=reference, preset=preset_for(record))
@@ -182,7 +182,7 @@ def localize_failure(bundle: Bundle, record: ArtifactRecord, feed: Feed, *, mode
     divergence = declared.hook("localize")(str(bundle.path_of(record)), feed, reference,
                                            tolerance=tolerance)
     if divergence is not None:
-        detection = bundle.manifest.get("detection") or {}
+        detection = bundle.detection or {}
         inner, outer = detection.get("module_prefix", ""), detection.get("user_prefix", "")
 
         def user_path(name: str | None) -> str | None:

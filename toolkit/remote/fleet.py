@@ -115,12 +115,11 @@ def merge(root: Path, job: Job, outcomes: list[DeviceOutcome]) -> bool:
 def _merge_one(bundle: Bundle, job: Job, outcome: DeviceOutcome) -> None:
     name = outcome.target.name
     if outcome.device is not None:
-        previous = bundle.manifest.get("targets") or {}
-        device = outcome.device.to_json()
-        old = previous.get(name)
-        if old is not None and old.get("selected") is not None:
-            device["selected"] = old["selected"]
-        bundle.manifest["targets"] = {**previous, name: device}
+        device = outcome.device.model_copy()
+        old = bundle.targets.get(name)
+        if old is not None and old.selected is not None:
+            device.selected = old.selected  # the choice made there stays until made again
+        bundle.manifest.targets = {**bundle.targets, name: device}
     basis = {n: sha for n, sha in outcome.basis.items() if n != GOLDEN}
     for pulled in outcome.pulled:
         _place(bundle, name, pulled, basis)
@@ -128,7 +127,7 @@ def _merge_one(bundle: Bundle, job: Job, outcome: DeviceOutcome) -> None:
         return
     pulled_keys = {(p.record.format, p.record.precision, p.record.layout)
                    for p in outcome.pulled}
-    for remote in outcome.manifest["artifacts"]:
+    for remote in outcome.manifest.artifacts:
         key = (remote.format, remote.precision, remote.layout)
         if key in pulled_keys:
             continue

@@ -61,7 +61,7 @@ class DeviceOutcome:
     code: int = 0
     message: str = ""
     device: DeviceRecord | None = None
-    manifest: dict[str, Any] | None = None  # the device's bundle afterwards, validated
+    manifest: schema.Manifest | None = None  # the device's bundle afterwards, validated
     result: Any = None  # the command's own --json document there
     pulled: list[Pulled] = field(default_factory=list)
     sent_bytes: int = 0
@@ -83,9 +83,9 @@ def bundle_id(bundle: Bundle) -> str:
     sends nothing again.)"""
     import re
 
-    identity = json.dumps([bundle.manifest.get("source"), bundle.manifest.get("inputs"),
-                           bundle.manifest.get("created_at"), str(bundle.root.resolve())],
-                          sort_keys=True, default=str)
+    shown = bundle.manifest.to_json()  # as the file holds it: the name is stable
+    identity = json.dumps([shown.get("source"), shown.get("inputs"), shown.get("created_at"),
+                           str(bundle.root.resolve())], sort_keys=True, default=str)
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", bundle.name)[:48].strip("-.") or "bundle"
     return f"{name}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
 
@@ -118,8 +118,8 @@ def projection(bundle: Bundle, records: list[ArtifactRecord]) -> dict[str, Any]:
 def _file_hashes(bundle: Bundle, records: list[ArtifactRecord]) -> dict[str, tuple[str, Path]]:
     """name -> (sha256, local path) for every file sent: golden samples, then artifacts
     (their hashes checked here first: a changed file never leaves this machine)."""
-    golden = bundle.manifest.get("golden") or {}
-    files = {GOLDEN: (golden["sha256"], bundle.golden_path)} if golden.get("sha256") else {}
+    golden = bundle.manifest.golden
+    files = {GOLDEN: (golden.sha256, bundle.golden_path)} if golden is not None else {}
     for record in records:
         bundle.checked_path(record)
         for path, sha in zip(bundle.files_of(record),
@@ -265,7 +265,7 @@ def _run_on(bundle: Bundle, target: Target, job: Job, connection: Connection,
     if code != 0 and not outcome.message:
         outcome.message = _last_line(reply.stderr, f"{job.command} exited {code} there")
     if outcome.manifest is not None and job.command == "export":
-        new = [r for r in outcome.manifest["artifacts"]
+        new = [r for r in outcome.manifest.artifacts
                if r.format in job.builds and r.path and not _sent(r, records)]
         if new:
             phase("pull")

@@ -13,25 +13,24 @@ MODEL_SOURCES = ("lightning-checkpoint", "factory")
 
 def describe_source(bundle: Bundle) -> str:
     """What rebuilding the eager model would import or read, in the user's words."""
-    source = bundle.manifest.get("source") or {}
-    kind = source.get("kind") or "unknown"
+    source = bundle.manifest.source
+    kind = source.kind or "unknown"
     if kind == "factory":
-        return f"factory {source.get('path')} (its module is imported and the factory called)"
+        return f"factory {source.path} (its module is imported and the factory called)"
     if kind == "lightning-checkpoint":
-        return (f"checkpoint {source.get('path')} (class {source.get('class') or '?'} is "
-                "imported)")
-    return f"{kind} {source.get('path') or ''}".strip()
+        return f"checkpoint {source.path} (class {source.class_ or '?'} is imported)"
+    return f"{kind} {source.path or ''}".strip()
 
 
 def source_unavailable(bundle: Bundle) -> str | None:
     """Why the bundle's eager model can't be rebuilt on this machine (None when it can)."""
-    source = bundle.manifest.get("source", {})
-    kind = source.get("kind")
+    source = bundle.manifest.source
+    kind = source.kind
     if kind not in MODEL_SOURCES:
         return (f"{bundle.root}: its source ({kind or 'unknown'}) can't be run as PyTorch; "
                 "eager/compile need the checkpoint or factory")
-    if kind == "lightning-checkpoint" and not Path(source.get("path", "")).is_file():
-        return (f"{bundle.root}: source checkpoint {source.get('path')} is not on this "
+    if kind == "lightning-checkpoint" and not Path(source.path or "").is_file():
+        return (f"{bundle.root}: source checkpoint {source.path} is not on this "
                 "machine; eager/compile need it (use --against CKPT)")
     if not _torch_importable():
         return (f"{bundle.root}: eager/compile need PyTorch, which can't be imported here "
@@ -65,23 +64,22 @@ def source_model(bundle: Bundle, *, trust_checkpoint: bool = False) -> Any:
     from toolkit.source.load import load_model
     from toolkit.source.model_args import parse_model_args
 
-    source = bundle.manifest["source"]
-    kind = source["kind"]
+    source = bundle.manifest.source
     loaded = load_model(
-        source["path"],
-        model_ref=source.get("class") if kind == "lightning-checkpoint" else None,
-        weights=source.get("weights"),
+        source.path or "",
+        model_ref=source.class_ if source.kind == "lightning-checkpoint" else None,
+        weights=source.weights,
         inputs=bundle.inputs,
         trust_checkpoint=trust_checkpoint,
         model_args=parse_model_args(f"{k}={v}" for k, v in
-                                    (source.get("model_args") or {}).items()),
+                                    (source.model_args or {}).items()),
     )
     return as_bundle_model(bundle, loaded)
 
 
 def as_bundle_model(bundle: Bundle, loaded: Any) -> Any:
     """A freshly loaded model wrapped as the bundle's artifacts are (a detector's contract)."""
-    detection = bundle.manifest.get("detection")
+    detection = bundle.detection
     if not detection:
         return loaded
     from toolkit.detection.options import options_from_record
@@ -107,11 +105,11 @@ def reference_model(bundle: Bundle, *, against: str | None = None, model_ref: st
 def against_command(bundle: Bundle) -> str:
     """What to type to give verify a live reference, from the manifest's source. Named, not
     done: a bundle is input nobody here wrote, and its source is code to import."""
-    source = bundle.manifest.get("source") or {}
-    kind, path = source.get("kind"), source.get("path")
+    source = bundle.manifest.source
+    kind, path = source.kind, source.path
     if kind == "lightning-checkpoint" and path:
         where = "" if Path(path).is_file() else " (copy the checkpoint here first)"
-        return (f"pass --against {path} --model {source.get('class') or 'pkg.module:Class'}"
+        return (f"pass --against {path} --model {source.class_ or 'pkg.module:Class'}"
                 f"{where}")
     if kind == "factory" and path:
         return f"pass --against {path} (the factory the bundle was exported from)"

@@ -110,7 +110,7 @@ def _quantised(job: ExportJob, program: Any, batch: int | None
     feeds = calibration_feeds(job.bundle, job.options.precision_options)
     config = get_symmetric_quantization_config(is_per_channel=True)
     quantizer = XNNPACKQuantizer()
-    if tasks.of(job.bundle.manifest.get("detection")).quantize_network_only:
+    if tasks.of(job.bundle.detection).quantize_network_only:
         # a detector's post-processing (decoding, NMS, indices) stays float: only the
         # network's convolutions and linear layers are quantised
         for layer in (torch.nn.Conv2d, torch.nn.Linear):

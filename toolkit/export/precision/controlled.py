@@ -43,7 +43,7 @@ class AccuracyGate:
     kind = "accuracy"
 
     def __init__(self, bundle: Bundle, options: PrecisionOptions, fp32_score: float) -> None:
-        section = bundle.manifest.get("detection")
+        section = bundle.detection
         self.evaluation = tasks.of(section).hook("evaluation")(str(options.eval_data),
                                                                bundle.inputs, section)
         self.bundle, self.fp32_score, self.max_drop = bundle, fp32_score, \

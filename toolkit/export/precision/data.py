@@ -93,7 +93,7 @@ def accuracy_between(bundle: Bundle, fp32: Any, reduced: Any,
     """The accuracy gate between two runners (not yet activated) of any format: the task's
     score of each on --eval-data, and the verdict on the drop."""
     from toolkit.parity.accuracy import score_gate
-    section = bundle.manifest.get("detection")
+    section = bundle.detection
     evaluation = tasks.of(section).hook("evaluation")(str(options.eval_data), bundle.inputs,
                                                       section)
     scores = {}

@@ -46,7 +46,7 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
             calibration = calibration_feeds(bundle, options)
             # A detector's post-processing (box decoding, NMS, padding) stays fp32: only the
             # network's heavy ops are quantized, as boxes in int8 would move by whole pixels.
-            network_only = tasks.of(bundle.manifest.get("detection")).quantize_network_only
+            network_only = tasks.of(bundle.detection).quantize_network_only
             op_types = NETWORK_OPS if network_only else None
             summary = quantize_int8(source, tmp, calibration,
                                     method=options.calib_method, op_types=op_types,
@@ -85,7 +85,7 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
         elif precision == "fp16" and summary.get("weights_converted_fraction"):
             feeds = [sample.inputs for sample in bundle.golden()]
             feeds += judging_feeds(bundle.inputs, options,
-                                   tasks.of(bundle.manifest.get("detection")))[0]
+                                   tasks.of(bundle.detection))[0]
             kept = list(scan.keep_nodes) if scan is not None else []
             controlled(bundle, source, dest, options, feeds, extra,
                        fp16_search(source, "float16", kept))
@@ -123,7 +123,8 @@ def controlled(bundle: Bundle, source: Path, dest: Path, options: PrecisionOptio
         accuracy_controlled(bundle, source, dest, options, feeds, extra, gate, missed,
                             lambda: accuracy_check(bundle, source, dest, options), searched)
         return
-    if precision == "int8" and not (bundle.manifest.get("golden") or {}).get("real"):
+    golden = bundle.manifest.golden
+    if precision == "int8" and not (golden and golden.real):
         return  # INT8 judged on noise only: no gate worth searching for
     gate = ParityGate(bundle, precision)
     missed = gate.judge(dest)
@@ -141,7 +142,7 @@ def range_scan(bundle: Bundle, source: Path, options: PrecisionOptions
     from toolkit.export.precision.ranges import scan_ranges
 
     feeds = [sample.inputs for sample in bundle.golden()]
-    task = tasks.of(bundle.manifest.get("detection"))
+    task = tasks.of(bundle.detection)
     feeds += judging_feeds(bundle.inputs, options, task)[0]
     try:
         return scan_ranges(source, feeds), None

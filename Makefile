@@ -24,7 +24,7 @@ demo: $(STAMP)
 JOBS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check toolkit tests benchmarks
-	$(if $(filter-out 0,$(JOBS)),OMP_NUM_THREADS=1) $(BIN)/python -m pytest -q \
+	$(if $(filter-out 0,$(JOBS)),OMP_NUM_THREADS=1) $(BIN)/python -m pytest -q --durations=10 \
 		$(if $(filter-out 0,$(JOBS)),-n $(JOBS) --dist loadfile)
 
 # The inner loop (under 2 minutes on 2 cores): lint, and the tests that export no model, train

@@ -35,9 +35,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toolkit.bench.measurement import Measurement  # noqa: E402
-from toolkit.bench.results import results_document, save_results  # noqa: E402
-from toolkit.bench.timer import measure  # noqa: E402
+from toolkit.bench.measurement import Measurement
+from toolkit.bench.results import results_document, save_results
+from toolkit.bench.timer import measure
 
 HERE = Path(__file__).resolve()
 MODELS: dict[str, tuple[str, tuple[int, int, int]]] = {
@@ -307,7 +307,7 @@ def harness_overhead(call: Callable[[], Any], rounds: int = 9, block_s: float = 
 def harness_cost_per_iteration(n: int = 200_000) -> float:
     """What `measure` adds per iteration (two clock reads, a sync call, an append, a
     compare), from timing a no-op both ways: a noise-free bound on the overhead."""
-    noop = lambda: None  # noqa: E731
+    noop = lambda: None
     best = math.inf
     for _ in range(5):
         t = time.perf_counter()

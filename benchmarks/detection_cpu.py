@@ -30,9 +30,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_cpu import Config, cold, inference, slug, time_rounds  # noqa: E402
+from compare_cpu import Config, cold, inference, slug, time_rounds
 
-from toolkit.bench.results import results_document, save_results  # noqa: E402
+from toolkit.bench.results import results_document, save_results
 
 TORCHVISION = {
     "frcnn": ("fasterrcnn_mobilenet_v3_large_320_fpn", {"box_score_thresh": 0.05}),

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_cpu import slug  # noqa: E402
+from compare_cpu import slug
 
 PRESETS = ("fp32", "fp16", "int8")
 IMAGES = 64

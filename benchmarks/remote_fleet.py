@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.remote.lab import Lab, ssh_lab  # noqa: E402 - after the path is set
+from tests.remote.lab import Lab, ssh_lab
 
 FAST = ["--budget", "0.1", "--warmup", "0.05", "--min-iters", "5", "--batch", "1"]
 

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toolkit import parity  # noqa: E402
+from toolkit import parity
 
 PRESET_NAMES = ("fp32", "fp16", "bf16", "int8")
 

@@ -10,7 +10,7 @@ BLOCKED = {"torch", "torchvision", "lightning", "pytorch_lightning", "onnxscript
 
 
 class _Blocker(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):  # noqa: ANN001 - the finder protocol
+    def find_spec(self, name, path, target=None):
         if name.split(".")[0] in BLOCKED:
             raise ImportError(f"{name} is blocked: this process plays an edge device")
         return None

@@ -147,7 +147,7 @@ def _groups_command():
 
     groups = (PrecisionOptions, BuildOptions, DetectionOptions, BenchOptions, ToleranceOptions)
 
-    def command(p=None, t=None, d=None, b=None, o=None) -> None:  # noqa: ANN001
+    def command(p=None, t=None, d=None, b=None, o=None) -> None:
         pass
 
     for name, group in zip("ptdbo", groups, strict=True):

@@ -27,7 +27,7 @@ from toolkit.spec import TensorSpec, parse_input
 FAST = ["--budget", "0.05", "--warmup", "0.02", "--min-iters", "5"]
 
 
-def QUICK(**changes) -> BenchOptions:  # noqa: N802 - reads as the options it makes
+def QUICK(**changes) -> BenchOptions:
     """What FAST says on the command line, as the group object the Python API takes."""
     return replace(BenchOptions(batches=(1,), threads=1, budget_s=0.05, warmup_s=0.02,
                                 min_iters=5), **changes)

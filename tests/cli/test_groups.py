@@ -35,7 +35,7 @@ def capture(group: type):
     """A command taking `group`; returns the object typer built from the flags."""
     seen = []
 
-    def command(options=None) -> None:  # noqa: ANN001 - the annotation is set below
+    def command(options=None) -> None:
         seen.append(options)
 
     command.__annotations__["options"] = group
@@ -92,8 +92,8 @@ def test_a_group_checks_itself_naming_the_flag(group, argv, flag):
 
 
 def test_a_flag_declared_twice_is_refused_when_the_command_is_made():
-    def command(a: PrecisionOptions = PrecisionOptions(),  # noqa: B008
-                b: PrecisionOptions = PrecisionOptions()) -> None:  # noqa: B008
+    def command(a: PrecisionOptions = PrecisionOptions(),  # noqa: B008 - a group, as the CLI
+                b: PrecisionOptions = PrecisionOptions()) -> None:  # noqa: B008 - likewise
         pass
 
     with pytest.raises(TypeError, match="declared twice: calib_batches"):

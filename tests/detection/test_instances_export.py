@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 pytest.importorskip("ultralytics", reason="ultralytics (a test dependency, in the dev extra) "
                     "is not installed")
 
-from toolkit.bundle import Bundle  # noqa: E402
-from toolkit.cli.app import app  # noqa: E402
-from toolkit.demo.instance_data import make_instance_data  # noqa: E402
+from toolkit.bundle import Bundle
+from toolkit.cli.app import app
+from toolkit.demo.instance_data import make_instance_data
 
 cli = CliRunner()
 MODELS = "tests.detection.yolo_models"

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 pytest.importorskip("ultralytics", reason="ultralytics (a test dependency, in the dev extra) "
                     "is not installed")
 
-from toolkit.cli.app import app  # noqa: E402
+from toolkit.cli.app import app
 
 cli = CliRunner()
 YOLO = "tests.detection.yolo_models:yolov8n"

@@ -11,13 +11,13 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-from toolkit.errors import UsageError  # noqa: E402
-from toolkit.export.precision.fp16 import convert_float16  # noqa: E402
-from toolkit.export.precision.int8 import quantize_int8  # noqa: E402
-from toolkit.export.precision.onnx_graph import op_counts  # noqa: E402
-from toolkit.formats import check_precisions  # noqa: E402
-from toolkit.parity.accuracy import accuracy_gate, classification_accuracy  # noqa: E402
-from toolkit.runtime.onnxruntime import ORT_QDQ_DISABLED_OPTIMIZERS  # noqa: E402
+from toolkit.errors import UsageError
+from toolkit.export.precision.fp16 import convert_float16
+from toolkit.export.precision.int8 import quantize_int8
+from toolkit.export.precision.onnx_graph import op_counts
+from toolkit.formats import check_precisions
+from toolkit.parity.accuracy import accuracy_gate, classification_accuracy
+from toolkit.runtime.onnxruntime import ORT_QDQ_DISABLED_OPTIMIZERS
 
 
 # -- tiny models -------------------------------------------------------------------------------

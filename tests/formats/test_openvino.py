@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 
 pytest.importorskip("openvino", reason="the 'openvino' extra is not installed")
 
-from toolkit import runtime  # noqa: E402
-from toolkit.bundle import Bundle, sha256_file  # noqa: E402
-from toolkit.cli.app import app  # noqa: E402
-from toolkit.environment import cpu_flags  # noqa: E402
-from toolkit.errors import UsageError  # noqa: E402
-from toolkit.export.openvino import BF16_FLAGS, check_bf16_here  # noqa: E402
+from toolkit import runtime
+from toolkit.bundle import Bundle, sha256_file
+from toolkit.cli.app import app
+from toolkit.environment import cpu_flags
+from toolkit.errors import UsageError
+from toolkit.export.openvino import BF16_FLAGS, check_bf16_here
 
 cli = CliRunner()
 HAS_BF16 = any(flag in cpu_flags() for flag in BF16_FLAGS)

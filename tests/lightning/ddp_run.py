@@ -8,9 +8,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.lightning.tiny import TinyRegressor, pl  # noqa: E402
-from toolkit import BenchOptions  # noqa: E402
-from toolkit.lightning import ExportCallback  # noqa: E402
+from tests.lightning.tiny import TinyRegressor, pl
+from toolkit import BenchOptions
+from toolkit.lightning import ExportCallback
 
 
 def main(out: Path) -> None:

@@ -50,7 +50,7 @@ def _stall(where: str) -> None:
     if where == "put":
         original = device.copy_hashed
 
-        def copy_then_hang(source, path):  # noqa: ANN001, ANN202 - the device side's signature
+        def copy_then_hang(source, path):
             path.write_bytes(source.read(10))  # a partial file in the store
             time.sleep(120)
             return original(source, path)
@@ -61,7 +61,7 @@ def _stall(where: str) -> None:
 
         original_cli = app.run_cli
 
-        def run_then_hang(argv):  # noqa: ANN001, ANN202
+        def run_then_hang(argv):
             workdir = os.path.dirname(os.path.dirname(argv[1]))  # WORKDIR/bundles/ID
             with open(os.path.join(workdir, "stalled.pid"), "w") as handle:
                 handle.write(str(os.getpid()))
@@ -87,7 +87,7 @@ def _hostile() -> None:
     if os.environ.get("TOOLKIT_TEST_HOSTILE") == "huge":  # claims a 16 TiB engine
         read = device._read_manifest
 
-        def inflated(directory):  # noqa: ANN001, ANN202 - the device side's signature
+        def inflated(directory):
             manifest = read(directory)
             for record in manifest.get("artifacts", []):
                 if record.get("format") == "trt":
@@ -97,7 +97,7 @@ def _hostile() -> None:
         device._read_manifest = inflated
         return
 
-    def get(workdir, bundle_id, names, stdout):  # noqa: ANN001 - the device side's signature
+    def get(workdir, bundle_id, names, stdout):
         with tarfile.open(fileobj=stdout, mode="w|") as archive:
             data = b"x" * 64
             info = tarfile.TarInfo("../../escaped.txt")

@@ -178,7 +178,7 @@ def _start(*args: object) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _wait_for(condition, what: str, timeout_s: float = 60) -> None:  # noqa: ANN001
+def _wait_for(condition, what: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:

@@ -11,9 +11,9 @@ import pytest
 pytest.importorskip("transformers", reason="transformers (a test dependency, in the dev "
                     "extra) is not installed")
 
-from tests.source.hf_models import VOCAB  # noqa: E402
-from toolkit.bundle import Bundle  # noqa: E402
-from toolkit.export.pipeline import export  # noqa: E402
+from tests.source.hf_models import VOCAB
+from toolkit.bundle import Bundle
+from toolkit.export.pipeline import export
 
 
 def test_a_bert_with_a_shared_sequence_and_its_vocabulary_passes_every_format(tmp_path):

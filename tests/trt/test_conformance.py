@@ -21,9 +21,9 @@ import pytest
 
 pytest.importorskip("cuda.bindings", reason="cuda-bindings (a dev dependency) not installed")
 
-from tests.trt.common import DYNAMIC, STATIC, tiny_onnx  # noqa: E402
-from tests.trt.conformance.fake_trt import SNAPSHOTS, Machine, engine_header  # noqa: E402
-from tests.trt.conformance.harness import (  # noqa: E402
+from tests.trt.common import DYNAMIC, STATIC, tiny_onnx
+from tests.trt.conformance.fake_trt import SNAPSHOTS, Machine, engine_header
+from tests.trt.conformance.harness import (
     FakeProcess,
     custom_op_onnx,
     fp16_onnx,
@@ -32,11 +32,11 @@ from tests.trt.conformance.harness import (  # noqa: E402
     shape_input_onnx,
     two_output_onnx,
 )
-from tests.trt.conformance.strict import load_snapshot  # noqa: E402
-from toolkit.errors import BackendUnavailable, ExportFailed, UsageError  # noqa: E402
-from toolkit.spec import OutputSpec, TensorSpec, parse_input  # noqa: E402
-from toolkit.tensorrt import compat as trt_compat  # noqa: E402
-from toolkit.tensorrt.options import BuildOptions, build_options  # noqa: E402
+from tests.trt.conformance.strict import load_snapshot
+from toolkit.errors import BackendUnavailable, ExportFailed, UsageError
+from toolkit.spec import OutputSpec, TensorSpec, parse_input
+from toolkit.tensorrt import compat as trt_compat
+from toolkit.tensorrt.options import BuildOptions, build_options
 
 ROOT = Path(__file__).resolve().parents[2]
 X = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)

@@ -53,8 +53,8 @@ def export_command(
     torchscript_mode: Annotated[str, typer.Option(
         "--ts-mode", help="TorchScript: auto, trace or script.")] = "auto",
     precision_options: PrecisionOptions = PrecisionOptions(),  # noqa: B008 - expanded to flags
-    tensorrt: BuildOptions = BuildOptions(),  # noqa: B008
-    detection: DetectionOptions = DetectionOptions(),  # noqa: B008
+    tensorrt: BuildOptions = BuildOptions(),  # noqa: B008 - expanded to flags
+    detection: DetectionOptions = DetectionOptions(),  # noqa: B008 - expanded to flags
     model_arg: opt.ModelArgs = None,
     json_path: opt.JsonPath = None,
     on: opt.On = None,

@@ -70,7 +70,7 @@ def _faster_coco_eval() -> _Library:
     from faster_coco_eval.core import mask
 
     class Rotated(COCOeval_faster):
-        def computeIoU(self, imgId: int, catId: int) -> Any:  # noqa: N802, N803 (its name)
+        def computeIoU(self, imgId: int, catId: int) -> Any:  # pycocotools names it so
             return _rotated_ious(self.gt_dataset.get(imgId, catId),
                                  self.dt_dataset.get(imgId, catId), self.params.maxDets[-1])
 
@@ -87,7 +87,7 @@ def _pycocotools() -> _Library:
     from pycocotools.cocoeval import COCOeval
 
     class Rotated(COCOeval):
-        def computeIoU(self, imgId: int, catId: int) -> Any:  # noqa: N802, N803 (its name)
+        def computeIoU(self, imgId: int, catId: int) -> Any:  # pycocotools names it so
             return _rotated_ious(self._gts[imgId, catId], self._dts[imgId, catId],
                                  self.params.maxDets[-1])
 

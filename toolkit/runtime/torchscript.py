@@ -37,7 +37,7 @@ def load_custom_ops() -> None:
     import importlib.util
 
     if importlib.util.find_spec("torchvision") is not None:
-        import torchvision  # noqa: F401
+        import torchvision  # noqa: F401 - registers torchvision::* ops a TorchScript file calls
 
 
 def open_artifact(bundle: Any, record: ArtifactRecord, **options: Any) -> TorchScriptRunner:

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 pytest.importorskip("executorch.exir", reason="the 'executorch' extra is not installed")
 
-from toolkit import formats, runtime  # noqa: E402 (after the skip: the extra may be absent)
-from toolkit.bundle import Bundle  # noqa: E402
-from toolkit.cli.app import app  # noqa: E402
-from toolkit.errors import UsageError  # noqa: E402
-from toolkit.manifest import validate  # noqa: E402
+from toolkit import formats, runtime
+from toolkit.bundle import Bundle
+from toolkit.cli.app import app
+from toolkit.errors import UsageError
+from toolkit.manifest import validate
 
 cli = CliRunner()
 

@@ -290,7 +290,7 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
         def parse_from_file(self, model: str) -> bool:
             try:
                 proto = onnx.load(str(model))
-            except Exception as err:  # noqa: BLE001 - the parser reports, never raises
+            except Exception as err:
                 self._errors.append(new("ParserError", f"failed to load {model}: {err}", -1,
                                         "", ""))
                 return False
@@ -334,7 +334,7 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
         def __init__(self) -> None:
             self._shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
 
-        def set_shape(self, input: str, min: Any, opt: Any, max: Any) -> None:  # noqa: A002
+        def set_shape(self, input: str, min: Any, opt: Any, max: Any) -> None:
             lo, mid, hi = (tuple(int(d) for d in s) for s in (min, opt, max))
             if not (len(lo) == len(mid) == len(hi)) or any(
                     not a <= b <= c for a, b, c in zip(lo, mid, hi)):
@@ -343,10 +343,10 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
                 return
             self._shapes[input] = (lo, mid, hi)
 
-        def get_shape(self, input: str) -> list[Any]:  # noqa: A002
+        def get_shape(self, input: str) -> list[Any]:
             return [dims(s) for s in self._shapes.get(input, ((), (), ()))]
 
-        def set_shape_input(self, input: str, min: Any, opt: Any, max: Any) -> None:  # noqa: A002
+        def set_shape_input(self, input: str, min: Any, opt: Any, max: Any) -> None:
             self._values = {**getattr(self, "_values", {}),
                             input: [list(map(int, v)) for v in (min, opt, max)]}
 
@@ -428,7 +428,7 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
         def _dynamic(self) -> bool:
             return any(lo != hi for p in self._profiles for lo, _, hi in p._shapes.values())
 
-        def can_run_on_DLA(self, layer: Any) -> bool:  # noqa: N802 - TensorRT's name
+        def can_run_on_DLA(self, layer: Any) -> bool:
             # DLA runs reduced-precision layers of static shape (min = opt = max) only
             return (self._props["default_device_type"] == enum("DeviceType", "DLA")
                     and layer._network._reduced() and not self._dynamic())
@@ -443,7 +443,7 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
             state.take_logger(logger)
 
         @property
-        def num_DLA_cores(self) -> int:  # noqa: N802 - TensorRT's name
+        def num_DLA_cores(self) -> int:
             return state.machine.dla_cores
 
         def create_network(self, flags: int = 0) -> Any:
@@ -536,7 +536,7 @@ def make_tensorrt(line: str, cuda: Any, machine: Machine | None = None) -> Stric
             self._props = {"engine_host_code_allowed": False, "DLA_core": -1}
 
         @property
-        def num_DLA_cores(self) -> int:  # noqa: N802
+        def num_DLA_cores(self) -> int:
             return state.machine.dla_cores
 
         def deserialize_cuda_engine(self, serialized_engine: Any) -> Any:

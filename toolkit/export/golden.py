@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.bundle import GoldenSample
+from toolkit import tasks
+from toolkit.bundle import Bundle, GoldenSample
 from toolkit.spec import batch_range, feed_bytes, random_inputs
 
 GOLDEN_EXTRA_BATCHES = (1, 3)  # besides the example's own batch, when the batch is dynamic
@@ -175,3 +176,23 @@ def _detecting_images(loaded: Any, pool: dict[str, Any], threshold: float
     if static:  # a fixed batch: tile the detecting images out to it
         picks = np.resize(picks, want)
     return {k: v[picks] for k, v in pool.items()}
+
+
+def save_golden_samples(bundle: Bundle, loaded: Any, options: Any) -> None:
+    """Golden samples once per bundle; samples drawn from real data are added when a run
+    brings reduced precisions and real data, and judge those precisions (`options`: the
+    run's ExportOptions)."""
+    golden = bundle.manifest.golden
+    reduced = any(p != "fp32" for p in options.precisions)
+    data = options.precision_options
+    if golden is not None and (golden.real or not reduced
+                               or not (data.eval_data or data.calib_data)):
+        return
+    from toolkit.export.precision.data import judging_feeds
+
+    samples = bundle.golden() if golden is not None else golden_samples(loaded)
+    feeds, where = judging_feeds(loaded.inputs, data, tasks.of(loaded.detection)) if reduced \
+        else ([], None)
+    real = [GoldenSample(feed, loaded.run(feed)) for feed in feeds]
+    bundle.save_golden(samples + real, real=range(len(samples), len(samples) + len(real)),
+                       real_source=where)

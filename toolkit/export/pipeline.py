@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from toolkit import environment, formats, interrupts, tasks, transaction
-from toolkit.bundle import Bundle, GoldenSample, atomic_path, now, publish, sha256_file
+from toolkit import formats, interrupts, tasks, transaction
+from toolkit.bundle import Bundle, atomic_path, now, publish
 from toolkit.detection.options import DetectionOptions
 from toolkit.errors import (
     BackendUnavailable,
@@ -24,7 +24,7 @@ from toolkit.errors import (
     UsageError,
     disk_error,
 )
-from toolkit.export.golden import GOLDEN_EXTRA_BATCHES, golden_samples
+from toolkit.export.golden import golden_samples, save_golden_samples
 from toolkit.export.job import (
     ExportJob,
     ExportOptions,
@@ -35,9 +35,11 @@ from toolkit.export.job import (
     steps_exit_code,
 )
 from toolkit.export.plan import ExportPlan
+from toolkit.export.records import drop_artifact, record_artifact
+from toolkit.export.sources import FILE_SOURCE, bundle_from_file, load_source, open_or_create
 from toolkit.formats import Format
 from toolkit.manifest import ArtifactRecord, InProcessTarget, Target
-from toolkit.spec import TensorSpec, batch_range
+from toolkit.spec import TensorSpec
 from toolkit.tensorrt.options import BuildOptions
 
 __all__ = ["export", "ExportOptions", "ExportResult", "Step", "StepStatus", "golden_samples",
@@ -88,7 +90,7 @@ def make_options(options: ExportOptions | None = None, **overrides: Any) -> Expo
 
 def export(
     source: str,
-    to: Sequence[str] | str = ("onnx",),
+    to: Sequence[str] | str = (formats.DEFAULT_TARGET,),
     out: str | Path | None = None,
     *,
     model: str | None = None,
@@ -129,11 +131,11 @@ def export(
                     else parse_model_args(model_args))
     detection = detection or DetectionOptions()
     kind = source_kind(source)
-    if kind == "onnx" and detection != DetectionOptions():
+    if kind == FILE_SOURCE and detection != DetectionOptions():
         raise UsageError("--task, --nms and --max-detections wrap a PyTorch model's outputs "
-                         "into the detection contract; an .onnx source is exported as it is. "
-                         "Export the detector from its checkpoint or factory with them, or "
-                         "leave them out")
+                         f"into the detection contract; a {Path(source).suffix} source is "
+                         "exported as it is. Export the detector from its checkpoint or "
+                         "factory with them, or leave them out")
     out_dir = Path(out) if out else (Path(source) if kind == "bundle" else default_out(source))
     _check_writable(out_dir)
     if kind == "bundle" and Path(out or source).resolve() != Path(source).resolve():
@@ -141,15 +143,15 @@ def export(
     created = not out_dir.exists()
     run = _Executor(ExportPlan(asked, opts), on_step)
     # usage errors before the lock: a bad precision is told so, not "busy"
-    run.check_precisions(single_target_strict=kind in ("bundle", "onnx"))
+    run.check_precisions(single_target_strict=kind in ("bundle", FILE_SOURCE))
     # locked, and undone on failure or Ctrl-C: nothing partial is left behind
     with _disk_errors_named(out_dir), transaction.writing(out_dir):
         if kind == "bundle":
             bundle = Bundle.open(source)
             bundle.allow_modified = opts.allow_modified
             run.from_bundle(bundle)
-        elif kind == "onnx":
-            run.from_bundle(_bundle_from_onnx(Path(source), out_dir, specs, opts))
+        elif kind == FILE_SOURCE:
+            run.from_bundle(bundle_from_file(Path(source), out_dir, specs, opts))
         else:
             run.from_model(source, out_dir, specs, model, weights, static, trust_checkpoint,
                            factory_args, detection)
@@ -237,22 +239,9 @@ class _Executor:
     def from_model(self, source: str, out_dir: Path, specs: list[TensorSpec],
                    model_ref: str | None, weights: str | None, static: bool,
                    trust: bool, model_args: dict[str, Any], detection: Any) -> None:
-        from toolkit.source.detection import as_detector
-        from toolkit.source.load import load_model
-
-        loaded = load_model(source, model_ref=model_ref, weights=weights,
-                            inputs=specs or None, static=static, trust_checkpoint=trust,
-                            model_args=model_args)
-        if trust:
-            # recorded for the reader; never honoured when the bundle is used later
-            loaded.source["trusted_at_export"] = True
-        loaded = as_detector(loaded, detection)
-        names = {o.name.rsplit(".", 1)[-1] for o in loaded.outputs}
-        self.notes += loaded.hints
-        if not loaded.detection and detection.task == "auto" and {"boxes", "scores"} <= names:
-            self.notes.append("the model returns boxes and scores: to export it as a detector "
-                              "(NMS in the graph, the detection contract, IoU-matched parity) "
-                              "add --nms iou=0.45,score=0.25")
+        loaded, notes = load_source(source, specs, model_ref, weights, static, trust,
+                                    model_args, detection)
+        self.notes += notes
         self.from_loaded(loaded, out_dir)
 
     def from_loaded(self, loaded: Any, out_dir: Path) -> None:
@@ -277,31 +266,12 @@ class _Executor:
             chosen_from = data if (data.eval_data or data.calib_data) else None
             loaded.example = task.hook("golden_example")(loaded, real, chosen_from)
         self.model = loaded
-        self.bundle = _open_or_create(out_dir, loaded, self.opts.force)
-        self._save_golden(loaded)
+        self.bundle = open_or_create(out_dir, loaded, self.opts.force)
+        save_golden_samples(self.bundle, loaded, self.opts)
         self._run_all()
 
-    def _save_golden(self, loaded: Any) -> None:
-        """Golden samples once per bundle; samples drawn from real data are added when a run
-        brings reduced precisions and real data, and judge those precisions."""
-        golden = self.bundle.manifest.golden
-        reduced = any(p != "fp32" for p in self.opts.precisions)
-        data = self.opts.precision_options
-        if golden is not None and (golden.real or not reduced
-                                   or not (data.eval_data or data.calib_data)):
-            return
-        from toolkit.export.precision.data import judging_feeds
-
-        samples = self.bundle.golden() if golden is not None else golden_samples(loaded)
-        feeds, where = judging_feeds(loaded.inputs, data, tasks.of(loaded.detection)) if reduced \
-            else ([], None)
-        real = [GoldenSample(feed, loaded.run(feed)) for feed in feeds]
-        self.bundle.save_golden(samples + real,
-                                real=range(len(samples), len(samples) + len(real)),
-                                real_source=where)
-
     def from_bundle(self, bundle: Bundle) -> None:
-        """Formats derivable from the bundle alone (reduced-precision ONNX, engines)."""
+        """Formats derivable from the bundle alone (reduced-precision files, engines)."""
         self.bundle = bundle
         need_model = [f.name for f in self.targets if f.uses_model(self.opts)
                       and not (f.precisions != ("fp32",) and bundle.artifact(f.name, "fp32"))]
@@ -370,7 +340,7 @@ class _Executor:
             return InProcessTarget(fmt.name, precision, created_at=now(),
                                    notes=(note,) if note else ())
         # what exists is found before the exporter is imported: on a device without torch, a
-        # bundle's fp16 ONNX is there to build an engine from, not to be re-exported
+        # bundle's reduced-precision file is there to build an engine from, not to be redone
         dest = self._destination(fmt, precision, layout)
         exporter = fmt.export_fn()
         with atomic_path(dest, suffix=dest.suffix) as tmp:
@@ -389,7 +359,7 @@ class _Executor:
             finally:
                 for leftover in fmt.companions(tmp.name):
                     tmp.with_name(leftover).unlink(missing_ok=True)
-        return self._record(fmt, precision, dest, extra, layout)
+        return record_artifact(self.bundle, fmt, precision, dest, extra, layout)
 
     def _destination(self, fmt: Format, precision: str, layout: str | None = None) -> Path:
         self.bundle.root.mkdir(parents=True, exist_ok=True)
@@ -398,25 +368,6 @@ class _Executor:
                 and not self.opts.force):
             raise _Exists(f"{dest.name} exists; pass --force to replace it")
         return dest
-
-    def _record(self, fmt: Format, precision: str, dest: Path,
-                extra: dict[str, Any], layout: str | None = None) -> ArtifactRecord:
-        companions = [dest.with_name(name) for name in fmt.companions(dest.name)
-                      if dest.with_name(name).is_file()]
-        record = {
-            "format": fmt.name, "precision": precision, "path": dest.name,
-            **({"layout": layout} if layout else {}),
-            "sha256": sha256_file(dest),
-            "size_bytes": sum(p.stat().st_size for p in [dest, *companions]),
-            **({"files": [{"name": p.name, "sha256": sha256_file(p),
-                           "size_bytes": p.stat().st_size} for p in companions]}
-               if companions else {}),
-            "created_at": now(),
-            "tools": {k: v for k in fmt.recorded_libraries()
-                      if (v := environment.library_version(k))},
-            **extra,
-        }
-        return self.bundle.record_artifact(record)
 
     def _run_step(self, step: Step, fmt: Format) -> None:
         made: Target | None = None
@@ -446,16 +397,8 @@ class _Executor:
         interrupts.raise_if_pending()  # an exporter may have turned Ctrl-C into a failure
         if made is not None and step.status in (StepStatus.FAILED, StepStatus.NOT_EXPORTED,
                                                 StepStatus.UNAVAILABLE):
-            self._drop(made)  # written but unusable (it won't even load): not left listed
+            drop_artifact(self.bundle, made)  # written but unusable (it won't load): unlisted
         self._done(step)
-
-    def _drop(self, record: Target) -> None:
-        if isinstance(record, InProcessTarget):
-            return
-        for path in self.bundle.files_of(record):
-            transaction.remove_file(path)
-        self.bundle.remove_artifact(record)
-        self.bundle.save()
 
     def _verify(self, step: Step, record: Target) -> None:
         from toolkit.parity.verify import check_target
@@ -474,88 +417,6 @@ class _Executor:
         step.seconds = time.perf_counter() - step.started
         if self.on_step:
             self.on_step(step)
-
-
-def _open_or_create(out_dir: Path, loaded: Any, force: bool) -> Bundle:
-    outputs = loaded.outputs
-    if Bundle.is_bundle(out_dir):
-        bundle = Bundle.open(out_dir)
-        same_io = ([i.to_json() for i in bundle.manifest.inputs]
-                   == [s.to_dict() for s in loaded.inputs]
-                   and [o.name for o in bundle.outputs] == [o.name for o in outputs])
-        same_source = source_identity(bundle.manifest.source.to_json()) == source_identity(
-            loaded.source)
-        if same_io and same_source:
-            return bundle
-        if not force:
-            what = "inputs/outputs" if not same_io else "source"
-            raise UsageError(
-                f"{out_dir} holds a bundle from a different {what}; choose another --out, or "
-                "pass --force to start it over"
-            )
-        _clear_bundle(bundle)
-    bundle = Bundle.create(out_dir, inputs=loaded.inputs, outputs=outputs,
-                           source=loaded.source, call={"style": loaded.call_style})
-    if loaded.detection:
-        bundle.manifest.task = "detection"
-        bundle.manifest.detection = dict(loaded.detection)
-    return bundle
-
-
-def source_identity(source: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What makes two sources the same model: the file's hash, or for a factory its path,
-    arguments and the hash of the weights it produced."""
-    return (source.get("kind"), source.get("sha256"),
-            source.get("path") if source.get("kind") == "factory" else None,
-            source.get("model_args") or None, source.get("state_sha256"))
-
-
-def _clear_bundle(bundle: Bundle) -> None:
-    for record in bundle.all_artifacts:  # the engines built on devices too
-        if record.path:
-            for path in bundle.files_of(record):
-                transaction.remove_file(path)
-    transaction.remove_file(bundle.golden_path)
-
-
-def _bundle_from_onnx(path: Path, out_dir: Path, specs: list[TensorSpec],
-                      opts: ExportOptions) -> Bundle:
-    """An .onnx file starts a bundle: copied in, golden outputs from ONNX Runtime."""
-    from toolkit.runtime.onnxruntime import OnnxRuntimeRunner
-    from toolkit.source.onnx_file import load_onnx_source
-    from toolkit.spec import random_inputs
-
-    src = load_onnx_source(path, specs)
-    if Bundle.is_bundle(out_dir) and not opts.force:
-        bundle = Bundle.open(out_dir)
-        if bundle.manifest.source.sha256 != src.source["sha256"]:
-            raise UsageError(f"{out_dir} holds a bundle from a different source; choose "
-                             "another --out, or pass --force")
-        return bundle
-    onnx_format = formats.by_suffix(path.suffix)  # source_kind() saw a self-describing file
-    assert onnx_format is not None
-    bundle = Bundle.create(out_dir, inputs=src.inputs, outputs=src.outputs,
-                           source=src.source, call={"style": "positional"})
-    dest = bundle.root / onnx_format.filename()
-    bundle.root.mkdir(parents=True, exist_ok=True)
-    with atomic_path(dest, suffix=dest.suffix) as tmp:
-        shutil.copyfile(path, tmp)
-    run = _Executor(ExportPlan([onnx_format.name], opts), None)
-    run.bundle = bundle
-    run._record(onnx_format, "fp32", dest, {"exporter": "copied from source"})
-    samples = []
-    with OnnxRuntimeRunner(dest, inputs=src.inputs, outputs=src.outputs) as runner:
-        rng = batch_range(src.inputs)
-        for i, batch in enumerate((None, *GOLDEN_EXTRA_BATCHES)):
-            if batch is not None and (rng is None or not rng[0] <= batch <= rng[2]):
-                continue
-            feed = random_inputs(src.inputs, batch=batch, seed=i)
-            samples.append(GoldenSample(feed, runner.infer(feed)))
-    bundle.save_golden(samples)
-    assert bundle.manifest.golden is not None
-    bundle.manifest.golden.reference = "onnxruntime (source was an ONNX file)"
-    bundle.save()
-    return bundle
 
 
 def export_loaded(

@@ -221,6 +221,8 @@ def _load_table() -> dict[str, Format]:
 TABLE: dict[str, Format] = _load_table()
 #: the format every artifact is compared with and timed against
 REFERENCE = "eager"
+#: what `export` makes when no --to is given
+DEFAULT_TARGET = "onnx"
 ALIASES: dict[str, str] = {alias: f.name for f in TABLE.values() for alias in (f.name,
                                                                                 *f.aliases)}
 

@@ -234,7 +234,7 @@ def peer(model: Trained, out: Path, work: Path, args: argparse.Namespace) -> dic
     from toolkit.detection.instance_parity import instance_tolerance, judge_instances
     from toolkit.detection.match import match_detections
     from toolkit.detection.options import DetectionOptions
-    from toolkit.source.detection import as_detector
+    from toolkit.source.detector_contract import as_detector
     from toolkit.source.load import build_loaded_model
     from toolkit.spec import parse_input
 

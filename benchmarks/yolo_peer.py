@@ -88,7 +88,7 @@ def main() -> None:
 
     from toolkit.detection.match import match_detections
     from toolkit.detection.options import DetectionOptions
-    from toolkit.source.detection import as_detector
+    from toolkit.source.detector_contract import as_detector
     from toolkit.source.load import build_loaded_model
     from toolkit.spec import parse_input
 

@@ -142,7 +142,7 @@ def _groups_command():
         PrecisionOptions,
         ToleranceOptions,
     )
-    from toolkit.cli.groups import takes_groups
+    from toolkit.cli.group_flags import takes_groups
     from toolkit.groups import flags_of
 
     groups = (PrecisionOptions, BuildOptions, DetectionOptions, BenchOptions, ToleranceOptions)

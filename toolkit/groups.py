@@ -4,7 +4,7 @@ A group is a frozen dataclass that checks itself, and reads the command line's s
 text, a comma list), in `__post_init__` (UsageError naming the flag): one place, whether the
 values came from typer or from Python.
 Each field the command line sets carries its flag and help through `flag(...)`; the CLI expands a
-group into those flags (`toolkit/cli/groups.py`), and `toolkit.export(...)`, `ExportCallback`
+group into those flags (`toolkit/cli/group_flags.py`), and `toolkit.export(...)`, `ExportCallback`
 and the commands take the same objects. Pure: no typer, no torch.
 """
 

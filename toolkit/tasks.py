@@ -55,7 +55,7 @@ TASKS: dict[str, Task] = {
     "detection": Task(
         name="detection",
         description="boxes/scores/labels/num_detections: IoU-matched parity, COCO mAP gate",
-        report="toolkit.parity.detection:contract_report",
+        report="toolkit.parity.detection_report:contract_report",
         evaluation="toolkit.parity.task_eval:detection_evaluation",
         eval_inputs="toolkit.parity.task_eval:detection_inputs",
         golden_example="toolkit.export.golden:detecting_example",

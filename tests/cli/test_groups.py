@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from toolkit import BenchOptions, BuildOptions, DetectionOptions, PrecisionOptions, ToleranceOptions
 from toolkit.cli.app import app
-from toolkit.cli.groups import takes_groups
+from toolkit.cli.group_flags import takes_groups
 from toolkit.errors import UsageError
 from toolkit.groups import flags_of
 

@@ -254,7 +254,7 @@ def test_task_metrics_score_the_instance_outputs(seg, pose, obb, eval_data):
 
 def test_task_detection_on_a_segment_head_drops_masks_and_says_so():
     from toolkit.detection.options import DetectionOptions
-    from toolkit.source.detection import as_detector
+    from toolkit.source.detector_contract import as_detector
     from toolkit.source.load import load_model
     from toolkit.spec import parse_input
 

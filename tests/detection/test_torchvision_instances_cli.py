@@ -41,7 +41,7 @@ def test_torchvision_instances_export_and_are_judged(tmp_path, factory, output, 
 def test_torchvision_masks_dropped_only_when_asked_and_said():
     """--task detection keeps boxes alone, and the model's record says what was dropped."""
     from toolkit.detection.options import DetectionOptions
-    from toolkit.source.detection import as_detector
+    from toolkit.source.detector_contract import as_detector
     from toolkit.source.load import load_model
     from toolkit.spec import parse_input
 

@@ -174,7 +174,7 @@ def test_ultralytics_rtdetr_is_recognised_with_its_convention(rtdetr):
     """RT-DETR's decoder is found in the model: its rows are normalised cx, cy, w, h, score,
     class, and the contract holds them as xyxy input pixels."""
     from toolkit.detection.options import DetectionOptions
-    from toolkit.source.detection import as_detector
+    from toolkit.source.detector_contract import as_detector
     from toolkit.source.wrapper import LoadedModel
     from toolkit.spec import parse_input
 

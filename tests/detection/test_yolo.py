@@ -133,7 +133,7 @@ def test_torch_export_keeps_the_batch_dynamic_after_eager_runs():
 
     from toolkit.detection.options import DetectionOptions
     from toolkit.export.common import dynamic_shapes, example_args
-    from toolkit.source.detection import as_detector
+    from toolkit.source.detector_contract import as_detector
     from toolkit.source.load import load_model
     from toolkit.spec import parse_inputs
 

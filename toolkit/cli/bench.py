@@ -21,7 +21,7 @@ from toolkit.cli.console import (
     table_console,
     write_json,
 )
-from toolkit.cli.groups import takes_groups
+from toolkit.cli.group_flags import takes_groups
 
 DEFAULT_THRESHOLD = 5.0  # percent, for the comparison's status column without a gate
 

@@ -17,7 +17,7 @@ from toolkit.cli.console import (
     table_console,
     write_json,
 )
-from toolkit.cli.groups import takes_groups
+from toolkit.cli.group_flags import takes_groups
 from toolkit.detection.options import DetectionOptions
 from toolkit.export.job import PrecisionOptions
 from toolkit.tensorrt.options import BuildOptions

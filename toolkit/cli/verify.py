@@ -9,7 +9,7 @@ import typer
 
 from toolkit.cli import options as opt
 from toolkit.cli.console import console, json_to_stdout, split_list, table_console, write_json
-from toolkit.cli.groups import takes_groups
+from toolkit.cli.group_flags import takes_groups
 from toolkit.parity.options import ToleranceOptions
 
 

@@ -110,8 +110,8 @@ def export(
     the option groups among them as the objects the CLI builds from its flags:
     `precision_options=PrecisionOptions(calib_data=...)`, `tensorrt=BuildOptions(workspace=
     "4G")`. `detection=DetectionOptions(nms="iou=0.45,score=0.25")` makes a detector export the
-    detection contract (see toolkit/source/detection.py). `model_args` are a factory's keyword
-    arguments (a dict, or 'NAME=VALUE' literals).
+    detection contract (see toolkit/source/detector_contract.py). `model_args` are a factory's
+    keyword arguments (a dict, or 'NAME=VALUE' literals).
     """
     from toolkit.source.load import source_kind
     from toolkit.source.model_args import parse_model_args

@@ -23,7 +23,7 @@ def load_source(source: str, specs: list[TensorSpec], model_ref: str | None,
                 detection: Any) -> tuple[Any, list[str]]:
     """The model a checkpoint or factory gives, wrapped as the detection options ask, and
     what the run should tell the user about it."""
-    from toolkit.source.detection import as_detector
+    from toolkit.source.detector_contract import as_detector
     from toolkit.source.load import load_model
 
     loaded = load_model(source, model_ref=model_ref, weights=weights,

@@ -197,7 +197,7 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
         import torch
 
         from toolkit.bundle import sha256_file
-        from toolkit.source.detection import as_detector
+        from toolkit.source.detector_contract import as_detector
         from toolkit.source.load import build_loaded_model
 
         # The trainer (and what hangs off it) is not copied: the copy must not reach it.

@@ -83,7 +83,7 @@ def as_bundle_model(bundle: Bundle, loaded: Any) -> Any:
     if not detection:
         return loaded
     from toolkit.detection.options import options_from_record
-    from toolkit.source.detection import as_detector
+    from toolkit.source.detector_contract import as_detector
 
     return as_detector(loaded, options_from_record(detection))
 

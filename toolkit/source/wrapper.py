@@ -108,8 +108,8 @@ class LoadedModel:
     example: dict[str, np.ndarray] | None = None
     source: dict[str, Any] = field(default_factory=dict)
     _outputs: list[OutputSpec] | None = None
-    #: set for detectors wrapped to the output contract (source/detection.py): the manifest's
-    #: `detection` record (convention, max_detections, score_threshold, nms)
+    #: set for detectors wrapped to the output contract (source/detector_contract.py): the
+    #: manifest's `detection` record (convention, max_detections, score_threshold, nms)
     detection: dict[str, Any] | None = None
     #: what the export should tell the user about this model (a likely detector, ...)
     hints: list[str] = field(default_factory=list)

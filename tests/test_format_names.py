@@ -2,7 +2,8 @@
 (`toolkit/formats/<name>.py`) and its backend package (`toolkit/backends/<name>/`).
 
 A format in a backend package is named by no other module of `toolkit/` (its name and
-aliases, as words, in code, strings and comments alike). The formats declared before backend
+aliases, as words, in code, strings and comments alike), the format table and the demos
+aside. The formats declared before backend
 packages existed still keep code by stage (export/, runtime/, tensorrt/) and are named in
 generic modules; how many modules name each is counted here, and the count may only fall
 (lower BEFORE_BACKENDS when a move brings it down)."""
@@ -18,13 +19,19 @@ PACKAGE = Path(__file__).resolve().parent.parent / "toolkit"
 BACKENDS = PACKAGE / "backends"
 
 #: modules outside their format's own files that name it, at the last count
-BEFORE_BACKENDS = {"onnx": 59, "torchscript": 22, "pt2": 10, "compile": 22, "trt": 22,
-                   "openvino": 17, "eager": 25}
+BEFORE_BACKENDS = {"onnx": 51, "torchscript": 16, "compile": 19, "trt": 18, "openvino": 12,
+                   "eager": 22}
+
+
+#: the table declares every format; a demo picks the formats it shows, as the README does
+NOT_GENERIC = (PACKAGE / "formats", PACKAGE / "demo")
+DEMO_COMMANDS = ("demo.py", "demo_common.py", "demo_ddp.py", "demo_detection.py")
 
 
 def _own(fmt: formats.Format, path: Path) -> bool:
-    return (path == PACKAGE / "formats" / f"{fmt.name}.py"
-            or BACKENDS / fmt.name in path.parents)
+    return (BACKENDS / fmt.name in path.parents
+            or any(home in path.parents for home in NOT_GENERIC)
+            or (path.parent == PACKAGE / "cli" and path.name in DEMO_COMMANDS))
 
 
 def _naming(fmt: formats.Format, aliases: bool = True) -> list[str]:

@@ -299,7 +299,7 @@ def test_verify_waits_for_a_running_export(copy):
 def test_a_pt2_with_an_entry_outside_the_package_is_refused(tmp_path):
     import zipfile
 
-    from toolkit.runtime.aoti import check_package
+    from toolkit.backends.pt2.runner import check_package
 
     package = tmp_path / "model.pt2"
     with zipfile.ZipFile(package, "w") as archive:

@@ -15,17 +15,23 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from toolkit import interrupts
+from toolkit import formats, interrupts
 from toolkit.cli import bench, demo, deploy, export, inspect, remote, select, verify
 from toolkit.cli.console import err_console
 from toolkit.cli.console import reset_consoles as finally_reset
 from toolkit.errors import ToolkitError, disk_error
 
+
+def _overview() -> str:
+    saved = [f.title or f.name for f in formats.exportable() if f.saved]
+    return (f"Export trained PyTorch / Lightning models to {', '.join(saved[:-1])} and "
+            f"{saved[-1]}; prove each artifact matches the model; benchmark its latency.\n\n"
+            "Exit codes: 0 ok · 1 a check failed · 2 bad input · 3 backend not available here.")
+
+
 app = typer.Typer(
     name="toolkit",
-    help="Export trained PyTorch / Lightning models to ONNX, TorchScript, AOTInductor, "
-    "OpenVINO and TensorRT; prove each artifact matches the model; benchmark its latency.\n\n"
-    "Exit codes: 0 ok · 1 a check failed · 2 bad input · 3 backend not available here.",
+    help=_overview(),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

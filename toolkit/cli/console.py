@@ -14,7 +14,7 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def split_list(values: Sequence[str] | None) -> list[str]:
-    """Comma lists and repeated options, flattened: ['onnx,ts', 'pt2'] -> [onnx, ts, pt2]."""
+    """Comma lists and repeated options, flattened: ['a,b', 'c'] -> [a, b, c]."""
     out: list[str] = []
     for value in values or []:
         out += [part.strip() for part in value.split(",") if part.strip()]

@@ -1,4 +1,4 @@
-"""`toolkit export SOURCE --to onnx,torchscript,pt2,trt`."""
+"""`toolkit export SOURCE --to FORMAT[,FORMAT...]`: the formats come from the table."""
 
 from __future__ import annotations
 

@@ -234,7 +234,7 @@ def _select_reference(
     # over all boxes (never empty), not the candidates (empty when nothing passes the score).
     span = boxes.abs().max().to(cand_boxes.dtype) * 2 + 1
     offsets = ((image * num_classes + cls).to(cand_boxes.dtype) * span)[:, None]
-    # torchvision's fake `nms` claims at least 2 kept boxes, so a torch.export'ed (pt2) graph
+    # torchvision's fake `nms` claims at least 2 kept boxes, so a torch.export'ed graph
     # asserts that at run time and fails on 0 or 1 detections. Two sentinels in a group of
     # their own always survive; they are dropped again right after.
     # built from arange, not torch.tensor: a traced constant would make the tracer warn

@@ -159,7 +159,7 @@ def _check_dynamic_dims(model: LoadedModel, proto: Any, exporter: str = "torch.o
                 raise ExportFailed(
                     f"input '{spec.name}' dimension {axis} was declared dynamic but the ONNX "
                     f"that {exporter} wrote fixes it to {dims[axis].dim_value} (the model, or "
-                    "the exporter: other formats, pt2 among them, may keep it dynamic); for "
+                    "the exporter: the torch.export-based formats may keep it dynamic); for "
                     "ONNX pass --static or a fixed --input shape")
 
 

@@ -51,6 +51,8 @@ class Format:
     description: str
     #: where it is listed, tried and exported among the formats (lower first)
     order: int = 100
+    #: its name in prose ('AOTInductor'); the CLI's overview lists these
+    title: str = ""
     aliases: tuple[str, ...] = ()
     #: file suffixes, the first is the one written ('' = not saved to a file)
     suffixes: tuple[str, ...] = ()

@@ -5,6 +5,7 @@ from toolkit.formats import Format
 FORMAT = Format(
     name="eager",
     order=90,
+    title="eager PyTorch",
     aliases=("pytorch", "torch"),
     description="the PyTorch model itself (the reference; not an export format)",
     runs_from="model",

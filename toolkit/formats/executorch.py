@@ -7,6 +7,7 @@ from toolkit.formats import Format
 FORMAT = Format(
     name="executorch",
     order=70,
+    title="ExecuTorch",
     aliases=("pte",),
     description="ExecuTorch program (.pte) lowered to XNNPACK: PyTorch's edge runtime (fp32; "
                 "int8 by PT2E)",

@@ -5,6 +5,7 @@ from toolkit.formats import Format, TritonSpec
 FORMAT = Format(
     name="onnx",
     order=10,
+    title="ONNX",
     libraries=("onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript"),
     description="ONNX via torch.onnx.export(dynamo=True); runs in ONNX Runtime, feeds TensorRT",
     suffixes=(".onnx",),

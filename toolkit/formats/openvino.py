@@ -37,6 +37,7 @@ def _triton_caveats(record: Any) -> list[str]:
 FORMAT = Format(
     name="openvino",
     order=60,
+    title="OpenVINO",
     libraries=("openvino", "nncf"),
     aliases=("ov", "ir"),
     description="OpenVINO IR from the ONNX, inference precision explicit (f32, bf16, int8)",

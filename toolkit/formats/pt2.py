@@ -5,12 +5,13 @@ from toolkit.formats import Format, TritonSpec
 FORMAT = Format(
     name="pt2",
     order=30,
-    aliases=("aoti", "aotinductor", "export"),
+    title="AOTInductor",
+    aliases=("aoti", "aotinductor"),
     description="torch.export + AOTInductor package: torch.compile ahead of time, no Python "
                 "model",
     suffixes=(".pt2",),
-    exporter="toolkit.export.pt2:export_artifact",
-    runner="toolkit.runtime.aoti:open_artifact",
+    exporter="toolkit.backends.pt2.export:export_artifact",
+    runner="toolkit.backends.pt2.runner:open_artifact",
     load_priority=1,
     triton=TritonSpec(platform="torch_aoti", filename="model.pt2", indexed_names=True,
                       max_batch=1,

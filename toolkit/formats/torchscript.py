@@ -5,6 +5,7 @@ from toolkit.formats import Format, TritonSpec
 FORMAT = Format(
     name="torchscript",
     order=20,
+    title="TorchScript",
     aliases=("ts", "jit"),
     description="TorchScript trace (script when tracing is wrong), frozen — legacy upstream",
     suffixes=(".ts",),

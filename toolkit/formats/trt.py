@@ -14,6 +14,7 @@ def _from_model(options: Any) -> bool:
 FORMAT = Format(
     name="trt",
     order=50,
+    title="TensorRT",
     libraries=("tensorrt", "torch-tensorrt", "cuda-python"),
     aliases=("tensorrt", "engine"),
     description="TensorRT engine from the ONNX, strongly typed; built on the target GPU",

@@ -1,4 +1,5 @@
-"""Shared plumbing for runners that execute torch code (eager, compiled, TorchScript, AOTI)."""
+"""Shared plumbing for runners that execute torch code (eager, compiled, TorchScript, and the
+backends' torch.export-based programs)."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from toolkit.tensorrt.options import BuildOptions
 if TYPE_CHECKING:  # pragma: no cover
     from toolkit.bundle import Bundle
     from toolkit.formats import Format
+    from toolkit.manifest import Target
 
 
 class StepStatus(str, Enum):
@@ -228,7 +229,7 @@ class ExportJob:
     options: ExportOptions
     dest: Path | None = None
     model: Any = None  # toolkit.source.wrapper.LoadedModel, when the source is a model
-    ensure: Callable[..., dict[str, Any]] | None = None  # (format, precision, layout=None)
+    ensure: Callable[..., Target] | None = None  # (format, precision, layout=None)
     layout: str | None = None  # the INT8 graph layout to write, for formats that have several
 
     def need_model(self) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -17,13 +18,32 @@ from toolkit.parity.tolerances import Tolerance, Tolerances
 # -- results ----------------------------------------------------------------------------------
 
 
+class OutputStatus(str, Enum):
+    """What one output's comparison found (a str, so JSON and reports show the word)."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    MISSING = "missing"  # the artifact didn't produce it
+    EXTRA = "extra"  # the artifact produced an output the reference hasn't
+    SHAPE = "shape"
+    DTYPE = "dtype"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: the status an output's summary takes, the first of these its samples have
+WORST_FIRST = (OutputStatus.MISSING, OutputStatus.EXTRA, OutputStatus.SHAPE,
+               OutputStatus.DTYPE, OutputStatus.FAIL)
+
+
 @dataclass
 class OutputResult:
     """One output of one sample: passed or not, why, and the numbers behind it."""
 
     output: str
     sample: int
-    status: str                      # pass | fail | missing | extra | shape | dtype
+    status: OutputStatus
     reasons: list[str]
     tolerance: Tolerance
     expected_shape: tuple[int, ...] | None = None
@@ -34,13 +54,16 @@ class OutputResult:
     task: dict[str, tuple[float, int]] = field(default_factory=dict)   # key -> (value, rows)
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.status = OutputStatus(self.status)
+
     @property
     def passed(self) -> bool:
-        return self.status == "pass"
+        return self.status is OutputStatus.PASS
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "output": self.output, "sample": self.sample, "status": self.status,
+            "output": self.output, "sample": self.sample, "status": self.status.value,
             "passed": self.passed, "reasons": list(self.reasons), "notes": list(self.notes),
             "expected_shape": list(self.expected_shape) if self.expected_shape else None,
             "actual_shape": list(self.actual_shape) if self.actual_shape else None,
@@ -88,13 +111,13 @@ def compare_output(
         str(expected.dtype), str(actual.dtype),
     )
     if expected.shape != actual.shape:
-        result.status = "shape"
+        result.status = OutputStatus.SHAPE
         result.reasons.append(
             f"shape {list(actual.shape)} differs from the reference's {list(expected.shape)}"
         )
         return result
     if _dtype_kind(expected.dtype) != _dtype_kind(actual.dtype):
-        result.status = "dtype"
+        result.status = OutputStatus.DTYPE
         result.reasons.append(f"dtype {actual.dtype} differs in kind from the reference's "
                               f"{expected.dtype}")
         return result
@@ -108,7 +131,7 @@ def compare_output(
             values, rows = metric.fn(expected, actual)
             result.task.update({k: (float(v), rows) for k, v in values.items()})
     if result.reasons:
-        result.status = "fail"
+        result.status = OutputStatus.FAIL
     return result
 
 
@@ -117,7 +140,7 @@ def _swap_hints(
     actual: Mapping[str, np.ndarray],
 ) -> None:
     """Name the likely cause when a failing output matches a *different* reference output."""
-    failing = [r for r in results if r.status == "fail"]
+    failing = [r for r in results if r.status is OutputStatus.FAIL]
     for r in failing:
         for other, ref in expected.items():
             if other == r.output or np.shape(ref) != np.shape(actual[r.output]):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.errors import CheckFailed
-from toolkit.parity.compare import OutputResult, compare_sample
+from toolkit.parity.compare import WORST_FIRST, OutputResult, OutputStatus, compare_sample
 from toolkit.parity.metrics import HISTOGRAM_LABELS, WorstElement, _f
 from toolkit.parity.tolerances import Tolerance, Tolerances, canonical_precision, tolerance_for
 
@@ -26,7 +26,7 @@ class OutputSummary:
     output: str
     samples: int
     failed_samples: list[int]
-    status: str
+    status: OutputStatus
     max_abs: float
     p99_abs: float
     mean_abs: float
@@ -43,13 +43,17 @@ class OutputSummary:
     task: dict[str, float]
     tolerance: Tolerance
 
+    def __post_init__(self) -> None:
+        self.status = OutputStatus(self.status)
+
     @property
     def passed(self) -> bool:
-        return self.status == "pass"
+        return self.status is OutputStatus.PASS
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: _f(v) for k, v in dataclasses.asdict(self).items()
                 if k not in ("worst", "histogram", "tolerance", "task", "failed_samples")}
+        data["status"] = self.status.value
         data["failed_samples"] = list(self.failed_samples)
         data["passed"] = self.passed
         data["worst"] = self.worst.to_dict() if self.worst else None
@@ -76,11 +80,10 @@ def _summarise(name: str, results: list[OutputResult], task_fail: list[str]) -> 
         pairs = [r.task[key] for r in results if key in r.task]
         rows = sum(w for _, w in pairs)
         task[key] = sum(v * w for v, w in pairs) / rows if rows else float("nan")
-    statuses = [r.status for r in results]
-    status = next((s for s in ("missing", "extra", "shape", "dtype", "fail") if s in statuses),
-                  "pass")
-    if status == "pass" and task_fail:
-        status = "fail"
+    statuses = {r.status for r in results}
+    status = next((s for s in WORST_FIRST if s in statuses), OutputStatus.PASS)
+    if status is OutputStatus.PASS and task_fail:
+        status = OutputStatus.FAIL
     cosines = [r.metrics.cosine for r in measured]
     return OutputSummary(
         output=name, samples=len({r.sample for r in results}), failed_samples=failed,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.openvino_cpu import time_interleaved
+from benchmarks.openvino_cpu import scored, time_interleaved
 from benchmarks.precision_bench import machine_tag, stats
 from toolkit.environment import describe
 
@@ -103,15 +103,7 @@ def agreement(bundle: Path, model: Any, named: dict[str, Any]) -> dict[str, dict
     for label, file in (("ExecuTorch fp32", "model.pte"), ("ExecuTorch int8", "model.int8.pte")):
         method = Runtime.get().load_program(bundle / file).load_method("forward")
         runs[label] = lambda x, m=method: m.execute([torch.from_numpy(x)])[0].numpy()
-    result = {}
-    for label, run in runs.items():
-        errors, agree = [], 0
-        for x, want in zip(feeds, eager):
-            got = np.asarray(run(x))
-            errors.append(float(np.abs(got - want).max() / np.abs(want).max()))
-            agree += int(got.argmax() == want.argmax())
-        result[label] = {"max_rel_err": max(errors), "top1_agree": agree / len(feeds)}
-    return result
+    return scored(runs, feeds, eager)
 
 
 def threads() -> dict[str, Any]:

@@ -159,6 +159,16 @@ def agreement(bundle: Path, model: Any, plain: Path, size: int) -> dict[str, dic
         name = runner.outputs[0].name
         runs[f"toolkit {record['format']}/{record['precision']}"] = (
             lambda x, r=runner, n=name: r.infer({"x": x})[n])
+    result = scored(runs, feeds, eager)
+    for runner in opened:
+        runner.deactivate()
+    return result
+
+
+def scored(runs: dict[str, Any], feeds: list[np.ndarray],
+           eager: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    """Each path's worst error relative to the eager output's peak, and how often its top-1
+    class is eager's, over the same inputs."""
     result = {}
     for label, run in runs.items():
         errors, agree = [], 0
@@ -167,8 +177,6 @@ def agreement(bundle: Path, model: Any, plain: Path, size: int) -> dict[str, dic
             errors.append(float(np.abs(got - want).max() / np.abs(want).max()))
             agree += int(got.argmax() == want.argmax())
         result[label] = {"max_rel_err": max(errors), "top1_agree": agree / len(feeds)}
-    for runner in opened:
-        runner.deactivate()
     return result
 
 

@@ -40,7 +40,7 @@ def test_detection_options_on_an_onnx_source_are_exit_2_with_the_reason(tmp_path
     result = cli.invoke(app, ["export", str(source), "--to", "onnx", "--out", str(out),
                               *option])
     assert result.exit_code == 2, result.output
-    assert "an .onnx source is exported as it is" in " ".join(result.output.split())
+    assert "a model file (mlp.onnx) is exported as it is" in " ".join(result.output.split())
     assert not out.exists()
 
 

@@ -133,7 +133,7 @@ def export(
     kind = source_kind(source)
     if kind == FILE_SOURCE and detection != DetectionOptions():
         raise UsageError("--task, --nms and --max-detections wrap a PyTorch model's outputs "
-                         f"into the detection contract; a {Path(source).suffix} source is "
+                         f"into the detection contract; a model file ({Path(source).name}) is "
                          "exported as it is. Export the detector from its checkpoint or "
                          "factory with them, or leave them out")
     out_dir = Path(out) if out else (Path(source) if kind == "bundle" else default_out(source))

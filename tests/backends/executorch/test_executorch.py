@@ -146,3 +146,20 @@ def test_a_detector_with_nms_in_its_graph_is_refused_by_name(trained, tmp_path):
                  "executorch", "--out", tmp_path / "raw")
     assert result.exit_code == 0, result.output
     assert Bundle.open(tmp_path / "raw").artifact("executorch", "fp32").parity.passed
+
+
+def test_without_torch_a_pte_is_refused_with_what_it_needs(digits):
+    """ExecuTorch's Python runtime links libtorch: on a device without torch, verify says so
+    (exit 3, one line) instead of a traceback, and still checks what it can."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    result = subprocess.run(
+        [sys.executable, str(root / "tests" / "no_torch.py"), "verify", str(digits["bundle"]),
+         "--format", "executorch", "--precision", "fp32"],
+        capture_output=True, text=True, timeout=120, cwd=root)
+    output = result.stdout + result.stderr
+    assert result.returncode == 3, output
+    assert "toolkit[executorch]" in output and "links libtorch" in output
+    assert "Traceback" not in output

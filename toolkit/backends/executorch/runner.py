@@ -66,6 +66,12 @@ class ExecuTorchRunner(TorchRunner):
         super().__init__(**kwargs)
         self.path = Path(path)
 
+    def _activate_impl(self) -> None:
+        # said before TorchRunner asks for torch in general: here it is the runtime's need
+        require_module("torch", f"running {self.name} (ExecuTorch's Python runtime links "
+                       "libtorch)", extra=EXTRA)
+        super()._activate_impl()
+
     def _load(self) -> Callable[..., Any]:
         if self.device != "cpu":
             raise BackendUnavailable(f"{self.path.name}: ExecuTorch's XNNPACK delegate runs on "

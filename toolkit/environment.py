@@ -88,6 +88,17 @@ EXTRAS = {"torch": "export", "torchvision": "export", "lightning": "export",
           "tensorrt": "trt", "cuda": "trt", "matplotlib": "plot"}
 
 
+def torch_enum_notice(record: Any) -> bool:
+    """A logging filter: False for torch's notice, one line per enum, that an Enum registered
+    as a pytree constant is now natively supported (torchao registers a dozen when it is
+    imported, by an edge runtime or by transformers); everything else passes."""
+    return "is an Enum subclass" not in str(getattr(record, "msg", ""))
+
+
+#: the logger that notice comes from
+TORCH_PYTREE_LOGGER = "torch.utils._pytree"
+
+
 def require_module(module: str, purpose: str, extra: str | None = None) -> Any:
     """Import an optional dependency, or BackendUnavailable (exit 3) naming the extra (a
     format passes its own `Format.extra`)."""

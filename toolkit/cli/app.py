@@ -19,6 +19,7 @@ from toolkit import formats, interrupts
 from toolkit.cli import bench, demo, deploy, export, inspect, remote, select, verify
 from toolkit.cli.console import err_console
 from toolkit.cli.console import reset_consoles as finally_reset
+from toolkit.environment import TORCH_PYTREE_LOGGER, torch_enum_notice
 from toolkit.errors import ToolkitError, disk_error
 
 
@@ -49,6 +50,8 @@ def exit_codes(command: Callable[..., int | None]) -> Callable[..., None]:
             warnings.filterwarnings("ignore")
             # torch warns at import on CPU-only machines that it found no CUDA runtime
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+            # a line per enum when torchao is imported (by transformers, or a runtime)
+            logging.getLogger(TORCH_PYTREE_LOGGER).addFilter(torch_enum_notice)
         with interrupts.handled():
             code = _run(command, args, kwargs)
         finally_reset()

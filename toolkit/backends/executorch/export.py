@@ -11,12 +11,14 @@ from collections import Counter
 from typing import Any
 
 from toolkit import tasks
-from toolkit.environment import library_version, require_module
+from toolkit.environment import library_version
 from toolkit.errors import ExportFailed, UsageError, first_line
 from toolkit.export.common import quiet
 from toolkit.export.job import ExportJob
 from toolkit.export.torch_export import export_program
 from toolkit.formats import Format
+
+from .imports import executorch_module
 
 QUANTIZER = "XNNPACKQuantizer (PT2E), symmetric int8, per-channel weights"
 
@@ -90,7 +92,9 @@ def _largest_batch(model: Any) -> int | None:
 
 
 def _require(fmt: Format) -> None:
-    require_module("executorch.exir", f"--to {fmt.name}", extra=fmt.extra)
+    executorch_module("executorch.exir", f"--to {fmt.name}")
+    executorch_module("executorch.backends.xnnpack.partition.xnnpack_partitioner",
+                      f"--to {fmt.name}")
 
 
 def _quantised(job: ExportJob, program: Any, batch: int | None

@@ -17,7 +17,8 @@ from toolkit.errors import BackendUnavailable, UsageError
 from toolkit.runtime.torch_common import TorchRunner
 from toolkit.spec import OutputSpec, TensorSpec
 
-EXTRA = "executorch"
+from .imports import EXTRA, executorch_module
+
 _DTYPES = {"Float": "float32", "Half": "float16", "Long": "int64", "Int": "int32",
            "Bool": "bool", "Byte": "uint8", "Char": "int8", "Double": "float64"}
 
@@ -47,7 +48,7 @@ def _native_log_quiet() -> Iterator[None]:
 
 def _method(path: Path) -> Any:
     """The program's `forward`, loaded and verified (UsageError for a damaged file)."""
-    runtime = require_module("executorch.runtime", f"running {path.name}", extra=EXTRA)
+    runtime = executorch_module("executorch.runtime", f"running {path.name}")
     try:
         with _native_log_quiet():
             program = runtime.Runtime.get().load_program(

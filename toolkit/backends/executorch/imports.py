@@ -1,6 +1,6 @@
 """ExecuTorch's modules, imported quietly: importing them imports torchao, whose pytree
 registrations make torch log one warning line per enum ("... is an Enum subclass and is now
-natively supported by torch.compile"), a dozen lines of noise before every export or run."""
+natively supported ..."), a dozen lines of noise before every export or run."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "toolkit"
 # lowest first; a package may import anything on its level or below
 LAYERS: list[set[str]] = [
     {"errors", "groups", "spec", "environment", "formats", "tasks", "manifest", "bundle",
-     "transaction", "interrupts", "version"},
+     "transaction", "interrupts", "version", "modules"},
     {"source", "tensorrt", "detection"},
     {"runtime"},
     {"parity", "bench"},

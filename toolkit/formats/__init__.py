@@ -180,12 +180,9 @@ class Format:
     @property
     def installed(self) -> bool:
         """Its runtime is installed here (looked up, nothing imported)."""
-        import importlib.util
+        from toolkit.modules import module_available
 
-        try:
-            return importlib.util.find_spec(self.runtime_module) is not None
-        except (ImportError, ValueError):
-            return False
+        return module_available(self.runtime_module)
 
     def recorded_libraries(self) -> tuple[str, ...]:
         """What an artifact of this format records the versions of: torch, its own libraries

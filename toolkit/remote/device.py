@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 
 from toolkit import formats
 from toolkit.errors import UsageError
+from toolkit.modules import module_available
 
 STORE = "store"
 BUNDLES = "bundles"
@@ -77,17 +78,6 @@ def _disk_full(root: Path) -> UsageError:
 
 
 # -- probe ------------------------------------------------------------------------------------
-def _available(module: str) -> bool:
-    import importlib.util
-
-    if module in sys.modules:
-        return sys.modules[module] is not None
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def _read_text(path: str, limit: int = 4096) -> str | None:
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
@@ -137,7 +127,7 @@ def _gpu_without_smi(cuda_reachable: bool) -> dict[str, str]:
 
 def _tensorrt_version() -> str | None:
     module = sys.modules.get("tensorrt")
-    if module is None and _available("tensorrt"):
+    if module is None and module_available("tensorrt"):
         with contextlib.suppress(Exception):
             import tensorrt as module  # type: ignore[no-redef]
     return str(getattr(module, "__version__", "")) or None if module is not None else None
@@ -150,7 +140,7 @@ def probe(workdir: str, want: list[str]) -> dict[str, Any]:
     from toolkit.version import __version__
 
     root = _workdir(workdir)
-    backends = sorted(extra for extra, module in EXTRA_MODULES.items() if _available(module))
+    backends = sorted(extra for extra, module in EXTRA_MODULES.items() if module_available(module))
     store = root / STORE
     missing = [h for h in want if not _SHA.match(h) or not (store / h).is_file()]
     l4t = _read_text("/etc/nv_tegra_release", 200)

@@ -92,9 +92,8 @@ def _largest_batch(model: Any) -> int | None:
 
 
 def _require(fmt: Format) -> None:
+    # the first import of ExecuTorch's compiler (it brings torchao) goes through the quiet path
     executorch_module("executorch.exir", f"--to {fmt.name}")
-    executorch_module("executorch.backends.xnnpack.partition.xnnpack_partitioner",
-                      f"--to {fmt.name}")
 
 
 def _quantised(job: ExportJob, program: Any, batch: int | None

@@ -26,8 +26,3 @@ class ExecuTorchFields(BaseModel):
     #: INT8 only: the PT2E quantiser and how many calibration samples it saw
     quantizer: Annotated[str, Field(max_length=200)] | None = None
     calibration_samples: Count | None = None
-
-    @property
-    def delegated_share(self) -> float:
-        total = self.delegated_ops + self.portable_ops
-        return self.delegated_ops / total if total else 0.0

@@ -90,11 +90,6 @@ def open_artifact(bundle: Any, record: Any, **options: Any) -> ExecuTorchRunner:
                             outputs=bundle.outputs, precision=record.precision, **options)
 
 
-def _meta(path: Path) -> Any:
-    method = _method(path)
-    return method.metadata
-
-
 def _specs(meta: Any) -> tuple[list[TensorSpec], list[OutputSpec]]:
     inputs, outputs = [], []
     for i in range(meta.num_inputs()):
@@ -114,7 +109,7 @@ def _dtype(info: Any) -> str:
 def describe_file(path: Path) -> tuple[list[TensorSpec], list[OutputSpec]]:
     """A lone .pte's inputs and outputs: the sizes its memory plan holds (a dynamic dimension
     at its largest), named input_0.. and output_0.. (a program keeps no tensor names)."""
-    return _specs(_meta(path))
+    return _specs(_method(path).metadata)
 
 
 def inspect_file(path: Path) -> dict[str, Any]:

@@ -87,6 +87,7 @@ def digits_case(work: Path) -> dict[str, Any]:
 # -- the toolkit's two exports ---------------------------------------------------------------
 def toolkit_export(case: dict[str, Any], out: Path, max_fallback: str,
                    quantizer: str = "qdq") -> dict[str, Any]:
+    from toolkit import OpenVINOOptions
     from toolkit.export.job import PrecisionOptions
     from toolkit.export.pipeline import export
 
@@ -95,8 +96,8 @@ def toolkit_export(case: dict[str, Any], out: Path, max_fallback: str,
                     precisions=["fp32", "int8"], model_args=case["model_args"],
                     precision_options=PrecisionOptions(
                         calib_data=str(case["calib"]), eval_data=str(case["eval"]),
-                        max_accuracy_drop=MAX_DROP, max_fallback=max_fallback,
-                        openvino_quantizer=quantizer))
+                        max_accuracy_drop=MAX_DROP, max_fallback=max_fallback),
+                    backends=[OpenVINOOptions(quantizer=quantizer)])
     seconds = time.perf_counter() - started
     manifest = json.loads((out / "manifest.json").read_text())
     files = {(a["format"], a["precision"]): out / a["path"] for a in manifest["artifacts"]}

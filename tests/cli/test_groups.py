@@ -9,16 +9,27 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from toolkit import BenchOptions, BuildOptions, DetectionOptions, PrecisionOptions, ToleranceOptions
+from toolkit import (
+    BenchOptions,
+    BuildOptions,
+    DetectionOptions,
+    OnnxOptions,
+    OpenVINOOptions,
+    PrecisionOptions,
+    ToleranceOptions,
+    TorchScriptOptions,
+)
 from toolkit.cli.app import app
 from toolkit.cli.group_flags import takes_groups
 from toolkit.errors import UsageError
 from toolkit.groups import flags_of
 
 cli = CliRunner()
-GROUPS = (PrecisionOptions, BuildOptions, DetectionOptions, BenchOptions, ToleranceOptions)
-#: which command shows which groups
-COMMANDS = {"export": (PrecisionOptions, BuildOptions, DetectionOptions),
+GROUPS = (PrecisionOptions, BuildOptions, DetectionOptions, BenchOptions, ToleranceOptions,
+          OnnxOptions, TorchScriptOptions, OpenVINOOptions)
+#: which command shows which groups (export: each format's own group, from the table)
+COMMANDS = {"export": (PrecisionOptions, DetectionOptions, BuildOptions, OnnxOptions,
+                       TorchScriptOptions, OpenVINOOptions),
             "bench": (BenchOptions,), "verify": (ToleranceOptions,)}
 
 
@@ -46,10 +57,11 @@ def capture(group: type):
 
 def test_the_cli_builds_the_very_object_the_python_api_takes():
     invoke = capture(PrecisionOptions)
-    result, built = invoke("--calib-data", "c.npz", "--calib-batches", "4", "--int8-layout",
-                           " CPU ")
+    result, built = invoke("--calib-data", "c.npz", "--calib-batches", "4")
     assert result.exit_code == 0, result.output
-    assert built == PrecisionOptions(calib_data="c.npz", calib_batches=4, int8_layout="cpu")
+    assert built == PrecisionOptions(calib_data="c.npz", calib_batches=4)
+    result, built = capture(OnnxOptions)("--int8-layout", " CPU ", "--opset", "17")
+    assert built == OnnxOptions(opset=17, int8_layout="cpu")
     result, built = capture(BuildOptions)("--workspace", "1G", "--hardware-compat", "Ampere_Plus",
                                           "--profile", "x:1-2-4x3", "--via", "dynamo")
     assert built == BuildOptions(workspace=2**30, hardware_compatibility="ampere+",
@@ -67,6 +79,10 @@ def test_the_cli_builds_the_very_object_the_python_api_takes():
     (PrecisionOptions, ["--max-accuracy-drop", "nan"], "--max-accuracy-drop"),
     (BuildOptions, ["--workspace", "lots"], "--workspace"),
     (BuildOptions, ["--via", "magic"], "--via"),
+    (OnnxOptions, ["--opset", "3"], "--opset"),
+    (OnnxOptions, ["--int8-layout", "gpu"], "--int8-layout"),
+    (TorchScriptOptions, ["--ts-mode", "compile"], "--ts-mode"),
+    (OpenVINOOptions, ["--openvino-quantizer", "magic"], "--openvino-quantizer"),
     (BenchOptions, ["--batch", "²"], "--batch"),
     (BenchOptions, ["--warmup", "inf"], "--warmup"),
     (DetectionOptions, ["--task", "segment"], "--task"),
@@ -110,10 +126,11 @@ def test_export_callback_keeps_the_group_objects_it_was_given(tmp_path):
     tensorrt = BuildOptions(workspace="2G", optimization_level=4)
     detection = DetectionOptions(nms="iou=0.6,score=0.2")
     callback = ExportCallback(tmp_path / "b", precision=("fp32", "int8"),
-                              precision_options=precision, tensorrt=tensorrt,
+                              precision_options=precision, backends=[tensorrt],
                               detection=detection, bench=BenchOptions(batches=(2,)))
     assert callback.options.precision_options is precision
-    assert callback.options.tensorrt is tensorrt
+    assert callback.options.backend("trt") is tensorrt
+    assert callback.options.backend("onnx") == OnnxOptions()
     assert callback.detection is detection and callback.bench == BenchOptions(batches=(2,))
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from toolkit import OnnxOptions, OpenVINOOptions
 from toolkit.errors import UsageError
-from toolkit.export.job import ExportOptions, PrecisionOptions
+from toolkit.export.job import BackendOptions, ExportOptions, PrecisionOptions
 from toolkit.export.plan import ExportPlan
 
 
@@ -26,7 +27,7 @@ def test_each_int8_layout_is_made_for_the_place_asked_to_run_it():
     assert ("onnx", "int8", "cpu") in steps and ("onnx", "int8", "trt") in steps
     assert steps.index(("onnx", "int8", "trt")) < steps.index(("trt", "int8", None))
     only_trt = planned(["trt"], ("int8",),
-                       precision_options=PrecisionOptions(int8_layout="trt"))
+                       backends=BackendOptions((OnnxOptions(int8_layout="trt"),)))
     assert ("onnx", "int8", "cpu") not in only_trt
 
 
@@ -41,8 +42,9 @@ def test_precision_names_are_settled_and_checked_before_any_step():
 def test_openvino_int8_by_nncf_needs_no_int8_onnx():
     """NNCF quantises the fp32 IR (--openvino-quantizer nncf): the Q/DQ ONNX the IR is
     otherwise converted from is not made."""
-    by_nncf = PrecisionOptions(calib_data="calib.npz", openvino_quantizer="nncf")
-    assert planned(["openvino"], ("fp32", "int8"), precision_options=by_nncf) == [
+    by_nncf = dict(precision_options=PrecisionOptions(calib_data="calib.npz"),
+                   backends=BackendOptions((OpenVINOOptions(quantizer="nncf"),)))
+    assert planned(["openvino"], ("fp32", "int8"), **by_nncf) == [
         ("onnx", "fp32", None), ("openvino", "fp32", None), ("openvino", "int8", None)]
     assert ("onnx", "int8", "cpu") in planned(
         ["openvino"], ("fp32", "int8"), precision_options=PrecisionOptions(calib_data="c.npz"))

@@ -19,8 +19,7 @@ from toolkit.cli.console import (
 )
 from toolkit.cli.group_flags import takes_groups
 from toolkit.detection.options import DetectionOptions
-from toolkit.export.job import PrecisionOptions
-from toolkit.tensorrt.options import BuildOptions
+from toolkit.export.job import BackendOptions, PrecisionOptions
 
 STATUS_STYLE = {"ok": "green", "exists": "dim", "parity-failed": "red", "failed": "red",
                 "accuracy-failed": "red", "not-exported": "yellow",
@@ -49,11 +48,8 @@ def export_command(
     force: opt.Force = False,
     trust_checkpoint: opt.TrustCheckpoint = False,
     allow_modified: opt.AllowModified = False,
-    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: exporter's).")] = None,
-    torchscript_mode: Annotated[str, typer.Option(
-        "--ts-mode", help="TorchScript: auto, trace or script.")] = "auto",
     precision_options: PrecisionOptions = PrecisionOptions(),  # noqa: B008 - expanded to flags
-    tensorrt: BuildOptions = BuildOptions(),  # noqa: B008 - expanded to flags
+    backends: BackendOptions = BackendOptions(),  # noqa: B008 - each format's group, as flags
     detection: DetectionOptions = DetectionOptions(),  # noqa: B008 - expanded to flags
     model_arg: opt.ModelArgs = None,
     json_path: opt.JsonPath = None,
@@ -76,8 +72,8 @@ def export_command(
         inputs=split_list(input),
         static=static, trust_checkpoint=trust_checkpoint, force=force,
         allow_modified=allow_modified, precisions=split_list(precision), device=device,
-        verify=verify, opset=opset, torchscript_mode=torchscript_mode,
-        precision_options=precision_options, tensorrt=tensorrt, detection=detection,
+        verify=verify, precision_options=precision_options, backends=backends,
+        detection=detection,
         on_step=print_step, model_args=model_arg or [],
     )
     print_summary(result)

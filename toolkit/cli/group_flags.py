@@ -2,7 +2,9 @@
 
 A command declares `precision: PrecisionOptions` like any parameter; `@takes_groups` swaps that
 parameter for the group's flags (each from its field's `flag(...)`, shown under the group's own
-panel in --help) and, when typer calls the command, builds the group object from them. A group's
+panel in --help) and, when typer calls the command, builds the group object from them. A
+parameter declared `BackendOptions` grows the flags of every format's own group (the table's
+`Format.options`), each under its format's panel: a new format's flags need no CLI edit. A group's
 checks run there, before the command's body: a bad value is exit 2 before anything heavy loads.
 """
 
@@ -16,23 +18,33 @@ from typing import Annotated, Any, get_type_hints
 
 import typer
 
+from toolkit.export.job import BackendOptions
 from toolkit.groups import FIELD_DEFAULT, Flag, flags_of, is_group
+
+Expanded = list[tuple[str, str]]  # (the group's field, the command's parameter)
 
 
 def takes_groups(command: Callable[..., Any]) -> Callable[..., Any]:
     hints = get_type_hints(command, include_extras=True)
     parameters: list[inspect.Parameter] = []
-    groups: dict[str, tuple[type, list[tuple[str, str]]]] = {}
+    groups: dict[str, tuple[type, Expanded]] = {}
+    backend_groups: dict[str, list[tuple[type, Expanded]]] = {}
+
+    def expand(group: type, kind: Any) -> Expanded:
+        parameters.extend(_cli_parameter(group, f, how, kind) for f, how in flags_of(group))
+        return [(f.name, how.parameter) for f, how in flags_of(group)]
+
     for param in inspect.signature(command).parameters.values():
         annotation = hints.get(param.name, param.annotation)
-        if not is_group(annotation):
+        if annotation is BackendOptions:
+            from toolkit import formats
+
+            backend_groups[param.name] = [(group, expand(group, param.kind))
+                                          for _, group in formats.option_groups()]
+        elif is_group(annotation):
+            groups[param.name] = (annotation, expand(annotation, param.kind))
+        else:
             parameters.append(param.replace(annotation=annotation))
-            continue
-        expanded = []
-        for field, how in flags_of(annotation):
-            parameters.append(_cli_parameter(annotation, field, how, param.kind))
-            expanded.append((field.name, how.parameter))
-        groups[param.name] = (annotation, expanded)
     names = [p.name for p in parameters]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:  # a programming error, caught by every test that builds the app
@@ -40,9 +52,13 @@ def takes_groups(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def run(**values: Any) -> Any:
+        def build(group: type, expanded: Expanded) -> Any:
+            return group(**{field: values.pop(parameter) for field, parameter in expanded})
+
         for name, (group, expanded) in groups.items():
-            values[name] = group(**{field: values.pop(parameter)
-                                    for field, parameter in expanded})
+            values[name] = build(group, expanded)
+        for name, members in backend_groups.items():
+            values[name] = BackendOptions(tuple(build(g, e) for g, e in members))
         return command(**values)
 
     del run.__wrapped__  # typer reads the signature below, not the command's

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.groups import flag
-from toolkit.tensorrt.options import BuildOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     from toolkit.bundle import Bundle
@@ -54,10 +53,6 @@ class StepStatus(str, Enum):
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 
-INT8_LAYOUT_CHOICES = ("auto", "cpu", "trt", "both")
-#: who quantises OpenVINO INT8: the Q/DQ ONNX converted, or NNCF on the fp32 IR
-OPENVINO_QUANTIZERS = ("qdq", "nncf")
-
 #: the layer cap that goes with a MAC-share budget, and the share that goes with a count
 FALLBACK_LAYER_CAP = 16
 
@@ -84,7 +79,7 @@ def fallback_budget(text: str | int | float) -> tuple[float, int]:
 @dataclass(frozen=True)
 class PrecisionOptions:
     """Calibration and the accuracy gate of reduced precision: the `--calib-*`, `--eval-data`,
-    `--max-accuracy-drop` and `--int8-layout` group (one place for flags and defaults)."""
+    `--max-accuracy-drop` and `--max-fallback*` group (one place for flags and defaults)."""
 
     title: ClassVar[str] = "Reduced precision"
 
@@ -108,37 +103,12 @@ class PrecisionOptions:
         600.0, "--max-fallback-seconds",
         "Accuracy-controlled INT8 and fp16: stop searching after this many seconds (said in "
         "the refusal).")
-    int8_layout: str = flag(
-        "auto", "--int8-layout",
-        "INT8 ONNX layout: cpu (uint8 activations, fastest on ONNX Runtime CPU), trt "
-        "(symmetric int8 Q/DQ for TensorRT), both, or auto: cpu for --to onnx, trt for --to "
-        "trt.")
-    openvino_quantizer: str = flag(
-        "qdq", "--openvino-quantizer",
-        "OpenVINO INT8: qdq (the Q/DQ ONNX converted, with its layers kept in float) or nncf "
-        "(NNCF quantises the IR, with its own accuracy control; extra 'nncf').")
-
     def __post_init__(self) -> None:
-        object.__setattr__(self, "int8_layout", str(self.int8_layout).strip().lower())
         if self.calib_method not in CALIB_METHODS:
             raise UsageError(f"--calib-method {self.calib_method!r}: use one of "
                              f"{', '.join(CALIB_METHODS)}")
         if self.calib_batches < 1:
             raise UsageError(f"--calib-batches must be >= 1, got {self.calib_batches}")
-        if self.int8_layout not in INT8_LAYOUT_CHOICES:
-            raise UsageError(f"--int8-layout {self.int8_layout!r}: use one of "
-                             f"{', '.join(INT8_LAYOUT_CHOICES)}")
-        if self.openvino_quantizer not in OPENVINO_QUANTIZERS:
-            raise UsageError(f"--openvino-quantizer {self.openvino_quantizer!r}: use one of "
-                             f"{', '.join(OPENVINO_QUANTIZERS)}")
-        if self.openvino_quantizer == "nncf":  # said before anything is exported
-            import importlib.util
-
-            from toolkit.errors import BackendUnavailable
-
-            if importlib.util.find_spec("nncf") is None:
-                raise BackendUnavailable("--openvino-quantizer nncf needs NNCF: pip install "
-                                         "'toolkit[nncf]'")
         fallback_budget(self.max_fallback)  # refused here, before anything is exported
         if not math.isfinite(self.max_fallback_seconds) or self.max_fallback_seconds <= 0:
             raise UsageError(f"--max-fallback-seconds must be a finite number > 0, got "
@@ -159,6 +129,53 @@ class PrecisionOptions:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class BackendOptions:
+    """Each format's own option group (`Format.options`: an opset, an engine's workspace ...),
+    by format; a format not given gets its group's defaults.
+
+    Only groups that differ from their defaults are kept, in table order, so two equal
+    choices compare equal however they were spelled."""
+
+    groups: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        from toolkit import formats
+
+        if not self.groups:  # nothing to check: no backend module is imported
+            return
+        declared = formats.option_groups()
+        kept = []
+        for fmt, group in declared:
+            given = [g for g in self.groups if type(g) is group]
+            if len(given) > 1:
+                raise UsageError(f"{group.__name__} ({fmt.name}) is given {len(given)} times")
+            if given and given[0] != group():
+                kept.append(given[0])
+        stray = [g for g in self.groups if type(g) not in {group for _, group in declared}]
+        if stray:
+            known = ", ".join(group.__name__ for _, group in declared)
+            raise UsageError(f"{type(stray[0]).__name__} is no format's option group; the "
+                             f"groups are {known}")
+        object.__setattr__(self, "groups", tuple(kept))
+
+    @classmethod
+    def of_groups(cls, groups: BackendOptions | Sequence[Any] | None) -> BackendOptions:
+        if isinstance(groups, BackendOptions):
+            return groups
+        return cls(tuple(groups or ()))
+
+    def of(self, name: str) -> Any:
+        """The option group of format `name` (its defaults when not given); None when the
+        format has none."""
+        from toolkit import formats
+
+        group = formats.get(name).option_group()
+        if group is None:
+            return None
+        return next((g for g in self.groups if type(g) is group), None) or group()
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportOptions:
     """How to export, shared by every step of one run. Built by keyword only."""
@@ -167,23 +184,13 @@ class ExportOptions:
     precisions: tuple[str, ...] = ("fp32",)
     device: str = "cpu"
     verify: bool = True
-    opset: int | None = None
-    torchscript_mode: str = "auto"
-    tensorrt: BuildOptions = field(default_factory=BuildOptions)  # the TensorRT group
     precision_options: PrecisionOptions = field(default_factory=PrecisionOptions)
+    backends: BackendOptions = field(default_factory=BackendOptions)  # each format's own group
     allow_modified: bool = False  # a bundle source may use files changed since export
 
-    def __post_init__(self) -> None:
-        if self.opset is not None:
-            import onnx
-
-            newest = onnx.defs.onnx_opset_version()
-            if isinstance(self.opset, bool) or not MIN_OPSET <= self.opset <= newest:
-                raise UsageError(f"--opset {self.opset}: this onnx ({onnx.__version__}) "
-                                 f"writes opsets {MIN_OPSET}-{newest}")
-
-
-MIN_OPSET = 7  # the oldest opset torch.onnx and ONNX Runtime still handle
+    def backend(self, name: str) -> Any:
+        """Format `name`'s option group (`BackendOptions.of`)."""
+        return self.backends.of(name)
 
 
 @dataclass
@@ -203,7 +210,7 @@ class Step:
 
     @property
     def variant(self) -> str:
-        """'int8', or 'int8-trt' for a layout other than the format's default."""
+        """'int8', or 'int8-<layout>' for a layout other than the format's default."""
         from toolkit import formats
 
         return formats.get(self.target).variant(self.precision, self.layout)
@@ -231,6 +238,11 @@ class ExportJob:
     model: Any = None  # toolkit.source.wrapper.LoadedModel, when the source is a model
     ensure: Callable[..., Target] | None = None  # (format, precision, layout=None)
     layout: str | None = None  # the INT8 graph layout to write, for formats that have several
+
+    @property
+    def format_options(self) -> Any:
+        """This format's own option group (None when it has none)."""
+        return self.options.backend(self.format.name)
 
     def need_model(self) -> Any:
         if self.model is None:

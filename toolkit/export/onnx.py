@@ -179,7 +179,7 @@ def _export_artifact(job: ExportJob) -> dict[str, Any]:
     """fp32 from the model; reduced precisions rewritten from the bundle's fp32 ONNX."""
     assert job.dest is not None
     if job.precision == "fp32":
-        return export_onnx(job.need_model(), job.dest, opset=job.options.opset)
+        return export_onnx(job.need_model(), job.dest, opset=job.format_options.opset)
     from toolkit.export.precision.steps import make_reduced_onnx
 
     base = job.bundle.artifact(job.format.name, "fp32")

@@ -26,6 +26,7 @@ from toolkit.errors import (
 )
 from toolkit.export.golden import golden_samples, save_golden_samples
 from toolkit.export.job import (
+    BackendOptions,
     ExportJob,
     ExportOptions,
     PrecisionOptions,
@@ -40,10 +41,9 @@ from toolkit.export.sources import FILE_SOURCE, bundle_from_file, load_source, o
 from toolkit.formats import Format
 from toolkit.manifest import ArtifactRecord, InProcessTarget, Target
 from toolkit.spec import TensorSpec
-from toolkit.tensorrt.options import BuildOptions
 
 __all__ = ["export", "ExportOptions", "ExportResult", "Step", "StepStatus", "golden_samples",
-           "BuildOptions", "DetectionOptions", "PrecisionOptions"]
+           "BackendOptions", "DetectionOptions", "PrecisionOptions"]
 
 
 @dataclass
@@ -67,14 +67,14 @@ def default_out(source: str) -> Path:
 
 
 def make_options(options: ExportOptions | None = None, **overrides: Any) -> ExportOptions:
-    """ExportOptions from keywords; a group (`precision_options`, `tensorrt`) may be given as
-    its object or as a mapping of its fields."""
+    """ExportOptions from keywords; `precision_options` may be given as its object or as a
+    mapping of its fields, `backends` as a BackendOptions or a list of formats' groups."""
     known = {f.name for f in fields(ExportOptions)}
     if isinstance(overrides.get("precision_options"), Mapping):
         overrides["precision_options"] = PrecisionOptions.from_mapping(
             overrides["precision_options"])
-    if isinstance(overrides.get("tensorrt"), Mapping):
-        overrides["tensorrt"] = BuildOptions(**overrides["tensorrt"])
+    if "backends" in overrides:
+        overrides["backends"] = BackendOptions.of_groups(overrides["backends"])
     if isinstance(overrides.get("precisions"), (list, str)):
         value = overrides["precisions"]
         overrides["precisions"] = tuple([value] if isinstance(value, str) else value)
@@ -108,8 +108,9 @@ def export(
 
     Options are an `ExportOptions`, or its fields as keywords (force=True, precisions=[...]),
     the option groups among them as the objects the CLI builds from its flags:
-    `precision_options=PrecisionOptions(calib_data=...)`, `tensorrt=BuildOptions(workspace=
-    "4G")`. `detection=DetectionOptions(nms="iou=0.45,score=0.25")` makes a detector export the
+    `precision_options=PrecisionOptions(calib_data=...)`, and each format's own group in
+    `backends=[...]` (`toolkit.BuildOptions(workspace="4G")`, `toolkit.OnnxOptions(opset=17)`).
+    `detection=DetectionOptions(nms="iou=0.45,score=0.25")` makes a detector export the
     detection contract (see toolkit/source/detector_contract.py). `model_args` are a factory's
     keyword arguments (a dict, or 'NAME=VALUE' literals).
     """
@@ -282,23 +283,16 @@ class _Executor:
         self._run_all()
 
     # -- steps ---------------------------------------------------------------------------
-    def _check_opset(self) -> None:
-        """--opset is honoured or refused: a file already in the bundle at another opset,
-        which this run would keep or derive from, is a conflict."""
-        wanted = self.opts.opset
-        if wanted is None:
-            return
+    def _check_backend_options(self) -> None:
+        """A format's options that conflict with files the bundle keeps (another opset) are
+        refused before anything is made."""
         redone = {f.name for f in self.targets} if (self.opts.force and self.model) else set()
-        for record in self.bundle.artifacts:
-            opset = record.opset
-            if opset not in (None, wanted) and record.format not in redone:
-                raise UsageError(
-                    f"--opset {wanted}: {record.path} in the bundle is opset {opset}, and "
-                    f"this run would keep it (reduced precisions derive from it); re-export it "
-                    f"from the model with --opset {wanted} --force")
+        for group in self.opts.backends.groups:  # only those given: defaults check nothing
+            if hasattr(group, "check_bundle"):
+                group.check_bundle(self.bundle, redone)
 
     def _run_all(self) -> None:
-        self._check_opset()
+        self._check_backend_options()
         for planned in self.plan.steps():
             fmt, precision = planned.format, planned.precision
             step = Step(fmt.name, precision, layout=planned.layout)

@@ -71,7 +71,8 @@ class ExportPlan:
         place the user asked to run it (--to onnx: ONNX Runtime on CPU; --to trt: TensorRT)."""
         if precision != "int8" or not fmt.int8_layouts:
             return [None]
-        choice = self.opts.precision_options.int8_layout
+        # a format with layouts has an option group that chooses among them
+        choice = self.opts.backend(fmt.name).int8_layout
         if choice == "both":
             return list(fmt.int8_layouts)
         if choice != "auto":

@@ -109,4 +109,4 @@ def _where(err: BaseException) -> str:
 
 def export_artifact(job: ExportJob) -> dict[str, Any]:
     assert job.dest is not None
-    return export_torchscript(job.need_model(), job.dest, mode=job.options.torchscript_mode)
+    return export_torchscript(job.need_model(), job.dest, mode=job.format_options.mode)

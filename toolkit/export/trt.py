@@ -24,7 +24,7 @@ def _from_onnx(job: ExportJob) -> dict[str, Any]:
     bundle = job.bundle
     try:
         record = build_engine(bundle.checked_path(onnx_record), job.dest, bundle.inputs,
-                              job.options.tensorrt, precision=job.precision,
+                              job.format_options, precision=job.precision,
                               device=cuda_device(job.options.device))
     except BackendUnavailable as missing:
         flag = f" --precision {job.precision}" if job.precision != "fp32" else ""
@@ -41,11 +41,11 @@ def _from_model(job: ExportJob) -> dict[str, Any]:
     from toolkit.export.torch_tensorrt import build_engine_from_model
 
     if job.precision != "fp32":
-        raise UsageError(f"--via {job.options.tensorrt.via} builds fp32 engines; reduced precision "
+        raise UsageError(f"--via {job.format_options.via} builds fp32 engines; reduced precision "
                          "comes from the ONNX (--via onnx --precision ...)")
     assert job.dest is not None
-    return build_engine_from_model(job.need_model(), job.dest, job.options.tensorrt,
-                                   job.options.tensorrt.via,
+    return build_engine_from_model(job.need_model(), job.dest, job.format_options,
+                                   job.format_options.via,
                                    device=cuda_device(job.options.device))
 
 

@@ -110,6 +110,10 @@ class Format:
     int8_from_layout: Callable[[Any], bool] | None = None
     #: how Triton Inference Server serves it (None: it can't)
     triton: TritonSpec | None = None
+    #: 'module:Class': this format's own option group (a `toolkit.groups` group in a pure
+    #: module); `export` grows its flags under the group's panel, and an exporter reads it as
+    #: `job.format_options`
+    options: str | None = None
 
     @property
     def saved(self) -> bool:
@@ -197,6 +201,10 @@ class Format:
             return None
         return resolve(self.record_fields).model_validate(record.model_extra or {})
 
+    def option_group(self) -> type | None:
+        """The class of this format's option group (None when it has none)."""
+        return None if self.options is None else resolve(self.options)  # type: ignore[return-value]
+
     def runner_fn(self) -> Callable[..., Any]:
         if self.runner is None:  # pragma: no cover - every declared format has one
             raise UsageError(f"format '{self.name}' has no runner")
@@ -228,6 +236,11 @@ ALIASES: dict[str, str] = {alias: f.name for f in TABLE.values() for alias in (f
 
 def all_formats() -> list[Format]:
     return list(TABLE.values())
+
+
+def option_groups() -> list[tuple[Format, type]]:
+    """Each format that has an option group, with the group's class, in table order."""
+    return [(f, group) for f in TABLE.values() if (group := f.option_group()) is not None]
 
 
 def exportable() -> list[Format]:

@@ -2,6 +2,11 @@
 
 from toolkit.formats import Format, TritonSpec
 
+#: --int8-layout's help: the layouts an INT8 ONNX comes in (the option group's choices)
+INT8_LAYOUT_HELP = ("INT8 ONNX layout: cpu (uint8 activations, fastest on ONNX Runtime CPU), "
+                    "trt (symmetric int8 Q/DQ for TensorRT), both, or auto: each format asked "
+                    "for gets the layout it runs (cpu for --to onnx).")
+
 FORMAT = Format(
     name="onnx",
     order=10,
@@ -26,4 +31,5 @@ FORMAT = Format(
     load_priority=0,
     int8_layouts=("cpu", "trt"),
     triton=TritonSpec(platform="onnxruntime_onnx", filename="model.onnx"),
+    options="toolkit.backends.onnx.options:OnnxOptions",
 )

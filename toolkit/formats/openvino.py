@@ -10,7 +10,7 @@ from toolkit.formats import Format, TritonSpec
 def nncf_quantises(options: Any) -> bool:
     """INT8 is NNCF's quantisation of the fp32 IR when asked (--openvino-quantizer nncf);
     by default the CPU-layout Q/DQ ONNX is converted."""
-    return options.precision_options.openvino_quantizer == "nncf"
+    return options.backend("openvino").quantizer == "nncf"
 
 
 def _int8_from_layout(options: Any) -> bool:
@@ -60,4 +60,5 @@ FORMAT = Format(
     triton=TritonSpec(platform="", backend="openvino", filename="model.xml",
                       parameters=_triton_parameters, caveats=_triton_caveats,
                       note="Triton's OpenVINO backend"),
+    options="toolkit.backends.openvino.options:OpenVINOOptions",
 )

@@ -13,4 +13,5 @@ FORMAT = Format(
     runner="toolkit.runtime.torchscript:open_artifact",
     load_priority=2,
     triton=TritonSpec(platform="pytorch_libtorch", filename="model.pt", indexed_names=True),
+    options="toolkit.backends.torchscript.options:TorchScriptOptions",
 )

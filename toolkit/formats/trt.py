@@ -7,8 +7,7 @@ from toolkit.formats import Format, TritonSpec
 
 def _from_model(options: Any) -> bool:
     """--via torch-compile / torchscript build from the PyTorch model, not the ONNX."""
-    tensorrt = getattr(options, "tensorrt", None)
-    return tensorrt is not None and tensorrt.via != "onnx"
+    return bool(options.backend("trt").via != "onnx")
 
 
 FORMAT = Format(
@@ -34,4 +33,5 @@ FORMAT = Format(
     triton=TritonSpec(platform="tensorrt_plan", filename="model.plan", gpu=True,
                       note="the engine runs only on the GPU model and TensorRT version it was "
                       "built with: Triton's TensorRT must match the bundle's"),
+    options="toolkit.tensorrt.options:BuildOptions",
 )

@@ -20,7 +20,6 @@ from toolkit.bench.options import BenchOptions
 from toolkit.detection.options import DetectionOptions
 from toolkit.errors import CheckFailed, ToolkitError, UsageError
 from toolkit.export.job import PrecisionOptions
-from toolkit.tensorrt.options import BuildOptions
 
 FAILURE_POLICIES = ("raise", "warn")
 
@@ -47,12 +46,13 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
     """Export the trained model to a verified bundle at the end of `fit` (and, with
     `on_best=True`, each time a ModelCheckpoint saves a new best).
 
-    Options are those of `toolkit export`: `to`, `precision`, `device`, `verify`, `opset`,
+    Options are those of `toolkit export`: `to`, `precision`, `device`, `verify`,
     `inputs` (`--input` strings; default: the module's example_input_array), and the option
     groups the CLI builds from its flags, as the same objects: `precision_options`
     (PrecisionOptions: calibration and evaluation data), `detection` (DetectionOptions),
-    `tensorrt` (BuildOptions). `bench=True` (or a BenchOptions) times every artifact; parity and
-    latency go to the trainer's logger.
+    `backends` (each format's own group: `toolkit.OnnxOptions(opset=17)`,
+    `toolkit.BuildOptions(workspace="4G")`, ...). `bench=True` (or a BenchOptions) times
+    every artifact; parity and latency go to the trainer's logger.
     """
 
     def __init__(
@@ -67,10 +67,9 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
         device: str = "cpu",
         verify: bool = True,
         inputs: Sequence[str] | None = None,
-        opset: int | None = None,
         precision_options: PrecisionOptions | None = None,
         detection: DetectionOptions | None = None,
-        tensorrt: BuildOptions | None = None,
+        backends: Sequence[Any] = (),
         force: bool = False,
     ) -> None:
         from toolkit import formats
@@ -100,8 +99,8 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
         self._exported = False  # once this callback has written `out`, it may replace it
         _check_out(self.out, force)
         self.options = make_options(
-            precisions=tuple(precisions), device=device, verify=verify, opset=opset, force=True,
-            precision_options=precision_options, tensorrt=tensorrt or BuildOptions())
+            precisions=tuple(precisions), device=device, verify=verify, force=True,
+            precision_options=precision_options, backends=backends)
         for target in self.targets:
             fmt = formats.get(target)
             if len(fmt.precisions) > 1:

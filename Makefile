@@ -36,8 +36,8 @@ FAST_TESTS := tests/test_manifest.py tests/test_bundle.py tests/test_spec.py \
 	tests/test_format_names.py tests/formats/test_table.py tests/export/test_plan.py \
 	tests/bench/test_measurement.py tests/bench/test_render.py tests/source/test_data.py \
 	tests/source/test_model_args.py tests/remote/test_targets.py tests/detection/test_coco_map.py \
-	tests/detection/test_task_map.py tests/detection/test_instances.py tests/trt/test_build.py \
-	tests/trt/test_compat.py tests/trt/test_options.py tests/trt/test_profiles.py
+	tests/detection/test_task_map.py tests/detection/test_instances.py tests/backends/trt/test_build.py \
+	tests/backends/trt/test_compat.py tests/backends/trt/test_options.py tests/backends/trt/test_profiles.py
 test-fast: $(STAMP)
 	$(BIN)/ruff check toolkit tests benchmarks
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile $(FAST_TESTS)

@@ -1,4 +1,4 @@
-"""The toolkit's cuda-python backend (`toolkit/tensorrt/cuda.py`, `CudaPython`) against the
+"""The toolkit's cuda-python backend (`toolkit/backends/trt/cuda.py`, `CudaPython`) against the
 real cuda-bindings on a GPU: the CUDA half of the TensorRT layer, checked where no TensorRT is.
 
     python3 benchmarks/cuda_python_check.py
@@ -72,7 +72,7 @@ def bf16_reference(values: np.ndarray) -> tuple[np.ndarray, str]:
     try:
         import torch
     except ImportError:
-        from toolkit.tensorrt.cuda import narrow_to_bfloat16, widen_bfloat16
+        from toolkit.backends.trt.cuda import narrow_to_bfloat16, widen_bfloat16
 
         return widen_bfloat16(narrow_to_bfloat16(values)), "the toolkit's host rounding"
     tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
@@ -255,7 +255,7 @@ def run_checks(dev: Any, report: Report | None = None, seed: int = 0) -> Report:
 def bindings_version() -> str | None:
     """cuda-bindings' version when its runtime module imports, else None (the toolkit's own
     lookups, so the check and the backend agree on what is installed)."""
-    from toolkit.tensorrt import cuda
+    from toolkit.backends.trt import cuda
 
     if cuda._import_cudart() is None:
         return None
@@ -288,8 +288,8 @@ def main() -> int:
         print("skipped: no CUDA device (cuda-bindings is not importable: no cuda.bindings."
               "runtime nor cuda.cudart)")
         return 0
+    from toolkit.backends.trt.cuda import open_device
     from toolkit.errors import BackendUnavailable
-    from toolkit.tensorrt.cuda import open_device
 
     try:
         dev = open_device("cuda", "check", prefer="cuda-python")

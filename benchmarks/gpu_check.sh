@@ -8,7 +8,7 @@
 #      checks that `toolkit --help` runs. Any failure here stops the script with pip's error.
 #   2. runs the gpu-marked tests (pytest -m gpu, on the files that hold them);
 #   3. runs benchmarks/cuda_python_check.py: the toolkit's cuda-python backend
-#      (toolkit/tensorrt/cuda.py, CudaPython) against the image's real cuda-bindings on the GPU:
+#      (toolkit/backends/trt/cuda.py, CudaPython) against the image's real cuda-bindings on the GPU:
 #      copies, bf16, graph capture and replay, memory and allocation accounting;
 #   4. benchmarks on CUDA through the toolkit's own CLI (eager, pt2 compiled for CUDA,
 #      TorchScript; ONNX Runtime's CUDA provider and TensorRT when installed), in the order of
@@ -27,7 +27,7 @@
 # What it does NOT cover: TensorRT itself. That machine has no TensorRT (nor onnxruntime-gpu,
 # nor a Triton server), so no engine is built or run there; the TensorRT layer is covered there
 # only through its CUDA part (step 3: device buffers, copies, CUDA graphs through cuda-python),
-# and on CPU by the conformance suite in tests/trt/ (fake TensorRT and CUDA held to the real
+# and on CPU by the conformance suite in tests/backends/trt/ (fake TensorRT and CUDA held to the real
 # bindings' API). ONNX Runtime runs on its CPU build there; Triton: the config is written and
 # validated, nothing is served.
 #

@@ -408,9 +408,9 @@ def cpc() -> ModuleType:
 @pytest.fixture
 def fake_device() -> Any:
     """CudaPython over the conformance suite's fake runtime (the real cuda-bindings' types)."""
-    fake_cuda = pytest.importorskip("tests.trt.conformance.fake_cuda",
+    fake_cuda = pytest.importorskip("tests.backends.trt.conformance.fake_cuda",
                                     reason="the conformance fake (needs cuda-bindings)")
-    from toolkit.tensorrt.cuda import CudaPython
+    from toolkit.backends.trt.cuda import CudaPython
 
     runtime = fake_cuda.FakeCudaRuntime()
     device = CudaPython(runtime, "cuda")
@@ -444,7 +444,7 @@ def test_naive_bf16_rounding_fails_the_nan_check(cpc: ModuleType, fake_device: A
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy as np
 
-    from toolkit.tensorrt import cuda
+    from toolkit.backends.trt import cuda
 
     def naive(values: np.ndarray) -> np.ndarray:  # rounds a low-payload NaN up to inf
         bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
@@ -472,8 +472,8 @@ def test_a_leak_fails_the_memory_check(cpc: ModuleType, fake_device: Any,
 
 def test_exit_codes(cpc: ModuleType, fake_device: Any, monkeypatch: pytest.MonkeyPatch,
                     capsys: pytest.CaptureFixture[str]) -> None:
+    from toolkit.backends.trt import cuda
     from toolkit.errors import BackendUnavailable
-    from toolkit.tensorrt import cuda
 
     monkeypatch.setattr(cpc, "bindings_version", lambda: "13.test")
 
@@ -500,7 +500,7 @@ def test_exit_codes(cpc: ModuleType, fake_device: Any, monkeypatch: pytest.Monke
 def test_exit_code_is_1_when_a_check_fails(cpc: ModuleType, fake_device: Any,
                                            monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    from toolkit.tensorrt import cuda
+    from toolkit.backends.trt import cuda
 
     ok = fake_device.fake.cudaGetDeviceCount()[0]
     monkeypatch.setattr(type(fake_device.fake), "cudaGraphLaunch", lambda self, e, s: (ok,))

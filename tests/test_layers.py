@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "toolkit"
 LAYERS: list[set[str]] = [
     {"errors", "groups", "spec", "environment", "formats", "tasks", "manifest", "bundle",
      "transaction", "interrupts", "version", "modules"},
-    {"source", "tensorrt", "detection"},
+    {"source", "detection"},
     {"runtime"},
     {"parity", "bench"},
     {"export", "backends"},

@@ -38,7 +38,7 @@ def test_toolkit_code_reads_records_by_attribute():
                     and node.func.attr == "get" and _record_name(node.func.value)):
                 found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     # the TensorRT runner keeps its engine record as JSON (the pure preflight reads it)
-    allowed = {p for p in found if p.startswith("runtime/tensorrt.py")}
+    allowed = {p for p in found if p.startswith("backends/trt/runner.py")}
     assert sorted(set(found) - allowed) == []
 
 

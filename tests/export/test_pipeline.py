@@ -84,7 +84,7 @@ def test_manifest_records_io_artifacts_and_environment(two_io_bundle):
 
 # Every runnable format gets a round trip (Optimum's test_all_models_tested idea): adding a
 # format to the runtime without a way to run it here fails this list's construction below.
-# trt needs a GPU and TensorRT: tests/trt/ covers it; a format whose extra isn't installed
+# trt needs a GPU and TensorRT: tests/backends/trt/ covers it; a format whose extra isn't installed
 # here is left out (`make test` installs them all)
 CPU_FORMATS = [f.name for f in formats.all_formats()
                if f.installed and not (f.triton and f.triton.gpu)]

@@ -26,9 +26,9 @@ os.environ["TOOLKIT_TEST_BLOCK"] = BLOCK
 def _fake_tensorrt() -> None:
     from cuda import bindings
 
-    from tests.trt.conformance.fake_cuda import FakeCudaRuntime
-    from tests.trt.conformance.fake_trt import Machine, make_tensorrt
-    from toolkit.tensorrt import cuda as cuda_module
+    from tests.backends.trt.conformance.fake_cuda import FakeCudaRuntime
+    from tests.backends.trt.conformance.fake_trt import Machine, make_tensorrt
+    from toolkit.backends.trt import cuda as cuda_module
 
     machine = Machine()
     driver = int(bindings.__version__.split(".")[0]) * 1000 + 20

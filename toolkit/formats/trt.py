@@ -20,8 +20,8 @@ FORMAT = Format(
     suffixes=(".engine", ".plan"),
     precisions=("fp32", "fp16", "bf16", "int8"),
     needs_model=False,
-    exporter="toolkit.export.trt:export_artifact",
-    runner="toolkit.runtime.tensorrt:open_artifact",
+    exporter="toolkit.backends.trt.export:export_artifact",
+    runner="toolkit.backends.trt.runner:open_artifact",
     extra="trt",
     runtime_module="tensorrt",
     load_priority=3,
@@ -33,5 +33,5 @@ FORMAT = Format(
     triton=TritonSpec(platform="tensorrt_plan", filename="model.plan", gpu=True,
                       note="the engine runs only on the GPU model and TensorRT version it was "
                       "built with: Triton's TensorRT must match the bundle's"),
-    options="toolkit.tensorrt.options:BuildOptions",
+    options="toolkit.backends.trt.options:BuildOptions",
 )

@@ -115,7 +115,7 @@ def _gpu_without_smi(cuda_reachable: bool) -> dict[str, str]:
         found["gpu"] = board.rstrip("\x00")
     if cuda_reachable:
         with contextlib.suppress(Exception):  # no driver, no bindings: the board is all we say
-            from toolkit.tensorrt.cuda import device_facts
+            from toolkit.backends.trt.cuda import device_facts
 
             facts = device_facts("describe the GPU") or {}
             if facts.get("name"):

@@ -9,8 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.errors import BackendUnavailable, UsageError
-from toolkit.tensorrt.options import (
+from toolkit.backends.trt.options import (
     AMPERE,
     INSTALL_HINT,
     MIN_MAJOR,
@@ -19,7 +18,8 @@ from toolkit.tensorrt.options import (
     cli_flag,
     format_size,
 )
-from toolkit.tensorrt.profiles import Profile, profile_to_json
+from toolkit.backends.trt.profiles import Profile, profile_to_json
+from toolkit.errors import BackendUnavailable, UsageError
 
 
 # -- TensorRT versions and the API each one needs -----------------------------------------

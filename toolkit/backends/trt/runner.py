@@ -1,6 +1,6 @@
 """Run a TensorRT engine: name-based IO bound to device buffers, `execute_async_v3` on a CUDA
 stream, optional CUDA graph replay for timing. Buffers and the stream come from PyTorch when it
-has CUDA, else from cuda-python (`toolkit.tensorrt.cuda`), so a device needs no torch.
+has CUDA, else from cuda-python (`toolkit.backends.trt.cuda`), so a device needs no torch.
 
 Written against the TensorRT 10.x/11.x Python API docs (see docs/tensorrt.md). Before the
 engine is deserialized, `trt_compat.preflight` checks the manifest record against this machine,
@@ -18,15 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.errors import BackendUnavailable, UsageError
-from toolkit.manifest import ArtifactRecord
-from toolkit.runtime.base import Feed, Runner
-from toolkit.spec import OutputSpec, TensorSpec
-from toolkit.tensorrt import bindings as trt_bindings
-from toolkit.tensorrt import compat as trt_compat
-from toolkit.tensorrt import profiles as trt_profiles
-from toolkit.tensorrt.build import import_tensorrt, register_plugins
-from toolkit.tensorrt.cuda import (
+from toolkit.backends.trt import bindings as trt_bindings
+from toolkit.backends.trt import compat as trt_compat
+from toolkit.backends.trt import profiles as trt_profiles
+from toolkit.backends.trt.build import import_tensorrt, register_plugins
+from toolkit.backends.trt.cuda import (
     CapturedGraph,
     CudaDevice,
     DeviceBuffer,
@@ -35,7 +31,11 @@ from toolkit.tensorrt.cuda import (
     device_facts,
     open_device,
 )
-from toolkit.tensorrt.logger import errors_since, process_logger
+from toolkit.backends.trt.logger import errors_since, process_logger
+from toolkit.errors import BackendUnavailable, UsageError
+from toolkit.manifest import ArtifactRecord
+from toolkit.runtime.base import Feed, Runner
+from toolkit.spec import OutputSpec, TensorSpec
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Install the fakes for one test: a fake `tensorrt` (one snapshot) and a fake CUDA runtime
-behind `toolkit.tensorrt.cuda`, as one "process"; `restart()` starts a new process (a new
+behind `toolkit.backends.trt.cuda`, as one "process"; `restart()` starts a new process (a new
 library instance, new CUDA state; files on disk stay), as `verify` after `export` would."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.trt.conformance.fake_cuda import FakeCudaRuntime
-from tests.trt.conformance.fake_trt import Machine, make_tensorrt
-from toolkit.tensorrt import cuda as cuda_module
+from tests.backends.trt.conformance.fake_cuda import FakeCudaRuntime
+from tests.backends.trt.conformance.fake_trt import Machine, make_tensorrt
+from toolkit.backends.trt import cuda as cuda_module
 
 
 class FakeProcess:
@@ -365,7 +365,7 @@ def use_torch_backend(process: FakeProcess) -> None:
     the fake's device memory, so the fake TensorRT accepts their addresses)."""
     import torch
 
-    from toolkit.tensorrt.cuda import TorchCuda
+    from toolkit.backends.trt.cuda import TorchCuda
 
     runtime = process.cuda
 

@@ -11,7 +11,7 @@ import weakref
 from collections import deque
 from typing import Any
 
-from toolkit.tensorrt.compat import last_errors
+from toolkit.backends.trt.compat import last_errors
 
 _LOGGERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 KEEP = 200  # messages kept; a step's errors are the last few

@@ -9,15 +9,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from toolkit.errors import UsageError
-from toolkit.groups import flag, flags_of
-from toolkit.tensorrt.profiles import (
+from toolkit.backends.trt.profiles import (
     Profile,
     check_profile_syntax,
     parse_profile,
     profile_from_json,
     profile_to_json,
 )
+from toolkit.errors import UsageError
+from toolkit.groups import flag, flags_of
 
 INSTALL_HINT = ("pip install 'toolkit[trt]' on the target GPU machine (CUDA 12 driver; "
                 "'toolkit[trt-cu13]' for a CUDA 13 driver); on a Jetson, use the TensorRT "

@@ -15,15 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from toolkit.backends.trt import compat as trt_compat
+from toolkit.backends.trt import options as trt_build
+from toolkit.backends.trt import profiles as trt_profiles
+from toolkit.backends.trt.cuda import open_device
+from toolkit.backends.trt.logger import errors_since, process_logger
+from toolkit.backends.trt.options import BuildOptions
 from toolkit.bundle import atomic_path, now
 from toolkit.errors import BackendUnavailable, ExportFailed, UsageError
 from toolkit.spec import TensorSpec
-from toolkit.tensorrt import compat as trt_compat
-from toolkit.tensorrt import options as trt_build
-from toolkit.tensorrt import profiles as trt_profiles
-from toolkit.tensorrt.cuda import open_device
-from toolkit.tensorrt.logger import errors_since, process_logger
-from toolkit.tensorrt.options import BuildOptions
 
 
 def import_tensorrt(action: str = "build a TensorRT engine") -> Any:

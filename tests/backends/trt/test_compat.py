@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from tests.trt.common import DYNAMIC, STATIC
+from tests.backends.trt.common import DYNAMIC, STATIC
+from toolkit.backends.trt import bindings as trt_bindings
+from toolkit.backends.trt import compat as trt_compat
+from toolkit.backends.trt import profiles as trt_profiles
+from toolkit.backends.trt.options import BuildOptions
 from toolkit.errors import BackendUnavailable, UsageError
-from toolkit.tensorrt import bindings as trt_bindings
-from toolkit.tensorrt import compat as trt_compat
-from toolkit.tensorrt import profiles as trt_profiles
-from toolkit.tensorrt.options import BuildOptions
 
 
 # -- versions ------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 the engine step exits 3 naming the extra; the Torch-TensorRT routes (`--via`) and the renaming
 runner that runs their engines under the bundle's tensor names. The builder and runner
 themselves are tried against strict fakes of TensorRT's API (conformance, never counted as
-run on TensorRT): tests/trt/."""
+run on TensorRT): tests/backends/trt/."""
 
 from __future__ import annotations
 
@@ -61,9 +61,9 @@ def test_renamed_runner_translates_names_with_a_real_session(tmp_path):
 def test_torch_tensorrt_settings_follow_the_release():
     import pytest
 
+    from toolkit.backends.trt.options import BuildOptions
+    from toolkit.backends.trt.torch_tensorrt import export_settings
     from toolkit.errors import BackendUnavailable
-    from toolkit.export.torch_tensorrt import export_settings
-    from toolkit.tensorrt.options import BuildOptions
 
     with pytest.raises(BackendUnavailable, match="Torch-TensorRT 2.4.0 has no convert_exported"):
         export_settings("2.4.0", BuildOptions())
@@ -81,9 +81,9 @@ def test_torch_tensorrt_settings_follow_the_release():
 def test_torch_tensorrt_routes_refuse_what_they_cannot_build():
     import pytest
 
+    from toolkit.backends.trt.options import BuildOptions, build_options
+    from toolkit.backends.trt.torch_tensorrt import check_route_options
     from toolkit.errors import UsageError
-    from toolkit.export.torch_tensorrt import check_route_options
-    from toolkit.tensorrt.options import BuildOptions, build_options
 
     for options, word in [
         (BuildOptions(hardware_compatibility="same-compute-capability"), "same-compute"),

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from tests.trt.common import DYNAMIC
+from tests.backends.trt.common import DYNAMIC
+from toolkit.backends.trt import compat as trt_compat
+from toolkit.backends.trt import options as trt_build
+from toolkit.backends.trt import profiles as trt_profiles
+from toolkit.backends.trt.options import BuildOptions
 from toolkit.errors import UsageError
-from toolkit.tensorrt import compat as trt_compat
-from toolkit.tensorrt import options as trt_build
-from toolkit.tensorrt import profiles as trt_profiles
-from toolkit.tensorrt.options import BuildOptions
 
 
 # -- options -------------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def test_hardware_compatibility_aliases():
 
 def test_the_install_hint_keeps_jetpack_on_its_own_tensorrt():
     """pip's tensorrt wheels are for x86/SBSA GPUs: a Jetson keeps JetPack's TensorRT."""
-    from toolkit.tensorrt.options import INSTALL_HINT
+    from toolkit.backends.trt.options import INSTALL_HINT
 
     assert "JetPack" in INSTALL_HINT and "10.3" in INSTALL_HINT
     assert "never pip" in INSTALL_HINT

@@ -1,6 +1,6 @@
 """Regenerate a TensorRT API snapshot from NVIDIA's real Python bindings wheel.
 
-    python -m tests.trt.conformance.snapshot 10.3.0 10.13.3.9 11.4.0.106
+    python -m tests.backends.trt.conformance.snapshot 10.3.0 10.13.3.9 11.4.0.106
 
 For each version it downloads `tensorrt-cu12-bindings==VERSION` for this machine's Python
 (the wheel is ~1.3 MB; TensorRT's libraries are not needed and can't be downloaded here), links

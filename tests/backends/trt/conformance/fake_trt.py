@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from tests.trt.conformance.strict import CallLog, Strict, StrictModule
+from tests.backends.trt.conformance.strict import CallLog, Strict, StrictModule
 
 #: the supported lines: JetPack 6.1's 10.3, the latest 10.x, the latest 11.x
 SNAPSHOTS = ("10.3", "10.13", "11.4")

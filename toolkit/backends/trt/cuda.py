@@ -4,7 +4,7 @@ edge device needs no torch to run an engine.
 
 What has run where (the README's table has the whole picture): the cuda-python backend against
 the real cuda-bindings on a GPU through `benchmarks/gpu_check.sh`; both backends on CPU in the
-conformance suite (`tests/trt/conformance`), over a fake CUDA runtime built on the real
+conformance suite (`tests/backends/trt/conformance`), over a fake CUDA runtime built on the real
 cuda-bindings types. The logic that needs no GPU (bf16 on the host, backend choice, the driver
 check) is tested directly.
 """

@@ -16,7 +16,7 @@ def export_artifact(job: ExportJob) -> dict[str, Any]:
 
 
 def _from_onnx(job: ExportJob) -> dict[str, Any]:
-    from toolkit.tensorrt.build import build_engine
+    from toolkit.backends.trt.build import build_engine
 
     (source_format,) = job.format.builds_from
     assert job.ensure is not None and job.dest is not None
@@ -38,7 +38,7 @@ def _from_onnx(job: ExportJob) -> dict[str, Any]:
 
 def _from_model(job: ExportJob) -> dict[str, Any]:
     """Torch-TensorRT route: the engine comes from the PyTorch model, not the ONNX."""
-    from toolkit.export.torch_tensorrt import build_engine_from_model
+    from toolkit.backends.trt.torch_tensorrt import build_engine_from_model
 
     if job.precision != "fp32":
         raise UsageError(f"--via {job.format_options.via} builds fp32 engines; reduced precision "

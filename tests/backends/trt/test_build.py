@@ -10,19 +10,19 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tests.trt.common import DYNAMIC, STATIC, needs_no_trt, needs_trt_gpu, tiny_onnx
-from tests.trt.test_compat import make_record
+from tests.backends.trt.common import DYNAMIC, STATIC, needs_no_trt, needs_trt_gpu, tiny_onnx
+from tests.backends.trt.test_compat import make_record
+from toolkit.backends.trt import compat as trt_compat
+from toolkit.backends.trt import options as trt_build
+from toolkit.backends.trt.options import BuildOptions
 from toolkit.errors import BackendUnavailable, ExportFailed, UsageError
 from toolkit.spec import OutputSpec
-from toolkit.tensorrt import compat as trt_compat
-from toolkit.tensorrt import options as trt_build
-from toolkit.tensorrt.options import BuildOptions
 
 
 # -- without TensorRT ----------------------------------------------------------------------
 @needs_no_trt
 def test_build_engine_without_tensorrt_exits_3_and_leaves_nothing(tmp_path):
-    from toolkit.tensorrt.build import build_engine
+    from toolkit.backends.trt.build import build_engine
 
     onnx_path = tiny_onnx(tmp_path / "model.onnx")
     engine = tmp_path / "model.engine"
@@ -35,7 +35,7 @@ def test_build_engine_without_tensorrt_exits_3_and_leaves_nothing(tmp_path):
 
 
 def test_build_engine_names_a_missing_onnx_file(tmp_path):
-    from toolkit.tensorrt.build import build_engine
+    from toolkit.backends.trt.build import build_engine
 
     with pytest.raises(UsageError, match="ONNX model not found"):
         build_engine(tmp_path / "nope.onnx", tmp_path / "m.engine", [DYNAMIC], BuildOptions())
@@ -44,7 +44,7 @@ def test_build_engine_names_a_missing_onnx_file(tmp_path):
 
 @needs_no_trt
 def test_runner_without_tensorrt_is_unavailable_with_the_rebuild_command(tmp_path):
-    from toolkit.runtime.tensorrt import TensorRTRunner
+    from toolkit.backends.trt.runner import TensorRTRunner
 
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"not an engine")
@@ -65,7 +65,7 @@ def test_runner_without_tensorrt_is_unavailable_with_the_rebuild_command(tmp_pat
 
 
 def test_runner_refuses_a_cpu_device(tmp_path):
-    from toolkit.runtime.tensorrt import TensorRTRunner
+    from toolkit.backends.trt.runner import TensorRTRunner
 
     runner = TensorRTRunner(tmp_path / "m.engine", inputs=[DYNAMIC], outputs=[OutputSpec("y")],
                             device="cpu")
@@ -87,8 +87,8 @@ def reference(onnx_path: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
 def test_engine_builds_records_and_matches_onnxruntime(tmp_path):
     import tensorrt
 
-    from toolkit.runtime.tensorrt import TensorRTRunner
-    from toolkit.tensorrt.build import build_engine
+    from toolkit.backends.trt.build import build_engine
+    from toolkit.backends.trt.runner import TensorRTRunner
 
     onnx_path = tiny_onnx(tmp_path / "model.onnx")
     options = trt_build.build_options([DYNAMIC], workspace="256M", extra_profiles=["x:1-1-2x4"],
@@ -113,8 +113,8 @@ def test_engine_builds_records_and_matches_onnxruntime(tmp_path):
 @pytest.mark.gpu
 @needs_trt_gpu
 def test_cuda_graph_replay_matches_plain_execution(tmp_path):
-    from toolkit.runtime.tensorrt import TensorRTRunner
-    from toolkit.tensorrt.build import build_engine
+    from toolkit.backends.trt.build import build_engine
+    from toolkit.backends.trt.runner import TensorRTRunner
 
     onnx_path = tiny_onnx(tmp_path / "model.onnx", batch=2)
     engine = tmp_path / "model.engine"
@@ -143,7 +143,7 @@ def test_cuda_graph_replay_matches_plain_execution(tmp_path):
 @pytest.mark.gpu
 @needs_trt_gpu
 def test_parser_errors_name_the_unsupported_node(tmp_path):
-    from toolkit.tensorrt.build import build_engine
+    from toolkit.backends.trt.build import build_engine
 
     graph = helper.make_graph(
         [helper.make_node("NoSuchOp", ["x"], ["y"], name="mystery", domain="toolkit.test")],

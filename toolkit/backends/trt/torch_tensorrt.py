@@ -19,15 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from toolkit.backends.trt import compat as trt_compat
+from toolkit.backends.trt import options as trt_build
+from toolkit.backends.trt import profiles as trt_profiles
+from toolkit.backends.trt.build import import_tensorrt, init_plugins
+from toolkit.backends.trt.logger import claim_process_logger, errors_since, process_logger
 from toolkit.bundle import atomic_path, now
 from toolkit.errors import BackendUnavailable, ExportFailed, UsageError, first_line
 from toolkit.export.common import dynamic_shapes, example_args
 from toolkit.source.wrapper import TORCH_DTYPES, LoadedModel
-from toolkit.tensorrt import compat as trt_compat
-from toolkit.tensorrt import options as trt_build
-from toolkit.tensorrt import profiles as trt_profiles
-from toolkit.tensorrt.build import import_tensorrt, init_plugins
-from toolkit.tensorrt.logger import claim_process_logger, errors_since, process_logger
 
 #: Torch-TensorRT releases that changed what the export route can honour
 EXPORT_ENTRY_SINCE = (2, 5)  # convert_exported_program_to_serialized_trt_engine

@@ -6,7 +6,7 @@ snapshot (names and pybind11 signatures read from NVIDIA's bindings wheel, see
 `conformance/snapshot.py`) and a fake CUDA runtime over the real `cuda-bindings` package. They
 catch removed or misspelled names, wrong arguments, ordering rules, leaks and ignored return
 codes. They do not show that TensorRT builds or runs anything: only `@pytest.mark.gpu` tests
-on a machine with TensorRT do (tests/trt/test_build.py), and the README's table says which
+on a machine with TensorRT do (tests/backends/trt/test_build.py), and the README's table says which
 paths have run where.
 """
 
@@ -21,9 +21,9 @@ import pytest
 
 pytest.importorskip("cuda.bindings", reason="cuda-bindings (a dev dependency) not installed")
 
-from tests.trt.common import DYNAMIC, STATIC, tiny_onnx
-from tests.trt.conformance.fake_trt import SNAPSHOTS, Machine, engine_header
-from tests.trt.conformance.harness import (
+from tests.backends.trt.common import DYNAMIC, STATIC, tiny_onnx
+from tests.backends.trt.conformance.fake_trt import SNAPSHOTS, Machine, engine_header
+from tests.backends.trt.conformance.harness import (
     FakeProcess,
     custom_op_onnx,
     fp16_onnx,
@@ -32,13 +32,13 @@ from tests.trt.conformance.harness import (
     shape_input_onnx,
     two_output_onnx,
 )
-from tests.trt.conformance.strict import load_snapshot
+from tests.backends.trt.conformance.strict import load_snapshot
+from toolkit.backends.trt import compat as trt_compat
+from toolkit.backends.trt.options import BuildOptions, build_options
 from toolkit.errors import BackendUnavailable, ExportFailed, UsageError
 from toolkit.spec import OutputSpec, TensorSpec, parse_input
-from toolkit.tensorrt import compat as trt_compat
-from toolkit.tensorrt.options import BuildOptions, build_options
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 X = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
 
 
@@ -59,7 +59,7 @@ def cp_proc(request, monkeypatch):
 
 
 def build(path: Path, inputs, options: BuildOptions | None = None, **kwargs):
-    from toolkit.tensorrt.build import build_engine
+    from toolkit.backends.trt.build import build_engine
 
     engine = path.with_suffix(".engine")
     record = build_engine(path, engine, list(inputs), options or BuildOptions(), **kwargs)
@@ -67,15 +67,15 @@ def build(path: Path, inputs, options: BuildOptions | None = None, **kwargs):
 
 
 def runner(engine: Path, inputs, outputs=("y",), record=None, **kwargs):
-    from toolkit.runtime.tensorrt import TensorRTRunner
+    from toolkit.backends.trt.runner import TensorRTRunner
 
     return TensorRTRunner(engine, inputs=list(inputs), outputs=[OutputSpec(o) for o in outputs],
                           record=record, **kwargs)
 
 
 # -- the static check: every name toolkit uses exists in every snapshot ---------------------
-TRT_CODE = ["toolkit/tensorrt/build.py", "toolkit/tensorrt/logger.py",
-            "toolkit/runtime/tensorrt.py", "toolkit/export/torch_tensorrt.py"]
+TRT_CODE = ["toolkit/backends/trt/build.py", "toolkit/backends/trt/logger.py",
+            "toolkit/backends/trt/runner.py", "toolkit/backends/trt/torch_tensorrt.py"]
 
 
 def _trt_chains(path: Path) -> set[tuple[str, ...]]:
@@ -121,8 +121,8 @@ def test_every_trt_name_in_the_code_exists_in_the_snapshot(line):
 
 @pytest.mark.parametrize("line", SNAPSHOTS)
 def test_string_tables_name_members_of_every_snapshot(line):
-    from toolkit.tensorrt.bindings import TRT_DTYPES
-    from toolkit.tensorrt.options import HARDWARE_ENUM, SAME_CC_SINCE
+    from toolkit.backends.trt.bindings import TRT_DTYPES
+    from toolkit.backends.trt.options import HARDWARE_ENUM, SAME_CC_SINCE
 
     classes = load_snapshot(line)["classes"]
     version = trt_compat.parse_version(load_snapshot(line)["tensorrt"])
@@ -420,7 +420,7 @@ def test_torch_tensorrt_read_back_of_a_version_compatible_engine(proc, tmp_path)
     runtime must allow the plan's host code, as for any version-compatible engine."""
     from types import SimpleNamespace
 
-    from toolkit.export.torch_tensorrt import _tensor_names
+    from toolkit.backends.trt.torch_tensorrt import _tensor_names
 
     engine, _ = build(tiny_onnx(tmp_path / "model.onnx"), [DYNAMIC],
                       BuildOptions(version_compatible=True))
@@ -529,7 +529,7 @@ def test_an_engine_for_another_gpu_is_refused_before_deserializing(proc, tmp_pat
 # -- the CUDA layer itself (cuda-python backend) -----------------------------------------
 def test_cuda_python_capture_keeps_the_enqueue_error(cp_proc):
     proc = cp_proc
-    from toolkit.tensorrt.cuda import open_device
+    from toolkit.backends.trt.cuda import open_device
 
     device = open_device("cuda", "test")
     assert device.backend == "cuda-python"
@@ -545,7 +545,7 @@ def test_cuda_python_capture_keeps_the_enqueue_error(cp_proc):
 
 def test_cuda_python_round_trip_and_bf16(cp_proc):
     proc = cp_proc
-    from toolkit.tensorrt.cuda import open_device
+    from toolkit.backends.trt.cuda import open_device
 
     device = open_device("cuda", "test")
     for dtype in ("float32", "float16", "int64"):
@@ -566,7 +566,7 @@ def test_cuda_python_round_trip_and_bf16(cp_proc):
 def test_a_driver_older_than_the_bindings_is_named(monkeypatch):
     from cuda import bindings
 
-    from toolkit.tensorrt.cuda import open_device
+    from toolkit.backends.trt.cuda import open_device
 
     major = int(bindings.__version__.split(".")[0])
     FakeProcess("10.3", monkeypatch, driver_version=(major - 1) * 1000 + 40)
@@ -579,7 +579,7 @@ def test_a_driver_older_than_the_bindings_is_named(monkeypatch):
 
 
 def test_open_device_tries_the_next_backend(cp_proc, monkeypatch):
-    from toolkit.tensorrt import cuda as cuda_module
+    from toolkit.backends.trt import cuda as cuda_module
 
     def broken(device: str):
         raise BackendUnavailable("PyTorch could not open cuda: CUDA error: busy")
@@ -613,7 +613,7 @@ def test_cuda_n_reaches_the_build_preflight_and_the_runner(backend, monkeypatch,
 
 
 def test_export_device_cuda_n_is_the_build_device():
-    from toolkit.export.trt import cuda_device
+    from toolkit.backends.trt.export import cuda_device
 
     assert cuda_device("cuda:1") == "cuda:1"
     assert cuda_device("cuda") == "cuda"
@@ -665,7 +665,7 @@ def test_the_fake_cuda_runtime_takes_the_real_bindings_arguments():
 
     from cuda.bindings import runtime as real
 
-    from tests.trt.conformance.fake_cuda import FakeCudaRuntime
+    from tests.backends.trt.conformance.fake_cuda import FakeCudaRuntime
 
     checked = 0
     for name, method in vars(FakeCudaRuntime).items():
@@ -690,9 +690,9 @@ def test_the_torch_cuda_stand_in_holds_the_code_to_torchs_api(monkeypatch):
     keyword, a device torch rejects, a stream of another kind or an unmodelled name fails."""
     import torch
 
-    from tests.trt.conformance.fake_cuda import FakeCudaRuntime
-    from tests.trt.conformance.harness import StrictTorchCuda
-    from toolkit.tensorrt.cuda import TorchCuda
+    from tests.backends.trt.conformance.fake_cuda import FakeCudaRuntime
+    from tests.backends.trt.conformance.harness import StrictTorchCuda
+    from toolkit.backends.trt.cuda import TorchCuda
 
     api = StrictTorchCuda(FakeCudaRuntime(devices=2))
     public = [n for n in dir(api) if not n.startswith("_") and n not in ("rt", "current",
@@ -757,7 +757,7 @@ def test_a_torch_tensorrt_engine_registers_its_plugins_in_a_new_process(backend,
                                                                         tmp_path):
     """An engine the TorchScript route built holds Torch-TensorRT's plugins: verify and bench
     run in a new process, where they load only once torch_tensorrt is imported there."""
-    from tests.trt.conformance.fake_trt import with_plugins
+    from tests.backends.trt.conformance.fake_trt import with_plugins
 
     proc = FakeProcess("10.13", monkeypatch, Machine(torch_tensorrt=True), backend=backend)
     engine, record = build(tiny_onnx(tmp_path / "model.onnx"), [DYNAMIC])
@@ -805,7 +805,7 @@ def test_the_via_route_keeps_tensorrt_errors_in_toolkits_logger(monkeypatch, tmp
 
     import torch
 
-    from toolkit.export import torch_tensorrt as route
+    from toolkit.backends.trt import torch_tensorrt as route
     from toolkit.source.load import load_model
 
     proc = FakeProcess("10.13", monkeypatch, Machine(torch_tensorrt=True))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.trt.common import DYNAMIC, STATIC
+from tests.backends.trt.common import DYNAMIC, STATIC
+from toolkit.backends.trt import compat as trt_compat
+from toolkit.backends.trt import profiles as trt_profiles
 from toolkit.errors import UsageError
 from toolkit.spec import parse_input
-from toolkit.tensorrt import compat as trt_compat
-from toolkit.tensorrt import profiles as trt_profiles
 
 
 # -- profiles ------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def test_a_dimension_named_in_a_profile_is_reused_by_name_in_its_other_inputs():
         "input_ids:1-2x16-32-64,attention_mask:1-2x16-32-64", _bert())
     # the option group checks a --profile's syntax before the bundle is read (the CLI's path),
     # and the build resolves it against the bundle's inputs
-    from toolkit.tensorrt.options import build_options
+    from toolkit.backends.trt.options import build_options
 
     options = build_options(extra_profiles=[text])
     assert trt_profiles.resolve_profiles(_bert(), options)[1] == profile

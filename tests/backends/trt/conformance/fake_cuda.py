@@ -1,7 +1,7 @@
 """A fake CUDA runtime over NVIDIA's real `cuda-bindings` package (conformance, never "run").
 
 `cuda.bindings.runtime` imports without a GPU; every call then fails with
-cudaErrorInsufficientDriver. This fake stands in for that module in `toolkit.tensorrt.cuda`:
+cudaErrorInsufficientDriver. This fake stands in for that module in `toolkit.backends.trt.cuda`:
 
 - strict names: a function the real module lacks is an AttributeError; one it has but the fake
   doesn't model is a NotImplementedError naming it;

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from tests.helpers import skip_reason
-from toolkit.errors import BackendUnavailable
-from toolkit.tensorrt.cuda import (
+from toolkit.backends.trt.cuda import (
     narrow_to_bfloat16,
     numpy_buffer_dtype,
     open_device,
     widen_bfloat16,
 )
+from toolkit.errors import BackendUnavailable
 
 
 def test_bfloat16_round_trip_matches_torch():

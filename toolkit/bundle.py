@@ -99,12 +99,13 @@ def artifact_key(record: ArtifactRecord) -> tuple[str, str, str | None, str | No
 
 
 def variant_label(record: ArtifactRecord | schema.InProcessTarget) -> str:
-    """'fp32', 'int8', 'int8-trt': the precision, and the INT8 layout when not the default."""
+    """'fp32', 'int8', 'int8-<layout>': the precision, and the INT8 layout when not the
+    format's default."""
     return _variant(record.format, record.precision, record.layout)
 
 
 def artifact_label(record: ArtifactRecord | schema.InProcessTarget) -> str:
-    """'onnx/fp32', 'onnx/int8', 'onnx/int8-trt': how reports and tables name an artifact."""
+    """'<format>/fp32', '<format>/int8-<layout>': how reports and tables name an artifact."""
     return label_of(record.format, record.precision, record.layout)
 
 
@@ -289,7 +290,7 @@ class Bundle:
         return matches[0] if matches else None
 
     def listing(self) -> str:
-        """What the bundle holds, for messages: 'onnx/fp32, torchscript/fp32' or 'none'."""
+        """What the bundle holds, for messages: '<format>/<precision>, ...' or 'none'."""
         return ", ".join(artifact_label(r) for r in self.artifacts) or "none"
 
     def path_of(self, record: ArtifactRecord | GoldenRecord) -> Path:
@@ -297,7 +298,7 @@ class Bundle:
         return self._inside(record.path)
 
     def companion_paths(self, record: ArtifactRecord) -> list[Path]:
-        """The files the artifact has beside its main one (OpenVINO's .bin), same rules."""
+        """The files the artifact has beside its main one (an IR's weights), same rules."""
         return [self._inside(entry.name) for entry in record.files]
 
     def files_of(self, record: ArtifactRecord) -> list[Path]:

@@ -82,10 +82,19 @@ def describe() -> dict[str, Any]:
     }
 
 
-# The pip extra that brings each optional module (pyproject.toml's optional-dependencies).
+# The pip extra that brings each optional module (pyproject.toml's optional-dependencies);
+# each format's runtime module brings its own (the format table's `extra`).
 EXTRAS = {"torch": "export", "torchvision": "export", "lightning": "export",
-          "pytorch_lightning": "export", "onnxscript": "export", "onnxruntime": "onnxruntime",
-          "tensorrt": "trt", "cuda": "trt", "matplotlib": "plot"}
+          "pytorch_lightning": "export", "onnxscript": "export", "matplotlib": "plot"}
+
+
+def extra_of(module: str) -> str | None:
+    """The pip extra that brings `module`: a format's runtime module names its format's."""
+    from toolkit import formats
+
+    by_format = {f.runtime_module: f.extra for f in formats.all_formats()
+                 if f.runtime_module not in EXTRAS}
+    return EXTRAS.get(module) or by_format.get(module)
 
 
 def torch_enum_notice(record: Any) -> bool:
@@ -110,7 +119,7 @@ def require_module(module: str, purpose: str, extra: str | None = None) -> Any:
         return importlib.import_module(module)
     except ImportError as err:
         root = module.split(".")[0]
-        extra = extra or EXTRAS.get(root)
+        extra = extra or extra_of(root)
         how = f"pip install 'toolkit[{extra}]'" if extra else f"pip install {root}"
         raise BackendUnavailable(f"{purpose} needs {root}, which isn't installed here "
                                  f"({err.name or root} missing); {how}") from None

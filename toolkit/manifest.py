@@ -245,8 +245,9 @@ class DeviceResults(_Record):
 
 
 class ArtifactRecord(_Record):
-    """One artifact of a bundle. Formats add fields of their own (TensorRT's engine record,
-    OpenVINO's inference precision); those read most often are declared here, typed."""
+    """One artifact of a bundle. A format's own fields are its backend's `record_fields`
+    model, validated here and read back typed by `Format.fields_of`; the fields below are
+    those of every artifact, and of the older formats not moved yet."""
 
     model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True,
                               validate_assignment=True)
@@ -262,12 +263,7 @@ class ArtifactRecord(_Record):
     # OpenVINO: the precision it is compiled with, and the CPU flags that choice was made for
     inference_precision: str | None = None
     cpu_flags: list[str] | None = None
-    # TensorRT: the record `tensorrt.compat.engine_record` writes (checked by preflight)
-    tensorrt: str | None = None
-    dla_core: int | None = None
-    compatibility: dict[str, Any] | None = None
-    tensor_names: dict[str, str] | None = None  # bundle name -> engine name (Torch-TensorRT)
-    layout: str | None = None  # INT8 graph layout: 'cpu' (ONNX Runtime) or 'trt' (TensorRT)
+    layout: str | None = None  # INT8 graph layout: one of the format's `int8_layouts`
     notes: list[str] = []
     parity: ParityRecord | None = None
     bench: BenchRecord | None = None
@@ -277,7 +273,7 @@ class ArtifactRecord(_Record):
     nodes: Count | None = None
     device: str | None = None
     created_at: str | None = None
-    # built on this device (`export --to trt --on NAME`): valid there only; its own parity and
+    # built on this device (`export --to FORMAT --on NAME`): valid there only; its own parity and
     # bench are that device's
     target: TargetName | None = None
     built_from: dict[PlainName, Sha256] = {}  # the files the device built it from, as sent
@@ -478,21 +474,17 @@ def check_json(value: Any, origin: str, depth: int = 0) -> None:
 
 
 def _migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """Schema 1 -> 2: what 2 adds is checked, not moved, except the INT8 layout, which an
-    older INT8 ONNX record keeps in its transform summary ('profile', TensorRT's by default)."""
+    """Schema 1 -> 2: what 2 adds is checked, not moved, except what a format's own
+    `Format.migrate` brings forward of its older records."""
+    from toolkit import formats
+
     migrated = {**data, "schema": SCHEMA_VERSION}
     if isinstance(data.get("artifacts"), list):
-        migrated["artifacts"] = [_with_layout(a) for a in data["artifacts"]]
+        migrated["artifacts"] = [
+            fmt.hook("migrate")(record) if isinstance(record, dict)
+            and (fmt := formats.TABLE.get(str(record.get("format")))) and fmt.migrate
+            else record for record in data["artifacts"]]
     return migrated
-
-
-def _with_layout(record: Any) -> Any:
-    if (not isinstance(record, dict) or "layout" in record or record.get("format") != "onnx"
-            or record.get("precision") != "int8"):
-        return record
-    transform = record.get("transform")
-    profile = transform.get("profile") if isinstance(transform, dict) else None
-    return {**record, "layout": profile if profile in ("cpu", "trt") else "trt"}
 
 
 def validate(data: Any, origin: str) -> Manifest:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from toolkit import formats
 from toolkit.cli import options as opt
 from toolkit.cli.console import (
     check_writable_file,
@@ -31,7 +32,7 @@ def export_command(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(
         help="A Lightning .ckpt, a factory pkg.module:fn, an .onnx file, or a bundle dir.")],
-    to: opt.ExportFormats = ["onnx"],  # noqa: B006 - typer reads the default
+    to: opt.ExportFormats = [formats.DEFAULT_TARGET],  # noqa: B006 - typer reads the default
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Bundle directory (default: out/<source name>).")] = None,
     model: opt.ModelClass = None,
@@ -61,7 +62,7 @@ def export_command(
     from toolkit.export.pipeline import export
 
     check_writable_file(json_path, "--json", [out, source, weights])
-    if on:  # built on the devices themselves (TensorRT engines, OpenVINO IR) from a bundle
+    if on:  # built on the devices themselves, from a bundle's files
         return _export_on(ctx, source, split_list(to), on, targets, parallel, json_path)
     json_to_stdout(json_path)
     from rich.markup import escape
@@ -127,10 +128,23 @@ def print_summary(result: Any) -> None:
     table_console().print(table)
     root = escape(str(bundle.root))
     console.print("[bold]next:[/]")
-    for command, why in ((f"toolkit verify {root}", "the full parity gate (--data: real data)"),
-                         (f"toolkit bench {root}", "latency of every artifact"),
-                         (f"toolkit export {root} --to trt", "on the target GPU, bundle copied")):
+    steps = [(f"toolkit verify {root}", "the full parity gate (--data: real data)"),
+             (f"toolkit bench {root}", "latency of every artifact")]
+    elsewhere = _built_on_target(installed=False)
+    if elsewhere:  # their runtime isn't here: they are built where they run
+        steps.append((f"toolkit export {root} --to {','.join(elsewhere)}",
+                      "on the target (bundle copied, or --on TARGET)"))
+    for command, why in steps:
         console.print(f"  {command:<44} [dim]# {why}[/]", soft_wrap=True)
+
+
+def _built_on_target(installed: bool | None = None) -> list[str]:
+    """The formats built from a bundle's files rather than the model (what `--on` builds), or
+    those of them whose runtime is (or isn't) installed here."""
+    from toolkit import formats
+
+    return [f.name for f in formats.exportable() if f.builds_from
+            and (installed is None or f.installed == installed)]
 
 
 def parity_figure(parity: dict[str, Any]) -> str:
@@ -153,19 +167,19 @@ def parity_figure(parity: dict[str, Any]) -> str:
 def _export_on(ctx: typer.Context, source: str, to: list[str], on: list[str],
                targets: str | None,
                parallel: int | None, json_path: Path | None) -> int:
-    from toolkit import formats
     from toolkit.bundle import Bundle
     from toolkit.cli.remote import on_devices
     from toolkit.errors import UsageError
 
+    on_target = ",".join(_built_on_target())
     if not Bundle.is_bundle(source):
         raise UsageError(f"--on builds from a bundle: export {source} here first (--out DIR), "
-                         "then toolkit export DIR --to trt --on TARGET")
+                         f"then toolkit export DIR --to {on_target} --on TARGET")
     names = [formats.canonical(f) for f in to]
     from_model = [n for n in names if not formats.get(n).builds_from]
     if from_model:
         raise UsageError(f"--to {','.join(from_model)} --on: these are exported from the model "
                          "here; on a device the toolkit builds what comes from the bundle's "
-                         "ONNX (trt, openvino)")
+                         f"files ({on_target})")
     return on_devices(ctx, Path(source), on, targets, parallel, json_path,
                       builds=tuple(names))

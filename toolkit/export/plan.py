@@ -38,8 +38,8 @@ class ExportPlan:
 
     def precisions_for(self, fmt: Format) -> list[str]:
         """Every requested precision the format carries (fp32-only formats: fp32). A format
-        only built as another's source (onnx for --to openvino) gets the precisions that
-        format needs of it, not every one it could carry (no INT8 for an IR NNCF quantises)."""
+        only built as another's source (what an asked format builds from) gets the precisions
+        that format needs of it, not every one it could carry (no INT8 for an IR NNCF quantises)."""
         wanted = [p for p in self.opts.precisions if p in fmt.precisions]
         if fmt not in self.asked:
             needed = {p for t in self.asked if fmt.name in t.dependencies(self.opts)
@@ -68,7 +68,8 @@ class ExportPlan:
 
     def layouts_for(self, fmt: Format, precision: str) -> list[str | None]:
         """The INT8 layouts to write: what --int8-layout says, or by default the one for each
-        place the user asked to run it (--to onnx: ONNX Runtime on CPU; --to trt: TensorRT)."""
+        place the user asked to run it: the format's own default when it is asked for, and
+        the layout each asked format built from it needs (`Format.int8_layout_needed`)."""
         if precision != "int8" or not fmt.int8_layouts:
             return [None]
         # a format with layouts has an option group that chooses among them
@@ -86,7 +87,7 @@ class ExportPlan:
 
 
 def _with_dependencies(targets: list[str], opts: ExportOptions) -> list[str]:
-    """A format built from another (TensorRT from ONNX) gets that one exported, and verified,
+    """A format built from another (`Format.builds_from`) gets that one exported, and verified,
     first: it is what the target device builds from when the backend isn't here."""
     ordered: list[str] = []
     for name in targets:

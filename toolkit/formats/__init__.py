@@ -114,6 +114,13 @@ class Format:
     #: module); `export` grows its flags under the group's panel, and an exporter reads it as
     #: `job.format_options`
     options: str | None = None
+    #: 'module:function' (describe_gpu: bool) -> dict: what a device with this format's
+    #: runtime says of itself to `--on` (its runtime's version; the GPU, when asked because
+    #: nvidia-smi couldn't say), run on the device, no torch
+    device_facts: str | None = None
+    #: 'module:function' (record dict) -> record dict: an older record of this format brought
+    #: to the current schema (reading an old bundle; the dict is untrusted JSON)
+    migrate: str | None = None
 
     @property
     def saved(self) -> bool:

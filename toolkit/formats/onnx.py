@@ -32,4 +32,5 @@ FORMAT = Format(
     int8_layouts=("cpu", "trt"),
     triton=TritonSpec(platform="onnxruntime_onnx", filename="model.onnx"),
     options="toolkit.backends.onnx.options:OnnxOptions",
+    migrate="toolkit.backends.onnx.record:migrate",
 )

@@ -34,4 +34,6 @@ FORMAT = Format(
                       note="the engine runs only on the GPU model and TensorRT version it was "
                       "built with: Triton's TensorRT must match the bundle's"),
     options="toolkit.backends.trt.options:BuildOptions",
+    device_facts="toolkit.backends.trt.device:device_facts",
+    record_fields="toolkit.backends.trt.record:TensorRTFields",
 )

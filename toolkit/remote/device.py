@@ -21,7 +21,6 @@ import re
 import shutil
 import signal
 import socket
-import sys
 import tarfile
 import threading
 from collections.abc import Callable
@@ -105,32 +104,26 @@ def _nvidia_smi() -> dict[str, str]:
     return dict(zip(("gpu", "compute_capability", "driver"), parts))
 
 
-def _gpu_without_smi(cuda_reachable: bool) -> dict[str, str]:
+def _runtime_facts(backends: list[str], describe_gpu: bool) -> dict[str, Any]:
+    """What each installed format's runtime says of this device (`Format.device_facts`):
+    a version, and the GPU when nvidia-smi couldn't say (a Jetson's)."""
+    facts: dict[str, Any] = {}
+    for fmt in formats.all_formats():
+        if fmt.device_facts and fmt.extra in backends:
+            with contextlib.suppress(Exception):  # a broken runtime says nothing
+                facts.update(fmt.hook("device_facts")(describe_gpu))
+    return facts
+
+
+def _gpu_without_smi(runtime: dict[str, Any]) -> dict[str, str]:
     """A Jetson has no nvidia-smi (JetPack 5 and older): its board name from the device tree,
-    and the GPU's name and compute capability from the CUDA runtime the toolkit's TensorRT
-    code uses, when that is installed."""
+    and the GPU's name and compute capability from a runtime that can say."""
     found: dict[str, str] = {}
     board = _read_text("/proc/device-tree/model", 200)
     if board:
         found["gpu"] = board.rstrip("\x00")
-    if cuda_reachable:
-        with contextlib.suppress(Exception):  # no driver, no bindings: the board is all we say
-            from toolkit.backends.trt.cuda import device_facts
-
-            facts = device_facts("describe the GPU") or {}
-            if facts.get("name"):
-                found["gpu"] = str(facts["name"])
-            if facts.get("compute_capability"):
-                found["compute_capability"] = str(facts["compute_capability"])
+    found.update({k: str(runtime[k]) for k in ("gpu", "compute_capability") if runtime.get(k)})
     return found
-
-
-def _tensorrt_version() -> str | None:
-    module = sys.modules.get("tensorrt")
-    if module is None and module_available("tensorrt"):
-        with contextlib.suppress(Exception):
-            import tensorrt as module  # type: ignore[no-redef]
-    return str(getattr(module, "__version__", "")) or None if module is not None else None
 
 
 def probe(workdir: str, want: list[str]) -> dict[str, Any]:
@@ -144,7 +137,9 @@ def probe(workdir: str, want: list[str]) -> dict[str, Any]:
     store = root / STORE
     missing = [h for h in want if not _SHA.match(h) or not (store / h).is_file()]
     l4t = _read_text("/etc/nv_tegra_release", 200)
-    gpu = _nvidia_smi() or _gpu_without_smi("trt" in backends)
+    smi = _nvidia_smi()
+    runtime = _runtime_facts(backends, describe_gpu=not smi)
+    gpu = smi or _gpu_without_smi(runtime)
     return {
         "hostname": socket.gethostname(),
         "toolkit_version": __version__,
@@ -153,8 +148,8 @@ def probe(workdir: str, want: list[str]) -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu": environment.cpu_model(),
         "cpu_flags": environment.cpu_flags(),
+        **{k: v for k, v in runtime.items() if k not in ("gpu", "compute_capability")},
         **gpu,
-        "tensorrt": _tensorrt_version() if "trt" in backends else None,
         "l4t": l4t.splitlines()[0][:120] if l4t else None,
         "backends": backends,
         "free_bytes": free_bytes(root),

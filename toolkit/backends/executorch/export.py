@@ -68,7 +68,7 @@ def export_artifact(job: ExportJob) -> dict[str, Any]:
 _NO_KERNEL = {
     "torchvision.nms": "ExecuTorch has no NMS kernel (torchvision::nms has no out variant): "
                        "export the detector's raw head without --nms and run NMS in the "
-                       "application, or use --to onnx/openvino/trt, which carry NMS",
+                       "application, or export a format whose graph carries NMS as an operator",
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from toolkit import formats
 from toolkit.backends.trt import bindings as trt_bindings
 from toolkit.backends.trt import compat as trt_compat
 from toolkit.backends.trt import profiles as trt_profiles
@@ -357,7 +358,7 @@ def open_artifact(bundle: Any, record: ArtifactRecord, *, device: str = "cuda",
                   precision=record.precision,
                   device=device if device.startswith("cuda") else "cuda", **options)
     path = bundle.path_of(record)
-    names = record.tensor_names or {}
+    names = formats.get(record.format).fields_of(record).tensor_names or {}
     if all(k == v for k, v in names.items()):
         return TensorRTRunner(path, inputs=bundle.inputs, outputs=bundle.outputs, **common)
     from toolkit.runtime.renamed import RenamedRunner, renamed_specs

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.precision_bench import machine_tag, stats
+from toolkit.backends.openvino.runner import _short
 from toolkit.environment import describe
-from toolkit.runtime.openvino import _short
 
 RESULTS = Path(__file__).parent / "results"
 

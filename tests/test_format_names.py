@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "toolkit"
 BACKENDS = PACKAGE / "backends"
 
 #: modules outside their format's own files that name it, at the last count
-BEFORE_BACKENDS = {"onnx": 48, "torchscript": 14, "compile": 19, "trt": 4, "openvino": 7,
+BEFORE_BACKENDS = {"onnx": 46, "torchscript": 14, "compile": 19, "trt": 4,
                    "eager": 22}
 
 

@@ -298,7 +298,7 @@ class Bundle:
         return self._inside(record.path)
 
     def companion_paths(self, record: ArtifactRecord) -> list[Path]:
-        """The files the artifact has beside its main one (an IR's weights), same rules."""
+        """The files the artifact has beside its main one (its weights, say), same rules."""
         return [self._inside(entry.name) for entry in record.files]
 
     def files_of(self, record: ArtifactRecord) -> list[Path]:

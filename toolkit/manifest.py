@@ -28,7 +28,7 @@ from toolkit.spec import CONTROL_CHARS, MAX_DIM
 
 # 2: paths confined to plain names, sha256 required for every saved artifact, factory
 #    identity. 1 (the first layout) reads the same and is migrated on load.
-# 3: an artifact may have companion files (`files`: OpenVINO's .bin beside its .xml), each
+# 3: an artifact may have companion files (`files`: weights beside a graph), each
 #    hashed. 2 and 1 read the same (no companions) and are migrated on load.
 # 4: devices reached over SSH (`--on`): `targets` (each device's identity and selection), an
 #    artifact built on one device (`target`), results of an artifact on devices (`on_device`).
@@ -229,7 +229,7 @@ class AccuracyRecord(_Record):
 
 
 class FileRecord(_Record):
-    """A file an artifact consists of besides its main `path` (OpenVINO's weights .bin)."""
+    """A file an artifact consists of besides its main `path` (its weights, say)."""
 
     name: PlainName
     sha256: Sha256
@@ -258,11 +258,8 @@ class ArtifactRecord(_Record):
     sha256: Sha256 | None = None
     size_bytes: Count | None = None  # all of the artifact's files together
     files: list[FileRecord] = []  # companions of `path`, each checked before use
-    from_onnx: PlainName | None = None  # the ONNX an engine or an IR was built from
+    from_onnx: PlainName | None = None  # the file it was built from (`builds_from`)
     call_style: str | None = None  # TorchScript: how the module is called (flat or nested)
-    # OpenVINO: the precision it is compiled with, and the CPU flags that choice was made for
-    inference_precision: str | None = None
-    cpu_flags: list[str] | None = None
     layout: str | None = None  # INT8 graph layout: one of the format's `int8_layouts`
     notes: list[str] = []
     parity: ParityRecord | None = None

@@ -398,7 +398,7 @@ def _write_locked(bundle: Bundle, model: TritonModel, repo: Path, force: bool) -
         fmt = format_table.get(model.record.format)
         for companion, served in zip(bundle.companion_paths(model.record),
                                      fmt.companions(spec.filename)):
-            # OpenVINO pairs by stem (model.xml + model.bin); an ONNX names its data file
+            # companions pair by stem (model.xml + model.bin), or the main file names them
             name = companion.name if fmt.companions_named_inside else served
             shutil.copyfile(companion, staging / VERSION / name)
         (staging / "warmup").mkdir()

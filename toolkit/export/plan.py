@@ -39,7 +39,8 @@ class ExportPlan:
     def precisions_for(self, fmt: Format) -> list[str]:
         """Every requested precision the format carries (fp32-only formats: fp32). A format
         only built as another's source (what an asked format builds from) gets the precisions
-        that format needs of it, not every one it could carry (no INT8 for an IR NNCF quantises)."""
+        that format needs of it, not every one it could carry (no INT8 when the asked format
+        quantises its own fp32)."""
         wanted = [p for p in self.opts.precisions if p in fmt.precisions]
         if fmt not in self.asked:
             needed = {p for t in self.asked if fmt.name in t.dependencies(self.opts)

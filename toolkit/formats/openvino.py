@@ -21,13 +21,13 @@ def _triton_parameters(record: Any) -> dict[str, str]:
     """What Triton's OpenVINO backend can be told (it reads INFERENCE_NUM_THREADS,
     COMPILATION_NUM_THREADS, HINT_BF16, NUM_STREAMS and PERFORMANCE_HINT, nothing else)."""
     parameters = {"PERFORMANCE_HINT": "LATENCY"}
-    if record.inference_precision == "bf16":
+    if FORMAT.fields_of(record).inference_precision == "bf16":
         parameters["HINT_BF16"] = "YES"
     return parameters
 
 
 def _triton_caveats(record: Any) -> list[str]:
-    if record.inference_precision == "bf16":
+    if FORMAT.fields_of(record).inference_precision == "bf16":
         return []
     return ["Triton's OpenVINO backend has no setting that pins f32: on a CPU with AMX or "
             "AVX512_BF16 it computes this IR in bf16, which it was not verified in; serve the "
@@ -36,6 +36,7 @@ def _triton_caveats(record: Any) -> list[str]:
 
 FORMAT = Format(
     name="openvino",
+    record_fields="toolkit.backends.openvino.record:OpenVINOFields",
     order=60,
     title="OpenVINO",
     libraries=("openvino", "nncf"),
@@ -47,13 +48,13 @@ FORMAT = Format(
     # verify one, so it isn't offered.
     precisions=("fp32", "bf16", "int8"),
     needs_model=False,
-    exporter="toolkit.export.openvino:export_artifact",
-    runner="toolkit.runtime.openvino:open_artifact",
+    exporter="toolkit.backends.openvino.export:export_artifact",
+    runner="toolkit.backends.openvino.runner:open_artifact",
     extra="openvino",
     runtime_module="openvino",
     load_priority=1,
     builds_from=("onnx",),
-    layers="toolkit.source.openvino_layers:openvino_layers",
+    layers="toolkit.backends.openvino.layers:openvino_layers",
     # without NNCF, the INT8 IR is converted from the ONNX Runtime (CPU) layout of the Q/DQ ONNX
     int8_layout_needed="cpu",
     int8_from_layout=_int8_from_layout,

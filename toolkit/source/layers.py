@@ -3,7 +3,7 @@ precision it computes in and its multiply-accumulates, read from the file withou
 
 ONNX: a layer is int8 when a DequantizeLinear feeds its input or weight (Q/DQ), else the
 element type of its input (fp16, bf16, fp32). MACs from ONNX shape inference at the bundle's
-opt shapes. OpenVINO: see toolkit.source.openvino_layers."""
+opt shapes. Other formats declare their own `layers` hook."""
 
 from __future__ import annotations
 

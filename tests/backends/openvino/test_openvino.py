@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 pytest.importorskip("openvino", reason="the 'openvino' extra is not installed")
 
 from toolkit import runtime
+from toolkit.backends.openvino.export import BF16_FLAGS, check_bf16_here
 from toolkit.bundle import Bundle, sha256_file
 from toolkit.cli.app import app
 from toolkit.environment import cpu_flags
 from toolkit.errors import UsageError
-from toolkit.export.openvino import BF16_FLAGS, check_bf16_here
 
 cli = CliRunner()
 HAS_BF16 = any(flag in cpu_flags() for flag in BF16_FLAGS)

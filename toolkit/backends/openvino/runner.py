@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from toolkit import formats
 from toolkit.environment import cpu_flags, require_module
 from toolkit.errors import UsageError, first_line
 from toolkit.manifest import ArtifactRecord
@@ -119,7 +120,8 @@ def _short(precision: str) -> str:
 
 
 def open_artifact(bundle: Any, record: ArtifactRecord, **options: Any) -> OpenVinoRunner:
+    own = formats.get(record.format).fields_of(record)
     return OpenVinoRunner(bundle.path_of(record), inputs=bundle.inputs, outputs=bundle.outputs,
                           precision=record.precision,
-                          inference_precision=record.inference_precision or "f32",
-                          recorded_flags=record.cpu_flags, **options)
+                          inference_precision=own.inference_precision or "f32",
+                          recorded_flags=own.cpu_flags, **options)

@@ -1,8 +1,8 @@
 """The OpenVINO format's exporter: the bundle's ONNX converted to IR (model.xml + model.bin).
 
 fp32 and bf16 convert the fp32 ONNX (bf16 is an inference precision, set when the IR is
-compiled, not a graph transform); int8 is NNCF's quantisation of the IR where NNCF is installed
-and calibration data given (toolkit.export.openvino_nncf), else the CPU-layout Q/DQ ONNX
+compiled, not a graph transform); int8 is NNCF's quantisation of the IR where NNCF is
+installed and calibration data given (nncf_quantize.py), else the CPU-layout Q/DQ ONNX
 converted, which OpenVINO runs with its INT8 kernels. Weights are saved as they are
 (`compress_to_fp16=False`: OpenVINO's default would halve fp32 weights silently). Works from a
 bundle alone, without torch.
@@ -40,7 +40,11 @@ def export_artifact(job: ExportJob) -> dict[str, Any]:
         check_bf16_here()
     ov = require_module("openvino", "exporting OpenVINO IR", extra=job.format.extra)
     assert job.ensure is not None and job.dest is not None
-    from toolkit.export.openvino_nncf import OutsideBudget, nncf_available, quantize_with_nncf
+    from toolkit.backends.openvino.nncf_quantize import (
+        OutsideBudget,
+        nncf_available,
+        quantize_with_nncf,
+    )
 
     nncf = nncf_available(job)
     handed_over = None
@@ -91,8 +95,8 @@ def export_artifact(job: ExportJob) -> dict[str, Any]:
 def _accuracy(job: ExportJob, hint: str) -> dict[str, Any]:
     """The accuracy gate on --eval-data: this IR at its precision against the fp32 ONNX, both
     run by OpenVINO in f32 (no other runtime needed on the machine)."""
+    from toolkit.backends.openvino.runner import OpenVinoRunner
     from toolkit.export.precision.data import accuracy_between
-    from toolkit.runtime.openvino import OpenVinoRunner
 
     bundle = job.bundle
     fp32_onnx = bundle.checked_path(job.ensure("onnx", "fp32"))  # type: ignore[misc]

@@ -112,7 +112,7 @@ class _Floats:
 
 def _float_layers(job: ExportJob) -> _Floats:
     """The compute layers the IR at job.dest keeps in float, by the runtime model here."""
-    from toolkit.source.openvino_layers import openvino_layers
+    from toolkit.backends.openvino.layers import openvino_layers
 
     assert job.dest is not None
     shapes = {spec.name: list(spec.opt) for spec in job.bundle.inputs}

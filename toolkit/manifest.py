@@ -259,7 +259,6 @@ class ArtifactRecord(_Record):
     size_bytes: Count | None = None  # all of the artifact's files together
     files: list[FileRecord] = []  # companions of `path`, each checked before use
     from_onnx: PlainName | None = None  # the file it was built from (`builds_from`)
-    call_style: str | None = None  # TorchScript: how the module is called (flat or nested)
     layout: str | None = None  # INT8 graph layout: one of the format's `int8_layouts`
     notes: list[str] = []
     parity: ParityRecord | None = None
@@ -320,7 +319,7 @@ class ArtifactRecord(_Record):
 
 @dataclass(frozen=True)
 class InProcessTarget:
-    """A format run in-process from the source model (compile, eager): never a file, never
+    """A format run in-process from the source model (`runs_from='model'`): never a file, never
     listed in a bundle; verify and bench run it beside the artifacts, by the same names."""
 
     format: str

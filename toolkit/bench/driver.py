@@ -4,13 +4,13 @@
     results = bench_bundle("out/resnet18", timing=BenchOptions(batches=(1, 8), budget_s=5))
 
 Per artifact: the Runner is loaded and activated, and its first inference timed as the cold
-start (load, compile, autotune); then, per batch, seeded inputs are made and placed for the
+start (load, compilation, autotuning); then, per batch, seeded inputs are made and placed for the
 backend outside the timed region (`Runner.prepare`), the first call at that batch is timed as
 that batch's cold start, and `bench.measure.measure` times the steady state. Threads are always
 set explicitly (default: every core) and recorded with the device on each result.
 
 The latest result of each artifact is written into the bundle's manifest (its record's
-`bench` field; eager/compile, which have no record, under the manifest's top-level `bench`).
+`bench` field; in-process formats, which have no record, under the manifest's top-level `bench`).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class BenchPlan:
 
 
 def from_model(name: str) -> bool:
-    """Formats rebuilt from the bundle's source (eager, compile), not read from a file."""
+    """Formats rebuilt from the bundle's source (run in-process), not read from a file."""
     return format_table.get(name).runs_from == "model"
 
 
@@ -138,7 +138,7 @@ def _entries(bundle: Bundle, formats: Sequence[str] | None, precisions: Sequence
         if precisions and precision not in precisions:
             continue
         entries.append(Entry(fmt, precision, record, explicit=wanted is not None))
-    # other in-process formats (torch.compile) run only when named
+    # other in-process formats (a compiled model) run only when named
     entries += [Entry(f, explicit=True) for f in wanted or []
                 if from_model(f) and f != reference]
     missing = [f for f in wanted or [] if not from_model(f)
@@ -262,8 +262,8 @@ def machine_notes(threads: int, device: str) -> list[str]:
 # -- running ---------------------------------------------------------------------------------
 @contextlib.contextmanager
 def quiet_libraries() -> Iterator[None]:
-    """Hide the libraries' deprecation chatter (torch.jit.load is 'deprecated') while loading;
-    our own noise warnings are reported separately."""
+    """Hide the libraries' deprecation chatter (a legacy torch loader is 'deprecated') while
+    loading; our own noise warnings are reported separately."""
     with warnings.catch_warnings():
         for category in (FutureWarning, DeprecationWarning):
             warnings.filterwarnings("ignore", category=category, module=r"(torch|onnx)")
@@ -290,7 +290,7 @@ def _runner(plan: BenchPlan, entry: Entry) -> Any:
         return runtime.load(plan.target, entry.format, device=plan.device,
                             precision=entry.precision,
                             threads=plan.threads)
-    if entry.record is None:  # eager / compile: rebuilt from the bundle's source
+    if entry.record is None:  # in-process: rebuilt from the bundle's source
         from toolkit.source.rebuild import source_model
 
         model = source_model(plan.bundle, trust_checkpoint=plan.trust_checkpoint)
@@ -335,7 +335,7 @@ def _measure_entry(plan: BenchPlan, entry: Entry, feeds: dict[int, dict[str, np.
     try:
         for i, batch in enumerate(plan.batches):
             with quiet_libraries():
-                if i == 0:  # cold start: load + activate + first inference (compile included)
+                if i == 0:  # cold start: load + activate + first inference (compilation included)
                     holder: dict[str, Any] = {}
 
                     def load_and_run(batch: int = batch, holder: dict[str, Any] = holder) -> None:
@@ -380,10 +380,11 @@ def bench_bundle(
 
     `formats` None: every artifact plus eager PyTorch (when the bundle's source can be rebuilt
     here; a note says why not otherwise). Naming formats runs exactly those (eager still joins
-    as the reference unless `include_eager=False`); 'compile' runs only when named. A backend
-    that isn't available here (TensorRT on a CPU machine) is skipped with a note, unless it
-    was named, which raises BackendUnavailable. Notes go to `on_note` (default: logging).
-    With `save`, each artifact's latest result is written into the bundle's manifest.
+    as the reference unless `include_eager=False`); another in-process format runs only when
+    named. A backend that isn't available here (a GPU runtime on a CPU machine) is skipped with
+    a note, unless it was named, which raises BackendUnavailable. Notes go to `on_note`
+    (default: logging). With `save`, each artifact's latest result is written into the
+    bundle's manifest.
     """
     from toolkit.transaction import reading
 

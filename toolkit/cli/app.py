@@ -45,7 +45,7 @@ def exit_codes(command: Callable[..., int | None]) -> Callable[..., None]:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         if not os.environ.get("TOOLKIT_DEBUG"):
-            # Library deprecation chatter (torch.jit, onnxscript) drowns the report; the
+            # Library deprecation chatter (PyTorch's, onnxscript's) drowns the report; the
             # toolkit states legacy formats itself.
             warnings.filterwarnings("ignore")
             # torch warns at import on CPU-only machines that it found no CUDA runtime

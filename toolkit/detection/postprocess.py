@@ -109,7 +109,7 @@ class TorchvisionDetectionAdapter(nn.Module):
     image's detections to K. Boxes come back in input pixels: torchvision's transform resizes
     internally and maps the boxes back to the original size itself.
 
-    Routes: eager; `torch.jit.script(adapter)`; the TorchScript-based ONNX exporter with a
+    Routes: eager; `torch.jit.script(adapter)`; the legacy tracing exporter with a
     static batch (tracing unrolls the loop over images). For a dynamic batch in ONNX use
     `export_module(...)` (see `DynamicBatchLoop`).
     """
@@ -169,8 +169,8 @@ class _SingleImage(nn.Module):
 class DynamicBatchLoop(nn.Module):
     """Runs a per-image module over the batch in a scripted loop.
 
-    The TorchScript-based ONNX exporter unrolls Python loops when it traces, fixing the batch;
-    a scripted loop becomes an ONNX `Loop` whose trip count is the batch size. The per-image
+    The legacy tracing exporter (dynamo=False) unrolls Python loops when it traces, fixing the
+    batch; a scripted loop becomes an ONNX `Loop` whose trip count is the batch size. The per-image
     module is traced (torchvision's detectors take their ONNX-friendly paths when traced).
     Script this module (`torch.jit.script`) and export the ScriptModule.
     """
@@ -253,7 +253,7 @@ def _tv_nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 
 
 class _OnnxNonMaxSuppression(torch.autograd.Function):
-    """Eager: `_select_reference`. Under the TorchScript-based ONNX exporter: one standard
+    """Eager: `_select_reference`. Under the legacy tracing exporter: one standard
     `NonMaxSuppression` node on boxes [B,N,4] and scores [B,C,N], which TensorRT's parser maps
     to its NMS layer. Same (image, class, box) rows either way."""
 
@@ -354,7 +354,7 @@ class ClassAwareNMS(nn.Module):
 
     Class-aware NMS per image (a box may be kept once per class, like ONNX
     `NonMaxSuppression`), then the top K per image by score. Eager and scripted it runs
-    torchvision's NMS; the TorchScript-based ONNX exporter writes one `NonMaxSuppression`
+    torchvision's NMS; the legacy tracing exporter writes one `NonMaxSuppression`
     node; the batch stays dynamic in both.
 
     `multi_label=False` keeps only each box's best class (Ultralytics' predictions) instead of

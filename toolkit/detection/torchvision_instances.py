@@ -9,7 +9,7 @@ also returns, after the four contract outputs and in this order:
         (always 1). Its `keypoints_scores` (heatmap logits, not in [0, 1]) are not kept.
 Same K rows as the boxes, sorted by score, zero past num_detections.
 
-TorchScript can't type a tuple of varying length, so the adapter and the batch loop come in
+torch's scripting can't type a tuple of varying length, so the adapter and the batch loop come in
 one class per arity (4 + 1 extra, 4 + 2 extras); `TorchvisionInstanceAdapter(...)` builds the
 right one.
 """
@@ -102,9 +102,9 @@ class TorchvisionInstanceAdapter(nn.Module):
     contract tensors, then the extras named in `extras` (a non-empty subset of EXTRA_KINDS,
     e.g. `instance_kinds(model(list(images)))`), in EXTRA_KINDS order.
 
-    Routes: eager; `torch.jit.script(adapter)`; the TorchScript-based ONNX exporter through
+    Routes: eager; `torch.jit.script(adapter)`; the legacy tracing exporter through
     `export_module(example)`, which keeps the batch dynamic. Constructing this class returns
-    the subclass of the right arity (TorchScript needs a fixed tuple type)."""
+    the subclass of the right arity (scripting needs a fixed tuple type)."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> TorchvisionInstanceAdapter:
         # (copy and pickle call __new__ with no arguments, on the subclass itself)
@@ -278,7 +278,7 @@ class _NamedBase(nn.Module):
         self.inner = inner
 
     def toolkit_legacy_onnx_module(self, example: Tensor) -> nn.Module:
-        """What the TorchScript-based ONNX exporter traces instead of this module (export.onnx
+        """What the legacy tracing exporter traces instead of this module (export.onnx
         looks this hook up): the scripted loop over the batch, same outputs in the same
         order."""
         return self.inner.export_module(example)

@@ -330,7 +330,7 @@ class _Executor:
         job = ExportJob(fmt, precision, self.bundle, self.opts, model=self.model,
                         ensure=self.ensure, layout=layout)
         if not fmt.saved:
-            note = fmt.export_fn()(job).get("note")  # compile: checks the model compiles
+            note = fmt.export_fn()(job).get("note")  # an in-process format checks the model runs
             return InProcessTarget(fmt.name, precision, created_at=now(),
                                    notes=(note,) if note else ())
         # what exists is found before the exporter is imported: on a device without torch, a

@@ -86,7 +86,7 @@ def _known_limit(err: BaseException, inputs: int = 1) -> str:
         if "batched_nms" in text or "boxes.numel()" in text or "torchvision/ops" in text:
             hint = (" — torchvision's batched_nms branches on the number of boxes, which "
                     "torch.export can't guard (pytorch/vision#9306, pytorch/pytorch#118884)")
-        return f"{hint}; the onnx and torchscript formats go through"
+        return f"{hint}; a format exported without torch.export (a trace) may go through"
     if "Constraints violated" in text:
         if inputs > 1:
             return (" — the model needs dimensions to be equal (or fixed) that --input left "

@@ -10,6 +10,6 @@ FORMAT = Format(
     description="torch.compile in-process, not saved: a comparison point for verify and bench",
     suffixes=("",),
     runs_from="model",
-    exporter="toolkit.export.compile:export_artifact",
-    runner="toolkit.runtime.compiled:open_model",
+    exporter="toolkit.backends.compile.export:export_artifact",
+    runner="toolkit.backends.compile.runner:open_model",
 )

@@ -142,7 +142,7 @@ def record_parity(bundle: Bundle, record: Target, report: ParityReport) -> None:
     """Store the verdict (without per-sample detail) in the manifest record, if the bundle
     still lists the very file that was checked."""
     if isinstance(record, InProcessTarget):
-        return  # in-process targets (compile) have no artifact entry to update
+        return  # in-process targets have no artifact entry to update
     current = bundle.artifact(record.format, record.precision, record.layout)
     if current is not None and current.sha256 == record.sha256:
         current.parity = report.to_dict(details=False)

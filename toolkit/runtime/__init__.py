@@ -31,7 +31,7 @@ def load(
     **options: Any,
 ) -> Runner:
     """A Runner (not yet activated) for a bundle's artifact, or for a single artifact file.
-    `trust_checkpoint` lets eager/compile unpickle the bundle's source checkpoint."""
+    `trust_checkpoint` lets the in-process formats unpickle the bundle's source checkpoint."""
     fmt = formats.get(format) if format else None
     if isinstance(path_or_bundle, Bundle):
         bundle = path_or_bundle
@@ -72,7 +72,7 @@ def load_artifact(
 
 
 def model_runner(model: Any, fmt: str, **options: Any) -> Runner:
-    """The runner of a format that runs the PyTorch model in-process (eager, compile)."""
+    """The runner of a format that runs the PyTorch model in-process."""
     declared = formats.get(fmt)
     if declared.runs_from != "model":
         raise UsageError(f"{declared.name} runs from an artifact file, not a model")

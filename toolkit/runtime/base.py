@@ -22,7 +22,7 @@ Feed = Mapping[str, np.ndarray]
 class Runner(abc.ABC):
     """Runs one artifact. `infer` takes and returns numpy arrays keyed by tensor name."""
 
-    #: registry name of the format this runner executes ("onnx", "torchscript", ...)
+    #: registry name of the format this runner executes (the format table's)
     format: str = ""
 
     def __init__(

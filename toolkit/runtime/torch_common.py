@@ -1,5 +1,5 @@
-"""Shared plumbing for runners that execute torch code (eager, compiled, TorchScript, and the
-backends' torch.export-based programs)."""
+"""Shared plumbing for runners that execute torch code (in-process, compiled, saved programs,
+and the backends' torch.export-based programs)."""
 
 from __future__ import annotations
 
@@ -84,3 +84,13 @@ class TorchRunner(Runner):
 
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
+
+
+def load_custom_ops() -> None:
+    """Register the ops a saved program may call beyond torch's own: torchvision's (nms,
+    roi_align) are what detectors use. Absent torchvision, such a file fails to load, and says
+    which op is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        import torchvision  # noqa: F401 - registers torchvision::* ops a saved program calls

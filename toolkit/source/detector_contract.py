@@ -44,7 +44,7 @@ class _Contract(nn.Module):
         return Detections(n, boxes, scores, labels)
 
     def toolkit_legacy_onnx_module(self, example: Tensor) -> nn.Module | None:
-        """The module the TorchScript-based ONNX exporter should trace, when it isn't this one
+        """The module the legacy tracing exporter should trace, when it isn't this one
         (torchvision detectors: a scripted loop over the batch keeps the batch dynamic)."""
         hook = getattr(self.inner, "export_module", None)
         return hook(example) if hook is not None else None
@@ -155,7 +155,7 @@ def as_detector(loaded: LoadedModel, options: DetectionOptions) -> LoadedModel:
         nms = options.nms
         names = (pairs[boxes_i][0], pairs[scores_i][0])
         if isinstance(raw, Mapping) and all(n in raw for n in names):
-            # a dict output is indexed by key, which TorchScript can script
+            # a dict output is indexed by key, which torch's scripting handles
             head, keys = loaded.module, names
         else:
             head, keys = _FlatOutputs(loaded.module), (boxes_i, scores_i)

@@ -22,18 +22,25 @@ def describe_source(bundle: Bundle) -> str:
     return f"{kind} {source.path or ''}".strip()
 
 
+def _in_process() -> str:
+    """The formats that run the source model in-process, from the table, as 'a/b'."""
+    from toolkit import formats
+
+    return "/".join(f.name for f in formats.all_formats() if f.runs_from == "model")
+
+
 def source_unavailable(bundle: Bundle) -> str | None:
     """Why the bundle's eager model can't be rebuilt on this machine (None when it can)."""
     source = bundle.manifest.source
     kind = source.kind
     if kind not in MODEL_SOURCES:
         return (f"{bundle.root}: its source ({kind or 'unknown'}) can't be run as PyTorch; "
-                "eager/compile need the checkpoint or factory")
+                f"{_in_process()} need the checkpoint or factory")
     if kind == "lightning-checkpoint" and not Path(source.path or "").is_file():
         return (f"{bundle.root}: source checkpoint {source.path} is not on this "
-                "machine; eager/compile need it (use --against CKPT)")
+                f"machine; {_in_process()} need it (use --against CKPT)")
     if not _torch_importable():
-        return (f"{bundle.root}: eager/compile need PyTorch, which can't be imported here "
+        return (f"{bundle.root}: {_in_process()} need PyTorch, which can't be imported here "
                 "(pip install 'toolkit[export]')")
     return None
 

@@ -27,7 +27,7 @@ class AOTIRunner(TorchRunner):
                 f"{self.path} was compiled for {self.compiled_for}, not {self.device}; "
                 f"re-export with --to pt2 --device {self.device}"
             )
-        from toolkit.runtime.torchscript import load_custom_ops
+        from toolkit.runtime.torch_common import load_custom_ops
 
         load_custom_ops()
         check_package(self.path)

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from toolkit import formats
 from toolkit.errors import UsageError, first_line
 from toolkit.manifest import ArtifactRecord
-from toolkit.runtime.torch_common import TorchRunner
+from toolkit.runtime.torch_common import TorchRunner, load_custom_ops
 
 
 class TorchScriptRunner(TorchRunner):
@@ -30,18 +31,9 @@ class TorchScriptRunner(TorchRunner):
                              ) from err
 
 
-def load_custom_ops() -> None:
-    """Register the ops a saved program may call beyond torch's own: torchvision's (nms,
-    roi_align) are what detectors use. Absent torchvision, such a file fails to load, and says
-    which op is missing."""
-    import importlib.util
-
-    if importlib.util.find_spec("torchvision") is not None:
-        import torchvision  # noqa: F401 - registers torchvision::* ops a TorchScript file calls
-
-
 def open_artifact(bundle: Any, record: ArtifactRecord, **options: Any) -> TorchScriptRunner:
     return TorchScriptRunner(bundle.path_of(record),
-                             call_style=record.call_style or "flat",
+                             call_style=formats.get(record.format).fields_of(record).call_style
+                             or "flat",
                              inputs=bundle.inputs, outputs=bundle.outputs,
                              precision=record.precision, **options)

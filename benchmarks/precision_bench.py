@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.backends.onnx.precision.fp16 import convert_float16
+from toolkit.backends.onnx.precision.graph import op_counts
+from toolkit.backends.onnx.precision.int8 import quantize_int8
+from toolkit.backends.onnx.runner import ORT_QDQ_DISABLED_OPTIMIZERS
 from toolkit.environment import describe
-from toolkit.export.precision.fp16 import convert_float16
-from toolkit.export.precision.int8 import quantize_int8
-from toolkit.export.precision.onnx_graph import op_counts
-from toolkit.runtime.onnxruntime import ORT_QDQ_DISABLED_OPTIMIZERS
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -70,7 +70,7 @@ def test_each_format_becomes_a_schema_valid_model(two_io_bundle, tmp_path, fmt, 
 def test_the_client_judges_replies_by_the_parity_preset(two_io_bundle, tmp_path):
     """ONNX Runtime stands in for the server (no Triton can run here): right replies pass,
     a reply off by 1 % fails."""
-    from toolkit.runtime.onnxruntime import OnnxRuntimeRunner
+    from toolkit.backends.onnx.runner import OnnxRuntimeRunner
 
     repo = tmp_path / "repo"
     assert deploy(two_io_bundle, repo, "--format", "onnx", "--name", "m").exit_code == 0

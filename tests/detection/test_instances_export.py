@@ -279,7 +279,7 @@ def test_a_task_the_head_is_not_is_refused(tmp_path):
 
 def _mask_matmul(model) -> object:
     """The MatMul that assembles masks: the one computed from the NMS's selection."""
-    from toolkit.export.precision.int8 import post_processing_nodes
+    from toolkit.backends.onnx.precision.int8 import post_processing_nodes
 
     after = set(post_processing_nodes(model))
     found = [n for n in model.graph.node if n.op_type == "MatMul" and n.name in after]
@@ -294,8 +294,8 @@ def test_reduced_precisions_leave_mask_assembly_in_fp32(seg, tmp_path):
     float32."""
     import onnx
 
-    from toolkit.export.precision.fp16 import convert_float16
-    from toolkit.export.precision.int8 import quantize_int8
+    from toolkit.backends.onnx.precision.fp16 import convert_float16
+    from toolkit.backends.onnx.precision.int8 import quantize_int8
 
     out, _ = seg
     source = out / "model.onnx"

@@ -45,7 +45,7 @@ def _run(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def test_the_scan_names_the_projection_and_what_reads_it(bundle):
-    from toolkit.export.precision.ranges import FP16_MAX, scan_ranges
+    from toolkit.backends.onnx.precision.ranges import FP16_MAX, scan_ranges
 
     out, _ = bundle
     x = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
@@ -60,7 +60,7 @@ def test_the_scan_names_the_projection_and_what_reads_it(bundle):
 
 def test_a_plain_conversion_overflows(bundle, tmp_path):
     """What the scan prevents: the same graph converted with only the op-type list."""
-    from toolkit.export.precision.fp16 import convert_float16
+    from toolkit.backends.onnx.precision.fp16 import convert_float16
 
     out, _ = bundle
     plain = tmp_path / "plain.onnx"

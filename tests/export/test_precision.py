@@ -11,13 +11,13 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
+from toolkit.backends.onnx.precision.fp16 import convert_float16
+from toolkit.backends.onnx.precision.graph import op_counts
+from toolkit.backends.onnx.precision.int8 import quantize_int8
+from toolkit.backends.onnx.runner import ORT_QDQ_DISABLED_OPTIMIZERS
 from toolkit.errors import UsageError
-from toolkit.export.precision.fp16 import convert_float16
-from toolkit.export.precision.int8 import quantize_int8
-from toolkit.export.precision.onnx_graph import op_counts
 from toolkit.formats import check_precisions
 from toolkit.parity.accuracy import accuracy_gate, classification_accuracy
-from toolkit.runtime.onnxruntime import ORT_QDQ_DISABLED_OPTIMIZERS
 
 
 # -- tiny models -------------------------------------------------------------------------------
@@ -233,7 +233,7 @@ def test_the_fallback_finds_an_expectation_over_softmax_bins(workdir: Path) -> N
     DFL: a trained YOLOv8n lost 1.37 mAP points with it quantised, benchmarks/yolo_trained.py).
     No rule names the pattern: the measured search keeps the Conv that reads the Softmax in
     float, not the one that makes the logits."""
-    from toolkit.export.precision.fallback import find_fallback
+    from toolkit.backends.onnx.precision.fallback import find_fallback
 
     torch.manual_seed(0)
     src = _export(SoftmaxExpectation(), torch.randn(4, 4, 2, 3), workdir / "dfl.onnx")
@@ -363,7 +363,7 @@ def test_int8_keeps_an_output_that_a_relu_also_reads(tmp_path):
 def test_layer_report_reads_each_layers_precision_and_macs(cnn, int8_cnn, workdir) -> None:
     """`inspect --layers` on ONNX: per compute layer its precision from the graph and its
     MACs from shape inference at the given shapes (TinyCNN on 8x8: 8*64*9, 8*64*72, 8*2)."""
-    from toolkit.source.layers import onnx_layers
+    from toolkit.backends.onnx.layers import onnx_layers
 
     fp16 = workdir / "cnn.layers.fp16.onnx"
     convert_float16(cnn, fp16)

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
+from toolkit.backends.onnx.localize import localize_onnx, node_scope
 from toolkit.errors import UsageError
-from toolkit.parity.localize import localize_onnx, node_scope
 from toolkit.parity.tolerances import tolerance_for
 
 torch = pytest.importorskip("torch")

@@ -94,8 +94,8 @@ FILE_SOURCE = "onnx"
 def bundle_from_file(path: Path, out_dir: Path, specs: list[TensorSpec],
                       opts: ExportOptions) -> Bundle:
     """An .onnx file starts a bundle: copied in, golden outputs from ONNX Runtime."""
-    from toolkit.runtime.onnxruntime import OnnxRuntimeRunner
-    from toolkit.source.onnx_file import load_onnx_source
+    from toolkit.backends.onnx.file import load_onnx_source
+    from toolkit.backends.onnx.runner import OnnxRuntimeRunner
     from toolkit.spec import random_inputs
 
     src = load_onnx_source(path, specs)

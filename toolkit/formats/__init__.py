@@ -219,7 +219,7 @@ class Format:
 
 
 def resolve(reference: str) -> Callable[..., Any]:
-    """'toolkit.export.onnx:export' -> the function (its module imported now)."""
+    """'toolkit.backends.onnx.export:export' -> the function (its module imported now)."""
     module, _, attr = reference.partition(":")
     return getattr(importlib.import_module(module), attr)
 

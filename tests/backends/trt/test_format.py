@@ -10,8 +10,8 @@ import numpy as np
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
+from toolkit.backends.onnx.runner import OnnxRuntimeRunner
 from toolkit.cli.app import app
-from toolkit.runtime.onnxruntime import OnnxRuntimeRunner
 from toolkit.runtime.renamed import RenamedRunner, renamed_specs
 from toolkit.spec import OutputSpec, TensorSpec
 

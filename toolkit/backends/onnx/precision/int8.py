@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.backends.onnx.precision.graph import _load, _save, op_counts
+from toolkit.backends.onnx.runner import ORT_QDQ_DISABLED_OPTIMIZERS
 from toolkit.errors import ExportFailed, UsageError
-from toolkit.export.precision.onnx_graph import _load, _save, op_counts
-from toolkit.runtime.onnxruntime import ORT_QDQ_DISABLED_OPTIMIZERS
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 INT8_PROFILES = ("trt", "cpu")

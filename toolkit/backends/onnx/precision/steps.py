@@ -22,9 +22,9 @@ NETWORK_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precision: str,
                       options: PrecisionOptions, layout: str | None = None) -> dict[str, Any]:
     """Write `dest` from the bundle's fp32 ONNX; returns the record's extra fields."""
-    from toolkit.export.precision.fp16 import convert_float16
-    from toolkit.export.precision.int8 import quantize_int8
-    from toolkit.export.precision.speed import default_session_speedup
+    from toolkit.backends.onnx.precision.fp16 import convert_float16
+    from toolkit.backends.onnx.precision.int8 import quantize_int8
+    from toolkit.backends.onnx.precision.speed import default_session_speedup
 
     source = bundle.checked_path(base)
     calibration: list[dict[str, Any]] = []
@@ -78,7 +78,7 @@ def make_reduced_onnx(bundle: Bundle, base: dict[str, Any], dest: Path, precisio
     if options.eval_data:
         extra["accuracy"] = accuracy_check(bundle, source, dest, options)
     try:
-        from toolkit.export.precision.controlled import fp16_search, int8_search
+        from toolkit.backends.onnx.precision.controlled import fp16_search, int8_search
 
         if precision == "int8":
             controlled(bundle, source, dest, options, calibration, extra, int8_search())
@@ -104,7 +104,7 @@ def controlled(bundle: Bundle, source: Path, dest: Path, options: PrecisionOptio
     """A reduced file that misses the gate it will be judged by (the task metric on
     --eval-data, else the parity preset on the samples that judge it) gets the
     accuracy-controlled search (`searched`: INT8's layers or fp16's blocks)."""
-    from toolkit.export.precision.controlled import (
+    from toolkit.backends.onnx.precision.controlled import (
         AccuracyGate,
         ParityGate,
         Verdict,
@@ -139,7 +139,7 @@ def range_scan(bundle: Bundle, source: Path, options: PrecisionOptions
     else --calib-data): which nodes fp16 can't hold. A scan that can't run (a model past
     protobuf's 2 GiB, a session that won't load with every tensor exposed) is said, not fatal:
     the op-type list still applies."""
-    from toolkit.export.precision.ranges import scan_ranges
+    from toolkit.backends.onnx.precision.ranges import scan_ranges
 
     feeds = [sample.inputs for sample in bundle.golden()]
     task = tasks.of(bundle.detection)
@@ -170,7 +170,7 @@ def accuracy_check(bundle: Bundle, fp32_path: Path, reduced_path: Path,
                    options: PrecisionOptions) -> dict[str, Any]:
     """The task's score (accuracy, or mAP for a detector) of the fp32 and the reduced ONNX on
     labelled data, and the gate's verdict on the drop."""
-    from toolkit.runtime.onnxruntime import OnnxRuntimeRunner
+    from toolkit.backends.onnx.runner import OnnxRuntimeRunner
 
     return accuracy_between(
         bundle, OnnxRuntimeRunner(fp32_path, inputs=bundle.inputs, outputs=bundle.outputs),

@@ -11,9 +11,9 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
+from toolkit.backends.onnx.export import EXTERNAL_DATA_ENV
 from toolkit.bundle import Bundle, sha256_file
 from toolkit.cli.app import app
-from toolkit.export.onnx import EXTERNAL_DATA_ENV
 
 cli = CliRunner()
 

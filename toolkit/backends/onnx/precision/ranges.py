@@ -66,7 +66,7 @@ def scan_ranges(path: str | Path, feeds: Iterable[Mapping[str, np.ndarray]],
     output; the tensors whose largest finite magnitude exceeds `limit` and the nodes to keep."""
     import onnx
 
-    from toolkit.export.precision.onnx_graph import exposing_session
+    from toolkit.backends.onnx.precision.graph import exposing_session
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     graph = model.graph

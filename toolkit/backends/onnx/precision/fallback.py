@@ -74,7 +74,7 @@ class FallbackResult:
 def judged_tensors(model: Any) -> list[str]:
     """The float tensors a layer's error is measured on: the inputs of every selection op
     (a detector's boxes and scores before NMS) and every graph output not computed from one."""
-    from toolkit.export.precision.int8 import after_selection
+    from toolkit.backends.onnx.precision.int8 import after_selection
 
     producers = {out: node for node in model.graph.node for out in node.output}
     after = {out for node in after_selection(model) for out in node.output}
@@ -87,7 +87,7 @@ def judged_tensors(model: Any) -> list[str]:
 def revert_to_float(qmodel: Any, fp32: Any, nodes: Sequence[str], wide: bool = False) -> Any:
     """A copy of the Q/DQ model in which `nodes` read the fp32 model's own inputs: activations
     before their QuantizeLinear, weights and biases as the float initializers (added back)."""
-    from toolkit.export.precision.int8 import _toposort
+    from toolkit.backends.onnx.precision.int8 import _toposort
 
     model = copy.deepcopy(qmodel)
     originals = {n.name: n for n in fp32.graph.node if n.name}
@@ -224,8 +224,8 @@ def _drop_dead(model: Any) -> None:
 
 
 def _session(model: Any, outputs: Sequence[str]) -> Any:
-    from toolkit.export.precision.onnx_graph import exposing_session
-    from toolkit.runtime.onnxruntime import ORT_QDQ_DISABLED_OPTIMIZERS
+    from toolkit.backends.onnx.precision.graph import exposing_session
+    from toolkit.backends.onnx.runner import ORT_QDQ_DISABLED_OPTIMIZERS
 
     return exposing_session(model, outputs, disabled_optimizers=ORT_QDQ_DISABLED_OPTIMIZERS)
 

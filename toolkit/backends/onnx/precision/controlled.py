@@ -50,8 +50,8 @@ class AccuracyGate:
             options.max_accuracy_drop
 
     def judge(self, path: Path) -> Verdict:
+        from toolkit.backends.onnx.runner import OnnxRuntimeRunner
         from toolkit.parity.accuracy import score_gate
-        from toolkit.runtime.onnxruntime import OnnxRuntimeRunner
 
         runner = OnnxRuntimeRunner(path, inputs=self.bundle.inputs, outputs=self.bundle.outputs)
         with runner:
@@ -70,9 +70,9 @@ class ParityGate:
         self.bundle, self.precision = bundle, precision
 
     def judge(self, path: Path) -> Verdict:
+        from toolkit.backends.onnx.runner import OnnxRuntimeRunner
         from toolkit.manifest import InProcessTarget
         from toolkit.parity.verify import verify_record
-        from toolkit.runtime.onnxruntime import OnnxRuntimeRunner
 
         runner = OnnxRuntimeRunner(path, inputs=self.bundle.inputs, outputs=self.bundle.outputs)
         report = verify_record(self.bundle, InProcessTarget("onnx", self.precision), runner)
@@ -104,7 +104,7 @@ class Search:
 
 
 def int8_search() -> Search:
-    from toolkit.export.precision.fallback import find_fallback
+    from toolkit.backends.onnx.precision.fallback import find_fallback
 
     def run(full: Any, fp32: Any, feeds: Any, passes: Any, share: float, count: int,
             seconds: float, workdir: Path) -> tuple[Any, Any]:
@@ -115,7 +115,7 @@ def int8_search() -> Search:
 
 
 def fp16_search(source: Path, dtype: str, scan_nodes: Sequence[str]) -> Search:
-    from toolkit.export.precision.fp16_fallback import find_fp16_fallback
+    from toolkit.backends.onnx.precision.fp16_fallback import find_fp16_fallback
 
     def run(full: Any, fp32: Any, feeds: Any, passes: Any, share: float, count: int,
             seconds: float, workdir: Path) -> tuple[Any, Any]:
@@ -136,8 +136,8 @@ def accuracy_controlled(bundle: Bundle, source: Path, dest: Path, options: Preci
     True is returned; else only the notes grow, naming what the search reached."""
     import onnx
 
-    from toolkit.export.precision.onnx_graph import _save
-    from toolkit.export.precision.speed import default_session_speedup
+    from toolkit.backends.onnx.precision.graph import _save
+    from toolkit.backends.onnx.precision.speed import default_session_speedup
     from toolkit.transaction import TEMP_PREFIX
 
     searched = searched or int8_search()

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.backends.onnx.precision.graph import _load, _save
 from toolkit.errors import ExportFailed, UsageError
-from toolkit.export.precision.onnx_graph import _load, _save
 from toolkit.spec import canonical_precision
 
 # Ops whose fp16 result can overflow (sums, exp, powers) or lose the precision a normalisation

@@ -12,7 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.export.precision.fallback import QUANTISED_OPS, FallbackResult, layer_macs, search
+from toolkit.backends.onnx.precision.fallback import (
+    QUANTISED_OPS,
+    FallbackResult,
+    layer_macs,
+    search,
+)
 
 BLOCK_LIMIT = 32  # ops a block takes after its layer, at most
 
@@ -48,7 +53,7 @@ def find_fp16_fallback(source: Path, dtype: str, scan_nodes: Sequence[str],
                        ) -> tuple[FallbackResult, Any]:
     import onnx
 
-    from toolkit.export.precision.fp16 import convert_float16
+    from toolkit.backends.onnx.precision.fp16 import convert_float16
 
     fp32 = onnx.load(str(source))
     units = blocks(fp32)

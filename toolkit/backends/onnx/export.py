@@ -180,7 +180,7 @@ def _export_artifact(job: ExportJob) -> dict[str, Any]:
     assert job.dest is not None
     if job.precision == "fp32":
         return export_onnx(job.need_model(), job.dest, opset=job.format_options.opset)
-    from toolkit.export.precision.steps import make_reduced_onnx
+    from toolkit.backends.onnx.precision.steps import make_reduced_onnx
 
     base = job.bundle.artifact(job.format.name, "fp32")
     if base is None:

@@ -94,7 +94,7 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
 
 def artifact_key(record: ArtifactRecord) -> tuple[str, str, str | None, str | None]:
     """What makes an artifact unique in a bundle: format, precision, INT8 layout, and the
-    device it was built on (an engine per device)."""
+    device it was built on (a file built per device)."""
     return record.format, record.precision, record.layout, record.target
 
 

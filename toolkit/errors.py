@@ -34,7 +34,7 @@ class CheckFailed(ToolkitError):
 
 
 class BackendUnavailable(ToolkitError):
-    """The backend isn't available on this machine (no GPU, TensorRT not installed, wrong GPU)."""
+    """The backend isn't available on this machine (no GPU, runtime not installed, wrong GPU)."""
 
     exit_code = 3
 

@@ -358,7 +358,8 @@ class DeviceRecord(_Record):
     gpu: str | None = None
     compute_capability: str | None = None
     driver: str | None = None
-    tensorrt: str | None = None
+    #: format -> its runtime's version there, as the format's `device_facts` hook said
+    runtimes: dict[Annotated[str, Field(max_length=32)], Annotated[str, Field(max_length=64)]] = {}
     l4t: str | None = None
     backends: list[str] = []
     probed_at: str | None = None

@@ -1,6 +1,6 @@
 """Tensor specifications: names, dtypes and min/opt/max shapes, and the `--input` syntax.
 
-Pure Python and numpy: every layer (exporters, runtimes, TensorRT profiles, data checks)
+Pure Python and numpy: every layer (exporters, runtimes, optimization profiles, data checks)
 reads shapes from here, so this module imports no backend.
 """
 
@@ -30,7 +30,7 @@ DTYPE_ALIASES: dict[str, str] = {
 }
 
 DEFAULT_MAX_BATCH = 64
-MAX_DIM = 2**31 - 1  # the largest extent ONNX Runtime and TensorRT shapes take
+MAX_DIM = 2**31 - 1  # the largest extent the runtimes' shapes take
 @functools.cache
 def max_tensor_bytes() -> int:
     """The largest input the toolkit will make: a quarter of this machine's memory (at most
@@ -60,7 +60,7 @@ def check_feed_size(specs: Sequence[TensorSpec], batches: Sequence[int | None],
         raise UsageError(f"{where}: the inputs need {total / 2**30:.1f} GiB, more than this "
                          f"machine can spare ({max_tensor_bytes() / 2**30:.1f} GiB)")
 
-# Precision names an artifact can carry (tf32: an fp32 TensorRT engine with TF32 math).
+# Precision names an artifact can carry (tf32: fp32 computed with TF32 math on a GPU).
 PRECISION_ALIASES: dict[str, str] = {
     "fp32": "fp32", "float32": "fp32", "float": "fp32", "f32": "fp32",
     "tf32": "tf32",

@@ -140,7 +140,7 @@ def test_the_tensorrt_layout_is_not_chosen_for_a_cpu(exported, tmp_path):
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     chosen, excluded = selected_and_excluded(bundle, tmp_path)
     assert chosen == "onnx/fp32"
-    assert "made for building TensorRT engines" in excluded["onnx/int8-trt"]
+    assert "written for the format built from it" in excluded["onnx/int8-trt"]
 
 
 def test_the_batch_of_a_fixed_batch_bundle_is_a_valid_batch(tmp_path):

@@ -68,7 +68,7 @@ def test_the_whole_loop(lab: Lab, bundle: Path, tmp_path: Path):
     assert engines[0]["parity"]["passed"]
     assert (bundle / "model@dev-trt.engine").is_file()
     # the device as it described itself: TensorRT there is the conformance fake's 10.13
-    assert doc["targets"]["dev-trt"]["tensorrt"].startswith("10.13")
+    assert doc["targets"]["dev-trt"]["runtimes"]["trt"].startswith("10.13")
     assert "trt" in doc["targets"]["dev-trt"]["backends"]
 
     code, out = toolkit("verify", bundle, "--on", "dev-a,dev-ov,dev-trt", *on)

@@ -247,8 +247,10 @@ def _device_matrix(info: dict[str, Any]) -> None:
             table.add_row(name, *[cell(a, name) for a in shown])
     console.print(table)
     for name, device in info["devices"].items():
-        labels = {"gpu": "", "cpu": "", "tensorrt": "TensorRT ", "l4t": ""}
-        what = ", ".join(f"{label}{device[k]}" for k, label in labels.items() if device.get(k))
+        from toolkit.cli.remote import runtime_versions
+
+        what = ", ".join([*(str(device[k]) for k in ("gpu", "cpu") if device.get(k)),
+                          *filter(None, [runtime_versions(device), device.get("l4t")])])
         chosen = f" · selected {device['selected']}" if device.get("selected") else ""
         console.print(f"{name}: {device.get('hostname')} · {what} · toolkit "
                       f"{device.get('toolkit_version')}{chosen}")

@@ -199,7 +199,8 @@ def probe_command(
         "--json", help="Write one record per target as JSON ('-' for standard output).")
     ] = None,
 ) -> int:
-    """What each device has: Python, the toolkit, backends, GPU, TensorRT/JetPack, CPU, disk."""
+    """What each device has: Python, the toolkit, backends and their runtimes' versions, GPU,
+    JetPack, CPU, disk."""
     import concurrent.futures
     import json
 
@@ -252,7 +253,7 @@ def _probe_table(rows: list[dict[str, Any]]) -> None:
 
     from toolkit.cli.console import human_size
 
-    table = Table("target", "toolkit", "python", "backends", "GPU (cc, driver)", "TensorRT",
+    table = Table("target", "toolkit", "python", "backends", "GPU (cc, driver)", "runtimes",
                   "L4T", "CPU", "free", title="devices", title_justify="left")
     for row in rows:
         d = row.get("device")
@@ -265,7 +266,7 @@ def _probe_table(rows: list[dict[str, Any]]) -> None:
         flags = " ".join(d.get("cpu_flags") or [])
         table.add_row(escape(row["target"]), _inert(str(d.get("toolkit_version"))),
                       _inert(str(d.get("python"))), _inert(", ".join(d.get("backends") or [])),
-                      _inert(gpu), _inert(str(d.get("tensorrt") or "—")),
+                      _inert(gpu), _inert(runtime_versions(d) or "—"),
                       _inert(str(d.get("l4t") or "—")),
                       _inert(f"{d.get('cpu')} [{flags}]"[:60]),
                       human_size(row.get("free_bytes")))
@@ -308,3 +309,12 @@ def device_get(workdir: Workdir, bundle: BundleId,
     from toolkit.remote.device import get
 
     return get(workdir, bundle, names, sys.stdout.buffer)
+
+
+def runtime_versions(device: dict[str, Any]) -> str:
+    """'<title> <version>': each format runtime's version a device reported, by its title."""
+    from toolkit import formats
+
+    return ", ".join(f"{formats.get(name).title} {version}"
+                     for name, version in (device.get("runtimes") or {}).items()
+                     if name in formats.TABLE)

@@ -236,7 +236,7 @@ def _gate(record: ArtifactRecord, max_drop: float | None, device: str = "cpu") -
         return "failed parity"
     layout = record.layout
     if layout and layout != declared.default_layout and not device.startswith("cuda"):
-        return (f"INT8 {layout} layout: made for building TensorRT engines, not for "
+        return (f"INT8 {layout} layout: written for the format built from it, not for "
                 f"{declared.name} on {device}")
     accuracy = record.accuracy
     if accuracy and not accuracy.passed:

@@ -40,7 +40,7 @@ class NmsOptions:
     score_threshold: float = DEFAULT_SCORE
     max_detections: int = DEFAULT_MAX_DETECTIONS
     layout: str = "boxes"
-    #: keep every (box, class) pair above the score (torchvision's and TensorRT's NMS) or only
+    #: keep every (box, class) pair above the score (torchvision's NMS, a GPU runtime's) or only
     #: each box's best class (Ultralytics' predictions); None: the model family's own
     multi_label: bool | None = None
     agnostic: bool = False  # one NMS across classes instead of one per class

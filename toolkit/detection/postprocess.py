@@ -254,8 +254,8 @@ def _tv_nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 
 class _OnnxNonMaxSuppression(torch.autograd.Function):
     """Eager: `_select_reference`. Under the legacy tracing exporter: one standard
-    `NonMaxSuppression` node on boxes [B,N,4] and scores [B,C,N], which TensorRT's parser maps
-    to its NMS layer. Same (image, class, box) rows either way."""
+    `NonMaxSuppression` node on boxes [B,N,4] and scores [B,C,N], which GPU runtimes' parsers map
+    to their NMS layer. Same (image, class, box) rows either way."""
 
     @staticmethod
     def forward(  # type: ignore[override]

@@ -131,7 +131,7 @@ class PrecisionOptions:
 
 @dataclass(frozen=True)
 class BackendOptions:
-    """Each format's own option group (`Format.options`: an opset, an engine's workspace ...),
+    """Each format's own option group (`Format.options`: an opset, a builder's workspace ...),
     by format; a format not given gets its group's defaults.
 
     Only groups that differ from their defaults are kept, in table order, so two equal

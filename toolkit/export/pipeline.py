@@ -334,7 +334,7 @@ class _Executor:
             return InProcessTarget(fmt.name, precision, created_at=now(),
                                    notes=(note,) if note else ())
         # what exists is found before the exporter is imported: on a device without torch, a
-        # bundle's reduced-precision file is there to build an engine from, not to be redone
+        # bundle's reduced-precision file is there to build another format from, not to be redone
         dest = self._destination(fmt, precision, layout)
         exporter = fmt.export_fn()
         with atomic_path(dest, suffix=dest.suffix) as tmp:

@@ -126,7 +126,7 @@ class ParityReport:
     errors: list[str] = field(default_factory=list)
     #: which samples were compared (their golden indices): `samples` counts them
     compared: list[int] = field(default_factory=list, repr=False)
-    #: what the runner said of this machine (bf16 compiled for another CPU, an engine tuned
+    #: what the runner said of this machine (bf16 compiled for another CPU, a file tuned
     #: on another GPU model)
     warnings: list[str] = field(default_factory=list)
     #: the input shapes the artifact was judged at, each once (the range's corners among them)

@@ -104,25 +104,32 @@ def _nvidia_smi() -> dict[str, str]:
     return dict(zip(("gpu", "compute_capability", "driver"), parts))
 
 
-def _runtime_facts(backends: list[str], describe_gpu: bool) -> dict[str, Any]:
-    """What each installed format's runtime says of this device (`Format.device_facts`):
-    a version, and the GPU when nvidia-smi couldn't say (a Jetson's)."""
-    facts: dict[str, Any] = {}
+def _runtime_facts(backends: list[str], describe_gpu: bool) -> tuple[dict[str, str],
+                                                                     dict[str, str]]:
+    """What each installed format's runtime says of this device (`Format.device_facts`): its
+    version, by format, and the GPU when nvidia-smi couldn't say (a Jetson's)."""
+    versions: dict[str, str] = {}
+    gpu: dict[str, str] = {}
     for fmt in formats.all_formats():
-        if fmt.device_facts and fmt.extra in backends:
-            with contextlib.suppress(Exception):  # a broken runtime says nothing
-                facts.update(fmt.hook("device_facts")(describe_gpu))
-    return facts
+        if not (fmt.device_facts and fmt.extra in backends):
+            continue
+        with contextlib.suppress(Exception):  # a broken runtime says nothing
+            facts = fmt.hook("device_facts")(describe_gpu)
+            if facts.get("version"):
+                versions[fmt.name] = str(facts["version"])
+            gpu.update({k: str(facts[k]) for k in ("gpu", "compute_capability")
+                        if facts.get(k)})
+    return versions, gpu
 
 
-def _gpu_without_smi(runtime: dict[str, Any]) -> dict[str, str]:
+def _gpu_without_smi(runtime: dict[str, str]) -> dict[str, str]:
     """A Jetson has no nvidia-smi (JetPack 5 and older): its board name from the device tree,
     and the GPU's name and compute capability from a runtime that can say."""
     found: dict[str, str] = {}
     board = _read_text("/proc/device-tree/model", 200)
     if board:
         found["gpu"] = board.rstrip("\x00")
-    found.update({k: str(runtime[k]) for k in ("gpu", "compute_capability") if runtime.get(k)})
+    found.update(runtime)
     return found
 
 
@@ -138,8 +145,8 @@ def probe(workdir: str, want: list[str]) -> dict[str, Any]:
     missing = [h for h in want if not _SHA.match(h) or not (store / h).is_file()]
     l4t = _read_text("/etc/nv_tegra_release", 200)
     smi = _nvidia_smi()
-    runtime = _runtime_facts(backends, describe_gpu=not smi)
-    gpu = smi or _gpu_without_smi(runtime)
+    runtimes, runtime_gpu = _runtime_facts(backends, describe_gpu=not smi)
+    gpu = smi or _gpu_without_smi(runtime_gpu)
     return {
         "hostname": socket.gethostname(),
         "toolkit_version": __version__,
@@ -148,8 +155,8 @@ def probe(workdir: str, want: list[str]) -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu": environment.cpu_model(),
         "cpu_flags": environment.cpu_flags(),
-        **{k: v for k, v in runtime.items() if k not in ("gpu", "compute_capability")},
         **gpu,
+        "runtimes": runtimes,
         "l4t": l4t.splitlines()[0][:120] if l4t else None,
         "backends": backends,
         "free_bytes": free_bytes(root),
@@ -307,7 +314,7 @@ def run(workdir: str, bundle_id: str, stdin: BinaryIO, stdout: BinaryIO,
 
 
 def _keep_in_store(root: Path, directory: Path, manifest: Any) -> None:
-    """Files the command made (an engine) are linked into the store under their sha256, so
+    """Files the command made (what it built) are linked into the store under their sha256, so
     the next projection that lists them finds them here instead of sending them back."""
     store = root / STORE
     records = manifest.get("artifacts") if isinstance(manifest, dict) else None

@@ -4,7 +4,7 @@ one manifest.
 Each device runs in a thread of its own (at most `parallel` at once) through its own ssh
 connection; one that fails is reported with its exit code and never stops the others. Their
 results are merged at the end, one device after another, under the bundle's exclusive lock
-and journal: an engine a device built becomes that device's artifact (`model@NAME.engine`,
+and journal: a file a device built becomes that device's artifact (`model@NAME.plan`,
 `target: NAME`), what a device found for an artifact made here goes to the record's
 `on_device[NAME]`, and the device's identity to the manifest's `targets[NAME]`.
 """
@@ -93,7 +93,7 @@ def run_fleet(root: Path, fleet: Fleet, job: Job, *,
 
 
 def local_name(remote_name: str, target: str, suffix: str) -> str:
-    """model.engine -> model@NAME.engine; model.fp16.engine -> model.fp16@NAME.engine. '@'
+    """model.plan -> model@NAME.plan; model.fp16.plan -> model.fp16@NAME.plan. '@'
     is in no variant and no target name, so two (variant, device) pairs never share a name."""
     stem = remote_name[: -len(suffix)] if suffix and remote_name.endswith(suffix) else \
         remote_name

@@ -306,6 +306,11 @@ def device_record(info: dict[str, Any]) -> DeviceRecord:
     for key, value in list(fields.items()):  # a device's words are bounded text
         if isinstance(value, str):
             fields[key] = value[:200]
+    if isinstance(fields.get("runtimes"), dict):  # versions of the formats this toolkit knows
+        from toolkit import formats
+
+        fields["runtimes"] = {name: version[:64] for name, version in fields["runtimes"].items()
+                              if name in formats.TABLE and isinstance(version, str)}
     try:
         return DeviceRecord.model_validate({**fields, "probed_at": now()})
     except Exception as err:  # pydantic's ValidationError: the device's own words

@@ -37,7 +37,7 @@ DEFAULT_WORKDIR = ".toolkit-remote"
 DEFAULT_PARALLEL = 8
 MAX_PARALLEL = 64
 
-# A name becomes part of file names (model@NAME.engine) and manifest keys.
+# A name becomes part of file names (model@NAME.plan) and manifest keys.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # What ssh takes as a destination, without anything a shell or ssh's option parser would read
 # another way: no leading '-', no spaces, quotes, ';', '$', '`', '|', '&', '<', '>', newlines.

@@ -1,5 +1,5 @@
-"""A runner whose backend names its tensors differently from the bundle (engines built by
-Torch-TensorRT name them after the exported graph): names are translated on the way in and out."""
+"""A runner whose backend names its tensors differently from the bundle (a file built by
+a compiler that names them after its own graph): names are translated on the way in and out."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class RenamedRunner(Runner):
         self.to_bundle = {backend: bundle for bundle, backend in names.items()}
 
     # What a device timer reads of a runner (toolkit.runtime.cuda_timer.timer_for): the
-    # inner runner's answers, so a renamed TensorRT engine is timed as the engine is.
+    # inner runner's answers, so a renamed file is timed as its runner is.
     @property
     def stream(self) -> Any:
         return getattr(self.inner, "stream", None)

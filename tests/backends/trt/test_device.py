@@ -14,7 +14,7 @@ from toolkit import formats
 def test_a_device_says_its_tensorrt_and_when_asked_its_gpu(monkeypatch):
     proc = FakeProcess("10.13", monkeypatch)
     facts = formats.get("trt").hook("device_facts")
-    assert facts(False) == {"tensorrt": proc.trt.__version__}
+    assert facts(False) == {"version": proc.trt.__version__}
     described = facts(True)
     assert described["gpu"] == proc.machine.gpu
     assert described["compute_capability"] == proc.machine.compute_capability
@@ -22,4 +22,4 @@ def test_a_device_says_its_tensorrt_and_when_asked_its_gpu(monkeypatch):
 
 def test_a_device_without_a_driver_still_says_its_tensorrt(monkeypatch):
     proc = FakeProcess("10.13", monkeypatch, driver_version=0)
-    assert formats.get("trt").hook("device_facts")(True) == {"tensorrt": proc.trt.__version__}
+    assert formats.get("trt").hook("device_facts")(True) == {"version": proc.trt.__version__}

@@ -1,6 +1,6 @@
 """What a device with TensorRT says of itself to `--on` (`toolkit _device probe`): TensorRT's
-version, and on a Jetson, where there is no nvidia-smi, the GPU from the CUDA runtime the
-runner uses. Runs on the device; no torch."""
+version (`version`), and on a Jetson, where there is no nvidia-smi, the GPU from the CUDA
+runtime the runner uses. Runs on the device; no torch."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from toolkit.modules import module_available
 
 
 def device_facts(describe_gpu: bool) -> dict[str, Any]:
-    facts: dict[str, Any] = {"tensorrt": _tensorrt_version()}
+    facts: dict[str, Any] = {"version": _tensorrt_version()}
     if describe_gpu:
         with contextlib.suppress(Exception):  # no driver, no bindings: nothing to add
             from toolkit.backends.trt.cuda import device_facts as cuda_facts

@@ -102,7 +102,7 @@ def test_parse_input_rejects(text):
 def test_source_kinds(tmp_path):
     assert source_kind("torchvision.models:resnet18") == "factory"
     assert source_kind(str(tmp_path)) == "bundle"
-    assert source_kind("model.onnx") == "onnx"
+    assert source_kind("model.onnx") == "file"
     with pytest.raises(UsageError, match="not found"):
         source_kind(str(tmp_path / "missing.bin"))
 

@@ -1,4 +1,4 @@
-"""`toolkit bench` as a library: time every artifact of a bundle (or a lone .onnx file).
+"""`toolkit bench` as a library: time every artifact of a bundle (or a lone model file).
 
     from toolkit.bench.driver import bench_bundle
     results = bench_bundle("out/resnet18", timing=BenchOptions(batches=(1, 8), budget_s=5))
@@ -192,7 +192,7 @@ def plan_bench(
                               f"{describe_source(bundle)}")
     else:
         raise UsageError(
-            f"{path}: no such bundle directory or .onnx file; export one first "
+            f"{path}: no such bundle directory or {format_table.lone_files()}; export one first "
             "(toolkit export SOURCE --out DIR)"
         )
     if not plan.entries:
@@ -215,7 +215,8 @@ def plan_bench(
 
 def _plan_file(path: Path, formats: Sequence[str] | None, precisions: Sequence[str] | None,
                device: str, threads: int) -> BenchPlan:
-    """A single artifact file: its bundle's record when it sits in one, else a lone .onnx."""
+    """A single artifact file: its bundle's record when it sits in one, else a lone file that
+    says its own inputs."""
     if Bundle.is_bundle(path.parent):
         bundle = Bundle.open(path.parent)
         for record in bundle.artifacts:
@@ -226,7 +227,7 @@ def _plan_file(path: Path, formats: Sequence[str] | None, precisions: Sequence[s
     if fmt is None or fmt.describe is None:
         raise UsageError(
             f"{path}: a lone {path.suffix or 'extensionless'} file doesn't say its inputs; "
-            "bench its bundle directory (or an .onnx file)"
+            f"bench its bundle directory (or {format_table.lone_files()})"
         )
     inputs, _ = fmt.hook("describe")(path)
     precision = (precisions or ["fp32"])[0]
@@ -234,7 +235,7 @@ def _plan_file(path: Path, formats: Sequence[str] | None, precisions: Sequence[s
     plan = BenchPlan(path, list(inputs), [entry], [], device, threads)
     if formats and any(format_table.canonical(f) != fmt.name for f in formats):
         raise UsageError(f"{path}: a {path.suffix} file runs as format {fmt.name} only")
-    plan.notes.append("eager PyTorch skipped: a lone .onnx file has no PyTorch model")
+    plan.notes.append(f"eager PyTorch skipped: a lone {path.suffix} file has no PyTorch model")
     return plan
 
 
@@ -260,13 +261,18 @@ def machine_notes(threads: int, device: str) -> list[str]:
 
 
 # -- running ---------------------------------------------------------------------------------
+#: torch and the formats' libraries, as the module names their warnings come from
+_LIBRARY_MODULES = "(" + "|".join(sorted({"torch", *(
+    lib.replace("-", "_") for fmt in format_table.all_formats() for lib in fmt.libraries)})) + ")"
+
+
 @contextlib.contextmanager
 def quiet_libraries() -> Iterator[None]:
     """Hide the libraries' deprecation chatter (a legacy torch loader is 'deprecated') while
     loading; our own noise warnings are reported separately."""
     with warnings.catch_warnings():
         for category in (FutureWarning, DeprecationWarning):
-            warnings.filterwarnings("ignore", category=category, module=r"(torch|onnx)")
+            warnings.filterwarnings("ignore", category=category, module=_LIBRARY_MODULES)
         yield
 
 

@@ -30,7 +30,8 @@ DEFAULT_THRESHOLD = 5.0  # percent, for the comparison's status column without a
 def bench_command(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(
-        help="A bundle directory, or one artifact file (an .onnx runs on its own).")],
+        help="A bundle directory, or one artifact file (a file that says its own inputs runs "
+        "on its own).")],
     format: opt.Formats = None,
     precision: opt.Precisions = None,
     device: opt.Device = "cpu",

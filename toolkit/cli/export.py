@@ -31,7 +31,8 @@ STATUS_STYLE = {"ok": "green", "exists": "dim", "parity-failed": "red", "failed"
 def export_command(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(
-        help="A Lightning .ckpt, a factory pkg.module:fn, an .onnx file, or a bundle dir.")],
+        help="A Lightning .ckpt, a factory pkg.module:fn, a model file that starts a bundle, "
+        "or a bundle dir.")],
     to: opt.ExportFormats = [formats.DEFAULT_TARGET],  # noqa: B006 - typer reads the default
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Bundle directory (default: out/<source name>).")] = None,

@@ -24,13 +24,15 @@ def verify_command(
     model: opt.ModelClass = None,
     model_arg: opt.ModelArgs = None,
     reference: Annotated[str | None, typer.Option(
-        help="Compare with another artifact of the bundle, e.g. onnx.")] = None,
+        help="Compare with another format's fp32 artifact of the bundle (FORMAT).")
+    ] = None,
     data: Annotated[str | None, typer.Option(
         help="Real samples: .npz, a directory of .npz, or pkg.module:DataModule.")] = None,
     data_batches: Annotated[int, typer.Option(help="Batches of --data to use.")] = 8,
     tolerance: ToleranceOptions = ToleranceOptions(),  # noqa: B008 - expanded to flags
     localize: Annotated[bool, typer.Option(
-        help="For a failing ONNX, name the first diverging node and its module.")] = False,
+        help="For a failing artifact of a format that can say, name the first diverging "
+        "node and its module.")] = False,
     device: opt.Device = "cpu",
     json_file: opt.JsonPath = None,
     markdown: opt.MarkdownPath = None,

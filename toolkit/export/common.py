@@ -99,7 +99,7 @@ def quiet() -> Iterator[io.StringIO]:
     import torch
 
     # nn.MultiheadAttention / TransformerEncoder take a fused "fast path" under no-grad that
-    # neither ONNX exporter nor torch.export can convert; the exact path can.
+    # neither the tracing exporters nor torch.export can convert; the exact path can.
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:

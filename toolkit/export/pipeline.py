@@ -37,7 +37,7 @@ from toolkit.export.job import (
 )
 from toolkit.export.plan import ExportPlan
 from toolkit.export.records import drop_artifact, record_artifact
-from toolkit.export.sources import FILE_SOURCE, bundle_from_file, load_source, open_or_create
+from toolkit.export.sources import bundle_from_file, load_source, open_or_create
 from toolkit.formats import Format
 from toolkit.manifest import ArtifactRecord, InProcessTarget, Target
 from toolkit.spec import TensorSpec
@@ -114,7 +114,7 @@ def export(
     detection contract (see toolkit/source/detector_contract.py). `model_args` are a factory's
     keyword arguments (a dict, or 'NAME=VALUE' literals).
     """
-    from toolkit.source.load import source_kind
+    from toolkit.source.load import FILE_SOURCE, source_kind
     from toolkit.source.model_args import parse_model_args
     from toolkit.spec import parse_inputs
 

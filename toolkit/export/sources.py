@@ -1,6 +1,6 @@
 """Where an export run's model and bundle come from: a checkpoint or factory (loaded, and
-made a detector when asked), an .onnx file (copied in, golden outputs from ONNX Runtime), or
-the bundle already at --out."""
+made a detector when asked), a model file that starts a bundle (copied in, golden outputs from
+its own runner), or the bundle already at --out."""
 
 from __future__ import annotations
 
@@ -86,44 +86,43 @@ def clear_bundle(bundle: Bundle) -> None:
     transaction.remove_file(bundle.golden_path)
 
 
-#: source_kind()'s word for a model file that describes itself (inputs, outputs), which
-#: starts a bundle as its first artifact
-FILE_SOURCE = "onnx"
-
-
 def bundle_from_file(path: Path, out_dir: Path, specs: list[TensorSpec],
                       opts: ExportOptions) -> Bundle:
-    """An .onnx file starts a bundle: copied in, golden outputs from ONNX Runtime."""
-    from toolkit.backends.onnx.file import load_onnx_source
-    from toolkit.backends.onnx.runner import OnnxRuntimeRunner
+    """A model file (a format's `source_file`) starts a bundle: copied in as that format's
+    fp32 artifact, golden outputs from its own runner."""
+    from toolkit.bundle import sha256_file
+    from toolkit.runtime import load_artifact
     from toolkit.spec import random_inputs
 
-    src = load_onnx_source(path, specs)
+    fmt = formats.source_file_format(path.suffix)
+    assert fmt is not None  # source_kind() saw a file that starts a bundle
+    if not path.is_file():
+        raise UsageError(f"{fmt.title} file {path} not found")
+    inputs, outputs = fmt.hook("source_file")(path, specs)
+    source = {"kind": fmt.name, "path": str(path.resolve()), "sha256": sha256_file(path)}
     if Bundle.is_bundle(out_dir) and not opts.force:
         bundle = Bundle.open(out_dir)
-        if bundle.manifest.source.sha256 != src.source["sha256"]:
+        if bundle.manifest.source.sha256 != source["sha256"]:
             raise UsageError(f"{out_dir} holds a bundle from a different source; choose "
                              "another --out, or pass --force")
         return bundle
-    onnx_format = formats.by_suffix(path.suffix)  # source_kind() saw a self-describing file
-    assert onnx_format is not None
-    bundle = Bundle.create(out_dir, inputs=src.inputs, outputs=src.outputs,
-                           source=src.source, call={"style": "positional"})
-    dest = bundle.root / onnx_format.filename()
+    bundle = Bundle.create(out_dir, inputs=inputs, outputs=outputs, source=source,
+                           call={"style": "positional"})
+    dest = bundle.root / fmt.filename()
     bundle.root.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest, suffix=dest.suffix) as tmp:
         shutil.copyfile(path, tmp)
-    record_artifact(bundle, onnx_format, "fp32", dest, {"exporter": "copied from source"})
+    record = record_artifact(bundle, fmt, "fp32", dest, {"exporter": "copied from source"})
     samples = []
-    with OnnxRuntimeRunner(dest, inputs=src.inputs, outputs=src.outputs) as runner:
-        rng = batch_range(src.inputs)
+    with load_artifact(bundle, record) as runner:
+        rng = batch_range(inputs)
         for i, batch in enumerate((None, *GOLDEN_EXTRA_BATCHES)):
             if batch is not None and (rng is None or not rng[0] <= batch <= rng[2]):
                 continue
-            feed = random_inputs(src.inputs, batch=batch, seed=i)
+            feed = random_inputs(inputs, batch=batch, seed=i)
             samples.append(GoldenSample(feed, runner.infer(feed)))
     bundle.save_golden(samples)
     assert bundle.manifest.golden is not None
-    bundle.manifest.golden.reference = "onnxruntime (source was an ONNX file)"
+    bundle.manifest.golden.reference = f"{runner.name}, the source file run as it is"
     bundle.save()
     return bundle

@@ -121,6 +121,10 @@ class Format:
     #: 'module:function' (record dict) -> record dict: an older record of this format brought
     #: to the current schema (reading an old bundle; the dict is untrusted JSON)
     migrate: str | None = None
+    #: 'module:function' (path, --input specs) -> (inputs, outputs): a file of this format
+    #: given as `export`'s SOURCE starts a bundle as its first artifact, its inputs and
+    #: outputs read from the file (the specs give what it leaves symbolic)
+    source_file: str | None = None
 
     @property
     def saved(self) -> bool:
@@ -271,6 +275,20 @@ def canonical(name: str) -> str:
 def help_text(formats: Iterable[Format] | None = None) -> str:
     """'onnx, torchscript|ts|jit, ...': for --to/--format help and error messages."""
     return ", ".join("|".join((f.name, *f.aliases[:2])) for f in formats or TABLE.values())
+
+
+def lone_files() -> str:
+    """'an .onnx or .pte file': the files that say their own inputs (a `describe` hook), so
+    they run and bench outside a bundle."""
+    suffixes = [f.suffix for f in TABLE.values() if f.describe and f.suffix]
+    article = "an" if suffixes and suffixes[0][1:2] in "aeiou" else "a"
+    return f"{article} {' or '.join(suffixes)} file" if suffixes else "a model file"
+
+
+def source_file_format(suffix: str) -> Format | None:
+    """The format whose files can start a bundle (`source_file`), by suffix; None if none."""
+    fmt = by_suffix(suffix)
+    return fmt if fmt is not None and fmt.source_file else None
 
 
 def by_suffix(suffix: str) -> Format | None:

@@ -33,4 +33,5 @@ FORMAT = Format(
     triton=TritonSpec(platform="onnxruntime_onnx", filename="model.onnx"),
     options="toolkit.backends.onnx.options:OnnxOptions",
     migrate="toolkit.backends.onnx.record:migrate",
+    source_file="toolkit.backends.onnx.file:source_specs",
 )

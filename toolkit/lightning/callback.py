@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from toolkit import formats
 from toolkit.bench.options import BenchOptions
 from toolkit.detection.options import DetectionOptions
 from toolkit.errors import CheckFailed, ToolkitError, UsageError
@@ -58,7 +59,7 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
     def __init__(
         self,
         out: str | os.PathLike[str],
-        to: Sequence[str] | str = ("onnx",),
+        to: Sequence[str] | str = (formats.DEFAULT_TARGET,),
         precision: Sequence[str] | str = ("fp32",),
         *,
         bench: bool | BenchOptions = False,
@@ -72,7 +73,6 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
         backends: Sequence[Any] = (),
         force: bool = False,
     ) -> None:
-        from toolkit import formats
         from toolkit.export.pipeline import make_options
         from toolkit.spec import canonical_precision, parse_inputs
 

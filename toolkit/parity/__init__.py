@@ -3,9 +3,9 @@
 The comparison knows no backend (after Polygraphy's comparator and Optimum's
 `validate_model_outputs`): `tolerances` says how close is close enough, `metrics` measures,
 `compare` judges one sample, `report` collects every sample of an artifact, `render` draws it.
-`verify` runs artifacts to get the outputs; `localize` finds the first diverging ONNX node.
-`options` is the tolerance option group. The names below load on first use (numpy), so the CLI
-can declare the option group without importing numpy.
+`verify` runs artifacts to get the outputs; a format's `localize` hook finds the first
+diverging node. `options` is the tolerance option group. The names below load on first use
+(numpy), so the CLI can declare the option group without importing numpy.
 """
 
 from __future__ import annotations

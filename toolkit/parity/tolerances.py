@@ -83,7 +83,7 @@ class Tolerance:
 
 # Chosen by measurement (benchmarks/results/tolerance_study_*.md; small CNN, ResNet-18 and
 # MobileNetV3-small, random weights), errors as max|a-b| / max|reference|:
-#   healthy fp32 ONNX   <= 2.7e-6       healthy fp16 ONNX      <= 8.5e-4
+#   healthy fp32 graph  <= 2.7e-6       healthy fp16 graph     <= 8.5e-4
 #   one conv x1.03      >= 1.7e-2       int8 QDQ (random calib) 1.9e-2 .. 1.0e-1, cosine >= 0.987
 # satol sits between: fp32 1e-4 (37x above healthy, 170x below a 3 % defect), fp16 5e-3 (6x
 # above healthy, 3x below the defect). The absolute floor `atol` is 0: the randomly initialised

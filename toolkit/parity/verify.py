@@ -161,8 +161,9 @@ def strip_wrapper_prefix(name: str | None, inner: str = "") -> str | None:
 
 def localize_failure(bundle: Bundle, record: ArtifactRecord, feed: Feed, *, model: Any = None,
              reference_record: ArtifactRecord | None = None, tolerances: Any = None) -> Any:
-    """First diverging node of a failing ONNX artifact, against eager PyTorch (preferred) or
-    another ONNX of the same graph (e.g. fp32 for an fp16 artifact)."""
+    """First diverging node of a failing artifact whose format can say (a `localize` hook),
+    against eager PyTorch (preferred) or another file of the same graph (e.g. fp32 for an
+    fp16 artifact)."""
     declared = format_table.get(record.format)
     if declared.localize is None:
         localizable = [f.name for f in format_table.all_formats() if f.localize]
@@ -177,7 +178,8 @@ def localize_failure(bundle: Bundle, record: ArtifactRecord, feed: Feed, *, mode
         from toolkit.source.rebuild import against_command
 
         raise UsageError(f"--localize needs a reference: {against_command(bundle)}, or "
-                         "--reference onnx (another ONNX of the same graph)")
+                         f"--reference {record.format} (another {declared.title} of the same "
+                         "graph)")
     tolerance = tolerances.default if tolerances is not None else record.precision
     divergence = declared.hook("localize")(str(bundle.path_of(record)), feed, reference,
                                            tolerance=tolerance)

@@ -1,12 +1,13 @@
 """The device side of `--on`: what `toolkit _device ...` does on the far end of the SSH link.
 
-It needs no torch: only the toolkit's core (numpy, onnx, pydantic) and the runtimes the device
-has. Files arrive content-addressed in `WORKDIR/store/<sha256>` (a second run sends nothing
-the device already holds); a bundle is laid out in `WORKDIR/bundles/<id>/` from the store and
-the manifest the workstation sends, and the toolkit command runs on it in this process, its
-own journal and locks protecting the remote bundle as they protect any other. While the
-command runs, standard input stays open: its end means the workstation has gone (Ctrl-C, a
-dropped link), and the command is stopped as SIGTERM would (rolled back, exit 130).
+It needs no torch: only the toolkit's core dependencies (numpy, pydantic ...) and the
+runtimes the device has. Files arrive content-addressed in `WORKDIR/store/<sha256>` (a second
+run sends nothing the device already holds); a bundle is laid out in `WORKDIR/bundles/<id>/`
+from the store and the manifest the workstation sends, and the toolkit command runs on it in
+this process, its own journal and locks protecting the remote bundle as they protect any
+other. While the command runs, standard input stays open: its end means the workstation has
+gone (Ctrl-C, a dropped link), and the command is stopped as SIGTERM would (rolled back,
+exit 130).
 """
 
 from __future__ import annotations

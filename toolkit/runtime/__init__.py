@@ -1,6 +1,6 @@
 """`toolkit.runtime.load(...)`: a Runner for any artifact, bundle or in-memory model.
 
-    with toolkit.runtime.load("out/resnet18", format="onnx") as runner:
+    with toolkit.runtime.load("out/resnet18", format=NAME) as runner:
         outputs = runner.infer({"x": batch})
 
 Which class runs which format comes from the format table (`toolkit.formats`).
@@ -108,7 +108,7 @@ def _load_file(path: Path, fmt: formats.Format | None, device: str, precision: s
                                device=device, threads=threads, **options)
     raise UsageError(
         f"{path}: a lone {fmt.name if fmt else path.suffix} file doesn't say its inputs; load "
-        "it from its bundle directory (or give an .onnx file)"
+        f"it from its bundle directory (or give {formats.lone_files()})"
     )
 
 

@@ -36,7 +36,7 @@ class CudaEventTimer:
 
 def timer_for(runner: Any) -> CudaEventTimer | None:
     """A timer on the stream the runner enqueues its work on, or None when events there
-    wouldn't bracket its work (ONNX Runtime's CUDA provider runs on a stream of its own)."""
+    wouldn't bracket its work (a runtime's CUDA provider that runs on a stream of its own)."""
     if not str(getattr(runner, "device", "")).startswith("cuda"):
         return None
     if not getattr(runner, "cuda_events_bracket_work", True):

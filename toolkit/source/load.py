@@ -1,4 +1,4 @@
-"""SOURCE -> something to export: a Lightning checkpoint, a factory, an ONNX file or a bundle.
+"""SOURCE -> something to export: a Lightning checkpoint, a factory, a model file or a bundle.
 
 Checkpoints are read with `torch.load(weights_only=True)`: a checkpoint that needs arbitrary
 unpickling is refused before anything in it runs, unless the user passes --trust-checkpoint.
@@ -42,14 +42,21 @@ def _refuse_sharded_checkpoint(path: Path) -> None:
             f"{path}  (writes {path}.consolidated)")
 
 
+#: source_kind()'s word for a model file that describes itself (a format's `source_file`),
+#: which starts a bundle as its first artifact
+FILE_SOURCE = "file"
+
+
 def source_kind(source: str) -> str:
-    """'bundle', 'onnx', 'checkpoint' or 'factory', judged from the string alone."""
+    """'bundle', 'file', 'checkpoint' or 'factory', judged from the string alone."""
+    from toolkit import formats
+
     path = Path(source)
     if path.is_dir():
         _refuse_sharded_checkpoint(path)
         return "bundle"
-    if path.suffix == ".onnx":
-        return "onnx"
+    if formats.source_file_format(path.suffix) is not None:
+        return FILE_SOURCE
     if path.suffix in (".ckpt", ".pt", ".pth"):
         return "checkpoint"
     if ":" in source and not path.exists():
@@ -57,9 +64,17 @@ def source_kind(source: str) -> str:
     if path.exists():
         return "checkpoint"
     raise UsageError(
-        f"source '{source}' not found: give a .ckpt file, an .onnx file, a bundle directory "
-        "or a factory such as torchvision.models:resnet18"
+        f"source '{source}' not found: give a .ckpt file, {_model_files()}, a bundle "
+        "directory or a factory such as torchvision.models:resnet18"
     )
+
+
+def _model_files() -> str:
+    """'a .<suffix> file': the model files a bundle can start from, from the format table."""
+    from toolkit import formats
+
+    suffixes = [f.suffix for f in formats.all_formats() if f.source_file]
+    return " or ".join(f"a {s} file" for s in suffixes) or "a model file"
 
 
 # -- inputs ---------------------------------------------------------------------------------

@@ -74,6 +74,14 @@ def load_onnx_source(path: Path, inputs: Sequence[TensorSpec] | None = None) -> 
     return OnnxSource(path, specs, outputs, info)
 
 
+def source_specs(path: Path, inputs: Sequence[TensorSpec] | None = None
+                 ) -> tuple[list[TensorSpec], list[OutputSpec]]:
+    """An ONNX file as `export`'s SOURCE (the format's `source_file` hook): its inputs, the
+    --input specs resolving its symbolic dimensions, and its outputs."""
+    src = load_onnx_source(path, inputs)
+    return list(src.inputs), list(src.outputs)
+
+
 def describe_file(path: Path) -> tuple[list[TensorSpec], list[OutputSpec]]:
     """A lone ONNX file's inputs and outputs (the format's `describe` hook)."""
     src = load_onnx_source(path)

@@ -159,7 +159,7 @@ def test_eager_is_rebuilt_only_when_asked_for(bundle: Path) -> None:
     assert not any("rebuilding" in n for n in notes)
     results = bench_bundle(bundle, formats=["eager"], timing=QUICK(), on_note=notes.append)
     assert [m.labels["format"] for m in results] == ["eager"]
-    assert any("rebuilding the eager model" in n and "tests.models" in n for n in notes)
+    assert any("rebuilding the PyTorch model" in n and "tests.models" in n for n in notes)
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["source"] = {"kind": "onnx", "path": "elsewhere/model.onnx"}
     (bundle / "manifest.json").write_text(json.dumps(manifest))

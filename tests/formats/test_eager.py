@@ -19,7 +19,7 @@ def test_eager_is_rebuilt_from_the_manifest_source_and_verified_by_name(two_io_b
     result = cli.invoke(app, ["verify", str(bundle), "--format", "eager", "--no-record"],
                         env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "rebuilding the eager model from the manifest's source" in result.output
+    assert "rebuilding the PyTorch model from the manifest's source" in result.output
     assert "tests.models" in result.output  # what is imported is said
 
 

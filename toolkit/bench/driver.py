@@ -51,6 +51,9 @@ SWEEP_CAP = 8
 ResultCallback = Callable[[Measurement], None]
 NoteCallback = Callable[[str], None]
 
+#: how notes name the reference every speed-up is measured against
+REFERENCE_TITLE = format_table.get(format_table.REFERENCE).title
+
 
 # -- what to run -----------------------------------------------------------------------------
 @dataclass
@@ -79,7 +82,8 @@ class BenchPlan:
     threads: int
     bundle: Bundle | None = None
     notes: list[str] = field(default_factory=list)
-    #: the user's --trust-checkpoint on this command: may eager unpickle the source checkpoint
+    #: the user's --trust-checkpoint on this command: may the reference unpickle the source
+    #: checkpoint
     trust_checkpoint: bool = False
     timing: BenchOptions = field(default_factory=BenchOptions)  # how long each is timed
 
@@ -128,7 +132,7 @@ def _entries(bundle: Bundle, formats: Sequence[str] | None, precisions: Sequence
     entries: list[Entry] = []
     reference = format_table.REFERENCE
     eager_explicit = bool(wanted and reference in wanted)
-    # eager is rebuilt from the manifest's source, which imports code: only when asked for
+    # the reference is rebuilt from the manifest's source, which imports code: only when asked
     if include_eager or eager_explicit:
         entries.append(Entry(reference, explicit=True))
     for record in bundle.artifacts:
@@ -153,11 +157,12 @@ def _entries(bundle: Bundle, formats: Sequence[str] | None, precisions: Sequence
 
 
 def _eager_note(bundle: Bundle) -> str | None:
-    """Why eager PyTorch can't be rebuilt here, or None when it (probably) can."""
+    """Why the PyTorch model can't be rebuilt here, or None when it (probably) can."""
     from toolkit.source.rebuild import source_unavailable
 
     reason = source_unavailable(bundle)
-    return f"eager PyTorch skipped, so there is no 'vs eager' column: {reason}" if reason else None
+    skipped = f"{REFERENCE_TITLE} skipped, so there is no 'vs {format_table.REFERENCE}' column"
+    return f"{skipped}: {reason}" if reason else None
 
 
 def plan_bench(
@@ -188,7 +193,7 @@ def plan_bench(
         if any(from_model(e.format) for e in entries):
             from toolkit.source.rebuild import describe_source
 
-            plan.notes.append(f"rebuilding the eager model from the manifest's source: "
+            plan.notes.append(f"rebuilding the PyTorch model from the manifest's source: "
                               f"{describe_source(bundle)}")
     else:
         raise UsageError(
@@ -235,7 +240,8 @@ def _plan_file(path: Path, formats: Sequence[str] | None, precisions: Sequence[s
     plan = BenchPlan(path, list(inputs), [entry], [], device, threads)
     if formats and any(format_table.canonical(f) != fmt.name for f in formats):
         raise UsageError(f"{path}: a {path.suffix} file runs as format {fmt.name} only")
-    plan.notes.append(f"eager PyTorch skipped: a lone {path.suffix} file has no PyTorch model")
+    plan.notes.append(f"{REFERENCE_TITLE} skipped: a lone {path.suffix} file has no PyTorch "
+                      "model")
     return plan
 
 
@@ -384,9 +390,9 @@ def bench_bundle(
 ) -> list[Measurement]:
     """Time every artifact of a bundle (or one artifact file) at every batch of the sweep.
 
-    `formats` None: every artifact plus eager PyTorch (when the bundle's source can be rebuilt
-    here; a note says why not otherwise). Naming formats runs exactly those (eager still joins
-    as the reference unless `include_eager=False`); another in-process format runs only when
+    `formats` None: every artifact plus the reference (when the bundle's source can be rebuilt
+    here; a note says why not otherwise). Naming formats runs exactly those (the reference
+    still joins unless `include_eager=False`); another in-process format runs only when
     named. A backend that isn't available here (a GPU runtime on a CPU machine) is skipped with
     a note, unless it was named, which raises BackendUnavailable. Notes go to `on_note`
     (default: logging). With `save`, each artifact's latest result is written into the

@@ -15,13 +15,15 @@ from toolkit.bench.gate import Comparison
 from toolkit.bench.measurement import Measurement
 from toolkit.bundle import label_of
 from toolkit.errors import BackendUnavailable, UsageError
-from toolkit.formats import REFERENCE
+from toolkit.formats import REFERENCE, get
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.table import Table
 
 Row = Mapping[str, Any]
-EAGER = REFERENCE  # the column every speed-up is measured against
+BASELINE = REFERENCE  # the row every speed-up is measured against
+SPEEDUP = f"vs {REFERENCE}"  # its column
+REFERENCE_TITLE = get(REFERENCE).title
 
 
 # -- formatting -----------------------------------------------------------------------------
@@ -77,13 +79,13 @@ def _rows(items: Iterable[Row | Measurement], include_times: bool = False) -> li
 
 
 def speedups(rows: Sequence[Row]) -> list[float | None]:
-    """Per row: eager p50 / row p50, against the eager row of the same batch, device and
-    threads (an eager row that differs only in threads counts when it is the only one);
-    None where there is no such eager row."""
-    eager = [r for r in rows if r.get("format") == EAGER and r.get("p50_ms")]
+    """Per row: reference p50 / row p50, against the reference row of the same batch, device
+    and threads (a reference row that differs only in threads counts when it is the only one);
+    None where there is no such row."""
+    baseline = [r for r in rows if r.get("format") == BASELINE and r.get("p50_ms")]
 
     def base(r: Row) -> float | None:
-        same = [e for e in eager
+        same = [e for e in baseline
                 if (e.get("batch"), e.get("device")) == (r.get("batch"), r.get("device"))]
         exact = [e for e in same if e.get("threads") == r.get("threads")]
         pick = exact or (same if len(same) == 1 else [])
@@ -104,7 +106,7 @@ def _columns(rows: Sequence[Row]) -> list[tuple[str, bool]]:
     cols += [("batch", True), ("p50 ms", True), ("p99 ms", True)]
     if any(r.get("gpu_p50_ms") is not None for r in rows):
         cols.append(("GPU p50 ms", True))
-    cols += [("items/s", True), ("vs eager", True), ("cold start", True), ("note", False)]
+    cols += [("items/s", True), (SPEEDUP, True), ("cold start", True), ("note", False)]
     return cols
 
 
@@ -121,7 +123,7 @@ def _cells(rows: Sequence[Row]) -> list[list[str]]:
             "p99 ms": fmt_ms(row.get("p99_ms")),
             "GPU p50 ms": fmt_ms(row.get("gpu_p50_ms")),
             "items/s": fmt_rate(row.get("throughput")),
-            "vs eager": "—" if speedup is None else f"{speedup:.2f}×",
+            SPEEDUP: "—" if speedup is None else f"{speedup:.2f}×",
             "cold start": fmt_cold(row.get("cold_start_ms")),
             "note": note(row),
         }
@@ -131,7 +133,8 @@ def _cells(rows: Sequence[Row]) -> list[list[str]]:
 
 # -- bench rows -----------------------------------------------------------------------------
 def bench_table(items: Iterable[Row | Measurement], *, title: str | None = None) -> Table:
-    """A rich Table of bench rows: latency, throughput, speed-up against eager, cold start."""
+    """A rich Table of bench rows: latency, throughput, speed-up against the reference, cold
+    start."""
     from rich.table import Table
 
     rows = _rows(items)
@@ -184,7 +187,8 @@ def bench_markdown(
     parts = [f"# {title}", "", _md_table(header, _cells(rows), right), ""]
     parts.append(
         "Latencies are per call (one batch) in milliseconds; items/s is batch / mean latency; "
-        "“vs eager” is eager PyTorch p50 / this p50 at the same batch and device."
+        f"“{SPEEDUP}” is the reference's ({REFERENCE_TITLE}) p50 / this p50 at the same batch "
+        "and device."
         + (" GPU p50 is device time alone (CUDA events)." if "GPU p50 ms" in header else "")
     )
     flagged = [r for r in rows if note(r)]

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from toolkit import formats as format_table
 from toolkit.bench.options import BenchOptions
 from toolkit.cli import options as opt
 from toolkit.cli.console import (
@@ -49,9 +50,11 @@ def bench_command(
     ] = None,
     trust_checkpoint: opt.TrustCheckpoint = False,
     allow_modified: opt.AllowModified = False,
-    eager: Annotated[bool, typer.Option(
-        "--eager/--no-eager", help="Also time eager PyTorch, rebuilt from the manifest's "
-        "source (imports its factory or checkpoint class; same as --format eager,...).")
+    with_reference: Annotated[bool, typer.Option(
+        f"--{format_table.REFERENCE}/--no-{format_table.REFERENCE}",
+        help="Also time the reference (the PyTorch model), rebuilt from the manifest's source "
+        f"(imports its factory or checkpoint class; same as --format {format_table.REFERENCE}"
+        ",...).")
     ] = False,
     on: opt.On = None,
     targets: opt.TargetsFile = None,
@@ -63,7 +66,6 @@ def bench_command(
 
         return on_devices(ctx, Path(target), on, targets, parallel, json_path)
     from toolkit import bench as tb
-    from toolkit import formats as format_table
     from toolkit.bench.driver import environment, plan_bench, run_plan
     from toolkit.errors import UsageError
 
@@ -80,7 +82,7 @@ def bench_command(
 
     with reading(target):  # an export running meanwhile is waited for
         plan = plan_bench(target, formats=formats, precisions=split_list(precision) or None,
-                          device=device, timing=timing, include_eager=eager,
+                          device=device, timing=timing, include_eager=with_reference,
                           trust_checkpoint=trust_checkpoint, allow_modified=allow_modified)
 
         console.print(

@@ -20,7 +20,7 @@ def verify_command(
     format: opt.Formats = None,
     precision: opt.Precisions = None,
     against: Annotated[str | None, typer.Option(
-        help="Compare with live eager PyTorch from this SOURCE (.ckpt or factory).")] = None,
+        help="Compare with the live PyTorch model from this SOURCE (.ckpt or factory).")] = None,
     model: opt.ModelClass = None,
     model_arg: opt.ModelArgs = None,
     reference: Annotated[str | None, typer.Option(

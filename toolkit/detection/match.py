@@ -20,7 +20,7 @@ What is judged:
 - an unmatched detection is *borderline*, and tolerated, when its score is within score_margin of
   a cut: the score threshold, or the lowest score of the other set when that set is full (K rows).
   Two different boxes that are both borderline are never judged as a pair (random-weight Faster
-  R-CNN scores all 100 detections within 1e-8, so ONNX Runtime and eager keep 1-7 different,
+  R-CNN scores all 100 detections within 1e-8, so a runtime and PyTorch keep 1-7 different,
   overlapping boxes at the cut). Any other unmatched detection is a lost object (missing) or an
   extra one; a lost object with a same-place detection of another label is a changed label;
 - nothing judged is `vacuous`: no reference detection, or only borderline ones (a random-weight

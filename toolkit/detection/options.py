@@ -199,7 +199,7 @@ class DetectionOptions:
 
 def options_from_record(info: Mapping[str, Any] | None) -> DetectionOptions:
     """The options that made a bundle's detector, from its manifest's `detection` record, so
-    the eager reference rebuilt later (verify --against, bench eager) is wrapped the same."""
+    the reference rebuilt later (verify --against, bench's reference row) is wrapped the same."""
     if not info:
         return DetectionOptions(task="none")
     nms = info.get("nms")

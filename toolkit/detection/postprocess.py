@@ -60,7 +60,7 @@ def pad_detections(
 
 
 def looks_like_torchvision_detections(output: Any) -> bool:
-    """True when an eager output is torchvision's: a non-empty list of dicts of tensors with
+    """True when the model's own output is torchvision's: a non-empty list of dicts of tensors with
     `boxes` [n,4], `scores` [n] and `labels` [n] (extra keys, e.g. masks, are allowed)."""
     if not isinstance(output, (list, tuple)) or not output:
         return False
@@ -78,7 +78,7 @@ def looks_like_torchvision_detections(output: Any) -> bool:
 
 
 class _ListOfDicts(nn.Module):
-    """Calls a model that returns list[dict[str, Tensor]] in eager and scripted code alike."""
+    """Calls a model that returns list[dict[str, Tensor]] in Python and scripted code alike."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -90,7 +90,7 @@ class _ListOfDicts(nn.Module):
 
 class _LossesAndDetections(nn.Module):
     """torchvision's own detectors: scripted, they return (losses, detections) whatever the
-    mode (`eager_outputs` is skipped under scripting); eager, only the detections."""
+    mode (`eager_outputs` is skipped under scripting); in Python, only the detections."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -109,7 +109,7 @@ class TorchvisionDetectionAdapter(nn.Module):
     image's detections to K. Boxes come back in input pixels: torchvision's transform resizes
     internally and maps the boxes back to the original size itself.
 
-    Routes: eager; `torch.jit.script(adapter)`; the legacy tracing exporter with a
+    Routes: called in Python; `torch.jit.script(adapter)`; the legacy tracing exporter with a
     static batch (tracing unrolls the loop over images). For a dynamic batch in ONNX use
     `export_module(...)` (see `DynamicBatchLoop`).
     """
@@ -253,7 +253,7 @@ def _tv_nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 
 
 class _OnnxNonMaxSuppression(torch.autograd.Function):
-    """Eager: `_select_reference`. Under the legacy tracing exporter: one standard
+    """In Python: `_select_reference`. Under the legacy tracing exporter: one standard
     `NonMaxSuppression` node on boxes [B,N,4] and scores [B,C,N], which GPU runtimes' parsers map
     to their NMS layer. Same (image, class, box) rows either way."""
 
@@ -353,7 +353,7 @@ class ClassAwareNMS(nn.Module):
     """Raw-head outputs -> the contract: `forward(boxes [B,N,4] xyxy, scores [B,N,C])`.
 
     Class-aware NMS per image (a box may be kept once per class, like ONNX
-    `NonMaxSuppression`), then the top K per image by score. Eager and scripted it runs
+    `NonMaxSuppression`), then the top K per image by score. In Python and scripted it runs
     torchvision's NMS; the legacy tracing exporter writes one `NonMaxSuppression`
     node; the batch stays dynamic in both.
 

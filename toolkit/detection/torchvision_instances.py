@@ -42,7 +42,7 @@ MASK_STRIDE = 1
 
 
 def instance_kinds(output: Any) -> tuple[str, ...]:
-    """Which extras a torchvision eager output carries, in output order: 'masks' when every
+    """Which extras a torchvision model's own output carries, in output order: 'masks' when every
     dict has `masks` [n,1,H,W], 'keypoints' when every dict has `keypoints` [n,P,3] (n the
     dict's box count). () for anything else, a plain detector's output included."""
     if not looks_like_torchvision_detections(output):
@@ -102,7 +102,7 @@ class TorchvisionInstanceAdapter(nn.Module):
     contract tensors, then the extras named in `extras` (a non-empty subset of EXTRA_KINDS,
     e.g. `instance_kinds(model(list(images)))`), in EXTRA_KINDS order.
 
-    Routes: eager; `torch.jit.script(adapter)`; the legacy tracing exporter through
+    Routes: called in Python; `torch.jit.script(adapter)`; the legacy tracing exporter through
     `export_module(example)`, which keeps the batch dynamic. Constructing this class returns
     the subclass of the right arity (scripting needs a fixed tuple type)."""
 

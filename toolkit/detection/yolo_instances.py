@@ -4,7 +4,7 @@ The raw prediction of these heads (`export=True`) is one tensor [B, 4+C+E, N]: c
 in input pixels, C class scores (sigmoids), then E per-anchor extras: 32 mask coefficients
 (Segment, with prototypes [B,32,H/4,W/4] as a second output), P x 3 decoded keypoints
 (Pose: x, y in input pixels, a sigmoid score), or one angle (OBB). Post-processing goes in
-the graph, the same module being the eager reference, in float32 whatever the network's
+the graph, the same module being the reference, in float32 whatever the network's
 precision (everything after the selection ops stays fp32, and INT8 never quantises it):
 
 - Segment: class-aware NMS as for Detect, then each kept detection's mask assembled as

@@ -1,4 +1,5 @@
-"""Golden samples: the inputs every artifact is checked on, with the eager outputs for them."""
+"""Golden samples: the inputs every artifact is checked on, with the PyTorch model's outputs for
+them."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def largest_judged_batch(specs: Any, rng: tuple[int, int, int], at: str = "opt")
 
 #: a detector's golden images are chosen from up to this many batches of each data set given
 POOL_BATCHES = 16
-#: ... and from at most this many images (each is run once through the eager model)
+#: ... and from at most this many images (each is run once through the PyTorch model)
 POOL_IMAGES = 128
 
 
@@ -109,7 +110,7 @@ def detecting_example(loaded: Any, real: dict[str, Any] | None,
 
 
 def _checked_run(loaded: Any, feed: dict[str, Any]) -> dict[str, Any]:
-    """Eager detections, refused when their boxes are plainly not input pixels."""
+    """The PyTorch model's detections, refused when their boxes are plainly not input pixels."""
     import numpy as np
 
     from toolkit.detection.match import check_pixel_boxes

@@ -9,5 +9,5 @@ FORMAT = Format(
     aliases=("pytorch", "torch"),
     description="the PyTorch model itself (the reference; not an export format)",
     runs_from="model",
-    runner="toolkit.runtime.eager:open_model",
+    runner="toolkit.backends.eager.runner:open_model",
 )

@@ -1,7 +1,7 @@
 """Run artifacts on samples and compare them with a reference: the parity gate's orchestration.
 
 The comparison itself lives in `parity` (no backend); this module picks the runner, the
-samples (golden, plus real data) and the reference (golden outputs, live eager PyTorch, or
+samples (golden, plus real data) and the reference (golden outputs, the live PyTorch model, or
 another artifact), and records the verdict in the manifest.
 """
 
@@ -33,8 +33,8 @@ Feed = dict[str, np.ndarray]
 class Reference:
     """Where expected outputs come from.
 
-    Golden samples use the stored eager outputs unless `live_for_golden`; real-data samples
-    need a live runner (eager PyTorch from --against or the bundle's source, or another
+    Golden samples use the stored reference outputs unless `live_for_golden`; real-data samples
+    need a live runner (the PyTorch model from --against or the bundle's source, or another
     artifact with --reference).
     """
 
@@ -162,7 +162,7 @@ def strip_wrapper_prefix(name: str | None, inner: str = "") -> str | None:
 def localize_failure(bundle: Bundle, record: ArtifactRecord, feed: Feed, *, model: Any = None,
              reference_record: ArtifactRecord | None = None, tolerances: Any = None) -> Any:
     """First diverging node of a failing artifact whose format can say (a `localize` hook),
-    against eager PyTorch (preferred) or another file of the same graph (e.g. fp32 for an
+    against the PyTorch model (preferred) or another file of the same graph (e.g. fp32 for an
     fp16 artifact)."""
     declared = format_table.get(record.format)
     if declared.localize is None:
@@ -230,13 +230,13 @@ class Check:
 @dataclass
 class VerifyPlan:
     """Everything decided before anything runs: the targets, the reference and the samples.
-    Bad options fail here, in a second; the eager model is rebuilt here, once."""
+    Bad options fail here, in a second; the PyTorch model is rebuilt here, once."""
 
     bundle: Bundle
     checks: list[Check]
     reference: Reference
     reference_record: ArtifactRecord | None = None
-    live_model: Any = None  # eager PyTorch, from --against or the bundle's source
+    live_model: Any = None  # the PyTorch model, from --against or the bundle's source
     feeds: list[Feed] = field(default_factory=list)  # --data batches
     device: str = "cpu"
     localize: bool = False
@@ -282,7 +282,7 @@ def plan_verify(
     in_process = any(isinstance(t, InProcessTarget) for t in targets)
     if against or in_process:
         if not against:  # asked for by name: the manifest's source is imported, and said so
-            plan.notes.append(f"rebuilding the eager model from the manifest's source: "
+            plan.notes.append(f"rebuilding the PyTorch model from the manifest's source: "
                               f"{describe_source(bundle)}")
         try:
             plan.live_model = reference_model(bundle, against=against, model_ref=model,
@@ -403,7 +403,7 @@ def verify_bundle(
     allow_modified: bool = False,
 ) -> VerifyOutcome:
     """The parity gate over a bundle's artifacts; mirrors `toolkit verify`: plan (targets,
-    reference, samples; the eager model rebuilt once), then run and compare, then record.
+    reference, samples; the PyTorch model rebuilt once), then run and compare, then record.
     Holds the bundle's shared lock: an export running meanwhile is waited for, not read
     half-way."""
     from toolkit.transaction import reading

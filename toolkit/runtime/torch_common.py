@@ -94,3 +94,18 @@ def load_custom_ops() -> None:
 
     if importlib.util.find_spec("torchvision") is not None:
         import torchvision  # noqa: F401 - registers torchvision::* ops a saved program calls
+
+
+class ModelRunner(TorchRunner):
+    """Runs the source model itself, in-process (a `runs_from='model'` format's runner)."""
+
+    def __init__(self, model: Any, **kwargs: Any) -> None:
+        super().__init__(inputs=model.inputs, outputs=model.outputs, **kwargs)
+        self.model = model
+
+    def _load(self) -> Callable[..., Any]:
+        return self.model.flat.to(self.device).eval()
+
+    def _deactivate_impl(self) -> None:
+        self.model.module.to("cpu")
+        super()._deactivate_impl()

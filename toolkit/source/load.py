@@ -246,7 +246,7 @@ def load_model(
         try:
             # Seeded: a factory's random weights are the same on every call, so the same
             # command builds the same model (a second `export --to ...` joins the bundle,
-            # an eager rebuild matches it); the caller's own RNG state is left as it was.
+            # a rebuild of the model matches it); the caller's own RNG state is left as it was.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(FACTORY_SEED)
                 module = factory(**(model_args or {}))

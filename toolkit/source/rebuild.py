@@ -1,4 +1,4 @@
-"""Rebuild the eager PyTorch model a bundle came from, when its source is on this machine."""
+"""Rebuild the PyTorch model a bundle came from, when its source is on this machine."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ MODEL_SOURCES = ("lightning-checkpoint", "factory")
 
 
 def describe_source(bundle: Bundle) -> str:
-    """What rebuilding the eager model would import or read, in the user's words."""
+    """What rebuilding the PyTorch model would import or read, in the user's words."""
     source = bundle.manifest.source
     kind = source.kind or "unknown"
     if kind == "factory":
@@ -30,7 +30,7 @@ def _in_process() -> str:
 
 
 def source_unavailable(bundle: Bundle) -> str | None:
-    """Why the bundle's eager model can't be rebuilt on this machine (None when it can)."""
+    """Why the bundle's PyTorch model can't be rebuilt on this machine (None when it can)."""
     source = bundle.manifest.source
     kind = source.kind
     if kind not in MODEL_SOURCES:
@@ -58,7 +58,7 @@ def _torch_importable() -> bool:
 
 
 def source_model(bundle: Bundle, *, trust_checkpoint: bool = False) -> Any:
-    """The eager model a bundle came from (needs its checkpoint or factory here).
+    """The PyTorch model a bundle came from (needs its checkpoint or factory here).
 
     Trust comes only from the caller's own command line (`--trust-checkpoint`), never from
     the manifest: a bundle is input nobody here wrote, and may point at any checkpoint."""
@@ -67,7 +67,7 @@ def source_model(bundle: Bundle, *, trust_checkpoint: bool = False) -> Any:
         raise UsageError(reason)
     from toolkit.environment import require_module
 
-    require_module("torch", "rebuilding the eager model")
+    require_module("torch", "rebuilding the PyTorch model")
     from toolkit.source.load import load_model
     from toolkit.source.model_args import parse_model_args
 
@@ -97,7 +97,7 @@ def as_bundle_model(bundle: Bundle, loaded: Any) -> Any:
 
 def reference_model(bundle: Bundle, *, against: str | None = None, model_ref: str | None = None,
                     model_args: Any = (), trust_checkpoint: bool = False) -> Any:
-    """The eager model parity is judged against, wrapped as the bundle's artifacts are: from
+    """The PyTorch model parity is judged against, wrapped as the bundle's artifacts are: from
     `against` (a checkpoint or factory the user names), else from the manifest's source."""
     if not against:
         return source_model(bundle, trust_checkpoint=trust_checkpoint)

@@ -146,7 +146,7 @@ class LoadedModel:
             return self._call(feed)
 
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Eager forward on numpy inputs; outputs keyed by their flattened names."""
+        """The forward pass on numpy inputs; outputs keyed by their flattened names."""
         with torch.inference_mode():
             return {name: to_numpy(t) for name, t in flatten_outputs(self._call(feed))}
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from toolkit.runtime.eager import EagerRunner
+from toolkit.runtime.torch_common import ModelRunner
 
 
-class CompiledRunner(EagerRunner):
+class CompiledRunner(ModelRunner):
     format = "compile"
 
     def __init__(self, model: Any, *, mode: str | None = None, **kwargs: Any) -> None:

@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from toolkit.backends.onnx import nms as _onnx_nms  # noqa: F401 - registers ONNX's NMS node
 from toolkit.demo.detection_data import NUM_CLASSES, make_detection_data
 from toolkit.detection.match import pairwise_iou as _iou
 from toolkit.detection.postprocess import (

@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from toolkit.backends.onnx import nms as _onnx_nms  # noqa: F401 - registers ONNX's NMS node
 from toolkit.demo.liven import liven
 from toolkit.detection.match import pairwise_iou as _iou
 from toolkit.detection.postprocess import (

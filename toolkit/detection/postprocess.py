@@ -8,12 +8,13 @@ with rows past num_detections zero and K = max_detections. Two kinds of model ar
 - `TorchvisionDetectionAdapter`: models that run their own post-processing and follow
   torchvision's convention, `forward(list[Tensor CHW]) -> list[dict(boxes, scores, labels)]`.
 - `RawHeadNMS`: raw-head (YOLO-style) models returning `boxes` [B,N,4] and `scores` [B,N,C];
-  class-aware NMS is appended, exported to ONNX as the standard `NonMaxSuppression` op.
+  class-aware NMS is appended; an exporter with a graph NMS operator puts that in instead
+  (`GRAPH_NMS`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -110,7 +111,7 @@ class TorchvisionDetectionAdapter(nn.Module):
     internally and maps the boxes back to the original size itself.
 
     Routes: called in Python; `torch.jit.script(adapter)`; the legacy tracing exporter with a
-    static batch (tracing unrolls the loop over images). For a dynamic batch in ONNX use
+    static batch (tracing unrolls the loop over images). For a dynamic batch under that exporter use
     `export_module(...)` (see `DynamicBatchLoop`).
     """
 
@@ -135,7 +136,7 @@ class TorchvisionDetectionAdapter(nn.Module):
     def export_module(self, example: Tensor) -> nn.Module:
         """A module for `torch.onnx.export(..., dynamo=False)` with a dynamic batch: the
         per-image model traced at `example[0]`, inside a scripted loop over the batch (which
-        the exporter turns into an ONNX `Loop`). Same outputs as `self(images)`."""
+        the exporter turns into a graph loop). Same outputs as `self(images)`."""
         return DynamicBatchLoop.from_single(self.single_image(), example)
 
 
@@ -170,8 +171,8 @@ class DynamicBatchLoop(nn.Module):
     """Runs a per-image module over the batch in a scripted loop.
 
     The legacy tracing exporter (dynamo=False) unrolls Python loops when it traces, fixing the
-    batch; a scripted loop becomes an ONNX `Loop` whose trip count is the batch size. The per-image
-    module is traced (torchvision's detectors take their ONNX-friendly paths when traced).
+    batch; a scripted loop becomes a graph loop whose trip count is the batch size. The per-image
+    module is traced (torchvision's detectors take their export-friendly paths when traced).
     Script this module (`torch.jit.script`) and export the ScriptModule.
     """
 
@@ -217,7 +218,7 @@ def _select_reference(
     boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float
 ) -> Tensor:
     """Class-aware, per-image NMS -> selected [S,3] int64 rows (image, class, box), the
-    semantics of ONNX `NonMaxSuppression` (score > threshold; suppress when IoU > threshold).
+    semantics graph NMS operators share (score > threshold; suppress when IoU > threshold).
 
     boxes [B,N,4] xyxy; scores [B,N,C]. One `torchvision.ops.nms` call on boxes offset per
     (image, class) group: torchvision's `batched_nms` would branch on the box count, a guard
@@ -252,39 +253,19 @@ def _tv_nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     return torch.ops.torchvision.nms(boxes, scores, iou_threshold)
 
 
-class _OnnxNonMaxSuppression(torch.autograd.Function):
-    """In Python: `_select_reference`. Under the legacy tracing exporter: one standard
-    `NonMaxSuppression` node on boxes [B,N,4] and scores [B,C,N], which GPU runtimes' parsers map
-    to their NMS layer. Same (image, class, box) rows either way."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, boxes: Tensor, scores: Tensor, max_per_class: int, iou: float, score: float
-    ) -> Tensor:
-        return _select_reference(boxes, scores, iou, score)
-
-    @staticmethod
-    def symbolic(
-        g: Any, boxes: Any, scores: Any, max_per_class: int, iou: float, score: float
-    ) -> Any:
-        scores_bcn = g.op("Transpose", scores, perm_i=[0, 2, 1])
-        return g.op(
-            "NonMaxSuppression", boxes, scores_bcn,
-            g.op("Constant", value_t=torch.tensor([max_per_class], dtype=torch.int64)),
-            g.op("Constant", value_t=torch.tensor([iou], dtype=torch.float32)),
-            g.op("Constant", value_t=torch.tensor([score], dtype=torch.float32)),
-            center_point_box_i=0,  # corners; IoU is the same for xyxy and ONNX's yxyx
-        )
+#: NMS a format's exporter puts in its graph instead of `_select_reference` while it traces:
+#: name -> (is this exporter tracing now?, (boxes, scores, max_per_class, iou, score) -> the
+#: same [S,3] rows). A backend registers its own (its nms.py) when it is imported.
+GRAPH_NMS: dict[str, tuple[Callable[[], bool], Callable[..., Tensor]]] = {}
 
 
 def _select(
     boxes: Tensor, scores: Tensor, max_per_class: int, iou_threshold: float,
     score_threshold: float,
 ) -> Tensor:
-    if torch.onnx.is_in_onnx_export():
-        return _OnnxNonMaxSuppression.apply(
-            boxes, scores, max_per_class, iou_threshold, score_threshold
-        )
+    for tracing, graph_nms in GRAPH_NMS.values():
+        if tracing():
+            return graph_nms(boxes, scores, max_per_class, iou_threshold, score_threshold)
     return _select_reference(boxes, scores, iou_threshold, score_threshold)
 
 
@@ -352,8 +333,8 @@ def gather_selected(selected: Tensor, scores: Tensor, features: Tensor,
 class ClassAwareNMS(nn.Module):
     """Raw-head outputs -> the contract: `forward(boxes [B,N,4] xyxy, scores [B,N,C])`.
 
-    Class-aware NMS per image (a box may be kept once per class, like ONNX
-    `NonMaxSuppression`), then the top K per image by score. In Python and scripted it runs
+    Class-aware NMS per image (a box may be kept once per class, like the graph
+    NMS operators), then the top K per image by score. In Python and scripted it runs
     torchvision's NMS; the legacy tracing exporter writes one `NonMaxSuppression`
     node; the batch stays dynamic in both.
 

@@ -147,9 +147,9 @@ class TorchvisionInstanceAdapter(nn.Module):
 
     def export_module(self, example: Tensor) -> nn.Module:
         """A ScriptModule for `torch.onnx.export(..., dynamo=False)` with a dynamic batch: the
-        per-image model traced at `example[0]` (torchvision takes its ONNX paths when traced:
+        per-image model traced at `example[0]` (torchvision takes its export paths when traced:
         `_onnx_paste_masks_in_image_loop`, `_onnx_heatmaps_to_keypoints_loop`) inside a
-        scripted loop over the batch (an ONNX `Loop`). Same outputs as `self(images)`."""
+        scripted loop over the batch (a graph loop). Same outputs as `self(images)`."""
         with warnings.catch_warnings():
             # the tracer warns about shape arithmetic that is, by construction, shape-generic
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -190,7 +190,7 @@ class _SingleImage(nn.Module):
 
 class _OneExtraLoop(nn.Module):
     """The traced per-image module over the batch in a scripted loop (see DynamicBatchLoop,
-    postprocess.py): an ONNX `Loop` whose trip count is the batch."""
+    postprocess.py): a graph loop whose trip count is the batch."""
 
     def __init__(self, per_image: nn.Module) -> None:
         super().__init__()
@@ -278,7 +278,7 @@ class _NamedBase(nn.Module):
         self.inner = inner
 
     def toolkit_legacy_onnx_module(self, example: Tensor) -> nn.Module:
-        """What the legacy tracing exporter traces instead of this module (export.onnx
+        """What the legacy tracing exporter traces instead of this module (the exporter
         looks this hook up): the scripted loop over the batch, same outputs in the same
         order."""
         return self.inner.export_module(example)
@@ -310,5 +310,5 @@ _NAMED: dict[tuple[str, ...], type[_NamedBase]] = {
 def named_instances(adapter: TorchvisionInstanceAdapter) -> nn.Module:
     """The adapter with named outputs (num_detections, boxes, scores, labels, masks and/or
     keypoints) and the `toolkit_legacy_onnx_module` hook, as source.detection's `_Contract`
-    gives the plain adapter: scriptable; the ONNX exporter gets the dynamic-batch loop."""
+    gives the plain adapter: scriptable; the legacy exporter gets the dynamic-batch loop."""
     return _NAMED[tuple(adapter.extras)](adapter)

@@ -12,10 +12,11 @@ precision (everything after the selection ops stays fp32, and INT8 never quantis
   zero outside the box (a cell is inside when its top-left input pixel lies in the box).
 - Pose: class-aware NMS, then each kept detection's keypoints [P,3] (a [P,2] skeleton gets
   a score column of ones).
-- OBB: rotated NMS out of standard ops (ONNX has no rotated NMS): Ultralytics' own, a fast
-  NMS by probabilistic IoU (Llerena et al. 2021, the Hellinger distance of the boxes'
-  Gaussians): a candidate is dropped when any higher-scoring candidate of its class overlaps
-  it over the threshold, whether or not that one was itself dropped. It runs over the
+- OBB: rotated NMS out of standard ops (graph formats have no rotated NMS operator):
+  Ultralytics' own, a fast NMS by probabilistic IoU (Llerena et al. 2021, the Hellinger
+  distance of the boxes' Gaussians): a candidate is dropped when any higher-scoring
+  candidate of its class overlaps it over the threshold, whether or not that one was itself
+  dropped. It runs over the
   `candidates` best scores of each image (a [M,M] IoU matrix); `boxes` is then the
   axis-aligned box enclosing each rotated one.
 """

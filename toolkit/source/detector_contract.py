@@ -4,7 +4,7 @@
 - torchvision's convention (`list[dict(boxes, scores, labels)]`, found automatically):
   `TorchvisionDetectionAdapter` feeds the list from a batched tensor and pads to K;
 - raw heads (`boxes` [B,N,4], `scores` [B,N,C]) with `--nms`: class-aware NMS appended
-  (ONNX `NonMaxSuppression`), the same module being the reference;
+  (a graph NMS operator where the exporter has one), the same module being the reference;
 - a model that already returns the contract (`--task detection`) is taken as it is.
 The result is a LoadedModel whose outputs are named num_detections, boxes, scores, labels, and
 a `detection` record for the manifest (convention, K, score threshold, NMS).

@@ -93,6 +93,8 @@ def _export_legacy(model: LoadedModel, dest: Path, opset: int | None) -> None:
 
 def export_onnx(model: LoadedModel, dest: Path, *, opset: int | None = None) -> dict[str, Any]:
     """Write `dest`; returns record fields (exporter used, opset, nodes, fallback reason)."""
+    from toolkit.backends.onnx import nms  # noqa: F401 - puts ONNX's NMS node in detectors
+
     with lightning_export_mode(model.module):
         return _export_onnx(model, dest, opset)
 

@@ -18,31 +18,42 @@ os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
 @pytest.fixture(scope="session")
 def two_io_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One checkpoint for all workers (`shared_dir`)."""
     import torch
 
     from tests.models import TwoInTwoOut, save_checkpoint
 
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "two_io.ckpt"
-    save_checkpoint(TwoInTwoOut(hidden=16, scale=2.5), path)
+    root, lock = shared_dir(tmp_path_factory, "two_io_ckpt")
+    path = root / "two_io.ckpt"
+    with lock:
+        if not path.is_file():
+            root.mkdir(exist_ok=True)
+            torch.manual_seed(0)
+            save_checkpoint(TwoInTwoOut(hidden=16, scale=2.5), path)
     return path
 
 
 @pytest.fixture(scope="session")
 def two_io_bundle(two_io_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The checkpoint exported to onnx, torchscript, pt2 and openvino once (pt2 compiles
-    ~20-60 s)."""
-
+    """The checkpoint exported to every saved format this machine runs, once for all workers
+    (`shared_dir`; pt2 and ExecuTorch compile for tens of seconds). Readers share it; a test
+    that changes a bundle works on a copy."""
+    from toolkit import formats
     from toolkit.export.pipeline import export
 
-    out = tmp_path_factory.mktemp("bundles") / "two_io"
-    from toolkit import formats
-
-    # every saved format this machine runs (the extras installed), a GPU's engines aside
-    targets = [f.name for f in formats.exportable() if f.saved and f.installed
-               and not (f.triton and f.triton.gpu)]
-    result = export(str(two_io_checkpoint), targets, out, model="tests.models:TwoInTwoOut")
-    assert result.exit_code == 0, result.to_dict()
+    root, lock = shared_dir(tmp_path_factory, "two_io_bundle")
+    out = root / "two_io"
+    with lock:
+        if not (root / "done").is_file():
+            root.mkdir(exist_ok=True)
+            # every saved format this machine runs (the extras installed), a GPU's engines
+            # aside
+            targets = [f.name for f in formats.exportable() if f.saved and f.installed
+                       and not (f.triton and f.triton.gpu)]
+            result = export(str(two_io_checkpoint), targets, out,
+                            model="tests.models:TwoInTwoOut", force=True)
+            assert result.exit_code == 0, result.to_dict()
+            (root / "done").write_text("")
     return out
 
 

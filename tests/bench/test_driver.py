@@ -100,14 +100,16 @@ def test_cli_writes_json_markdown_plot_and_manifest(bundle: Path, tmp_path: Path
     assert set(info["reference_bench"]["eager"]["p50_ms"]) == {"1", "4"}
 
 
-def test_baseline_twice_as_fast_fails_the_gate(bundle: Path, tmp_path: Path) -> None:
+def test_a_baseline_ten_times_as_fast_fails_the_gate(bundle: Path, tmp_path: Path) -> None:
+    # ten times, not twice: this model runs in microseconds, where a loaded machine swings a
+    # p50 by 2x between two runs (a fresh-clone run saw +2.7% against a halved baseline)
     first = tmp_path / "first.json"
     args = [bundle, "--format", "onnx", "--no-eager", "--batch", "2", *FAST]
     assert invoke(*args, "--json", first).exit_code == 0
 
     doc = json.loads(first.read_text())
     for row in doc["results"]:
-        row["p50_ms"] /= 2
+        row["p50_ms"] /= 10
     fast = tmp_path / "fast.json"
     fast.write_text(json.dumps(doc))
     slower = invoke(*args, "--baseline", fast, "--fail-if-slower", "5%")

@@ -30,6 +30,7 @@ import numpy as np
 from toolkit import formats as format_table
 from toolkit.bench.measurement import Measurement
 from toolkit.bench.options import BenchOptions
+from toolkit.bench.render import REFERENCE_TITLE, SPEEDUP
 from toolkit.bench.timer import measure, time_once
 from toolkit.bundle import Bundle, artifact_label, now, record_results
 from toolkit.errors import BackendUnavailable, ToolkitError, UsageError, first_line
@@ -50,9 +51,6 @@ SWEEP_CAP = 8
 
 ResultCallback = Callable[[Measurement], None]
 NoteCallback = Callable[[str], None]
-
-#: how notes name the reference every speed-up is measured against
-REFERENCE_TITLE = format_table.get(format_table.REFERENCE).title
 
 
 # -- what to run -----------------------------------------------------------------------------
@@ -161,7 +159,7 @@ def _eager_note(bundle: Bundle) -> str | None:
     from toolkit.source.rebuild import source_unavailable
 
     reason = source_unavailable(bundle)
-    skipped = f"{REFERENCE_TITLE} skipped, so there is no 'vs {format_table.REFERENCE}' column"
+    skipped = f"{REFERENCE_TITLE} skipped, so there is no '{SPEEDUP}' column"
     return f"{skipped}: {reason}" if reason else None
 
 

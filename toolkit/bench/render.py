@@ -21,8 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from rich.table import Table
 
 Row = Mapping[str, Any]
-BASELINE = REFERENCE  # the row every speed-up is measured against
-SPEEDUP = f"vs {REFERENCE}"  # its column
+SPEEDUP = f"vs {REFERENCE}"  # the column of speed-ups against the reference row
 REFERENCE_TITLE = get(REFERENCE).title
 
 
@@ -82,7 +81,7 @@ def speedups(rows: Sequence[Row]) -> list[float | None]:
     """Per row: reference p50 / row p50, against the reference row of the same batch, device
     and threads (a reference row that differs only in threads counts when it is the only one);
     None where there is no such row."""
-    baseline = [r for r in rows if r.get("format") == BASELINE and r.get("p50_ms")]
+    baseline = [r for r in rows if r.get("format") == REFERENCE and r.get("p50_ms")]
 
     def base(r: Row) -> float | None:
         same = [e for e in baseline

@@ -277,12 +277,17 @@ def help_text(formats: Iterable[Format] | None = None) -> str:
     return ", ".join("|".join((f.name, *f.aliases[:2])) for f in formats or TABLE.values())
 
 
-def lone_files() -> str:
-    """'an .onnx or .pte file': the files that say their own inputs (a `describe` hook), so
-    they run and bench outside a bundle."""
-    suffixes = [f.suffix for f in TABLE.values() if f.describe and f.suffix]
+def files_with(hook: str) -> str:
+    """'an .onnx or .pte file': the files of the formats that have `hook`, for messages."""
+    suffixes = [f.suffix for f in TABLE.values() if getattr(f, hook) and f.suffix]
     article = "an" if suffixes and suffixes[0][1:2] in "aeiou" else "a"
     return f"{article} {' or '.join(suffixes)} file" if suffixes else "a model file"
+
+
+def lone_files() -> str:
+    """The files that say their own inputs (a `describe` hook), so they run and bench outside
+    a bundle."""
+    return files_with("describe")
 
 
 def source_file_format(suffix: str) -> Format | None:

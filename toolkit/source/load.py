@@ -64,17 +64,10 @@ def source_kind(source: str) -> str:
     if path.exists():
         return "checkpoint"
     raise UsageError(
-        f"source '{source}' not found: give a .ckpt file, {_model_files()}, a bundle "
-        "directory or a factory such as torchvision.models:resnet18"
+        f"source '{source}' not found: give a .ckpt file, "
+        f"{formats.files_with('source_file')}, a bundle directory or a factory such as "
+        "torchvision.models:resnet18"
     )
-
-
-def _model_files() -> str:
-    """'a .<suffix> file': the model files a bundle can start from, from the format table."""
-    from toolkit import formats
-
-    suffixes = [f.suffix for f in formats.all_formats() if f.source_file]
-    return " or ".join(f"a {s} file" for s in suffixes) or "a model file"
 
 
 # -- inputs ---------------------------------------------------------------------------------

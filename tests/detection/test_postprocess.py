@@ -184,6 +184,17 @@ def test_onnx_adapter_has_a_dynamic_batch_and_matches_eager(
     assert _matched_fraction([t[1:2] for t in detector["ref"]], out1) >= 0.95
 
 
+def test_torch_export_fails_where_the_adapters_say_it_does(images: torch.Tensor) -> None:
+    """The adapters declare that torch.export can't take them, so the ONNX route goes to the
+    tracing exporter at once and pt2 stops before a trace: checked here against torch itself,
+    at a fixed batch, so the declaration goes when upstream lifts the limit. (SSDlite: the
+    cheapest of the three; their batched_nms is one torchvision function.)"""
+    adapter = TorchvisionDetectionAdapter(_build("ssdlite320_mobilenet_v3_large").eval(), K)
+    assert "batched_nms" in adapter.toolkit_torch_export_limit
+    with pytest.raises(Exception, match="data-dependent"):
+        torch.export.export(adapter, (images[:1],))
+
+
 def test_adapter_rejects_a_bad_max_detections() -> None:
     with pytest.raises(UsageError, match="max_detections"):
         TorchvisionDetectionAdapter(nn.Identity(), max_detections=0)

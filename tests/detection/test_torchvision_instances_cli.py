@@ -32,6 +32,9 @@ def test_torchvision_instances_export_and_are_judged(tmp_path, factory, output, 
     assert [o["name"] for o in manifest["outputs"]][-1] == output
     assert manifest["detection"]["instances"]["output"] == output
     assert "the contract plus" in text and "torchvision" in text
+    # torch.export can't take it (the adapter says so): the tracing exporter at once, said
+    assert manifest["artifacts"][0]["exporter"] == "torch.onnx torchscript (fallback)"
+    assert "can't take this model (torchvision's batched_nms" in text
     parity = manifest["artifacts"][0]["parity"]["instances"]
     assert parity["passed"] and parity["judged"] > 10 and measure in parity["worst"]
     if output == "masks":

@@ -103,6 +103,14 @@ class _LossesAndDetections(nn.Module):
         return self.model(images)
 
 
+#: Why torch.export can't take a torchvision detector, whatever the batch (tested against torch,
+#: so the claim goes when upstream lifts it): the adapters declare it, and the routes through
+#: torch.export stop at once instead of after a trace bound to fail.
+TORCHVISION_EXPORT_LIMIT = (
+    "torchvision's batched_nms branches on the number of boxes, which torch.export can't "
+    "guard (pytorch/vision#9306, pytorch/pytorch#118884)")
+
+
 class TorchvisionDetectionAdapter(nn.Module):
     """A torchvision-convention detector as a batched module with the fixed-rank contract.
 
@@ -114,6 +122,8 @@ class TorchvisionDetectionAdapter(nn.Module):
     static batch (tracing unrolls the loop over images). For a dynamic batch under that exporter use
     `export_module(...)` (see `DynamicBatchLoop`).
     """
+
+    toolkit_torch_export_limit = TORCHVISION_EXPORT_LIMIT
 
     def __init__(self, model: nn.Module, max_detections: int = DEFAULT_MAX_DETECTIONS) -> None:
         super().__init__()

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from toolkit.detection.options import DEFAULT_MAX_DETECTIONS
 from toolkit.detection.postprocess import (
     OUTPUT_NAMES,
+    TORCHVISION_EXPORT_LIMIT,
     _ListOfDicts,
     _LossesAndDetections,
     looks_like_torchvision_detections,
@@ -112,6 +113,8 @@ class TorchvisionInstanceAdapter(nn.Module):
             extras = kwargs.get("extras", args[2] if len(args) > 2 else ("masks",))
             cls = _ADAPTERS.get(len(tuple(extras)), cls)
         return super().__new__(cls)
+
+    toolkit_torch_export_limit = TORCHVISION_EXPORT_LIMIT
 
     def __init__(self, model: nn.Module, max_detections: int = DEFAULT_MAX_DETECTIONS,
                  extras: Sequence[str] = ("masks",)) -> None:
@@ -273,6 +276,8 @@ class DetectionsWithMasksAndKeypoints(NamedTuple):
 
 
 class _NamedBase(nn.Module):
+    toolkit_torch_export_limit = TORCHVISION_EXPORT_LIMIT  # the inner adapter's
+
     def __init__(self, inner: TorchvisionInstanceAdapter) -> None:
         super().__init__()
         self.inner = inner

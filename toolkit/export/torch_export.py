@@ -18,6 +18,9 @@ def export_program(model: LoadedModel, device: str = "cpu", *, batch: int | None
     its example (at `batch` when given); ExportFailed naming the decisive cause."""
     import torch
 
+    limit = declared_limit(model)
+    if limit:
+        raise ExportFailed(f"torch.export can't take this model: {limit}{TRACE_MAY_GO}")
     module = model.flat.to(device)
     example = (example_args(model, device=device) if batch is None else
                model.to_tensors(model.example_feed(batch=batch), device=device))
@@ -28,6 +31,18 @@ def export_program(model: LoadedModel, device: str = "cpu", *, batch: int | None
         cause = _decisive(err, model)
         raise ExportFailed(f"torch.export failed: {first_line(err)}"
                            f"{cause or _known_limit(err, len(model.inputs))}") from err
+
+
+#: what the one line of a torch.export limit adds
+TRACE_MAY_GO = "; a format exported without torch.export (a trace) may go through"
+
+
+def declared_limit(model: LoadedModel) -> str | None:
+    """Why torch.export can't take this model, when the model says so itself (its
+    `toolkit_torch_export_limit`, e.g. the torchvision detector adapters): the routes through
+    torch.export then stop at once, naming it, instead of after a trace bound to fail."""
+    limit = getattr(model.module, "toolkit_torch_export_limit", None)
+    return limit if isinstance(limit, str) and limit else None
 
 
 _MULTIPLE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*) = (\d+)\*_[A-Za-z0-9_]+\s*$")
@@ -84,9 +99,10 @@ def _known_limit(err: BaseException, inputs: int = 1) -> str:
     if "DataDependent" in text or "data-dependent" in text.lower():
         hint = " — torch.export can't branch on values computed inside the model"
         if "batched_nms" in text or "boxes.numel()" in text or "torchvision/ops" in text:
-            hint = (" — torchvision's batched_nms branches on the number of boxes, which "
-                    "torch.export can't guard (pytorch/vision#9306, pytorch/pytorch#118884)")
-        return f"{hint}; a format exported without torch.export (a trace) may go through"
+            from toolkit.detection.postprocess import TORCHVISION_EXPORT_LIMIT
+
+            hint = f" — {TORCHVISION_EXPORT_LIMIT}"
+        return f"{hint}{TRACE_MAY_GO}"
     if "Constraints violated" in text:
         if inputs > 1:
             return (" — the model needs dimensions to be equal (or fixed) that --input left "

@@ -9,6 +9,7 @@ from toolkit import interrupts
 from toolkit.errors import ExportFailed, UsageError, first_line
 from toolkit.export.common import dynamic_shapes, example_args, lightning_export_mode, quiet
 from toolkit.export.job import ExportJob
+from toolkit.export.torch_export import declared_limit
 
 if TYPE_CHECKING:  # torch is imported only where a model is exported: a device has none
     from toolkit.source.wrapper import LoadedModel
@@ -111,17 +112,27 @@ def _with_cause(err: BaseException) -> str:
     return f"{first_line(err, 120)} Cause: {first_line(inner, 240)}"
 
 
+class _Declined(Exception):
+    """The model says torch.export can't take it (`declared_limit`)."""
+
+
 def _export_onnx(model: LoadedModel, dest: Path, opset: int | None) -> dict[str, Any]:
     import onnx
 
     notes: list[str] = []
+    limit = declared_limit(model)
     try:
+        if limit:  # the dynamo exporter starts with torch.export: skip a trace bound to fail
+            raise _Declined(limit)
         _export_dynamo(model, dest, opset)
         exporter = "torch.onnx dynamo"
     except Exception as dynamo_error:  # any exporter failure: try the legacy route
         interrupts.raise_if_pending()  # torch.export wraps Ctrl-C: it is not a failure
-        notes.append(f"dynamo exporter failed ({_with_cause(dynamo_error)}); "
-                     "fell back to the TorchScript-based exporter")
+        notes.append(
+            f"the TorchScript-based exporter: torch.export, where the dynamo exporter starts, "
+            f"can't take this model ({limit})" if limit else
+            f"dynamo exporter failed ({_with_cause(dynamo_error)}); fell back to the "
+            "TorchScript-based exporter")
         try:
             _export_legacy(model, dest, opset)
             exporter = "torch.onnx torchscript (fallback)"

@@ -57,15 +57,30 @@ def two_io_bundle(two_io_checkpoint: Path, tmp_path_factory: pytest.TempPathFact
     return out
 
 
+def _shared_cnn(tmp_path_factory: pytest.TempPathFactory, targets: list[str]) -> Path:
+    """small_cnn exported to `targets` once for all workers (`shared_dir`)."""
+    from toolkit.export.pipeline import export
+
+    root, lock = shared_dir(tmp_path_factory, f"cnn_{'_'.join(targets)}")
+    with lock:
+        if not (root / "done").is_file():
+            root.mkdir(exist_ok=True)
+            result = export("tests.models:small_cnn", targets, root / "cnn", force=True)
+            assert result.exit_code == 0, result.to_dict()
+            (root / "done").write_text("")
+    return root / "cnn"
+
+
 @pytest.fixture(scope="session")
 def cnn_onnx_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """small_cnn exported to ONNX once; tests that change it work on a copy."""
-    from toolkit.export.pipeline import export
+    return _shared_cnn(tmp_path_factory, ["onnx"])
 
-    out = tmp_path_factory.mktemp("bundles") / "cnn"
-    result = export("tests.models:small_cnn", ["onnx"], out)
-    assert result.exit_code == 0, result.to_dict()
-    return out
+
+@pytest.fixture(scope="session")
+def cnn_onnx_torchscript_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """small_cnn exported to ONNX and TorchScript once; tests that change it work on a copy."""
+    return _shared_cnn(tmp_path_factory, ["onnx", "torchscript"])
 
 
 def shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> tuple[Path, Any]:

@@ -205,7 +205,7 @@ def test_steady_readers_cannot_starve_an_export(bundle):
 
     def reader(offset: float) -> None:
         time.sleep(offset)
-        while time.monotonic() < stop:
+        while time.monotonic() < stop and not got_it:  # overlapping until the export is in
             with reading(bundle):
                 time.sleep(0.3)
 

@@ -17,12 +17,10 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("select") / "cnn"
-    result = runner.invoke(app, ["export", "tests.models:small_cnn", "--to", "onnx,torchscript",
-                                 "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
+def exported(cnn_onnx_torchscript_bundle: Path, tmp_path_factory) -> Path:
+    """small_cnn in ONNX and TorchScript, this module's own copy (the session's is shared)."""
+    return Path(shutil.copytree(cnn_onnx_torchscript_bundle,
+                                tmp_path_factory.mktemp("select") / "cnn"))
 
 
 def with_bench(exported: Path, tmp_path: Path, timings: dict[str, dict[int, float]]) -> Path:

@@ -14,17 +14,14 @@ from typer.testing import CliRunner
 from tests.helpers import damaged_onnx_copy
 from toolkit.bundle import Bundle
 from toolkit.cli.app import app
-from toolkit.export.pipeline import export
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def cnn_bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("verify") / "cnn"
-    result = export("tests.models:small_cnn", ["onnx"], out)
-    assert result.exit_code == 0, result.to_dict()
-    return out
+def cnn_bundle(cnn_onnx_bundle, tmp_path_factory):
+    """This module's own copy: a test records into it."""
+    return shutil.copytree(cnn_onnx_bundle, tmp_path_factory.mktemp("verify") / "cnn")
 
 
 def damaged_copy(bundle_dir, tmp_path, name_part: str, change, rehash: bool = True) -> str:

@@ -34,15 +34,10 @@ def tree(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def made_here(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def made_here(cnn_onnx_torchscript_bundle: Path) -> Path:
     """A bundle exported on the workstation: ONNX (which devices run) and TorchScript (which
-    a device without torch can't)."""
-    from toolkit.export.pipeline import export
-
-    out = tmp_path_factory.mktemp("remote") / "cnn"
-    result = export("tests.models:small_cnn", ["onnx", "torchscript"], out)
-    assert result.exit_code == 0, result.to_dict()
-    return out
+    a device without torch can't). Shared: each test works on a copy (`bundle`)."""
+    return cnn_onnx_torchscript_bundle
 
 
 @pytest.fixture

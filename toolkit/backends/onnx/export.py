@@ -9,7 +9,6 @@ from toolkit import interrupts
 from toolkit.errors import ExportFailed, UsageError, first_line
 from toolkit.export.common import dynamic_shapes, example_args, lightning_export_mode, quiet
 from toolkit.export.job import ExportJob
-from toolkit.export.torch_export import declared_limit
 
 if TYPE_CHECKING:  # torch is imported only where a model is exported: a device has none
     from toolkit.source.wrapper import LoadedModel
@@ -118,6 +117,8 @@ class _Declined(Exception):
 
 def _export_onnx(model: LoadedModel, dest: Path, opset: int | None) -> dict[str, Any]:
     import onnx
+
+    from toolkit.export.torch_export import declared_limit  # torch: not on an edge device
 
     notes: list[str] = []
     limit = declared_limit(model)

@@ -126,6 +126,27 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 
+@pytest.fixture(scope="session")
+def detector_onnx_bundle(trained: dict[str, Any],
+                         tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained demo detector with NMS appended, in ONNX, once for all workers. Readers
+    share it; a test that exports more into it works on a copy."""
+    from toolkit.detection.options import DetectionOptions
+    from toolkit.export.pipeline import export
+
+    root, lock = shared_dir(tmp_path_factory, "detector_onnx")
+    with lock:
+        if not (root / "done").is_file():
+            root.mkdir(exist_ok=True)
+            result = export(str(trained["dir"] / "shapes_detector.ckpt"), ["onnx"],
+                            root / "det", model="toolkit.demo.detector:ShapesDetector",
+                            detection=DetectionOptions(nms="iou=0.5,score=0.3,max=20"),
+                            force=True)
+            assert result.exit_code == 0, result.to_dict()
+            (root / "done").write_text("")
+    return root / "det"
+
+
 #: the test files that take 30 s or more on 2 cores (`--junitxml` of a full run, AMD EPYC
 #: 2-core, 2026-12-07), longest first. `make test` hands whole files to its two workers in
 #: collection order; starting with the longest keeps one worker from finishing a long file

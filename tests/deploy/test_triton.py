@@ -157,18 +157,13 @@ def test_hostile_tensor_names_reach_neither_the_disk_nor_the_config(two_io_bundl
     assert not list(tmp_path.rglob("escape*"))
 
 
-def test_a_detectors_per_image_count_is_a_valid_triton_output(trained, tmp_path):
+def test_a_detectors_per_image_count_is_a_valid_triton_output(detector_onnx_bundle, tmp_path):
     """num_detections is one number per image ([B]); Triton refuses empty dims, so it is
     written as [ 1 ] reshaped to [ ]."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    out = tmp_path / "det"
-    result = runner.invoke(app, ["export", str(trained["dir"] / "shapes_detector.ckpt"),
-                                 "--model", "toolkit.demo.detector:ShapesDetector",
-                                 "--nms", "iou=0.5,score=0.3,max=20", "--to", "onnx",
-                                 "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    out = detector_onnx_bundle  # deploy only reads it
     result = runner.invoke(app, ["deploy", str(out), "--triton", str(tmp_path / "repo"),
                                  "--format", "onnx"])
     assert result.exit_code == 0, result.output

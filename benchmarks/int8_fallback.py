@@ -89,11 +89,12 @@ def toolkit_export(case: dict[str, Any], out: Path, max_fallback: str,
                    quantizer: str = "qdq") -> dict[str, Any]:
     from toolkit import OpenVINOOptions
     from toolkit.export.job import PrecisionOptions
-    from toolkit.export.pipeline import export
+    from toolkit.export.pipeline import SourceOptions, export
 
     started = time.perf_counter()
     result = export(case["source"], ["onnx", "openvino"], out, inputs=case["inputs"],
-                    precisions=["fp32", "int8"], model_args=case["model_args"],
+                    precisions=["fp32", "int8"],
+                    source_options=SourceOptions(model_args=case["model_args"]),
                     precision_options=PrecisionOptions(
                         calib_data=str(case["calib"]), eval_data=str(case["eval"]),
                         max_accuracy_drop=MAX_DROP, max_fallback=max_fallback),

@@ -39,7 +39,7 @@ def two_io_bundle(two_io_checkpoint: Path, tmp_path_factory: pytest.TempPathFact
     (`shared_dir`; pt2 and ExecuTorch compile for tens of seconds). Readers share it; a test
     that changes a bundle works on a copy."""
     from toolkit import formats
-    from toolkit.export.pipeline import export
+    from toolkit.export.pipeline import SourceOptions, export
 
     root, lock = shared_dir(tmp_path_factory, "two_io_bundle")
     out = root / "two_io"
@@ -51,7 +51,8 @@ def two_io_bundle(two_io_checkpoint: Path, tmp_path_factory: pytest.TempPathFact
             targets = [f.name for f in formats.exportable() if f.saved and f.installed
                        and not (f.triton and f.triton.gpu)]
             result = export(str(two_io_checkpoint), targets, out,
-                            model="tests.models:TwoInTwoOut", force=True)
+                            source_options=SourceOptions(model="tests.models:TwoInTwoOut"),
+                            force=True)
             assert result.exit_code == 0, result.to_dict()
             (root / "done").write_text("")
     return out
@@ -132,14 +133,16 @@ def detector_onnx_bundle(trained: dict[str, Any],
     """The trained demo detector with NMS appended, in ONNX, once for all workers. Readers
     share it; a test that exports more into it works on a copy."""
     from toolkit.detection.options import DetectionOptions
-    from toolkit.export.pipeline import export
+    from toolkit.export.pipeline import SourceOptions, export
 
     root, lock = shared_dir(tmp_path_factory, "detector_onnx")
     with lock:
         if not (root / "done").is_file():
             root.mkdir(exist_ok=True)
             result = export(str(trained["dir"] / "shapes_detector.ckpt"), ["onnx"],
-                            root / "det", model="toolkit.demo.detector:ShapesDetector",
+                            root / "det",
+                            source_options=SourceOptions(
+                                model="toolkit.demo.detector:ShapesDetector"),
                             detection=DetectionOptions(nms="iou=0.5,score=0.3,max=20"),
                             force=True)
             assert result.exit_code == 0, result.to_dict()

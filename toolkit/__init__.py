@@ -15,13 +15,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from toolkit.export.job import PrecisionOptions as PrecisionOptions
     from toolkit.export.pipeline import export as export
     from toolkit.parity.options import ToleranceOptions as ToleranceOptions
+    from toolkit.source.options import SourceOptions as SourceOptions
 
 #: `toolkit.export(...)` and the option groups the CLI, the Python API and ExportCallback share,
 #: loaded on first use: `import toolkit` stays free of torch and numpy
 _PUBLIC = {
     "export": "toolkit.export.pipeline", "BenchOptions": "toolkit.bench.options",
     "DetectionOptions": "toolkit.detection.options", "PrecisionOptions": "toolkit.export.job",
-    "ToleranceOptions": "toolkit.parity.options",
+    "ToleranceOptions": "toolkit.parity.options", "SourceOptions": "toolkit.source.options",
 }
 
 

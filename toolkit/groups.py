@@ -42,9 +42,29 @@ def flag(default: Any, name: str, help: str, **how: Any) -> Any:
     return dataclasses.field(default=default, metadata=meta)
 
 
-def flags_of(group: type) -> list[tuple[dataclasses.Field[Any], Flag]]:
-    """The fields of a group that the command line sets, in declaration order."""
-    return [(f, f.metadata[CLI]) for f in dataclasses.fields(group) if CLI in f.metadata]
+@dataclass(frozen=True)
+class Only:
+    """`Annotated[Group, only("a", "b")]`: a command takes these fields of a group as flags;
+    the others keep their defaults (bench reads the source's device, not its factory)."""
+
+    fields: tuple[str, ...]
+
+
+def only(*names: str) -> Only:
+    return Only(names)
+
+
+def flags_of(group: type, subset: Only | None = None
+             ) -> list[tuple[dataclasses.Field[Any], Flag]]:
+    """The fields of a group that the command line sets, in declaration order (those of
+    `subset` alone when given; a name that is no such field is a programming error)."""
+    found = [(f, f.metadata[CLI]) for f in dataclasses.fields(group) if CLI in f.metadata]
+    if subset is None:
+        return found
+    unknown = set(subset.fields) - {f.name for f, _ in found}
+    if unknown:
+        raise TypeError(f"{group.__name__} has no flag fields {sorted(unknown)}")
+    return [(f, how) for f, how in found if f.name in subset.fields]
 
 
 def is_group(annotation: Any) -> bool:

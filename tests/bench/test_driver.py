@@ -22,6 +22,7 @@ from toolkit.bench.results import load_results
 from toolkit.bundle import Bundle
 from toolkit.cli.app import app
 from toolkit.errors import UsageError
+from toolkit.source.options import SourceOptions
 from toolkit.spec import TensorSpec, parse_input
 
 FAST = ["--budget", "0.05", "--warmup", "0.02", "--min-iters", "5"]
@@ -186,7 +187,8 @@ def test_batch_sweep_defaults_and_range() -> None:
 @pytest.mark.gpu
 @requires(cuda=True)
 def test_cuda_rows_carry_gpu_time_apart_from_host_latency(bundle: Path) -> None:
-    results = bench_bundle(bundle, formats=["eager", "torchscript"], device="cuda",
+    results = bench_bundle(bundle, formats=["eager", "torchscript"],
+                           source=SourceOptions(device="cuda"),
                            timing=QUICK(batches=(4,), threads=None))
     assert {m.labels["format"] for m in results} == {"eager", "torchscript"}
     for m in results:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 
 import pytest
@@ -16,6 +17,7 @@ from toolkit import (
     OnnxOptions,
     OpenVINOOptions,
     PrecisionOptions,
+    SourceOptions,
     ToleranceOptions,
     TorchScriptOptions,
 )
@@ -26,11 +28,17 @@ from toolkit.groups import flags_of
 
 cli = CliRunner()
 GROUPS = (PrecisionOptions, BuildOptions, DetectionOptions, BenchOptions, ToleranceOptions,
-          OnnxOptions, TorchScriptOptions, OpenVINOOptions)
+          OnnxOptions, TorchScriptOptions, OpenVINOOptions, SourceOptions)
 #: which command shows which groups (export: each format's own group, from the table)
-COMMANDS = {"export": (PrecisionOptions, DetectionOptions, BuildOptions, OnnxOptions,
-                       TorchScriptOptions, OpenVINOOptions),
-            "bench": (BenchOptions,), "verify": (ToleranceOptions,)}
+COMMANDS = {"export": (SourceOptions, PrecisionOptions, DetectionOptions, BuildOptions,
+                       OnnxOptions, TorchScriptOptions, OpenVINOOptions),
+            "bench": (BenchOptions,), "verify": (SourceOptions, ToleranceOptions)}
+#: the source group's fields a command takes, when it takes some (`only(...)`)
+SOURCE_SUBSETS = {"bench": ("--device", "--trust-checkpoint", "--allow-modified"),
+                  "deploy": ("--allow-modified",)}
+#: a command's own flag that shares a name with a source flag (deploy's --device: Triton's
+#: instance kind, not where the source runs)
+OWN = {"deploy": ("--device",)}
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
@@ -39,7 +47,30 @@ def test_every_flag_of_a_group_is_on_its_command_under_the_groups_panel(command)
     for group in COMMANDS[command]:
         assert group.title in text
         for _, how in flags_of(group):
-            assert how.name.split()[0] in text, (group.__name__, how.name)
+            assert how.name.split()[0].split("/")[0] in text, (group.__name__, how.name)
+
+
+@pytest.mark.parametrize("command", sorted(SOURCE_SUBSETS))
+def test_a_command_taking_part_of_the_source_group_shows_only_that_part(command):
+    text = cli.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
+    taken = SOURCE_SUBSETS[command]
+    for _, how in flags_of(SourceOptions):
+        flag = how.name.split("/")[0]
+        if flag not in OWN.get(command, ()):
+            assert (re.search(rf"{flag}\b(?!-)", text) is not None) == (flag in taken), (
+                command, flag)
+
+
+def test_the_source_group_travels_whole_from_the_flags():
+    result, built = capture(SourceOptions)(
+        "--model", "pkg.mod:Net", "--model-arg", "num_classes=5", "--model-arg", "name='x'",
+        "--trust-checkpoint", "--device", "cuda:1")
+    assert result.exit_code == 0, result.output
+    assert built == SourceOptions(model="pkg.mod:Net", model_args=("num_classes=5", "name='x'"),
+                                  trust_checkpoint=True, device="cuda:1")
+    assert built.factory_args() == {"num_classes": 5, "name": "x"}
+    # from Python, a mapping of values (anything a factory takes) is as good as the texts
+    assert SourceOptions(model_args={"num_classes": 5}).factory_args() == {"num_classes": 5}
 
 
 def capture(group: type):
@@ -88,6 +119,8 @@ def test_the_cli_builds_the_very_object_the_python_api_takes():
     (DetectionOptions, ["--task", "segment"], "--task"),
     (ToleranceOptions, ["--tol", "logits:atol"], "--tol"),
     (ToleranceOptions, ["--atol", "-1"], "--atol"),
+    (SourceOptions, ["--device", "gpu"], "--device"),
+    (SourceOptions, ["--model-arg", "x=os.system"], "--model-arg"),
 ])
 def test_a_group_checks_itself_naming_the_flag(group, argv, flag):
     """Both ways in: the flag on a command, and the object built in Python."""
@@ -99,7 +132,7 @@ def test_a_group_checks_itself_naming_the_flag(group, argv, flag):
     typed = {f.name: f for f in fields(group)}[key]
     if "float" in str(typed.type):
         value = float(value)
-    elif key == "batches" or key == "per_output":
+    elif key in ("batches", "per_output", "model_args"):
         value = (value,)
     elif "int" in str(typed.type) and key != "workspace":
         value = int(value)

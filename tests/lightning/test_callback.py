@@ -136,10 +136,10 @@ def test_ddp_on_two_cpu_processes_writes_one_verified_bundle(tmp_path):
     np.testing.assert_allclose(sample.outputs["output"], want, rtol=1e-6, atol=1e-6)
     assert logged(tmp_path)["export/torchscript_fp32/parity_passed"] == "1.0"
     # the checkpoint a DDP run saves exports like any other
-    from toolkit.export.pipeline import export
+    from toolkit.export.pipeline import SourceOptions, export
 
     again = export(str(tmp_path / "final.ckpt"), ["onnx"], tmp_path / "from-ckpt",
-                   model="tests.lightning.tiny:TinyRegressor")
+                   source_options=SourceOptions(model="tests.lightning.tiny:TinyRegressor"))
     assert again.exit_code == 0, again.to_dict()
 
 

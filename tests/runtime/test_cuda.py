@@ -8,7 +8,7 @@ import pytest
 from tests.helpers import requires
 from toolkit import runtime
 from toolkit.bundle import Bundle
-from toolkit.export.pipeline import export
+from toolkit.export.pipeline import SourceOptions, export
 
 pytestmark = [pytest.mark.gpu, requires(cuda=True)]
 
@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.gpu, requires(cuda=True)]
 @pytest.fixture(scope="module")
 def cuda_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu") / "tuple"
-    result = export("tests.models:TupleOut", ["onnx", "torchscript", "pt2"], out, device="cuda")
+    result = export("tests.models:TupleOut", ["onnx", "torchscript", "pt2"], out,
+                    source_options=SourceOptions(device="cuda"))
     assert result.exit_code == 0, result.to_dict()
     return out
 

@@ -35,6 +35,7 @@ from toolkit.bench.timer import measure, time_once
 from toolkit.bundle import Bundle, artifact_label, now, record_results
 from toolkit.errors import BackendUnavailable, ToolkitError, UsageError, first_line
 from toolkit.manifest import ArtifactRecord, InProcessTarget
+from toolkit.source.options import SourceOptions
 from toolkit.spec import (
     TensorSpec,
     batch_range,
@@ -168,14 +169,16 @@ def plan_bench(
     *,
     formats: Sequence[str] | None = None,
     precisions: Sequence[str] | None = None,
-    device: str = "cpu",
     timing: BenchOptions | None = None,
     include_eager: bool = False,
-    trust_checkpoint: bool = False,
-    allow_modified: bool = False,
+    source: SourceOptions | None = None,
 ) -> BenchPlan:
-    """Resolve what `bench_bundle` will run, checking every option before anything is timed."""
+    """Resolve what `bench_bundle` will run, checking every option before anything is timed.
+    Of the source group it reads the device, trust_checkpoint (for the rebuilt reference) and
+    allow_modified."""
     path = Path(target)
+    source = source or SourceOptions()
+    device = source.device
     timing = timing or BenchOptions()
     check_device(device)
     resolved_threads = timing.threads or os.cpu_count() or 1
@@ -202,11 +205,11 @@ def plan_bench(
         raise UsageError(f"{path}: nothing to benchmark (no artifact matches the options)")
     if plan.bundle is not None:
         # every file is the one that was exported (and verified) before anything is timed
-        plan.bundle.allow_modified = allow_modified
+        plan.bundle.allow_modified = source.allow_modified
         for entry in plan.entries:
             if entry.record is not None and entry.record.path:
                 plan.bundle.checked_path(entry.record)
-    plan.trust_checkpoint = trust_checkpoint
+    plan.trust_checkpoint = source.trust_checkpoint
     plan.timing = timing
     plan.batches = batch_sweep(plan.specs, timing.batches)
     # before any allocation: a huge batch is exit 2, not an out-of-memory kill
@@ -378,7 +381,7 @@ def bench_bundle(
     *,
     formats: Sequence[str] | None = None,
     precisions: Sequence[str] | None = None,
-    device: str = "cpu",
+    source: SourceOptions | None = None,
     timing: BenchOptions | None = None,
     include_eager: bool = False,
     seed: int = 0,
@@ -399,7 +402,7 @@ def bench_bundle(
     from toolkit.transaction import reading
 
     with reading(Path(target)):  # an export running meanwhile is waited for
-        plan = plan_bench(target, formats=formats, precisions=precisions, device=device,
+        plan = plan_bench(target, formats=formats, precisions=precisions, source=source,
                           timing=timing, include_eager=include_eager)
         return run_plan(plan, seed=seed, save=save, on_result=on_result, on_note=on_note)
 

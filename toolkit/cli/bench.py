@@ -23,6 +23,8 @@ from toolkit.cli.console import (
     write_json,
 )
 from toolkit.cli.group_flags import takes_groups
+from toolkit.groups import only
+from toolkit.source.options import SourceOptions
 
 DEFAULT_THRESHOLD = 5.0  # percent, for the comparison's status column without a gate
 
@@ -35,7 +37,8 @@ def bench_command(
         "on its own).")],
     format: opt.Formats = None,
     precision: opt.Precisions = None,
-    device: opt.Device = "cpu",
+    source: Annotated[SourceOptions, only("device", "trust_checkpoint", "allow_modified")
+                      ] = SourceOptions(),  # noqa: B008 - expanded to flags
     timing: BenchOptions = BenchOptions(),  # noqa: B008 - expanded to flags
     json_path: opt.JsonPath = None,
     markdown: opt.MarkdownPath = None,
@@ -48,8 +51,6 @@ def bench_command(
     fail_if_slower: Annotated[str | None, typer.Option(
         help="With --baseline: exit 1 when any p50 is slower by more than this, e.g. 5%.")
     ] = None,
-    trust_checkpoint: opt.TrustCheckpoint = False,
-    allow_modified: opt.AllowModified = False,
     with_reference: Annotated[bool, typer.Option(
         f"--{format_table.REFERENCE}/--no-{format_table.REFERENCE}",
         help="Also time the reference (the PyTorch model), rebuilt from the manifest's source "
@@ -82,8 +83,7 @@ def bench_command(
 
     with reading(target):  # an export running meanwhile is waited for
         plan = plan_bench(target, formats=formats, precisions=split_list(precision) or None,
-                          device=device, timing=timing, include_eager=with_reference,
-                          trust_checkpoint=trust_checkpoint, allow_modified=allow_modified)
+                          timing=timing, include_eager=with_reference, source=source)
 
         console.print(
             f"[bold]toolkit bench[/] {escape(str(target))}: "

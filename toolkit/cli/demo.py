@@ -154,10 +154,11 @@ def _export(ckpt: Path, bundle_dir: Path, targets: list[str], precisions: list[s
             eval_path: Path, calib_path: Path, force: bool) -> int:
     from toolkit.cli.demo_common import step_printer
     from toolkit.cli.export import print_step, print_summary
-    from toolkit.export.pipeline import PrecisionOptions, export
+    from toolkit.export.pipeline import PrecisionOptions, SourceOptions, export
 
     result = export(
-        str(ckpt), to=targets, out=bundle_dir, model=MODEL_REF, force=force,
+        str(ckpt), to=targets, out=bundle_dir, source_options=SourceOptions(model=MODEL_REF),
+        force=force,
         precisions=precisions,
         precision_options=PrecisionOptions(
             calib_data=str(calib_path), calib_batches=CALIB_SAMPLES,  # i.e. all of it

@@ -84,10 +84,16 @@ def _export(ckpt: Path, bundle_dir: Path, targets: list[str], eval_path: Path,
             calib_path: Path, force: bool) -> Any:
     from toolkit.cli.demo_common import step_printer
     from toolkit.cli.export import print_step, print_summary
-    from toolkit.export.pipeline import DetectionOptions, PrecisionOptions, export
+    from toolkit.export.pipeline import (
+        DetectionOptions,
+        PrecisionOptions,
+        SourceOptions,
+        export,
+    )
 
     result = export(
-        str(ckpt), to=targets, out=bundle_dir, model=MODEL_REF, force=force,
+        str(ckpt), to=targets, out=bundle_dir, source_options=SourceOptions(model=MODEL_REF),
+        force=force,
         detection=DetectionOptions(nms=NMS), precisions=["fp32", "fp16", "int8"],
         # percentile calibration: with minmax, the symmetric TensorRT layout moved one of
         # this detector's scores by 0.19 on the real test images (parity fails at 0.15)

@@ -9,8 +9,12 @@ import typer
 
 from toolkit.cli import options as opt
 from toolkit.cli.console import console, json_to_stdout, write_json
+from toolkit.cli.group_flags import takes_groups
+from toolkit.groups import only
+from toolkit.source.options import SourceOptions
 
 
+@takes_groups
 def deploy_command(
     bundle_dir: Annotated[Path, typer.Argument(metavar="BUNDLE", help="A bundle directory.")],
     triton: Annotated[Path, typer.Option(
@@ -25,7 +29,8 @@ def deploy_command(
         "compiled for; engines always run on the GPU).")] = None,
     force: Annotated[bool, typer.Option(
         help="Replace REPO/NAME; deploy an artifact that failed or skipped parity.")] = False,
-    allow_modified: opt.AllowModified = False,
+    source: Annotated[SourceOptions, only("allow_modified")
+                      ] = SourceOptions(),  # noqa: B008 - expanded to flags
     json_file: opt.JsonPath = None,
     target: Annotated[str | None, typer.Option(
         help="A device reached with --on: deploy what was selected (or built) for it.",
@@ -48,7 +53,7 @@ def deploy_command(
     json_to_stdout(json_file)
     with reading(bundle_dir):  # an export running meanwhile is waited for
         bundle = Bundle.open(bundle_dir)
-        bundle.allow_modified = allow_modified
+        bundle.allow_modified = source.allow_modified
         record = deployable(bundle, format,
                             canonical_precision(precision) if precision else None, force,
                             target=target)

@@ -21,6 +21,7 @@ from toolkit.cli.console import (
 from toolkit.cli.group_flags import takes_groups
 from toolkit.detection.options import DetectionOptions
 from toolkit.export.job import BackendOptions, PrecisionOptions
+from toolkit.source.options import SourceOptions
 
 STATUS_STYLE = {"ok": "green", "exists": "dim", "parity-failed": "red", "failed": "red",
                 "accuracy-failed": "red", "not-exported": "yellow",
@@ -36,7 +37,6 @@ def export_command(
     to: opt.ExportFormats = [formats.DEFAULT_TARGET],  # noqa: B006 - typer reads the default
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Bundle directory (default: out/<source name>).")] = None,
-    model: opt.ModelClass = None,
     weights: Annotated[Path | None, typer.Option(
         help="A state_dict file for a factory source.")] = None,
     input: Annotated[list[str] | None, typer.Option(
@@ -44,16 +44,13 @@ def export_command(
     static: Annotated[bool, typer.Option(
         help="Keep the example's batch fixed instead of dynamic 1-64.")] = False,
     precision: opt.ExportPrecisions = ["fp32"],  # noqa: B006 - typer reads the default
-    device: opt.Device = "cpu",
     verify: Annotated[bool, typer.Option(
         "--verify/--no-verify", help="Check each artifact against the golden samples.")] = True,
     force: opt.Force = False,
-    trust_checkpoint: opt.TrustCheckpoint = False,
-    allow_modified: opt.AllowModified = False,
+    source_options: SourceOptions = SourceOptions(),  # noqa: B008 - expanded to flags
     precision_options: PrecisionOptions = PrecisionOptions(),  # noqa: B008 - expanded to flags
     backends: BackendOptions = BackendOptions(),  # noqa: B008 - each format's group, as flags
     detection: DetectionOptions = DetectionOptions(),  # noqa: B008 - expanded to flags
-    model_arg: opt.ModelArgs = None,
     json_path: opt.JsonPath = None,
     on: opt.On = None,
     targets: opt.TargetsFile = None,
@@ -70,13 +67,11 @@ def export_command(
 
     console.print(f"[bold]toolkit export[/] {escape(source)} → {', '.join(split_list(to))}")
     result = export(
-        source, split_list(to), out, model=model, weights=str(weights) if weights else None,
-        inputs=split_list(input),
-        static=static, trust_checkpoint=trust_checkpoint, force=force,
-        allow_modified=allow_modified, precisions=split_list(precision), device=device,
-        verify=verify, precision_options=precision_options, backends=backends,
-        detection=detection,
-        on_step=print_step, model_args=model_arg or [],
+        source, split_list(to), out, weights=str(weights) if weights else None,
+        inputs=split_list(input), static=static, force=force,
+        precisions=split_list(precision), verify=verify, source_options=source_options,
+        precision_options=precision_options, backends=backends, detection=detection,
+        on_step=print_step,
     )
     print_summary(result)
     write_json(json_path, result.to_dict())

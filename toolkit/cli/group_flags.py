@@ -6,6 +6,8 @@ panel in --help) and, when typer calls the command, builds the group object from
 parameter declared `BackendOptions` grows the flags of every format's own group (the table's
 `Format.options`), each under its format's panel: a new format's flags need no CLI edit. A group's
 checks run there, before the command's body: a bad value is exit 2 before anything heavy loads.
+`Annotated[Group, only("a", "b")]` takes those fields of a group alone (the others keep their
+defaults).
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Annotated, Any, get_type_hints
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 import typer
 
 from toolkit.export.job import BackendOptions
-from toolkit.groups import FIELD_DEFAULT, Flag, flags_of, is_group
+from toolkit.groups import FIELD_DEFAULT, Flag, Only, flags_of, is_group
 
 Expanded = list[tuple[str, str]]  # (the group's field, the command's parameter)
 
@@ -30,19 +32,26 @@ def takes_groups(command: Callable[..., Any]) -> Callable[..., Any]:
     groups: dict[str, tuple[type, Expanded]] = {}
     backend_groups: dict[str, list[tuple[type, Expanded]]] = {}
 
-    def expand(group: type, kind: Any) -> Expanded:
-        parameters.extend(_cli_parameter(group, f, how, kind) for f, how in flags_of(group))
-        return [(f.name, how.parameter) for f, how in flags_of(group)]
+    def expand(group: type, kind: Any, subset: Only | None = None) -> Expanded:
+        chosen = flags_of(group, subset)
+        parameters.extend(_cli_parameter(group, f, how, kind) for f, how in chosen)
+        return [(f.name, how.parameter) for f, how in chosen]
 
     for param in inspect.signature(command).parameters.values():
         annotation = hints.get(param.name, param.annotation)
+        subset = None
+        if get_origin(annotation) is Annotated:  # Annotated[Group, only(...)]
+            base, *extras = get_args(annotation)
+            subset = next((e for e in extras if isinstance(e, Only)), None)
+            if subset is not None:
+                annotation = base
         if annotation is BackendOptions:
             from toolkit import formats
 
             backend_groups[param.name] = [(group, expand(group, param.kind))
                                           for _, group in formats.option_groups()]
         elif is_group(annotation):
-            groups[param.name] = (annotation, expand(annotation, param.kind))
+            groups[param.name] = (annotation, expand(annotation, param.kind, subset))
         else:
             parameters.append(param.replace(annotation=annotation))
     names = [p.name for p in parameters]

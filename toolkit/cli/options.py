@@ -27,22 +27,13 @@ Precisions = Annotated[list[str] | None, typer.Option(
 ExportPrecisions = Annotated[list[str], typer.Option(
     "--precision", "-p", help=f"Precisions to export: {_PRECISIONS} (reduced ones apply to "
     f"{', '.join(f.name for f in formats.all_formats() if len(f.precisions) > 1)}).")]
+# the device select ranks for (a command's source device is SourceOptions.device)
 Device = Annotated[str, typer.Option(help="cpu or cuda (cuda:N).")]
-TrustCheckpoint = Annotated[bool, typer.Option(
-    help="Allow arbitrary unpickling of the checkpoint on this command (only for files you "
-    "trust).")]
-AllowModified = Annotated[bool, typer.Option(
-    help="Use artifacts whose sha256 differs from the manifest's (changed since export).")]
 Force = Annotated[bool, typer.Option(help="Replace what exists.")]
 JsonPath = Annotated[Path | None, typer.Option(
     "--json", help="Write the results as JSON to this path ('-' for standard output, with the "
     "human report on standard error).")]
 MarkdownPath = Annotated[Path | None, typer.Option(help="Write a Markdown report here.")]
-ModelClass = Annotated[str | None, typer.Option(
-    help="LightningModule class pkg.module:Class (when the checkpoint doesn't record it).")]
-ModelArgs = Annotated[list[str] | None, typer.Option(
-    "--model-arg", help="A factory keyword argument NAME=VALUE, a Python literal (None, 5, "
-    "0.25, 'text', (1, 2)); nothing is evaluated. Repeatable.")]
 
 
 def finite(**options: float | None) -> None:

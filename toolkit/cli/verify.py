@@ -11,6 +11,7 @@ from toolkit.cli import options as opt
 from toolkit.cli.console import console, json_to_stdout, split_list, table_console, write_json
 from toolkit.cli.group_flags import takes_groups
 from toolkit.parity.options import ToleranceOptions
+from toolkit.source.options import SourceOptions
 
 
 @takes_groups
@@ -21,8 +22,6 @@ def verify_command(
     precision: opt.Precisions = None,
     against: Annotated[str | None, typer.Option(
         help="Compare with the live PyTorch model from this SOURCE (.ckpt or factory).")] = None,
-    model: opt.ModelClass = None,
-    model_arg: opt.ModelArgs = None,
     reference: Annotated[str | None, typer.Option(
         help="Compare with another format's fp32 artifact of the bundle (FORMAT).")
     ] = None,
@@ -33,13 +32,11 @@ def verify_command(
     localize: Annotated[bool, typer.Option(
         help="For a failing artifact of a format that can say, name the first diverging "
         "node and its module.")] = False,
-    device: opt.Device = "cpu",
+    source: SourceOptions = SourceOptions(),  # noqa: B008 - expanded to flags
     json_file: opt.JsonPath = None,
     markdown: opt.MarkdownPath = None,
     record: Annotated[bool, typer.Option(
         "--record/--no-record", help="Store results in the manifest.")] = True,
-    trust_checkpoint: opt.TrustCheckpoint = False,
-    allow_modified: opt.AllowModified = False,
     on: opt.On = None,
     targets: opt.TargetsFile = None,
     parallel: opt.Parallel = None,
@@ -58,12 +55,9 @@ def verify_command(
 
     json_to_stdout(json_file)
     outcome = verify_bundle(
-        bundle_dir, formats=split_list(format), against=against, model=model,
-        reference=reference, data=data, data_batches=data_batches,
-        tolerance=tolerance, localize=localize, device=device,
-        record=record, trust_checkpoint=trust_checkpoint, allow_modified=allow_modified,
-        precisions=split_list(precision),
-        model_args=model_arg or [],
+        bundle_dir, formats=split_list(format), against=against, reference=reference,
+        data=data, data_batches=data_batches, tolerance=tolerance, localize=localize,
+        record=record, precisions=split_list(precision), source=source,
     )
     _report(outcome, json_file, markdown)
     return 0 if outcome.passed else 1

@@ -269,11 +269,13 @@ def _measure(selection: Selection, stale: Sequence[Candidate],
     if bench is None:
         from toolkit.bench.driver import bench_bundle
         from toolkit.bench.options import BenchOptions
+        from toolkit.source.options import SourceOptions
 
         def bench(root: Path, record: ArtifactRecord, batches: list[int] | None,
                   device: str) -> Any:
             return bench_bundle(root, formats=[record.format],
-                                precisions=[record.precision], device=device,
+                                precisions=[record.precision],
+                                source=SourceOptions(device=device),
                                 timing=BenchOptions(batches=tuple(batches) if batches else None),
                                 on_note=selection.notes.append)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.groups import flag
+from toolkit.source.options import SourceOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     from toolkit.bundle import Bundle
@@ -178,15 +179,34 @@ class BackendOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class ExportOptions:
-    """How to export, shared by every step of one run. Built by keyword only."""
+    """How to export, shared by every step of one run: the run's own choices and its groups.
+    Built by keyword only; `build` also takes the spellings Python callers use (a list of
+    precisions, a mapping for the precision group, a list of formats' groups)."""
 
     force: bool = False
     precisions: tuple[str, ...] = ("fp32",)
-    device: str = "cpu"
     verify: bool = True
+    source: SourceOptions = field(default_factory=SourceOptions)
     precision_options: PrecisionOptions = field(default_factory=PrecisionOptions)
     backends: BackendOptions = field(default_factory=BackendOptions)  # each format's own group
-    allow_modified: bool = False  # a bundle source may use files changed since export
+
+    @classmethod
+    def build(cls, *, force: bool = False, precisions: Sequence[str] | str = ("fp32",),
+              verify: bool = True, source: SourceOptions | None = None,
+              precision_options: PrecisionOptions | Mapping[str, Any] | None = None,
+              backends: BackendOptions | Sequence[Any] | None = None) -> ExportOptions:
+        if not isinstance(precision_options, PrecisionOptions):
+            precision_options = PrecisionOptions.from_mapping(precision_options)
+        return cls(force=force,
+                   precisions=(precisions,) if isinstance(precisions, str) else tuple(precisions),
+                   verify=verify, source=source or SourceOptions(),
+                   precision_options=precision_options,
+                   backends=BackendOptions.of_groups(backends))
+
+    @property
+    def device(self) -> str:
+        """Where the model runs while it is exported (the source group's)."""
+        return self.source.device
 
     def backend(self, name: str) -> Any:
         """Format `name`'s option group (`BackendOptions.of`)."""

@@ -10,7 +10,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +40,11 @@ from toolkit.export.records import drop_artifact, record_artifact
 from toolkit.export.sources import bundle_from_file, load_source, open_or_create
 from toolkit.formats import Format
 from toolkit.manifest import ArtifactRecord, InProcessTarget, Target
+from toolkit.source.options import SourceOptions
 from toolkit.spec import TensorSpec
 
 __all__ = ["export", "ExportOptions", "ExportResult", "Step", "StepStatus", "golden_samples",
-           "BackendOptions", "DetectionOptions", "PrecisionOptions"]
+           "BackendOptions", "DetectionOptions", "PrecisionOptions", "SourceOptions"]
 
 
 @dataclass
@@ -66,59 +67,40 @@ def default_out(source: str) -> Path:
     return Path("out") / (name or "model")
 
 
-def make_options(options: ExportOptions | None = None, **overrides: Any) -> ExportOptions:
-    """ExportOptions from keywords; `precision_options` may be given as its object or as a
-    mapping of its fields, `backends` as a BackendOptions or a list of formats' groups."""
-    known = {f.name for f in fields(ExportOptions)}
-    if isinstance(overrides.get("precision_options"), Mapping):
-        overrides["precision_options"] = PrecisionOptions.from_mapping(
-            overrides["precision_options"])
-    if "backends" in overrides:
-        overrides["backends"] = BackendOptions.of_groups(overrides["backends"])
-    if isinstance(overrides.get("precisions"), (list, str)):
-        value = overrides["precisions"]
-        overrides["precisions"] = tuple([value] if isinstance(value, str) else value)
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise TypeError(f"unknown export options: {', '.join(unknown)}")
-    if options is None:
-        return ExportOptions(**overrides)
-    from dataclasses import replace
-
-    return replace(options, **overrides)
-
-
 def export(
     source: str,
     to: Sequence[str] | str = (formats.DEFAULT_TARGET,),
     out: str | Path | None = None,
     *,
-    model: str | None = None,
     weights: str | None = None,
     inputs: Sequence[str | TensorSpec] | None = None,
     static: bool = False,
-    trust_checkpoint: bool = False,
-    model_args: Mapping[str, Any] | Sequence[str] | None = None,
+    force: bool = False,
+    precisions: Sequence[str] | str = ("fp32",),
+    verify: bool = True,
+    source_options: SourceOptions | None = None,
+    precision_options: PrecisionOptions | Mapping[str, Any] | None = None,
+    backends: BackendOptions | Sequence[Any] | None = None,
     detection: DetectionOptions | None = None,
-    options: ExportOptions | None = None,
     on_step: StepCallback | None = None,
-    **option_fields: Any,
 ) -> ExportResult:
     """Export SOURCE into a bundle; each artifact is checked against the golden samples.
 
-    Options are an `ExportOptions`, or its fields as keywords (force=True, precisions=[...]),
-    the option groups among them as the objects the CLI builds from its flags:
-    `precision_options=PrecisionOptions(calib_data=...)`, and each format's own group in
-    `backends=[...]` (`toolkit.BuildOptions(workspace="4G")`, `toolkit.OnnxOptions(opset=17)`).
-    `detection=DetectionOptions(nms="iou=0.45,score=0.25")` makes a detector export the
-    detection contract (see toolkit/source/detector_contract.py). `model_args` are a factory's
-    keyword arguments (a dict, or 'NAME=VALUE' literals).
+    The option groups are the objects the CLI builds from its flags:
+    `source_options=SourceOptions(model="pkg.mod:Class", model_args={"num_classes": 5},
+    trust_checkpoint=..., allow_modified=..., device="cuda")`,
+    `precision_options=PrecisionOptions(calib_data=...)` (or a mapping of its fields), each
+    format's own group in `backends=[...]` (`toolkit.BuildOptions(workspace="4G")`,
+    `toolkit.OnnxOptions(opset=17)`), and
+    `detection=DetectionOptions(nms="iou=0.45,score=0.25")`, which makes a detector export the
+    detection contract (see toolkit/source/detector_contract.py).
     """
     from toolkit.source.load import FILE_SOURCE, source_kind
-    from toolkit.source.model_args import parse_model_args
     from toolkit.spec import parse_inputs
 
-    opts = make_options(options, **option_fields)
+    opts = ExportOptions.build(force=force, precisions=precisions, verify=verify,
+                               source=source_options, precision_options=precision_options,
+                               backends=backends)
     asked = formats.parse_targets([to] if isinstance(to, str) else to)
     texts = [s for s in inputs or [] if not isinstance(s, TensorSpec)]
     parsed = iter(parse_inputs(texts))  # a dimension named in one --input, used in another
@@ -128,8 +110,6 @@ def export(
     if repeated:
         raise UsageError(f"--input names {', '.join(repeated)} more than once; give each "
                          "input one --input")
-    factory_args = (dict(model_args) if isinstance(model_args, Mapping)
-                    else parse_model_args(model_args))
     detection = detection or DetectionOptions()
     kind = source_kind(source)
     if kind == FILE_SOURCE and detection != DetectionOptions():
@@ -149,13 +129,12 @@ def export(
     with _disk_errors_named(out_dir), transaction.writing(out_dir):
         if kind == "bundle":
             bundle = Bundle.open(source)
-            bundle.allow_modified = opts.allow_modified
+            bundle.allow_modified = opts.source.allow_modified
             run.from_bundle(bundle)
         elif kind == FILE_SOURCE:
             run.from_bundle(bundle_from_file(Path(source), out_dir, specs, opts))
         else:
-            run.from_model(source, out_dir, specs, model, weights, static, trust_checkpoint,
-                           factory_args, detection)
+            run.from_model(source, out_dir, specs, weights, static, detection)
     result = ExportResult(run.bundle, run.steps, run.notes)
     if created and not result.bundle.artifacts and out_dir.exists():
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -238,10 +217,9 @@ class _Executor:
 
     # -- sources -------------------------------------------------------------------------
     def from_model(self, source: str, out_dir: Path, specs: list[TensorSpec],
-                   model_ref: str | None, weights: str | None, static: bool,
-                   trust: bool, model_args: dict[str, Any], detection: Any) -> None:
-        loaded, notes = load_source(source, specs, model_ref, weights, static, trust,
-                                    model_args, detection)
+                   weights: str | None, static: bool, detection: Any) -> None:
+        loaded, notes = load_source(source, specs, self.opts.source, weights, static,
+                                    detection)
         self.notes += notes
         self.from_loaded(loaded, out_dir)
 
@@ -420,11 +398,10 @@ def export_loaded(
     *,
     options: ExportOptions | None = None,
     on_step: StepCallback | None = None,
-    **option_fields: Any,
 ) -> ExportResult:
     """Export a model already in memory (a `toolkit.source.wrapper.LoadedModel`), as the
     Lightning callback does at the end of training; otherwise like `export`."""
-    opts = make_options(options, **option_fields)
+    opts = options or ExportOptions()
     out_dir = Path(out)
     _check_writable(out_dir)
     run = _Executor(ExportPlan(formats.parse_targets([to] if isinstance(to, str) else to), opts),

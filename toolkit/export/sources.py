@@ -15,21 +15,22 @@ from toolkit.errors import UsageError
 from toolkit.export.golden import GOLDEN_EXTRA_BATCHES
 from toolkit.export.job import ExportOptions
 from toolkit.export.records import record_artifact
+from toolkit.source.options import SourceOptions
 from toolkit.spec import TensorSpec, batch_range
 
 
-def load_source(source: str, specs: list[TensorSpec], model_ref: str | None,
-                weights: str | None, static: bool, trust: bool, model_args: dict[str, Any],
-                detection: Any) -> tuple[Any, list[str]]:
+def load_source(source: str, specs: list[TensorSpec], origin: SourceOptions,
+                weights: str | None, static: bool, detection: Any) -> tuple[Any, list[str]]:
     """The model a checkpoint or factory gives, wrapped as the detection options ask, and
     what the run should tell the user about it."""
     from toolkit.source.detector_contract import as_detector
     from toolkit.source.load import load_model
 
-    loaded = load_model(source, model_ref=model_ref, weights=weights,
-                        inputs=specs or None, static=static, trust_checkpoint=trust,
-                        model_args=model_args)
-    if trust:
+    loaded = load_model(source, model_ref=origin.model, weights=weights,
+                        inputs=specs or None, static=static,
+                        trust_checkpoint=origin.trust_checkpoint,
+                        model_args=origin.factory_args())
+    if origin.trust_checkpoint:
         # recorded for the reader; never honoured when the bundle is used later
         loaded.source["trusted_at_export"] = True
     loaded = as_detector(loaded, detection)

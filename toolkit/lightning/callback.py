@@ -73,7 +73,8 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
         backends: Sequence[Any] = (),
         force: bool = False,
     ) -> None:
-        from toolkit.export.pipeline import make_options
+        from toolkit.export.job import ExportOptions
+        from toolkit.source.options import SourceOptions
         from toolkit.spec import canonical_precision, parse_inputs
 
         # Everything is checked here, before training starts: a typo costs a second, not a run.
@@ -83,8 +84,6 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
                       if p.strip()]
         if not precisions:
             raise UsageError("ExportCallback(precision=()): give at least one, e.g. 'fp32'")
-        if device != "cpu" and not device.startswith("cuda"):
-            raise UsageError(f"ExportCallback(device={device!r}): use cpu or cuda (cuda:N)")
         precision_options = precision_options or PrecisionOptions()
         for name in ("calib_data", "eval_data"):
             value = getattr(precision_options, name)
@@ -98,8 +97,13 @@ class ExportCallback(*_callback_bases()):  # type: ignore[misc]
         self.force = force
         self._exported = False  # once this callback has written `out`, it may replace it
         _check_out(self.out, force)
-        self.options = make_options(
-            precisions=tuple(precisions), device=device, verify=verify, force=True,
+        try:
+            source = SourceOptions(device=device)
+        except UsageError:
+            raise UsageError(f"ExportCallback(device={device!r}): use cpu or cuda (cuda:N)"
+                             ) from None
+        self.options = ExportOptions.build(
+            precisions=precisions, verify=verify, force=True, source=source,
             precision_options=precision_options, backends=backends)
         for target in self.targets:
             fmt = formats.get(target)

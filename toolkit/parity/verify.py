@@ -24,6 +24,7 @@ from toolkit.parity.report import ParityReport
 from toolkit.parity.tolerances import Tolerances, tolerances_from_options
 from toolkit.runtime import model_runner, runner_for
 from toolkit.runtime.base import Runner
+from toolkit.source.options import SourceOptions
 from toolkit.source.rebuild import describe_source
 
 Feed = dict[str, np.ndarray]
@@ -249,19 +250,19 @@ def plan_verify(
     formats: Sequence[str] = (),
     precisions: Sequence[str] = (),
     against: str | None = None,
-    model: str | None = None,
-    model_args: Sequence[str] = (),
     reference: str | None = None,
     data: str | None = None,
     data_batches: int = 8,
     tolerance: ToleranceOptions | None = None,
     localize: bool = False,
-    device: str = "cpu",
-    trust_checkpoint: bool = False,
+    source: SourceOptions | None = None,
 ) -> VerifyPlan:
     """What `verify_bundle` will run and against what; see there."""
     from toolkit.source.rebuild import reference_model
     from toolkit.spec import canonical_precision
+
+    source = source or SourceOptions()
+    device = source.device
 
     wanted = [format_table.canonical(f) for f in formats]
     wanted_precisions = [canonical_precision(p) for p in precisions]
@@ -285,9 +286,7 @@ def plan_verify(
             plan.notes.append(f"rebuilding the PyTorch model from the manifest's source: "
                               f"{describe_source(bundle)}")
         try:
-            plan.live_model = reference_model(bundle, against=against, model_ref=model,
-                                              model_args=model_args,
-                                              trust_checkpoint=trust_checkpoint)
+            plan.live_model = reference_model(bundle, against=against, source=source)
         except UsageError as err:
             if against:
                 raise
@@ -389,18 +388,14 @@ def verify_bundle(
     *,
     formats: Sequence[str] = (),
     against: str | None = None,
-    model: str | None = None,
     reference: str | None = None,
     data: str | None = None,
     data_batches: int = 8,
     tolerance: ToleranceOptions | None = None,
     localize: bool = False,
-    device: str = "cpu",
     record: bool = True,
-    trust_checkpoint: bool = False,
     precisions: Sequence[str] = (),
-    model_args: Sequence[str] = (),
-    allow_modified: bool = False,
+    source: SourceOptions | None = None,
 ) -> VerifyOutcome:
     """The parity gate over a bundle's artifacts; mirrors `toolkit verify`: plan (targets,
     reference, samples; the PyTorch model rebuilt once), then run and compare, then record.
@@ -410,12 +405,11 @@ def verify_bundle(
 
     with reading(Path(bundle_dir)):
         bundle = Bundle.open(bundle_dir)
-        bundle.allow_modified = allow_modified
+        source = source or SourceOptions()
+        bundle.allow_modified = source.allow_modified
         plan = plan_verify(bundle, formats=formats, precisions=precisions, against=against,
-                           model=model, model_args=model_args, reference=reference,
-                           data=data, data_batches=data_batches, tolerance=tolerance,
-                           localize=localize, device=device,
-                           trust_checkpoint=trust_checkpoint)
+                           reference=reference, data=data, data_batches=data_batches,
+                           tolerance=tolerance, localize=localize, source=source)
         outcome, checked = run_verify(plan)
         if record and not record_results(bundle.root, lambda fresh: [
                 record_parity(fresh, rec, report) for rec, report in checked]):

@@ -7,6 +7,7 @@ from typing import Any
 
 from toolkit.bundle import Bundle
 from toolkit.errors import UsageError
+from toolkit.source.options import SourceOptions
 
 MODEL_SOURCES = ("lightning-checkpoint", "factory")
 
@@ -95,18 +96,19 @@ def as_bundle_model(bundle: Bundle, loaded: Any) -> Any:
     return as_detector(loaded, options_from_record(detection))
 
 
-def reference_model(bundle: Bundle, *, against: str | None = None, model_ref: str | None = None,
-                    model_args: Any = (), trust_checkpoint: bool = False) -> Any:
+def reference_model(bundle: Bundle, *, against: str | None = None,
+                    source: SourceOptions | None = None) -> Any:
     """The PyTorch model parity is judged against, wrapped as the bundle's artifacts are: from
-    `against` (a checkpoint or factory the user names), else from the manifest's source."""
+    `against` (a checkpoint or factory the user names, with the source group's class and
+    arguments), else from the manifest's source."""
+    source = source or SourceOptions()
     if not against:
-        return source_model(bundle, trust_checkpoint=trust_checkpoint)
+        return source_model(bundle, trust_checkpoint=source.trust_checkpoint)
     from toolkit.source.load import load_model
-    from toolkit.source.model_args import parse_model_args
 
     return as_bundle_model(bundle, load_model(
-        against, model_ref=model_ref, inputs=bundle.inputs, trust_checkpoint=trust_checkpoint,
-        model_args=parse_model_args(model_args)))
+        against, model_ref=source.model, inputs=bundle.inputs,
+        trust_checkpoint=source.trust_checkpoint, model_args=source.factory_args()))
 
 
 def against_command(bundle: Bundle) -> str:

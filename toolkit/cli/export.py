@@ -83,7 +83,7 @@ def print_step(step: Any) -> None:
 
     style = STATUS_STYLE.get(step.status, "white")
     mark = {"ok": "✓", "exists": "•", "unavailable": "!"}.get(step.status, "✗")
-    parity = f"  {parity_figure(step.parity)}" if step.parity else ""
+    parity = f"  {parity_figure(step.parity.to_json())}" if step.parity else ""
     console.print(
         f"  [{style}]{mark}[/] {step.target:<12} {step.variant:<8} "
         f"{step.seconds:6.1f}s  [{style}]{step.status}[/]{parity}", highlight=False)

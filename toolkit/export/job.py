@@ -18,7 +18,7 @@ from toolkit.source.options import SourceOptions
 if TYPE_CHECKING:  # pragma: no cover
     from toolkit.bundle import Bundle
     from toolkit.formats import Format
-    from toolkit.manifest import Target
+    from toolkit.manifest import ParityRecord, Target
 
 
 class StepStatus(str, Enum):
@@ -223,7 +223,7 @@ class Step:
     seconds: float = 0.0
     path: str | None = None
     detail: str = ""
-    parity: dict[str, Any] | None = None
+    parity: ParityRecord | None = None  # what the artifact's record holds
     error: ToolkitError | None = field(default=None, repr=False)
     started: float = field(default_factory=time.perf_counter, repr=False)
     layout: str | None = None  # INT8 graph layout, for formats that have several
@@ -239,7 +239,8 @@ class Step:
         return {"target": self.target, "precision": self.precision, "layout": self.layout,
                 "status": self.status.value, "code": self.status.code,
                 "seconds": round(self.seconds, 2),
-                "path": self.path, "detail": self.detail, "parity": self.parity}
+                "path": self.path, "detail": self.detail,
+                "parity": self.parity.to_json() if self.parity is not None else None}
 
 
 StepCallback = Callable[[Step], None]

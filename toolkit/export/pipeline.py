@@ -39,7 +39,7 @@ from toolkit.export.plan import ExportPlan
 from toolkit.export.records import drop_artifact, record_artifact
 from toolkit.export.sources import bundle_from_file, load_source, open_or_create
 from toolkit.formats import Format
-from toolkit.manifest import ArtifactRecord, InProcessTarget, Target
+from toolkit.manifest import ArtifactRecord, InProcessTarget, ParityRecord, Target
 from toolkit.source.options import SourceOptions
 from toolkit.spec import TensorSpec
 
@@ -376,7 +376,7 @@ class _Executor:
         from toolkit.parity.verify import check_target
 
         report = check_target(self.bundle, record, device=self.opts.device, model=self.model)
-        step.parity = report.to_dict()
+        step.parity = ParityRecord.model_validate(report.to_dict())
         if isinstance(record, ArtifactRecord):
             record.parity = step.parity
         if not report.passed:

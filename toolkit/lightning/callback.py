@@ -288,15 +288,16 @@ def _training_record(trainer: Any, best: str | None, log_dir: str | None) -> dic
 def _parity_metrics(result: Any) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for step in result.steps:
-        if not step.parity:
+        if step.parity is None:
             continue
         key = f"export/{step.target}_{step.variant}"
-        metrics[f"{key}/parity_passed"] = float(bool(step.parity.get("passed")))
-        outputs = step.parity.get("outputs") or {}
+        metrics[f"{key}/parity_passed"] = float(step.parity.passed)
+        report = step.parity.to_json()  # per-output and detection figures, as recorded
+        outputs = report.get("outputs") or {}
         worst = [o.get("max_abs") for o in outputs.values() if o.get("max_abs") is not None]
         if worst:
             metrics[f"{key}/max_abs_err"] = float(max(worst))
-        detection = step.parity.get("detection")
+        detection = report.get("detection")
         if detection and detection.get("worst_iou") is not None:
             metrics[f"{key}/worst_iou"] = float(detection["worst_iou"])
     return metrics

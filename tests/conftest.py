@@ -108,7 +108,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from toolkit.demo.detection_data import make_detection_data
     from toolkit.demo.detector import train_detector
 
-    torch.set_num_threads(2)
     out, lock = shared_dir(tmp_path_factory, "detector")
     with lock:
         if not (out / "done.json").is_file():

@@ -111,7 +111,6 @@ def images() -> torch.Tensor:
 def detector(request: pytest.FixtureRequest, images: torch.Tensor) -> dict[str, Any]:
     """A torchvision detector, its adapter and the eager reference on batch 3."""
     torch.manual_seed(0)
-    torch.set_num_threads(2)
     model = liven(_build(request.param).eval(), images[:1])
     adapter = TorchvisionDetectionAdapter(model, max_detections=K).eval()
     with torch.no_grad():

@@ -69,7 +69,6 @@ def images() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def models(images: torch.Tensor) -> dict[str, nn.Module]:
     torch.manual_seed(0)
-    torch.set_num_threads(2)
     built = {kind: liven(_build(kind).eval(), images[:1]) for kind in ("masks", "keypoints")}
     built["both"] = liven(_with_masks(built["keypoints"]), images[:1])
     return built

@@ -31,6 +31,9 @@ class TorchRunner(Runner):
         torch = require_module("torch", f"running {self.name}")
         check_device(self.device)
         if self.threads:
+            # torch's thread count is the process's: put back what it was when this runner
+            # goes, or a bench at 1 thread would leave the caller's training at 1
+            self._threads_before = torch.get_num_threads()
             torch.set_num_threads(self.threads)
         self._fn = self._load()
 
@@ -39,6 +42,12 @@ class TorchRunner(Runner):
 
     def _deactivate_impl(self) -> None:
         self._fn = None
+        before = getattr(self, "_threads_before", None)
+        if before is not None:
+            import torch
+
+            torch.set_num_threads(before)
+            self._threads_before = None
 
     def _tensors(self, feed: Feed) -> tuple:
         import torch

@@ -19,3 +19,16 @@ def test_the_artifact_is_a_script_module_that_reproduces_the_golden_outputs(two_
 def test_triton_serves_it_on_libtorch_with_indexed_names(two_io_bundle, tmp_path):
     config = triton_config(two_io_bundle, "torchscript", tmp_path / "repo")
     assert 'platform: "pytorch_libtorch"' in config and "INPUT__0" in config
+
+
+def test_a_runner_given_threads_gives_torch_its_count_back(two_io_bundle):
+    """torch's thread count belongs to the process: a runner timed at 1 thread must not leave
+    the caller (a training run, the next test) at 1."""
+    from toolkit import runtime
+
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    with runtime.load(two_io_bundle, "torchscript", threads=wanted) as runner:
+        runner.infer(Bundle.open(two_io_bundle).golden()[0].inputs)
+        assert torch.get_num_threads() == wanted
+    assert torch.get_num_threads() == before

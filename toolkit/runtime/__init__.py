@@ -15,7 +15,7 @@ from toolkit import formats
 from toolkit.bundle import Bundle
 from toolkit.errors import UsageError
 from toolkit.manifest import ArtifactRecord, InProcessTarget, Target
-from toolkit.runtime.base import Runner
+from toolkit.runtime.base import LoneFile, Runner
 
 __all__ = ["Runner", "load", "load_artifact", "model_runner", "runner_for"]
 
@@ -104,22 +104,9 @@ def _load_file(path: Path, fmt: formats.Format | None, device: str, precision: s
         # a file outside any bundle: no manifest, so no hash to check it against
         lone = ArtifactRecord.model_construct(format=fmt.name, precision=precision,
                                               path=path.name)
-        return fmt.runner_fn()(_LoneFile(path, *fmt.hook("describe")(path)), lone,
+        return fmt.runner_fn()(LoneFile(path, *fmt.hook("describe")(path)), lone,
                                device=device, threads=threads, **options)
     raise UsageError(
         f"{path}: a lone {fmt.name if fmt else path.suffix} file doesn't say its inputs; load "
         f"it from its bundle directory (or give {formats.lone_files()})"
     )
-
-
-class _LoneFile:
-    """A self-describing artifact file outside a bundle, seen through the bundle interface a
-    runner opener reads (inputs, outputs, path_of)."""
-
-    def __init__(self, path: Path, inputs: list[Any], outputs: list[Any]) -> None:
-        self.path = path
-        self.root = path.parent
-        self.inputs, self.outputs = inputs, outputs
-
-    def path_of(self, record: ArtifactRecord) -> Path:
-        return self.path

@@ -9,14 +9,52 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from toolkit.errors import UsageError
 from toolkit.spec import OutputSpec, TensorSpec, numpy_dtype
 
+if TYPE_CHECKING:  # pragma: no cover
+    from toolkit.manifest import ArtifactRecord
+
 Feed = Mapping[str, np.ndarray]
+
+
+class ArtifactHome(Protocol):
+    """What a format's `open_artifact(home, record)` reads of where an artifact lives: a
+    `Bundle`, or a `LoneFile`."""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def inputs(self) -> list[TensorSpec]: ...
+
+    @property
+    def outputs(self) -> list[OutputSpec]: ...
+
+    def path_of(self, record: ArtifactRecord) -> Path: ...
+
+
+@dataclass(frozen=True)
+class LoneFile:
+    """A self-describing artifact file outside any bundle (its format's `describe` read its
+    inputs and outputs): no manifest, so no hash to check it against."""
+
+    path: Path
+    inputs: list[TensorSpec]
+    outputs: list[OutputSpec]
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def path_of(self, record: ArtifactRecord) -> Path:
+        return self.path
 
 
 class Runner(abc.ABC):

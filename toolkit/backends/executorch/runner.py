@@ -14,6 +14,7 @@ from typing import Any
 
 from toolkit.environment import require_module
 from toolkit.errors import BackendUnavailable, UsageError
+from toolkit.runtime.base import ArtifactHome
 from toolkit.runtime.torch_common import TorchRunner
 from toolkit.spec import OutputSpec, TensorSpec
 
@@ -85,7 +86,7 @@ class ExecuTorchRunner(TorchRunner):
         return lambda *tensors: method.execute(list(tensors))
 
 
-def open_artifact(bundle: Any, record: Any, **options: Any) -> ExecuTorchRunner:
+def open_artifact(bundle: ArtifactHome, record: Any, **options: Any) -> ExecuTorchRunner:
     return ExecuTorchRunner(bundle.path_of(record), inputs=bundle.inputs,
                             outputs=bundle.outputs, precision=record.precision, **options)
 

@@ -11,7 +11,7 @@ import numpy as np
 from toolkit.environment import require_module
 from toolkit.errors import BackendUnavailable, UsageError
 from toolkit.manifest import ArtifactRecord
-from toolkit.runtime.base import Feed, Runner
+from toolkit.runtime.base import ArtifactHome, Feed, Runner
 
 ORT_QDQ_DISABLED_OPTIMIZERS: tuple[str, ...] = ("CommonSubexpressionElimination",)
 """Pass as `InferenceSession(..., disabled_optimizers=...)` for INT8 Q/DQ graphs on x86 CPUs
@@ -106,7 +106,8 @@ class OnnxRuntimeRunner(Runner):
         return call
 
 
-def open_artifact(bundle: Any, record: ArtifactRecord, **options: Any) -> OnnxRuntimeRunner:
+def open_artifact(bundle: ArtifactHome, record: ArtifactRecord,
+                  **options: Any) -> OnnxRuntimeRunner:
     return OnnxRuntimeRunner(bundle.path_of(record), inputs=bundle.inputs,
                              outputs=bundle.outputs, precision=record.precision,
                              layout=record.layout, **options)

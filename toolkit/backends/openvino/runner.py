@@ -13,7 +13,7 @@ from toolkit import formats
 from toolkit.environment import cpu_flags, require_module
 from toolkit.errors import UsageError, first_line
 from toolkit.manifest import ArtifactRecord
-from toolkit.runtime.base import Feed, Runner
+from toolkit.runtime.base import ArtifactHome, Feed, Runner
 
 #: OpenVINO performance hints: LATENCY (one stream, what `bench` times per request) or
 #: THROUGHPUT (several streams for concurrent requests)
@@ -119,7 +119,7 @@ def _short(precision: str) -> str:
     return text.strip("<>' ").split(":")[-1].strip(" '")
 
 
-def open_artifact(bundle: Any, record: ArtifactRecord, **options: Any) -> OpenVinoRunner:
+def open_artifact(bundle: ArtifactHome, record: ArtifactRecord, **options: Any) -> OpenVinoRunner:
     own = formats.get(record.format).fields_of(record)
     return OpenVinoRunner(bundle.path_of(record), inputs=bundle.inputs, outputs=bundle.outputs,
                           precision=record.precision,

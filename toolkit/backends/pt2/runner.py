@@ -8,6 +8,7 @@ from typing import Any
 
 from toolkit.errors import BackendUnavailable, UsageError
 from toolkit.manifest import ArtifactRecord
+from toolkit.runtime.base import ArtifactHome
 from toolkit.runtime.torch_common import TorchRunner
 
 
@@ -57,7 +58,7 @@ def check_package(path: Path) -> None:
                              "refusing to unpack it")
 
 
-def open_artifact(bundle: Any, record: ArtifactRecord, **options: Any) -> AOTIRunner:
+def open_artifact(bundle: ArtifactHome, record: ArtifactRecord, **options: Any) -> AOTIRunner:
     return AOTIRunner(bundle.path_of(record), compiled_for=record.device or "cpu",
                       inputs=bundle.inputs, outputs=bundle.outputs,
                       precision=record.precision, **options)

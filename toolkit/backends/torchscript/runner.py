@@ -9,6 +9,7 @@ from typing import Any
 from toolkit import formats
 from toolkit.errors import UsageError, first_line
 from toolkit.manifest import ArtifactRecord
+from toolkit.runtime.base import ArtifactHome
 from toolkit.runtime.torch_common import TorchRunner, load_custom_ops
 
 
@@ -31,7 +32,8 @@ class TorchScriptRunner(TorchRunner):
                              ) from err
 
 
-def open_artifact(bundle: Any, record: ArtifactRecord, **options: Any) -> TorchScriptRunner:
+def open_artifact(bundle: ArtifactHome, record: ArtifactRecord,
+                  **options: Any) -> TorchScriptRunner:
     return TorchScriptRunner(bundle.path_of(record),
                              call_style=formats.get(record.format).fields_of(record).call_style
                              or "flat",

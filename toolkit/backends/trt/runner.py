@@ -35,7 +35,7 @@ from toolkit.backends.trt.cuda import (
 from toolkit.backends.trt.logger import errors_since, process_logger
 from toolkit.errors import BackendUnavailable, UsageError
 from toolkit.manifest import ArtifactRecord
-from toolkit.runtime.base import Feed, Runner
+from toolkit.runtime.base import ArtifactHome, Feed, Runner
 from toolkit.spec import OutputSpec, TensorSpec
 
 
@@ -350,7 +350,7 @@ class TensorRTRunner(Runner):
             ) from None
 
 
-def open_artifact(bundle: Any, record: ArtifactRecord, *, device: str = "cuda",
+def open_artifact(bundle: ArtifactHome, record: ArtifactRecord, *, device: str = "cuda",
                   **options: Any) -> Runner:
     """The engine's runner; names Torch-TensorRT changed are mapped back to the bundle's.
     The engine record (TensorRT's fields) goes to the runner as its JSON, for preflight."""

@@ -136,6 +136,7 @@ def validation_data(path: Path, args: argparse.Namespace, split: str = "val") ->
 def export_task(model: Trained, work: Path, args: argparse.Namespace) -> tuple[Path, Any]:
     from toolkit.detection.options import DetectionOptions
     from toolkit.export.job import PrecisionOptions
+    from toolkit.export.pipeline import SourceOptions
     from toolkit.export.pipeline import export as toolkit_export
 
     calib = work / "calib.npz"
@@ -146,7 +147,7 @@ def export_task(model: Trained, work: Path, args: argparse.Namespace) -> tuple[P
     result = toolkit_export(
         f"{Path(__file__).resolve()}:trained", args.formats, out,
         inputs=[f"images:1-4x3x{args.size}x{args.size}"], precisions=["fp32", "fp16", "int8"],
-        model_args={"task": model.task, "path": model.weights},
+        source_options=SourceOptions(model_args={"task": model.task, "path": model.weights}),
         detection=DetectionOptions(task=TOOLKIT_TASK[model.task]),
         precision_options=PrecisionOptions(calib_data=str(calib),
                                            eval_data=str(work / "eval.npz")))

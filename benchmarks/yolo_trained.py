@@ -98,6 +98,7 @@ def export(weights: Path, work: Path, size: int, n_eval: int) -> dict[str, Any]:
     then INT8 again with entropy and percentile calibration, each in a bundle of its own."""
     from toolkit.demo.detection_data import make_detection_data
     from toolkit.export.job import PrecisionOptions
+    from toolkit.export.pipeline import SourceOptions
     from toolkit.export.pipeline import export as toolkit_export
 
     test = make_detection_data(n_eval, "test", size=size)
@@ -113,7 +114,8 @@ def export(weights: Path, work: Path, size: int, n_eval: int) -> dict[str, Any]:
         started = time.perf_counter()
         result = toolkit_export(
             source, formats, work / name, inputs=[f"images:1-8x3x{size}x{size}"],
-            precisions=precisions, model_args={"path": str(weights)},
+            precisions=precisions,
+            source_options=SourceOptions(model_args={"path": str(weights)}),
             precision_options=PrecisionOptions(calib_data=str(work / "calib.npz"),
                                                eval_data=str(work / "eval.npz"),
                                                calib_method=method))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import fields
+from typing import Annotated
 
 import pytest
 import typer
@@ -24,7 +25,7 @@ from toolkit import (
 from toolkit.cli.app import app
 from toolkit.cli.group_flags import takes_groups
 from toolkit.errors import UsageError
-from toolkit.groups import flags_of
+from toolkit.groups import flags_of, only
 
 cli = CliRunner()
 GROUPS = (PrecisionOptions, BuildOptions, DetectionOptions, BenchOptions, ToleranceOptions,
@@ -69,8 +70,19 @@ def test_the_source_group_travels_whole_from_the_flags():
     assert built == SourceOptions(model="pkg.mod:Net", model_args=("num_classes=5", "name='x'"),
                                   trust_checkpoint=True, device="cuda:1")
     assert built.factory_args() == {"num_classes": 5, "name": "x"}
-    # from Python, a mapping of values (anything a factory takes) is as good as the texts
-    assert SourceOptions(model_args={"num_classes": 5}).factory_args() == {"num_classes": 5}
+    # from Python, a mapping of values (anything a factory takes) is as good as the texts,
+    # and the group stays hashable like every other
+    given = SourceOptions(model_args={"num_classes": 5})
+    assert given.factory_args() == {"num_classes": 5}
+    assert hash(given) == hash(SourceOptions(model_args={"num_classes": 5}))
+
+
+def test_only_is_for_an_option_group():
+    def command(size: Annotated[int, only("device")] = 1) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="needs an option group"):
+        takes_groups(command)
 
 
 def capture(group: type):

@@ -178,6 +178,9 @@ def plan_bench(
     allow_modified."""
     path = Path(target)
     source = source or SourceOptions()
+    if source.model or source.model_args:
+        raise UsageError("bench rebuilds the reference from the bundle's own source: "
+                         "SourceOptions(model=..., model_args=...) are not read here")
     device = source.device
     timing = timing or BenchOptions()
     check_device(device)

@@ -44,6 +44,9 @@ def takes_groups(command: Callable[..., Any]) -> Callable[..., Any]:
             base, *extras = get_args(annotation)
             subset = next((e for e in extras if isinstance(e, Only)), None)
             if subset is not None:
+                if not is_group(base):  # a programming error, caught when the app is built
+                    raise TypeError(f"{command.__name__}: only(...) needs an option group, "
+                                    f"not {base!r}")
                 annotation = base
         if annotation is BackendOptions:
             from toolkit import formats

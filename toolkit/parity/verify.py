@@ -263,6 +263,7 @@ def plan_verify(
 
     source = source or SourceOptions()
     device = source.device
+    bundle.allow_modified = source.allow_modified
 
     wanted = [format_table.canonical(f) for f in formats]
     wanted_precisions = [canonical_precision(p) for p in precisions]

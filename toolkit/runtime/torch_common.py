@@ -35,7 +35,11 @@ class TorchRunner(Runner):
             # goes, or a bench at 1 thread would leave the caller's training at 1
             self._threads_before = torch.get_num_threads()
             torch.set_num_threads(self.threads)
-        self._fn = self._load()
+        try:
+            self._fn = self._load()
+        except BaseException:  # never activated, so never deactivated: put the count back here
+            self._deactivate_impl()
+            raise
 
     def _load(self) -> Callable[..., Any]:
         raise NotImplementedError

@@ -2,7 +2,7 @@
 trusted (`--model`, `--model-arg`, `--trust-checkpoint`, `--allow-modified`, `--device`).
 
 Declared once, like the other groups (`toolkit/groups.py`): `toolkit export` and `toolkit verify`
-take all of it, `bench`, `select` and `deploy` the fields they read (`only(...)`), and
+take all of it, `bench` and `deploy` the fields they read (`only(...)`), and
 `toolkit.export(...)`, `verify_bundle(...)` and `bench_bundle(...)` take the same object, so
 the five values travel as one. Pure: no torch.
 """
@@ -28,8 +28,9 @@ class SourceOptions:
     model: str | None = flag(
         None, "--model",
         "LightningModule class pkg.module:Class (when the checkpoint doesn't record it).")
-    #: 'NAME=VALUE' texts (the command line's), or a mapping of values (from Python)
-    model_args: tuple[str, ...] | Mapping[str, Any] = flag(
+    #: 'NAME=VALUE' texts (the command line's); a mapping of values (from Python) is kept as
+    #: its (name, value) pairs, so the group stays hashable
+    model_args: tuple[str, ...] | tuple[tuple[str, Any], ...] = flag(
         (), "--model-arg",
         "A factory keyword argument NAME=VALUE, a Python literal (None, 5, 0.25, 'text', "
         "(1, 2)); nothing is evaluated. Repeatable.", cli_type=list[str] | None,
@@ -51,7 +52,9 @@ class SourceOptions:
             bad = [k for k in args if not isinstance(k, str) or not k.isidentifier()]
             if bad:
                 raise UsageError(f"model_args: {bad[0]!r} is not a Python argument name")
-            args = dict(args)
+            args = tuple(args.items())
+        elif args and all(isinstance(a, tuple) for a in args):  # pairs, as kept above
+            args = tuple(args)
         else:
             args = (args,) if isinstance(args, str) else tuple(str(a) for a in args)
             parse_model_args(args)  # a bad --model-arg is exit 2 before anything loads
@@ -63,6 +66,6 @@ class SourceOptions:
 
     def factory_args(self) -> dict[str, Any]:
         """The factory's keyword arguments, values parsed."""
-        if isinstance(self.model_args, Mapping):
+        if self.model_args and isinstance(self.model_args[0], tuple):
             return dict(self.model_args)
         return parse_model_args(self.model_args)

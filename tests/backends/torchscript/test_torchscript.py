@@ -3,6 +3,7 @@ platform with indexed tensor names."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.helpers import assert_reproduces_golden, triton_config
@@ -31,4 +32,18 @@ def test_a_runner_given_threads_gives_torch_its_count_back(two_io_bundle):
     with runtime.load(two_io_bundle, "torchscript", threads=wanted) as runner:
         runner.infer(Bundle.open(two_io_bundle).golden()[0].inputs)
         assert torch.get_num_threads() == wanted
+    assert torch.get_num_threads() == before
+
+
+def test_a_runner_that_fails_to_load_gives_torch_its_count_back(tmp_path):
+    from toolkit.backends.torchscript.runner import TorchScriptRunner
+    from toolkit.spec import parse_input
+
+    before = torch.get_num_threads()
+    broken = tmp_path / "model.pt"
+    broken.write_bytes(b"not a TorchScript archive")
+    runner = TorchScriptRunner(broken, inputs=[parse_input("x:1x3")], outputs=[],
+                               threads=1 if before != 1 else 2)
+    with pytest.raises(Exception):  # noqa: B017 - torch's own error type for a bad archive
+        runner.activate()
     assert torch.get_num_threads() == before

@@ -39,49 +39,44 @@ def two_io_bundle(two_io_checkpoint: Path, tmp_path_factory: pytest.TempPathFact
     (`shared_dir`; pt2 and ExecuTorch compile for tens of seconds). Readers share it; a test
     that changes a bundle works on a copy."""
     from toolkit import formats
-    from toolkit.export.pipeline import SourceOptions, export
+    from toolkit.export.pipeline import SourceOptions
 
-    root, lock = shared_dir(tmp_path_factory, "two_io_bundle")
-    out = root / "two_io"
-    with lock:
-        if not (root / "done").is_file():
-            root.mkdir(exist_ok=True)
-            # every saved format this machine runs (the extras installed), a GPU's engines
-            # aside
-            targets = [f.name for f in formats.exportable() if f.saved and f.installed
-                       and not (f.triton and f.triton.gpu)]
-            result = export(str(two_io_checkpoint), targets, out,
-                            source_options=SourceOptions(model="tests.models:TwoInTwoOut"),
-                            force=True)
-            assert result.exit_code == 0, result.to_dict()
-            (root / "done").write_text("")
-    return out
+    # every saved format this machine runs (the extras installed), a GPU's engines aside
+    targets = [f.name for f in formats.exportable() if f.saved and f.installed
+               and not (f.triton and f.triton.gpu)]
+    return shared_export(tmp_path_factory, "two_io_bundle", str(two_io_checkpoint), targets,
+                         "two_io", source_options=SourceOptions(model="tests.models:TwoInTwoOut"))
 
 
-def _shared_cnn(tmp_path_factory: pytest.TempPathFactory, targets: list[str]) -> Path:
-    """small_cnn exported to `targets` once for all workers (`shared_dir`)."""
+def shared_export(tmp_path_factory: pytest.TempPathFactory, key: str, source: str,
+                  targets: list[str], bundle: str, **options: Any) -> Path:
+    """`source` exported to `targets` once for all workers (`shared_dir` `key`): the bundle
+    directory `bundle` (its name is the Triton model's), which readers share; a test that
+    changes a bundle works on a copy."""
     from toolkit.export.pipeline import export
 
-    root, lock = shared_dir(tmp_path_factory, f"cnn_{'_'.join(targets)}")
+    root, lock = shared_dir(tmp_path_factory, key)
     with lock:
         if not (root / "done").is_file():
             root.mkdir(exist_ok=True)
-            result = export("tests.models:small_cnn", targets, root / "cnn", force=True)
+            result = export(source, targets, root / bundle, force=True, **options)
             assert result.exit_code == 0, result.to_dict()
             (root / "done").write_text("")
-    return root / "cnn"
+    return root / bundle
 
 
 @pytest.fixture(scope="session")
 def cnn_onnx_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """small_cnn exported to ONNX once; tests that change it work on a copy."""
-    return _shared_cnn(tmp_path_factory, ["onnx"])
+    return shared_export(tmp_path_factory, "cnn_onnx", "tests.models:small_cnn", ["onnx"],
+                         "cnn")
 
 
 @pytest.fixture(scope="session")
 def cnn_onnx_torchscript_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """small_cnn exported to ONNX and TorchScript once; tests that change it work on a copy."""
-    return _shared_cnn(tmp_path_factory, ["onnx", "torchscript"])
+    return shared_export(tmp_path_factory, "cnn_onnx_torchscript", "tests.models:small_cnn",
+                         ["onnx", "torchscript"], "cnn")
 
 
 def shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> tuple[Path, Any]:
@@ -132,21 +127,12 @@ def detector_onnx_bundle(trained: dict[str, Any],
     """The trained demo detector with NMS appended, in ONNX, once for all workers. Readers
     share it; a test that exports more into it works on a copy."""
     from toolkit.detection.options import DetectionOptions
-    from toolkit.export.pipeline import SourceOptions, export
+    from toolkit.export.pipeline import SourceOptions
 
-    root, lock = shared_dir(tmp_path_factory, "detector_onnx")
-    with lock:
-        if not (root / "done").is_file():
-            root.mkdir(exist_ok=True)
-            result = export(str(trained["dir"] / "shapes_detector.ckpt"), ["onnx"],
-                            root / "det",
-                            source_options=SourceOptions(
-                                model="toolkit.demo.detector:ShapesDetector"),
-                            detection=DetectionOptions(nms="iou=0.5,score=0.3,max=20"),
-                            force=True)
-            assert result.exit_code == 0, result.to_dict()
-            (root / "done").write_text("")
-    return root / "det"
+    return shared_export(
+        tmp_path_factory, "detector_onnx", str(trained["dir"] / "shapes_detector.ckpt"),
+        ["onnx"], "det", source_options=SourceOptions(model="toolkit.demo.detector:ShapesDetector"),
+        detection=DetectionOptions(nms="iou=0.5,score=0.3,max=20"))
 
 
 #: the test files that take 30 s or more on 2 cores (`--junitxml` of a full run, AMD EPYC

@@ -39,7 +39,6 @@ from toolkit.source.options import SourceOptions
 from toolkit.spec import (
     TensorSpec,
     batch_range,
-    check_device,
     check_feed_size,
     numpy_dtype,
     random_inputs,
@@ -183,7 +182,6 @@ def plan_bench(
                          "SourceOptions(model=..., model_args=...) are not read here")
     device = source.device
     timing = timing or BenchOptions()
-    check_device(device)
     resolved_threads = timing.threads or os.cpu_count() or 1
     if path.is_file():
         plan = _plan_file(path, formats, precisions, device, resolved_threads)

@@ -276,8 +276,6 @@ class DetectionsWithMasksAndKeypoints(NamedTuple):
 
 
 class _NamedBase(nn.Module):
-    toolkit_torch_export_limit = TORCHVISION_EXPORT_LIMIT  # the inner adapter's
-
     def __init__(self, inner: TorchvisionInstanceAdapter) -> None:
         super().__init__()
         self.inner = inner

@@ -38,11 +38,15 @@ TRACE_MAY_GO = "; a format exported without torch.export (a trace) may go throug
 
 
 def declared_limit(model: LoadedModel) -> str | None:
-    """Why torch.export can't take this model, when the model says so itself (its
-    `toolkit_torch_export_limit`, e.g. the torchvision detector adapters): the routes through
-    torch.export then stop at once, naming it, instead of after a trace bound to fail."""
-    limit = getattr(model.module, "toolkit_torch_export_limit", None)
-    return limit if isinstance(limit, str) and limit else None
+    """Why torch.export can't take this model, when a module inside it says so itself (its
+    `toolkit_torch_export_limit`, e.g. the torchvision detector adapters, whatever wraps
+    them): the routes through torch.export then stop at once, naming it, instead of after a
+    trace bound to fail."""
+    for module in model.module.modules():
+        limit = getattr(type(module), "toolkit_torch_export_limit", None)
+        if isinstance(limit, str) and limit:
+            return limit
+    return None
 
 
 _MULTIPLE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*) = (\d+)\*_[A-Za-z0-9_]+\s*$")

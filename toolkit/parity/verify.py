@@ -406,8 +406,6 @@ def verify_bundle(
 
     with reading(Path(bundle_dir)):
         bundle = Bundle.open(bundle_dir)
-        source = source or SourceOptions()
-        bundle.allow_modified = source.allow_modified
         plan = plan_verify(bundle, formats=formats, precisions=precisions, against=against,
                            reference=reference, data=data, data_batches=data_batches,
                            tolerance=tolerance, localize=localize, source=source)

@@ -35,8 +35,6 @@ class Detections(NamedTuple):
 class _Contract(nn.Module):
     """Names the four contract tensors of a post-processing module."""
 
-    __jit_unused_properties__ = ["toolkit_torch_export_limit"]  # (read by exporters only)
-
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
@@ -50,11 +48,6 @@ class _Contract(nn.Module):
         (torchvision detectors: a scripted loop over the batch keeps the batch dynamic)."""
         hook = getattr(self.inner, "export_module", None)
         return hook(example) if hook is not None else None
-
-    @property
-    def toolkit_torch_export_limit(self) -> str | None:
-        """Why torch.export can't take the wrapped module, when it says so."""
-        return getattr(self.inner, "toolkit_torch_export_limit", None)
 
 
 class _FlatOutputs(nn.Module):

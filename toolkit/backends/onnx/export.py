@@ -111,35 +111,33 @@ def _with_cause(err: BaseException) -> str:
     return f"{first_line(err, 120)} Cause: {first_line(inner, 240)}"
 
 
-class _Declined(Exception):
-    """The model says torch.export can't take it (`declared_limit`)."""
-
-
 def _export_onnx(model: LoadedModel, dest: Path, opset: int | None) -> dict[str, Any]:
     import onnx
 
     from toolkit.export.torch_export import declared_limit  # torch: not on an edge device
 
     notes: list[str] = []
-    limit = declared_limit(model)
-    try:
-        if limit:  # the dynamo exporter starts with torch.export: skip a trace bound to fail
-            raise _Declined(limit)
-        _export_dynamo(model, dest, opset)
-        exporter = "torch.onnx dynamo"
-    except Exception as dynamo_error:  # any exporter failure: try the legacy route
-        interrupts.raise_if_pending()  # torch.export wraps Ctrl-C: it is not a failure
-        notes.append(
-            f"the TorchScript-based exporter: torch.export, where the dynamo exporter starts, "
-            f"can't take this model ({limit})" if limit else
-            f"dynamo exporter failed ({_with_cause(dynamo_error)}); fell back to the "
-            "TorchScript-based exporter")
+    exporter = "torch.onnx dynamo"
+    # the dynamo exporter starts with torch.export: a model that says it can't skips it
+    why_not_dynamo = declared_limit(model)
+    if why_not_dynamo:
+        notes.append("the TorchScript-based exporter: torch.export, where the dynamo exporter "
+                     f"starts, can't take this model ({why_not_dynamo})")
+    else:
+        try:
+            _export_dynamo(model, dest, opset)
+        except Exception as dynamo_error:  # any exporter failure: try the legacy route
+            interrupts.raise_if_pending()  # torch.export wraps Ctrl-C: it is not a failure
+            why_not_dynamo = _with_cause(dynamo_error)
+            notes.append(f"dynamo exporter failed ({why_not_dynamo}); fell back to the "
+                         "TorchScript-based exporter")
+    if why_not_dynamo:
         try:
             _export_legacy(model, dest, opset)
             exporter = "torch.onnx torchscript (fallback)"
         except Exception as legacy_error:
             raise ExportFailed(
-                f"ONNX export failed with both exporters. dynamo: {_with_cause(dynamo_error)} | "
+                f"ONNX export failed with both exporters. dynamo: {why_not_dynamo} | "
                 f"torchscript: {first_line(legacy_error)}"
             ) from legacy_error
     try:

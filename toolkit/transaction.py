@@ -45,6 +45,21 @@ _journals: dict[tuple[Path, int], Journal] = {}
 _locks: dict[tuple[Path, int], tuple[int, int, bool]] = {}  # -> (fd, depth, shared)
 
 
+def _drop_locks_in_child() -> None:
+    """A forked child shares the lock's open file: while it lives, the lock outlives this
+    process's hold. Libraries fork behind our back (OpenVINO's telemetry forks a sender, and a
+    SIGTERM that the deferred-interrupt handler holds back left it hanging with a bundle
+    locked for 600 s), so the child closes its copies; never flock(LOCK_UN) here, which would
+    release the parent's lock."""
+    for fd, _, _ in _locks.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _locks.clear()
+
+
+os.register_at_fork(after_in_child=_drop_locks_in_child)
+
+
 def _key(root: Path) -> tuple[Path, int]:
     return root.resolve(), threading.get_ident()
 

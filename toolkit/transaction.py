@@ -47,10 +47,10 @@ _locks: dict[tuple[Path, int], tuple[int, int, bool]] = {}  # -> (fd, depth, sha
 
 def _drop_locks_in_child() -> None:
     """A forked child shares the lock's open file: while it lives, the lock outlives this
-    process's hold. Libraries fork behind our back (OpenVINO's telemetry forks a sender, and a
-    SIGTERM that the deferred-interrupt handler holds back left it hanging with a bundle
-    locked for 600 s), so the child closes its copies; never flock(LOCK_UN) here, which would
-    release the parent's lock."""
+    process's hold. Libraries fork behind our back (a model converter's telemetry forks a
+    sender, and a SIGTERM that the deferred-interrupt handler holds back left it hanging with
+    a bundle locked for 600 s), so the child closes its copies; never flock(LOCK_UN) here,
+    which would release the parent's lock."""
     for fd, _, _ in _locks.values():
         with contextlib.suppress(OSError):
             os.close(fd)
